@@ -1,0 +1,57 @@
+/**
+ * What the NBD server needs from a block device. The server knows nothing of journals or object
+ * stores; the volume layer implements this. Errors thrown by these methods are mapped to NBD error
+ * numbers by `errnoFor` in ./errors.ts (ReadOnlyError → EPERM, InvalidArgumentError → EINVAL,
+ * NoSpace → ENOSPC, anything else → EIO).
+ */
+export interface RequestContext {
+  /** Aborted when the client's connection closes: a request still held must then be dropped. */
+  readonly signal: AbortSignal;
+}
+
+export interface ZeroOptions {
+  /** NBD_CMD_FLAG_FUA: durable when the reply leaves. */
+  readonly fua: boolean;
+  /** NBD_CMD_FLAG_NO_HOLE: the range must stay allocated (not deallocated). */
+  readonly noHole: boolean;
+}
+
+export interface NbdExport {
+  readonly name: string;
+  readonly description: string;
+  /** Size in bytes (a multiple of `minimumBlockSize`). */
+  readonly size: number;
+  readonly readOnly: boolean;
+  /** True when a FLUSH on one connection makes writes acknowledged on every connection durable. */
+  readonly canMultiConn: boolean;
+  /** NBD_INFO_BLOCK_SIZE: minimum, preferred and maximum payload sizes. */
+  readonly minimumBlockSize: number;
+  readonly preferredBlockSize: number;
+
+  /** Reads `length` bytes at `offset`. The returned buffer belongs to the caller. */
+  read(offset: number, length: number, ctx: RequestContext): Promise<Buffer>;
+  /**
+   * Writes `data` at `offset`; on return the data is durable. The export may keep a reference to
+   * `data` until then (it is queued for the journal without a copy), so the server hands over a
+   * buffer it will not reuse.
+   */
+  write(offset: number, data: Buffer, fua: boolean, ctx: RequestContext): Promise<void>;
+  /** Every write acknowledged before this call is durable on return. */
+  flush(ctx: RequestContext): Promise<void>;
+  /** The range reads as zeros afterwards (Holdfast never returns stale data after TRIM). */
+  trim(offset: number, length: number, fua: boolean, ctx: RequestContext): Promise<void>;
+  writeZeroes(offset: number, length: number, options: ZeroOptions, ctx: RequestContext): Promise<void>;
+  /**
+   * Called once per connection that selects this export and once when it goes away, so that the
+   * volume can count its clients.
+   */
+  attach(): void;
+  detach(): void;
+}
+
+/** The set of exports a server offers, chosen by export name. */
+export interface ExportRegistry {
+  /** The export for `name`; the empty name selects the default export, if one is configured. */
+  lookup(name: string): NbdExport | undefined;
+  list(): readonly NbdExport[];
+}

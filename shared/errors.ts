@@ -1,0 +1,42 @@
+/**
+ * Base class of every error Holdfast raises on purpose. Policy code (the hang engine, the CLI's exit
+ * codes, the NBD error mapping) switches on the class, never on message text, so each failure that
+ * needs a different answer gets its own subclass.
+ */
+export class HoldfastError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A setting is wrong: which one and why is in the message. */
+export class ConfigError extends HoldfastError {}
+
+/** The caller asked for something that cannot be done with these arguments (bad size, bad name). */
+export class InvalidArgumentError extends HoldfastError {}
+
+/** A named volume does not exist in the store. */
+export class VolumeNotFoundError extends HoldfastError {}
+
+/** A volume with that name already exists. */
+export class VolumeExistsError extends HoldfastError {}
+
+/** Another gateway holds the volume (same journal directory or same store). */
+export class VolumeLockedError extends HoldfastError {}
+
+/** The volume is read-only and the request would change it. */
+export class ReadOnlyError extends HoldfastError {}
+
+/** A journal segment holds a record that fails its checksum and is not a torn tail. */
+export class JournalCorruptError extends HoldfastError {}
+
+/** Writing or syncing the journal failed (EIO, ENOSPC ...); `cause` is the system error. */
+export class JournalIoError extends HoldfastError {}
+
+/** The request was abandoned because its client went away or the gateway is stopping. */
+export class RequestAbortedError extends HoldfastError {}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
