@@ -1,0 +1,190 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+
+import { InvalidArgumentError } from '../../shared/errors.js';
+import { type ObjectStore, StoreError } from './object-store.js';
+
+export interface S3StoreOptions {
+  bucket: string;
+  /** Prepended to every key; normalised to '' or a string ending in '/'. */
+  prefix: string;
+  /** For S3-compatible servers (MinIO, s3rver ...); unset means AWS. */
+  endpoint?: string;
+  region?: string;
+  /** Defaults to true when `endpoint` is set: S3-compatible servers rarely do virtual hosts. */
+  forcePathStyle?: boolean;
+  /** SDK attempts per request, including the first. */
+  maxAttempts?: number;
+  /** Limit on waiting for the response headers, and on any silence while the body streams. */
+  requestTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  maxSockets?: number;
+  /** Keys per ListObjectsV2 page (S3 caps it at 1000); small values let tests reach page 2. */
+  listPageSize?: number;
+}
+
+// Retries are kept short because the hang engine above decides whether to hold or fail I/O
+// during an outage; SDK back-off would only hide the outage from it.
+const DEFAULT_MAX_ATTEMPTS = 2;
+const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
+const DEFAULT_MAX_SOCKETS = 64;
+
+/** Volumes stored as objects in an S3 bucket under a key prefix. */
+export class S3ObjectStore implements ObjectStore {
+  readonly location: string;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly listPageSize: number | undefined;
+  private readonly client: S3Client;
+
+  constructor(options: S3StoreOptions) {
+    this.bucket = options.bucket;
+    this.prefix = normalisePrefix(options.prefix);
+    this.listPageSize = options.listPageSize;
+    this.location = `s3://${this.bucket}/${this.prefix}`;
+
+    const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS };
+    this.client = new S3Client({
+      endpoint: options.endpoint,
+      // SigV4 needs some region even when an S3-compatible server ignores it.
+      region: options.region ?? (options.endpoint === undefined ? undefined : 'us-east-1'),
+      forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
+      maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      // The newer defaults (flexible checksums, aws-chunked uploads) are not understood by
+      // several S3-compatible servers, s3rver among them.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({
+        connectionTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+        // Without throwOnRequestTimeout the handler only logs a warning and keeps waiting.
+        requestTimeout,
+        throwOnRequestTimeout: true,
+        // requestTimeout stops counting once headers arrive; this covers a stall mid-body.
+        socketTimeout: requestTimeout,
+        // Agent instances rather than agent options: with options the handler builds a
+        // throwaway non-keep-alive agent for every large (Expect: 100-continue) upload.
+        httpAgent: new HttpAgent(agentOptions),
+        httpsAgent: new HttpsAgent(agentOptions),
+      }),
+    });
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }),
+      );
+      if (out.Body === undefined) return Buffer.alloc(0);
+      const bytes = await out.Body.transformToByteArray();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (err) {
+      if (isNoSuchKey(err)) return undefined;
+      throw new StoreError('get', key, { cause: err });
+    }
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.prefix + key,
+          Body: body,
+          ContentLength: body.byteLength,
+          ContentType: 'application/octet-stream',
+        }),
+      );
+    } catch (err) {
+      throw new StoreError('put', key, { cause: err });
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+    } catch (err) {
+      if (isNoSuchKey(err)) return;
+      throw new StoreError('delete', key, { cause: err });
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    let continuationToken: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix + prefix,
+            ContinuationToken: continuationToken,
+            MaxKeys: this.listPageSize,
+          }),
+        );
+      } catch (err) {
+        throw new StoreError('list', prefix, { cause: err });
+      }
+      for (const object of page.Contents ?? []) {
+        if (object.Key !== undefined) yield object.Key.slice(this.prefix.length);
+      }
+      continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+    } while (continuationToken !== undefined);
+  }
+
+  async probe(): Promise<void> {
+    // A one-key listing of our own prefix rather than HeadBucket: it also proves we may read
+    // the prefix, which is what the volumes need.
+    try {
+      await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }),
+      );
+    } catch (err) {
+      throw new StoreError('probe', this.prefix, { cause: err });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
+
+/** Splits `s3://bucket/some/prefix` into its bucket and normalised prefix (`some/prefix/`). */
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
+  const bucket = match?.[1];
+  if (match === null || bucket === undefined || !BUCKET_NAME.test(bucket)) {
+    throw new InvalidArgumentError(
+      `${JSON.stringify(url)} is not an S3 location of the form s3://bucket/prefix`,
+    );
+  }
+  return { bucket, prefix: normalisePrefix(match[2] ?? '') };
+}
+
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+function normalisePrefix(prefix: string): string {
+  if (prefix === '') return '';
+  if (prefix.startsWith('/') || prefix.includes('//')) {
+    throw new InvalidArgumentError(`S3 key prefix ${JSON.stringify(prefix)} has an empty segment`);
+  }
+  return prefix.endsWith('/') ? prefix : `${prefix}/`;
+}
+
+/**
+ * Only NoSuchKey means "no object": a bare 404 can also be NoSuchBucket or a proxy's error page,
+ * and reading that as a missing extent would hand the guest zeros instead of an error.
+ */
+function isNoSuchKey(err: unknown): boolean {
+  return err instanceof Error && err.name === 'NoSuchKey';
+}
