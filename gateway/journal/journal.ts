@@ -1,0 +1,530 @@
+import { mkdir, readdir, unlink, open as openFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { JournalCorruptError, JournalIoError } from '../../shared/errors.js';
+import {
+  RECORD_HEADER_SIZE,
+  RECORD_MAGIC,
+  RecordKind,
+  decodeRecordHeader,
+  encodeRecordHeader,
+  recordChecksumOk,
+} from './record.js';
+import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
+
+const SEGMENT_MAGIC = 0x48464a53;
+const SEGMENT_VERSION = 1;
+const SEGMENT_HEADER_SIZE = 16;
+const SEGMENT_NAME = /^(\d{16})\.seg$/;
+/** Bounds one group commit so that a burst of large writes does not build one huge writev. */
+const MAX_BATCH_BYTES = 16 * 1024 * 1024;
+const MAX_BATCH_RECORDS = 4096;
+
+export interface JournalOptions {
+  readonly dir: string;
+  /** A segment is sealed once it grows past this; only whole segments are retired. */
+  readonly segmentBytes: number;
+  /** Appends wait (in arrival order) while live segments plus queued records exceed this. */
+  readonly limitBytes: number;
+  /** Largest payload a record may carry; anything larger on replay is corruption. */
+  readonly maxPayload: number;
+  readonly logger: Logger;
+  readonly fileOps?: SegmentFileOps;
+  /** Back-off between rewrite attempts after a failed write or sync. */
+  readonly retryInitialMs?: number;
+  readonly retryMaxMs?: number;
+  /** Told of every failed write/sync attempt and of the first success after failures. */
+  readonly onIoError?: (err: JournalIoError) => void;
+  readonly onIoRecovered?: () => void;
+}
+
+export class Segment {
+  /** Records in this segment that are durable and not yet released (uploaded). */
+  live = 0;
+  sealed = false;
+  retired = false;
+  constructor(
+    readonly no: number,
+    readonly path: string,
+    readonly file: SegmentFile,
+    /** Bytes of the file that hold records (or were attempted), header included. */
+    public size: number,
+  ) {}
+}
+
+/**
+ * One change owed to the object store. Until it is durable its payload is held here (it is queued
+ * for the next group commit); afterwards it is read back from its segment file on demand, so that
+ * the backlog lives on disk, not in memory.
+ */
+export interface JournalEntry {
+  readonly seq: number;
+  readonly kind: RecordKind;
+  readonly offset: number;
+  readonly length: number;
+  data: Buffer | undefined;
+  segment: Segment | undefined;
+  payloadPosition: number;
+  durable: boolean;
+  /** Extents this entry still has to be uploaded to; the owner decrements, then calls release. */
+  pendingExtents: number;
+}
+
+interface DurableWaiter {
+  readonly seq: number;
+  readonly resolve: () => void;
+}
+
+interface SpaceWaiter {
+  readonly bytes: number;
+  readonly resolve: () => void;
+}
+
+/**
+ * The write-ahead journal of one volume: every acknowledged change not yet in the object store.
+ * Appends are grouped: all records queued while a write+fdatasync is under way go out together in
+ * the next one. A failed write or sync is never simply retried — after a failed fsync the kernel may
+ * have dropped the dirty pages, so the segment is abandoned and the records are written again to a
+ * fresh segment (they keep their sequence numbers; replay keeps the newest copy).
+ */
+export class Journal {
+  private readonly segments: Segment[] = [];
+  private current: Segment | undefined;
+  private nextSeq: number;
+  private nextSegmentNo: number;
+  private queue: JournalEntry[] = [];
+  private queuedBytes = 0;
+  private segmentBytesTotal = 0;
+  private writing = false;
+  private closed = false;
+  private durableSeq: number;
+  private readonly durableWaiters: DurableWaiter[] = [];
+  private readonly spaceWaiters: SpaceWaiter[] = [];
+  private idleWaiters: (() => void)[] = [];
+  private retirement: Promise<void> = Promise.resolve();
+  private failedAttempts = 0;
+  private readonly fileOps: SegmentFileOps;
+
+  private constructor(
+    private readonly opts: JournalOptions,
+    lastSeq: number,
+    lastSegmentNo: number,
+  ) {
+    this.fileOps = opts.fileOps ?? fsSegmentFileOps;
+    this.nextSeq = lastSeq + 1;
+    this.durableSeq = lastSeq;
+    this.nextSegmentNo = lastSegmentNo + 1;
+  }
+
+  /**
+   * Opens the journal in `dir`, replaying every segment. Returns the journal and the entries still
+   * owed to the store, in sequence order.
+   */
+  static async open(opts: JournalOptions): Promise<{ journal: Journal; entries: JournalEntry[] }> {
+    await mkdir(opts.dir, { recursive: true });
+    const names = (await readdir(opts.dir))
+      .map((n) => SEGMENT_NAME.exec(n))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ name: m[0], no: Number(m[1]) }))
+      .sort((a, b) => a.no - b.no);
+    const fileOps = opts.fileOps ?? fsSegmentFileOps;
+    const bySeq = new Map<number, JournalEntry>();
+    const segments: Segment[] = [];
+    for (const { name, no } of names) {
+      const path = join(opts.dir, name);
+      const file = await fileOps.open(path, 'read-write');
+      const segment = new Segment(no, path, file, 0);
+      segment.sealed = true;
+      const records = await scanSegment(segment, opts.maxPayload);
+      for (const entry of records) bySeq.set(entry.seq, entry);
+      segments.push(segment);
+    }
+    const entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+    for (const e of entries) e.segment!.live++;
+    const lastSeq = entries.length > 0 ? entries[entries.length - 1]!.seq : 0;
+    const lastNo = names.length > 0 ? names[names.length - 1]!.no : 0;
+    const journal = new Journal(opts, lastSeq, lastNo);
+    for (const s of segments) {
+      journal.segments.push(s);
+      journal.segmentBytesTotal += s.size;
+    }
+    await journal.retireSegments();
+    return { journal, entries };
+  }
+
+  /** Bytes held by live segments plus records waiting for the next commit. */
+  get usedBytes(): number {
+    return this.segmentBytesTotal + this.queuedBytes;
+  }
+
+  get limitBytes(): number {
+    return this.opts.limitBytes;
+  }
+
+  get segmentCount(): number {
+    return this.segments.length;
+  }
+
+  /** Highest sequence number that is on disk and synced. */
+  get durableSequence(): number {
+    return this.durableSeq;
+  }
+
+  /**
+   * Reserves room for a record of `payloadLength` bytes. Returns undefined when there is room now
+   * (the common case, so no promise is made), else a promise that resolves in arrival order.
+   */
+  reserve(payloadLength: number): Promise<void> | undefined {
+    const bytes = RECORD_HEADER_SIZE + payloadLength;
+    if (this.spaceWaiters.length === 0 && this.fits(bytes)) {
+      this.queuedBytes += bytes;
+      return undefined;
+    }
+    return new Promise((resolve) => this.spaceWaiters.push({ bytes, resolve }));
+  }
+
+  /** Gives back room reserved for a record that will not be appended after all. */
+  cancelReservation(payloadLength: number): void {
+    this.queuedBytes -= RECORD_HEADER_SIZE + payloadLength;
+    this.wakeSpaceWaiters();
+  }
+
+  private fits(bytes: number): boolean {
+    // An empty journal always accepts one record, so a record larger than the limit cannot deadlock.
+    return this.usedBytes + bytes <= this.opts.limitBytes || this.usedBytes === 0;
+  }
+
+  /**
+   * Queues a record whose room was reserved with `reserve`. Synchronous, so that the caller can index
+   * the entry before anything else runs: sequence order is arrival order.
+   */
+  append(kind: RecordKind, offset: number, length: number, data: Buffer | undefined): JournalEntry {
+    if (this.closed) throw new JournalIoError('journal is closed');
+    const entry: JournalEntry = {
+      seq: this.nextSeq++,
+      kind,
+      offset,
+      length,
+      data,
+      segment: undefined,
+      payloadPosition: 0,
+      durable: false,
+      pendingExtents: 0,
+    };
+    this.queue.push(entry);
+    if (!this.writing) {
+      this.writing = true;
+      // A microtask, so that every request parsed from the same socket read joins this commit.
+      queueMicrotask(() => void this.writeLoop());
+    }
+    return entry;
+  }
+
+  /** Resolves once every record up to `seq` is durable; undefined when it already is. */
+  waitDurable(seq: number): Promise<void> | undefined {
+    if (seq <= this.durableSeq) return undefined;
+    return new Promise((resolve) => this.durableWaiters.push({ seq, resolve }));
+  }
+
+  /** Resolves once every record appended so far is durable. */
+  async sync(): Promise<void> {
+    const w = this.waitDurable(this.nextSeq - 1);
+    if (w) await w;
+  }
+
+  /** Copies `length` payload bytes of a write entry, starting `from` bytes into its payload. */
+  async readPayload(entry: JournalEntry, from: number, length: number, into: Buffer, intoOffset: number): Promise<void> {
+    if (entry.data !== undefined) {
+      entry.data.copy(into, intoOffset, from, from + length);
+      return;
+    }
+    const segment = entry.segment;
+    if (segment === undefined || segment.retired) throw new JournalIoError(`journal record ${entry.seq} is no longer readable`);
+    const n = await segment.file.read(into, intoOffset, length, entry.payloadPosition + from);
+    if (n !== length) throw new JournalCorruptError(`journal record ${entry.seq} in ${segment.path} is truncated`);
+  }
+
+  /** The entry is in the object store; its segment may be retired once all its records are. */
+  release(entry: JournalEntry): void {
+    const segment = entry.segment;
+    if (segment === undefined) throw new JournalIoError(`journal record ${entry.seq} released before it was durable`);
+    segment.live--;
+    if (segment.live === 0) this.scheduleRetirement();
+  }
+
+  private scheduleRetirement(): void {
+    this.retirement = this.retirement.then(() => this.retireSegments()).catch((err: unknown) => {
+      this.opts.logger.error({ err }, 'could not delete a retired journal segment');
+    });
+  }
+
+  /**
+   * Deletes fully uploaded segments, oldest first and only from the front: an old record must never
+   * be replayed without the newer records that may overwrite the same bytes.
+   */
+  private async retireSegments(): Promise<void> {
+    const cur = this.current;
+    if (cur !== undefined && cur.live === 0 && !this.writing && this.queue.length === 0 && cur.size > SEGMENT_HEADER_SIZE) {
+      cur.sealed = true;
+      this.current = undefined;
+    }
+    let removed = false;
+    while (this.segments.length > 0) {
+      const oldest = this.segments[0]!;
+      if (!oldest.sealed || oldest.live > 0) break;
+      this.segments.shift();
+      oldest.retired = true;
+      this.segmentBytesTotal -= oldest.size;
+      await oldest.file.close().catch(() => undefined);
+      await unlink(oldest.path);
+      removed = true;
+    }
+    if (removed) {
+      await syncDirectory(this.opts.dir);
+      this.wakeSpaceWaiters();
+    }
+  }
+
+  private wakeSpaceWaiters(): void {
+    while (this.spaceWaiters.length > 0) {
+      const w = this.spaceWaiters[0]!;
+      if (!this.fits(w.bytes)) break;
+      this.spaceWaiters.shift();
+      this.queuedBytes += w.bytes;
+      w.resolve();
+    }
+  }
+
+  private async writeLoop(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.takeBatch();
+      await this.commitBatch(batch);
+    }
+    this.writing = false;
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of idle) resolve();
+  }
+
+  private takeBatch(): JournalEntry[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.queue.length && n < MAX_BATCH_RECORDS) {
+      const size = RECORD_HEADER_SIZE + (this.queue[n]!.data?.length ?? 0);
+      if (n > 0 && bytes + size > MAX_BATCH_BYTES) break;
+      bytes += size;
+      n++;
+    }
+    const batch = this.queue.slice(0, n);
+    this.queue = n === this.queue.length ? [] : this.queue.slice(n);
+    return batch;
+  }
+
+  /** Writes and syncs one batch, rewriting it to a fresh segment until that succeeds. */
+  private async commitBatch(batch: JournalEntry[]): Promise<void> {
+    let batchBytes = 0;
+    for (const e of batch) batchBytes += RECORD_HEADER_SIZE + (e.data?.length ?? 0);
+    const headers = Buffer.allocUnsafe(batch.length * RECORD_HEADER_SIZE);
+    const iov: Buffer[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i]!;
+      const at = i * RECORD_HEADER_SIZE;
+      const payloadLength = e.kind === RecordKind.Write ? e.length : 0;
+      encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);
+      iov.push(headers.subarray(at, at + RECORD_HEADER_SIZE));
+      if (e.data !== undefined && e.data.length > 0) iov.push(e.data);
+    }
+    for (;;) {
+      let segment: Segment | undefined;
+      try {
+        segment = await this.segmentFor(batchBytes);
+        const start = segment.size;
+        // Counted before the write: if it fails the file may still hold these bytes.
+        segment.size += batchBytes;
+        this.segmentBytesTotal += batchBytes;
+        this.queuedBytes -= batchBytes;
+        await segment.file.writev(iov, start);
+        await segment.file.datasync();
+        let pos = start;
+        for (const e of batch) {
+          pos += RECORD_HEADER_SIZE;
+          e.segment = segment;
+          e.payloadPosition = pos;
+          e.durable = true;
+          pos += e.data?.length ?? 0;
+          e.data = undefined;
+          segment.live++;
+        }
+        if (segment.size >= this.opts.segmentBytes) this.sealCurrent();
+        if (this.failedAttempts > 0) {
+          this.failedAttempts = 0;
+          this.opts.onIoRecovered?.();
+        }
+        this.markDurable(batch[batch.length - 1]!.seq);
+        return;
+      } catch (cause) {
+        if (segment !== undefined) this.queuedBytes += batchBytes;
+        this.failedAttempts++;
+        const err = new JournalIoError(`journal write failed (attempt ${this.failedAttempts}); rewriting to a new segment`, { cause });
+        this.opts.logger.error({ err, dir: this.opts.dir }, err.message);
+        this.opts.onIoError?.(err);
+        // The failed segment may have lost pages the kernel said were written: never append to it again.
+        if (segment !== undefined && segment === this.current) this.sealCurrent();
+        await sleep(backoff(this.failedAttempts, this.opts.retryInitialMs ?? 50, this.opts.retryMaxMs ?? 1000));
+        this.scheduleRetirement();
+      }
+    }
+  }
+
+  private sealCurrent(): void {
+    if (this.current === undefined) return;
+    this.current.sealed = true;
+    this.current = undefined;
+    this.scheduleRetirement();
+  }
+
+  private async segmentFor(bytes: number): Promise<Segment> {
+    const cur = this.current;
+    if (cur !== undefined && (cur.size + bytes <= this.opts.segmentBytes || cur.size === SEGMENT_HEADER_SIZE)) return cur;
+    if (cur !== undefined) this.sealCurrent();
+    const no = this.nextSegmentNo++;
+    const path = join(this.opts.dir, `${String(no).padStart(16, '0')}.seg`);
+    const file = await this.fileOps.open(path, 'create');
+    const header = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    header.writeUInt32LE(SEGMENT_MAGIC, 0);
+    header.writeUInt32LE(SEGMENT_VERSION, 4);
+    header.writeUInt32LE(Math.floor(no / 0x1_0000_0000), 8);
+    header.writeUInt32LE(no % 0x1_0000_0000, 12);
+    const segment = new Segment(no, path, file, SEGMENT_HEADER_SIZE);
+    this.segments.push(segment);
+    this.segmentBytesTotal += SEGMENT_HEADER_SIZE;
+    this.current = segment;
+    try {
+      await file.writev([header], 0);
+      await syncDirectory(this.opts.dir);
+    } catch (err) {
+      this.sealCurrent();
+      throw err;
+    }
+    return segment;
+  }
+
+  private markDurable(seq: number): void {
+    this.durableSeq = seq;
+    let n = 0;
+    while (n < this.durableWaiters.length && this.durableWaiters[n]!.seq <= seq) {
+      this.durableWaiters[n]!.resolve();
+      n++;
+    }
+    if (n > 0) this.durableWaiters.splice(0, n);
+  }
+
+  /** Waits for queued records to be durable, then closes every segment file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.writing) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.retirement;
+    for (const s of this.segments) await s.file.close().catch(() => undefined);
+  }
+}
+
+/** Reads a segment's records, sets `segment.size` to the end of the last good record. */
+async function scanSegment(segment: Segment, maxPayload: number): Promise<JournalEntry[]> {
+  const fileSize = await segment.file.size();
+  const entries: JournalEntry[] = [];
+  if (fileSize < SEGMENT_HEADER_SIZE) {
+    segment.size = fileSize;
+    return entries;
+  }
+  const head = Buffer.alloc(SEGMENT_HEADER_SIZE);
+  await segment.file.read(head, 0, SEGMENT_HEADER_SIZE, 0);
+  if (head.readUInt32LE(0) !== SEGMENT_MAGIC || head.readUInt32LE(4) !== SEGMENT_VERSION) {
+    throw new JournalCorruptError(`${segment.path} is not a Holdfast journal segment (bad header)`);
+  }
+  const header = Buffer.alloc(RECORD_HEADER_SIZE);
+  let pos = SEGMENT_HEADER_SIZE;
+  while (pos < fileSize) {
+    const bad = await readRecordAt(segment.file, pos, fileSize, header, maxPayload);
+    if (typeof bad === 'string') {
+      // A torn tail (crash mid-append, or the unsynced end of an abandoned segment) is expected and
+      // dropped; a damaged record followed by good ones means the disk lost data we had synced.
+      if (await anyGoodRecordAfter(segment.file, pos, fileSize, maxPayload)) {
+        throw new JournalCorruptError(`journal segment ${segment.path}: record at byte ${pos} is corrupt (${bad}) and later records are intact`);
+      }
+      break;
+    }
+    entries.push({
+      seq: bad.seq,
+      kind: bad.kind,
+      offset: bad.offset,
+      length: bad.length,
+      data: undefined,
+      segment,
+      payloadPosition: pos + RECORD_HEADER_SIZE,
+      durable: true,
+      pendingExtents: 0,
+    });
+    pos += RECORD_HEADER_SIZE + bad.payloadLength;
+  }
+  segment.size = Math.min(pos, fileSize);
+  return entries;
+}
+
+type ScannedRecord = { seq: number; kind: RecordKind; offset: number; length: number; payloadLength: number };
+
+async function readRecordAt(
+  file: SegmentFile,
+  pos: number,
+  fileSize: number,
+  header: Buffer,
+  maxPayload: number,
+): Promise<ScannedRecord | string> {
+  if (pos + RECORD_HEADER_SIZE > fileSize) return 'truncated header';
+  await file.read(header, 0, RECORD_HEADER_SIZE, pos);
+  const check = decodeRecordHeader(header, 0, maxPayload);
+  if (!check.ok) return check.reason;
+  const h = check.header;
+  if (pos + RECORD_HEADER_SIZE + h.payloadLength > fileSize) return 'truncated payload';
+  const payload = Buffer.allocUnsafe(h.payloadLength);
+  await file.read(payload, 0, h.payloadLength, pos + RECORD_HEADER_SIZE);
+  if (!recordChecksumOk(header, 0, payload)) return 'checksum mismatch';
+  return h;
+}
+
+/**
+ * Looks for an intact record anywhere after a damaged one. Records start on no fixed boundary,
+ * so every byte position is tried; this runs only on the rare damaged segment.
+ */
+async function anyGoodRecordAfter(file: SegmentFile, damagedAt: number, fileSize: number, maxPayload: number): Promise<boolean> {
+  const length = fileSize - damagedAt;
+  const rest = Buffer.allocUnsafe(length);
+  await file.read(rest, 0, length, damagedAt);
+  for (let at = 1; at + RECORD_HEADER_SIZE <= length; at++) {
+    if (rest.readUInt32LE(at) !== RECORD_MAGIC) continue;
+    const check = decodeRecordHeader(rest, at, maxPayload);
+    if (!check.ok) continue;
+    const end = at + RECORD_HEADER_SIZE + check.header.payloadLength;
+    if (end > length) continue;
+    if (recordChecksumOk(rest, at, rest.subarray(at + RECORD_HEADER_SIZE, end))) return true;
+  }
+  return false;
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const fh = await openFile(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function backoff(attempt: number, initialMs: number, maxMs: number): number {
+  const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 20));
+  return base / 2 + Math.random() * (base / 2);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,82 @@
+import { open, type FileHandle } from 'node:fs/promises';
+
+/**
+ * The file operations the journal uses, behind an interface so that tests can make a sync or a
+ * write fail the way a real disk does (EIO, ENOSPC) without needing a broken disk.
+ */
+export interface SegmentFileOps {
+  open(path: string, flags: 'create' | 'read-write'): Promise<SegmentFile>;
+}
+
+export interface SegmentFile {
+  /** Writes every buffer, in order, at `position`; short writes are continued, not reported. */
+  writev(buffers: Buffer[], position: number): Promise<void>;
+  datasync(): Promise<void>;
+  read(into: Buffer, intoOffset: number, length: number, position: number): Promise<number>;
+  size(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Linux caps one writev at IOV_MAX (1024) buffers. */
+const MAX_IOVECS = 1024;
+
+class FsSegmentFile implements SegmentFile {
+  constructor(private readonly fh: FileHandle) {}
+
+  async writev(buffers: Buffer[], position: number): Promise<void> {
+    let pos = position;
+    for (let i = 0; i < buffers.length; i += MAX_IOVECS) {
+      let chunk = buffers.slice(i, i + MAX_IOVECS);
+      for (;;) {
+        const expected = chunk.reduce((n, b) => n + b.length, 0);
+        const { bytesWritten } = await this.fh.writev(chunk, pos);
+        pos += bytesWritten;
+        if (bytesWritten >= expected) break;
+        chunk = dropWritten(chunk, bytesWritten);
+      }
+    }
+  }
+
+  datasync(): Promise<void> {
+    return this.fh.datasync();
+  }
+
+  async read(into: Buffer, intoOffset: number, length: number, position: number): Promise<number> {
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.fh.read(into, intoOffset + done, length - done, position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done;
+  }
+
+  async size(): Promise<number> {
+    return (await this.fh.stat()).size;
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+function dropWritten(buffers: Buffer[], written: number): Buffer[] {
+  let skip = written;
+  const rest: Buffer[] = [];
+  for (const b of buffers) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    rest.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return rest;
+}
+
+export const fsSegmentFileOps: SegmentFileOps = {
+  async open(path, flags) {
+    // 'wx' so that a segment number is never reused over an existing file by mistake.
+    return new FsSegmentFile(await open(path, flags === 'create' ? 'wx+' : 'r+'));
+  },
+};

@@ -1,0 +1,66 @@
+import { LRUCache } from 'lru-cache';
+
+/** The current contents of one extent: stored base with every journal change up to `seq` applied. */
+export interface MaterializedExtent {
+  /** null means all zeros; no buffer is kept for those. */
+  data: Buffer | null;
+  /** Highest journal sequence number folded into `data`. */
+  seq: number;
+}
+
+/** What a zero extent costs in the cache, so that a sparse volume cannot grow the map without bound. */
+const ZERO_EXTENT_COST = 64;
+
+/**
+ * LRU cache of materialized extents, bounded in bytes. An entry is the extent as the guest sees it
+ * now, so a cache hit needs neither the store nor the journal. Entries are changed in place when a
+ * write lands; evicting one is always safe because the journal still holds every change it carries.
+ */
+export class ExtentCache {
+  private readonly lru: LRUCache<number, MaterializedExtent> | undefined;
+  hits = 0;
+  misses = 0;
+
+  constructor(readonly maxBytes: number) {
+    this.lru =
+      maxBytes > 0
+        ? new LRUCache<number, MaterializedExtent>({
+            maxSize: maxBytes,
+            sizeCalculation: (e) => (e.data === null ? ZERO_EXTENT_COST : e.data.length),
+          })
+        : undefined;
+  }
+
+  get(index: number): MaterializedExtent | undefined {
+    const e = this.lru?.get(index);
+    if (e === undefined) this.misses++;
+    else this.hits++;
+    return e;
+  }
+
+  /** Looks without counting a hit or miss or refreshing recency (used by writes and uploads). */
+  peek(index: number): MaterializedExtent | undefined {
+    return this.lru?.peek(index);
+  }
+
+  /** Inserts or re-inserts (after its size changed); too large an extent is simply not kept. */
+  set(index: number, extent: MaterializedExtent): void {
+    this.lru?.set(index, extent);
+  }
+
+  delete(index: number): void {
+    this.lru?.delete(index);
+  }
+
+  get bytes(): number {
+    return this.lru?.calculatedSize ?? 0;
+  }
+
+  get size(): number {
+    return this.lru?.size ?? 0;
+  }
+
+  clear(): void {
+    this.lru?.clear();
+  }
+}

@@ -1,0 +1,146 @@
+import type { Logger } from 'pino';
+import type { Journal } from '../journal/journal.js';
+import type { ObjectStore } from '../store/object-store.js';
+import type { PendingChanges } from './pending-changes.js';
+
+export interface UploaderOptions {
+  readonly volume: string;
+  readonly store: ObjectStore;
+  readonly journal: Journal;
+  readonly pending: PendingChanges;
+  /** The extent's current bytes (a private copy, null for zeros) and the journal sequence it includes. */
+  readonly snapshot: (extent: number) => Promise<{ data: Buffer | null; seq: number }>;
+  readonly keyFor: (extent: number) => string;
+  readonly concurrency: number;
+  /** How long a change may wait so that later writes to the same extent share its PUT. */
+  readonly delayMs: number;
+  readonly retryInitialMs: number;
+  readonly retryMaxMs: number;
+  readonly logger: Logger;
+  /** Told of each failed upload and of the first success after failures (storage-unavailable). */
+  readonly onStoreError?: (err: unknown) => void;
+  readonly onStoreRecovered?: () => void;
+}
+
+export interface UploaderStats {
+  puts: number;
+  deletes: number;
+  bytesUploaded: number;
+  failures: number;
+}
+
+/**
+ * Folds journal entries into extent objects in the background: one read-modify-write PUT per dirty
+ * extent, however many writes it collected, a bounded number at a time. After a PUT succeeds the
+ * entries it covered leave the pending set and the journal may retire their segments.
+ */
+export class Uploader {
+  private readonly inFlight = new Set<number>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private failures = 0;
+  private drainWaiters: (() => void)[] = [];
+  private idleWaiters: (() => void)[] = [];
+  readonly stats: UploaderStats = { puts: 0, deletes: 0, bytesUploaded: 0, failures: 0 };
+
+  constructor(private readonly opts: UploaderOptions) {}
+
+  /** New changes arrived: upload them after the coalescing delay. */
+  notify(): void {
+    if (this.stopped || this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.pump();
+    }, this.failures > 0 ? this.retryDelay() : this.opts.delayMs);
+  }
+
+  /** Uploads right away, without the coalescing delay (shutdown drain, tests, journal pressure). */
+  kick(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    for (const extent of this.opts.pending.dirtyExtents()) {
+      if (this.inFlight.size >= this.opts.concurrency) return;
+      if (this.inFlight.has(extent)) continue;
+      this.inFlight.add(extent);
+      void this.upload(extent);
+    }
+    this.settle();
+  }
+
+  private async upload(extent: number): Promise<void> {
+    const key = this.opts.keyFor(extent);
+    try {
+      const snap = await this.opts.snapshot(extent);
+      const durable = this.opts.journal.waitDurable(snap.seq);
+      if (durable) await durable;
+      if (snap.data === null) {
+        await this.opts.store.delete(key);
+        this.stats.deletes++;
+      } else {
+        await this.opts.store.put(key, snap.data);
+        this.stats.puts++;
+        this.stats.bytesUploaded += snap.data.length;
+      }
+      for (const entry of this.opts.pending.removeThrough(extent, snap.seq)) this.opts.journal.release(entry);
+      if (this.failures > 0) {
+        this.failures = 0;
+        this.opts.logger.info({ volume: this.opts.volume }, 'object store answers again; uploads resumed');
+        this.opts.onStoreRecovered?.();
+      }
+    } catch (err) {
+      this.failures++;
+      this.stats.failures++;
+      this.opts.logger.warn({ err, volume: this.opts.volume, extent }, 'extent upload failed; will retry');
+      this.opts.onStoreError?.(err);
+    } finally {
+      this.inFlight.delete(extent);
+    }
+    if (this.failures > 0) this.notify();
+    else this.pump();
+    this.settle();
+  }
+
+  private retryDelay(): number {
+    const base = Math.min(this.opts.retryMaxMs, this.opts.retryInitialMs * 2 ** Math.min(this.failures - 1, 20));
+    return base / 2 + Math.random() * (base / 2);
+  }
+
+  private settle(): void {
+    if (this.inFlight.size > 0) return;
+    if (this.opts.pending.count === 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of idle) w();
+  }
+
+  /** Resolves when every pending change is in the store (uploads start at once). */
+  drained(): Promise<void> {
+    if (this.opts.pending.count === 0 && this.inFlight.size === 0) return Promise.resolve();
+    const p = new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+    this.kick();
+    return p;
+  }
+
+  /** Stops starting uploads and waits for those under way to finish. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.inFlight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  get uploading(): number {
+    return this.inFlight.size;
+  }
+}
