@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { InvalidArgumentError, JournalCorruptError, ReadOnlyError, RequestAbortedError } from '../../shared/errors.js';
+import { VolumeCorruptError } from './errors.js';
 import type { VolumeManifest } from '../../shared/volume-manifest.js';
 import { Journal, type JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
@@ -340,7 +341,7 @@ export class Volume implements NbdExport {
     if (body === undefined) return null;
     const expected = this.extentLength(index);
     if (body.length !== expected) {
-      throw new JournalCorruptError(`extent ${index} of volume ${this.name} has ${body.length} bytes, expected ${expected}`);
+      throw new VolumeCorruptError(`extent ${index} of volume ${this.name} has ${body.length} bytes, expected ${expected}`);
     }
     return body;
   }

@@ -1,0 +1,32 @@
+import type { GatewayConfigInput } from '../../shared/config.js';
+
+type Setting = keyof GatewayConfigInput;
+
+/**
+ * One line of help per gateway setting; the CLI builds its options from this table and the README
+ * documents the same names, so flags, config file and environment never drift apart.
+ */
+export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly help: string }> = {
+  listen: { arg: 'host:port', help: 'NBD listen address (default 127.0.0.1:10809)' },
+  dataDir: { arg: 'dir', help: 'where the embedded defaults keep the store and the journal (default ./data)' },
+  store: { arg: 'url', help: 'object store: s3://bucket/prefix, file:///path or a directory (default DATA_DIR/store)' },
+  s3Endpoint: { arg: 'url', help: 'S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:9000' },
+  s3Region: { arg: 'region', help: 'S3 region (default from the AWS environment, us-east-1 with --s3-endpoint)' },
+  journalDir: { arg: 'dir', help: 'write journal directory, EFS in production (default DATA_DIR/journal)' },
+  cacheSize: { arg: 'size', help: 'extent cache per volume (default 256MiB)' },
+  journalLimit: { arg: 'size', help: 'journal bytes per volume before writes wait for uploads (default 1GiB)' },
+  segmentSize: { arg: 'size', help: 'journal segment file size (default 64MiB)' },
+  uploadConcurrency: { arg: 'n', help: 'extent uploads in flight per volume (default 8)' },
+  uploadDelay: { arg: 'duration', help: 'how long changes wait so later writes to the same extent share one PUT (default 1s)' },
+  retryMax: { arg: 'duration', help: 'longest back-off between retries of a failed upload (default 1s)' },
+  extentSize: { arg: 'size', help: 'extent size for volumes created by the gateway (default 4MiB)' },
+  volumes: { arg: 'names...', help: 'volumes to serve (default: every volume in the store)' },
+  createVolume: { arg: 'name=size', help: 'volume created on first start if missing; "" for none (default demo=1G)' },
+  readOnly: { help: 'serve every volume read-only' },
+  shutdownGrace: { arg: 'duration', help: 'on SIGTERM, how long requests in flight may take (default 25s)' },
+  logLevel: { arg: 'level', help: 'fatal, error, warn, info, debug, trace or silent (default info)' },
+  logFormat: { arg: 'format', help: 'pretty, json or auto (pretty on a terminal) (default auto)' },
+};
+
+/** Settings every command needs to find the volumes. */
+export const STORE_SETTINGS: readonly Setting[] = ['dataDir', 'store', 's3Endpoint', 's3Region', 'journalDir', 'logLevel', 'logFormat'];

@@ -1,0 +1,16 @@
+import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export type LogFormat = 'pretty' | 'json' | 'auto';
+
+/**
+ * Logs go to stderr so that command output on stdout stays parseable. `auto` is readable in a
+ * terminal and JSON (one object per line) everywhere else, as log shippers want.
+ */
+export function createLogger(level: string, format: LogFormat): Logger {
+  const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
+  if (usePretty) {
+    return pino({ level }, pretty({ destination: 2, colorize: process.stderr.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
+  }
+  return pino({ level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: false }));
+}

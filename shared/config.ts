@@ -1,0 +1,89 @@
+import { z } from 'zod';
+import { DEFAULT_EXTENT_SIZE, isValidExtentSize, VOLUME_NAME } from './volume-manifest.js';
+import { parseDuration, parseSize } from './units.js';
+
+/** A size given as a number of bytes or as text like `256MiB`. */
+const size = (what: string) =>
+  z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+    const n = typeof v === 'number' ? v : parseSize(v);
+    if (n === undefined) {
+      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a ${what} like 256MiB, 10G or 4096` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+/** A duration given as milliseconds or as text like `25s` or `250ms`. */
+const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : parseDuration(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a duration like 25s or 250ms` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const hostPort = z.string().transform((v, ctx) => {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not HOST:PORT (e.g. 127.0.0.1:10809)` });
+    return z.NEVER;
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+});
+
+/** `NAME=SIZE`: a volume created on first start when it does not exist. */
+const autoCreate = z.string().transform((v, ctx) => {
+  if (v === '') return undefined;
+  const [name, sizeText] = v.split('=');
+  const bytes = sizeText === undefined ? undefined : parseSize(sizeText);
+  if (name === undefined || !VOLUME_NAME.test(name) || bytes === undefined || bytes <= 0 || bytes % 512 !== 0) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not NAME=SIZE with a valid volume name and a size that is a multiple of 512 (e.g. demo=1G), or empty to create nothing` });
+    return z.NEVER;
+  }
+  return { name, size: bytes };
+});
+
+/**
+ * Every gateway setting, with the same names on the command line (kebab-case), in the config file
+ * (camelCase JSON) and in the environment (HOLDFAST_ + upper snake case).
+ */
+export const GatewayConfigSchema = z
+  .object({
+    listen: hostPort.prefault('127.0.0.1:10809'),
+    /** Where the embedded defaults put the local store and the journal. */
+    dataDir: z.string().min(1).default('./data'),
+    /** `file:///path`, a plain path, or `s3://bucket/prefix`; default: DATA_DIR/store. */
+    store: z.string().min(1).optional(),
+    s3Endpoint: z.url().optional(),
+    s3Region: z.string().min(1).optional(),
+    /** Default: DATA_DIR/journal. EFS in production. */
+    journalDir: z.string().min(1).optional(),
+    cacheSize: size('cache size').default(256 * 2 ** 20),
+    journalLimit: size('journal limit').default(2 ** 30),
+    segmentSize: size('segment size')
+      .default(64 * 2 ** 20)
+      .refine((n) => n >= 2 ** 20, 'segment size must be at least 1MiB'),
+    uploadConcurrency: z.coerce.number().int().min(1).max(256).default(8),
+    uploadDelay: duration.default(1000),
+    retryMax: duration.default(1000),
+    extentSize: size('extent size')
+      .default(DEFAULT_EXTENT_SIZE)
+      .refine(isValidExtentSize, 'extent size must be a power of two from 64KiB to 64MiB'),
+    /** Volumes to serve; empty means every volume in the store. */
+    volumes: z.array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)')).default([]),
+    createVolume: autoCreate.prefault('demo=1G'),
+    readOnly: z.boolean().default(false),
+    shutdownGrace: duration.default(25_000),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    logFormat: z.enum(['pretty', 'json', 'auto']).default('auto'),
+  })
+  .strict()
+  .refine((c) => c.journalLimit >= 2 * c.segmentSize, {
+    message: 'journal limit must be at least twice the segment size',
+    path: ['journalLimit'],
+  });
+
+export type GatewayConfigInput = z.input<typeof GatewayConfigSchema>;
+export type GatewayConfig = z.output<typeof GatewayConfigSchema>;
