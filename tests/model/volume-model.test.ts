@@ -125,7 +125,7 @@ for (const cacheBytes of [0, 2 * EXTENT, 64 * EXTENT]) {
           await rm(dir, { recursive: true, force: true });
         }
       }),
-      { numRuns: 60 },
+      { numRuns: 150 },
     );
   });
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// `npm test`: installs the Debian tools the suite drives (when missing), builds the bundle the
+// integration tests run, type-checks, then runs the phases in order — unit and model tests first,
+// real-peer integration tests after, the VM suite last — and prints one combined result line.
+// Servers (s3rver, gateways, peers) are started and stopped by the tests themselves.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Command the tests run → the Debian package that provides it. */
+const TOOLS = {
+  'qemu-img': 'qemu-utils',
+  'qemu-io': 'qemu-utils',
+  'qemu-nbd': 'qemu-utils',
+  nbdinfo: 'libnbd-bin',
+  nbdcopy: 'libnbd-bin',
+  nbdkit: 'nbdkit',
+  fio: 'fio',
+};
+
+const PHASES = [
+  { name: 'unit', dir: 'tests/unit' },
+  { name: 'model', dir: 'tests/model' },
+  { name: 'integration', dir: 'tests/integration' },
+  { name: 'vm', dir: 'tests/vm' },
+];
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', ...opts });
+  if (r.error) throw r.error;
+  return r.status ?? 1;
+}
+
+function onPath(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+function ensureTools() {
+  const missing = [...new Set(Object.entries(TOOLS).filter(([cmd]) => !onPath(cmd)).map(([, pkg]) => pkg))];
+  if (missing.length === 0) return;
+  console.log(`test: installing missing Debian packages: ${missing.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  if (run('apt-get', ['update', '-qq'], { env }) !== 0 || run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { env }) !== 0) {
+    console.error(`test: could not install ${missing.join(' ')} (apt-get needs root and Debian's package mirror); the tests need them`);
+    process.exit(1);
+  }
+  const still = Object.keys(TOOLS).filter((cmd) => !onPath(cmd));
+  if (still.length > 0) {
+    console.error(`test: still missing after apt-get: ${still.join(' ')}`);
+    process.exit(1);
+  }
+}
+
+function testFiles(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true })
+    .map(String)
+    .filter((f) => f.endsWith('.test.ts'))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+const only = process.argv.slice(2);
+ensureTools();
+if (run('npm', ['run', '--silent', 'build']) !== 0) process.exit(1);
+if (only.length === 0 && run('npx', ['tsc', '-p', 'tsconfig.json']) !== 0) {
+  console.error('test: type check failed');
+  process.exit(1);
+}
+
+const tapDir = mkdtempSync(join(tmpdir(), 'holdfast-tap-'));
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const phase of PHASES) {
+  if (only.length > 0 && !only.includes(phase.name)) continue;
+  const files = testFiles(phase.dir);
+  if (files.length === 0) continue;
+  console.log(`\n=== ${phase.name} tests (${files.length} files) ===`);
+  const tap = join(tapDir, `${phase.name}.tap`);
+  const status = run(process.execPath, [
+    '--import', 'tsx',
+    '--test',
+    '--test-concurrency=1',
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+    ...files,
+  ]);
+  const text = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
+  const count = (key) => Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  passed += count('pass');
+  failed += count('fail') + count('cancelled');
+  skipped += count('skipped') + count('todo');
+  if (status !== 0 && count('fail') + count('cancelled') === 0) failed++;
+}
+rmSync(tapDir, { recursive: true, force: true });
+// Skips are counted as failures: a test that cannot run here must say so loudly, not pass.
+console.log(`\ntests: ${passed} passed, ${failed + skipped} failed${skipped > 0 ? ` (${skipped} skipped)` : ''}`);
+process.exit(failed + skipped > 0 || passed === 0 ? 1 : 0);

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError } from '../../shared/errors.js';
+import { parseDuration, parseSize } from '../../shared/units.js';
+import { envName, flagName, loadConfig } from '../../gateway/config/load-config.js';
+
+test('sizes and durations parse as operators write them', () => {
+  assert.equal(parseSize('4096'), 4096);
+  assert.equal(parseSize('10G'), 10 * 2 ** 30);
+  assert.equal(parseSize('256MiB'), 256 * 2 ** 20);
+  assert.equal(parseSize('64k'), 65536);
+  assert.equal(parseSize('1.5G'), 1.5 * 2 ** 30);
+  assert.equal(parseSize('12X'), undefined);
+  assert.equal(parseSize(''), undefined);
+  assert.equal(parseDuration('25s'), 25_000);
+  assert.equal(parseDuration('250ms'), 250);
+  assert.equal(parseDuration('2m'), 120_000);
+  assert.equal(parseDuration('3'), 3000);
+  assert.equal(parseDuration('soon'), undefined);
+});
+
+test('names map between flags, environment and file', () => {
+  assert.equal(flagName('cacheSize'), '--cache-size');
+  assert.equal(envName('cacheSize'), 'HOLDFAST_CACHE_SIZE');
+  assert.equal(envName('s3Endpoint'), 'HOLDFAST_S3_ENDPOINT');
+});
+
+test('defaults give the embedded setup', () => {
+  const c = loadConfig({ flags: {}, env: {} });
+  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 10809 });
+  assert.match(c.storeUrl, /^file:\/\/.*\/data\/store$/);
+  assert.match(c.journalRoot, /\/data\/journal$/);
+  assert.deepEqual(c.createVolume, { name: 'demo', size: 2 ** 30 });
+  assert.equal(c.extentSize, 4 * 2 ** 20);
+  assert.equal(c.shutdownGrace, 25_000);
+});
+
+test('flags override the environment, which overrides the file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'hf-config-'));
+  try {
+    const file = join(dir, 'holdfast.json');
+    await writeFile(file, JSON.stringify({ cacheSize: '1G', journalLimit: '4G', uploadConcurrency: 3, volumes: ['a', 'b'] }));
+    const c = loadConfig({ flags: { cacheSize: '64M' }, env: { HOLDFAST_JOURNAL_LIMIT: '2G', HOLDFAST_VOLUMES: 'x, y' }, file });
+    assert.equal(c.cacheSize, 64 * 2 ** 20);
+    assert.equal(c.journalLimit, 2 * 2 ** 30);
+    assert.equal(c.uploadConcurrency, 3);
+    assert.deepEqual(c.volumes, ['x', 'y']);
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});
+
+test('a bad setting is reported under the name it was given', async () => {
+  assert.throws(() => loadConfig({ flags: { cacheSize: '12X' }, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('--cache-size') && e.message.includes('"12X"'));
+  assert.throws(() => loadConfig({ flags: {}, env: { HOLDFAST_LISTEN: 'nope' } }), (e: unknown) => e instanceof ConfigError && e.message.includes('HOLDFAST_LISTEN (environment)'));
+  assert.throws(() => loadConfig({ flags: { extentSize: '3M' }, env: {} }), (e: unknown) => e instanceof ConfigError && /power of two/.test(e.message));
+  assert.throws(() => loadConfig({ flags: { createVolume: 'demo=100' }, env: {} }), (e: unknown) => e instanceof ConfigError && /multiple of 512/.test(e.message));
+  assert.throws(() => loadConfig({ flags: { journalLimit: '64M', segmentSize: '64M' }, env: {} }), (e: unknown) => e instanceof ConfigError && /twice the segment size/.test(e.message));
+  const dir = await mkdtemp(join(tmpdir(), 'hf-config-'));
+  try {
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ cacheSise: '1G' }));
+    assert.throws(() => loadConfig({ flags: {}, env: {}, file }), (e: unknown) => e instanceof ConfigError && e.message.includes('cacheSise'));
+    await writeFile(file, '{ not json');
+    assert.throws(() => loadConfig({ flags: {}, env: {}, file }), (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message));
+    assert.throws(() => loadConfig({ flags: {}, env: {}, file: join(dir, 'missing.json') }), (e: unknown) => e instanceof ConfigError && /cannot read config file/.test(e.message));
+  } finally {
+    await rm(dir, { recursive: true });
+  }
+});
