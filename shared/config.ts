@@ -66,7 +66,7 @@ export const GatewayConfigSchema = z
       .default(64 * 2 ** 20)
       .refine((n) => n >= 2 ** 20, 'segment size must be at least 1MiB'),
     uploadConcurrency: z.coerce.number().int().min(1).max(256).default(8),
-    uploadDelay: duration.default(1000),
+    uploadDelay: duration.default(5000),
     retryMax: duration.default(1000),
     extentSize: size('extent size')
       .default(DEFAULT_EXTENT_SIZE)

@@ -17,7 +17,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   journalLimit: { arg: 'size', help: 'journal bytes per volume before writes wait for uploads (default 1GiB)' },
   segmentSize: { arg: 'size', help: 'journal segment file size (default 64MiB)' },
   uploadConcurrency: { arg: 'n', help: 'extent uploads in flight per volume (default 8)' },
-  uploadDelay: { arg: 'duration', help: 'how long changes wait so later writes to the same extent share one PUT (default 1s)' },
+  uploadDelay: { arg: 'duration', help: 'how long changes wait so later writes to the same extent share one PUT (default 5s; uploads start at once when the journal is half full)' },
   retryMax: { arg: 'duration', help: 'longest back-off between retries of a failed upload (default 1s)' },
   extentSize: { arg: 'size', help: 'extent size for volumes created by the gateway (default 4MiB)' },
   volumes: { arg: 'names...', help: 'volumes to serve (default: every volume in the store)' },

@@ -10,12 +10,16 @@ export class PendingChanges {
   private readonly byExtent = new Map<number, JournalEntry[]>();
   /** Bumped whenever entries leave an extent, so a materialization that raced an upload restarts. */
   private readonly generations = new Map<number, number>();
+  /** When each dirty extent's oldest pending change arrived (ms, monotonic clock). */
+  private readonly dirtySince = new Map<number, number>();
   private entryCount = 0;
 
-  add(extent: number, entry: JournalEntry): void {
+  add(extent: number, entry: JournalEntry, now: number): void {
     const list = this.byExtent.get(extent);
-    if (list === undefined) this.byExtent.set(extent, [entry]);
-    else list.push(entry);
+    if (list === undefined) {
+      this.byExtent.set(extent, [entry]);
+      this.dirtySince.set(extent, now);
+    } else list.push(entry);
     entry.pendingExtents++;
     this.entryCount++;
   }
@@ -32,7 +36,7 @@ export class PendingChanges {
    * Removes the extent's entries up to `seq` (they are in the store now) and returns those whose
    * last pending extent this was, for the journal to release.
    */
-  removeThrough(extent: number, seq: number): JournalEntry[] {
+  removeThrough(extent: number, seq: number, now: number): JournalEntry[] {
     const list = this.byExtent.get(extent);
     if (list === undefined) return [];
     let n = 0;
@@ -47,9 +51,18 @@ export class PendingChanges {
     this.entryCount -= n;
     this.generations.set(extent, this.generation(extent) + 1);
     this.byExtent.delete(extent);
+    this.dirtySince.delete(extent);
     // Still dirty: re-inserted at the back, behind extents that have waited longer.
-    if (n < list.length) this.byExtent.set(extent, list.slice(n));
+    if (n < list.length) {
+      this.byExtent.set(extent, list.slice(n));
+      this.dirtySince.set(extent, now);
+    }
     return done;
+  }
+
+  /** When the extent's oldest pending change arrived, or undefined when it is clean. */
+  dirtySinceOf(extent: number): number | undefined {
+    return this.dirtySince.get(extent);
   }
 
   /** Dirty extents, the longest-waiting first. */

@@ -12,7 +12,10 @@ export interface UploaderOptions {
   readonly snapshot: (extent: number) => Promise<{ data: Buffer | null; seq: number }>;
   readonly keyFor: (extent: number) => string;
   readonly concurrency: number;
-  /** How long a change may wait so that later writes to the same extent share its PUT. */
+  /**
+   * How long an extent's oldest change waits so that later writes to the same extent share one
+   * PUT. Random small writes to 4 MiB extents would otherwise cost a 4 MiB PUT each.
+   */
   readonly delayMs: number;
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
@@ -37,6 +40,9 @@ export interface UploaderStats {
 export class Uploader {
   private readonly inFlight = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
+  private timerDue = Infinity;
+  /** While set (drain, journal pressure), extents are uploaded without waiting out the delay. */
+  private urgent = false;
   private stopped = false;
   private failures = 0;
   private drainWaiters: (() => void)[] = [];
@@ -45,32 +51,50 @@ export class Uploader {
 
   constructor(private readonly opts: UploaderOptions) {}
 
-  /** New changes arrived: upload them after the coalescing delay. */
+  /** New changes arrived: upload them once they have waited the coalescing delay. */
   notify(): void {
-    if (this.stopped || this.timer !== undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.pump();
-    }, this.failures > 0 ? this.retryDelay() : this.opts.delayMs);
+    if (this.stopped) return;
+    this.schedule(this.failures > 0 ? this.retryDelay() : this.opts.delayMs);
   }
 
-  /** Uploads right away, without the coalescing delay (shutdown drain, tests, journal pressure). */
+  /**
+   * Uploads everything now, without the coalescing delay, until nothing is pending (shutdown drain,
+   * journal pressure).
+   */
   kick(): void {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
+    this.urgent = true;
     this.pump();
+  }
+
+  private schedule(inMs: number): void {
+    const due = performance.now() + inMs;
+    if (this.timer !== undefined && this.timerDue <= due) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerDue = due;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerDue = Infinity;
+      this.pump();
+    }, Math.max(0, inMs));
   }
 
   private pump(): void {
     if (this.stopped) return;
+    const now = performance.now();
+    const pressure = this.urgent || this.opts.journal.usedBytes > this.opts.journal.limitBytes / 2;
     for (const extent of this.opts.pending.dirtyExtents()) {
       if (this.inFlight.size >= this.opts.concurrency) return;
       if (this.inFlight.has(extent)) continue;
+      const since = this.opts.pending.dirtySinceOf(extent) ?? now;
+      if (!pressure && now - since < this.opts.delayMs) {
+        // Extents are in the order they became dirty: every later one is younger still.
+        this.schedule(since + this.opts.delayMs - now);
+        break;
+      }
       this.inFlight.add(extent);
       void this.upload(extent);
     }
+    if (this.opts.pending.count === 0) this.urgent = false;
     this.settle();
   }
 
@@ -88,7 +112,7 @@ export class Uploader {
         this.stats.puts++;
         this.stats.bytesUploaded += snap.data.length;
       }
-      for (const entry of this.opts.pending.removeThrough(extent, snap.seq)) this.opts.journal.release(entry);
+      for (const entry of this.opts.pending.removeThrough(extent, snap.seq, performance.now())) this.opts.journal.release(entry);
       if (this.failures > 0) {
         this.failures = 0;
         this.opts.logger.info({ volume: this.opts.volume }, 'object store answers again; uploads resumed');
@@ -137,6 +161,7 @@ export class Uploader {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    this.timerDue = Infinity;
     if (this.inFlight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 

@@ -212,7 +212,8 @@ export class Volume implements NbdExport {
   private track(entry: JournalEntry): void {
     const first = Math.floor(entry.offset / this.extentSize);
     const last = Math.floor((entry.offset + entry.length - 1) / this.extentSize);
-    for (let i = first; i <= last; i++) this.pending.add(i, entry);
+    const now = performance.now();
+    for (let i = first; i <= last; i++) this.pending.add(i, entry, now);
   }
 
   /** Writes land in cached extents at once, so cache hits never need the journal. */

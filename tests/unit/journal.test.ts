@@ -118,7 +118,8 @@ test('a corrupt record followed by intact ones is a clear error', async () => {
   const path = join(dir, seg!);
   const bytes = await readFile(path);
   // Flip one payload byte of the first record: its checksum fails, the later records are fine.
-  bytes[16 + 40 + 500] ^= 0xff;
+  const flip = 16 + 40 + 500;
+  bytes.writeUInt8(bytes.readUInt8(flip) ^ 0xff, flip);
   await writeFile(path, bytes);
   await assert.rejects(open(), (err: unknown) => err instanceof JournalCorruptError && /corrupt/.test(err.message) && err.message.includes(path));
 });
