@@ -1,7 +1,12 @@
 import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
+import { DEFAULT_CLASS_ACTIONS, type HangPolicy } from '../shared/hang-policy.js';
+import { AdminServer } from './admin/admin-server.js';
+import { GatewayMetrics } from './admin/metrics.js';
+import { EventBus, LogEventSink } from './events/event-sink.js';
 import { VolumeNotFoundError, errorMessage } from '../shared/errors.js';
 import type { VolumeManifest } from '../shared/volume-manifest.js';
 import type { ResolvedConfig } from './config/load-config.js';
@@ -12,6 +17,15 @@ import { openStore } from './store/open-store.js';
 import { VolumeCatalog, parseManifest } from './volume/catalog.js';
 import { Volume } from './volume/volume.js';
 import { VolumeLock, journalIdentity } from './volume/volume-lock.js';
+
+/** The hang policy every volume starts with, from the configuration. */
+export function configuredHangPolicy(config: ResolvedConfig): HangPolicy {
+  return {
+    timeout: config.hangTimeout,
+    classes: { ...DEFAULT_CLASS_ACTIONS, ...config.hangPolicy },
+    retryMaxMs: config.retryMax,
+  };
+}
 
 interface ServedVolume {
   readonly volume: Volume;
@@ -25,14 +39,23 @@ interface ServedVolume {
 export class Gateway implements ExportRegistry {
   private readonly served = new Map<string, ServedVolume>();
   private nbd: NbdServer | undefined;
+  private admin: AdminServer | undefined;
   private stopping: Promise<void> | undefined;
+  readonly events: EventBus;
+  readonly metrics: GatewayMetrics;
+  readonly gatewayId: string;
   address: AddressInfo | undefined;
+  adminAddress: AddressInfo | undefined;
 
   private constructor(
     readonly config: ResolvedConfig,
     readonly store: ObjectStore,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.gatewayId = config.gatewayId ?? hostname();
+    this.events = new EventBus([new LogEventSink(logger.child({ component: 'events' }))], logger);
+    this.metrics = new GatewayMetrics({ volumes: () => this.list() as Volume[], nbd: () => this.nbd?.stats });
+  }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
     const store = openStore(config);
@@ -42,7 +65,21 @@ export class Gateway implements ExportRegistry {
       const nbd = new NbdServer({ registry: gateway, logger });
       gateway.nbd = nbd;
       gateway.address = await nbd.listen(config.listen.host, config.listen.port);
+      gateway.admin = new AdminServer({
+        sources: {
+          volumes: () => [...gateway.served.values()].map((s) => s.volume),
+          volume: (name) => gateway.volume(name),
+          healthy: () => gateway.stopping === undefined && gateway.address !== undefined,
+          events: (volume) => gateway.events.history(volume),
+          gatewayId: gateway.gatewayId,
+        },
+        metrics: gateway.metrics,
+        logger: logger.child({ component: 'admin' }),
+        token: config.adminToken,
+      });
+      gateway.adminAddress = await gateway.admin.listen(config.admin.host, config.admin.port);
     } catch (err) {
+      await gateway.nbd?.close(0);
       await gateway.closeVolumes();
       await store.close();
       throw err;
@@ -88,6 +125,9 @@ export class Gateway implements ExportRegistry {
           retryMaxMs: this.config.retryMax,
           logger: this.logger.child({ volume: manifest.name }),
           forceReadOnly: this.config.readOnly,
+          hangPolicy: configuredHangPolicy(this.config),
+          events: this.events,
+          gatewayId: this.gatewayId,
         });
         this.served.set(manifest.name, { volume, lock });
       } catch (err) {
@@ -128,9 +168,16 @@ export class Gateway implements ExportRegistry {
     return this.stopping;
   }
 
+  /**
+   * Held requests are dropped first (their clients are about to lose the connection anyway), so
+   * that the grace period is spent finishing requests that can finish, not waiting on storage.
+   */
   private async doStop(): Promise<void> {
+    for (const { volume } of this.served.values()) volume.hang.close();
     await this.nbd?.close(this.config.shutdownGrace);
     await this.closeVolumes();
+    await this.admin?.close();
+    await this.events.close();
     await this.store.close();
   }
 

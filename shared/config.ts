@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_EXTENT_SIZE, isValidExtentSize, VOLUME_NAME } from './volume-manifest.js';
 import { parseDuration, parseSize } from './units.js';
+import { HangTimeoutSchema, parseClassActions } from './hang-policy.js';
 
 /** A size given as a number of bytes or as text like `256MiB`. */
 const size = (what: string) =>
@@ -45,6 +46,15 @@ const autoCreate = z.string().transform((v, ctx) => {
   return { name, size: bytes };
 });
 
+const classOverrides = z.string().transform((v, ctx) => {
+  const parsed = parseClassActions(v);
+  if (typeof parsed === 'string') {
+    ctx.addIssue({ code: 'custom', message: parsed });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
 /**
  * Every gateway setting, with the same names on the command line (kebab-case), in the config file
  * (camelCase JSON) and in the environment (HOLDFAST_ + upper snake case).
@@ -76,6 +86,18 @@ export const GatewayConfigSchema = z
     createVolume: autoCreate.prefault('demo=1G'),
     readOnly: z.boolean().default(false),
     shutdownGrace: duration.default(25_000),
+    /** How long guest I/O is held through a storage failure: off, forever, or a duration. */
+    hangTimeout: HangTimeoutSchema.prefault('120s'),
+    /** Per-class overrides of the hold/fail table, e.g. `denied=hold,no-space=fail`. */
+    hangPolicy: classOverrides.prefault(''),
+    /** Admin HTTP API (health, metrics, volume state, hang control). */
+    admin: hostPort.prefault('127.0.0.1:10810'),
+    /** When set, every admin request but /healthz needs `Authorization: Bearer TOKEN`. */
+    adminToken: z.string().min(8, 'the admin token must be at least 8 characters').optional(),
+    /** Names this gateway in events and metrics; default: the host name. */
+    gatewayId: z.string().min(1).optional(),
+    /** Where events go: `log` (one JSON object per line in the log). */
+    events: z.enum(['log']).default('log'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     logFormat: z.enum(['pretty', 'json', 'auto']).default('auto'),
   })

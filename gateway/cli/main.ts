@@ -11,6 +11,7 @@ import {
 import { registerServe } from './serve.js';
 import { registerVolumeCommands } from './volume-commands.js';
 import { registerImportExport } from './import-export.js';
+import { registerStatus } from './status.js';
 
 /** Exit codes that scripts can rely on. */
 const EXIT = { failure: 1, usage: 2, locked: 3, notFound: 4, exists: 5 } as const;
@@ -32,6 +33,7 @@ export async function main(argv: string[]): Promise<void> {
   registerServe(program);
   registerVolumeCommands(program);
   registerImportExport(program);
+  registerStatus(program);
   try {
     await program.parseAsync(argv);
   } catch (err) {

@@ -25,6 +25,8 @@ export function registerServe(program: Command): void {
         `    qemu-system-x86_64 -drive file=nbd://${host}:${port}/${v.name},format=raw`,
       );
     }
+    const admin = gateway.adminAddress;
+    if (admin !== undefined) lines.push(`  admin API: http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}  (holdfast status --watch)`);
     process.stdout.write(`${lines.join('\n')}\n`);
 
     await new Promise<void>((resolve) => {

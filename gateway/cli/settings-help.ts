@@ -24,6 +24,12 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   createVolume: { arg: 'name=size', help: 'volume created on first start if missing; "" for none (default demo=1G)' },
   readOnly: { help: 'serve every volume read-only' },
   shutdownGrace: { arg: 'duration', help: 'on SIGTERM, how long requests in flight may take (default 25s)' },
+  hangTimeout: { arg: 'timeout', help: 'how long guest I/O is held through a storage failure: off, forever or a duration (default 120s)' },
+  hangPolicy: { arg: 'class=action,...', help: 'hold or fail per error class, e.g. denied=hold (default transient, io, no-space hold; denied, missing, invalid fail)' },
+  admin: { arg: 'host:port', help: 'admin HTTP API: health, metrics, volume state, hang control (default 127.0.0.1:10810)' },
+  adminToken: { arg: 'token', help: 'bearer token required by the admin API (except /healthz)' },
+  gatewayId: { arg: 'id', help: 'names this gateway in events and metrics (default: the host name)' },
+  events: { arg: 'sink', help: 'where events go: log (default)' },
   logLevel: { arg: 'level', help: 'fatal, error, warn, info, debug, trace or silent (default info)' },
   logFormat: { arg: 'format', help: 'pretty, json or auto (pretty on a terminal) (default auto)' },
 };

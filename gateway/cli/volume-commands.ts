@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { formatSize, parseSize } from '../../shared/units.js';
-import { DEFAULT_EXTENT_SIZE } from '../../shared/volume-manifest.js';
 import { openStore } from '../store/open-store.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { VolumeCatalog } from '../volume/catalog.js';
+import { rm } from 'node:fs/promises';
+import { createLogger } from '../logger.js';
 import { leaseKey } from '../volume/layout.js';
-import { LEASE_TTL_MS } from '../volume/volume-lock.js';
+import { Volume } from '../volume/volume.js';
+import { LEASE_TTL_MS, VolumeLock, journalIdentity } from '../volume/volume-lock.js';
 import { STORE_SETTINGS } from './settings-help.js';
 import { addSettingOptions, configFrom } from './options.js';
 
@@ -39,7 +41,7 @@ export function registerVolumeCommands(program: Command): void {
     STORE_SETTINGS,
   ).action(async (name: string, opts: { size: string; extentSize: string; readOnly?: boolean }, cmd: Command) => {
     const size = sizeArgument(opts.size, '--size');
-    const extentSize = sizeArgument(opts.extentSize, '--extent-size') || DEFAULT_EXTENT_SIZE;
+    const extentSize = sizeArgument(opts.extentSize, '--extent-size');
     const m = await withStore(cmd, (store) => new VolumeCatalog(store).create({ name, size, extentSize, readOnly: opts.readOnly === true }));
     process.stdout.write(`created volume ${m.name}: ${formatSize(m.size)}, extents of ${formatSize(m.extentSize)}${m.readOnly ? ', read-only' : ''}\n`);
   });
@@ -89,22 +91,28 @@ export function registerVolumeCommands(program: Command): void {
     },
   );
 
-  addSettingOptions(volume.command('delete <name>').description('delete a volume and all its extents').option('--force', 'delete even if a gateway seems to serve it'), STORE_SETTINGS).action(
-    async (name: string, opts: { force?: boolean }, cmd: Command) => {
+  addSettingOptions(volume.command('delete <name>').description('delete a volume, all its extents and its local journal'), STORE_SETTINGS).action(
+    async (name: string, _opts: unknown, cmd: Command) => {
+      const config = configFrom(cmd);
+      const logger = createLogger(config.logLevel, config.logFormat);
       await withStore(cmd, async (store) => {
-        const leaseBody = await store.get(leaseKey(name));
-        if (leaseBody !== undefined && opts.force !== true) {
-          const lease = JSON.parse(leaseBody.toString('utf8')) as { host?: string; pid?: number; renewedAt?: number };
-          if (lease.renewedAt !== undefined && Date.now() - lease.renewedAt < LEASE_TTL_MS) {
-            throw new InvalidArgumentError(`volume ${name} is being served by ${lease.host} pid ${lease.pid}; stop that gateway first or use --force`);
-          }
-        }
+        const catalog = new VolumeCatalog(store);
+        await catalog.get(name);
+        // The same lock a gateway takes: a served volume cannot be deleted under its clients.
+        const journalDir = Volume.journalDirFor(config.journalRoot, name);
+        const lock = await VolumeLock.acquire({ name, journalDir, journalId: await journalIdentity(config.journalRoot), store, logger });
         let deleted = 0;
-        await new VolumeCatalog(store).delete(name, (n) => {
-          deleted = n;
-          if (n % 100 === 0) process.stderr.write(`\rdeleted ${n} objects`);
-        });
-        process.stdout.write(`${deleted >= 100 ? '\n' : ''}deleted volume ${name} (${deleted} objects and the manifest)\n`);
+        try {
+          await catalog.delete(name, (n) => {
+            deleted = n;
+            if (n % 100 === 0) process.stderr.write(`\rdeleted ${n} objects`);
+          });
+        } finally {
+          await lock.release();
+        }
+        // Old journal records must never be replayed into a new volume of the same name.
+        await rm(journalDir, { recursive: true, force: true });
+        process.stdout.write(`${deleted >= 100 ? '\n' : ''}deleted volume ${name} (${deleted} objects, the manifest and its journal)\n`);
       });
     },
   );

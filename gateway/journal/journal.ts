@@ -1,7 +1,7 @@
 import { mkdir, readdir, unlink, open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { JournalCorruptError, JournalIoError } from '../../shared/errors.js';
+import { JournalCorruptError, JournalIoError, RequestAbortedError } from '../../shared/errors.js';
 import {
   RECORD_HEADER_SIZE,
   RECORD_MAGIC,
@@ -10,6 +10,7 @@ import {
   encodeRecordHeader,
   recordChecksumOk,
 } from './record.js';
+import { backoffMs } from '../hang/backoff.js';
 import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
 
 const SEGMENT_MAGIC = 0x48464a53;
@@ -72,12 +73,17 @@ export interface JournalEntry {
 
 interface DurableWaiter {
   readonly seq: number;
+  readonly bytes: number;
   readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
 }
 
 interface SpaceWaiter {
   readonly bytes: number;
   readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: (() => void) | undefined;
 }
 
 /**
@@ -170,17 +176,62 @@ export class Journal {
     return this.durableSeq;
   }
 
+  /** True when a record of `payloadLength` bytes would be accepted without waiting. */
+  hasRoom(payloadLength: number): boolean {
+    return this.spaceWaiters.length === 0 && this.fits(RECORD_HEADER_SIZE + payloadLength);
+  }
+
   /**
    * Reserves room for a record of `payloadLength` bytes. Returns undefined when there is room now
-   * (the common case, so no promise is made), else a promise that resolves in arrival order.
+   * (the common case, so no promise is made), else a promise that resolves in arrival order, or
+   * rejects when `signal` aborts (the client went away: nothing of its write is appended) or when
+   * the hang engine fails waiting writes.
    */
-  reserve(payloadLength: number): Promise<void> | undefined {
+  reserve(payloadLength: number, signal?: AbortSignal): Promise<void> | undefined {
     const bytes = RECORD_HEADER_SIZE + payloadLength;
     if (this.spaceWaiters.length === 0 && this.fits(bytes)) {
       this.queuedBytes += bytes;
       return undefined;
     }
-    return new Promise((resolve) => this.spaceWaiters.push({ bytes, resolve }));
+    return new Promise((resolve, reject) => {
+      const onAbort =
+        signal === undefined
+          ? undefined
+          : () => {
+              const i = this.spaceWaiters.indexOf(waiter);
+              if (i >= 0) this.spaceWaiters.splice(i, 1);
+              reject(new RequestAbortedError('client disconnected while its write waited for journal room'));
+              this.wakeSpaceWaiters();
+            };
+      const waiter: SpaceWaiter = { bytes, resolve, reject, signal, onAbort };
+      if (signal !== undefined && onAbort !== undefined) signal.addEventListener('abort', onAbort, { once: true });
+      this.spaceWaiters.push(waiter);
+    });
+  }
+
+  /** Writes waiting for room, and writes waiting for a sync while the journal disk is failing. */
+  waiting(): { requests: number; bytes: number } {
+    let requests = this.spaceWaiters.length;
+    let bytes = 0;
+    for (const w of this.spaceWaiters) bytes += w.bytes;
+    if (this.failedAttempts > 0) {
+      requests += this.durableWaiters.length;
+      for (const w of this.durableWaiters) bytes += w.bytes;
+    }
+    return { requests, bytes };
+  }
+
+  /**
+   * Answers waiting writes with `err`: all that wait for room, and — only while the journal disk is
+   * failing — those that wait for a sync. Their records, if queued, are still written.
+   */
+  failWaiters(err: Error): void {
+    const space = this.spaceWaiters.splice(0);
+    for (const w of space) {
+      if (w.onAbort !== undefined) w.signal?.removeEventListener('abort', w.onAbort);
+      w.reject(err);
+    }
+    if (this.failedAttempts > 0) for (const w of this.durableWaiters.splice(0)) w.reject(err);
   }
 
   /** Gives back room reserved for a record that will not be appended after all. */
@@ -221,9 +272,9 @@ export class Journal {
   }
 
   /** Resolves once every record up to `seq` is durable; undefined when it already is. */
-  waitDurable(seq: number): Promise<void> | undefined {
+  waitDurable(seq: number, bytes = 0): Promise<void> | undefined {
     if (seq <= this.durableSeq) return undefined;
-    return new Promise((resolve) => this.durableWaiters.push({ seq, resolve }));
+    return new Promise((resolve, reject) => this.durableWaiters.push({ seq, bytes, resolve, reject }));
   }
 
   /** Resolves once every record appended so far is durable. */
@@ -291,6 +342,7 @@ export class Journal {
       if (!this.fits(w.bytes)) break;
       this.spaceWaiters.shift();
       this.queuedBytes += w.bytes;
+      if (w.onAbort !== undefined) w.signal?.removeEventListener('abort', w.onAbort);
       w.resolve();
     }
   }
@@ -370,7 +422,7 @@ export class Journal {
         this.opts.onIoError?.(err);
         // The failed segment may have lost pages the kernel said were written: never append to it again.
         if (segment !== undefined && segment === this.current) this.sealCurrent();
-        await sleep(backoff(this.failedAttempts, this.opts.retryInitialMs ?? 50, this.opts.retryMaxMs ?? 1000));
+        await sleep(backoffMs(this.failedAttempts - 1, this.opts.retryInitialMs ?? 50, this.opts.retryMaxMs ?? 1000));
         this.scheduleRetirement();
       }
     }
@@ -518,11 +570,6 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-function backoff(attempt: number, initialMs: number, maxMs: number): number {
-  const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 20));
-  return base / 2 + Math.random() * (base / 2);
 }
 
 function sleep(ms: number): Promise<void> {

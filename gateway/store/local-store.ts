@@ -23,7 +23,7 @@ export class LocalDirectoryStore implements ObjectStore {
 
   constructor(root: string) {
     this.root = path.resolve(root);
-    this.location = `file://${this.root}`;
+    this.location = `file://${this.root}/`;
   }
 
   async get(key: string): Promise<Buffer | undefined> {

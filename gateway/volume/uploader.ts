@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { backoffMs } from '../hang/backoff.js';
 import type { Journal } from '../journal/journal.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { PendingChanges } from './pending-changes.js';
@@ -63,6 +64,14 @@ export class Uploader {
    */
   kick(): void {
     this.urgent = true;
+    this.pump();
+  }
+
+  /** The store answers again: retry failed uploads now instead of at the end of their back-off. */
+  retryNow(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerDue = Infinity;
     this.pump();
   }
 
@@ -132,8 +141,7 @@ export class Uploader {
   }
 
   private retryDelay(): number {
-    const base = Math.min(this.opts.retryMaxMs, this.opts.retryInitialMs * 2 ** Math.min(this.failures - 1, 20));
-    return base / 2 + Math.random() * (base / 2);
+    return backoffMs(this.failures - 1, this.opts.retryInitialMs, this.opts.retryMaxMs);
   }
 
   private settle(): void {

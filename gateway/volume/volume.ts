@@ -8,6 +8,9 @@ import { RecordKind } from '../journal/record.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
 import type { NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
 import type { ObjectStore } from '../store/object-store.js';
+import { DEFAULT_HANG_POLICY, type HangPolicy } from '../../shared/hang-policy.js';
+import { LogEventSink, type EventSink } from '../events/event-sink.js';
+import { HangMonitor } from '../hang/hang-monitor.js';
 import { ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import { extentKey } from './layout.js';
 import { PendingChanges } from './pending-changes.js';
@@ -32,6 +35,12 @@ export interface VolumeOptions {
   readonly fileOps?: SegmentFileOps;
   /** Serve read-only even if the manifest allows writes. */
   readonly forceReadOnly?: boolean;
+  /** Hold policy for this volume; default: DEFAULT_HANG_POLICY. */
+  readonly hangPolicy?: HangPolicy;
+  /** Where hang, timeout, outage and pressure events go; default: the log. */
+  readonly events?: EventSink;
+  /** Names this gateway instance in events. */
+  readonly gatewayId?: string;
 }
 
 export interface VolumeStats {
@@ -76,6 +85,7 @@ export class Volume implements NbdExport {
   private readonly uploader: Uploader;
   private clients = 0;
   private closed = false;
+  readonly hang: HangMonitor;
 
   private constructor(
     private readonly opts: VolumeOptions,
@@ -100,11 +110,30 @@ export class Volume implements NbdExport {
       retryInitialMs: opts.retryInitialMs,
       retryMaxMs: opts.retryMaxMs,
       logger: opts.logger,
+      onStoreError: (err) => this.hang.storeFailed(err),
+      onStoreRecovered: () => this.hang.storeAnswered(),
+    });
+    this.hang = new HangMonitor({
+      volume: m.name,
+      gateway: opts.gatewayId ?? 'holdfast',
+      policy: opts.hangPolicy ?? { ...DEFAULT_HANG_POLICY, retryMaxMs: opts.retryMaxMs },
+      probe: () => opts.store.probe(),
+      journal: {
+        held: () => journal.waiting(),
+        failWaiters: (err) => journal.failWaiters(err),
+        usage: () => ({ bytes: journal.usedBytes, limit: journal.limitBytes }),
+      },
+      events: opts.events ?? new LogEventSink(opts.logger),
+      logger: opts.logger,
+      retryInitialMs: opts.retryInitialMs,
+      onStoreRecovered: () => this.uploader.retryNow(),
     });
   }
 
   /** Replays the journal and starts uploading what it still owes the store. Needs no store access. */
   static async open(opts: VolumeOptions): Promise<Volume> {
+    // The journal reports disk failures to the hang engine, which exists only once the volume does.
+    let volume: Volume | undefined;
     const { journal, entries } = await Journal.open({
       dir: opts.journalDir,
       segmentBytes: opts.segmentBytes,
@@ -114,8 +143,10 @@ export class Volume implements NbdExport {
       ...(opts.fileOps !== undefined ? { fileOps: opts.fileOps } : {}),
       retryInitialMs: opts.retryInitialMs,
       retryMaxMs: opts.retryMaxMs,
+      onIoError: (err) => volume?.hang.journalFailed(err),
+      onIoRecovered: () => volume?.hang.journalRecovered(),
     });
-    const volume = new Volume(opts, journal);
+    volume = new Volume(opts, journal);
     for (const entry of entries) {
       if (entry.offset + entry.length > volume.size) {
         await journal.close();
@@ -155,7 +186,7 @@ export class Volume implements NbdExport {
       if (cached !== undefined) {
         copyExtent(cached, out, done, inExtent, n);
       } else if (!(await this.readFromJournal(index, pos, n, out, done))) {
-        copyExtent(await this.materialize(index), out, done, inExtent, n);
+        copyExtent(await this.hang.run(() => this.materialize(index), n, ctx?.signal), out, done, inExtent, n);
       }
       if (ctx?.signal.aborted) throw new RequestAbortedError('client disconnected');
       done += n;
@@ -191,7 +222,9 @@ export class Volume implements NbdExport {
   private async commit(kind: RecordKind, offset: number, length: number, data: Buffer | undefined, ctx?: RequestContext): Promise<void> {
     if (length === 0) return;
     const payload = data?.length ?? 0;
-    const room = this.journal.reserve(payload);
+    const refusal = this.hang.writeRefusal(!this.journal.hasRoom(payload));
+    if (refusal !== undefined) throw refusal;
+    const room = this.journal.reserve(payload, ctx?.signal);
     if (room) {
       this.uploader.kick();
       await room;
@@ -204,7 +237,7 @@ export class Volume implements NbdExport {
     this.track(entry);
     this.applyToCache(entry);
     this.uploader.notify();
-    const durable = this.journal.waitDurable(entry.seq);
+    const durable = this.journal.waitDurable(entry.seq, payload);
     if (durable) await durable;
   }
 
@@ -400,6 +433,7 @@ export class Volume implements NbdExport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.hang.close();
     await this.uploader.stop();
     await this.journal.close();
   }

@@ -162,7 +162,7 @@ describe('LocalDirectoryStore', () => {
   after(() => rm(root, { recursive: true, force: true }));
 
   it('has a file:// location with the absolute root', () => {
-    assert.equal(store.location, `file://${path.resolve(root)}`);
+    assert.equal(store.location, `file://${path.resolve(root)}/`);
   });
 
   it('refuses keys that would escape the root or alias another key', async () => {

@@ -1,0 +1,107 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { NbdStats } from '../nbd/stats.js';
+import type { Volume } from '../volume/volume.js';
+
+/** Upper bounds (seconds) of the NBD latency buckets: cache hits are tens of µs, held requests seconds. */
+const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+export interface MetricsSources {
+  readonly volumes: () => readonly Volume[];
+  readonly nbd: () => NbdStats | undefined;
+}
+
+/**
+ * The gateway's Prometheus metrics. Everything but the latency histogram is read from the volumes'
+ * and the server's own counters at scrape time, so the data path pays nothing for them.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly nbdLatency: Histogram<'command'>;
+
+  constructor(sources: MetricsSources) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'holdfast_process_' });
+    this.nbdLatency = new Histogram({ name: 'holdfast_nbd_request_duration_seconds', help: 'NBD request latency, from request parsed to reply sent', labelNames: ['command'], buckets: LATENCY_BUCKETS, registers: [r] });
+
+    const perVolume = (name: string, help: string, read: (v: Volume) => number, kind: 'gauge' | 'counter' = 'gauge') => {
+      const collect = function (this: Gauge<'volume'> | Counter<'volume'>) {
+        this.reset();
+        for (const v of sources.volumes()) {
+          const value = read(v);
+          if (this instanceof Gauge) this.set({ volume: v.name }, value);
+          else this.inc({ volume: v.name }, value);
+        }
+      };
+      if (kind === 'gauge') new Gauge({ name, help, labelNames: ['volume'], registers: [r], collect });
+      else new Counter({ name, help, labelNames: ['volume'], registers: [r], collect });
+    };
+
+    perVolume('holdfast_held_requests', 'guest requests held now', (v) => v.hang.snapshot().held.requests);
+    perVolume('holdfast_held_bytes', 'bytes of guest requests held now', (v) => v.hang.snapshot().held.bytes);
+    perVolume('holdfast_hang_episodes_total', 'hang episodes begun', (v) => v.hang.counters.episodes, 'counter');
+    perVolume('holdfast_hang_seconds_total', 'seconds spent in finished hang episodes', (v) => v.hang.counters.hangSeconds, 'counter');
+    perVolume('holdfast_hang_timeouts_total', 'hang timeouts fired', (v) => v.hang.counters.timeouts, 'counter');
+    perVolume('holdfast_hang_retries_total', 'retries of held requests', (v) => v.hang.counters.retries, 'counter');
+    perVolume('holdfast_failed_fast_total', 'requests failed at once while timed out', (v) => v.hang.counters.failedFast, 'counter');
+    perVolume('holdfast_journal_bytes', 'bytes in the journal (live segments and queued records)', (v) => v.stats().journalBytes);
+    perVolume('holdfast_journal_limit_bytes', 'journal limit', (v) => v.stats().journalLimitBytes);
+    perVolume('holdfast_journal_backlog_records', 'journal records not yet in the store', (v) => v.stats().pendingEntries);
+    perVolume('holdfast_dirty_extents', 'extents with changes not yet in the store', (v) => v.stats().dirtyExtents);
+    perVolume('holdfast_cache_bytes', 'bytes in the extent cache', (v) => v.stats().cacheBytes);
+    perVolume('holdfast_cache_hits_total', 'extent cache hits', (v) => v.stats().cacheHits, 'counter');
+    perVolume('holdfast_cache_misses_total', 'extent cache misses', (v) => v.stats().cacheMisses, 'counter');
+    perVolume('holdfast_uploads_total', 'extent PUTs and DELETEs done', (v) => v.stats().puts + v.stats().deletes, 'counter');
+    perVolume('holdfast_upload_bytes_total', 'bytes uploaded', (v) => v.stats().bytesUploaded, 'counter');
+    perVolume('holdfast_upload_failures_total', 'failed extent uploads', (v) => v.stats().uploadFailures, 'counter');
+    perVolume('holdfast_clients', 'NBD connections using the volume', (v) => v.stats().clients);
+
+    new Gauge({
+      name: 'holdfast_hang_state',
+      help: '1 for the state each volume is in (normal, hang, timed-out)',
+      labelNames: ['volume', 'state'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const v of sources.volumes()) for (const s of ['normal', 'hang', 'timed-out'] as const) this.set({ volume: v.name, state: s }, v.hang.state === s ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'holdfast_storage_errors_total',
+      help: 'failed storage operations by error class',
+      labelNames: ['volume', 'class'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const v of sources.volumes()) for (const [cls, n] of Object.entries(v.hang.counters.storageErrors)) this.inc({ volume: v.name, class: cls }, n);
+      },
+    });
+    new Counter({
+      name: 'holdfast_nbd_requests_total',
+      help: 'NBD requests received by command',
+      labelNames: ['command'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const s = sources.nbd();
+        if (s !== undefined) for (const [cmd, n] of Object.entries(s.requests)) this.inc({ command: cmd }, n);
+      },
+    });
+    new Gauge({
+      name: 'holdfast_nbd_connections',
+      help: 'open NBD connections',
+      registers: [r],
+      collect() {
+        this.set(sources.nbd()?.connectionsActive ?? 0);
+      },
+    });
+    new Counter({
+      name: 'holdfast_nbd_error_replies_total',
+      help: 'NBD replies carrying an error',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(sources.nbd()?.errorReplies ?? 0);
+      },
+    });
+  }
+}

@@ -1,0 +1,52 @@
+import { z } from 'zod';
+
+/**
+ * The events a gateway emits on every state change of a volume. One schema, used by the gateway
+ * to build them and by the Lambda functions to validate what EventBridge delivers.
+ */
+export const ERROR_CLASSES = ['transient', 'denied', 'missing', 'no-space', 'io', 'invalid'] as const;
+export const ErrorClassSchema = z.enum(ERROR_CLASSES);
+export type ErrorClass = z.infer<typeof ErrorClassSchema>;
+
+export const JOURNAL_PRESSURE_LEVELS = ['normal', 'high', 'full'] as const;
+
+const common = {
+  /** Unique per event: the key for de-duplicating deliveries. */
+  id: z.string().min(1),
+  volume: z.string().min(1),
+  /** The gateway instance (task) that raised the event. */
+  gateway: z.string().min(1),
+  /** Identifies one hang / timeout / outage episode; its set and clear events share it. */
+  episode: z.string().min(1),
+  time: z.iso.datetime(),
+  held: z.object({ requests: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }),
+  errorClass: ErrorClassSchema.nullable(),
+  lastError: z.string().nullable(),
+};
+
+const condition = <K extends string>(kind: K) =>
+  z.discriminatedUnion('set', [
+    z.object({ kind: z.literal(kind), set: z.literal(true), ...common }),
+    z.object({ kind: z.literal(kind), set: z.literal(false), durationMs: z.number().nonnegative(), ...common }),
+  ]);
+
+export const IoHangEventSchema = condition('io-hang');
+export const IoHangTimeoutEventSchema = condition('io-hang-timeout');
+export const StorageUnavailableEventSchema = condition('storage-unavailable');
+export const JournalPressureEventSchema = z.object({
+  kind: z.literal('journal-pressure'),
+  level: z.enum(JOURNAL_PRESSURE_LEVELS),
+  journalBytes: z.number().int().nonnegative(),
+  journalLimitBytes: z.number().int().positive(),
+  ...common,
+});
+
+export const HoldfastEventSchema = z.union([IoHangEventSchema, IoHangTimeoutEventSchema, StorageUnavailableEventSchema, JournalPressureEventSchema]);
+
+export type IoHangEvent = z.infer<typeof IoHangEventSchema>;
+export type IoHangTimeoutEvent = z.infer<typeof IoHangTimeoutEventSchema>;
+export type StorageUnavailableEvent = z.infer<typeof StorageUnavailableEventSchema>;
+export type JournalPressureEvent = z.infer<typeof JournalPressureEventSchema>;
+export type HoldfastEvent = z.infer<typeof HoldfastEventSchema>;
+export type HoldfastEventKind = HoldfastEvent['kind'];
+export type JournalPressureLevel = (typeof JOURNAL_PRESSURE_LEVELS)[number];
