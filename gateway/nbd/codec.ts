@@ -1,0 +1,287 @@
+import {
+  Cmd,
+  OPTION_REPLY_HEADER_SIZE,
+  REP_MAGIC,
+  REQUEST_HEADER_SIZE,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_HEADER_SIZE,
+  SIMPLE_REPLY_MAGIC,
+} from './constants.js';
+import { ProtocolError, ProtocolErrorReason } from './errors.js';
+
+const TWO_POW_32 = 2 ** 32;
+
+/** One transmission-phase request as parsed from the wire. */
+export interface NbdRequest {
+  readonly flags: number;
+  readonly type: number;
+  /** The 8-byte handle kept as two words: echoed back verbatim, never interpreted. */
+  readonly handleHi: number;
+  readonly handleLo: number;
+  /**
+   * Offsets of 2^53 and beyond lose precision, which is harmless: they lie past any export and fail
+   * the bounds check either way.
+   */
+  readonly offset: number;
+  readonly length: number;
+  /** The error the sink chose when the header arrived (0: run the command). */
+  readonly error: number;
+  /** A WRITE's data once complete; undefined for other commands and for refused WRITEs. */
+  payload: Buffer | undefined;
+}
+
+export interface RequestSink {
+  /**
+   * Called once per header, before any payload. A non-zero errno for a WRITE makes the parser skip
+   * the payload bytes as they arrive instead of buffering them.
+   */
+  validate(request: NbdRequest): number;
+  /** A complete request, in stream order. The sink may call pause() or stop() from here. */
+  onRequest(request: NbdRequest): void;
+  /** The stream cannot be parsed further; the parser has stopped. */
+  onProtocolError(error: ProtocolError): void;
+  /** end() was called and every byte before it has been parsed; `midFrame`: a request was cut off. */
+  onEof(midFrame: boolean): void;
+}
+
+/** Where the parser reports how WRITE payload bytes were handled. */
+export interface PayloadCounters {
+  /** Bytes copied into buffers allocated to join a payload that spans socket chunks. */
+  payloadBytesAssembled: number;
+  /** Bytes of refused WRITE payloads read and dropped. */
+  payloadBytesSkipped: number;
+}
+
+type ParserState = 'header' | 'payload' | 'skip' | 'stopped';
+
+/**
+ * Incremental parser of the client's request stream. Chunks are consumed in place: a header that
+ * fits in one chunk is read where it lies, a WRITE payload that fits is handed on as a subarray,
+ * and only a payload spanning chunks is copied, once, into a buffer of its own size. The parser
+ * never writes into a chunk or reuses a payload buffer after handing it on.
+ */
+export class RequestParser {
+  private readonly queue: Buffer[] = [];
+  /** Read position in queue[0]. */
+  private position = 0;
+  /** Holds a header split across chunks; only ever read synchronously, so one suffices. */
+  private readonly headerScratch = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+  private headerFill = 0;
+  private state: ParserState = 'header';
+  private current: NbdRequest | undefined;
+  private assembly: Buffer | undefined;
+  private assemblyFill = 0;
+  private skipLeft = 0;
+  private paused = false;
+  private ended = false;
+  private eofReported = false;
+  private draining = false;
+
+  constructor(
+    private readonly sink: RequestSink,
+    private readonly counters: PayloadCounters,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.state === 'stopped' || chunk.length === 0) return;
+    this.queue.push(chunk);
+    this.drain();
+  }
+
+  /** Stops delivering requests; bytes already pushed are kept for resume(). */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.drain();
+  }
+
+  /** The peer sent EOF: report it once everything pushed so far has been parsed. */
+  end(): void {
+    this.ended = true;
+    this.drain();
+  }
+
+  /** Drops everything buffered and ignores all further input. */
+  stop(): void {
+    this.state = 'stopped';
+    this.queue.length = 0;
+    this.position = 0;
+    this.current = undefined;
+    this.assembly = undefined;
+  }
+
+  get stopped(): boolean {
+    return this.state === 'stopped';
+  }
+
+  /** True while part of a request has been received but not all of it. */
+  private get midFrame(): boolean {
+    return this.headerFill > 0 || this.state === 'payload' || this.state === 'skip' || this.queue.length > 0;
+  }
+
+  private drain(): void {
+    // Sink callbacks may call resume() or push(); the loop already running picks that up.
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (!this.paused && this.state !== 'stopped') {
+        const chunk = this.queue[0];
+        if (chunk === undefined) break;
+        this.position = this.step(chunk, this.position);
+        // step() may have stopped the parser, which already dropped the queue.
+        if (!this.stopped && this.position >= chunk.length) {
+          this.queue.shift();
+          this.position = 0;
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+    if (this.ended && !this.eofReported && !this.paused && this.state !== 'stopped' && this.queue.length === 0) {
+      this.eofReported = true;
+      this.sink.onEof(this.midFrame);
+    }
+  }
+
+  /** Consumes at most one header or one piece of payload, so that pause() takes effect between requests. */
+  private step(chunk: Buffer, pos: number): number {
+    switch (this.state) {
+      case 'header':
+        return this.stepHeader(chunk, pos);
+      case 'payload':
+        return this.stepPayload(chunk, pos);
+      case 'skip':
+        return this.stepSkip(chunk, pos);
+      case 'stopped':
+        return chunk.length;
+    }
+  }
+
+  private stepHeader(chunk: Buffer, pos: number): number {
+    const available = chunk.length - pos;
+    if (this.headerFill === 0 && available >= REQUEST_HEADER_SIZE) {
+      const request = this.parseHeader(chunk, pos);
+      return request === undefined ? chunk.length : this.afterHeader(request, chunk, pos + REQUEST_HEADER_SIZE);
+    }
+    const n = Math.min(REQUEST_HEADER_SIZE - this.headerFill, available);
+    chunk.copy(this.headerScratch, this.headerFill, pos, pos + n);
+    this.headerFill += n;
+    if (this.headerFill < REQUEST_HEADER_SIZE) return pos + n;
+    this.headerFill = 0;
+    const request = this.parseHeader(this.headerScratch, 0);
+    return request === undefined ? chunk.length : this.afterHeader(request, chunk, pos + n);
+  }
+
+  private parseHeader(buf: Buffer, at: number): NbdRequest | undefined {
+    const magic = buf.readUInt32BE(at);
+    if (magic !== REQUEST_MAGIC) {
+      this.stop();
+      this.sink.onProtocolError(
+        new ProtocolError(ProtocolErrorReason.BadMagic, `request magic 0x${magic.toString(16)}`),
+      );
+      return undefined;
+    }
+    const request: { -readonly [K in keyof NbdRequest]: NbdRequest[K] } = {
+      flags: buf.readUInt16BE(at + 4),
+      type: buf.readUInt16BE(at + 6),
+      handleHi: buf.readUInt32BE(at + 8),
+      handleLo: buf.readUInt32BE(at + 12),
+      offset: buf.readUInt32BE(at + 16) * TWO_POW_32 + buf.readUInt32BE(at + 20),
+      length: buf.readUInt32BE(at + 24),
+      error: 0,
+      payload: undefined,
+    };
+    request.error = this.sink.validate(request);
+    return request;
+  }
+
+  private afterHeader(request: NbdRequest, chunk: Buffer, pos: number): number {
+    if (request.type !== Cmd.WRITE || request.length === 0) {
+      this.sink.onRequest(request);
+      return pos;
+    }
+    if (request.error !== 0) {
+      this.current = request;
+      this.skipLeft = request.length;
+      this.state = 'skip';
+      return pos;
+    }
+    this.current = request;
+    this.state = 'payload';
+    // Clients often send the header and the payload separately: wait for the next chunk, which may
+    // hold the whole payload, before deciding to copy.
+    return pos === chunk.length ? pos : this.stepPayload(chunk, pos);
+  }
+
+  private stepPayload(chunk: Buffer, pos: number): number {
+    const request = this.current;
+    if (request === undefined) return chunk.length;
+    let assembly = this.assembly;
+    if (assembly === undefined) {
+      if (chunk.length - pos >= request.length) {
+        request.payload = chunk.subarray(pos, pos + request.length);
+        this.completeWrite(request);
+        return pos + request.length;
+      }
+      assembly = Buffer.allocUnsafe(request.length);
+      this.assembly = assembly;
+      this.assemblyFill = 0;
+    }
+    const n = Math.min(assembly.length - this.assemblyFill, chunk.length - pos);
+    chunk.copy(assembly, this.assemblyFill, pos, pos + n);
+    this.assemblyFill += n;
+    this.counters.payloadBytesAssembled += n;
+    if (this.assemblyFill === assembly.length) {
+      request.payload = assembly;
+      this.assembly = undefined;
+      this.completeWrite(request);
+    }
+    return pos + n;
+  }
+
+  private completeWrite(request: NbdRequest): void {
+    this.current = undefined;
+    this.state = 'header';
+    this.sink.onRequest(request);
+  }
+
+  private stepSkip(chunk: Buffer, pos: number): number {
+    const n = Math.min(this.skipLeft, chunk.length - pos);
+    this.skipLeft -= n;
+    this.counters.payloadBytesSkipped += n;
+    const request = this.current;
+    if (this.skipLeft === 0 && request !== undefined) this.completeWrite(request);
+    return pos + n;
+  }
+}
+
+/** The 16-byte simple reply header; a successful READ's data follows it on the wire. */
+export function encodeSimpleReply(error: number, handleHi: number, handleLo: number): Buffer {
+  // Not reused: the socket may hold it until the kernel takes it. allocUnsafe draws from the pool.
+  const header = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_SIZE);
+  header.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+  header.writeUInt32BE(error, 4);
+  header.writeUInt32BE(handleHi, 8);
+  header.writeUInt32BE(handleLo, 12);
+  return header;
+}
+
+/** A fixed-newstyle option reply: header and payload in one buffer. */
+export function encodeOptionReply(option: number, replyType: number, payload?: Buffer): Buffer {
+  const length = payload?.length ?? 0;
+  const reply = Buffer.allocUnsafe(OPTION_REPLY_HEADER_SIZE + length);
+  reply.writeBigUInt64BE(REP_MAGIC, 0);
+  reply.writeUInt32BE(option, 8);
+  reply.writeUInt32BE(replyType, 12);
+  reply.writeUInt32BE(length, 16);
+  payload?.copy(reply, OPTION_REPLY_HEADER_SIZE);
+  return reply;
+}
+
+export function writeUInt64(buf: Buffer, value: number, at: number): void {
+  buf.writeUInt32BE(Math.floor(value / TWO_POW_32), at);
+  buf.writeUInt32BE(value % TWO_POW_32, at + 4);
+}

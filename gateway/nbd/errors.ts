@@ -1,0 +1,71 @@
+import {
+  HoldfastError,
+  InvalidArgumentError,
+  ReadOnlyError,
+  RequestAbortedError,
+} from '../../shared/errors.js';
+import { Errno } from './constants.js';
+
+/**
+ * Why a connection was dropped. Each input the server refuses to parse further has its own reason
+ * so that logs and stats can tell a confused client from a hostile one.
+ */
+export const ProtocolErrorReason = {
+  /** Option or request magic is not the one the spec fixes: the stream is out of sync. */
+  BadMagic: 'BadMagic',
+  /** The peer closed its side in the middle of a handshake message or a request. */
+  TruncatedFrame: 'TruncatedFrame',
+  /** The peer closed its side between two handshake messages, before choosing an export. */
+  ClosedDuringHandshake: 'ClosedDuringHandshake',
+  /** An option announced more data than MAX_OPTION_LENGTH; it is not read. */
+  OptionTooLarge: 'OptionTooLarge',
+  /** Client flags lack FIXED_NEWSTYLE or carry a bit the server did not offer. */
+  BadClientFlags: 'BadClientFlags',
+  /** More than MAX_OPTIONS options in one negotiation. */
+  TooManyOptions: 'TooManyOptions',
+  /** Negotiation did not finish in time. */
+  HandshakeTimeout: 'HandshakeTimeout',
+  /** NBD_OPT_EXPORT_NAME named no export; that option cannot answer with an error. */
+  UnknownExport: 'UnknownExport',
+} as const;
+
+export type ProtocolErrorReason = (typeof ProtocolErrorReason)[keyof typeof ProtocolErrorReason];
+
+/** Malformed or abusive input: the connection it arrived on is closed. */
+export class ProtocolError extends HoldfastError {
+  readonly reason: ProtocolErrorReason;
+
+  constructor(reason: ProtocolErrorReason, message: string, options?: { cause?: unknown }) {
+    super(`${reason}: ${message}`, options);
+    this.reason = reason;
+  }
+}
+
+/** System error codes that mean "out of space" to the client whatever the layer that saw them. */
+const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
+/** Guards against cause cycles. */
+const MAX_CAUSE_DEPTH = 8;
+
+function isNoSpace(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < MAX_CAUSE_DEPTH && current instanceof Error; depth++) {
+    const code: unknown = (current as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && NO_SPACE_CODES.has(code)) return true;
+    if (/nospace/i.test(current.name) || /nospace/i.test(current.constructor.name)) return true;
+    // A journal write failing with ENOSPC arrives wrapped (JournalIoError with the system error as cause).
+    current = current.cause;
+  }
+  return false;
+}
+
+/** The NBD error number a client receives when an export method fails with `err`. */
+export function errnoFor(err: unknown): number {
+  if (err instanceof ReadOnlyError) return Errno.EPERM;
+  if (err instanceof InvalidArgumentError) return Errno.EINVAL;
+  if (err instanceof RequestAbortedError) return Errno.ESHUTDOWN;
+  if (isNoSpace(err)) return Errno.ENOSPC;
+  return Errno.EIO;
+}
+
+/** An export broke the NbdExport contract (a READ returned the wrong number of bytes). */
+export class ExportContractError extends HoldfastError {}

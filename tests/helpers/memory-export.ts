@@ -1,0 +1,205 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import type { ExportRegistry, NbdExport, RequestContext, ZeroOptions } from '../../gateway/nbd/export.js';
+import { RequestAbortedError } from '../../shared/errors.js';
+
+export type OperationKind = 'read' | 'write' | 'flush' | 'trim' | 'writeZeroes';
+
+export interface Operation {
+  readonly kind: OperationKind;
+  readonly offset: number;
+  readonly length: number;
+  readonly fua: boolean;
+  readonly noHole: boolean;
+}
+
+/** What to do with an operation instead of performing it. */
+export interface Failure {
+  readonly error: unknown;
+  /** Throw from the method itself rather than return a rejected promise. */
+  readonly synchronous?: boolean;
+}
+
+export interface MemoryExportOptions {
+  readonly name: string;
+  readonly size: number;
+  readonly description?: string;
+  readonly readOnly?: boolean;
+  readonly canMultiConn?: boolean;
+  readonly preferredBlockSize?: number;
+  /** Every operation waits this long before running. */
+  readonly latencyMs?: number;
+}
+
+interface HeldOperation {
+  readonly operation: Operation;
+  readonly release: () => void;
+}
+
+/**
+ * A Buffer-backed NbdExport for tests. Operations can be delayed (`latencyMs`), held until
+ * released (`holdWhen`), or made to fail (`failWhen`); every started operation is logged.
+ */
+export class MemoryExport implements NbdExport {
+  readonly name: string;
+  readonly description: string;
+  readonly size: number;
+  readonly readOnly: boolean;
+  readonly canMultiConn: boolean;
+  readonly minimumBlockSize = 1;
+  readonly preferredBlockSize: number;
+  readonly disk: Buffer;
+  readonly operations: Operation[] = [];
+  latencyMs: number;
+  holdWhen: ((operation: Operation) => boolean) | undefined;
+  failWhen: ((operation: Operation) => Failure | undefined) | undefined;
+  attachCount = 0;
+  detachCount = 0;
+  /** Operations rejected because their connection went away while held. */
+  abandoned = 0;
+  /** Most operations ever running at once. */
+  peakConcurrency = 0;
+  flushes = 0;
+  private running = 0;
+  private readonly held: HeldOperation[] = [];
+  private readonly heldWaiters: Array<{ count: number; resolve: () => void }> = [];
+
+  constructor(options: MemoryExportOptions) {
+    this.name = options.name;
+    this.description = options.description ?? `memory export ${options.name}`;
+    this.size = options.size;
+    this.readOnly = options.readOnly ?? false;
+    this.canMultiConn = options.canMultiConn ?? true;
+    this.preferredBlockSize = options.preferredBlockSize ?? 4096;
+    this.latencyMs = options.latencyMs ?? 0;
+    this.disk = Buffer.alloc(options.size);
+  }
+
+  get attached(): number {
+    return this.attachCount - this.detachCount;
+  }
+
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  /** Resolves once at least `count` operations are held. */
+  waitForHeld(count: number): Promise<void> {
+    if (this.held.length >= count) return Promise.resolve();
+    return new Promise((resolve) => this.heldWaiters.push({ count, resolve }));
+  }
+
+  /** Lets the oldest held operation (or all of them) continue. */
+  release(all = true): void {
+    const released = all ? this.held.splice(0) : this.held.splice(0, 1);
+    for (const entry of released) entry.release();
+  }
+
+  attach(): void {
+    this.attachCount++;
+  }
+
+  detach(): void {
+    this.detachCount++;
+  }
+
+  read(offset: number, length: number, ctx: RequestContext): Promise<Buffer> {
+    return this.perform({ kind: 'read', offset, length, fua: false, noHole: false }, ctx, () =>
+      Buffer.from(this.disk.subarray(offset, offset + length)),
+    );
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, ctx: RequestContext): Promise<void> {
+    return this.perform({ kind: 'write', offset, length: data.length, fua, noHole: false }, ctx, () => {
+      data.copy(this.disk, offset);
+    });
+  }
+
+  flush(ctx: RequestContext): Promise<void> {
+    return this.perform({ kind: 'flush', offset: 0, length: 0, fua: false, noHole: false }, ctx, () => {
+      this.flushes++;
+    });
+  }
+
+  trim(offset: number, length: number, fua: boolean, ctx: RequestContext): Promise<void> {
+    return this.perform({ kind: 'trim', offset, length, fua, noHole: false }, ctx, () => {
+      this.disk.fill(0, offset, offset + length);
+    });
+  }
+
+  writeZeroes(offset: number, length: number, options: ZeroOptions, ctx: RequestContext): Promise<void> {
+    return this.perform({ kind: 'writeZeroes', offset, length, fua: options.fua, noHole: options.noHole }, ctx, () => {
+      this.disk.fill(0, offset, offset + length);
+    });
+  }
+
+  private perform<T>(operation: Operation, ctx: RequestContext, apply: () => T): Promise<T> {
+    this.operations.push(operation);
+    const failure = this.failWhen?.(operation);
+    if (failure?.synchronous === true) throw failure.error;
+    return this.run(operation, ctx, failure, apply);
+  }
+
+  private async run<T>(operation: Operation, ctx: RequestContext, failure: Failure | undefined, apply: () => T): Promise<T> {
+    this.running++;
+    this.peakConcurrency = Math.max(this.peakConcurrency, this.running);
+    try {
+      if (this.latencyMs > 0) await delay(this.latencyMs);
+      if (this.holdWhen?.(operation) === true) await this.hold(operation, ctx.signal);
+      if (failure !== undefined) throw failure.error;
+      return apply();
+    } finally {
+      this.running--;
+    }
+  }
+
+  private hold(operation: Operation, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        const index = this.held.indexOf(entry);
+        if (index >= 0) this.held.splice(index, 1);
+        this.abandoned++;
+        reject(new RequestAbortedError('held operation abandoned', { cause: signal.reason }));
+      };
+      const entry: HeldOperation = {
+        operation,
+        release: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+      };
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.held.push(entry);
+      for (const waiter of this.heldWaiters.splice(0)) {
+        if (this.held.length >= waiter.count) waiter.resolve();
+        else this.heldWaiters.push(waiter);
+      }
+    });
+  }
+}
+
+/** A fixed set of memory exports; the empty name selects `defaultName` when given. */
+export class MemoryRegistry implements ExportRegistry {
+  constructor(
+    readonly exports: readonly MemoryExport[],
+    private readonly defaultName?: string,
+  ) {}
+
+  lookup(name: string): MemoryExport | undefined {
+    const wanted = name === '' ? this.defaultName : name;
+    return this.exports.find((exp) => exp.name === wanted);
+  }
+
+  list(): readonly MemoryExport[] {
+    return this.exports;
+  }
+
+  get(name: string): MemoryExport {
+    const exp = this.lookup(name);
+    if (exp === undefined) throw new Error(`no memory export ${name}`);
+    return exp;
+  }
+}
