@@ -62,7 +62,7 @@ export class Gateway implements ExportRegistry {
     const gateway = new Gateway(config, store, logger);
     try {
       await gateway.openVolumes();
-      const nbd = new NbdServer({ registry: gateway, logger });
+      const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s) });
       gateway.nbd = nbd;
       gateway.address = await nbd.listen(config.listen.host, config.listen.port);
       gateway.admin = new AdminServer({

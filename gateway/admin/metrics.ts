@@ -16,12 +16,16 @@ export interface MetricsSources {
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  readonly nbdLatency: Histogram<'command'>;
+  private readonly nbdLatency: Histogram<'command'>;
+  /** Bound children, so that observing a latency does no label lookup on the hot path. */
+  private readonly latencyByCommand = new Map<string, { observe(v: number): void }>();
 
   constructor(sources: MetricsSources) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'holdfast_process_' });
     this.nbdLatency = new Histogram({ name: 'holdfast_nbd_request_duration_seconds', help: 'NBD request latency, from request parsed to reply sent', labelNames: ['command'], buckets: LATENCY_BUCKETS, registers: [r] });
+
+    for (const cmd of ['read', 'write', 'flush', 'trim', 'writeZeroes', 'disc', 'other']) this.latencyByCommand.set(cmd, this.nbdLatency.labels(cmd));
 
     const perVolume = (name: string, help: string, read: (v: Volume) => number, kind: 'gauge' | 'counter' = 'gauge') => {
       const collect = function (this: Gauge<'volume'> | Counter<'volume'>) {
@@ -103,5 +107,9 @@ export class GatewayMetrics {
         this.inc(sources.nbd()?.errorReplies ?? 0);
       },
     });
+  }
+
+  observeNbdLatency(command: string, seconds: number): void {
+    this.latencyByCommand.get(command)?.observe(seconds);
   }
 }

@@ -2,6 +2,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { Logger } from 'pino';
 import { Connection } from './connection.js';
 import type { ExportRegistry } from './export.js';
+import type { CommandName } from './constants.js';
 import { NbdStats } from './stats.js';
 import { DEFAULT_TRANSMISSION_LIMITS, type TransmissionLimits } from './transmission.js';
 
@@ -14,6 +15,8 @@ export interface NbdServerOptions {
   readonly maxConnections?: number;
   /** Per-connection bounds on work in flight; see TransmissionLimits. */
   readonly limits?: Partial<TransmissionLimits>;
+  /** Called with every request's latency, for a histogram. */
+  readonly observeLatency?: (command: CommandName, seconds: number) => void;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -36,6 +39,7 @@ export class NbdServer {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.limits = { ...DEFAULT_TRANSMISSION_LIMITS, ...options.limits };
+    this.stats.observeLatency = options.observeLatency;
     // Half-open: a client may shut down its sending side right after NBD_CMD_DISC and still
     // expect the replies to the requests before it.
     this.server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));

@@ -31,6 +31,8 @@ export class NbdStats implements PayloadCounters {
   bytesWritten = 0;
   payloadBytesAssembled = 0;
   payloadBytesSkipped = 0;
+  /** Told each request's latency (parsed → replied) when a metrics layer wants it. */
+  observeLatency: ((command: CommandName, seconds: number) => void) | undefined = undefined;
   /** Connections closed for malformed input, by reason. */
   readonly protocolErrors: Record<ProtocolErrorReason, number> = zeroed(Object.values(ProtocolErrorReason));
 }

@@ -168,6 +168,7 @@ export class Transmission implements RequestSink {
   }
 
   private async run(request: NbdRequest, cost: number): Promise<void> {
+    const started = this.stats.observeLatency === undefined ? 0 : performance.now();
     let error: number = Errno.OK;
     let data: Buffer | undefined;
     try {
@@ -186,6 +187,7 @@ export class Transmission implements RequestSink {
       else if (request.type === Cmd.WRITE) this.stats.bytesWritten += request.length;
     }
     this.reply(request, error, data);
+    if (started !== 0) this.stats.observeLatency?.(commandName(request.type), (performance.now() - started) / 1000);
     if (this.draining) this.closeIfIdle();
     else this.updateFlow();
   }

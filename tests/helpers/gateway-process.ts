@@ -16,6 +16,7 @@ const BIN = path.join(REPO, 'bin', 'holdfast.js');
 const BUNDLE = path.join(REPO, 'dist', 'holdfast.js');
 const SERVE_TIMEOUT_MS = 20_000;
 const SERVING_LINE = /^holdfast: serving (\d+) volume\(s\) from .* on 127\.0\.0\.1:(\d+)$/m;
+const ADMIN_LINE = /^ {2}admin API: (http:\/\/127\.0\.0\.1:\d+)/m;
 
 export type StoreKind = 'local' | 's3';
 export const STORE_KINDS: readonly StoreKind[] = ['local', 's3'];
@@ -50,6 +51,8 @@ export interface ExitStatus {
 
 export interface GatewayProcess {
   readonly port: number;
+  /** `http://127.0.0.1:PORT` of the admin API (on a free port of its own). */
+  readonly adminUrl: string;
   readonly pid: number;
   /** `nbd://127.0.0.1:PORT/NAME`. */
   uri(name: string): string;
@@ -123,6 +126,8 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     'serve',
     '--listen',
     '127.0.0.1:0',
+    '--admin',
+    '127.0.0.1:0',
     '--log-format',
     'json',
     '--log-level',
@@ -160,15 +165,16 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     }
   });
 
-  const port = await new Promise<number>((resolve, reject) => {
+  const { port, adminUrl } = await new Promise<{ port: number; adminUrl: string }>((resolve, reject) => {
     let stdout = '';
     let settled = false;
     const onData = (chunk: string): void => {
       stdout += chunk;
       const m = SERVING_LINE.exec(stdout);
-      if (m === null) return;
+      const a = ADMIN_LINE.exec(stdout);
+      if (m === null || a === null) return;
       cleanup();
-      resolve(Number(m[2]));
+      resolve({ port: Number(m[2]), adminUrl: a[1]! });
     };
     const fail = (why: string, code: number | null): void => {
       if (settled) return;
@@ -207,6 +213,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
 
   return {
     port,
+    adminUrl,
     pid: child.pid ?? -1,
     uri: (name) => `nbd://127.0.0.1:${port}/${name}`,
     logs,

@@ -245,7 +245,7 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
     });
 
     it('refuses to import or export while a gateway serves the volume', async () => {
-      const gateway = await startServe([...fx.args, '--listen', '127.0.0.1:0', '--create-volume', '', '--volumes', 'v1'], { cwd: tmp, env: fx.env });
+      const gateway = await startServe([...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', 'v1'], { cwd: tmp, env: fx.env });
       try {
         await writeFile(file('small.img'), randomBytes(MiB));
         const refused = await hf('import', file('small.img'), 'v1', '--force');
@@ -261,7 +261,7 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
     });
 
     it('stops serve with exit code 2 when a setting in the environment is invalid', async () => {
-      const r = await runCli(['serve', ...fx.args, '--listen', '127.0.0.1:0'], { cwd: tmp, env: { ...fx.env, HOLDFAST_CACHE_SIZE: 'lots' } });
+      const r = await runCli(['serve', ...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], { cwd: tmp, env: { ...fx.env, HOLDFAST_CACHE_SIZE: 'lots' } });
       assertExit(r, EXIT.usage, 'serve with HOLDFAST_CACHE_SIZE=lots');
       assert.match(r.stderr, /HOLDFAST_CACHE_SIZE/);
     });
