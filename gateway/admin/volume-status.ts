@@ -1,23 +1,13 @@
-import type { ErrorClass } from '../../shared/events.js';
-import type { HangPolicy } from '../../shared/hang-policy.js';
-import type { HangState } from '../hang/hang-monitor.js';
+import type { HangSnapshot } from '../hang/hang-monitor.js';
 import type { Volume } from '../volume/volume.js';
 
 /** What `GET /v1/volumes[/{name}]` returns per volume and `holdfast status` prints. */
-export interface VolumeStatus {
+export interface VolumeStatus extends Omit<HangSnapshot, 'journalFailing' | 'journalPressure'> {
   readonly name: string;
   readonly size: number;
   readonly readOnly: boolean;
   readonly clients: number;
-  readonly state: HangState;
-  readonly paused: boolean;
-  readonly held: { requests: number; bytes: number };
-  readonly episode: { id: string; startedAt: string; durationMs: number; deadline: string | null } | null;
-  readonly timedOutSince: string | null;
-  readonly storageUnavailableSince: string | null;
-  readonly errorClass: ErrorClass | null;
-  readonly lastError: string | null;
-  readonly policy: HangPolicy;
+  readonly journalFailing: boolean;
   readonly journal: { bytes: number; limit: number; pressure: string; backlogRecords: number; dirtyExtents: number };
   readonly cache: { bytes: number; hits: number; misses: number };
   readonly uploads: { done: number; bytes: number; failures: number; inFlight: number };
@@ -31,15 +21,7 @@ export function volumeStatus(v: Volume): VolumeStatus {
     size: v.size,
     readOnly: v.readOnly,
     clients: s.clients,
-    state: h.state,
-    paused: h.paused,
-    held: h.held,
-    episode: h.episode,
-    timedOutSince: h.timedOutSince,
-    storageUnavailableSince: h.storageUnavailableSince,
-    errorClass: h.errorClass,
-    lastError: h.lastError,
-    policy: h.policy,
+    ...h,
     journal: { bytes: s.journalBytes, limit: s.journalLimitBytes, pressure: h.journalPressure, backlogRecords: s.pendingEntries, dirtyExtents: s.dirtyExtents },
     cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },

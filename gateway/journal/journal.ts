@@ -1,4 +1,4 @@
-import { mkdir, readdir, unlink, open as openFile } from 'node:fs/promises';
+import { mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError, RequestAbortedError } from '../../shared/errors.js';
@@ -12,6 +12,7 @@ import {
 } from './record.js';
 import { backoffMs } from '../hang/backoff.js';
 import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
+import { syncDirectory } from '../fs/sync-directory.js';
 
 const SEGMENT_MAGIC = 0x48464a53;
 const SEGMENT_VERSION = 1;
@@ -563,14 +564,6 @@ async function anyGoodRecordAfter(file: SegmentFile, damagedAt: number, fileSize
   return false;
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  const fh = await openFile(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

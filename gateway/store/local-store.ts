@@ -4,6 +4,7 @@ import path from 'node:path';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { type ObjectStore, StoreError } from './object-store.js';
+import { syncDirectory } from '../fs/sync-directory.js';
 
 /**
  * Marks the name of a file that `put` is still writing. Keys may not contain it, so a temp file
@@ -172,11 +173,3 @@ async function makeDirectoryDurably(dir: string): Promise<void> {
   }
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
