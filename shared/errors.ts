@@ -37,6 +37,13 @@ export class JournalIoError extends HoldfastError {}
 /** The request was abandoned because its client went away or the gateway is stopping. */
 export class RequestAbortedError extends HoldfastError {}
 
+/**
+ * The request must not be answered at all: the server closes the connection instead, so that a
+ * client with reconnect (QEMU's reconnect-delay) resends it to the next gateway. Used for requests
+ * still held when the gateway shuts down — an EIO would reach the guest, a resend does not.
+ */
+export class RequestDroppedError extends HoldfastError {}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { RequestAbortedError, errorMessage } from '../../shared/errors.js';
+import { RequestAbortedError, RequestDroppedError, errorMessage } from '../../shared/errors.js';
 import type { ErrorClass, HoldfastEvent, JournalPressureLevel } from '../../shared/events.js';
 import type { HangPolicy } from '../../shared/hang-policy.js';
 import type { EventSink } from '../events/event-sink.js';
@@ -142,9 +142,10 @@ export class HangMonitor {
           this.storeAnswered();
           return value;
         } catch (err) {
-          if (err instanceof RequestAbortedError || err instanceof StorageFailedError) throw err;
+          if (err instanceof RequestAbortedError || err instanceof RequestDroppedError || err instanceof StorageFailedError) throw err;
           const errorClass = this.noteStoreError(err);
           if (held?.failed !== undefined) throw held.failed;
+          if (this.closed) throw new RequestDroppedError('gateway shutting down while storage fails');
           const refusal = this.refusal(errorClass);
           if (refusal !== undefined) throw new StorageFailedError(refusal, errorClass, { cause: err });
           if (signal?.aborted) throw new RequestAbortedError('client disconnected while its read was held');
@@ -197,7 +198,6 @@ export class HangMonitor {
   private refusal(errorClass: ErrorClass): FailReason | undefined {
     if (this.policyValue.timeout === 'off' || this.policyValue.classes[errorClass] === 'fail') return 'policy';
     if (this.pausedFlag) return 'paused';
-    if (this.closed) return 'shutdown';
     return undefined;
   }
 
@@ -501,12 +501,16 @@ export class HangMonitor {
     };
   }
 
-  /** Gateway shutdown: held requests are dropped (their clients are going away) and nothing new is held. */
+  /**
+   * Gateway shutdown: held requests are dropped unanswered — their connections close, and a client
+   * that reconnects resends them to the next gateway instead of passing an EIO to its guest.
+   */
   close(): void {
     this.closed = true;
     clearInterval(this.ticker);
     this.disarmDeadline();
-    for (const r of this.reads) r.fail(new StorageFailedError('shutdown', null));
-    this.opts.journal.failWaiters(new StorageFailedError('shutdown', null));
+    const dropped = new RequestDroppedError('gateway shutting down while the request was held');
+    for (const r of this.reads) r.fail(dropped);
+    this.opts.journal.failWaiters(dropped);
   }
 }

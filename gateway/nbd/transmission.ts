@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { RequestAbortedError } from '../../shared/errors.js';
+import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
 import { encodeSimpleReply, RequestParser, type NbdRequest, type RequestSink } from './codec.js';
 import { Cmd, CmdFlag, commandName, Errno, MAX_BLOCK_SIZE } from './constants.js';
 import { errnoFor, ExportContractError, ProtocolError, ProtocolErrorReason } from './errors.js';
@@ -174,6 +174,10 @@ export class Transmission implements RequestSink {
     try {
       data = await this.execute(request);
     } catch (err) {
+      if (err instanceof RequestDroppedError) {
+        this.log.info({ reason: err.message }, 'closing NBD connection without answering a dropped request');
+        this.socket.destroy();
+      }
       error = errnoFor(err);
       if (this.closed) this.log.debug({ err }, 'nbd request failed after the connection closed');
       else this.log.warn({ err, type: request.type, offset: request.offset, length: request.length, error }, 'nbd request failed');
