@@ -14,7 +14,11 @@ import { HangMonitor } from '../hang/hang-monitor.js';
 import { ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import { extentKey } from './layout.js';
 import { PendingChanges } from './pending-changes.js';
+import { Semaphore } from './semaphore.js';
 import { Uploader } from './uploader.js';
+
+/** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
+const MAX_CONCURRENT_LOADS = 16;
 
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
@@ -82,6 +86,7 @@ export class Volume implements NbdExport {
   private readonly pending = new PendingChanges();
   private readonly cache: ExtentCache;
   private readonly materializing = new Map<number, Promise<MaterializedExtent>>();
+  private readonly loads = new Semaphore(MAX_CONCURRENT_LOADS);
   private readonly uploader: Uploader;
   private clients = 0;
   private closed = false;
@@ -314,7 +319,21 @@ export class Volume implements NbdExport {
     return p;
   }
 
+  /**
+   * Loading an extent holds a whole extent in memory; the number loading at once is bounded so that
+   * many cold reads (many clients, 128 requests each) cannot allocate without bound.
+   */
   private async load(index: number): Promise<MaterializedExtent> {
+    const permit = this.loads.acquire();
+    if (permit) await permit;
+    try {
+      return await this.loadUnbounded(index);
+    } finally {
+      this.loads.release();
+    }
+  }
+
+  private async loadUnbounded(index: number): Promise<MaterializedExtent> {
     for (;;) {
       const generation = this.pending.generation(index);
       const extent: MaterializedExtent = { data: await this.fetch(index), seq: 0 };
