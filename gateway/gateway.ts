@@ -6,7 +6,8 @@ import type { Logger } from 'pino';
 import { DEFAULT_CLASS_ACTIONS, type HangPolicy } from '../shared/hang-policy.js';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
-import { EventBus, LogEventSink } from './events/event-sink.js';
+import { EventBus, type EventSink } from './events/event-sink.js';
+import { openEventSinks } from './events/open-sinks.js';
 import { VolumeNotFoundError, errorMessage } from '../shared/errors.js';
 import type { VolumeManifest } from '../shared/volume-manifest.js';
 import type { ResolvedConfig } from './config/load-config.js';
@@ -51,15 +52,16 @@ export class Gateway implements ExportRegistry {
     readonly config: ResolvedConfig,
     readonly store: ObjectStore,
     private readonly logger: Logger,
+    sinks: readonly EventSink[],
   ) {
     this.gatewayId = config.gatewayId ?? hostname();
-    this.events = new EventBus([new LogEventSink(logger.child({ component: 'events' }))], logger);
-    this.metrics = new GatewayMetrics({ volumes: () => this.list() as Volume[], nbd: () => this.nbd?.stats });
+    this.events = new EventBus(sinks, logger);
+    this.metrics = new GatewayMetrics({ volumes: () => this.list() as Volume[], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
   }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
     const store = openStore(config);
-    const gateway = new Gateway(config, store, logger);
+    const gateway = new Gateway(config, store, logger, await openEventSinks(config, logger));
     try {
       await gateway.openVolumes();
       const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s) });
@@ -81,6 +83,7 @@ export class Gateway implements ExportRegistry {
     } catch (err) {
       await gateway.nbd?.close(0);
       await gateway.closeVolumes();
+      await gateway.events.close();
       await store.close();
       throw err;
     }

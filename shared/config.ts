@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { DEFAULT_EXTENT_SIZE, isValidExtentSize, VOLUME_NAME } from './volume-manifest.js';
 import { parseDuration, parseSize } from './units.js';
 import { HangTimeoutSchema, parseClassActions } from './hang-policy.js';
+import { EVENT_BUS_NAME } from './eventbridge.js';
 
 /** A size given as a number of bytes or as text like `256MiB`. */
 const size = (what: string) =>
@@ -44,6 +45,19 @@ const autoCreate = z.string().transform((v, ctx) => {
     return z.NEVER;
   }
   return { name, size: bytes };
+});
+
+/** Where events go besides the admin API's history. */
+export type EventsTarget = { readonly kind: 'log' } | { readonly kind: 'eventbridge'; readonly bus: string };
+
+const eventsTarget = z.string().transform((v, ctx): EventsTarget => {
+  if (v === 'log') return { kind: 'log' };
+  const bus = v.startsWith('eventbridge:') ? v.slice('eventbridge:'.length) : undefined;
+  if (bus === undefined || !EVENT_BUS_NAME.test(bus)) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not log or eventbridge:BUS (a bus name or ARN, e.g. eventbridge:holdfast)` });
+    return z.NEVER;
+  }
+  return { kind: 'eventbridge', bus };
 });
 
 const classOverrides = z.string().transform((v, ctx) => {
@@ -96,8 +110,12 @@ export const GatewayConfigSchema = z
     adminToken: z.string().min(8, 'the admin token must be at least 8 characters').optional(),
     /** Names this gateway in events and metrics; default: the host name. */
     gatewayId: z.string().min(1).optional(),
-    /** Where events go: `log` (one JSON object per line in the log). */
-    events: z.enum(['log']).default('log'),
+    /** Where events go: `log` (one JSON object per line in the log), or `eventbridge:BUS` (and the log). */
+    events: eventsTarget.prefault('log'),
+    /** An EventBridge-compatible endpoint for `eventbridge:` (tests, LocalStack); unset means AWS. */
+    eventsEndpoint: z.url().optional(),
+    /** Keep events EventBridge has not accepted yet in the journal directory, so a restart sends them. */
+    eventsSpill: z.boolean().default(false),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     logFormat: z.enum(['pretty', 'json', 'auto']).default('auto'),
   })

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EventDeliveryCounters } from '../events/event-sink.js';
 import type { NbdStats } from '../nbd/stats.js';
 import type { Volume } from '../volume/volume.js';
 
@@ -8,6 +9,7 @@ const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.
 export interface MetricsSources {
   readonly volumes: () => readonly Volume[];
   readonly nbd: () => NbdStats | undefined;
+  readonly events?: () => readonly EventDeliveryCounters[];
 }
 
 /**
@@ -105,6 +107,45 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         this.inc(sources.nbd()?.errorReplies ?? 0);
+      },
+    });
+    this.eventMetrics(r, sources);
+  }
+
+  private eventMetrics(r: Registry, sources: MetricsSources): void {
+    const sinks = () => sources.events?.() ?? [];
+    const perSink = (name: string, help: string, read: (c: EventDeliveryCounters) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['sink'],
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const c of sinks()) this.inc({ sink: c.sink }, read(c));
+        },
+      });
+    perSink('holdfast_events_delivered_total', 'events a sink delivered', (c) => c.delivered);
+    perSink('holdfast_events_retried_total', 'events sent again after a failed call or a refused entry', (c) => c.retried);
+    perSink('holdfast_events_failed_calls_total', 'calls to an event destination that failed', (c) => c.failedCalls);
+    new Gauge({
+      name: 'holdfast_events_queued',
+      help: 'events waiting for delivery',
+      labelNames: ['sink'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const c of sinks()) this.set({ sink: c.sink }, c.queued);
+      },
+    });
+    new Counter({
+      name: 'holdfast_events_dropped_total',
+      help: 'events that never reached a sink, by reason',
+      labelNames: ['sink', 'reason'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const c of sinks()) for (const [reason, n] of Object.entries(c.dropped)) this.inc({ sink: c.sink, reason }, n);
       },
     });
   }

@@ -29,7 +29,9 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   admin: { arg: 'host:port', help: 'admin HTTP API: health, metrics, volume state, hang control (default 127.0.0.1:10810)' },
   adminToken: { arg: 'token', help: 'bearer token required by the admin API (except /healthz)' },
   gatewayId: { arg: 'id', help: 'names this gateway in events and metrics (default: the host name)' },
-  events: { arg: 'sink', help: 'where events go: log (default)' },
+  events: { arg: 'sink', help: 'where events go: log (default) or eventbridge:BUS (a bus name or ARN; events are logged too)' },
+  eventsEndpoint: { arg: 'url', help: 'EventBridge-compatible endpoint for --events eventbridge:BUS (default AWS)' },
+  eventsSpill: { help: 'keep events EventBridge has not accepted in JOURNAL_DIR/.events-spill.jsonl and send them after a restart' },
   logLevel: { arg: 'level', help: 'fatal, error, warn, info, debug, trace or silent (default info)' },
   logFormat: { arg: 'format', help: 'pretty, json or auto (pretty on a terminal) (default auto)' },
 };

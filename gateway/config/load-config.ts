@@ -87,7 +87,7 @@ function describe(key: string, source: Source | undefined, file: string | undefi
 
 function fromEnv(setting: SettingName, raw: string): unknown {
   if (setting === 'volumes') return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (setting === 'readOnly') return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
+  if (setting === 'readOnly' || setting === 'eventsSpill') return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
   return raw;
 }
 

@@ -8,6 +8,22 @@ import type { HoldfastEvent } from '../../shared/events.js';
 export interface EventSink {
   publish(event: HoldfastEvent): void;
   close(): Promise<void>;
+  /** Delivery counters, for sinks that deliver somewhere that can fail. */
+  counters?(): EventDeliveryCounters;
+}
+
+/** Why an event never reached a sink's destination. */
+export type DropReason = 'queue-full' | 'rejected' | 'shutdown';
+
+export interface EventDeliveryCounters {
+  readonly sink: string;
+  readonly delivered: number;
+  /** Events sent again after a failed call or a refused entry. */
+  readonly retried: number;
+  readonly failedCalls: number;
+  /** Waiting for delivery now. */
+  readonly queued: number;
+  readonly dropped: Readonly<Record<DropReason, number>>;
 }
 
 /** The embedded default: one JSON object per line in the log, under the key `event`. */
@@ -54,6 +70,11 @@ export class EventBus implements EventSink {
   /** Events seen so far (newest last), optionally for one volume. */
   history(volume?: string): readonly HoldfastEvent[] {
     return volume === undefined ? [...this.recent] : this.recent.filter((e) => e.volume === volume);
+  }
+
+  /** The delivery counters of every sink that keeps them. */
+  deliveryCounters(): EventDeliveryCounters[] {
+    return this.sinks.flatMap((s) => (s.counters === undefined ? [] : [s.counters()]));
   }
 
   subscribe(listener: (e: HoldfastEvent) => void): () => void {
