@@ -41,7 +41,9 @@ export const JournalPressureEventSchema = z.object({
   ...common,
 });
 
-export const HoldfastEventSchema = z.union([IoHangEventSchema, IoHangTimeoutEventSchema, StorageUnavailableEventSchema, JournalPressureEventSchema]);
+// Discriminated on kind (then on set), so that a bad event is reported by the field that is wrong
+// ("volume: expected string") rather than as "no union member matched".
+export const HoldfastEventSchema = z.discriminatedUnion('kind', [IoHangEventSchema, IoHangTimeoutEventSchema, StorageUnavailableEventSchema, JournalPressureEventSchema]);
 
 export type IoHangEvent = z.infer<typeof IoHangEventSchema>;
 export type IoHangTimeoutEvent = z.infer<typeof IoHangTimeoutEventSchema>;

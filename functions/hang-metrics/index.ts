@@ -1,0 +1,57 @@
+import { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { MetricUnit, Metrics } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import middy from '@middy/core';
+import type { HoldfastEnvelope } from '../../shared/eventbridge.js';
+import type { HoldfastEvent } from '../../shared/events.js';
+import { holdfastEventValidator, logErrors, type Rejected } from '../common/middleware.js';
+
+/** The CloudWatch namespace the stack's alarms and the dashboard read. */
+export const METRICS_NAMESPACE = 'Holdfast';
+
+type Unit = (typeof MetricUnit)[keyof typeof MetricUnit];
+
+export type MetricsResult = { readonly outcome: 'recorded'; readonly metrics: readonly string[] } | Rejected;
+
+const logger = new Logger({ serviceName: 'holdfast-hang-metrics' });
+const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: 'holdfast' });
+
+/** Metric name, unit and value for one event: counts on the set edge, durations on the clear edge. */
+function measure(event: HoldfastEvent): [string, Unit, number][] {
+  switch (event.kind) {
+    case 'io-hang':
+      return event.set ? [['HangEpisodes', MetricUnit.Count, 1], ['HeldRequests', MetricUnit.Count, event.held.requests]] : [['HangSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
+    case 'io-hang-timeout':
+      return event.set ? [['HangTimeouts', MetricUnit.Count, 1]] : [['TimedOutSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
+    case 'storage-unavailable':
+      return event.set ? [['StorageOutages', MetricUnit.Count, 1]] : [['StorageUnavailableSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
+    case 'journal-pressure':
+      return [['JournalUsedPercent', MetricUnit.Percent, (100 * event.journalBytes) / event.journalLimitBytes]];
+  }
+}
+
+/**
+ * Written as CloudWatch embedded metric format in the function's log (no API call, no throttling),
+ * under two dimension sets: per gateway — what the stack's alarms watch, whatever the volumes — and
+ * per gateway and volume, for the dashboard and for finding the volume.
+ */
+async function record(envelope: HoldfastEnvelope): Promise<MetricsResult> {
+  const event = envelope.detail;
+  metrics.addDimension('Gateway', event.gateway);
+  metrics.addDimensions({ Gateway: event.gateway, Volume: event.volume });
+  const recorded = measure(event);
+  for (const [name, unit, value] of recorded) metrics.addMetric(name, unit, value);
+  metrics.addMetadata('episode', event.episode);
+  metrics.addMetadata('holdfastEventId', event.id);
+  logger.info('event recorded as metrics', { kind: event.kind, metrics: recorded.map(([n]) => n) });
+  return { outcome: 'recorded', metrics: recorded.map(([n]) => n) };
+}
+
+/** EventBridge rule target for every Holdfast event kind. */
+export const handler = middy<HoldfastEnvelope, MetricsResult>()
+  .use(injectLambdaContext(logger, { resetKeys: true }))
+  .use(logMetrics(metrics))
+  .use(logErrors<MetricsResult>(logger))
+  .use(holdfastEventValidator<MetricsResult>(logger))
+  .handler(record);
