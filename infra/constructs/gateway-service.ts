@@ -1,0 +1,157 @@
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Peer, Port, SecurityGroup, type IVpc, type SubnetSelection } from 'aws-cdk-lib/aws-ec2';
+import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
+import { Cluster, ContainerImage, ContainerInsights, CpuArchitecture, FargatePlatformVersion, FargateService, FargateTaskDefinition, LogDrivers, OperatingSystemFamily } from 'aws-cdk-lib/aws-ecs';
+import { NetworkLoadBalancer, Protocol, TargetType } from 'aws-cdk-lib/aws-elasticloadbalancingv2';
+import type { IEventBus } from 'aws-cdk-lib/aws-events';
+import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import type { ExtentStore } from './extent-store.js';
+import type { Journal } from './journal.js';
+
+export const NBD_PORT = 10809;
+export const ADMIN_PORT = 10810;
+export const JOURNAL_MOUNT = '/mnt/journal';
+
+/** The same probe as the Dockerfile's HEALTHCHECK (ECS does not run that one): GET /healthz on the admin port. */
+export const HEALTHCHECK_COMMAND = `node -e "fetch('http://127.0.0.1:'+(process.env.HOLDFAST_ADMIN||':10810').split(':').pop()+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"`;
+
+export interface GatewayServiceProps {
+  readonly vpc: IVpc;
+  readonly subnets: SubnetSelection;
+  /** Directory holding the Dockerfile (the repository root). */
+  readonly imageDirectory: string;
+  readonly store: ExtentStore;
+  readonly journal: Journal;
+  readonly bus: IEventBus;
+  readonly gatewayId: string;
+  readonly volumes: readonly string[];
+  readonly hangTimeout: string;
+  readonly createVolume?: string | undefined;
+  /** Networks whose hosts may connect to NBD through the load balancer. */
+  readonly allowedCidrs: readonly string[];
+  readonly cpu: number;
+  readonly memoryMiB: number;
+}
+
+/**
+ * The gateway as one Fargate task behind an internal Network Load Balancer. One task at a time
+ * serves a volume set: a volume's journal and lease admit one gateway, so a deployment stops the
+ * old task before it starts the new one (minimum healthy 0 %, maximum 100 %).
+ */
+export class GatewayService extends Construct {
+  readonly service: FargateService;
+  readonly loadBalancer: NetworkLoadBalancer;
+  readonly taskDefinition: FargateTaskDefinition;
+  readonly logGroup: LogGroup;
+
+  constructor(scope: Construct, id: string, props: GatewayServiceProps) {
+    super(scope, id);
+    const cluster = new Cluster(this, 'Cluster', { vpc: props.vpc, containerInsightsV2: ContainerInsights.ENABLED });
+
+    this.taskDefinition = new FargateTaskDefinition(this, 'Task', {
+      cpu: props.cpu,
+      memoryLimitMiB: props.memoryMiB,
+      runtimePlatform: { cpuArchitecture: CpuArchitecture.X86_64, operatingSystemFamily: OperatingSystemFamily.LINUX },
+      volumes: [
+        {
+          name: 'journal',
+          efsVolumeConfiguration: {
+            fileSystemId: props.journal.fileSystem.fileSystemId,
+            transitEncryption: 'ENABLED',
+            authorizationConfig: { accessPointId: props.journal.accessPoint.accessPointId, iam: 'ENABLED' },
+          },
+        },
+      ],
+    });
+    props.store.grantVolumeAccess(this.taskDefinition.taskRole);
+    props.journal.grantMount(this.taskDefinition.taskRole);
+    props.bus.grantPutEventsTo(this.taskDefinition.taskRole);
+
+    this.logGroup = new LogGroup(this, 'Logs', { retention: RetentionDays.ONE_MONTH, removalPolicy: RemovalPolicy.DESTROY });
+    const container = this.taskDefinition.addContainer('gateway', {
+      image: ContainerImage.fromAsset(props.imageDirectory, { file: 'Dockerfile', platform: Platform.LINUX_AMD64 }),
+      essential: true,
+      environment: {
+        HOLDFAST_LISTEN: `0.0.0.0:${NBD_PORT}`,
+        HOLDFAST_ADMIN: `0.0.0.0:${ADMIN_PORT}`,
+        HOLDFAST_STORE: `s3://${props.store.bucket.bucketName}/${props.store.prefix}`,
+        HOLDFAST_JOURNAL_DIR: JOURNAL_MOUNT,
+        HOLDFAST_EVENTS: `eventbridge:${props.bus.eventBusName}`,
+        HOLDFAST_EVENTS_SPILL: 'true',
+        HOLDFAST_HANG_TIMEOUT: props.hangTimeout,
+        HOLDFAST_VOLUMES: props.volumes.join(','),
+        HOLDFAST_GATEWAY_ID: props.gatewayId,
+        HOLDFAST_LOG_FORMAT: 'json',
+        ...(props.createVolume === undefined ? {} : { HOLDFAST_CREATE_VOLUME: props.createVolume }),
+      },
+      portMappings: [{ containerPort: NBD_PORT }, { containerPort: ADMIN_PORT }],
+      healthCheck: { command: ['CMD-SHELL', HEALTHCHECK_COMMAND], interval: Duration.seconds(15), timeout: Duration.seconds(5), startPeriod: Duration.seconds(60), retries: 3 },
+      // The gateway's own --shutdown-grace is 25 s; ECS must not SIGKILL before it has synced.
+      stopTimeout: Duration.seconds(40),
+      logging: LogDrivers.awsLogs({ streamPrefix: 'gateway', logGroup: this.logGroup }),
+    });
+    container.addMountPoints({ containerPath: JOURNAL_MOUNT, sourceVolume: 'journal', readOnly: false });
+
+    const lbSecurityGroup = new SecurityGroup(this, 'LoadBalancerSecurityGroup', { vpc: props.vpc, description: 'Holdfast NBD load balancer: NBD from the allowed networks only', allowAllOutbound: false });
+    for (const cidr of props.allowedCidrs) lbSecurityGroup.addIngressRule(Peer.ipv4(cidr), Port.tcp(NBD_PORT), `NBD from ${cidr}`);
+    const taskSecurityGroup = new SecurityGroup(this, 'TaskSecurityGroup', { vpc: props.vpc, description: 'Holdfast gateway task: NBD and health checks from its load balancer only', allowAllOutbound: true });
+    taskSecurityGroup.addIngressRule(lbSecurityGroup, Port.tcp(NBD_PORT), 'NBD from the load balancer');
+    taskSecurityGroup.addIngressRule(lbSecurityGroup, Port.tcp(ADMIN_PORT), 'health checks from the load balancer');
+    lbSecurityGroup.addEgressRule(taskSecurityGroup, Port.tcp(NBD_PORT), 'NBD to the gateway task');
+    lbSecurityGroup.addEgressRule(taskSecurityGroup, Port.tcp(ADMIN_PORT), 'health checks to the gateway task');
+    props.journal.allowMountFrom(taskSecurityGroup);
+
+    this.service = new FargateService(this, 'Service', {
+      cluster,
+      taskDefinition: this.taskDefinition,
+      desiredCount: 1,
+      minHealthyPercent: 0,
+      maxHealthyPercent: 100,
+      circuitBreaker: { rollback: true },
+      vpcSubnets: props.subnets,
+      securityGroups: [taskSecurityGroup],
+      assignPublicIp: false,
+      platformVersion: FargatePlatformVersion.LATEST,
+      // Journal replay on start can take a while after an outage; health checks wait for it.
+      healthCheckGracePeriod: Duration.minutes(5),
+    });
+
+    this.loadBalancer = new NetworkLoadBalancer(this, 'LoadBalancer', {
+      vpc: props.vpc,
+      vpcSubnets: props.subnets,
+      internetFacing: false,
+      crossZoneEnabled: true,
+      securityGroups: [lbSecurityGroup],
+    });
+    const listener = this.loadBalancer.addListener('Nbd', { port: NBD_PORT, protocol: Protocol.TCP });
+    listener.addTargets('Gateway', {
+      port: NBD_PORT,
+      protocol: Protocol.TCP,
+      targets: [this.service.loadBalancerTarget({ containerName: 'gateway', containerPort: NBD_PORT })],
+      // Long-lived NBD connections of a stopping task are cut when it exits anyway; do not wait 300 s.
+      deregistrationDelay: Duration.seconds(30),
+      healthCheck: {
+        protocol: Protocol.HTTP,
+        port: String(ADMIN_PORT),
+        path: '/healthz',
+        interval: Duration.seconds(10),
+        healthyThresholdCount: 2,
+        unhealthyThresholdCount: 2,
+      },
+    });
+
+    Validations.of(this.loadBalancer).acknowledge({
+      id: 'AwsSolutions-ELB2',
+      reason: 'NLB access logs are written only for TLS listeners; NBD is a plain TCP listener, so there is nothing to log. VPC flow logs cover the connections.',
+    });
+    Validations.of(this.taskDefinition).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'The execution role needs ecr:GetAuthorizationToken to pull the image, an action that has no resource to scope it to.',
+    });
+    Validations.of(this.taskDefinition).acknowledge({
+      id: 'AwsSolutions-ECS2',
+      reason: 'The environment holds configuration only (addresses, bucket, bus, volume names, timeouts); the gateway has no secrets — AWS credentials come from the task role.',
+    });
+  }
+}

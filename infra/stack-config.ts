@@ -1,0 +1,55 @@
+import { z } from 'zod';
+import { ConfigError } from '../shared/errors.js';
+import { HangTimeoutSchema } from '../shared/hang-policy.js';
+import { VOLUME_NAME } from '../shared/volume-manifest.js';
+
+const list = z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((v) => v.trim()).filter((v) => v !== ''))], {
+  error: (issue) => (issue.input === undefined ? 'required (a comma-separated list)' : 'not a comma-separated list'),
+});
+const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'not an IPv4 CIDR like 10.0.0.0/16');
+
+/**
+ * What an operator chooses for a Holdfast deployment. Given as CDK context (`-c name=value`, lists
+ * comma-separated, or in cdk.json) or as props in code; validated with the gateway's own rules so a
+ * bad value fails `cdk synth`, not the running task.
+ */
+export const HoldfastDeploymentSchema = z
+  .object({
+    /** Networks whose hosts may connect to NBD through the load balancer. */
+    allowedCidrs: list.pipe(z.array(cidr).min(1, 'name at least one network that may connect to NBD')),
+    /** The volume set the task serves (HOLDFAST_VOLUMES); one task per volume set. */
+    volumes: list.pipe(z.array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)')).min(1, 'name the volumes this gateway serves')),
+    hangTimeout: z.string().default('120s').refine((v) => HangTimeoutSchema.safeParse(v).success, 'not a hang timeout: off, forever or a duration like 120s'),
+    alertEmail: z.email().optional(),
+    /** An existing VPC; without one the stack creates a VPC of its own. */
+    vpcId: z.string().startsWith('vpc-').optional(),
+    privateSubnetIds: list.pipe(z.array(z.string().startsWith('subnet-'))).optional(),
+    availabilityZones: list.optional(),
+    /** Names the gateway in events, metrics and alarms; default: the stack name. */
+    gatewayId: z.string().min(1).optional(),
+    storePrefix: z.string().regex(/^([A-Za-z0-9._-]+\/)+$/, 'a key prefix like holdfast/ (ending in /)').default('holdfast/'),
+    /** Volume created on first start (NAME=SIZE), one of `volumes`. */
+    createVolume: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}=\d+[KMGT]?i?B?$/, 'NAME=SIZE like vm1=20G').optional(),
+    dashboardUrl: z.url().optional(),
+    cpu: z.coerce.number().int().default(1024),
+    memoryMiB: z.coerce.number().int().default(2048),
+  })
+  .refine((d) => d.vpcId === undefined || (d.privateSubnetIds !== undefined && d.availabilityZones !== undefined && d.privateSubnetIds.length === d.availabilityZones.length && d.privateSubnetIds.length > 0), {
+    message: 'with vpcId, give privateSubnetIds and availabilityZones too (as many of each)',
+    path: ['vpcId'],
+  })
+  .refine((d) => d.createVolume === undefined || d.volumes.includes(d.createVolume.split('=')[0]!), {
+    message: 'createVolume must name one of volumes',
+    path: ['createVolume'],
+  });
+
+export type HoldfastDeploymentInput = z.input<typeof HoldfastDeploymentSchema>;
+export type HoldfastDeployment = z.output<typeof HoldfastDeploymentSchema>;
+
+export const DEPLOYMENT_KEYS = Object.keys(HoldfastDeploymentSchema.shape) as (keyof HoldfastDeploymentInput)[];
+
+export function parseDeployment(input: Record<string, unknown>): HoldfastDeployment {
+  const parsed = HoldfastDeploymentSchema.safeParse(input);
+  if (!parsed.success) throw new ConfigError(`invalid Holdfast deployment settings:\n  ${parsed.error.issues.map((i) => `${i.path.join('.') || '(settings)'}: ${i.message}`).join('\n  ')}`);
+  return parsed.data;
+}
