@@ -1,0 +1,29 @@
+/** What the harness reads of a Holdfast volume from the admin API (`GET /v1/volumes/{name}`). */
+
+export interface VolumeProgress {
+  readonly heldRequests: number;
+  readonly backlogRecords: number;
+  readonly dirtyExtents: number;
+  readonly uploadBytes: number;
+  readonly uploadsInFlight: number;
+}
+
+function field(value: unknown, ...keys: string[]): number {
+  let at: unknown = value;
+  for (const key of keys) at = typeof at === 'object' && at !== null ? (at as Record<string, unknown>)[key] : undefined;
+  if (typeof at !== 'number') throw new Error(`admin API: volume status has no number at ${keys.join('.')}`);
+  return at;
+}
+
+export async function fetchVolume(adminUrl: string, volume: string): Promise<VolumeProgress> {
+  const res = await fetch(`${adminUrl}/v1/volumes/${encodeURIComponent(volume)}`, { signal: AbortSignal.timeout(5_000) });
+  if (!res.ok) throw new Error(`GET ${adminUrl}/v1/volumes/${volume} answered ${res.status}`);
+  const body: unknown = await res.json();
+  return {
+    heldRequests: field(body, 'held', 'requests'),
+    backlogRecords: field(body, 'journal', 'backlogRecords'),
+    dirtyExtents: field(body, 'journal', 'dirtyExtents'),
+    uploadBytes: field(body, 'uploads', 'bytes'),
+    uploadsInFlight: field(body, 'uploads', 'inFlight'),
+  };
+}

@@ -1,0 +1,254 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type S3Server, startS3Server } from '../tests/helpers/s3-server.js';
+import { prefill, runWorkload, warmRegion, warmUp, type FioRunOptions } from './fio.js';
+import { type BenchOptions, parseOptions, type SystemName, USAGE, type Workload } from './options.js';
+import { plotRecovery } from './plot.js';
+import { ProcessMeter, run } from './proc.js';
+import { runRecovery } from './recovery.js';
+import { type BenchReport, evaluateTargets, markdown, median, type RunRecord, type SystemStatus, summarize, uploadRates, type UploadRecord } from './report.js';
+import { measureS3, type S3Ceiling } from './s3-ceiling.js';
+import { type BenchSystem, DESCRIPTIONS, startSystem } from './systems.js';
+import { ensureTools } from './tools.js';
+
+/**
+ * `npm run bench`: starts the S3 server and every system, fills them, then runs each workload on
+ * each system in turn, round after round, and writes the medians as Markdown, JSON and a PNG of the
+ * recovery workload. It reports; it asserts nothing about speed.
+ */
+
+const REPO = fileURLToPath(new URL('../', import.meta.url));
+const MiB = 2 ** 20;
+const WRITES: ReadonlySet<Workload> = new Set(['randwrite', 'seqwrite', 'flush-heavy']);
+/** Each needs its cache emptied first: the data must come from the store. */
+const COLD: ReadonlySet<Workload> = new Set(['randread-cold', 'seqread', 'recovery']);
+/** Tool each system needs (the harness installs it when missing). */
+const TOOL: Readonly<Record<SystemName, string | undefined>> = {
+  'holdfast-local': undefined,
+  'holdfast-s3': undefined,
+  'qemu-nbd': 'qemu-nbd',
+  'qemu-nbd-wt': 'qemu-nbd',
+  nbdkit: 'nbdkit',
+  s3backer: 's3backer',
+};
+
+const T0 = performance.now();
+const log = (line: string): void => void process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)} s] ${line}\n`);
+
+async function fillRawFile(file: string, size: number): Promise<void> {
+  const block = randomBytes(MiB);
+  const fh = await open(file, 'w');
+  try {
+    for (let at = 0; at < size; at += MiB) {
+      // Every MiB differs, so no layer below can share or compress them.
+      block.writeUInt32LE(at / MiB, 0);
+      await fh.write(block, 0, MiB, at);
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function machine(): Promise<BenchReport['machine']> {
+  const fio = await run('fio', ['--version']);
+  return { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, fio: fio.stdout.trim() };
+}
+
+function stamp(date: Date): string {
+  return date.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+}
+
+class Bench {
+  private readonly systems: BenchSystem[] = [];
+  private readonly statuses: SystemStatus[] = [];
+  private readonly runs: RunRecord[] = [];
+  private readonly uploads: UploadRecord[] = [];
+  private readonly s3Runs: (S3Ceiling & { round: number })[] = [];
+  private readonly failures: string[] = [];
+  private readonly fioOptions: FioRunOptions;
+
+  constructor(
+    private readonly opts: BenchOptions,
+    private readonly workDir: string,
+    private readonly s3: S3Server,
+  ) {
+    this.fioOptions = { cwd: workDir, runtime: opts.runtime, size: opts.size, warmRegion: warmRegion(opts.size, opts.cacheSize) };
+  }
+
+  async start(toolMissing: ReadonlyMap<string, string>): Promise<void> {
+    const rawFile = path.join(this.workDir, 'raw.img');
+    if (this.opts.systems.some((s) => s === 'qemu-nbd' || s === 'qemu-nbd-wt' || s === 'nbdkit')) await fillRawFile(rawFile, this.opts.size);
+    for (const name of this.opts.systems) {
+      const tool = TOOL[name];
+      const missing = tool === undefined ? undefined : toolMissing.get(tool);
+      if (missing !== undefined) {
+        this.statuses.push({ name, description: DESCRIPTIONS[name], available: false, why: missing });
+        log(`bench: ${name} will not run: ${missing}`);
+        continue;
+      }
+      let system: BenchSystem | undefined;
+      try {
+        system = await startSystem(name, { opts: this.opts, workDir: this.workDir, s3: this.s3, rawFile });
+        // The raw file was written whole above; the others are filled through their own path.
+        if (system.storeBacked) {
+          await prefill(system.target(), this.fioOptions);
+          const drain = await system.settle();
+          if (drain !== undefined) this.uploads.push({ round: 0, system: name, after: 'prefill', drain });
+        }
+        this.systems.push(system);
+        this.statuses.push({ name, description: DESCRIPTIONS[name], available: true });
+        log(`bench: ${name} started and filled`);
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        await system?.stop().catch(() => undefined);
+        this.statuses.push({ name, description: DESCRIPTIONS[name], available: false, why });
+        log(`bench: ${name} will not run: ${why}`);
+      }
+    }
+  }
+
+  async rounds(): Promise<void> {
+    for (let round = 1; round <= this.opts.rounds; round++) {
+      const ceiling = await measureS3(this.s3, this.opts.s3Parallelism, this.opts.runtime);
+      this.s3Runs.push({ round, ...ceiling });
+      log(`bench: round ${round}: S3 server GET ${ceiling.getMiBps.toFixed(1)} MiB/s, PUT ${ceiling.putMiBps.toFixed(1)} MiB/s`);
+      for (const workload of this.opts.workloads) {
+        for (const system of this.systems) {
+          if (!system.workloads.has(workload)) continue;
+          try {
+            const record = await this.measure(round, system, workload);
+            this.runs.push(record);
+            const what = workload === 'recovery' ? `last held read ${record.recovery?.lastMs === null ? 'never done' : `done ${((record.recovery?.lastMs ?? 0) / 1000).toFixed(2)} s after`}` : `${Math.round(record.iops)} IOPS, ${record.mibPerSecond.toFixed(1)} MiB/s`;
+            log(`bench: round ${round}: ${workload} on ${system.name}: ${what}, peak RSS ${Math.round(record.peakRssMiB)} MiB`);
+          } catch (err) {
+            const why = `round ${round}: ${workload} on ${system.name} failed: ${err instanceof Error ? err.message : String(err)}`;
+            this.failures.push(why);
+            log(`bench: ${why}`);
+          }
+        }
+      }
+    }
+  }
+
+  private async measure(round: number, system: BenchSystem, workload: Workload): Promise<RunRecord> {
+    const cold = COLD.has(workload) && system.storeBacked;
+    if (cold) await system.dropCache();
+    if (workload === 'randread-warm') await warmUp(system.target(), this.fioOptions);
+    const meter = new ProcessMeter(system.pid());
+    let result: { bytes: number; seconds: number; iops: number; mibPerSecond: number; latP50Ms: number; latP99Ms: number };
+    let recovery: RunRecord['recovery'];
+    if (workload === 'recovery') {
+      const target = system.target();
+      const adminUrl = system.adminUrl?.();
+      if (target.engine !== 'nbd' || adminUrl === undefined) throw new Error('recovery needs an NBD server with an admin API');
+      recovery = await runRecovery({ port: Number(new URL(target.uri).port), adminUrl, s3: this.s3, size: this.opts.size, before: Math.min(this.opts.runtime / 2, 2), outage: this.opts.outage });
+      const mibPerSecond = recovery.bytes / MiB / recovery.seconds;
+      result = { bytes: recovery.bytes, seconds: recovery.seconds, iops: (mibPerSecond * MiB) / 4096, mibPerSecond, latP50Ms: 0, latP99Ms: 0 };
+    } else {
+      result = await runWorkload(workload, system.target(), this.fioOptions, cold);
+      if (WRITES.has(workload)) {
+        const drain = await system.settle();
+        if (drain !== undefined) this.uploads.push({ round, system: system.name, after: workload, drain });
+      }
+    }
+    const usage = meter.stop();
+    return {
+      round,
+      system: system.name,
+      workload,
+      ...result,
+      ...usage,
+      cpuSecondsPerGiB: result.bytes > 0 ? usage.cpuSeconds / (result.bytes / 2 ** 30) : 0,
+      ...(recovery === undefined ? {} : { recovery }),
+    };
+  }
+
+  async stop(): Promise<void> {
+    for (const system of this.systems.splice(0)) await system.stop().catch((err: unknown) => log(`bench: stopping ${system.name}: ${String(err)}`));
+  }
+
+  async report(startedAt: Date): Promise<{ report: BenchReport; text: string; png: Buffer | null }> {
+    const rows = summarize(this.runs);
+    const s3Median = this.s3Runs.length === 0 ? null : { getMiBps: median(this.s3Runs.map((r) => r.getMiBps)), putMiBps: median(this.s3Runs.map((r) => r.putMiBps)) };
+    const uploadMiBps = uploadRates(this.uploads);
+    const base = this.opts.name ?? `bench-${stamp(startedAt)}`;
+    const recoveries = this.runs.flatMap((r) => (r.recovery === undefined ? [] : [r.recovery]));
+    // The round whose last held read is the median one (a never-completed round sorts last).
+    const shown = [...recoveries].sort((a, b) => (a.lastMs ?? Infinity) - (b.lastMs ?? Infinity))[(recoveries.length - 1) >> 1];
+    const body: Omit<BenchReport, 'files'> = {
+      harness: 'holdfast-bench',
+      version: 1,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      machine: await machine(),
+      options: this.opts,
+      systems: this.statuses,
+      s3Server: { runs: this.s3Runs, median: s3Median },
+      runs: this.runs,
+      uploads: this.uploads,
+      uploadMiBps,
+      rows,
+      targets: evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize),
+      failures: this.failures,
+    };
+    const files = {
+      json: path.join(this.opts.out, `${base}.json`),
+      markdown: path.join(this.opts.out, `${base}.md`),
+      plot: shown === undefined ? null : path.join(this.opts.out, `${base}-recovery.png`),
+    };
+    return { report: { ...body, files }, text: markdown(body), png: shown === undefined ? null : plotRecovery(shown, this.opts.outage) };
+  }
+}
+
+async function main(): Promise<number> {
+  let opts: BenchOptions | undefined;
+  try {
+    opts = parseOptions(process.argv.slice(2), path.join(REPO, 'bench', 'results'));
+  } catch (err) {
+    log(`bench: ${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
+    return 2;
+  }
+  if (opts === undefined) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (opts.systems.some((s) => s.startsWith('holdfast')) && !existsSync(path.join(REPO, 'dist', 'holdfast.js'))) {
+    log('bench: dist/holdfast.js is missing: run `npm run build` (npm run bench does)');
+    return 1;
+  }
+  const startedAt = new Date();
+  const toolMissing = ensureTools(log);
+  const workDir = await mkdtemp(path.join(os.tmpdir(), 'holdfast-bench-'));
+  await mkdir(path.join(workDir, 's3rver'));
+  const s3 = await startS3Server({ dir: path.join(workDir, 's3rver'), bucket: 'bench' });
+  const bench = new Bench(opts, workDir, s3);
+  let stopping: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (stopping ??= (async () => {
+      await bench.stop();
+      await s3.kill();
+      await rm(workDir, { recursive: true, force: true });
+    })());
+  // An interrupted run must still unmount s3backer and stop the servers it started.
+  process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+  try {
+    await bench.start(toolMissing);
+    await bench.rounds();
+  } finally {
+    await cleanup();
+  }
+  const { report, text, png } = await bench.report(startedAt);
+  await mkdir(opts.out, { recursive: true });
+  await writeFile(report.files.json, `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(report.files.markdown, text);
+  if (report.files.plot !== null && png !== null) await writeFile(report.files.plot, png);
+  process.stdout.write(`${text}\nresults: ${report.files.json}\n          ${report.files.markdown}\n${report.files.plot === null ? '' : `          ${report.files.plot}\n`}`);
+  return 0;
+}
+
+process.exitCode = await main();

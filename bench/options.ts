@@ -1,0 +1,112 @@
+import { parseArgs } from 'node:util';
+
+export const WORKLOADS = ['randread-warm', 'randread-cold', 'seqread', 'recovery', 'randwrite', 'seqwrite', 'flush-heavy'] as const;
+export type Workload = (typeof WORKLOADS)[number];
+
+export const SYSTEMS = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit', 's3backer'] as const;
+export type SystemName = (typeof SYSTEMS)[number];
+
+export interface BenchOptions {
+  readonly quick: boolean;
+  readonly rounds: number;
+  /** Seconds each measured fio run lasts. */
+  readonly runtime: number;
+  /** Bytes of every volume, raw file and s3backer file. */
+  readonly size: number;
+  /** Seconds the S3 server stays down in the recovery workload. */
+  readonly outage: number;
+  /** Holdfast's `--cache-size` and s3backer's block cache, in bytes. */
+  readonly cacheSize: number;
+  /** Holdfast's `--upload-delay`; undefined keeps the gateway's default. */
+  readonly uploadDelay: string | undefined;
+  /** Concurrent requests of the S3 server's own GET/PUT measurement. */
+  readonly s3Parallelism: number;
+  readonly systems: readonly SystemName[];
+  readonly workloads: readonly Workload[];
+  /** Where the JSON, Markdown and PNG files go. */
+  readonly out: string;
+  /** Their base name; undefined: bench-<start time>. */
+  readonly name: string | undefined;
+}
+
+export const USAGE = `usage: npm run bench -- [options]
+
+  --quick              one round of 1 s runs on 32 MiB, a 3 s outage, uploads without delay (under a minute)
+  --rounds N           rounds of every workload on every system, medians reported (default 3)
+  --runtime SECONDS    length of each measured fio run (default 20)
+  --size SIZE          volume / file size, e.g. 64M, 1G (default 1G)
+  --outage SECONDS     how long the S3 server is down in the recovery workload (default 10)
+  --cache-size SIZE    Holdfast --cache-size and s3backer's block cache (default 256M)
+  --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 0 with --quick)
+  --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
+  --systems A,B        only these systems: ${SYSTEMS.join(', ')}
+  --workloads A,B      only these workloads: ${WORKLOADS.join(', ')}
+  --out DIR            where results go (default bench/results)
+  --name NAME          base name of the result files (default bench-<start time>; full-run is kept in git)
+  --help`;
+
+const UNITS: Readonly<Record<string, number>> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()];
+  if (m === null || unit === undefined) throw new Error(`"${text}" is not a size like 64M or 1GiB`);
+  return Math.round(Number(m[1]) * unit);
+}
+
+function positive(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: "${text}" is not a positive number`);
+  return n;
+}
+
+function list<T extends string>(name: string, text: string, allowed: readonly T[]): T[] {
+  const items = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const item of items) if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${name}: unknown "${item}" (one of ${allowed.join(', ')})`);
+  return items as T[];
+}
+
+/** `undefined` means --help was asked for. */
+export function parseOptions(argv: readonly string[], defaultOut: string): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    options: {
+      quick: { type: 'boolean', default: false },
+      rounds: { type: 'string' },
+      runtime: { type: 'string' },
+      size: { type: 'string' },
+      outage: { type: 'string' },
+      'cache-size': { type: 'string' },
+      'upload-delay': { type: 'string' },
+      's3-parallelism': { type: 'string' },
+      systems: { type: 'string' },
+      workloads: { type: 'string' },
+      out: { type: 'string' },
+      name: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) return undefined;
+  const quick = values.quick;
+  if (values.name !== undefined && !/^[\w.-]+$/.test(values.name)) throw new Error(`--name: "${values.name}" is not a plain file name`);
+  const size = parseSize(values.size ?? (quick ? '32M' : '1G'));
+  if (size % 2 ** 20 !== 0) throw new Error('--size: must be a whole number of MiB (the 1 MiB sequential workloads and s3backer need it)');
+  const workloads = values.workloads === undefined ? [...WORKLOADS] : list('workloads', values.workloads, WORKLOADS);
+  return {
+    quick,
+    rounds: Math.round(positive('rounds', values.rounds ?? (quick ? '1' : '3'))),
+    runtime: positive('runtime', values.runtime ?? (quick ? '1' : '20')),
+    size,
+    outage: positive('outage', values.outage ?? (quick ? '3' : '10')),
+    cacheSize: parseSize(values['cache-size'] ?? '256M'),
+    uploadDelay: values['upload-delay'] ?? (quick ? '0' : undefined),
+    s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
+    systems: values.systems === undefined ? [...SYSTEMS] : list('systems', values.systems, SYSTEMS),
+    // Run in the fixed order whatever order they were named in: the write workloads come last in
+    // a round, so every read of the round sees the data the prefill left in the store.
+    workloads: WORKLOADS.filter((w) => workloads.includes(w)),
+    out: values.out ?? defaultOut,
+    name: values.name,
+  };
+}

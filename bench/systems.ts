@@ -1,0 +1,264 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { S3Server } from '../tests/helpers/s3-server.js';
+import { fetchVolume } from './admin.js';
+import type { BenchOptions, SystemName, Workload } from './options.js';
+import { type Daemon, freePort, portOpen, run, sleep, startDaemon, waitFor } from './proc.js';
+
+/** The block devices under test: how to start each, reach it with fio, empty its cache and let it settle. */
+
+const REPO = fileURLToPath(new URL('../', import.meta.url));
+const HOLDFAST_BIN = path.join(REPO, 'bin', 'holdfast.js');
+export const VOLUME = 'bench';
+export const EXTENT_SIZE = 4 * 2 ** 20;
+const START_TIMEOUT_MS = 30_000;
+const SERVING_LINE = /^holdfast: serving \d+ volume\(s\) from .* on 127\.0\.0\.1:(\d+)$/m;
+const ADMIN_LINE = /^ {2}admin API: (http:\/\/127\.0\.0\.1:\d+)/m;
+const SETTLE_POLL_MS = 100;
+
+export type FioTarget = { readonly engine: 'nbd'; readonly uri: string } | { readonly engine: 'libaio'; readonly file: string };
+
+/** What the upload of a backlog measured: bytes PUT over the time uploads were actually running. */
+export interface UploadDrain {
+  readonly bytes: number;
+  readonly activeSeconds: number;
+  readonly mibPerSecond: number;
+}
+
+export interface BenchSystem {
+  readonly name: SystemName;
+  readonly description: string;
+  readonly workloads: ReadonlySet<Workload>;
+  /** Whether it keeps data in the S3 server (and so has a cache that a cold run empties first). */
+  readonly storeBacked: boolean;
+  target(): FioTarget;
+  /** Holdfast's admin API: held requests and the journal backlog. */
+  readonly adminUrl?: () => string;
+  /** The server process whose memory and CPU are reported; changes on restart. */
+  pid(): number;
+  /** Empties the system's own cache so that the next reads come from the store. */
+  dropCache(): Promise<void>;
+  /** Waits until everything written is in the store; Holdfast also reports the upload rate. */
+  settle(): Promise<UploadDrain | undefined>;
+  stop(): Promise<void>;
+}
+
+export interface SystemContext {
+  readonly opts: BenchOptions;
+  readonly workDir: string;
+  readonly s3: S3Server;
+  /** The raw image qemu-nbd and nbdkit serve. */
+  readonly rawFile: string;
+}
+
+const READS: readonly Workload[] = ['randread-warm', 'seqread'];
+const WRITES: readonly Workload[] = ['randwrite', 'seqwrite', 'flush-heavy'];
+
+export const DESCRIPTIONS: Readonly<Record<SystemName, string>> = {
+  'holdfast-local': 'Holdfast, local-directory store',
+  'holdfast-s3': 'Holdfast, S3 store (s3rver)',
+  'qemu-nbd': 'qemu-nbd, raw file, default cache (writeback)',
+  'qemu-nbd-wt': 'qemu-nbd, raw file, --cache=writethrough (write rows)',
+  nbdkit: 'nbdkit file plugin, same raw file',
+  s3backer: 's3backer FUSE file on s3rver (fio libaio, O_DIRECT)',
+};
+
+export async function startSystem(name: SystemName, ctx: SystemContext): Promise<BenchSystem> {
+  switch (name) {
+    case 'holdfast-local':
+    case 'holdfast-s3':
+      return startHoldfast(name, ctx);
+    case 'qemu-nbd':
+    case 'qemu-nbd-wt':
+    case 'nbdkit':
+      return startRawServer(name, ctx);
+    case 's3backer':
+      return startS3backer(ctx);
+  }
+}
+
+async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3', ctx: SystemContext): Promise<BenchSystem> {
+  const { opts, s3 } = ctx;
+  const dir = path.join(ctx.workDir, name);
+  await mkdir(dir, { recursive: true });
+  const store = name === 'holdfast-s3' ? ['--store', `s3://${s3.bucket}/holdfast`, '--s3-endpoint', s3.endpoint] : ['--store', path.join(dir, 'store')];
+  const args = [
+    HOLDFAST_BIN,
+    'serve',
+    '--listen',
+    '127.0.0.1:0',
+    '--admin',
+    '127.0.0.1:0',
+    '--log-format',
+    'json',
+    // Warnings only: the bench measures the data path, not the logger.
+    '--log-level',
+    'warn',
+    ...store,
+    '--journal-dir',
+    path.join(dir, 'journal'),
+    '--create-volume',
+    `${VOLUME}=${opts.size}`,
+    '--cache-size',
+    String(opts.cacheSize),
+    ...(opts.uploadDelay === undefined ? [] : ['--upload-delay', opts.uploadDelay]),
+  ];
+  const env: NodeJS.ProcessEnv = {};
+  // A HOLDFAST_* setting in the caller's environment would change what is measured.
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_')) env[k] = v;
+  Object.assign(env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
+
+  const launch = async (): Promise<{ daemon: Daemon; port: number; adminUrl: string }> => {
+    const daemon = startDaemon(process.execPath, args, env);
+    let port = 0;
+    let adminUrl = '';
+    await waitFor(
+      `${name} serving`,
+      () => {
+        const serving = SERVING_LINE.exec(daemon.output());
+        const admin = ADMIN_LINE.exec(daemon.output());
+        if (serving === null || admin === null) return false;
+        port = Number(serving[1]);
+        adminUrl = admin[1]!;
+        return true;
+      },
+      START_TIMEOUT_MS,
+      daemon,
+    );
+    return { daemon, port, adminUrl };
+  };
+  let current = await launch();
+
+  return {
+    name,
+    description: DESCRIPTIONS[name],
+    workloads: new Set<Workload>([...READS, 'randread-cold', ...WRITES, ...(name === 'holdfast-s3' ? (['recovery'] as const) : [])]),
+    storeBacked: true,
+    target: () => ({ engine: 'nbd', uri: `nbd://127.0.0.1:${current.port}/${VOLUME}` }),
+    pid: () => current.daemon.pid,
+    async dropCache(): Promise<void> {
+      await current.daemon.stop('SIGTERM', 30_000);
+      current = await launch();
+    },
+    settle: () => drainJournal(current.adminUrl, name, opts.size),
+    adminUrl: () => current.adminUrl,
+    stop: () => current.daemon.stop('SIGTERM', 30_000),
+  };
+}
+
+/**
+ * Polls the volume until no journal record and no dirty extent is left. The rate counts only the
+ * time uploads were running: `--upload-delay` holds a young change back on purpose, and that wait
+ * says nothing about how fast the backlog moves once it goes.
+ */
+async function drainJournal(adminUrl: string, name: string, size: number): Promise<UploadDrain> {
+  const timeoutMs = 120_000 + (size / 2 ** 20) * 1_000;
+  const deadline = Date.now() + timeoutMs;
+  let last = await fetchVolume(adminUrl, VOLUME);
+  let lastAt = performance.now();
+  const firstBytes = last.uploadBytes;
+  let activeMs = 0;
+  for (;;) {
+    await sleep(SETTLE_POLL_MS);
+    const v = await fetchVolume(adminUrl, VOLUME);
+    const now = performance.now();
+    if (last.uploadsInFlight > 0 || v.uploadsInFlight > 0 || v.uploadBytes > last.uploadBytes) activeMs += now - lastAt;
+    last = v;
+    lastAt = now;
+    if (v.backlogRecords === 0 && v.dirtyExtents === 0 && v.uploadsInFlight === 0) break;
+    if (Date.now() > deadline) throw new Error(`${name}: journal backlog not drained within ${timeoutMs} ms`);
+  }
+  const bytes = last.uploadBytes - firstBytes;
+  return { bytes, activeSeconds: activeMs / 1000, mibPerSecond: activeMs > 0 ? bytes / 2 ** 20 / (activeMs / 1000) : 0 };
+}
+
+async function startRawServer(name: 'qemu-nbd' | 'qemu-nbd-wt' | 'nbdkit', ctx: SystemContext): Promise<BenchSystem> {
+  const port = await freePort();
+  // qemu's image locking would keep the two qemu-nbd instances from sharing the one file.
+  const image = `driver=raw,file.driver=file,file.filename=${ctx.rawFile},file.locking=off`;
+  const [cmd, args] =
+    name === 'nbdkit'
+      ? ['nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', `file=${ctx.rawFile}`]]
+      : ['qemu-nbd', ['--image-opts', image, '-x', VOLUME, '-b', '127.0.0.1', '-p', String(port), '--persistent', '--shared=16', ...(name === 'qemu-nbd-wt' ? ['--cache=writethrough'] : [])]];
+  const daemon = startDaemon(cmd, args);
+  await waitFor(`${name} listening on ${port}`, () => portOpen(port), START_TIMEOUT_MS, daemon);
+  return {
+    name,
+    description: DESCRIPTIONS[name],
+    // The write-through instance is there for the rows where durability differs: the writes.
+    workloads: new Set<Workload>(name === 'qemu-nbd-wt' ? WRITES : [...READS, ...WRITES]),
+    storeBacked: false,
+    target: () => ({ engine: 'nbd', uri: `nbd://127.0.0.1:${port}/${VOLUME}` }),
+    pid: () => daemon.pid,
+    dropCache: () => Promise.resolve(),
+    settle: () => Promise.resolve(undefined),
+    stop: () => daemon.stop(),
+  };
+}
+
+async function mounted(mountPoint: string): Promise<boolean> {
+  return (await readFile('/proc/mounts', 'utf8')).split('\n').some((line) => line.split(' ')[1] === mountPoint);
+}
+
+async function startS3backer(ctx: SystemContext): Promise<BenchSystem> {
+  if (!existsSync('/dev/fuse')) throw new Error('FUSE is not available here (no /dev/fuse)');
+  const { opts, s3 } = ctx;
+  const mountPoint = path.join(ctx.workDir, 's3backer-mnt');
+  await mkdir(mountPoint, { recursive: true });
+  const args = [
+    '-f',
+    // No --region: it switches s3backer to virtual-host addressing, which s3rver on an IP cannot serve.
+    `--baseURL=${s3.endpoint}/`,
+    '--accessId=S3RVER',
+    '--accessKey=S3RVER',
+    `--blockSize=${EXTENT_SIZE}`,
+    `--size=${opts.size}`,
+    '--prefix=s3backer/',
+    // The same memory for cached blocks as Holdfast's extent cache.
+    `--blockCacheSize=${Math.max(1, Math.floor(opts.cacheSize / EXTENT_SIZE))}`,
+    s3.bucket,
+    mountPoint,
+  ];
+  const launch = async (): Promise<Daemon> => {
+    const daemon = startDaemon('s3backer', args);
+    try {
+      await waitFor('s3backer mounted', () => mounted(mountPoint), START_TIMEOUT_MS, daemon);
+    } catch (err) {
+      await daemon.stop('SIGKILL');
+      throw new Error(`s3backer could not mount its FUSE file: ${daemon.output().trim().split('\n').slice(-3).join(' / ') || String(err)}`);
+    }
+    return daemon;
+  };
+  let daemon = await launch();
+  const stats = path.join(mountPoint, 'stats');
+  const unmount = async (): Promise<void> => {
+    // SIGTERM makes s3backer write its dirty blocks and unmount.
+    await daemon.stop('SIGTERM', 60_000);
+    // Killed instead (it outlived the grace), it leaves a dead mount that the next launch cannot use.
+    if (await mounted(mountPoint)) await run('umount', ['-l', mountPoint]);
+  };
+  return {
+    name: 's3backer',
+    description: DESCRIPTIONS.s3backer,
+    workloads: new Set<Workload>([...READS, 'randread-cold', ...WRITES]),
+    storeBacked: true,
+    target: () => ({ engine: 'libaio', file: path.join(mountPoint, 'file') }),
+    pid: () => daemon.pid,
+    async dropCache(): Promise<void> {
+      await unmount();
+      daemon = await launch();
+    },
+    async settle(): Promise<undefined> {
+      await waitFor(
+        's3backer dirty blocks written',
+        async () => /^block_cache_dirty_ratio\s+0(?:\.0+)?$/m.test(await readFile(stats, 'utf8')),
+        120_000 + (opts.size / 2 ** 20) * 1_000,
+        daemon,
+      );
+      return undefined;
+    },
+    stop: unmount,
+  };
+}

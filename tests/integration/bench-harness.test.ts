@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import type { BenchReport } from '../../bench/report.js';
+
+/**
+ * `npm run bench` on a tiny size: the harness starts every system, runs every workload once and
+ * writes well-formed results. Timings are not checked — benchmarks report, they do not assert.
+ */
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const ARGS = ['--quick', '--size', '16M', '--runtime', '1', '--rounds', '1', '--outage', '1'];
+const READS = ['randread-warm', 'seqread'];
+const WRITES = ['randwrite', 'seqwrite', 'flush-heavy'];
+/** The rows each system must have: the issue's table, minus what a system has no use for. */
+const EXPECTED: Readonly<Record<string, readonly string[]>> = {
+  'holdfast-local': [...READS, 'randread-cold', ...WRITES],
+  'holdfast-s3': [...READS, 'randread-cold', 'recovery', ...WRITES],
+  'qemu-nbd': [...READS, ...WRITES],
+  'qemu-nbd-wt': WRITES,
+  nbdkit: [...READS, ...WRITES],
+  s3backer: [...READS, 'randread-cold', ...WRITES],
+};
+/** Installed by `npm test` itself (or present on every machine): these must run. */
+const MUST_RUN = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit'];
+
+describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
+  let out: string;
+  let stdout = '';
+  let stderr = '';
+  let code: number | null = null;
+  let report: BenchReport;
+
+  before(async () => {
+    out = await mkdtemp(path.join(os.tmpdir(), 'holdfast-bench-test-'));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts', ...ARGS, '--out', out, '--name', 'tiny'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    assert.equal(code, 0, `bench exited with ${code}\nstdout:\n${stdout}\nstderr:\n${stderr}`);
+    report = JSON.parse(await readFile(path.join(out, 'tiny.json'), 'utf8')) as BenchReport;
+  });
+
+  after(async () => {
+    await rm(out, { recursive: true, force: true });
+  });
+
+  it('runs every system it can, and says why about one it cannot', () => {
+    assert.deepEqual(report.systems.map((s) => s.name).sort(), Object.keys(EXPECTED).sort());
+    for (const s of report.systems) {
+      if (MUST_RUN.includes(s.name)) assert.equal(s.available, true, `${s.name} did not run: ${s.why}`);
+      if (!s.available) assert.ok(typeof s.why === 'string' && s.why.length > 0, `${s.name} is unavailable without a reason`);
+    }
+    assert.deepEqual(report.failures, [], 'no run failed');
+  });
+
+  it('writes a JSON row per system and workload, with plausible numbers', () => {
+    for (const s of report.systems.filter((x) => x.available)) {
+      const workloads = report.rows.filter((r) => r.system === s.name).map((r) => r.workload);
+      assert.deepEqual([...workloads].sort(), [...EXPECTED[s.name]!].sort(), `rows of ${s.name}`);
+    }
+    for (const row of report.rows) {
+      const what = `${row.system} ${row.workload}`;
+      assert.equal(row.runs, 1, what);
+      assert.ok(row.mibPerSecond > 0 && Number.isFinite(row.mibPerSecond), `${what}: throughput ${row.mibPerSecond}`);
+      assert.ok(row.peakRssMiB > 0, `${what}: peak RSS ${row.peakRssMiB}`);
+      assert.ok(row.cpuSecondsPerGiB >= 0 && Number.isFinite(row.cpuSecondsPerGiB), `${what}: CPU ${row.cpuSecondsPerGiB}`);
+    }
+    const recovery = report.rows.find((r) => r.system === 'holdfast-s3' && r.workload === 'recovery');
+    assert.ok(recovery?.recoveryHeld !== undefined && recovery.recoveryHeld > 0, 'reads were held during the outage');
+    assert.equal(typeof recovery.recoveryLastMs, 'number', 'every held read completed after the S3 server returned');
+    assert.ok(report.s3Server.median !== null && report.s3Server.median.getMiBps > 0 && report.s3Server.median.putMiBps > 0);
+    assert.ok((report.uploadMiBps['holdfast-s3'] ?? 0) > 0, 'the upload rate was measured');
+    assert.ok(report.targets.length > 0);
+    for (const t of report.targets) assert.ok(t.met === null || typeof t.met === 'boolean', t.target);
+  });
+
+  it('prints the Markdown table and writes it, and plots the recovery as a PNG', async () => {
+    const markdown = await readFile(path.join(out, 'tiny.md'), 'utf8');
+    assert.ok(stdout.includes(markdown), 'the table printed is the one written');
+    const systems = report.systems.filter((s) => s.available).map((s) => s.name);
+    assert.ok(markdown.includes(`| workload | unit | ${systems.join(' | ')} |`), markdown);
+    for (const workload of new Set(report.rows.map((r) => r.workload))) {
+      const line = markdown.split('\n').find((l) => l.startsWith(`| ${workload} |`));
+      assert.ok(line !== undefined, `a table line for ${workload}`);
+      assert.equal(line.split('|').length, systems.length + 4, `one cell per system: ${line}`);
+    }
+    assert.match(markdown, /\| target \| measured \| needed \| result \|/);
+    const png = await readFile(path.join(out, 'tiny-recovery.png'));
+    assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    assert.ok(png.length > 1000, 'the plot has content');
+  });
+});
