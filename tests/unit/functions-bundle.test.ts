@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import type { Context } from 'aws-lambda';
+import { capturingOutput, delivered, lambdaContext } from '../helpers/lambda.js';
+import { sampleEvent } from '../helpers/holdfast-events.js';
+
+type BundledHandler = (event: unknown, context: Context) => Promise<{ outcome: string }>;
+
+/** The minified bundle `npm run build` wrote (the test runner builds before the tests). */
+async function bundled(name: string): Promise<BundledHandler> {
+  const url = new URL(`../../dist/functions/${name}/index.mjs`, import.meta.url);
+  assert.ok(existsSync(url), `dist/functions/${name}/index.mjs is missing: run npm run build`);
+  assert.ok(existsSync(new URL(`${url.href}.map`)), 'with its source map');
+  return ((await import(url.href)) as { handler: BundledHandler }).handler;
+}
+
+test('the bundled functions load on their own and run their middleware: a bad event is rejected, a good one recorded', async () => {
+  const alert = await bundled('hang-alert');
+  const rejected = await capturingOutput(() => alert({ source: 'holdfast.gateway', detail: {} }, lambdaContext('hang-alert')));
+  assert.equal(rejected.settled.status === 'fulfilled' && rejected.settled.value.outcome, 'rejected');
+  assert.ok(rejected.lines.some((l) => String(l.message).startsWith('rejected event')));
+
+  const metrics = await bundled('hang-metrics');
+  const recorded = await capturingOutput(() => metrics(delivered(sampleEvent('vm1', 0, { kind: 'io-hang-timeout' })), lambdaContext('hang-metrics')));
+  assert.equal(recorded.settled.status === 'fulfilled' && recorded.settled.value.outcome, 'recorded');
+  assert.ok(recorded.lines.some((l) => '_aws' in l && l.HangTimeouts === 1));
+});
