@@ -31,13 +31,13 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [options]
 
-  --quick              one round of 1 s runs on 32 MiB, a 3 s outage, uploads without delay (under a minute)
+  --quick              one round of 1 s runs on 32 MiB, a 2 s outage, a 1 s upload delay (under a minute)
   --rounds N           rounds of every workload on every system, medians reported (default 3)
   --runtime SECONDS    length of each measured fio run (default 20)
   --size SIZE          volume / file size, e.g. 64M, 1G (default 1G)
   --outage SECONDS     how long the S3 server is down in the recovery workload (default 10)
   --cache-size SIZE    Holdfast --cache-size and s3backer's block cache (default 256M)
-  --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 0 with --quick)
+  --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 1s with --quick)
   --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
   --systems A,B        only these systems: ${SYSTEMS.join(', ')}
   --workloads A,B      only these workloads: ${WORKLOADS.join(', ')}
@@ -98,9 +98,9 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     rounds: Math.round(positive('rounds', values.rounds ?? (quick ? '1' : '3'))),
     runtime: positive('runtime', values.runtime ?? (quick ? '1' : '20')),
     size,
-    outage: positive('outage', values.outage ?? (quick ? '3' : '10')),
+    outage: positive('outage', values.outage ?? (quick ? '2' : '10')),
     cacheSize: parseSize(values['cache-size'] ?? '256M'),
-    uploadDelay: values['upload-delay'] ?? (quick ? '0' : undefined),
+    uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
     systems: values.systems === undefined ? [...SYSTEMS] : list('systems', values.systems, SYSTEMS),
     // Run in the fixed order whatever order they were named in: the write workloads come last in
