@@ -213,14 +213,23 @@ export class EventBridgeSink implements EventSink {
 
   private kick(): void {
     if (this.loop !== undefined || this.stopped || this.queue.length === 0) return;
+    let crashed = false;
     // Starting on the next turn lets a burst of events raised together share one call, and keeps
     // the work of a call off the publisher's stack.
-    this.loop = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.deliver()).finally(() => {
-      this.loop = undefined;
-      // An event published while the loop was finishing must not wait for the next publish.
-      this.kick();
-    });
+    this.loop = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.deliver())
+      .catch((err: unknown) => {
+        // A bug here must cost events, never the gateway: an unhandled rejection would end the process.
+        crashed = true;
+        this.opts.logger.error({ err: errorMessage(err), queued: this.queue.length }, 'EventBridge delivery loop failed; it restarts with the next event');
+      })
+      .finally(() => {
+        this.loop = undefined;
+        // An event published while the loop was finishing must not wait for the next publish.
+        if (!crashed) this.kick();
+      });
   }
+
 
   private async deliver(): Promise<void> {
     while (this.queue.length > 0 && !this.stopped) {

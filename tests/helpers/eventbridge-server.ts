@@ -5,6 +5,11 @@ import type { AddressInfo, Socket } from 'node:net';
 /** What the test's credentials are; the server checks every request's SigV4 signature with them. */
 export const TEST_CREDENTIALS = { accessKeyId: 'AKIDHOLDFASTTEST', secretAccessKey: 'holdfast-test-secret' } as const;
 
+export interface Credentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+}
+
 export interface ReceivedEntry {
   readonly Source?: string;
   readonly DetailType?: string;
@@ -41,10 +46,14 @@ export class FakeEventBridge {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
 
-  private constructor(private port: number) {}
+  private constructor(
+    private port: number,
+    private readonly credentials: Credentials,
+  ) {}
 
-  static async start(port = 0): Promise<FakeEventBridge> {
-    const fake = new FakeEventBridge(port);
+  /** Listens on `port` (0: a free one) and accepts requests signed with `credentials`. */
+  static async start(port = 0, credentials: Credentials = TEST_CREDENTIALS): Promise<FakeEventBridge> {
+    const fake = new FakeEventBridge(port, credentials);
     await fake.listen();
     return fake;
   }
@@ -116,8 +125,8 @@ export class FakeEventBridge {
     const auth = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/events\/aws4_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$/.exec(req.headers.authorization ?? '');
     if (auth === null) return `authorization header ${req.headers.authorization}`;
     const [, keyId, date, region, signedHeaders, signature] = auth as unknown as [string, string, string, string, string, string];
-    if (keyId !== TEST_CREDENTIALS.accessKeyId) return `unknown access key ${keyId}`;
-    const expected = sigV4(req, body, { date, region, signedHeaders });
+    if (keyId !== this.credentials.accessKeyId) return `unknown access key ${keyId}`;
+    const expected = sigV4(req, body, this.credentials.secretAccessKey, { date, region, signedHeaders });
     return expected === signature ? undefined : 'signature does not match';
   }
 }
@@ -131,13 +140,13 @@ const sha256 = (data: string | Buffer) => createHash('sha256').update(data).dige
 const hmac = (key: string | Buffer, data: string) => createHmac('sha256', key).update(data).digest();
 
 /** The SigV4 signature the request should carry, computed independently of the SDK. */
-function sigV4(req: IncomingMessage, body: Buffer, scope: { date: string; region: string; signedHeaders: string }): string {
+function sigV4(req: IncomingMessage, body: Buffer, secretAccessKey: string, scope: { date: string; region: string; signedHeaders: string }): string {
   const headers = scope.signedHeaders.split(';');
   const canonicalHeaders = headers.map((h) => `${h}:${String(req.headers[h] ?? '').trim().replace(/\s+/g, ' ')}\n`).join('');
   const canonicalRequest = ['POST', '/', '', canonicalHeaders, scope.signedHeaders, sha256(body)].join('\n');
   const credentialScope = `${scope.date}/${scope.region}/events/aws4_request`;
   const stringToSign = ['AWS4-HMAC-SHA256', String(req.headers['x-amz-date']), credentialScope, sha256(canonicalRequest)].join('\n');
-  let key = hmac(`AWS4${TEST_CREDENTIALS.secretAccessKey}`, scope.date);
+  let key = hmac(`AWS4${secretAccessKey}`, scope.date);
   for (const part of [scope.region, 'events', 'aws4_request']) key = hmac(key, part);
   return createHmac('sha256', key).update(stringToSign).digest('hex');
 }
