@@ -47,7 +47,7 @@ export const USAGE = `usage: npm run bench -- [options]
 
 const UNITS: Readonly<Record<string, number>> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 
-export function parseSize(text: string): number {
+function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
   const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()];
   if (m === null || unit === undefined) throw new Error(`"${text}" is not a size like 64M or 1GiB`);

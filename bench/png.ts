@@ -59,7 +59,7 @@ const GLYPHS: Readonly<Record<string, string>> = {
   z: '..... ..... ##### ...#. ..#.. .#... #####',
 };
 
-export const GLYPH_WIDTH = 6;
+const GLYPH_WIDTH = 6;
 export const GLYPH_HEIGHT = 7;
 
 export class Raster {

@@ -32,12 +32,6 @@ export function run(cmd: string, args: readonly string[], opts: { timeoutMs?: nu
   });
 }
 
-export async function runOk(cmd: string, args: readonly string[], opts: { timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
-  const r = await run(cmd, args, opts);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);
-  return r;
-}
-
 export function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
@@ -96,7 +90,7 @@ export function startDaemon(cmd: string, args: readonly string[], env?: NodeJS.P
   };
 }
 
-export function isRunning(d: Daemon): boolean {
+function isRunning(d: Daemon): boolean {
   return d.child.exitCode === null && d.child.signalCode === null;
 }
 
@@ -141,7 +135,7 @@ export function portOpen(port: number): Promise<boolean> {
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 /** User plus system CPU seconds of a process, all its threads included. */
-export function cpuSeconds(pid: number): number {
+function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
