@@ -5,7 +5,7 @@ import { build } from 'esbuild';
 const GATEWAY_EXTERNALS = ['@node-rs/crc32', 'pino', 'pino-pretty'];
 
 /** The Lambda functions: each is bundled alone from functions/NAME/index.ts. */
-export const FUNCTIONS = ['hang-alert', 'hang-metrics'];
+const FUNCTIONS = ['hang-alert', 'hang-metrics'];
 
 /** Bundled CommonJS dependencies (the AWS SDK, commander) still call require(). */
 const requireShim = "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);";

@@ -33,7 +33,6 @@ export interface EventBridgeClientOptions {
   readonly region?: string | undefined;
   readonly credentials?: EventBridgeClientConfig['credentials'];
   readonly requestTimeoutMs?: number;
-  readonly connectTimeoutMs?: number;
 }
 
 /**
@@ -50,7 +49,7 @@ export function createEventBridgeClient(options: EventBridgeClientOptions = {}):
     credentials: options.credentials,
     maxAttempts: 1,
     requestHandler: new NodeHttpHandler({
-      connectionTimeout: options.connectTimeoutMs ?? 2000,
+      connectionTimeout: 2000,
       requestTimeout,
       throwOnRequestTimeout: true,
       socketTimeout: requestTimeout,
