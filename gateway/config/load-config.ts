@@ -7,6 +7,7 @@ import { ConfigError, errorMessage } from '../../shared/errors.js';
 type Source = 'flag' | 'env' | 'file';
 type SettingName = keyof z.input<typeof GatewayConfigSchema>;
 
+const EMPTY_MEANS_NONE = new Set<string>(['createVolume']);
 const SETTINGS = Object.keys(GatewayConfigSchema.shape) as SettingName[];
 
 export function flagName(setting: string): string {
@@ -47,7 +48,9 @@ export function loadConfig(sources: ConfigSources): ResolvedConfig {
   }
   for (const setting of SETTINGS) {
     const raw = sources.env[envName(setting)];
-    if (raw === undefined || raw === '') continue;
+    // An empty variable is "unset" (as shells and container specs often leave them), except where
+    // the empty value has a meaning of its own: HOLDFAST_CREATE_VOLUME="" creates nothing.
+    if (raw === undefined || (raw === '' && !EMPTY_MEANS_NONE.has(setting))) continue;
     merged[setting] = fromEnv(setting, raw);
     origin.set(setting, 'env');
   }

@@ -53,6 +53,12 @@ test('flags override the environment, which overrides the file', async () => {
   }
 });
 
+test('HOLDFAST_CREATE_VOLUME="" creates no volume; other empty variables count as unset', () => {
+  const c = loadConfig({ flags: {}, env: { HOLDFAST_CREATE_VOLUME: '', HOLDFAST_CACHE_SIZE: '' } });
+  assert.equal(c.createVolume, undefined);
+  assert.equal(c.cacheSize, 256 * 2 ** 20);
+});
+
 test('a bad setting is reported under the name it was given', async () => {
   assert.throws(() => loadConfig({ flags: { cacheSize: '12X' }, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('--cache-size') && e.message.includes('"12X"'));
   assert.throws(() => loadConfig({ flags: {}, env: { HOLDFAST_LISTEN: 'nope' } }), (e: unknown) => e instanceof ConfigError && e.message.includes('HOLDFAST_LISTEN (environment)'));
