@@ -17,7 +17,14 @@ const TOOLS = {
   nbdcopy: 'libnbd-bin',
   nbdkit: 'nbdkit',
   fio: 'fio',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  busybox: 'busybox-static',
+  cpio: 'cpio',
+  'mkfs.ext4': 'e2fsprogs',
 };
+
+/** Files the tests need that no PATH lookup finds (the VM suite's guest kernel) → their Debian package. */
+const FILES = [{ dir: '/boot', prefix: 'vmlinuz-', suffix: '-cloud-amd64', pkg: 'linux-image-cloud-amd64' }];
 
 const PHASES = [
   { name: 'unit', dir: 'tests/unit' },
@@ -36,8 +43,17 @@ function onPath(cmd) {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
+function present(file) {
+  return existsSync(file.dir) && readdirSync(file.dir).some((name) => name.startsWith(file.prefix) && name.endsWith(file.suffix));
+}
+
 function ensureTools() {
-  const missing = [...new Set(Object.entries(TOOLS).filter(([cmd]) => !onPath(cmd)).map(([, pkg]) => pkg))];
+  const missing = [
+    ...new Set([
+      ...Object.entries(TOOLS).filter(([cmd]) => !onPath(cmd)).map(([, pkg]) => pkg),
+      ...FILES.filter((file) => !present(file)).map((file) => file.pkg),
+    ]),
+  ];
   if (missing.length === 0) return;
   console.log(`test: installing missing Debian packages: ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -45,7 +61,7 @@ function ensureTools() {
     console.error(`test: could not install ${missing.join(' ')} (apt-get needs root and Debian's package mirror); the tests need them`);
     process.exit(1);
   }
-  const still = Object.keys(TOOLS).filter((cmd) => !onPath(cmd));
+  const still = [...Object.keys(TOOLS).filter((cmd) => !onPath(cmd)), ...FILES.filter((file) => !present(file)).map((file) => `${file.dir}/${file.prefix}*${file.suffix}`)];
   if (still.length > 0) {
     console.error(`test: still missing after apt-get: ${still.join(' ')}`);
     process.exit(1);
