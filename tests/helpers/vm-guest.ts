@@ -162,6 +162,7 @@ export async function prepareGuest(): Promise<GuestSetup> {
   const images = await buildInitrd();
   const forced = process.env.HOLDFAST_VM_ACCEL;
   if (forced === 'tcg' || forced === 'kvm') return { ...images, accel: forced, accelReason: 'HOLDFAST_VM_ACCEL' };
+  if (forced !== undefined) throw new Error(`HOLDFAST_VM_ACCEL=${forced}: expected tcg or kvm`);
   try {
     closeSync(openSync('/dev/kvm', 'r+'));
   } catch (err) {
@@ -172,8 +173,8 @@ export async function prepareGuest(): Promise<GuestSetup> {
     await probe.waitForLine(/@@hf ALIVE/, KVM_PROBE_TIMEOUT_MS);
     return { ...images, accel: 'kvm', accelReason: 'KVM boots the guest' };
   } catch {
-    const why = probe.transcript().split('\n').find((l) => l.startsWith('qemu-system-x86_64:')) ?? `no console output within ${KVM_PROBE_TIMEOUT_MS} ms`;
-    return { ...images, accel: 'tcg', accelReason: `/dev/kvm opens but KVM does not run the guest: ${why}` };
+    const qemuSaid = probe.transcript().split('--- qemu stderr ---\n')[1]?.trim().split('\n').at(-1) ?? '';
+    return { ...images, accel: 'tcg', accelReason: `/dev/kvm opens, but a KVM guest did not reach its init within ${KVM_PROBE_TIMEOUT_MS} ms${qemuSaid === '' ? '' : ` (${qemuSaid})`}` };
   } finally {
     await probe.kill();
   }

@@ -72,7 +72,7 @@ say "WORKLOAD START"
 i=0
 while [ ! -e /tmp/stop ]; do
   i=$((i + 1))
-  dd if=/dev/urandom of=/tmp/block bs=64k count=4 2> /dev/null
+  dd if=/dev/urandom of=/tmp/block bs=64k count=16 2> /dev/null
   sum=$(sha256sum /tmp/block)
   sum=${sum%% *}
   # conv=fsync: the write counts as done only once the disk acknowledged it, and a failure shows.

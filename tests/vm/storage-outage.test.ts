@@ -31,7 +31,6 @@ const DEFAULT_HANG_TIMEOUT = '120s';
 const KERNEL_ERROR = /I\/O error|EXT4-fs error|Remounting filesystem read-only|Aborting journal/;
 
 interface WorkloadReport {
-  readonly rounds: number;
   /** Lines the workload printed about failed commands and wrong data. */
   readonly workloadErrors: readonly ConsoleLine[];
   /** Kernel console lines about I/O errors and ext4 giving up. */
@@ -55,7 +54,6 @@ function parseReport(lines: readonly ConsoleLine[]): WorkloadReport {
   const written = new Map<string, string>();
   const sums = new Map<string, string>();
   const fatal: string[] = [];
-  let rounds = 0;
   let mount = 'unknown';
   let writable = 'unknown';
   let dmesg = 'none';
@@ -89,12 +87,9 @@ function parseReport(lines: readonly ConsoleLine[]): WorkloadReport {
       case 'KERNEL':
         dmesg = rest;
         break;
-      case 'WORKLOAD':
-        if (first === 'END') rounds = Number(/iterations=(\d+)/.exec(rest)?.[1] ?? 0);
-        break;
     }
   }
-  return { rounds, workloadErrors, kernelErrors, mount, writable, dmesg, written, sums, fatal };
+  return { workloadErrors, kernelErrors, mount, writable, dmesg, written, sums, fatal };
 }
 
 interface Outcome {
