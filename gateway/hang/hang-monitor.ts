@@ -74,6 +74,13 @@ export interface HangCounters {
 }
 
 const DEFAULT_PROBE_INTERVAL_MS = 200;
+/**
+ * A store attempt unanswered this long holds its read. A black-holed store (a frozen server, a
+ * dropped route) answers nothing until the SDK's request time-out, seconds later; without this the
+ * hang would begin, and its timeout start counting, only then. A store merely slower than this
+ * shows as a short hang, which is what the guest sees too.
+ */
+const STALL_MS = 1000;
 
 /**
  * The I/O-hang state machine of one volume. A guest request that needs failing storage is held —
@@ -135,10 +142,25 @@ export class HangMonitor {
     if (this.timedOut !== undefined) throw this.fastFailure(this.timedOut.errorClass);
     let held: HeldRead | undefined;
     let onAbort: (() => void) | undefined;
+    const holdOnce = (errorClass: ErrorClass, err: unknown): HeldRead => {
+      if (held === undefined) {
+        const h = (held = this.hold(bytes, errorClass, err));
+        onAbort = () => h.fail(new RequestAbortedError('client disconnected while its read was held'));
+        signal?.addEventListener('abort', onAbort, { once: true });
+        // Held only now, after a stall: the client may have left while the attempt was unanswered.
+        if (signal?.aborted) onAbort();
+      }
+      return held;
+    };
+    const stalled = (): HeldRead => {
+      const message = `the object store has not answered for ${STALL_MS} ms`;
+      this.noteStoreDown('transient', message);
+      return holdOnce('transient', new Error(message));
+    };
     try {
       for (let attempt = 0; ; attempt++) {
         try {
-          const value = await op();
+          const value = await this.attempt(op(), held, stalled);
           this.storeAnswered();
           return value;
         } catch (err) {
@@ -149,14 +171,9 @@ export class HangMonitor {
           const refusal = this.refusal(errorClass);
           if (refusal !== undefined) throw new StorageFailedError(refusal, errorClass, { cause: err });
           if (signal?.aborted) throw new RequestAbortedError('client disconnected while its read was held');
-          if (held === undefined) {
-            held = this.hold(bytes, errorClass, err);
-            const h = held;
-            onAbort = () => h.fail(new RequestAbortedError('client disconnected while its read was held'));
-            signal?.addEventListener('abort', onAbort, { once: true });
-          }
-          await this.sleep(held, backoffMs(attempt, this.opts.retryInitialMs ?? 50, this.policyValue.retryMaxMs));
-          if (held.failed !== undefined) throw held.failed;
+          const h = holdOnce(errorClass, err);
+          await this.sleep(h, backoffMs(attempt, this.opts.retryInitialMs ?? 50, this.policyValue.retryMaxMs));
+          if (h.failed !== undefined) throw h.failed;
           this.counters.retries++;
         }
       }
@@ -167,6 +184,40 @@ export class HangMonitor {
         this.refresh();
       }
     }
+  }
+
+  /**
+   * Waits for one store attempt. A held read stops waiting the moment it is failed (timeout, pause,
+   * release, disconnect), not when the attempt gives up; a read not yet held is held once the
+   * attempt has gone unanswered for STALL_MS. An abandoned attempt runs on, unobserved.
+   */
+  private attempt<T>(pending: Promise<T>, held: HeldRead | undefined, stalled: () => HeldRead): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let watched: HeldRead | undefined;
+      const watch = (h: HeldRead): void => {
+        watched = h;
+        h.wake = () => {
+          if (h.failed !== undefined) reject(h.failed);
+        };
+        h.wake();
+      };
+      const timer = held === undefined ? setTimeout(() => watch(stalled()), STALL_MS) : undefined;
+      if (held !== undefined) watch(held);
+      const settle = (): void => {
+        clearTimeout(timer);
+        if (watched !== undefined) watched.wake = undefined;
+      };
+      pending.then(
+        (value) => {
+          settle();
+          resolve(value);
+        },
+        (err: unknown) => {
+          settle();
+          reject(err);
+        },
+      );
+    });
   }
 
   /**
@@ -271,7 +322,12 @@ export class HangMonitor {
   private noteStoreError(err: unknown): ErrorClass {
     const errorClass = classifyError(err);
     this.counters.storageErrors[errorClass]++;
-    const message = errorMessage(err);
+    this.noteStoreDown(errorClass, errorMessage(err));
+    return errorClass;
+  }
+
+  /** The store failed or stopped answering: storage-unavailable begins, or its last error changes. */
+  private noteStoreDown(errorClass: ErrorClass, message: string): void {
     if (this.storageDown === undefined) {
       this.storageDown = { id: randomUUID(), startedAt: Date.now(), errorClass, lastError: message };
       this.opts.logger.warn({ volume: this.opts.volume, errorClass, err: message }, 'object store unavailable');
@@ -284,7 +340,6 @@ export class HangMonitor {
       this.episode.errorClass = errorClass;
       this.episode.lastError = message;
     }
-    return errorClass;
   }
 
   private noteEpisodeError(errorClass: ErrorClass, err: unknown): void {

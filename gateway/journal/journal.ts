@@ -106,6 +106,7 @@ export class Journal {
   private closed = false;
   private durableSeq: number;
   private readonly durableWaiters: DurableWaiter[] = [];
+  private uploadWaiters: { readonly seq: number; readonly resolve: () => void }[] = [];
   private readonly spaceWaiters: SpaceWaiter[] = [];
   private idleWaiters: (() => void)[] = [];
   private retirement: Promise<void> = Promise.resolve();
@@ -170,6 +171,21 @@ export class Journal {
 
   get segmentCount(): number {
     return this.segments.length;
+  }
+
+  /** True from a failed write or sync attempt until the next one succeeds (disk full or failing). */
+  get failing(): boolean {
+    return this.failedAttempts > 0;
+  }
+
+  /**
+   * For the uploader: resolves once every record up to `seq` is durable, or as soon as the journal
+   * is failing. A full journal disk is freed only by uploads, so they must not wait for records
+   * that cannot be written until they have freed it.
+   */
+  waitDurableOrFailing(seq: number): Promise<void> | undefined {
+    if (seq <= this.durableSeq || this.failing) return undefined;
+    return new Promise((resolve) => this.uploadWaiters.push({ seq, resolve }));
   }
 
   /** Highest sequence number that is on disk and synced. */
@@ -306,7 +322,11 @@ export class Journal {
 
   private scheduleRetirement(): void {
     this.retirement = this.retirement.then(() => this.retireSegments()).catch((err: unknown) => {
-      this.opts.logger.error({ err }, 'could not delete a retired journal segment');
+      this.opts.logger.error({ err }, 'could not delete a retired journal segment; will retry');
+      // An idle volume would never come back to it, and the journal's room waits for it.
+      setTimeout(() => {
+        if (!this.closed) this.scheduleRetirement();
+      }, this.opts.retryMaxMs ?? 1000).unref();
     });
   }
 
@@ -321,20 +341,23 @@ export class Journal {
       this.current = undefined;
     }
     let removed = false;
-    while (this.segments.length > 0) {
-      const oldest = this.segments[0]!;
-      if (!oldest.sealed || oldest.live > 0) break;
-      this.segments.shift();
-      oldest.retired = true;
-      this.segmentBytesTotal -= oldest.size;
-      await oldest.file.close().catch(() => undefined);
-      await unlink(oldest.path);
-      removed = true;
+    try {
+      while (this.segments.length > 0) {
+        const oldest = this.segments[0]!;
+        if (!oldest.sealed || oldest.live > 0) break;
+        await oldest.file.close().catch(() => undefined);
+        // Unlinked before it leaves the list: when that fails (a failing disk) it stays first, to be
+        // retried, and no newer segment is deleted while it is still there to be replayed.
+        await unlink(oldest.path);
+        this.segments.shift();
+        oldest.retired = true;
+        this.segmentBytesTotal -= oldest.size;
+        removed = true;
+      }
+    } finally {
+      if (removed) this.wakeSpaceWaiters();
     }
-    if (removed) {
-      await syncDirectory(this.opts.dir);
-      this.wakeSpaceWaiters();
-    }
+    if (removed) await syncDirectory(this.opts.dir);
   }
 
   private wakeSpaceWaiters(): void {
@@ -375,18 +398,7 @@ export class Journal {
 
   /** Writes and syncs one batch, rewriting it to a fresh segment until that succeeds. */
   private async commitBatch(batch: JournalEntry[]): Promise<void> {
-    let batchBytes = 0;
-    for (const e of batch) batchBytes += RECORD_HEADER_SIZE + (e.data?.length ?? 0);
-    const headers = Buffer.allocUnsafe(batch.length * RECORD_HEADER_SIZE);
-    const iov: Buffer[] = [];
-    for (let i = 0; i < batch.length; i++) {
-      const e = batch[i]!;
-      const at = i * RECORD_HEADER_SIZE;
-      const payloadLength = e.kind === RecordKind.Write ? e.length : 0;
-      encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);
-      iov.push(headers.subarray(at, at + RECORD_HEADER_SIZE));
-      if (e.data !== undefined && e.data.length > 0) iov.push(e.data);
-    }
+    let { iov, bytes: batchBytes } = encodeBatch(batch);
     for (;;) {
       let segment: Segment | undefined;
       try {
@@ -421,8 +433,15 @@ export class Journal {
         const err = new JournalIoError(`journal write failed (attempt ${this.failedAttempts}); rewriting to a new segment`, { cause });
         this.opts.logger.error({ err, dir: this.opts.dir }, err.message);
         this.opts.onIoError?.(err);
+        this.wakeUploadWaiters(Infinity);
         // The failed segment may have lost pages the kernel said were written: never append to it again.
         if (segment !== undefined && segment === this.current) this.sealCurrent();
+        // A batch larger than the free space (ENOSPC) would fail forever: the next attempt writes its
+        // first half, and the rest goes back to the front of the queue to follow it in order.
+        if (batch.length > 1) {
+          this.queue.unshift(...batch.splice(Math.ceil(batch.length / 2)));
+          ({ iov, bytes: batchBytes } = encodeBatch(batch));
+        }
         await sleep(backoffMs(this.failedAttempts - 1, this.opts.retryInitialMs ?? 50, this.opts.retryMaxMs ?? 1000));
         this.scheduleRetirement();
       }
@@ -464,12 +483,20 @@ export class Journal {
 
   private markDurable(seq: number): void {
     this.durableSeq = seq;
+    this.wakeUploadWaiters(seq);
     let n = 0;
     while (n < this.durableWaiters.length && this.durableWaiters[n]!.seq <= seq) {
       this.durableWaiters[n]!.resolve();
       n++;
     }
     if (n > 0) this.durableWaiters.splice(0, n);
+  }
+
+  private wakeUploadWaiters(throughSeq: number): void {
+    const ready = this.uploadWaiters.filter((w) => w.seq <= throughSeq);
+    if (ready.length === 0) return;
+    this.uploadWaiters = this.uploadWaiters.filter((w) => w.seq > throughSeq);
+    for (const w of ready) w.resolve();
   }
 
   /** Waits for queued records to be durable, then closes every segment file. */
@@ -480,6 +507,23 @@ export class Journal {
     await this.retirement;
     for (const s of this.segments) await s.file.close().catch(() => undefined);
   }
+}
+
+/** The records of a batch as one writev: header, payload, header, payload ... */
+function encodeBatch(batch: readonly JournalEntry[]): { iov: Buffer[]; bytes: number } {
+  let bytes = 0;
+  const headers = Buffer.allocUnsafe(batch.length * RECORD_HEADER_SIZE);
+  const iov: Buffer[] = [];
+  for (let i = 0; i < batch.length; i++) {
+    const e = batch[i]!;
+    const at = i * RECORD_HEADER_SIZE;
+    const payloadLength = e.kind === RecordKind.Write ? e.length : 0;
+    encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);
+    iov.push(headers.subarray(at, at + RECORD_HEADER_SIZE));
+    if (e.data !== undefined && e.data.length > 0) iov.push(e.data);
+    bytes += RECORD_HEADER_SIZE + (e.data?.length ?? 0);
+  }
+  return { iov, bytes };
 }
 
 /** Reads a segment's records, sets `segment.size` to the end of the last good record. */

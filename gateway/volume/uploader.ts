@@ -94,6 +94,9 @@ export class Uploader {
     for (const extent of this.opts.pending.dirtyExtents()) {
       if (this.inFlight.size >= this.opts.concurrency) return;
       if (this.inFlight.has(extent)) continue;
+      // Its oldest record is not durable: an upload could release nothing, and repeating it would
+      // only hammer the store until the failing journal writes it (the volume notifies us when it does).
+      if (this.opts.journal.failing && this.opts.pending.entries(extent)[0]?.durable === false) continue;
       const since = this.opts.pending.dirtySinceOf(extent) ?? now;
       if (!pressure && now - since < this.opts.delayMs) {
         // Extents are in the order they became dirty: every later one is younger still.
@@ -111,8 +114,8 @@ export class Uploader {
     const key = this.opts.keyFor(extent);
     try {
       const snap = await this.opts.snapshot(extent);
-      const durable = this.opts.journal.waitDurable(snap.seq);
-      if (durable) await durable;
+      const ready = this.opts.journal.waitDurableOrFailing(snap.seq);
+      if (ready) await ready;
       if (snap.data === null) {
         await this.opts.store.delete(key);
         this.stats.deletes++;
@@ -121,7 +124,10 @@ export class Uploader {
         this.stats.puts++;
         this.stats.bytesUploaded += snap.data.length;
       }
-      for (const entry of this.opts.pending.removeThrough(extent, snap.seq, performance.now())) this.opts.journal.release(entry);
+      // While the journal is failing the snapshot may hold records that are not durable yet. Uploading
+      // them early is harmless (their writes are unanswered); they stay pending until durable.
+      const through = Math.min(snap.seq, this.opts.journal.durableSequence);
+      for (const entry of this.opts.pending.removeThrough(extent, through, performance.now())) this.opts.journal.release(entry);
       if (this.failures > 0) {
         this.failures = 0;
         this.opts.logger.info({ volume: this.opts.volume }, 'object store answers again; uploads resumed');

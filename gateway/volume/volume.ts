@@ -149,7 +149,11 @@ export class Volume implements NbdExport {
       retryInitialMs: opts.retryInitialMs,
       retryMaxMs: opts.retryMaxMs,
       onIoError: (err) => volume?.hang.journalFailed(err),
-      onIoRecovered: () => volume?.hang.journalRecovered(),
+      onIoRecovered: () => {
+        volume?.hang.journalRecovered();
+        // Extents skipped while their records could not be written can be uploaded again.
+        volume?.uploader.notify();
+      },
     });
     volume = new Volume(opts, journal);
     for (const entry of entries) {

@@ -1,0 +1,20 @@
+import { spawn } from 'node:child_process';
+
+export interface ToolResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command to its end; a command that cannot be started reports code null and why in stderr. */
+export function runTool(cmd: string, args: readonly string[]): Promise<ToolResult> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  return new Promise((resolve) => {
+    child.once('error', (err) => resolve({ code: null, stdout, stderr: err.message }));
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
