@@ -22,6 +22,8 @@ export interface FaultCounts {
   forwarded: number;
   /** Injected error responses by S3 error code. */
   injected: Record<string, number>;
+  /** Forwarded requests that failed between proxy and server (the client saw its connection reset). */
+  upstreamErrors: number;
 }
 
 export interface S3FaultProxy {
@@ -49,7 +51,7 @@ const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'tr
 export async function startS3FaultProxy(target: { readonly host: string; readonly port: number }): Promise<S3FaultProxy> {
   let mode: FaultMode = { kind: 'pass' };
   let flakyTurn = 0;
-  const counts: FaultCounts = { forwarded: 0, injected: {} };
+  const counts: FaultCounts = { forwarded: 0, injected: {}, upstreamErrors: 0 };
   const upstreamAgent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
@@ -90,7 +92,10 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
       up.pipe(res);
     });
     // The server behind is down: the client sees its connection reset, as it would without the proxy.
-    upstream.once('error', () => req.socket.destroy());
+    upstream.once('error', () => {
+      counts.upstreamErrors++;
+      req.socket.destroy();
+    });
     req.pipe(upstream);
   };
 
@@ -99,6 +104,9 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
     if (fault === undefined) forward(req, res);
     else inject(req, res, fault);
   });
+  // Longer than the client's idle sockets live, so that the proxy never closes one the client is
+  // about to reuse: the only failures the client sees are the injected ones.
+  server.keepAliveTimeout = 60_000;
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
