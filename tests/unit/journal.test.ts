@@ -198,6 +198,7 @@ function bind(f: Awaited<ReturnType<SegmentFileOps['open']>>) {
     datasync: f.datasync.bind(f),
     read: f.read.bind(f),
     size: f.size.bind(f),
+    truncate: f.truncate.bind(f),
     close: f.close.bind(f),
   };
 }
