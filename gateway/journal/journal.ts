@@ -401,10 +401,9 @@ export class Journal {
     let { iov, bytes: batchBytes } = encodeBatch(batch);
     for (;;) {
       let segment: Segment | undefined;
-      let start = -1;
       try {
         segment = await this.segmentFor(batchBytes);
-        start = segment.size;
+        const start = segment.size;
         // Counted before the write: if it fails the file may still hold these bytes.
         segment.size += batchBytes;
         this.segmentBytesTotal += batchBytes;
@@ -437,7 +436,6 @@ export class Journal {
         this.wakeUploadWaiters(Infinity);
         // The failed segment may have lost pages the kernel said were written: never append to it again.
         if (segment !== undefined && segment === this.current) this.sealCurrent();
-        if (segment !== undefined && start >= 0) await this.dropFailedTail(segment, start, batchBytes);
         // A batch larger than the free space (ENOSPC) would fail forever: the next attempt writes its
         // first half, and the rest goes back to the front of the queue to follow it in order.
         if (batch.length > 1) {
@@ -447,20 +445,6 @@ export class Journal {
         await sleep(backoffMs(this.failedAttempts - 1, this.opts.retryInitialMs ?? 50, this.opts.retryMaxMs ?? 1000));
         this.scheduleRetirement();
       }
-    }
-  }
-
-  /**
-   * Cuts what a failed attempt may have left at the end of its segment: it is never read (the
-   * records are rewritten elsewhere), and on a full disk those bytes are the room the retry needs.
-   */
-  private async dropFailedTail(segment: Segment, start: number, bytes: number): Promise<void> {
-    try {
-      await segment.file.truncate(start);
-      segment.size -= bytes;
-      this.segmentBytesTotal -= bytes;
-    } catch (err) {
-      this.opts.logger.warn({ err, segment: segment.path }, 'could not cut the failed tail of a journal segment; its space is freed when the segment retires');
     }
   }
 

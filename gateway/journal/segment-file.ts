@@ -14,8 +14,6 @@ export interface SegmentFile {
   datasync(): Promise<void>;
   read(into: Buffer, intoOffset: number, length: number, position: number): Promise<number>;
   size(): Promise<number>;
-  /** Cuts the file to `length` bytes. */
-  truncate(length: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -55,10 +53,6 @@ class FsSegmentFile implements SegmentFile {
 
   async size(): Promise<number> {
     return (await this.fh.stat()).size;
-  }
-
-  truncate(length: number): Promise<void> {
-    return this.fh.truncate(length);
   }
 
   close(): Promise<void> {

@@ -45,7 +45,6 @@ function disk(room: () => number, eio: () => boolean = () => false): SegmentFile
         },
         read: f.read.bind(f),
         size: f.size.bind(f),
-        truncate: f.truncate.bind(f),
         close: f.close.bind(f),
       };
     },

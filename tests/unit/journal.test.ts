@@ -198,7 +198,6 @@ function bind(f: Awaited<ReturnType<SegmentFileOps['open']>>) {
     datasync: f.datasync.bind(f),
     read: f.read.bind(f),
     size: f.size.bind(f),
-    truncate: f.truncate.bind(f),
     close: f.close.bind(f),
   };
 }
