@@ -37,6 +37,31 @@ export class LocalDirectoryStore implements ObjectStore {
     }
   }
 
+  async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
+    const file = this.pathOf(key);
+    let handle;
+    try {
+      handle = await open(file, 'r');
+    } catch (err) {
+      if (isNoSuchObject(err)) return undefined;
+      throw new StoreError('get-range', key, { cause: err });
+    }
+    try {
+      const out = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(out, done, length - done, offset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done === length ? out : out.subarray(0, done);
+    } catch (err) {
+      throw new StoreError('get-range', key, { cause: err });
+    } finally {
+      await handle.close();
+    }
+  }
+
   async put(key: string, body: Buffer): Promise<void> {
     const file = this.pathOf(key);
     const dir = path.dirname(file);

@@ -11,6 +11,11 @@ export interface ObjectStore {
   readonly location: string;
   /** The object's bytes, or undefined when no object has that key. */
   get(key: string): Promise<Buffer | undefined>;
+  /**
+   * `length` bytes of the object from `offset` (fewer if it ends sooner), or undefined when no
+   * object has that key. Lets a cold small read fetch what it needs instead of a whole extent.
+   */
+  getRange(key: string, offset: number, length: number): Promise<Buffer | undefined>;
   put(key: string, body: Buffer): Promise<void>;
   /** Deleting a missing key is not an error. */
   delete(key: string): Promise<void>;
@@ -24,7 +29,7 @@ export interface ObjectStore {
 /** An object-store operation failed; `operation` and `key` say which, `cause` says why. */
 export class StoreError extends HoldfastError {
   constructor(
-    readonly operation: 'get' | 'put' | 'delete' | 'list' | 'probe',
+    readonly operation: 'get' | 'get-range' | 'put' | 'delete' | 'list' | 'probe',
     readonly key: string,
     options: { cause: unknown },
   ) {

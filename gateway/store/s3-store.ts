@@ -94,6 +94,21 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
+  async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
+    if (length === 0) return Buffer.alloc(0);
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: `bytes=${offset}-${offset + length - 1}` }),
+      );
+      if (out.Body === undefined) return Buffer.alloc(0);
+      const bytes = await out.Body.transformToByteArray();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (err) {
+      if (isNoSuchKey(err)) return undefined;
+      throw new StoreError('get-range', key, { cause: err });
+    }
+  }
+
   async put(key: string, body: Buffer): Promise<void> {
     try {
       await this.client.send(

@@ -13,6 +13,11 @@ export class Semaphore {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
+  /** Permits free now. */
+  get free(): number {
+    return this.available;
+  }
+
   release(): void {
     const next = this.waiters.shift();
     if (next !== undefined) next();

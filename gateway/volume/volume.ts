@@ -20,6 +20,9 @@ import { Uploader } from './uploader.js';
 /** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
 const MAX_CONCURRENT_LOADS = 16;
 
+/** Extents whose cold misses are remembered (to spot sequential or repeated reads). */
+const RECENT_MISSES = 4096;
+
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
 
@@ -87,6 +90,7 @@ export class Volume implements NbdExport {
   private readonly cache: ExtentCache;
   private readonly materializing = new Map<number, Promise<MaterializedExtent>>();
   private readonly loads = new Semaphore(MAX_CONCURRENT_LOADS);
+  private readonly coldMisses = new Map<number, { count: number; nextOffset: number }>();
   private readonly uploader: Uploader;
   private clients = 0;
   private closed = false;
@@ -195,7 +199,7 @@ export class Volume implements NbdExport {
       if (cached !== undefined) {
         copyExtent(cached, out, done, inExtent, n);
       } else if (!(await this.readFromJournal(index, pos, n, out, done))) {
-        copyExtent(await this.hang.run(() => this.materialize(index), n, ctx?.signal), out, done, inExtent, n);
+        await this.readCold(index, pos, n, out, done, ctx);
       }
       if (ctx?.signal.aborted) throw new RequestAbortedError('client disconnected');
       done += n;
@@ -362,14 +366,69 @@ export class Volume implements NbdExport {
   /**
    * Serves a read that pending changes cover completely without touching the store, so data the
    * guest wrote stays readable while the store is down. Returns false when the journal does not
-   * cover the range (or an upload raced the read), and the caller materializes the extent.
+   * cover the range (or an upload raced the read), and the caller goes to the store.
    */
   private async readFromJournal(index: number, pos: number, n: number, out: Buffer, outOffset: number): Promise<boolean> {
     const list = this.pending.entries(index);
     if (list.length === 0 || !covers(list, pos, pos + n)) return false;
-    const generation = this.pending.generation(index);
+    return this.overlayPending(index, pos, n, out, outOffset, this.pending.generation(index));
+  }
+
+  /**
+   * A read of an extent neither cached nor covered by the journal. A small one fetches only its own
+   * bytes (a range GET) and lays the pending changes over them, so a cold 4 KiB read costs 4 KiB of
+   * store traffic, not a whole extent (see noteColdMiss for when the extent is cached anyway). A read
+   * of most of an extent loads and caches the extent directly.
+   */
+  private async readCold(index: number, pos: number, n: number, out: Buffer, outOffset: number, ctx: RequestContext | undefined): Promise<void> {
+    const inExtent = pos - index * this.extentSize;
+    if (n * 2 >= this.extentLength(index) || this.cache.maxBytes === 0) {
+      copyExtent(await this.hang.run(() => this.materialize(index), n, ctx?.signal), out, outOffset, inExtent, n);
+      return;
+    }
+    this.noteColdMiss(index, pos, n);
+    const key = extentKey(this.name, index);
+    for (;;) {
+      const generation = this.pending.generation(index);
+      const base = await this.hang.run(() => this.opts.store.getRange(key, inExtent, n), n, ctx?.signal);
+      if (base === undefined) out.fill(0, outOffset, outOffset + n);
+      else if (base.length === n) base.copy(out, outOffset);
+      else throw new VolumeCorruptError(`extent ${index} of volume ${this.name} is shorter than ${inExtent + n} bytes`);
+      if (await this.overlayPending(index, pos, n, out, outOffset, generation)) return;
+    }
+  }
+
+  /**
+   * Decides whether a cold read's extent is worth loading into the cache, in the background: when it
+   * is read sequentially (the next read is likely in it), or when it keeps being missed and the cache
+   * still has room. Random reads over more than the cache holds are served by range reads alone;
+   * loading whole extents for them would only evict each other.
+   */
+  private noteColdMiss(index: number, pos: number, n: number): void {
+    let miss = this.coldMisses.get(index);
+    if (miss === undefined) {
+      // A plain bounded map: forgetting old misses only delays a load.
+      if (this.coldMisses.size >= RECENT_MISSES) this.coldMisses.clear();
+      miss = { count: 0, nextOffset: -1 };
+      this.coldMisses.set(index, miss);
+    }
+    const sequential = miss.nextOffset === pos;
+    miss.count++;
+    miss.nextOffset = pos + n;
+    const roomy = this.cache.bytes + this.extentLength(index) <= this.cache.maxBytes;
+    if (!sequential && !(miss.count >= 3 && roomy)) return;
+    this.coldMisses.delete(index);
+    if (this.materializing.has(index) || this.loads.free === 0) return;
+    this.materialize(index).catch((err: unknown) => this.opts.logger.debug({ err, extent: index }, 'background extent load failed'));
+  }
+
+  /**
+   * Lays the extent's pending changes (in sequence order) over `out`, which holds the stored bytes
+   * of [pos, pos + n). False when an upload finished meanwhile: the caller starts over.
+   */
+  private async overlayPending(index: number, pos: number, n: number, out: Buffer, outOffset: number, generation: number): Promise<boolean> {
     const end = pos + n;
-    for (const entry of list.slice()) {
+    for (const entry of this.pending.entries(index).slice()) {
       const start = Math.max(entry.offset, pos);
       const stop = Math.min(entry.offset + entry.length, end);
       if (start >= stop) continue;
@@ -383,6 +442,7 @@ export class Volume implements NbdExport {
         if (this.pending.generation(index) === generation) throw err;
         return false;
       }
+      if (this.pending.generation(index) !== generation) return false;
     }
     return this.pending.generation(index) === generation;
   }

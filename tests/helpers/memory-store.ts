@@ -9,7 +9,7 @@ export class MemoryStore implements ObjectStore {
   gets = 0;
   puts = 0;
 
-  private check(op: 'get' | 'put' | 'delete' | 'list' | 'probe', key: string): void {
+  private check(op: 'get' | 'get-range' | 'put' | 'delete' | 'list' | 'probe', key: string): void {
     if (this.failing) throw new StoreError(op, key, { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
   }
 
@@ -19,6 +19,14 @@ export class MemoryStore implements ObjectStore {
     this.gets++;
     const b = this.objects.get(key);
     return b === undefined ? undefined : Buffer.from(b);
+  }
+
+  async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
+    await Promise.resolve();
+    this.check('get-range', key);
+    this.gets++;
+    const b = this.objects.get(key);
+    return b === undefined ? undefined : Buffer.from(b.subarray(offset, offset + length));
   }
 
   async put(key: string, body: Buffer): Promise<void> {
