@@ -60,6 +60,16 @@ function contractSuite(name: string, setup: () => Promise<Fixture>): void {
       assert.ok(read.equals(body));
     });
 
+    it('reads a byte range of an object, and nothing of a missing one', async () => {
+      const body = randomBytes(1024 * 1024);
+      await fx.store.put('range/obj', body);
+      const middle = await fx.store.getRange('range/obj', 123_457, 4096);
+      assert.ok(middle !== undefined && middle.equals(body.subarray(123_457, 123_457 + 4096)));
+      const tail = await fx.store.getRange('range/obj', body.length - 10, 10);
+      assert.ok(tail !== undefined && tail.equals(body.subarray(body.length - 10)));
+      assert.equal(await fx.store.getRange('range/missing', 0, 10), undefined);
+    });
+
     it('round-trips an empty object', async () => {
       await fx.store.put('roundtrip/empty', Buffer.alloc(0));
       const read = await fx.store.get('roundtrip/empty');
