@@ -1,9 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { reapOnExit } from './child-reaper.js';
 import { s3Env, startS3Server } from './s3-server.js';
 
 /**
@@ -79,18 +80,6 @@ export class GatewayStartError extends Error {
   }
 }
 
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A leftover gateway would keep its journal locked and its port bound after the test run.
-  process.on('exit', () => {
-    for (const child of liveChildren) child.kill('SIGKILL');
-  });
-}
-
 let bundleChecked: Promise<void> | undefined;
 
 /** Tests of a stale bundle would pass or fail for code that is no longer there. */
@@ -120,7 +109,6 @@ function childEnv(store: StoreTarget): NodeJS.ProcessEnv {
 
 export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess> {
   await checkBundle();
-  installExitHook();
   const args = [
     BIN,
     'serve',
@@ -140,11 +128,11 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     ...(opts.args ?? []),
   ];
   const child = spawn(process.execPath, args, { cwd: REPO, env: childEnv(opts.store), stdio: ['ignore', 'pipe', 'pipe'] });
-  liveChildren.add(child);
+  const untrack = reapOnExit(child);
   const exitedRaw = new Promise<ExitStatus>((resolve) => {
     // 'close', not 'exit': by then stderr has been read to its end, so the logs are complete.
     child.once('close', (code, signal) => {
-      liveChildren.delete(child);
+      untrack();
       resolve({ code, signal });
     });
   });

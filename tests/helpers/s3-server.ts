@@ -4,6 +4,7 @@ import { createServer, Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { reapOnExit } from './child-reaper.js';
 
 /**
  * A real S3-protocol server (s3rver) in a child process, so that a test can crash it, freeze it
@@ -49,23 +50,10 @@ export function s3Env(): Record<string, string> {
   return { ...CREDENTIALS };
 }
 
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A server left running would hold its port and keep writing into a temp dir forever.
-  process.on('exit', () => {
-    for (const child of liveChildren) child.kill('SIGKILL');
-  });
-}
-
 export async function startS3Server(
   opts: { port?: number; dir?: string; bucket?: string } = {},
 ): Promise<S3Server> {
   Object.assign(process.env, CREDENTIALS);
-  installExitHook();
   const port = opts.port ?? (await findFreePort());
   const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'holdfast-s3rver-')));
   const bucket = opts.bucket ?? 'holdfast-test';
@@ -113,8 +101,7 @@ async function spawnServer(port: number, dir: string, bucket: string): Promise<C
   const child = spawn(process.execPath, nodeArgs, {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
-  liveChildren.add(child);
-  child.once('exit', () => liveChildren.delete(child));
+  child.once('exit', reapOnExit(child));
 
   let stderr = '';
   const onStderr = (chunk: string): void => {

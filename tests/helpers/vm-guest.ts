@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { accessSync, constants, closeSync, openSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { reapOnExit } from './child-reaper.js';
 
 /**
  * A real Linux guest for the VM acceptance test: the Debian cloud kernel under qemu-system-x86_64,
@@ -208,18 +209,6 @@ export interface Guest {
   transcript(): string;
 }
 
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A guest left running would keep its NBD connection open and burn a core.
-  process.on('exit', () => {
-    for (const child of liveChildren) child.kill('SIGKILL');
-  });
-}
-
 /** Boots the guest with the Holdfast volume as its virtio disk. */
 export function bootGuest(opts: GuestOptions): Guest {
   const drive = [
@@ -240,7 +229,6 @@ function startQemu(
   setup: Pick<GuestSetup, 'kernel' | 'initrd' | 'accel'>,
   opts: { readonly append: string; readonly drive: string | undefined },
 ): Guest {
-  installExitHook();
   const args = [
     '-accel', setup.accel,
     '-smp', '1',
@@ -258,7 +246,7 @@ function startQemu(
     ...(opts.drive === undefined ? [] : ['-drive', opts.drive]),
   ];
   const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  liveChildren.add(child);
+  const untrack = reapOnExit(child);
 
   const lines: ConsoleLine[] = [];
   const qemuStderr: string[] = [];
@@ -280,14 +268,14 @@ function startQemu(
     child.once('error', (err: NodeJS.ErrnoException) => {
       spawnError = err.code === 'ENOENT' ? new VmPrerequisiteError('qemu-system-x86_64 is not installed') : err;
       running = false;
-      liveChildren.delete(child);
+      untrack();
       for (const wake of waiters) wake();
       resolve({ code: null, signal: null });
     });
     // 'close', not 'exit': the console has been read to its end by then.
     child.once('close', (code, signal) => {
       running = false;
-      liveChildren.delete(child);
+      untrack();
       if (partial !== '') lines.push({ at: Date.now(), text: partial, index: lines.length });
       partial = '';
       for (const wake of waiters) wake();

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { type GatewayProcess, type StoreKind, type Stores, type StoreTarget, STORE_KINDS, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
 import { NbdClient, NbdConnectionError } from '../helpers/nbd-client.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 
 /**
  * SIGKILLs the gateway at random moments under a stream of overlapping writes and checks, after
@@ -18,17 +19,6 @@ const CYCLES: Record<StoreKind, number> = { local: 12, s3: 10 };
 const KILL_AFTER_MS = { min: 50, max: 1500 };
 const READ_CHUNK = 1024 * 1024;
 
-/** Uniform in [0, 1); seeded so that a failing run's writes can be repeated (CRASH_SEED=...). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Write {
   readonly seq: number;
@@ -200,7 +190,7 @@ for (const kind of STORE_KINDS) {
       t.diagnostic(`seed ${seed} (CRASH_SEED=${seed} repeats these writes)`);
       const store: StoreTarget = await stores.fresh();
       const journalDir = await stores.tempDir('journal');
-      const state: WriterState = { model: new DiskModel(), random: mulberry32(seed), nextSeq: 1, acknowledged: 0 };
+      const state: WriterState = { model: new DiskModel(), random: seededRandom(seed), nextSeq: 1, acknowledged: 0 };
       let unacked: Write[] = [];
       let gw: GatewayProcess | undefined;
       try {

@@ -12,6 +12,7 @@ import { NbdClient, NbdConnectionError, NbdReplyError } from '../helpers/nbd-cli
 import { runTool } from '../helpers/run-tool.js';
 import { startS3FaultProxy, type S3FaultProxy } from '../helpers/s3-fault-proxy.js';
 import { type S3Server, s3Env, startS3Server } from '../helpers/s3-server.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 
 /**
  * I/O hang against real outages: the S3-protocol server behind the gateway is killed, frozen with
@@ -251,17 +252,6 @@ function firstDifference(a: Buffer, b: Buffer): number {
   return -1;
 }
 
-/** Uniform in [0, 1), seeded so that a failing run can be repeated. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The bytes of [base, base+length) as the acknowledged writes left them, applied in acknowledgement order. */
 class RegionModel {
@@ -882,7 +872,7 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
   it('keeps the last acknowledged of overlapping writes from two connections made during a hang', { timeout: 60_000 }, async (t) => {
     const seed = Number(process.env.IO_HANG_SEED ?? Math.floor(Math.random() * 2 ** 32));
     t.diagnostic(`seed ${seed} (IO_HANG_SEED=${seed} repeats these writes)`);
-    const random = mulberry32(seed);
+    const random = seededRandom(seed);
     await withRig(t, {}, async (rig) => {
       const a = await rig.connect();
       const b = await rig.connect();
@@ -921,7 +911,7 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
   it('keeps every acknowledged write when the gateway is SIGKILLed during a hang and restarted while the store is still down', { timeout: 60_000 }, async (t) => {
     const seed = Number(process.env.IO_HANG_SEED ?? Math.floor(Math.random() * 2 ** 32));
     t.diagnostic(`seed ${seed} (IO_HANG_SEED=${seed} repeats these writes)`);
-    const random = mulberry32(seed);
+    const random = seededRandom(seed);
     await withRig(t, {}, async (rig) => {
       const model = new RegionModel(8 * MiB, 8 * MiB);
       let client = await rig.connect();
