@@ -317,11 +317,15 @@ export class Volume implements NbdExport {
     return Math.min(this.extentSize, this.size - index * this.extentSize);
   }
 
-  /** The extent's current contents: stored object plus pending changes. Concurrent callers share one load. */
-  private materialize(index: number): Promise<MaterializedExtent> {
+  /**
+   * The extent's current contents: stored object plus pending changes. Concurrent callers share one
+   * load. `keep`: put it in the cache — reads do; the uploader does not, so that uploading a volume
+   * never evicts what its guest is reading.
+   */
+  private materialize(index: number, keep = true): Promise<MaterializedExtent> {
     let p = this.materializing.get(index);
     if (p === undefined) {
-      p = this.load(index).finally(() => this.materializing.delete(index));
+      p = this.load(index, keep).finally(() => this.materializing.delete(index));
       this.materializing.set(index, p);
     }
     return p;
@@ -331,17 +335,17 @@ export class Volume implements NbdExport {
    * Loading an extent holds a whole extent in memory; the number loading at once is bounded so that
    * many cold reads (many clients, 128 requests each) cannot allocate without bound.
    */
-  private async load(index: number): Promise<MaterializedExtent> {
+  private async load(index: number, keep: boolean): Promise<MaterializedExtent> {
     const permit = this.loads.acquire();
     if (permit) await permit;
     try {
-      return await this.loadUnbounded(index);
+      return await this.loadUnbounded(index, keep);
     } finally {
       this.loads.release();
     }
   }
 
-  private async loadUnbounded(index: number): Promise<MaterializedExtent> {
+  private async loadUnbounded(index: number, keep: boolean): Promise<MaterializedExtent> {
     for (;;) {
       const generation = this.pending.generation(index);
       const extent: MaterializedExtent = { data: await this.fetch(index), seq: 0 };
@@ -349,7 +353,7 @@ export class Volume implements NbdExport {
         const newer = this.firstNewer(index, extent.seq);
         if (newer === undefined) {
           // Checked and cached with no await in between, so no write can slip in unseen.
-          this.cache.set(index, extent);
+          if (keep) this.cache.set(index, extent);
           return extent;
         }
         try {
@@ -465,7 +469,7 @@ export class Volume implements NbdExport {
 
   /** A private copy of the extent for upload; all-zero extents come back as null so they are deleted. */
   private async snapshot(index: number): Promise<{ data: Buffer | null; seq: number }> {
-    const extent = this.cache.peek(index) ?? (await this.materialize(index));
+    const extent = this.cache.peek(index) ?? (await this.materialize(index, false));
     if (extent.data === null || isAllZero(extent.data)) return { data: null, seq: extent.seq };
     return { data: Buffer.from(extent.data), seq: extent.seq };
   }
