@@ -471,7 +471,10 @@ export class Volume implements NbdExport {
   private async snapshot(index: number): Promise<{ data: Buffer | null; seq: number }> {
     const extent = this.cache.peek(index) ?? (await this.materialize(index, false));
     if (extent.data === null || isAllZero(extent.data)) return { data: null, seq: extent.seq };
-    return { data: Buffer.from(extent.data), seq: extent.seq };
+    // A cached extent changes under later writes, so it is copied; one loaded just for this upload
+    // belongs to nobody else and is uploaded as it is (one extent less in memory per upload).
+    const shared = this.cache.peek(index) === extent;
+    return { data: shared ? Buffer.from(extent.data) : extent.data, seq: extent.seq };
   }
 
   private checkWritable(): void {
