@@ -11,6 +11,7 @@ import { openEventSinks } from './events/open-sinks.js';
 import { VolumeNotFoundError, errorMessage } from '../shared/errors.js';
 import type { VolumeManifest } from '../shared/volume-manifest.js';
 import type { ResolvedConfig } from './config/load-config.js';
+import { volumeOptions } from './config/volume-options.js';
 import type { ExportRegistry, NbdExport } from './nbd/export.js';
 import { NbdServer } from './nbd/server.js';
 import type { ObjectStore } from './store/object-store.js';
@@ -116,17 +117,7 @@ export class Gateway implements ExportRegistry {
       try {
         await saveLocalManifest(journalDir, manifest);
         const volume = await Volume.open({
-          manifest,
-          store: this.store,
-          journalDir,
-          cacheBytes: this.config.cacheSize,
-          journalLimitBytes: this.config.journalLimit,
-          segmentBytes: this.config.segmentSize,
-          uploadConcurrency: this.config.uploadConcurrency,
-          uploadDelayMs: this.config.uploadDelay,
-          retryInitialMs: 50,
-          retryMaxMs: this.config.retryMax,
-          logger: this.logger.child({ volume: manifest.name }),
+          ...volumeOptions(this.config, manifest, this.store, this.logger),
           forceReadOnly: this.config.readOnly,
           hangPolicy: configuredHangPolicy(this.config),
           events: this.events,

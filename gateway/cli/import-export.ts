@@ -7,6 +7,7 @@ import { HoldfastError, InvalidArgumentError, VolumeExistsError, errorMessage } 
 import { formatSize } from '../../shared/units.js';
 import { VOLUME_NAME, isValidExtentSize, type VolumeManifest } from '../../shared/volume-manifest.js';
 import type { ResolvedConfig } from '../config/load-config.js';
+import { volumeOptions } from '../config/volume-options.js';
 import { createLogger } from '../logger.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { openStore } from '../store/open-store.js';
@@ -14,7 +15,7 @@ import { VolumeCatalog } from '../volume/catalog.js';
 import { VolumeCorruptError } from '../volume/errors.js';
 import { extentIndexFromKey, extentKey, extentsPrefix } from '../volume/layout.js';
 import { Volume } from '../volume/volume.js';
-import { VolumeLock, journalIdentity } from '../volume/volume-lock.js';
+import { withVolumeLock } from '../volume/volume-lock.js';
 import { addSettingOptions, configFrom } from './options.js';
 import { STORE_SETTINGS } from './settings-help.js';
 import { sizeArgument } from './volume-commands.js';
@@ -99,7 +100,7 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
   try {
     const fileSize = (await fh.stat()).size;
     await withSession(cmd, (session) =>
-      withVolumeLock(session, name, async () => {
+      lockVolume(session, name, async () => {
         const manifest = await importTarget(session, { file, name, fileSize, size, extentSize, force: opts.force === true });
         await drainJournalBacklog(session, manifest);
         const started = Date.now();
@@ -239,7 +240,7 @@ async function exportCommand(name: string, file: string, opts: ExportOptions, cm
   const target = await checkOutput(file, opts.force === true);
   await withSession(cmd, async (session) => {
     const manifest = await new VolumeCatalog(session.store).get(name);
-    await withVolumeLock(session, name, async () => {
+    await lockVolume(session, name, async () => {
       await drainJournalBacklog(session, manifest);
       const out = { ...target, fh: await openOutput(file, target.flags) };
       const started = Date.now();
@@ -399,16 +400,8 @@ async function withSession<T>(cmd: Command, fn: (session: Session) => Promise<T>
   }
 }
 
-/** Takes the volume's lock exactly as a gateway would, so that neither can change the volume under the other. */
-async function withVolumeLock<T>(session: Session, name: string, fn: () => Promise<T>): Promise<T> {
-  const journalId = await journalIdentity(session.config.journalRoot);
-  const journalDir = Volume.journalDirFor(session.config.journalRoot, name);
-  const lock = await VolumeLock.acquire({ name, journalDir, journalId, store: session.store, logger: session.logger });
-  try {
-    return await fn();
-  } finally {
-    await lock.release();
-  }
+function lockVolume<T>(session: Session, name: string, fn: () => Promise<T>): Promise<T> {
+  return withVolumeLock({ name, journalRoot: session.config.journalRoot, store: session.store, logger: session.logger }, fn);
 }
 
 /**
@@ -416,20 +409,7 @@ async function withVolumeLock<T>(session: Session, name: string, fn: () => Promi
  * replayed over an import by the next gateway, and an export would miss acknowledged writes.
  */
 async function drainJournalBacklog(session: Session, manifest: VolumeManifest): Promise<void> {
-  const c = session.config;
-  const volume = await Volume.open({
-    manifest,
-    store: session.store,
-    journalDir: Volume.journalDirFor(c.journalRoot, manifest.name),
-    cacheBytes: c.cacheSize,
-    journalLimitBytes: c.journalLimit,
-    segmentBytes: c.segmentSize,
-    uploadConcurrency: c.uploadConcurrency,
-    uploadDelayMs: c.uploadDelay,
-    retryInitialMs: 50,
-    retryMaxMs: c.retryMax,
-    logger: session.logger.child({ volume: manifest.name }),
-  });
+  const volume = await Volume.open(volumeOptions(session.config, manifest, session.store, session.logger));
   try {
     const records = volume.stats().pendingEntries;
     if (records === 0) return;

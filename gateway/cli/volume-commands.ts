@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { createLogger } from '../logger.js';
 import { leaseKey } from '../volume/layout.js';
 import { Volume } from '../volume/volume.js';
-import { LEASE_TTL_MS, VolumeLock, journalIdentity } from '../volume/volume-lock.js';
+import { LEASE_TTL_MS, withVolumeLock } from '../volume/volume-lock.js';
 import { STORE_SETTINGS } from './settings-help.js';
 import { addSettingOptions, configFrom } from './options.js';
 
@@ -99,19 +99,15 @@ export function registerVolumeCommands(program: Command): void {
         const catalog = new VolumeCatalog(store);
         await catalog.get(name);
         // The same lock a gateway takes: a served volume cannot be deleted under its clients.
-        const journalDir = Volume.journalDirFor(config.journalRoot, name);
-        const lock = await VolumeLock.acquire({ name, journalDir, journalId: await journalIdentity(config.journalRoot), store, logger });
         let deleted = 0;
-        try {
-          await catalog.delete(name, (n) => {
+        await withVolumeLock({ name, journalRoot: config.journalRoot, store, logger }, () =>
+          catalog.delete(name, (n) => {
             deleted = n;
             if (n % 100 === 0) process.stderr.write(`\rdeleted ${n} objects`);
-          });
-        } finally {
-          await lock.release();
-        }
+          }),
+        );
         // Old journal records must never be replayed into a new volume of the same name.
-        await rm(journalDir, { recursive: true, force: true });
+        await rm(Volume.journalDirFor(config.journalRoot, name), { recursive: true, force: true });
         process.stdout.write(`${deleted >= 100 ? '\n' : ''}deleted volume ${name} (${deleted} objects, the manifest and its journal)\n`);
       });
     },

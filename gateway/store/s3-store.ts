@@ -80,32 +80,25 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  async get(key: string): Promise<Buffer | undefined> {
-    try {
-      const out = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }),
-      );
-      if (out.Body === undefined) return Buffer.alloc(0);
-      const bytes = await out.Body.transformToByteArray();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    } catch (err) {
-      if (isNoSuchKey(err)) return undefined;
-      throw new StoreError('get', key, { cause: err });
-    }
+  get(key: string): Promise<Buffer | undefined> {
+    return this.fetch('get', key, undefined);
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
-    if (length === 0) return Buffer.alloc(0);
+  getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
+    if (length === 0) return Promise.resolve(Buffer.alloc(0));
+    return this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`);
+  }
+
+  /** One GetObject, the body as a Buffer over the SDK's bytes (no copy); undefined for NoSuchKey. */
+  private async fetch(operation: 'get' | 'get-range', key: string, range: string | undefined): Promise<Buffer | undefined> {
     try {
-      const out = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: `bytes=${offset}-${offset + length - 1}` }),
-      );
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }));
       if (out.Body === undefined) return Buffer.alloc(0);
       const bytes = await out.Body.transformToByteArray();
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } catch (err) {
       if (isNoSuchKey(err)) return undefined;
-      throw new StoreError('get-range', key, { cause: err });
+      throw new StoreError(operation, key, { cause: err });
     }
   }
 

@@ -69,10 +69,14 @@ export class Uploader {
 
   /** The store answers again: retry failed uploads now instead of at the end of their back-off. */
   retryNow(): void {
+    this.cancelTimer();
+    this.pump();
+  }
+
+  private cancelTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerDue = Infinity;
-    this.pump();
   }
 
   private schedule(inMs: number): void {
@@ -173,9 +177,7 @@ export class Uploader {
   /** Stops starting uploads and waits for those under way to finish. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Infinity;
+    this.cancelTimer();
     if (this.inFlight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 

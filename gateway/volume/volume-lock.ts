@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { VolumeLockedError, errorMessage } from '../../shared/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { leaseKey } from './layout.js';
+import { Volume } from './volume.js';
 
 /** A lease not renewed for this long belongs to a gateway that is gone. */
 export const LEASE_TTL_MS = 30_000;
@@ -168,4 +169,26 @@ async function takeLease(store: ObjectStore, name: string, mine: Lease, logger: 
   await store.put(leaseKey(name), Buffer.from(JSON.stringify(mine))).catch((err: unknown) => {
     logger.warn({ volume: name, err: errorMessage(err) }, 'could not write the volume lease');
   });
+}
+
+/**
+ * Runs `fn` holding the volume's lock, as a gateway would hold it, so that a command (import,
+ * export, delete) and a gateway can never change the volume under each other.
+ */
+export async function withVolumeLock<T>(
+  opts: { name: string; journalRoot: string; store: ObjectStore; logger: Logger },
+  fn: () => Promise<T>,
+): Promise<T> {
+  const lock = await VolumeLock.acquire({
+    name: opts.name,
+    journalDir: Volume.journalDirFor(opts.journalRoot, opts.name),
+    journalId: await journalIdentity(opts.journalRoot),
+    store: opts.store,
+    logger: opts.logger,
+  });
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
 }
