@@ -1,9 +1,11 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { Readable } from 'node:stream';
 
 import {
   DeleteObjectCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -89,13 +91,12 @@ export class S3ObjectStore implements ObjectStore {
     return this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`);
   }
 
-  /** One GetObject, the body as a Buffer over the SDK's bytes (no copy); undefined for NoSuchKey. */
+  /** One GetObject, its body as one Buffer; undefined for NoSuchKey. */
   private async fetch(operation: 'get' | 'get-range', key: string, range: string | undefined): Promise<Buffer | undefined> {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }));
       if (out.Body === undefined) return Buffer.alloc(0);
-      const bytes = await out.Body.transformToByteArray();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return await readBody(out.Body, out.ContentLength);
     } catch (err) {
       if (isNoSuchKey(err)) return undefined;
       throw new StoreError(operation, key, { cause: err });
@@ -195,4 +196,25 @@ function normalisePrefix(prefix: string): string {
  */
 function isNoSuchKey(err: unknown): boolean {
   return err instanceof Error && err.name === 'NoSuchKey';
+}
+
+/**
+ * Reads a response body into one Buffer of the announced length as it streams in. The SDK's own
+ * collector keeps every chunk and then concatenates them, which holds each extent twice at its peak
+ * and leaves twice the garbage; a gateway that reads extents all day would carry that in its RSS.
+ */
+async function readBody(body: NonNullable<GetObjectCommandOutput['Body']>, contentLength: number | undefined): Promise<Buffer> {
+  if (!(body instanceof Readable) || contentLength === undefined) {
+    const bytes = await body.transformToByteArray();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  const buf = Buffer.allocUnsafe(contentLength);
+  let at = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (at + chunk.length > contentLength) throw new Error(`response body is longer than its Content-Length ${contentLength}`);
+    chunk.copy(buf, at);
+    at += chunk.length;
+  }
+  if (at !== contentLength) throw new Error(`response body ended after ${at} of ${contentLength} bytes`);
+  return buf;
 }
