@@ -29,7 +29,11 @@ export interface NbdExport {
   readonly minimumBlockSize: number;
   readonly preferredBlockSize: number;
 
-  /** Reads `length` bytes at `offset`. The returned buffer belongs to the caller. */
+  /**
+   * Reads `length` bytes at `offset`. The caller must not modify the returned buffer and should use
+   * it at once: it may be a view of the export's cache, which later writes change in place (a reply
+   * is sent from it without a copy).
+   */
   read(offset: number, length: number, ctx: RequestContext): Promise<Buffer>;
   /**
    * Writes `data` at `offset`; on return the data is durable. The export may keep a reference to

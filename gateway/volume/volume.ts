@@ -23,6 +23,14 @@ const MAX_CONCURRENT_LOADS = 16;
 /** Extents whose cold misses are remembered (to spot sequential or repeated reads). */
 const RECENT_MISSES = 4096;
 
+/**
+ * Read-ahead: once this many bytes were read back to back, the extents after the read are loaded
+ * before they are asked for, up to READAHEAD_EXTENTS at once. One 4 MiB GET at a time cannot keep
+ * the store busy; several can, which is what makes a cold sequential read run near the store's speed.
+ */
+const READAHEAD_AFTER_BYTES = 1024 * 1024;
+const READAHEAD_EXTENTS = 8;
+
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
 
@@ -91,6 +99,9 @@ export class Volume implements NbdExport {
   private readonly materializing = new Map<number, Promise<MaterializedExtent>>();
   private readonly loads = new Semaphore(MAX_CONCURRENT_LOADS);
   private readonly coldMisses = new Map<number, { count: number; nextOffset: number }>();
+  /** Where a read continuing the current sequential stream would start, and how far it has run. */
+  private sequentialNext = -1;
+  private sequentialRun = 0;
   private readonly uploader: Uploader;
   private clients = 0;
   private closed = false;
@@ -188,6 +199,9 @@ export class Volume implements NbdExport {
 
   async read(offset: number, length: number, ctx?: RequestContext): Promise<Buffer> {
     this.checkRange(offset, length);
+    this.noteSequential(offset, length);
+    const view = this.cachedView(offset, length);
+    if (view !== undefined) return view;
     const out = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
@@ -205,6 +219,17 @@ export class Volume implements NbdExport {
       done += n;
     }
     return out;
+  }
+
+  /** A read inside one cached extent is answered from the cache's own bytes, without a copy. */
+  private cachedView(offset: number, length: number): Buffer | undefined {
+    const index = Math.floor(offset / this.extentSize);
+    const inExtent = offset - index * this.extentSize;
+    if (length === 0 || inExtent + length > this.extentLength(index)) return undefined;
+    // peek first: a miss is counted once, by the read itself.
+    if (this.cache.peek(index) === undefined) return undefined;
+    const cached = this.cache.get(index)!;
+    return cached.data === null ? Buffer.alloc(length) : cached.data.subarray(inExtent, inExtent + length);
   }
 
   async write(offset: number, data: Buffer, _fua: boolean, ctx?: RequestContext): Promise<void> {
@@ -348,7 +373,11 @@ export class Volume implements NbdExport {
   private async loadUnbounded(index: number, keep: boolean): Promise<MaterializedExtent> {
     for (;;) {
       const generation = this.pending.generation(index);
-      const extent: MaterializedExtent = { data: await this.fetch(index), seq: 0 };
+      // When pending writes cover the whole extent the stored object is overwritten entirely: a
+      // sequentially written extent is uploaded without first downloading the one it replaces.
+      const start = index * this.extentSize;
+      const overwritten = covers(this.pending.entries(index), start, start + this.extentLength(index));
+      const extent: MaterializedExtent = { data: overwritten ? null : await this.fetch(index), seq: 0 };
       while (this.pending.generation(index) === generation) {
         const newer = this.firstNewer(index, extent.seq);
         if (newer === undefined) {
@@ -386,7 +415,8 @@ export class Volume implements NbdExport {
    */
   private async readCold(index: number, pos: number, n: number, out: Buffer, outOffset: number, ctx: RequestContext | undefined): Promise<void> {
     const inExtent = pos - index * this.extentSize;
-    if (n * 2 >= this.extentLength(index) || this.cache.maxBytes === 0) {
+    // A load already under way (read-ahead, another reader) brings these bytes sooner than a new GET.
+    if (n * 2 >= this.extentLength(index) || this.cache.maxBytes === 0 || this.materializing.has(index)) {
       copyExtent(await this.hang.run(() => this.materialize(index), n, ctx?.signal), out, outOffset, inExtent, n);
       return;
     }
@@ -424,6 +454,26 @@ export class Volume implements NbdExport {
     this.coldMisses.delete(index);
     if (this.materializing.has(index) || this.loads.free === 0) return;
     this.materialize(index).catch((err: unknown) => this.opts.logger.debug({ err, extent: index }, 'background extent load failed'));
+  }
+
+  /**
+   * Tracks sequential reading (requests arrive here in the order the client sent them) and loads the
+   * extents ahead of a stream into the cache. The window is kept to a quarter of the cache so that
+   * read-ahead cannot evict what random readers use, and nothing is read ahead while the store is
+   * failing: held reads come first, and read-ahead would only add requests the store cannot answer.
+   */
+  private noteSequential(offset: number, length: number): void {
+    this.sequentialRun = offset === this.sequentialNext ? this.sequentialRun + length : 0;
+    this.sequentialNext = offset + length;
+    if (this.sequentialRun < READAHEAD_AFTER_BYTES || this.hang.state !== 'normal') return;
+    const window = Math.min(READAHEAD_EXTENTS, Math.floor(this.cache.maxBytes / this.extentSize / 4));
+    const first = Math.floor(this.sequentialNext / this.extentSize);
+    const last = Math.min(first + window, Math.ceil(this.size / this.extentSize)) - 1;
+    for (let index = first; index <= last; index++) {
+      if (this.loads.free === 0) return;
+      if (this.materializing.has(index) || this.cache.peek(index) !== undefined) continue;
+      this.materialize(index).catch((err: unknown) => this.opts.logger.debug({ err, extent: index }, 'read-ahead failed'));
+    }
   }
 
   /**
