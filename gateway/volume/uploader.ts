@@ -3,6 +3,13 @@ import { backoffMs } from '../hang/backoff.js';
 import type { Journal } from '../journal/journal.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { PendingChanges } from './pending-changes.js';
+import { Semaphore } from './semaphore.js';
+
+/**
+ * Extents prepared (read back from the journal and the store) beyond the PUTs in flight, so that a
+ * slot freed by a finished PUT is refilled at once instead of after the next extent's local reads.
+ */
+const PREPARE_AHEAD = 2;
 
 export interface UploaderOptions {
   readonly volume: string;
@@ -49,8 +56,12 @@ export class Uploader {
   private drainWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   readonly stats: UploaderStats = { puts: 0, deletes: 0, bytesUploaded: 0, failures: 0 };
+  /** `concurrency` bounds the requests in flight to the store, not the extents being prepared. */
+  private readonly requests: Semaphore;
 
-  constructor(private readonly opts: UploaderOptions) {}
+  constructor(private readonly opts: UploaderOptions) {
+    this.requests = new Semaphore(opts.concurrency);
+  }
 
   /** New changes arrived: upload them once they have waited the coalescing delay. */
   notify(): void {
@@ -96,7 +107,7 @@ export class Uploader {
     const now = performance.now();
     const pressure = this.urgent || this.opts.journal.usedBytes > this.opts.journal.limitBytes / 2;
     for (const extent of this.opts.pending.dirtyExtents()) {
-      if (this.inFlight.size >= this.opts.concurrency) return;
+      if (this.inFlight.size >= this.opts.concurrency + PREPARE_AHEAD) return;
       if (this.inFlight.has(extent)) continue;
       // Its oldest record is not durable: an upload could release nothing, and repeating it would
       // only hammer the store until the failing journal writes it (the volume notifies us when it does).
@@ -120,13 +131,19 @@ export class Uploader {
       const snap = await this.opts.snapshot(extent);
       const ready = this.opts.journal.waitDurableOrFailing(snap.seq);
       if (ready) await ready;
-      if (snap.data === null) {
-        await this.opts.store.delete(key);
-        this.stats.deletes++;
-      } else {
-        await this.opts.store.put(key, snap.data);
-        this.stats.puts++;
-        this.stats.bytesUploaded += snap.data.length;
+      const permit = this.requests.acquire();
+      if (permit) await permit;
+      try {
+        if (snap.data === null) {
+          await this.opts.store.delete(key);
+          this.stats.deletes++;
+        } else {
+          await this.opts.store.put(key, snap.data);
+          this.stats.puts++;
+          this.stats.bytesUploaded += snap.data.length;
+        }
+      } finally {
+        this.requests.release();
       }
       // While the journal is failing the snapshot may hold records that are not durable yet. Uploading
       // them early is harmless (their writes are unanswered); they stay pending until durable.

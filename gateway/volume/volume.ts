@@ -377,7 +377,7 @@ export class Volume implements NbdExport {
       // sequentially written extent is uploaded without first downloading the one it replaces.
       const start = index * this.extentSize;
       const overwritten = covers(this.pending.entries(index), start, start + this.extentLength(index));
-      const extent: MaterializedExtent = { data: overwritten ? null : await this.fetch(index), seq: 0 };
+      const extent: MaterializedExtent = { data: overwritten ? Buffer.allocUnsafe(this.extentLength(index)) : await this.fetch(index), seq: 0 };
       while (this.pending.generation(index) === generation) {
         const newer = this.firstNewer(index, extent.seq);
         if (newer === undefined) {
