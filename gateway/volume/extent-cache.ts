@@ -43,9 +43,16 @@ export class ExtentCache {
     return this.lru?.peek(index);
   }
 
-  /** Inserts or re-inserts (after its size changed); too large an extent is simply not kept. */
+  /**
+   * Inserts, or re-inserts an entry whose size changed (a zero extent that got its first write).
+   * lru-cache recomputes the size only for a new value object, so the same object is taken out and
+   * put back; otherwise a written zero extent would count 64 bytes while holding a whole extent, and
+   * the cache would outgrow its bound. Too large an extent is simply not kept.
+   */
   set(index: number, extent: MaterializedExtent): void {
-    this.lru?.set(index, extent);
+    if (this.lru === undefined) return;
+    if (this.lru.peek(index) === extent) this.lru.delete(index);
+    this.lru.set(index, extent);
   }
 
   delete(index: number): void {
