@@ -8,6 +8,10 @@ export interface MaterializedExtent {
   seq: number;
 }
 
+export interface CacheReservation {
+  release(): void;
+}
+
 /** What a zero extent costs in the cache, so that a sparse volume cannot grow the map without bound. */
 const ZERO_EXTENT_COST = 64;
 
@@ -18,6 +22,8 @@ const ZERO_EXTENT_COST = 64;
  */
 export class ExtentCache {
   private readonly lru: LRUCache<number, MaterializedExtent> | undefined;
+  /** Extents in memory outside the cache (being loaded, being uploaded), counted against the bound. */
+  private reservedBytes = 0;
   hits = 0;
   misses = 0;
 
@@ -53,14 +59,44 @@ export class ExtentCache {
     if (this.lru === undefined) return;
     if (this.lru.peek(index) === extent) this.lru.delete(index);
     this.lru.set(index, extent);
+    this.trim();
+  }
+
+  /**
+   * Counts an extent held outside the cache (a load, an upload's copy) against the cache's bound
+   * until released, evicting cached extents to make room: `--cache-size` then bounds all the extent
+   * memory of a volume, not only what is cached. Releasing twice is harmless.
+   */
+  reserve(bytes: number): CacheReservation {
+    this.reservedBytes += bytes;
+    this.trim();
+    let held = true;
+    return {
+      release: () => {
+        if (!held) return;
+        held = false;
+        this.reservedBytes -= bytes;
+      },
+    };
+  }
+
+  private trim(): void {
+    const lru = this.lru;
+    if (lru === undefined) return;
+    while (lru.size > 0 && lru.calculatedSize + this.reservedBytes > this.maxBytes) lru.pop();
   }
 
   delete(index: number): void {
     this.lru?.delete(index);
   }
 
+  /** Bytes of cached extents (reservations not included). */
   get bytes(): number {
     return this.lru?.calculatedSize ?? 0;
+  }
+
+  get reserved(): number {
+    return this.reservedBytes;
   }
 
   get size(): number {

@@ -16,8 +16,7 @@ export interface UploaderOptions {
   readonly store: ObjectStore;
   readonly journal: Journal;
   readonly pending: PendingChanges;
-  /** The extent's current bytes (a private copy, null for zeros) and the journal sequence it includes. */
-  readonly snapshot: (extent: number) => Promise<{ data: Buffer | null; seq: number }>;
+  readonly snapshot: (extent: number) => Promise<ExtentSnapshot>;
   readonly keyFor: (extent: number) => string;
   readonly concurrency: number;
   /**
@@ -31,6 +30,14 @@ export interface UploaderOptions {
   /** Told of each failed upload and of the first success after failures (storage-unavailable). */
   readonly onStoreError?: (err: unknown) => void;
   readonly onStoreRecovered?: () => void;
+}
+
+/** An extent's bytes as of journal sequence `seq`, private to the upload (null for zeros). */
+export interface ExtentSnapshot {
+  readonly data: Buffer | null;
+  readonly seq: number;
+  /** Gives the snapshot's memory back once the upload is over (or failed). */
+  readonly release: () => void;
 }
 
 export interface UploaderStats {
@@ -127,8 +134,9 @@ export class Uploader {
 
   private async upload(extent: number): Promise<void> {
     const key = this.opts.keyFor(extent);
+    let snap: ExtentSnapshot | undefined;
     try {
-      const snap = await this.opts.snapshot(extent);
+      snap = await this.opts.snapshot(extent);
       const ready = this.opts.journal.waitDurableOrFailing(snap.seq);
       if (ready) await ready;
       const permit = this.requests.acquire();
@@ -160,6 +168,7 @@ export class Uploader {
       this.opts.logger.warn({ err, volume: this.opts.volume, extent }, 'extent upload failed; will retry');
       this.opts.onStoreError?.(err);
     } finally {
+      snap?.release();
       this.inFlight.delete(extent);
     }
     if (this.failures > 0) this.notify();

@@ -11,11 +11,11 @@ import type { ObjectStore } from '../store/object-store.js';
 import { DEFAULT_HANG_POLICY, type HangPolicy } from '../../shared/hang-policy.js';
 import { LogEventSink, type EventSink } from '../events/event-sink.js';
 import { HangMonitor } from '../hang/hang-monitor.js';
-import { ExtentCache, type MaterializedExtent } from './extent-cache.js';
+import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import { extentKey } from './layout.js';
 import { PendingChanges } from './pending-changes.js';
 import { Semaphore } from './semaphore.js';
-import { Uploader } from './uploader.js';
+import { type ExtentSnapshot, Uploader } from './uploader.js';
 
 /** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
 const MAX_CONCURRENT_LOADS = 16;
@@ -363,14 +363,17 @@ export class Volume implements NbdExport {
   private async load(index: number, keep: boolean): Promise<MaterializedExtent> {
     const permit = this.loads.acquire();
     if (permit) await permit;
+    // An upload's load is already counted by its snapshot; a read's counts until it is cached.
+    const reservation = keep ? this.cache.reserve(this.extentLength(index)) : undefined;
     try {
-      return await this.loadUnbounded(index, keep);
+      return await this.loadUnbounded(index, keep, reservation);
     } finally {
+      reservation?.release();
       this.loads.release();
     }
   }
 
-  private async loadUnbounded(index: number, keep: boolean): Promise<MaterializedExtent> {
+  private async loadUnbounded(index: number, keep: boolean, reservation: CacheReservation | undefined): Promise<MaterializedExtent> {
     for (;;) {
       const generation = this.pending.generation(index);
       // When pending writes cover the whole extent the stored object is overwritten entirely: a
@@ -382,7 +385,10 @@ export class Volume implements NbdExport {
         const newer = this.firstNewer(index, extent.seq);
         if (newer === undefined) {
           // Checked and cached with no await in between, so no write can slip in unseen.
-          if (keep) this.cache.set(index, extent);
+          if (keep) {
+            reservation?.release();
+            this.cache.set(index, extent);
+          }
           return extent;
         }
         try {
@@ -449,7 +455,7 @@ export class Volume implements NbdExport {
     const sequential = miss.nextOffset === pos;
     miss.count++;
     miss.nextOffset = pos + n;
-    const roomy = this.cache.bytes + this.extentLength(index) <= this.cache.maxBytes;
+    const roomy = this.cache.bytes + this.cache.reserved + this.extentLength(index) <= this.cache.maxBytes;
     if (!sequential && !(miss.count >= 3 && roomy)) return;
     this.coldMisses.delete(index);
     if (this.materializing.has(index) || this.loads.free === 0) return;
@@ -517,14 +523,26 @@ export class Volume implements NbdExport {
     return body;
   }
 
-  /** A private copy of the extent for upload; all-zero extents come back as null so they are deleted. */
-  private async snapshot(index: number): Promise<{ data: Buffer | null; seq: number }> {
-    const extent = this.cache.peek(index) ?? (await this.materialize(index, false));
-    if (extent.data === null || isAllZero(extent.data)) return { data: null, seq: extent.seq };
-    // A cached extent changes under later writes, so it is copied; one loaded just for this upload
-    // belongs to nobody else and is uploaded as it is (one extent less in memory per upload).
-    const shared = this.cache.peek(index) === extent;
-    return { data: shared ? Buffer.from(extent.data) : extent.data, seq: extent.seq };
+  /**
+   * A private copy of the extent for upload; all-zero extents come back as null so they are deleted.
+   * Its memory is reserved in the cache until the upload releases it.
+   */
+  private async snapshot(index: number): Promise<ExtentSnapshot> {
+    const reservation = this.cache.reserve(this.extentLength(index));
+    try {
+      const extent = this.cache.peek(index) ?? (await this.materialize(index, false));
+      if (extent.data === null || isAllZero(extent.data)) {
+        reservation.release();
+        return { data: null, seq: extent.seq, release: () => undefined };
+      }
+      // A cached extent changes under later writes, so it is copied; one loaded just for this upload
+      // belongs to nobody else and is uploaded as it is (one extent less in memory per upload).
+      const shared = this.cache.peek(index) === extent;
+      return { data: shared ? Buffer.from(extent.data) : extent.data, seq: extent.seq, release: reservation.release };
+    } catch (err) {
+      reservation.release();
+      throw err;
+    }
   }
 
   private checkWritable(): void {

@@ -29,3 +29,18 @@ test('an entry re-inserted after it shrank to zeros frees its bytes', () => {
   assert.ok(cache.bytes < 1024, `a zero extent counts ${cache.bytes} bytes`);
   assert.equal(cache.peek(5), e);
 });
+
+test('reserved bytes count against the bound until released', () => {
+  const cache = new ExtentCache(3 * EXTENT);
+  for (let i = 0; i < 3; i++) cache.set(i, { data: Buffer.alloc(EXTENT), seq: 0 });
+  const loading = cache.reserve(EXTENT);
+  assert.equal(cache.size, 2, 'the least recently used extent made room for the reservation');
+  assert.equal(cache.peek(0), undefined);
+  cache.set(3, { data: Buffer.alloc(EXTENT), seq: 0 });
+  assert.equal(cache.bytes + cache.reserved, 3 * EXTENT, 'a new entry evicts another while the reservation holds');
+  loading.release();
+  loading.release();
+  assert.equal(cache.reserved, 0, 'releasing twice gives back the bytes once');
+  cache.set(4, { data: Buffer.alloc(EXTENT), seq: 0 });
+  assert.equal(cache.size, 3, 'released bytes are usable again');
+});
