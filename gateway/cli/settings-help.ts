@@ -13,7 +13,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   s3Endpoint: { arg: 'url', help: 'S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:9000' },
   s3Region: { arg: 'region', help: 'S3 region (default from the AWS environment, us-east-1 with --s3-endpoint)' },
   journalDir: { arg: 'dir', help: 'write journal directory, EFS in production (default DATA_DIR/journal)' },
-  cacheSize: { arg: 'size', help: 'extent cache per volume (default 256MiB)' },
+  cacheSize: { arg: 'size', help: 'extent memory per volume: cache plus extents being loaded or uploaded (default 256MiB)' },
   journalLimit: { arg: 'size', help: 'journal bytes per volume before writes wait for uploads (default 1GiB)' },
   segmentSize: { arg: 'size', help: 'journal segment file size (default 64MiB)' },
   uploadConcurrency: { arg: 'n', help: 'extent uploads in flight per volume (default 8)' },
