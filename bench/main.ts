@@ -8,17 +8,19 @@ import { type S3Server, startS3Server } from '../tests/helpers/s3-server.js';
 import { prefill, runWorkload, warmRegion, warmUp, type FioRunOptions } from './fio.js';
 import { type BenchOptions, parseOptions, type SystemName, USAGE, type Workload } from './options.js';
 import { plotRecovery } from './plot.js';
+import { GatewayExitedError, runOutageWrites, type OutageWritesResult } from './outage-writes.js';
 import { ProcessMeter, run } from './proc.js';
 import { runRecovery } from './recovery.js';
-import { type BenchReport, evaluateTargets, markdown, median, type RunRecord, type SystemStatus, summarize, uploadRates, type UploadRecord } from './report.js';
+import { type BenchReport, evaluateTargets, markdown, median, type OutageWritesTarget, type RunRecord, type SystemStatus, summarize, uploadRates, type UploadRecord } from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
 import { type BenchSystem, DESCRIPTIONS, startSystem } from './systems.js';
 import { ensureTools } from './tools.js';
 
 /**
  * `npm run bench`: starts the S3 server and every system, fills them, then runs each workload on
- * each system in turn, round after round, and writes the medians as Markdown, JSON and a PNG of the
- * recovery workload. It reports; it asserts nothing about speed.
+ * each system in turn, round after round, then once the outage-writes workload (too long for every
+ * round), and writes the medians as Markdown, JSON and a PNG of the recovery workload. It reports;
+ * it asserts nothing about speed.
  */
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -70,6 +72,9 @@ class Bench {
   private readonly uploads: UploadRecord[] = [];
   private readonly s3Runs: (S3Ceiling & { round: number })[] = [];
   private readonly failures: string[] = [];
+  private outageWrites: OutageWritesResult | null = null;
+  /** Set once outage-writes was tried on holdfast-s3, whatever came of it: its RSS target counts. */
+  private outageWritesTarget: OutageWritesTarget | undefined;
   private readonly fioOptions: FioRunOptions;
 
   constructor(
@@ -113,6 +118,8 @@ class Bench {
   }
 
   async rounds(): Promise<void> {
+    // Only once-workloads asked for: no round, and no S3 server measurement for rows that will not be there.
+    if (this.opts.workloads.length === 0) return;
     for (let round = 1; round <= this.opts.rounds; round++) {
       const ceiling = await measureS3(this.s3, this.opts.s3Parallelism, this.opts.runtime);
       this.s3Runs.push({ round, ...ceiling });
@@ -135,6 +142,46 @@ class Bench {
     }
   }
 
+  /** The workloads too long for every round, each once after them. */
+  async once(): Promise<void> {
+    if (!this.opts.onceWorkloads.includes('outage-writes')) return;
+    const system = this.systems.find((s) => s.name === 'holdfast-s3');
+    if (system === undefined) return;
+    try {
+      const target = system.target();
+      const adminUrl = system.adminUrl?.();
+      if (target.engine !== 'nbd' || adminUrl === undefined) throw new Error('outage-writes needs an NBD server with an admin API');
+      log(`bench: outage-writes on holdfast-s3: the S3 server goes down for ${this.opts.longOutage} s under writes`);
+      const r = await runOutageWrites({
+        uri: target.uri,
+        adminUrl,
+        pid: system.pid(),
+        s3: this.s3,
+        size: this.opts.size,
+        before: this.leadIn(),
+        outage: this.opts.longOutage,
+        after: Math.min(this.opts.runtime, 5),
+        settle: () => system.settle(),
+      });
+      this.outageWrites = r;
+      this.outageWritesTarget = { seconds: this.opts.longOutage, peakRssMiB: r.peakRssMiB, gatewayExited: false };
+      log(
+        `bench: outage-writes on holdfast-s3: peak RSS ${Math.round(r.peakRssMiB)} MiB (${Math.round(r.rssAtOutageEndMiB)} MiB at the end of the outage), ${(r.outageBytes / MiB).toFixed(1)} MiB acknowledged during it, ${r.errors} client errors, drained ${r.drainSeconds.toFixed(1)} s after the return`,
+      );
+    } catch (err) {
+      const exited = err instanceof GatewayExitedError;
+      this.outageWritesTarget = { seconds: this.opts.longOutage, peakRssMiB: exited ? err.highestRssMiB : null, gatewayExited: exited };
+      const why = `outage-writes on holdfast-s3 failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.failures.push(why);
+      log(`bench: ${why}`);
+    }
+  }
+
+  /** Seconds of I/O before an outage starts. */
+  private leadIn(): number {
+    return Math.min(this.opts.runtime / 2, 2);
+  }
+
   private async measure(round: number, system: BenchSystem, workload: Workload): Promise<RunRecord> {
     const cold = COLD.has(workload) && system.storeBacked;
     if (cold) await system.dropCache();
@@ -146,7 +193,7 @@ class Bench {
       const target = system.target();
       const adminUrl = system.adminUrl?.();
       if (target.engine !== 'nbd' || adminUrl === undefined) throw new Error('recovery needs an NBD server with an admin API');
-      recovery = await runRecovery({ port: Number(new URL(target.uri).port), adminUrl, s3: this.s3, size: this.opts.size, before: Math.min(this.opts.runtime / 2, 2), outage: this.opts.outage });
+      recovery = await runRecovery({ port: Number(new URL(target.uri).port), adminUrl, s3: this.s3, size: this.opts.size, before: this.leadIn(), outage: this.opts.outage });
       const mibPerSecond = recovery.bytes / MiB / recovery.seconds;
       result = { bytes: recovery.bytes, seconds: recovery.seconds, iops: (mibPerSecond * MiB) / 4096, mibPerSecond, latP50Ms: 0, latP99Ms: 0 };
     } else {
@@ -193,7 +240,8 @@ class Bench {
       uploads: this.uploads,
       uploadMiBps,
       rows,
-      targets: evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize),
+      targets: evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize, this.outageWritesTarget),
+      outageWrites: this.outageWrites,
       failures: this.failures,
     };
     const files = {
@@ -239,6 +287,7 @@ async function main(): Promise<number> {
   try {
     await bench.start(toolMissing);
     await bench.rounds();
+    await bench.once();
   } finally {
     await cleanup();
   }

@@ -2,6 +2,10 @@ import { parseArgs } from 'node:util';
 
 export const WORKLOADS = ['randread-warm', 'randread-cold', 'seqread', 'recovery', 'randwrite', 'seqwrite', 'flush-heavy'] as const;
 export type Workload = (typeof WORKLOADS)[number];
+/** Too long to repeat every round: run once, after the rounds. */
+export const ONCE_WORKLOADS = ['outage-writes'] as const;
+export type OnceWorkload = (typeof ONCE_WORKLOADS)[number];
+const ALL_WORKLOADS: readonly (Workload | OnceWorkload)[] = [...WORKLOADS, ...ONCE_WORKLOADS];
 
 export const SYSTEMS = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit', 's3backer'] as const;
 export type SystemName = (typeof SYSTEMS)[number];
@@ -15,6 +19,8 @@ export interface BenchOptions {
   readonly size: number;
   /** Seconds the S3 server stays down in the recovery workload. */
   readonly outage: number;
+  /** Seconds the S3 server stays down in the outage-writes workload. */
+  readonly longOutage: number;
   /** Holdfast's `--cache-size` and s3backer's block cache, in bytes. */
   readonly cacheSize: number;
   /** Holdfast's `--upload-delay`; undefined keeps the gateway's default. */
@@ -22,7 +28,10 @@ export interface BenchOptions {
   /** Concurrent requests of the S3 server's own GET/PUT measurement. */
   readonly s3Parallelism: number;
   readonly systems: readonly SystemName[];
+  /** The workloads of every round. */
   readonly workloads: readonly Workload[];
+  /** The workloads run once, after the rounds. */
+  readonly onceWorkloads: readonly OnceWorkload[];
   /** Where the JSON, Markdown and PNG files go. */
   readonly out: string;
   /** Their base name; undefined: bench-<start time>. */
@@ -31,16 +40,19 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [options]
 
-  --quick              one round of 1 s runs on 32 MiB, a 2 s outage, a 1 s upload delay (under a minute)
+  --quick              one round of 1 s runs on 32 MiB, a 2 s outage, a 3 s long outage, a 1 s upload delay (about a minute)
   --rounds N           rounds of every workload on every system, medians reported (default 3)
   --runtime SECONDS    length of each measured fio run (default 20)
   --size SIZE          volume / file size, e.g. 64M, 1G (default 1G)
   --outage SECONDS     how long the S3 server is down in the recovery workload (default 10)
+  --long-outage SECONDS
+                       how long the S3 server is down in outage-writes, run once after the rounds on
+                       holdfast-s3: 4 KiB random writes, peak RSS during and after it (default 300)
   --cache-size SIZE    Holdfast --cache-size and s3backer's block cache (default 256M)
   --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 1s with --quick)
   --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
   --systems A,B        only these systems: ${SYSTEMS.join(', ')}
-  --workloads A,B      only these workloads: ${WORKLOADS.join(', ')}
+  --workloads A,B      only these workloads: ${ALL_WORKLOADS.join(', ')}
   --out DIR            where results go (default bench/results)
   --name NAME          base name of the result files (default bench-<start time>; full-run is kept in git)
   --help`;
@@ -77,6 +89,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
       runtime: { type: 'string' },
       size: { type: 'string' },
       outage: { type: 'string' },
+      'long-outage': { type: 'string' },
       'cache-size': { type: 'string' },
       'upload-delay': { type: 'string' },
       's3-parallelism': { type: 'string' },
@@ -92,13 +105,14 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
   if (values.name !== undefined && !/^[\w.-]+$/.test(values.name)) throw new Error(`--name: "${values.name}" is not a plain file name`);
   const size = parseSize(values.size ?? (quick ? '32M' : '1G'));
   if (size % 2 ** 20 !== 0) throw new Error('--size: must be a whole number of MiB (the 1 MiB sequential workloads and s3backer need it)');
-  const workloads = values.workloads === undefined ? [...WORKLOADS] : list('workloads', values.workloads, WORKLOADS);
+  const workloads = values.workloads === undefined ? [...ALL_WORKLOADS] : list('workloads', values.workloads, ALL_WORKLOADS);
   return {
     quick,
     rounds: Math.round(positive('rounds', values.rounds ?? (quick ? '1' : '3'))),
     runtime: positive('runtime', values.runtime ?? (quick ? '1' : '20')),
     size,
     outage: positive('outage', values.outage ?? (quick ? '2' : '10')),
+    longOutage: positive('long-outage', values['long-outage'] ?? (quick ? '3' : '300')),
     cacheSize: parseSize(values['cache-size'] ?? '256M'),
     uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
@@ -106,6 +120,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     // Run in the fixed order whatever order they were named in: the write workloads come last in
     // a round, so every read of the round sees the data the prefill left in the store.
     workloads: WORKLOADS.filter((w) => workloads.includes(w)),
+    onceWorkloads: ONCE_WORKLOADS.filter((w) => workloads.includes(w)),
     out: values.out ?? defaultOut,
     name: values.name,
   };

@@ -58,6 +58,21 @@ export interface RecoveryOptions {
   readonly outage: number;
 }
 
+/**
+ * Kills the S3 server, keeps it down for `seconds` and starts it again; `atEnd` runs at the end of
+ * the outage, the server still down. Whatever fails, the server is started again: the other systems
+ * and the next round need it.
+ */
+export async function s3Outage(s3: S3Server, seconds: number, atEnd?: () => void): Promise<void> {
+  try {
+    await s3.kill();
+    await sleep(seconds * 1000);
+    atEnd?.();
+  } finally {
+    await s3.restart();
+  }
+}
+
 export async function runRecovery(o: RecoveryOptions): Promise<RecoveryResult> {
   const client = await NbdClient.connect({ host: '127.0.0.1', port: o.port, exportName: VOLUME });
   const t0 = performance.now();
@@ -106,24 +121,17 @@ export async function runRecovery(o: RecoveryOptions): Promise<RecoveryResult> {
   const workers = Array.from({ length: IODEPTH }, () => worker());
   let downAt = 0;
   let upAt = 0;
-  let killed = false;
   try {
     await sleep(o.before * 1000);
     downAt = now();
     half = 1;
-    killed = true;
-    await o.s3.kill();
-    await sleep(o.outage * 1000);
-    await o.s3.restart();
-    killed = false;
+    await s3Outage(o.s3, o.outage);
     upAt = now();
     held = new Set([...inFlight].filter(([, issuedAt]) => upAt - issuedAt >= HELD_AFTER_MS).map(([id]) => id));
     const deadline = upAt + 60_000;
     while (completedAt.size < held.size && now() < deadline) await sleep(20);
     await sleep(TAIL_MS);
   } finally {
-    // Whatever failed, the other systems and the next round need the server back.
-    if (killed) await o.s3.restart();
     stopping = true;
     await Promise.all(workers);
     sampling = false;

@@ -1,5 +1,6 @@
 import type { BenchOptions, SystemName, Workload } from './options.js';
 import { SYSTEMS, WORKLOADS } from './options.js';
+import type { OutageWritesResult } from './outage-writes.js';
 import type { S3Ceiling } from './s3-ceiling.js';
 import type { RecoveryResult } from './recovery.js';
 import type { UploadDrain } from './systems.js';
@@ -79,6 +80,8 @@ export interface BenchReport {
   readonly uploadMiBps: Partial<Record<SystemName, number>>;
   readonly rows: readonly Row[];
   readonly targets: readonly TargetResult[];
+  /** The outage-writes workload on holdfast-s3 (run once, after the rounds); null where it did not run or failed. */
+  readonly outageWrites: OutageWritesResult | null;
   /** Runs that failed, each with why; their rows are medians of the rounds that did run. */
   readonly failures: readonly string[];
   readonly files: { readonly json: string; readonly markdown: string; readonly plot: string | null };
@@ -140,7 +143,16 @@ export function uploadRates(uploads: readonly UploadRecord[]): Partial<Record<Sy
 const HOLDFAST: readonly SystemName[] = ['holdfast-local', 'holdfast-s3'];
 const MiB = 2 ** 20;
 
-export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uploadMiBps: Partial<Record<SystemName, number>>, cacheSize: number): TargetResult[] {
+/** The outage-writes run the targets count (undefined where it was not asked for). */
+export interface OutageWritesTarget {
+  readonly seconds: number;
+  /** null where the run failed before measuring it. */
+  readonly peakRssMiB: number | null;
+  /** The gateway died during the run: the target is missed whatever its RSS was seen at. */
+  readonly gatewayExited: boolean;
+}
+
+export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uploadMiBps: Partial<Record<SystemName, number>>, cacheSize: number, outageWrites?: OutageWritesTarget): TargetResult[] {
   const value = (system: SystemName, workload: Workload): number | undefined => rows.find((r) => r.system === system && r.workload === workload)?.mibPerSecond;
   const ratio = (target: string, num: number | undefined, den: number | undefined, min: number): TargetResult => {
     const measured = num === undefined || den === undefined || den === 0 ? null : num / den;
@@ -167,12 +179,22 @@ export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uplo
       out.push({ target: 'recovery: last held request done (median, s)', measured: med === null ? null : med / 1000, needed: '≤ 0.5 s', met: med !== null && med <= 500 });
     }
   }
+  const limit = cacheSize / MiB + 150;
   for (const hf of HOLDFAST) {
     const mine = rows.filter((r) => r.system === hf);
     if (mine.length === 0) continue;
     const peak = Math.max(...mine.map((r) => r.peakRssMiB));
-    const limit = cacheSize / MiB + 150;
     out.push({ target: `${hf} peak RSS, every workload (MiB)`, measured: peak, needed: `≤ ${limit} MiB`, met: peak <= limit });
+  }
+  // The same limit holds after a long outage under writes (issue 6: "also after a 5-minute outage").
+  if (outageWrites !== undefined) {
+    const { seconds, peakRssMiB: peak, gatewayExited } = outageWrites;
+    out.push({
+      target: `holdfast-s3 peak RSS during/after a ${seconds}-s outage under writes (MiB)${gatewayExited ? ', gateway exited' : ''}`,
+      measured: peak,
+      needed: `≤ ${limit} MiB`,
+      met: gatewayExited ? false : peak === null ? null : peak <= limit,
+    });
   }
   return out;
 }
@@ -236,21 +258,31 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
   const uploads = Object.entries(report.uploadMiBps).map(([s, v]) => `${s} ${num(v)} MiB/s`);
   const unavailable = report.systems.filter((s) => !s.available).map((s) => `- ${s.name} did not run: ${s.why ?? 'unknown'}`);
   const m = report.machine;
+  const ow = report.outageWrites;
+  const outage =
+    ow === null
+      ? []
+      : [
+          `Outage under writes (holdfast-s3, once after the rounds): the S3 server down ${num(ow.upAt - ow.downAt)} s (--long-outage ${o.longOutage}) while fio wrote 4 KiB at random, iodepth 32, from ${num(ow.downAt)} s before to ${num(ow.fioEndAt - ow.upAt)} s after it:`,
+          '',
+          `- peak RSS ${Math.round(ow.peakRssMiB)} MiB over the outage and the drain; ${Math.round(ow.outagePeakRssMiB)} MiB up to the server's return, ${Math.round(ow.rssAtOutageEndMiB)} MiB at the end of the outage`,
+          `- ${num(ow.outageBytes / MiB)} MiB acknowledged during the outage (${num(ow.outageMiBps)} MiB/s); ${ow.errors === 0 ? '0 client errors' : `**${ow.errors.toLocaleString('en-US')} client errors**`}; at most ${ow.maxHeld} requests held`,
+          `- backlog drained ${num(ow.drainSeconds)} s after the server's return${ow.drain === null ? '' : ` (${num(ow.drain.bytes / MiB)} MiB uploaded, ${num(ow.drain.mibPerSecond)} MiB/s while uploading)`}`,
+          '',
+        ];
   return [
     `### Holdfast benchmark, ${report.startedAt}`,
     '',
     `${m.cpus} CPUs, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, ${m.fio}. ${o.rounds} round(s) of ${o.runtime} s runs on ${num(o.size / MiB)} MiB${o.quick ? ' (--quick)' : ''}, cache ${num(o.cacheSize / MiB)} MiB, outage ${o.outage} s; medians. Clients: fio --ioengine=nbd (s3backer: libaio on its FUSE file), 4 KiB at iodepth 32, 1 MiB at iodepth 8.`,
     '',
-    main,
-    '',
+    // With only once-workloads asked for, the round tables would be empty.
+    ...(workloads.length === 0 ? [] : [main, '']),
     `S3 server's own throughput (4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join(', ')}.`,
     ...(unavailable.length > 0 ? ['', ...unavailable] : []),
     ...(report.failures.length > 0 ? ['', ...report.failures.map((f) => `- ${f}`)] : []),
     '',
-    'Peak RSS of the server process (highest round) · CPU seconds per GiB moved (workload plus the upload of what it wrote):',
-    '',
-    resources,
-    '',
+    ...(workloads.length === 0 ? [] : ['Peak RSS of the server process (highest round) · CPU seconds per GiB moved (workload plus the upload of what it wrote):', '', resources, '']),
+    ...outage,
     'Targets (issue 6):',
     '',
     targets,

@@ -8,12 +8,13 @@ import { after, before, describe, it } from 'node:test';
 import type { BenchReport } from '../../bench/report.js';
 
 /**
- * `npm run bench` on a tiny size: the harness starts every system, runs every workload once and
- * writes well-formed results. Timings are not checked — benchmarks report, they do not assert.
+ * `npm run bench` on a tiny size: the harness starts every system, runs every workload once (the
+ * round workloads in one round, then outage-writes on a short outage) and writes well-formed
+ * results. Timings are not checked — benchmarks report, they do not assert.
  */
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const ARGS = ['--quick', '--size', '16M', '--runtime', '1', '--rounds', '1', '--outage', '1'];
+const ARGS = ['--quick', '--size', '16M', '--runtime', '1', '--rounds', '1', '--outage', '1', '--long-outage', '2'];
 const READS = ['randread-warm', 'seqread'];
 const WRITES = ['randwrite', 'seqwrite', 'flush-heavy'];
 /** The rows each system must have: the issue's table, minus what a system has no use for. */
@@ -79,6 +80,19 @@ describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
     for (const t of report.targets) assert.ok(t.met === null || typeof t.met === 'boolean', t.target);
   });
 
+  it('runs outage-writes once on holdfast-s3: RSS measured, writes held not failed, the backlog drained', () => {
+    assert.deepEqual(report.options.onceWorkloads, ['outage-writes'], 'a default workload');
+    const ow = report.outageWrites;
+    assert.ok(ow !== null, 'outage-writes ran');
+    assert.ok(ow.upAt > ow.downAt && ow.fioEndAt > ow.upAt && ow.drainedAt >= ow.fioEndAt, `timeline ${ow.downAt} ${ow.upAt} ${ow.fioEndAt} ${ow.drainedAt}`);
+    assert.ok(ow.rssAtOutageEndMiB > 0 && ow.peakRssMiB >= ow.rssAtOutageEndMiB, `RSS ${ow.peakRssMiB} / ${ow.rssAtOutageEndMiB}`);
+    assert.ok(ow.outageBytes > 0 && ow.bytes >= ow.outageBytes, `${ow.outageBytes} bytes acknowledged during the outage`);
+    assert.equal(ow.errors, 0, 'no write failed');
+    assert.ok(ow.samples.length > 0);
+    const target = report.targets.find((t) => t.target.includes('outage under writes'));
+    assert.equal(target?.measured, ow.peakRssMiB, 'the RSS target counts the outage');
+  });
+
   it('prints the Markdown table and writes it, and plots the recovery as a PNG', async () => {
     const markdown = await readFile(path.join(out, 'tiny.md'), 'utf8');
     assert.ok(stdout.includes(markdown), 'the table printed is the one written');
@@ -90,6 +104,7 @@ describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
       assert.equal(line.split('|').length, systems.length + 4, `one cell per system: ${line}`);
     }
     assert.match(markdown, /\| target \| measured \| needed \| result \|/);
+    assert.match(markdown, /^Outage under writes \(holdfast-s3/m);
     const png = await readFile(path.join(out, 'tiny-recovery.png'));
     assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     assert.ok(png.length > 1000, 'the plot has content');
