@@ -1,6 +1,8 @@
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 
+const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
+
 export type LogFormat = 'pretty' | 'json' | 'auto';
 
 /**
@@ -12,5 +14,7 @@ export function createLogger(level: string, format: LogFormat): Logger {
   if (usePretty) {
     return pino({ level }, pretty({ destination: 2, colorize: process.stderr.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
   }
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: false }));
+  // Asynchronous so that a slow log reader does not stall the data path, but bounded: past
+  // LOG_BUFFER_BYTES waiting to be written, lines are dropped rather than held in memory.
+  return pino({ level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: false, maxLength: LOG_BUFFER_BYTES }));
 }

@@ -22,6 +22,7 @@ export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
   maxBytesInFlight: 64 * 1024 * 1024,
 };
 
+const FAILURE_LOG_INTERVAL_MS = 1000;
 const WRITE_ZEROES_FLAGS = CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO;
 
 /**
@@ -41,6 +42,8 @@ export class Transmission implements RequestSink {
   /** After NBD_CMD_DISC or a server shutdown: nothing more is parsed, the socket closes once idle. */
   private draining = false;
   private closed = false;
+  private lastFailureLoggedAt = -Infinity;
+  private failuresNotLogged = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -180,7 +183,7 @@ export class Transmission implements RequestSink {
       }
       error = errnoFor(err);
       if (this.closed) this.log.debug({ err }, 'nbd request failed after the connection closed');
-      else this.log.warn({ err, type: request.type, offset: request.offset, length: request.length, error }, 'nbd request failed');
+      else this.logFailure(err, request, error);
     }
     request.payload = undefined;
     this.inFlight--;
@@ -194,6 +197,23 @@ export class Transmission implements RequestSink {
     if (started !== 0) this.stats.observeLatency?.(commandName(request.type), (performance.now() - started) / 1000);
     if (this.draining) this.closeIfIdle();
     else this.updateFlow();
+  }
+
+  /**
+   * One warning per connection per FAILURE_LOG_INTERVAL_MS, counting the failures left out: after a
+   * hang timeout every request fails at once, tens of thousands a second, and a line with a stack
+   * for each would flood the log and the memory behind it.
+   */
+  private logFailure(err: unknown, request: NbdRequest, error: number): void {
+    const now = performance.now();
+    if (now - this.lastFailureLoggedAt < FAILURE_LOG_INTERVAL_MS) {
+      this.failuresNotLogged++;
+      return;
+    }
+    const notLogged = this.failuresNotLogged;
+    this.lastFailureLoggedAt = now;
+    this.failuresNotLogged = 0;
+    this.log.warn({ err, type: commandName(request.type), offset: request.offset, length: request.length, error, failuresNotLogged: notLogged }, 'nbd request failed');
   }
 
   private async execute(request: NbdRequest): Promise<Buffer | undefined> {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -931,5 +932,32 @@ describe('NBD server limits and shutdown', () => {
     assert.equal(held.disk[4096], 0);
     assert.equal(held.attached, 0);
     await assert.rejects(RawClient.connect(port));
+  });
+});
+
+describe('NBD request failures in the log', () => {
+  it('logs a burst of failed requests as one warning that counts the others', async () => {
+    const failing = new MemoryExport({ name: 'failing', size: MiB });
+    failing.failWhen = () => ({ error: new Error('store down') });
+    const lines: { msg: string; failuresNotLogged?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as { msg: string; failuresNotLogged?: number });
+        done();
+      },
+    });
+    const server = new NbdServer({ registry: new MemoryRegistry([failing]), logger: pino({ level: 'warn' }, sink) });
+    const { port } = await server.listen('127.0.0.1', 0);
+    const client = await RawClient.open(port, 'failing');
+    const count = 500;
+    for (let i = 0; i < count; i++) client.send({ type: Cmd.READ, offset: 0, length: 512 });
+    for (let i = 0; i < count; i++) assert.equal((await client.reply()).error, Errno.EIO);
+    await client.disconnect();
+    await server.close();
+    const failures = lines.filter((l) => l.msg === 'nbd request failed');
+    assert.ok(failures.length >= 1 && failures.length <= 3, `${failures.length} warnings for ${count} failed requests`);
+    const notLogged = failures.reduce((sum, l) => sum + (l.failuresNotLogged ?? 0), 0);
+    // The last suppressed ones are counted only by a later warning, which never comes here.
+    assert.ok(notLogged <= count - failures.length, `${notLogged} counted as not logged`);
   });
 });
