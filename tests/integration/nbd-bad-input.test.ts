@@ -953,7 +953,7 @@ describe('NBD request failures in the log', () => {
     for (let i = 0; i < count; i++) client.send({ type: Cmd.READ, offset: 0, length: 512 });
     for (let i = 0; i < count; i++) assert.equal((await client.reply()).error, Errno.EIO);
     await client.disconnect();
-    await server.close();
+    await server.close(1000);
     const failures = lines.filter((l) => l.msg === 'nbd request failed');
     assert.ok(failures.length >= 1 && failures.length <= 3, `${failures.length} warnings for ${count} failed requests`);
     const notLogged = failures.reduce((sum, l) => sum + (l.failuresNotLogged ?? 0), 0);
