@@ -27,3 +27,17 @@ export async function fetchVolume(adminUrl: string, volume: string): Promise<Vol
     uploadsInFlight: field(body, 'uploads', 'inFlight'),
   };
 }
+
+export type HangTimeoutSetting = number | 'off' | 'forever';
+
+/** Sets the volume's hang timeout (`PUT .../hang-policy`) and returns the one it replaced. */
+export async function setHangTimeout(adminUrl: string, volume: string, timeout: HangTimeoutSetting): Promise<HangTimeoutSetting> {
+  const url = `${adminUrl}/v1/volumes/${encodeURIComponent(volume)}/hang-policy`;
+  const before = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  if (!before.ok) throw new Error(`GET ${url} answered ${before.status}`);
+  const previous = ((await before.json()) as { timeout?: unknown }).timeout;
+  if (typeof previous !== 'number' && previous !== 'off' && previous !== 'forever') throw new Error(`GET ${url}: no timeout in the policy`);
+  const res = await fetch(url, { method: 'PUT', body: JSON.stringify({ timeout }), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(5_000) });
+  if (!res.ok) throw new Error(`PUT ${url} answered ${res.status}: ${await res.text()}`);
+  return previous;
+}

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { S3Server } from '../tests/helpers/s3-server.js';
-import { fetchVolume } from './admin.js';
+import { fetchVolume, setHangTimeout } from './admin.js';
 import { ProcessMeter, sleep, startDaemon } from './proc.js';
 import { s3Outage } from './recovery.js';
 import { VOLUME, type UploadDrain } from './systems.js';
@@ -11,9 +11,14 @@ import { VOLUME, type UploadDrain } from './systems.js';
  * server's return and the drain of the journal backlog. What it is for is the gateway's memory: its
  * peak RSS over the outage and the drain, and its RSS when the outage ends. It also counts the
  * bytes fio had acknowledged during the outage and fio's errors: the gateway is meant to hold a
- * write it cannot take, and a write it fails anyway (its --hang-timeout) is counted, not a reason to
- * stop (--continue_on_error=all).
+ * write it cannot take, and a write it fails anyway is counted, not a reason to stop
+ * (--continue_on_error=all). The volume's hang timeout is raised above the outage for the scenario
+ * (and put back after): with the default 120 s the writes would fail after two minutes, and what
+ * is measured is the memory of a gateway that holds them for the whole outage.
  */
+
+/** Seconds the hang timeout is set beyond the outage. */
+const TIMEOUT_MARGIN_S = 60;
 
 const SAMPLE_MS = 1_000;
 /** fio prints its cumulative counters this often: the bytes acknowledged during the outage are read between two of them. */
@@ -63,6 +68,8 @@ export interface OutageWritesResult {
   /** Seconds from the server's return to an empty backlog (fio went on writing for part of it). */
   readonly drainSeconds: number;
   readonly drain: UploadDrain | null;
+  /** The hang timeout the volume had during the scenario, in seconds. */
+  readonly hangTimeoutSeconds: number;
   readonly samples: readonly OutageWritesSample[];
 }
 
@@ -137,6 +144,17 @@ function writtenAt(reports: readonly FioStatus[], at: number, fioStart: number):
 }
 
 export async function runOutageWrites(o: OutageWritesOptions): Promise<OutageWritesResult> {
+  const hangTimeoutSeconds = Math.ceil(o.outage) + TIMEOUT_MARGIN_S;
+  const previousTimeout = await setHangTimeout(o.adminUrl, VOLUME, hangTimeoutSeconds * 1000);
+  try {
+    return { ...(await measure(o)), hangTimeoutSeconds };
+  } finally {
+    // The gateway may be gone (the error says so); a policy it no longer has needs no restoring.
+    await setHangTimeout(o.adminUrl, VOLUME, previousTimeout).catch(() => undefined);
+  }
+}
+
+async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult, 'hangTimeoutSeconds'>> {
   const t0 = performance.now();
   const now = (): number => performance.now() - t0;
   const args = [

@@ -77,7 +77,7 @@ export interface BenchReport {
   readonly runs: readonly RunRecord[];
   readonly uploads: readonly UploadRecord[];
   /** Per Holdfast system: bytes uploaded over the seconds uploads were running, all drains together. */
-  readonly uploadMiBps: Partial<Record<SystemName, number>>;
+  readonly uploadMiBps: Partial<Record<SystemName, UploadRates>>;
   readonly rows: readonly Row[];
   readonly targets: readonly TargetResult[];
   /** The outage-writes workload on holdfast-s3 (run once, after the rounds); null where it did not run or failed. */
@@ -130,14 +130,36 @@ export function summarize(runs: readonly RunRecord[]): Row[] {
   return rows;
 }
 
-export function uploadRates(uploads: readonly UploadRecord[]): Partial<Record<SystemName, number>> {
-  const rates: Partial<Record<SystemName, number>> = {};
+/**
+ * Upload rates of one system, by kind of backlog. Whole extents (the prefill, seqwrite) cost one PUT
+ * each; extents changed in part (randwrite, flush-heavy) cost a GET of the stored extent and a PUT
+ * unless the extent is cached, so their ceiling is the S3 server's GET and PUT in series.
+ */
+export interface UploadRates {
+  readonly wholeExtents?: number;
+  readonly partialExtents?: number;
+}
+
+const WHOLE_EXTENT_BACKLOGS: ReadonlySet<string> = new Set(['prefill', 'seqwrite']);
+
+export function uploadRates(uploads: readonly UploadRecord[]): Partial<Record<SystemName, UploadRates>> {
+  const rate = (mine: readonly UploadRecord[]): number | undefined => {
+    const seconds = mine.reduce((s, u) => s + u.drain.activeSeconds, 0);
+    return seconds > 0 ? mine.reduce((s, u) => s + u.drain.bytes, 0) / 2 ** 20 / seconds : undefined;
+  };
+  const rates: Partial<Record<SystemName, UploadRates>> = {};
   for (const system of SYSTEMS) {
     const mine = uploads.filter((u) => u.system === system);
-    const seconds = mine.reduce((s, u) => s + u.drain.activeSeconds, 0);
-    if (seconds > 0) rates[system] = mine.reduce((s, u) => s + u.drain.bytes, 0) / 2 ** 20 / seconds;
+    const wholeExtents = rate(mine.filter((u) => WHOLE_EXTENT_BACKLOGS.has(u.after)));
+    const partialExtents = rate(mine.filter((u) => !WHOLE_EXTENT_BACKLOGS.has(u.after)));
+    if (wholeExtents !== undefined || partialExtents !== undefined) rates[system] = { ...(wholeExtents === undefined ? {} : { wholeExtents }), ...(partialExtents === undefined ? {} : { partialExtents }) };
   }
   return rates;
+}
+
+/** MiB/s of a GET followed by a PUT of the same extent, at the server's own rates. */
+function readModifyWriteCeiling(s3: S3Ceiling | null): number | undefined {
+  return s3 === null ? undefined : 1 / (1 / s3.getMiBps + 1 / s3.putMiBps);
 }
 
 const HOLDFAST: readonly SystemName[] = ['holdfast-local', 'holdfast-s3'];
@@ -152,7 +174,7 @@ export interface OutageWritesTarget {
   readonly gatewayExited: boolean;
 }
 
-export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uploadMiBps: Partial<Record<SystemName, number>>, cacheSize: number, outageWrites?: OutageWritesTarget): TargetResult[] {
+export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uploadMiBps: Partial<Record<SystemName, UploadRates>>, cacheSize: number, outageWrites?: OutageWritesTarget): TargetResult[] {
   const value = (system: SystemName, workload: Workload): number | undefined => rows.find((r) => r.system === system && r.workload === workload)?.mibPerSecond;
   const ratio = (target: string, num: number | undefined, den: number | undefined, min: number): TargetResult => {
     const measured = num === undefined || den === undefined || den === 0 ? null : num / den;
@@ -167,7 +189,8 @@ export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uplo
   }
   if (rows.some((r) => r.system === 'holdfast-s3')) {
     out.push(ratio('holdfast-s3 seqread (cold) / S3 GET', value('holdfast-s3', 'seqread'), s3?.getMiBps, 0.8));
-    out.push(ratio('holdfast-s3 upload drain / S3 PUT', uploadMiBps['holdfast-s3'], s3?.putMiBps, 0.8));
+    out.push(ratio('holdfast-s3 upload drain, whole extents / S3 PUT', uploadMiBps['holdfast-s3']?.wholeExtents, s3?.putMiBps, 0.8));
+    out.push(ratio('holdfast-s3 upload drain, extents changed in part / S3 GET then PUT', uploadMiBps['holdfast-s3']?.partialExtents, readModifyWriteCeiling(s3), 0.8));
     out.push(ratio('holdfast-s3 randwrite / s3backer', value('holdfast-s3', 'randwrite'), value('s3backer', 'randwrite'), 2));
     out.push(ratio('holdfast-s3 seqwrite / s3backer', value('holdfast-s3', 'seqwrite'), value('s3backer', 'seqwrite'), 2));
     const rec = rows.find((r) => r.system === 'holdfast-s3' && r.workload === 'recovery');
@@ -255,7 +278,10 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     1,
   );
   const s3 = report.s3Server.median;
-  const uploads = Object.entries(report.uploadMiBps).map(([s, v]) => `${s} ${num(v)} MiB/s`);
+  const uploads = Object.entries(report.uploadMiBps).map(
+    ([s, v]) => `${s} ${v.wholeExtents === undefined ? '—' : num(v.wholeExtents)} MiB/s for whole extents, ${v.partialExtents === undefined ? '—' : num(v.partialExtents)} MiB/s for extents changed in part`,
+  );
+  const rmw = readModifyWriteCeiling(s3);
   const unavailable = report.systems.filter((s) => !s.available).map((s) => `- ${s.name} did not run: ${s.why ?? 'unknown'}`);
   const m = report.machine;
   const ow = report.outageWrites;
@@ -263,7 +289,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     ow === null
       ? []
       : [
-          `Outage under writes (holdfast-s3, once after the rounds): the S3 server down ${num(ow.upAt - ow.downAt)} s (--long-outage ${o.longOutage}) while fio wrote 4 KiB at random, iodepth 32, from ${num(ow.downAt)} s before to ${num(ow.fioEndAt - ow.upAt)} s after it:`,
+          `Outage under writes (holdfast-s3, once after the rounds): the S3 server down ${num(ow.upAt - ow.downAt)} s (--long-outage ${o.longOutage}) while fio wrote 4 KiB at random, iodepth 32, from ${num(ow.downAt)} s before to ${num(ow.fioEndAt - ow.upAt)} s after it; the volume's hang timeout raised to ${ow.hangTimeoutSeconds} s for it, so that writes are held for the whole outage:`,
           '',
           `- peak RSS ${Math.round(ow.peakRssMiB)} MiB over the outage and the drain; ${Math.round(ow.outagePeakRssMiB)} MiB up to the server's return, ${Math.round(ow.rssAtOutageEndMiB)} MiB at the end of the outage`,
           `- ${num(ow.outageBytes / MiB)} MiB acknowledged during the outage (${num(ow.outageMiBps)} MiB/s); ${ow.errors === 0 ? '0 client errors' : `**${ow.errors.toLocaleString('en-US')} client errors**`}; at most ${ow.maxHeld} requests held`,
@@ -277,7 +303,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     '',
     // With only once-workloads asked for, the round tables would be empty.
     ...(workloads.length === 0 ? [] : [main, '']),
-    `S3 server's own throughput (4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join(', ')}.`,
+    `S3 server's own throughput (4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}${rmw === undefined ? '' : ` (a GET then a PUT of each extent: ${num(rmw)} MiB/s)`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
     ...(unavailable.length > 0 ? ['', ...unavailable] : []),
     ...(report.failures.length > 0 ? ['', ...report.failures.map((f) => `- ${f}`)] : []),
     '',
