@@ -42,7 +42,7 @@ export const USAGE = `usage: npm run bench -- [options]
 
   --quick              one round of 1 s runs on 32 MiB, a 2 s outage, a 3 s long outage, a 1 s upload delay (about a minute)
   --rounds N           rounds of every workload on every system, medians reported (default 3)
-  --runtime SECONDS    length of each measured fio run (default 20)
+  --runtime SECONDS    length of each measured fio run (default 10)
   --size SIZE          volume / file size, e.g. 64M, 1G (default 1G)
   --outage SECONDS     how long the S3 server is down in the recovery workload (default 10)
   --long-outage SECONDS
@@ -109,7 +109,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
   return {
     quick,
     rounds: Math.round(positive('rounds', values.rounds ?? (quick ? '1' : '3'))),
-    runtime: positive('runtime', values.runtime ?? (quick ? '1' : '20')),
+    runtime: positive('runtime', values.runtime ?? (quick ? '1' : '10')),
     size,
     outage: positive('outage', values.outage ?? (quick ? '2' : '10')),
     longOutage: positive('long-outage', values['long-outage'] ?? (quick ? '3' : '300')),
