@@ -27,9 +27,7 @@ RUN groupadd --system --gid 10001 holdfast \
  && chown holdfast:holdfast /var/lib/holdfast
 WORKDIR /app
 COPY --from=build --chown=root:root /out/ ./
-# MALLOC_MMAP_THRESHOLD_ and --max-semi-space-size: see shared/runtime-tuning.ts (less RSS).
 ENV NODE_ENV=production \
-    MALLOC_MMAP_THRESHOLD_=1048576 \
     HOLDFAST_DATA_DIR=/var/lib/holdfast \
     HOLDFAST_LISTEN=0.0.0.0:10809 \
     HOLDFAST_ADMIN=0.0.0.0:10810 \
@@ -39,6 +37,7 @@ EXPOSE 10809 10810
 # The admin port comes from HOLDFAST_ADMIN; infra/ gives ECS the same command (ECS ignores this line).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.HOLDFAST_ADMIN||':10810').split(':').pop()+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# --max-semi-space-size: see shared/runtime-tuning.ts (less heap).
 # node as PID 1 receives SIGTERM itself: the gateway drains and syncs its journals within --shutdown-grace.
 ENTRYPOINT ["node", "--enable-source-maps", "--max-semi-space-size=4", "dist/holdfast.js"]
 CMD ["serve"]

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GATEWAY_ENV, GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
+import { GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
 import type { S3Server } from '../tests/helpers/s3-server.js';
 import { fetchVolume } from './admin.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
@@ -112,7 +112,6 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3', ctx: System
   Object.assign(env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
 
   // Started as the container image starts it (shared/runtime-tuning.ts): what it uses is measured as deployed.
-  Object.assign(env, GATEWAY_ENV);
   const launch = async (): Promise<{ daemon: Daemon; port: number; adminUrl: string }> => {
     const daemon = startDaemon(process.execPath, [...GATEWAY_NODE_FLAGS, ...args], env);
     let port = 0;
