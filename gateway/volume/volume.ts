@@ -459,6 +459,11 @@ export class Volume implements NbdExport {
     if (!sequential && !(miss.count >= 3 && roomy)) return;
     this.coldMisses.delete(index);
     if (this.materializing.has(index) || this.loads.free === 0) return;
+    this.loadInBackground(index);
+  }
+
+  /** Loads an extent into the cache for reads to come; a failure only costs those reads a GET. */
+  private loadInBackground(index: number): void {
     this.materialize(index).catch((err: unknown) => this.opts.logger.debug({ err, extent: index }, 'background extent load failed'));
   }
 
@@ -478,7 +483,7 @@ export class Volume implements NbdExport {
     for (let index = first; index <= last; index++) {
       if (this.loads.free === 0) return;
       if (this.materializing.has(index) || this.cache.peek(index) !== undefined) continue;
-      this.materialize(index).catch((err: unknown) => this.opts.logger.debug({ err, extent: index }, 'read-ahead failed'));
+      this.loadInBackground(index);
     }
   }
 
