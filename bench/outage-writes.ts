@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
 import type { S3Server } from '../tests/helpers/s3-server.js';
 import { fetchVolume, setHangTimeout } from './admin.js';
-import { ProcessMeter, sleep, startDaemon } from './proc.js';
+import { ProcessMeter, residentMiB, sleep, startDaemon } from './proc.js';
 import { s3Outage } from './recovery.js';
 import { VOLUME, type UploadDrain } from './systems.js';
 
@@ -100,16 +99,6 @@ interface FioJob {
   readonly error: number;
   readonly total_err?: number;
   readonly write: { readonly io_bytes: number };
-}
-
-/** undefined once the process is gone (an exiting process has no VmRSS line any more). */
-function rssMiB(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m === null ? undefined : Number(m[1]) / 1024;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The gateway died during the run; the highest RSS it was seen at is still what the run is for. */
@@ -211,7 +200,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
       const v = await fetchVolume(o.adminUrl, VOLUME).catch(() => undefined);
       samples.push({
         t: now() / 1000,
-        rssMiB: rssMiB(o.pid) ?? null,
+        rssMiB: residentMiB(o.pid) ?? null,
         writtenMiB: (reports.at(-1)?.writeBytes ?? 0) / 2 ** 20,
         errors: reports.at(-1)?.errors ?? 0,
         held: v?.heldRequests ?? null,
@@ -236,7 +225,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
     downAt = now();
     let rssAtOutageEndMiB = 0;
     await s3Outage(o.s3, o.outage, () => {
-      rssAtOutageEndMiB = rssMiB(o.pid) ?? 0;
+      rssAtOutageEndMiB = residentMiB(o.pid) ?? 0;
       outageUsage = meter.stop();
       afterMeter = new ProcessMeter(o.pid);
     });
@@ -273,7 +262,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
       samples,
     };
   } catch (err) {
-    if (rssMiB(o.pid) !== undefined) throw err;
+    if (residentMiB(o.pid) !== undefined) throw err;
     // Whatever failed next, the cause is the gateway's end: say when, and what it was doing.
     const last = samples.findLast((s) => s.rssMiB !== null);
     const highest = Math.max(0, ...samples.map((s) => s.rssMiB ?? 0));

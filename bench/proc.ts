@@ -147,6 +147,16 @@ function statusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   return m === null ? 0 : Number(m[1]);
 }
 
+/** The process's resident memory now, or undefined once it is gone (an exiting process has no VmRSS line). */
+export function residentMiB(pid: number): number | undefined {
+  try {
+    const kib = statusKiB(pid, 'VmRSS');
+    return kib === 0 ? undefined : kib / 1024;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Peak resident memory and CPU time of one process over a measured span. The kernel's own peak
  * (VmHWM) is reset at the start where /proc allows it, so that one workload's peak is not an earlier
