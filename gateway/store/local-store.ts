@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
+import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
-import { type ObjectStore, StoreError } from './object-store.js';
+import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
 import { syncDirectory } from '../fs/sync-directory.js';
 
 /**
@@ -11,6 +12,17 @@ import { syncDirectory } from '../fs/sync-directory.js';
  * left behind by a crash can never be mistaken for an object.
  */
 export const TEMP_FILE_MARKER = '.holdfast-tmp.';
+
+/**
+ * A conditionally written object is a directory of numbered versions, `KEY.hfcas/0000000000000007`:
+ * a write creates version N+1 with link(2), which fails if the file exists, so of two writers that
+ * read version N only one succeeds — the same guarantee S3 gives for If-Match. No lock is held, so
+ * a writer frozen mid-write (SIGSTOP) cannot block or later clobber anyone.
+ */
+const CAS_SUFFIX = '.hfcas';
+const VERSION_NAME = /^\d{16}$/;
+/** Versions kept behind the newest; older ones are deleted after each write. */
+const VERSIONS_KEPT = 8;
 
 /**
  * An object store in a local directory: each key is a file under `root`, `/` in a key is a
@@ -27,23 +39,28 @@ export class LocalDirectoryStore implements ObjectStore {
     this.location = `file://${this.root}/`;
   }
 
-  async get(key: string): Promise<Buffer | undefined> {
+  async get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined> {
     const file = this.pathOf(key);
     try {
+      checkAborted(opts);
       return await readFile(file);
     } catch (err) {
-      if (isNoSuchObject(err)) return undefined;
+      if (isNoSuchObject(err)) return (await this.getVersioned(key, opts))?.body;
       throw new StoreError('get', key, { cause: err });
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
+  async getRange(key: string, offset: number, length: number, opts?: StoreCallOptions): Promise<Buffer | undefined> {
     const file = this.pathOf(key);
     let handle;
     try {
+      checkAborted(opts);
       handle = await open(file, 'r');
     } catch (err) {
-      if (isNoSuchObject(err)) return undefined;
+      if (isNoSuchObject(err)) {
+        const whole = await this.getVersioned(key, opts);
+        return whole === undefined ? undefined : whole.body.subarray(offset, offset + length);
+      }
       throw new StoreError('get-range', key, { cause: err });
     }
     try {
@@ -62,32 +79,106 @@ export class LocalDirectoryStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  async put(key: string, body: Buffer, opts?: StoreCallOptions): Promise<void> {
     const file = this.pathOf(key);
     const dir = path.dirname(file);
-    const temp = `${file}${TEMP_FILE_MARKER}${randomBytes(6).toString('hex')}`;
+    let temp: string | undefined;
     try {
+      checkAborted(opts);
       await makeDirectoryDurably(dir);
-      const handle = await open(temp, 'wx');
-      try {
-        await handle.writeFile(body);
-        await handle.datasync();
-      } finally {
-        await handle.close();
-      }
+      temp = await writeTemp(file, body);
       await rename(temp, file);
       await syncDirectory(dir);
     } catch (err) {
-      await unlink(temp).catch(() => {
-        // The temp file may never have been created; anything left is skipped by list().
-      });
+      if (temp !== undefined) await unlink(temp).catch(() => undefined);
       throw new StoreError('put', key, { cause: err });
     }
   }
 
-  async delete(key: string): Promise<void> {
+  async getVersioned(key: string, opts?: StoreCallOptions): Promise<VersionedObject | undefined> {
+    const dir = this.casDirOf(key);
+    try {
+      checkAborted(opts);
+      for (let attempt = 0; ; attempt++) {
+        const newest = await newestVersion(dir);
+        if (newest === 0) return undefined;
+        try {
+          const body = await readFile(path.join(dir, versionName(newest)));
+          return { body, etag: etagOf(newest, body) };
+        } catch (err) {
+          // Deleted between the listing and the read (the whole object went away): list again.
+          if (!isNoSuchObject(err) || attempt >= 3) throw err;
+        }
+      }
+    } catch (err) {
+      throw new StoreError('get', key, { cause: err });
+    }
+  }
+
+  putIfAbsent(key: string, body: Buffer, opts?: StoreCallOptions): Promise<string> {
+    return this.putVersion('put-if-absent', key, body, undefined, opts);
+  }
+
+  putIfMatch(key: string, body: Buffer, etag: string, opts?: StoreCallOptions): Promise<string> {
+    return this.putVersion('put-if-match', key, body, etag, opts);
+  }
+
+  private async putVersion(
+    operation: 'put-if-absent' | 'put-if-match',
+    key: string,
+    body: Buffer,
+    expected: string | undefined,
+    opts: StoreCallOptions | undefined,
+  ): Promise<string> {
+    const dir = this.casDirOf(key);
+    let temp: string | undefined;
+    let next = 0;
+    try {
+      checkAborted(opts);
+      let base = 0;
+      if (expected !== undefined) {
+        base = parseEtag(expected);
+        // The version named must still hold the bytes the etag was made from: a volume deleted and
+        // created again restarts its numbering, and an old etag must not match the new object.
+        const current = await readFile(path.join(dir, versionName(base))).catch((err: unknown) => {
+          if (isNoSuchObject(err)) return undefined;
+          throw err;
+        });
+        if (current === undefined || etagOf(base, current) !== expected) throw new PreconditionFailedError(key);
+      } else if ((await newestVersion(dir)) !== 0) {
+        throw new PreconditionFailedError(key);
+      }
+      await makeDirectoryDurably(dir);
+      next = base + 1;
+      temp = await writeTemp(path.join(dir, versionName(next)), body);
+      try {
+        await link(temp, path.join(dir, versionName(next)));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new PreconditionFailedError(key, { cause: err });
+        throw err;
+      }
+      await syncDirectory(dir);
+      // Versions far behind are deleted, so a writer holding a very old etag could re-create a
+      // deleted number: it has won only if nothing newer exists.
+      if ((await newestVersion(dir)) !== next) {
+        await unlink(path.join(dir, versionName(next))).catch(() => undefined);
+        throw new PreconditionFailedError(key);
+      }
+      await pruneVersions(dir, next);
+      return etagOf(next, body);
+    } catch (err) {
+      if (err instanceof PreconditionFailedError) throw err;
+      throw new StoreError(operation, key, { cause: err });
+    } finally {
+      if (temp !== undefined) await unlink(temp).catch(() => undefined);
+    }
+  }
+
+  async delete(key: string, opts?: StoreCallOptions): Promise<void> {
     const file = this.pathOf(key);
     try {
+      checkAborted(opts);
+      await rm(this.casDirOf(key), { recursive: true, force: true });
       await unlink(file);
       await syncDirectory(path.dirname(file));
     } catch (err) {
@@ -96,7 +187,27 @@ export class LocalDirectoryStore implements ObjectStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
+  async *listDetailed(prefix: string, opts?: StoreCallOptions): AsyncIterable<ObjectInfo> {
+    for await (const key of this.list(prefix, opts)) {
+      let info: ObjectInfo | undefined;
+      try {
+        const st = await stat(this.pathOf(key)).catch(async (err: unknown) => {
+          if (!isNoSuchObject(err)) throw err;
+          const dir = this.casDirOf(key);
+          const newest = await newestVersion(dir);
+          return newest === 0 ? undefined : stat(path.join(dir, versionName(newest)));
+        });
+        if (st !== undefined) info = { key, size: st.size, lastModified: st.mtime };
+      } catch (err) {
+        if (!isNoSuchObject(err)) throw new StoreError('list', prefix, { cause: err });
+      }
+      // Deleted since it was listed: it is simply not there any more.
+      if (info !== undefined) yield info;
+    }
+  }
+
+  async *list(prefix: string, opts?: StoreCallOptions): AsyncIterable<string> {
+    checkAborted(opts);
     // Only the part of the prefix up to its last `/` names a directory; the rest is a partial
     // file or directory name that still has to be matched against each entry.
     const slash = prefix.lastIndexOf('/');
@@ -114,8 +225,9 @@ export class LocalDirectoryStore implements ObjectStore {
     yield* keys;
   }
 
-  async probe(): Promise<void> {
+  async probe(opts?: StoreCallOptions): Promise<void> {
     try {
+      checkAborted(opts);
       await stat(this.root);
     } catch (err) {
       throw new StoreError('probe', '', { cause: err });
@@ -137,6 +249,11 @@ export class LocalDirectoryStore implements ObjectStore {
     const keys: string[] = [];
     for (const entry of entries) {
       if (entry.name.includes(TEMP_FILE_MARKER)) continue;
+      if (entry.isDirectory() && entry.name.endsWith(CAS_SUFFIX)) {
+        const key = dirKey + entry.name.slice(0, -CAS_SUFFIX.length);
+        if (key.startsWith(prefix) && (await newestVersion(path.join(this.root, dirKey, entry.name))) !== 0) keys.push(key);
+        continue;
+      }
       const key = dirKey + entry.name;
       if (entry.isDirectory()) {
         const childDirKey = `${key}/`;
@@ -154,6 +271,62 @@ export class LocalDirectoryStore implements ObjectStore {
     validateKey(key);
     return path.join(this.root, key);
   }
+
+  private casDirOf(key: string): string {
+    return `${this.pathOf(key)}${CAS_SUFFIX}`;
+  }
+}
+
+function versionName(n: number): string {
+  return String(n).padStart(16, '0');
+}
+
+function etagOf(version: number, body: Buffer): string {
+  return `${version}-${crc32c(body).toString(16).padStart(8, '0')}`;
+}
+
+function parseEtag(etag: string): number {
+  const m = /^(\d+)-[0-9a-f]{8}$/.exec(etag);
+  const n = m === null ? NaN : Number(m[1]);
+  return Number.isSafeInteger(n) && n > 0 ? n : -1;
+}
+
+/** The highest version number in a conditional object's directory; 0 when there is none. */
+async function newestVersion(dir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if (isNoSuchObject(err)) return 0;
+    throw err;
+  }
+  let newest = 0;
+  for (const name of names) if (VERSION_NAME.test(name)) newest = Math.max(newest, Number(name));
+  return newest;
+}
+
+async function pruneVersions(dir: string, newest: number): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    if (VERSION_NAME.test(name) && Number(name) <= newest - VERSIONS_KEPT) await unlink(path.join(dir, name)).catch(() => undefined);
+  }
+}
+
+/** Writes `body` to a fresh temp file beside `file`, synced; returns its path. */
+async function writeTemp(file: string, body: Buffer): Promise<string> {
+  const temp = `${file}${TEMP_FILE_MARKER}${randomBytes(6).toString('hex')}`;
+  const handle = await open(temp, 'wx');
+  try {
+    await handle.writeFile(body);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  return temp;
+}
+
+function checkAborted(opts: StoreCallOptions | undefined): void {
+  opts?.signal?.throwIfAborted();
 }
 
 /**
@@ -164,7 +337,7 @@ function validateKey(key: string): void {
   if (key.startsWith('/')) {
     throw new InvalidArgumentError(`object key ${JSON.stringify(key)} must not start with '/'`);
   }
-  if (key.includes('\0') || key.includes(TEMP_FILE_MARKER)) {
+  if (key.includes('\0') || key.includes(TEMP_FILE_MARKER) || key.split('/').some((segment) => segment.endsWith(CAS_SUFFIX))) {
     throw new InvalidArgumentError(`object key ${JSON.stringify(key)} contains a reserved sequence`);
   }
   for (const segment of key.split('/')) {

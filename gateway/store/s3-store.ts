@@ -18,7 +18,7 @@ import type { BuildMiddleware } from '@smithy/types';
 import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
-import { type ObjectStore, StoreError } from './object-store.js';
+import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -87,28 +87,63 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  get(key: string): Promise<Buffer | undefined> {
-    return this.fetch('get', key, undefined);
+  async get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+    return (await this.fetch('get', key, undefined, opts))?.body;
   }
 
-  getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
-    if (length === 0) return Promise.resolve(Buffer.alloc(0));
-    return this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`);
+  async getRange(key: string, offset: number, length: number, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+    if (length === 0) return Buffer.alloc(0);
+    return (await this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`, opts))?.body;
+  }
+
+  async getVersioned(key: string, opts?: StoreCallOptions): Promise<VersionedObject | undefined> {
+    const got = await this.fetch('get', key, undefined, opts);
+    if (got === undefined) return undefined;
+    if (got.etag === undefined) throw new StoreError('get', key, { cause: new Error('the response carries no ETag; conditional writes need one') });
+    return { body: got.body, etag: got.etag };
   }
 
   /** One GetObject, its body as one Buffer; undefined for NoSuchKey. */
-  private async fetch(operation: 'get' | 'get-range', key: string, range: string | undefined): Promise<Buffer | undefined> {
+  private async fetch(
+    operation: 'get' | 'get-range',
+    key: string,
+    range: string | undefined,
+    opts: StoreCallOptions | undefined,
+  ): Promise<{ body: Buffer; etag: string | undefined } | undefined> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }));
-      if (out.Body === undefined) return Buffer.alloc(0);
-      return await readBody(out.Body, out.ContentLength);
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }), { abortSignal: opts?.signal });
+      const etag = out.ETag === undefined ? undefined : unquote(out.ETag);
+      if (out.Body === undefined) return { body: Buffer.alloc(0), etag };
+      return { body: await readBody(out.Body, out.ContentLength), etag };
     } catch (err) {
       if (isNoSuchKey(err)) return undefined;
       throw new StoreError(operation, key, { cause: err });
     }
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  async put(key: string, body: Buffer, opts?: StoreCallOptions): Promise<void> {
+    await this.send('put', key, body, {}, opts);
+  }
+
+  putIfAbsent(key: string, body: Buffer, opts?: StoreCallOptions): Promise<string> {
+    return this.send('put-if-absent', key, body, { IfNoneMatch: '*' }, opts);
+  }
+
+  /**
+   * The tag is sent without the quotes S3 puts around it: AWS takes either form, and Ceph's RADOS
+   * Gateway matches only the bare one.
+   */
+  putIfMatch(key: string, body: Buffer, etag: string, opts?: StoreCallOptions): Promise<string> {
+    return this.send('put-if-match', key, body, { IfMatch: unquote(etag) }, opts);
+  }
+
+  private async send(
+    operation: 'put' | 'put-if-absent' | 'put-if-match',
+    key: string,
+    body: Buffer,
+    condition: Pick<PutObjectCommandInput, 'IfMatch' | 'IfNoneMatch'>,
+    opts: StoreCallOptions | undefined,
+  ): Promise<string> {
     try {
       const command = new PutObjectCommand({
         Bucket: this.bucket,
@@ -117,24 +152,31 @@ export class S3ObjectStore implements ObjectStore {
         ContentLength: body.byteLength,
         ContentType: 'application/octet-stream',
         ChecksumCRC32C: crc32cBase64(body),
+        ...condition,
       });
       command.middlewareStack.add(unsignedPayload, { step: 'build', name: 'holdfastUnsignedPayload' });
-      await this.client.send(command);
+      const out = await this.client.send(command, { abortSignal: opts?.signal });
+      return out.ETag === undefined ? '' : unquote(out.ETag);
     } catch (err) {
-      throw new StoreError('put', key, { cause: err });
+      if (operation !== 'put' && isPreconditionFailure(err)) throw new PreconditionFailedError(key, { cause: err });
+      throw new StoreError(operation, key, { cause: err });
     }
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: string, opts?: StoreCallOptions): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }), { abortSignal: opts?.signal });
     } catch (err) {
       if (isNoSuchKey(err)) return;
       throw new StoreError('delete', key, { cause: err });
     }
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
+  async *list(prefix: string, opts?: StoreCallOptions): AsyncIterable<string> {
+    for await (const info of this.listDetailed(prefix, opts)) yield info.key;
+  }
+
+  async *listDetailed(prefix: string, opts?: StoreCallOptions): AsyncIterable<ObjectInfo> {
     let continuationToken: string | undefined;
     do {
       let page;
@@ -146,24 +188,24 @@ export class S3ObjectStore implements ObjectStore {
             ContinuationToken: continuationToken,
             MaxKeys: this.listPageSize,
           }),
+          { abortSignal: opts?.signal },
         );
       } catch (err) {
         throw new StoreError('list', prefix, { cause: err });
       }
       for (const object of page.Contents ?? []) {
-        if (object.Key !== undefined) yield object.Key.slice(this.prefix.length);
+        if (object.Key === undefined) continue;
+        yield { key: object.Key.slice(this.prefix.length), size: object.Size ?? 0, lastModified: object.LastModified ?? new Date(0) };
       }
       continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (continuationToken !== undefined);
   }
 
-  async probe(): Promise<void> {
+  async probe(opts?: StoreCallOptions): Promise<void> {
     // A one-key listing of our own prefix rather than HeadBucket: it also proves we may read
     // the prefix, which is what the volumes need.
     try {
-      await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }),
-      );
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }), { abortSignal: opts?.signal });
     } catch (err) {
       throw new StoreError('probe', this.prefix, { cause: err });
     }
@@ -202,6 +244,21 @@ function normalisePrefix(prefix: string): string {
  */
 function isNoSuchKey(err: unknown): boolean {
   return err instanceof Error && err.name === 'NoSuchKey';
+}
+
+/**
+ * 412 is the answer to a lost condition; AWS answers 409 ConditionalRequestConflict when two
+ * conditional writes of one key race. Anything else (RGW sometimes answers the loser of a race with
+ * 500) is an ordinary failure whose outcome is unknown: the caller must read the object again.
+ */
+function isPreconditionFailure(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  return err.name === 'PreconditionFailed' || err.name === 'ConditionalRequestConflict' || status === 412 || status === 409;
+}
+
+function unquote(etag: string): string {
+  return etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"') ? etag.slice(1, -1) : etag;
 }
 
 /**
