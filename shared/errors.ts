@@ -44,6 +44,18 @@ export class RequestAbortedError extends HoldfastError {}
  */
 export class RequestDroppedError extends HoldfastError {}
 
+/**
+ * Stored bytes fail their CRC32C, or an object is not what the volume's head says it is. Never held
+ * (waiting does not mend it), never retried as transient: the request fails and the volume reports it.
+ */
+export class DataCorruptError extends HoldfastError {}
+
+/**
+ * Another gateway took the volume (its head has a newer writer epoch). The deposed gateway stops
+ * acknowledging, drops the volume's clients so they reconnect to the new owner, and never writes it again.
+ */
+export class VolumeDeposedError extends HoldfastError {}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
