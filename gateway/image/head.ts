@@ -56,6 +56,12 @@ export const HeadSchema = z
     /** Bumped by every write of the head. */
     version: z.number().int().nonnegative(),
     owner: OwnerSchema.nullable(),
+    /**
+     * The first epoch of the current owner's journal lineage: every owner since then used the same
+     * journal directory, so a taker with that directory replays the segments of these epochs (and of no
+     * older ones, whose acknowledged records were all committed before a gateway with another journal took over).
+     */
+    journalSince: z.number().int().nonnegative(),
     /** How long the owner's lease lasts after each head write it sends. */
     leaseMs: z.number().int().positive(),
     /** The highest sequence the owner had acknowledged when it wrote this head. */
@@ -107,6 +113,7 @@ export function emptyHead(shape: VolumeShape, leaseMs: number): Head {
     epoch: 0,
     version: 0,
     owner: null,
+    journalSince: 0,
     leaseMs,
     ackedSeq: 0,
     seq: 0,

@@ -82,7 +82,10 @@ export async function takeVolume(opts: TakeVolumeOptions): Promise<TakenVolume> 
             `start a gateway with that journal directory, or take the volume with --force-takeover ${opts.name} and lose them`,
         );
       }
-      const taken: Head = { ...head, epoch: head.epoch + 1, version: head.version + 1, owner: opts.owner, leaseMs: opts.leaseMs, ackedSeq: head.seq };
+      const epoch = head.epoch + 1;
+      // A released head had everything committed: nothing older in any journal is ours to replay.
+      const journalSince = prev !== null && sameJournal ? head.journalSince : epoch;
+      const taken: Head = { ...head, epoch, version: head.version + 1, owner: opts.owner, journalSince, leaseMs: opts.leaseMs, ackedSeq: head.seq };
       const body = encodeHead(taken);
       const sentAt = now();
       try {

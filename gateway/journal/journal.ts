@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError, RequestAbortedError } from '../../shared/errors.js';
@@ -406,14 +406,14 @@ export class Journal {
         await oldest.file.close().catch(() => undefined);
         // Unlinked before it leaves the list: when that fails (a failing disk) it stays first, to be
         // retried, and no newer segment is deleted while it is still there to be replayed.
-        await unlink(oldest.path);
+        await this.fileOps.remove(oldest.path);
         this.segments.shift();
         oldest.retired = true;
         this.segmentBytesTotal -= oldest.size;
         removed = true;
         // An older epoch's seal goes with its last segment.
         if (oldest.epoch !== (this.opts.epoch ?? 0) && !this.segments.some((s) => s.epoch === oldest.epoch)) {
-          await unlink(join(this.opts.dir, sealName(oldest.epoch))).catch(() => undefined);
+          await this.fileOps.remove(join(this.opts.dir, sealName(oldest.epoch))).catch(() => undefined);
         }
       }
     } finally {

@@ -33,9 +33,9 @@ export async function openVolume(opts: VolumeOptions): Promise<Volume> {
     ...(opts.fileOps !== undefined ? { fileOps: opts.fileOps } : {}),
     epoch: head.epoch,
     committedSeq: head.seq,
-    // Only the previous owner's records (and what it had adopted) are ours to replay: older epochs'
-    // leftovers in this directory were never adopted and are stale.
-    adoptFromEpoch: taken.sameJournal ? taken.previous.epoch : head.epoch,
+    // Only the records of this journal's lineage are ours to replay: leftovers from before a gateway
+    // with another journal took the volume are stale.
+    adoptFromEpoch: head.journalSince,
     retryInitialMs: opts.retryInitialMs,
     retryMaxMs: opts.retryMaxMs,
     onIoError: (err) => volume?.hang.journalFailed(err),

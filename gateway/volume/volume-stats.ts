@@ -30,6 +30,8 @@ export interface VolumeStats {
   readonly epoch: number;
   readonly headSeq: number;
   readonly ackedSeq: number;
+  /** The sequence of the last record appended to the journal. */
+  readonly lastSeq: number;
   readonly leaseRemainingMs: number;
   readonly deposed: boolean;
   readonly deltas: number;
@@ -82,6 +84,7 @@ export function volumeStats(v: {
     epoch: v.head.epoch,
     headSeq: v.head.seq,
     ackedSeq: v.ackedSeq,
+    lastSeq: v.journal.lastSequence,
     leaseRemainingMs: Math.round(v.leaseRemainingMs),
     deposed: v.deposed,
     deltas: v.image.deltas.size,
