@@ -32,13 +32,15 @@ export function pageOf(extent: number): number {
   return Math.floor(extent / EXTENTS_PER_PAGE);
 }
 
-export function encodePage(page: number, bases: ReadonlyMap<number, BaseRef>): { body: Buffer; crc: number } {
+/** The page's object, or undefined when none of its extents has a base (the page is dropped). */
+export function encodePage(page: number, bases: ReadonlyMap<number, BaseRef>): { body: Buffer; crc: number } | undefined {
   const entries: z.infer<typeof EntrySchema>[] = [];
   const first = page * EXTENTS_PER_PAGE;
   for (let i = first; i < first + EXTENTS_PER_PAGE; i++) {
     const b = bases.get(i);
     if (b !== undefined) entries.push([i, b.key, b.seq, b.size, b.metaOffset, b.metaCrc]);
   }
+  if (entries.length === 0) return undefined;
   const body = Buffer.from(JSON.stringify({ page, entries }));
   return { body, crc: crc32c(body) };
 }

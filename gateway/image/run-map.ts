@@ -122,6 +122,13 @@ export class RunMap {
     }
   }
 
+  /** Forgets every run (the image was replaced wholesale). */
+  clear(): void {
+    this.extents.clear();
+    this.capacityRuns = 0;
+    this.runCount = 0;
+  }
+
   /** Visits [start, end) of the extent in order: runs with their source, gaps with NO_SOURCE. */
   resolve(extent: number, start: number, end: number, visit: RunVisitor): void {
     const e = this.extents.get(extent);

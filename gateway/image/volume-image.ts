@@ -173,6 +173,22 @@ export class VolumeImage {
     return dead;
   }
 
+  /**
+   * Replaces the whole image with these base extents and no deltas (an import): every extent without
+   * a base reads as zeros. Returns the keys of every object the image named before.
+   */
+  replaceAll(bases: ReadonlyMap<number, BaseRef>): string[] {
+    const released = [...[...this.bases.values()].map((b) => b.key), ...[...this.deltas.values()].map((d) => d.ref.key)];
+    for (const extent of [...this.bases.keys(), ...bases.keys()]) this.dirtyPages.add(pageOf(extent));
+    this.bases.clear();
+    for (const [extent, base] of bases) this.bases.set(extent, base);
+    this.deltas.clear();
+    this.crcBytes = 0;
+    this.runs.clear();
+    this.baseMeta.clear();
+    return released;
+  }
+
   deltaRefs(): DeltaRef[] {
     return [...this.deltas.values()].map((d) => d.ref);
   }

@@ -88,12 +88,15 @@ export class HeadCommits {
   private async compose(cur: Head, deltas: readonly BuiltDelta[], seq: number): Promise<Head> {
     const image = this.opts.image;
     for (const page of [...image.dirtyPages]) {
-      const { body, crc } = encodePage(page, image.bases);
-      const key = indexPageKey(this.opts.name, page, cur.epoch, cur.version + 1);
-      await this.opts.store.put(key, body);
       const old = image.pages.get(page);
+      const encoded = encodePage(page, image.bases);
+      if (encoded === undefined) image.pages.delete(page);
+      else {
+        const key = indexPageKey(this.opts.name, page, cur.epoch, cur.version + 1);
+        await this.opts.store.put(key, encoded.body);
+        image.pages.set(page, { page, key, size: encoded.body.length, crc: encoded.crc });
+      }
       if (old !== undefined) this.release(old.key);
-      image.pages.set(page, { page, key, size: body.length, crc });
       image.dirtyPages.delete(page);
     }
     const cutoff = Date.now() - this.opts.gcGraceMs;

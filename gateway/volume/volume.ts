@@ -8,6 +8,7 @@ import { HangMonitor } from '../hang/hang-monitor.js';
 import type { Head, Owner } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
 import type { AllocationSpan, VolumeImage } from '../image/volume-image.js';
+import type { BaseRef } from '../image/index-page.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
@@ -200,6 +201,11 @@ export class Volume implements NbdExport {
     return join(journalRoot, name);
   }
 
+  /** The store the volume lives in (snapshots are written there). */
+  get storeOf(): ObjectStore {
+    return this.opts.store;
+  }
+
   /** The head as last written by this gateway. */
   get head(): Head {
     return this.writer.head;
@@ -327,6 +333,24 @@ export class Volume implements NbdExport {
   /** Resolves when every acknowledged change is named by a committed head. */
   drain(): Promise<void> {
     return this.uploader.flushThrough(this.journal.lastSequence);
+  }
+
+  /**
+   * Replaces the volume's whole contents with these base extents (already in the store): what an
+   * import does. Everything acknowledged before is uploaded first; every extent without a base reads
+   * as zeros afterwards.
+   */
+  async replaceContents(bases: ReadonlyMap<number, BaseRef>): Promise<void> {
+    this.checkWritable();
+    await this.drain();
+    for (const key of this.image.replaceAll(bases)) this.commits.release(key);
+    this.extentCache.clear();
+    await this.commits.flush();
+  }
+
+  /** The epoch this gateway holds the volume at, and the sequence its store contents are complete to. */
+  get committedSeq(): number {
+    return this.commits.committedSeq;
   }
 
   /** Folds every delta into base extents now (tests; `holdfast volume compact`). */
