@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { formatSize, parseSize } from '../../shared/units.js';
+import { parsePage } from '../image/index-page.js';
 import { isDataObjectKey, volumePrefix } from '../image/layout.js';
 import { cloneFromSnapshot, listSnapshots, readSnapshot } from '../image/snapshots.js';
 import { VolumeCatalog } from '../volume/catalog.js';
@@ -74,6 +75,11 @@ export function registerVolumeCommands(program: Command): void {
           storedObjects++;
         }
         const deltaBytes = head.deltas.reduce((n, d) => n + d.size, 0);
+        let baseExtents = 0;
+        for (const p of head.pages) {
+          const body = await session.store.get(p.key);
+          if (body !== undefined) baseExtents += parsePage(body, p.crc, p.page, p.key).size;
+        }
         const info = {
           name,
           location: `${session.store.location}${volumePrefix(name)}`,
@@ -89,6 +95,7 @@ export function registerVolumeCommands(program: Command): void {
           deltas: head.deltas.length,
           deltaBytes,
           indexPages: head.pages.length,
+          baseExtents,
           released: head.released.length,
           snapshots: snapshots.map((s) => ({ name: s.name, createdAt: s.createdAt, seq: s.seq })),
           storedObjects,
@@ -108,7 +115,7 @@ export function registerVolumeCommands(program: Command): void {
           `owner:         ${o === null ? 'none (not served)' : `gateway ${o.gateway} on ${o.host}, pid ${o.pid}${o.admin ? `, admin ${o.admin}` : ''}`}`,
           `head sequence: ${head.seq} (acknowledged by its owner: ${head.ackedSeq})`,
           `deltas:        ${head.deltas.length} (${formatSize(deltaBytes)})`,
-          `index pages:   ${head.pages.length}`,
+          `base extents:  ${baseExtents} (in ${head.pages.length} index page${head.pages.length === 1 ? '' : 's'})`,
           `snapshots:     ${snapshots.length === 0 ? 'none' : snapshots.map((s) => s.name).join(', ')}`,
           `stored:        ${storedObjects} objects, ${formatSize(storedBytes)} under this volume (holdfast gc frees what nothing refers to)`,
         ];

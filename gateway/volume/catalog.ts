@@ -27,6 +27,8 @@ export class VolumeCatalog {
     const extentSize = req.extentSize ?? DEFAULT_EXTENT_SIZE;
     checkShape(req.name, req.size, extentSize);
     if ((await this.store.get(legacyManifestKey(req.name))) !== undefined) throw new VolumeExistsError(`volume ${req.name} already exists (in format 1)`);
+    // The conditional create below is what decides; this read only gives the plain answer early.
+    if ((await this.store.get(headKey(req.name))) !== undefined) throw new VolumeExistsError(`volume ${req.name} already exists`);
     const head = emptyHead({ name: req.name, size: req.size, extentSize, readOnly: req.readOnly ?? false, createdAt: new Date().toISOString() }, DEFAULT_LEASE_MS);
     try {
       await this.store.putIfAbsent(headKey(req.name), encodeHead(head));
