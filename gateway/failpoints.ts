@@ -29,7 +29,7 @@ export const FAILPOINTS = [
 export type FailpointName = (typeof FAILPOINTS)[number];
 
 export class Failpoints {
-  private readonly armed = new Map<FailpointName, { action: FailpointAction; remaining: number }>();
+  private readonly armed = new Map<FailpointName, { action: FailpointAction; remaining: number; skip: number }>();
   /** Hit counts, for tests that check a point was reached. */
   readonly hits = new Map<FailpointName, number>();
 
@@ -39,15 +39,16 @@ export class Failpoints {
   static fromEnv(text: string | undefined): Failpoints {
     const fp = new Failpoints();
     for (const part of (text ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '')) {
-      const m = /^([a-z.-]+)=(error|crash)(?:\*(\d+))?$/.exec(part);
-      if (m === null || !FAILPOINTS.includes(m[1] as FailpointName)) throw new RangeError(`HOLDFAST_FAILPOINTS: ${JSON.stringify(part)} is not NAME=error|crash[*N] with NAME one of ${FAILPOINTS.join(', ')}`);
-      fp.arm(m[1] as FailpointName, m[2] as FailpointAction, m[3] === undefined ? 1 : Number(m[3]));
+      const m = /^([a-z.-]+)=(error|crash)(?:\*(\d+)|@(\d+))?$/.exec(part);
+      if (m === null || !FAILPOINTS.includes(m[1] as FailpointName)) throw new RangeError(`HOLDFAST_FAILPOINTS: ${JSON.stringify(part)} is not NAME=error|crash[*TIMES|@NTH] with NAME one of ${FAILPOINTS.join(', ')}`);
+      fp.arm(m[1] as FailpointName, m[2] as FailpointAction, m[3] === undefined ? 1 : Number(m[3]), m[4] === undefined ? 0 : Number(m[4]) - 1);
     }
     return fp;
   }
 
-  arm(name: FailpointName, action: FailpointAction, times = 1): void {
-    this.armed.set(name, { action, remaining: times });
+  /** Fails the next `times` hits, after letting `skip` hits pass. */
+  arm(name: FailpointName, action: FailpointAction, times = 1, skip = 0): void {
+    this.armed.set(name, { action, remaining: times, skip });
   }
 
   disarm(): void {
@@ -59,6 +60,10 @@ export class Failpoints {
     this.hits.set(name, (this.hits.get(name) ?? 0) + 1);
     const a = this.armed.get(name);
     if (a === undefined) return;
+    if (a.skip > 0) {
+      a.skip--;
+      return;
+    }
     if (--a.remaining <= 0) this.armed.delete(name);
     if (a.action === 'crash') this.crash(name);
     throw new FailpointError(`failpoint ${name}`);

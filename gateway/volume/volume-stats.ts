@@ -41,6 +41,8 @@ export interface VolumeStats {
   readonly compactions: number;
   readonly compactedExtents: number;
   readonly compactionBytes: number;
+  /** Reads that failed because stored bytes failed their CRC32C. */
+  readonly corruptReads: number;
 }
 
 export function volumeStats(v: {
@@ -59,6 +61,7 @@ export function volumeStats(v: {
   ackedSeq: number;
   leaseRemainingMs: number;
   deposed: boolean;
+  corruptReads: number;
 }): VolumeStats {
   const u = v.uploader.stats;
   const c = v.compactor.stats;
@@ -94,5 +97,6 @@ export function volumeStats(v: {
     compactions: c.runs,
     compactedExtents: c.extents,
     compactionBytes: c.bytesWritten,
+    corruptReads: v.corruptReads,
   };
 }
