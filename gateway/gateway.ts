@@ -6,7 +6,7 @@ import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
-import { VolumeDeposedError, errorMessage } from '../shared/errors.js';
+import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
 import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
 import { processFailpoints } from './failpoints.js';
@@ -154,8 +154,13 @@ export class Gateway implements ExportRegistry {
     const wanted = this.config.volumes;
     const auto = this.config.createVolume;
     if (auto !== undefined && (wanted.length === 0 || wanted.includes(auto.name)) && !(await catalog.exists(auto.name))) {
-      await catalog.create({ name: auto.name, size: auto.size, extentSize: this.config.extentSize });
-      this.logger.info({ volume: auto.name, size: auto.size }, 'created volume');
+      try {
+        await catalog.create({ name: auto.name, size: auto.size, extentSize: this.config.extentSize });
+        this.logger.info({ volume: auto.name, size: auto.size }, 'created volume');
+      } catch (err) {
+        // Another gateway created it a moment ago: taking it decides which of us serves it.
+        if (!(err instanceof VolumeExistsError)) throw err;
+      }
     }
     if (wanted.length > 0) return [...wanted];
     return (await catalog.list()).map((v) => v.shape.name);
