@@ -13,6 +13,8 @@ export const DETAIL_TYPES = {
   'io-hang-timeout': 'Volume IO Hang Timeout',
   'storage-unavailable': 'Volume Storage Unavailable',
   'journal-pressure': 'Volume Journal Pressure',
+  'volume-deposed': 'Volume Deposed',
+  'data-corrupt': 'Volume Data Corrupt',
 } as const satisfies Record<HoldfastEventKind, string>;
 
 export type DetailType = (typeof DETAIL_TYPES)[HoldfastEventKind];
