@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { DEFAULT_CLASS_ACTIONS, type HangPolicy } from '../shared/hang-policy.js';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
+import { volumeStatus } from './admin/volume-status.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
 import { VolumeNotFoundError, errorMessage } from '../shared/errors.js';
@@ -19,6 +20,7 @@ import { openStore } from './store/open-store.js';
 import { VolumeCatalog, parseManifest } from './volume/catalog.js';
 import { Volume } from './volume/volume.js';
 import { VolumeLock, journalIdentity } from './volume/volume-lock.js';
+import { writeFileAtomic } from './util/atomic-write.js';
 
 /** The hang policy every volume starts with, from the configuration. */
 export function configuredHangPolicy(config: ResolvedConfig): HangPolicy {
@@ -57,7 +59,7 @@ export class Gateway implements ExportRegistry {
   ) {
     this.gatewayId = config.gatewayId ?? hostname();
     this.events = new EventBus(sinks, logger);
-    this.metrics = new GatewayMetrics({ volumes: () => this.list() as Volume[], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
+    this.metrics = new GatewayMetrics({ volumes: () => this.volumes(), nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
   }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
@@ -70,8 +72,12 @@ export class Gateway implements ExportRegistry {
       gateway.address = await nbd.listen(config.listen.host, config.listen.port);
       gateway.admin = new AdminServer({
         sources: {
-          volumes: () => [...gateway.served.values()].map((s) => s.volume),
-          volume: (name) => gateway.volume(name),
+          volumeNames: () => [...gateway.served.keys()],
+          status: (name) => {
+            const volume = gateway.volume(name);
+            return volume === undefined ? undefined : volumeStatus(volume);
+          },
+          hangControl: (name) => gateway.volume(name)?.hang,
           healthy: () => gateway.stopping === undefined && gateway.address !== undefined,
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
@@ -102,6 +108,10 @@ export class Gateway implements ExportRegistry {
 
   volume(name: string): Volume | undefined {
     return this.served.get(name)?.volume;
+  }
+
+  private volumes(): Volume[] {
+    return [...this.served.values()].map((s) => s.volume);
   }
 
   get nbdStats(): NbdServer['stats'] | undefined {
@@ -188,10 +198,7 @@ export class Gateway implements ExportRegistry {
 
 async function saveLocalManifest(journalDir: string, manifest: VolumeManifest): Promise<void> {
   await mkdir(journalDir, { recursive: true });
-  const path = join(journalDir, 'manifest.json');
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify(manifest, null, 2), { flush: true });
-  await rename(tmp, path);
+  await writeFileAtomic(join(journalDir, 'manifest.json'), JSON.stringify(manifest, null, 2));
 }
 
 async function loadLocalManifests(journalRoot: string): Promise<VolumeManifest[]> {

@@ -10,9 +10,9 @@ import {
   encodeRecordHeader,
   recordChecksumOk,
 } from './record.js';
-import { backoffMs } from '../hang/backoff.js';
+import { backoffMs } from '../util/backoff.js';
 import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
-import { syncDirectory } from '../fs/sync-directory.js';
+import { syncDirectory } from '../util/sync-directory.js';
 
 const SEGMENT_MAGIC = 0x48464a53;
 const SEGMENT_VERSION = 1;

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
-import { backoffMs } from '../hang/backoff.js';
+import { backoffMs } from '../util/backoff.js';
 import type { Journal } from '../journal/journal.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { PendingChanges } from './pending-changes.js';
-import { Semaphore } from './semaphore.js';
+import { Semaphore } from '../util/semaphore.js';
 
 /**
  * Extents prepared (read back from the journal and the store) beyond the PUTs in flight, so that a

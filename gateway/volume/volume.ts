@@ -14,7 +14,7 @@ import { HangMonitor } from '../hang/hang-monitor.js';
 import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import { extentKey } from './layout.js';
 import { PendingChanges } from './pending-changes.js';
-import { Semaphore } from './semaphore.js';
+import { Semaphore } from '../util/semaphore.js';
 import { type ExtentSnapshot, Uploader } from './uploader.js';
 
 /** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
