@@ -130,7 +130,9 @@ export const HangPolicyDocumentSchema = z
   .strict();
 
 export function policyDocument(policy: HangPolicy): HangPolicyDocument {
-  return { timeout: formatTimeout(policy.timeout), classes: { ...policy.classes }, retryMax: formatDuration(policy.retryMaxMs) };
+  // Classes in one fixed order, so that the document reads the same whatever built the policy.
+  const classes = Object.fromEntries(POLICY_CLASSES.map((c) => [c, policy.classes[c]])) as Record<PolicyClass, ClassAction>;
+  return { timeout: formatTimeout(policy.timeout), classes, retryMax: formatDuration(policy.retryMaxMs) };
 }
 
 /** `transient=hold,denied=fail` → a partial class table (config and CLI syntax). */
