@@ -50,21 +50,25 @@ export function holdsClass(policy: HangPolicy, errorClass: ErrorClass): boolean 
 export function parseHangTimeout(text: string): HangTimeout | { readonly error: string } {
   if (text === 'off' || text === 'forever') return text;
   const ms = parseDuration(text);
-  if (ms === undefined || ms <= 0) return { error: `${JSON.stringify(text)} is not a hang timeout: use off, forever, or a duration like 120s` };
-  if (!Number.isSafeInteger(ms)) return { error: `${JSON.stringify(text)} is longer than a hang timeout can be; use forever to hold until storage answers` };
+  if (ms === undefined || ms <= 0)
+    return { error: `${JSON.stringify(text)} is not a hang timeout: use off, forever, or a duration like 120s` };
+  if (!Number.isSafeInteger(ms))
+    return { error: `${JSON.stringify(text)} is longer than a hang timeout can be; use forever to hold until storage answers` };
   return ms;
 }
 
 /** The timeout in configuration: text as on the command line, or milliseconds in a JSON config file. */
-export const HangTimeoutSchema = z.union([z.number().int().positive().max(Number.MAX_SAFE_INTEGER), z.string()]).transform((v, ctx): HangTimeout => {
-  if (typeof v === 'number') return v;
-  const parsed = parseHangTimeout(v);
-  if (typeof parsed === 'object') {
-    ctx.addIssue({ code: 'custom', message: parsed.error });
-    return z.NEVER;
-  }
-  return parsed;
-});
+export const HangTimeoutSchema = z
+  .union([z.number().int().positive().max(Number.MAX_SAFE_INTEGER), z.string()])
+  .transform((v, ctx): HangTimeout => {
+    if (typeof v === 'number') return v;
+    const parsed = parseHangTimeout(v);
+    if (typeof parsed === 'object') {
+      ctx.addIssue({ code: 'custom', message: parsed.error });
+      return z.NEVER;
+    }
+    return parsed;
+  });
 
 const timeoutText = z.string().transform((v, ctx): HangTimeout => {
   const parsed = parseHangTimeout(v);
@@ -138,7 +142,10 @@ export function policyDocument(policy: HangPolicy): HangPolicyDocument {
 /** `transient=hold,denied=fail` → a partial class table (config and CLI syntax). */
 export function parseClassActions(text: string): Partial<Record<PolicyClass, ClassAction>> | string {
   const out: Partial<Record<PolicyClass, ClassAction>> = {};
-  for (const part of text.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+  for (const part of text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')) {
     const [cls, act] = part.split('=');
     if (cls === 'corrupt') return 'corrupt data is never held: waiting does not mend it';
     const policyClass = POLICY_CLASSES.find((c) => c === cls);

@@ -82,7 +82,11 @@ export class AdminServer {
     if (path === '/healthz') {
       allow(method, ['GET', 'HEAD']);
       const healthy = sources.healthy();
-      send(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'unavailable', gateway: sources.gatewayId, volumes: sources.volumeNames().length });
+      send(res, healthy ? 200 : 503, {
+        status: healthy ? 'ok' : 'unavailable',
+        gateway: sources.gatewayId,
+        volumes: sources.volumeNames().length,
+      });
       return;
     }
     this.authorize(req);

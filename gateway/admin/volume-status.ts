@@ -44,7 +44,13 @@ export function volumeStatus(v: Volume): VolumeStatus {
     readOnly: v.readOnly,
     clients: s.clients,
     ...hang,
-    journal: { bytes: s.journalBytes, limit: s.journalLimitBytes, pressure: journalPressure, backlogRecords: s.pendingEntries, dirtyExtents: s.dirtyExtents },
+    journal: {
+      bytes: s.journalBytes,
+      limit: s.journalLimitBytes,
+      pressure: journalPressure,
+      backlogRecords: s.pendingEntries,
+      dirtyExtents: s.dirtyExtents,
+    },
     cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },
   };

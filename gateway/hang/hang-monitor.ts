@@ -10,7 +10,18 @@ import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import { sleep } from '../util/sleep.js';
 import { StorageFailedError } from './errors.js';
 import { HeldRead } from './held-read.js';
-import { healthy, initialMachine, refusalFor, snapshot, wantsProbe, writeRefusal, type HangMachine, type HangSnapshot, type HangStateKind, type Held } from './machine.js';
+import {
+  healthy,
+  initialMachine,
+  refusalFor,
+  snapshot,
+  wantsProbe,
+  writeRefusal,
+  type HangMachine,
+  type HangSnapshot,
+  type HangStateKind,
+  type Held,
+} from './machine.js';
 import { transition, type HangAction, type HangInput, type StorePath } from './transition.js';
 
 /** Requests some component holds on the volume's behalf (writes waiting for journal room, for a lease...). */
@@ -109,9 +120,20 @@ export class HangMonitor implements HangControl {
 
   constructor(private readonly opts: HangMonitorOptions) {
     this.clock = opts.clock ?? systemClock;
-    this.machine = initialMachine({ volume: opts.volume, gateway: opts.gateway, policy: opts.policy, idPrefix: opts.idPrefix ?? randomUUID() });
+    this.machine = initialMachine({
+      volume: opts.volume,
+      gateway: opts.gateway,
+      policy: opts.policy,
+      idPrefix: opts.idPrefix ?? randomUUID(),
+    });
     const journal = opts.journal;
-    this.sources.add({ held: () => journal.held(), fail: (err) => journal.failWaiters(err), waitsOn: 'journal' });
+    this.sources.add({
+      held: () => journal.held(),
+      fail: (err) => {
+        journal.failWaiters(err);
+      },
+      waitsOn: 'journal',
+    });
     this.tick();
   }
 
@@ -169,7 +191,12 @@ export class HangMonitor implements HangControl {
       return held;
     };
     const stalled = (): HeldRead => {
-      this.dispatch({ type: 'store-failed', path: 'read', errorClass: 'transient', message: `the object store has not answered for ${STALL_MS} ms` });
+      this.dispatch({
+        type: 'store-failed',
+        path: 'read',
+        errorClass: 'transient',
+        message: `the object store has not answered for ${STALL_MS} ms`,
+      });
       return holdOnce();
     };
     try {
@@ -320,8 +347,8 @@ export class HangMonitor implements HangControl {
     if (this.dispatching) return;
     this.dispatching = true;
     try {
-      for (let rounds = 0; this.queue.length > 0; ) {
-        const step = transition(this.machine, this.queue.shift()!, this.clock.now());
+      for (let rounds = 0, input = this.queue.shift(); input !== undefined; input = this.queue.shift()) {
+        const step = transition(this.machine, input, this.clock.now());
         this.machine = step.machine;
         for (const action of step.actions) this.perform(action);
         if (this.queue.length === 0 && rounds++ < MAX_SAMPLE_ROUNDS) this.sampleHeld();
@@ -437,7 +464,7 @@ function held0<T>(pending: Promise<T>, clock: Clock, stalled: () => HeldRead): P
       },
       (err: unknown) => {
         timer.cancel();
-        if (watched === undefined) reject(err);
+        if (watched === undefined) reject(err instanceof Error ? err : new Error(String(err)));
       },
     );
   });

@@ -50,7 +50,9 @@ export class HeldRead {
 
   /** Waits out a back-off, which `wake` or `fail` end early. */
   async pause(backoff: Sleep): Promise<void> {
-    this.waker = () => backoff.wake();
+    this.waker = () => {
+      backoff.wake();
+    };
     await backoff.done;
     this.waker = undefined;
   }

@@ -33,5 +33,13 @@
  * episode's start (any length: long ones are waited out in steps), `forever` arms none.
  */
 export { StorageFailedError, type FailReason } from './errors.js';
-export { HangMonitor, STALL_MS, type HangControl, type HangCounters, type HangMonitorOptions, type HeldSource, type JournalWaiters } from './hang-monitor.js';
+export {
+  HangMonitor,
+  STALL_MS,
+  type HangControl,
+  type HangCounters,
+  type HangMonitorOptions,
+  type HeldSource,
+  type JournalWaiters,
+} from './hang-monitor.js';
 export type { HangSnapshot, HangStateKind } from './machine.js';

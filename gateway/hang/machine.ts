@@ -168,7 +168,15 @@ export function snapshot(m: HangMachine, now: number): HangSnapshot {
     state: s.kind,
     paused: m.paused,
     held: { requests: m.held.requests, bytes: m.held.bytes },
-    episode: episode === null ? null : { id: episode.id, startedAt: iso(episode.startedAt), durationMs: now - episode.startedAt, deadline: deadline === null ? null : iso(deadline) },
+    episode:
+      episode === null
+        ? null
+        : {
+            id: episode.id,
+            startedAt: iso(episode.startedAt),
+            durationMs: now - episode.startedAt,
+            deadline: deadline === null ? null : iso(deadline),
+          },
     timedOutSince: s.kind === 'timed-out' ? iso(s.since) : null,
     storageUnavailableSince: m.health.store === null ? null : iso(m.health.store.since),
     journalFailing: m.health.journal !== null,

@@ -52,7 +52,12 @@ export type HangInputType = HangInput['type'];
 
 export type HangAction =
   | { readonly type: 'emit'; readonly event: HoldfastEvent }
-  | { readonly type: 'log'; readonly level: 'info' | 'warn' | 'error'; readonly msg: string; readonly fields: Readonly<Record<string, unknown>> }
+  | {
+      readonly type: 'log';
+      readonly level: 'info' | 'warn' | 'error';
+      readonly msg: string;
+      readonly fields: Readonly<Record<string, unknown>>;
+    }
   /** Answer held requests with this failure: all of them, or only those waiting on the journal. */
   | {
       readonly type: 'fail-held';
@@ -313,7 +318,12 @@ function onProbeAnswered(b: StepBuilder): void {
 
 function onJournalFailed(b: StepBuilder, errorClass: ErrorClass, message: string): void {
   const j = b.m.health.journal;
-  b.set({ health: { ...b.m.health, journal: j === null ? { id: b.id(), since: b.now, errorClass, lastError: message } : { ...j, errorClass, lastError: message } } });
+  b.set({
+    health: {
+      ...b.m.health,
+      journal: j === null ? { id: b.id(), since: b.now, errorClass, lastError: message } : { ...j, errorClass, lastError: message },
+    },
+  });
   noteEpisodeError(b, errorClass, message);
   const reason = refusalFor(b.m, errorClass);
   if (reason !== undefined) failHeld(b, reason, errorClass, message, 'journal');
@@ -324,7 +334,8 @@ function onOperatorFail(b: StepBuilder, type: 'pause' | 'release', by: Requested
   const s = b.m.state;
   const source = s.kind === 'normal' ? null : s.episode;
   if (type === 'pause') b.set({ paused: true });
-  if (failed > 0) failHeld(b, type === 'pause' ? 'paused' : 'released', source?.errorClass ?? currentErrorClass(b.m), source?.lastError ?? null, 'all');
+  if (failed > 0)
+    failHeld(b, type === 'pause' ? 'paused' : 'released', source?.errorClass ?? currentErrorClass(b.m), source?.lastError ?? null, 'all');
   if (type === 'pause') {
     b.log('info', 'hang handling paused by an operator: held requests failed, failures not held until resume', { requestedBy: by, failed });
     b.emit({ kind: 'volume-paused', requestedBy: by, failed, ...b.base(source) });
@@ -354,7 +365,10 @@ function onPolicy(b: StepBuilder, policy: HangPolicy, by: RequestedBy): void {
 function reportCorrupt(b: StepBuilder, message: string): void {
   b.log('error', 'stored data is corrupt: the request fails, nothing is held', { err: message });
   const s = b.m.state;
-  b.emit({ kind: 'data-corrupt', ...b.base({ id: s.kind === 'normal' ? 'none' : s.episode.id, errorClass: 'corrupt', lastError: message }) });
+  b.emit({
+    kind: 'data-corrupt',
+    ...b.base({ id: s.kind === 'normal' ? 'none' : s.episode.id, errorClass: 'corrupt', lastError: message }),
+  });
 }
 
 function onJournalUsage(b: StepBuilder, bytes: number, limit: number, waiting: number): void {

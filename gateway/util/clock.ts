@@ -39,7 +39,11 @@ export function steppedTimers(maxStepMs: number): Clock {
         if (opts?.unref === true) handle.unref();
       };
       arm(ms);
-      return { cancel: () => clearTimeout(handle) };
+      return {
+        cancel: () => {
+          clearTimeout(handle);
+        },
+      };
     },
   };
 }

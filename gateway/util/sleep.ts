@@ -10,7 +10,9 @@ export interface Sleep {
 export function sleep(ms: number, clock: Clock = systemClock): Sleep {
   let wake = (): void => undefined;
   const done = new Promise<void>((resolve) => {
-    const timer = clock.setTimer(() => resolve(), ms);
+    const timer = clock.setTimer(() => {
+      resolve();
+    }, ms);
     wake = () => {
       timer.cancel();
       resolve();

@@ -92,7 +92,15 @@ function inputs(m: HangMachine): HangInput[] {
 /** What tells two machines apart for the diagram's purposes (times and ids left out). */
 function key(m: HangMachine): string {
   const s = m.health.store;
-  return JSON.stringify([m.state.kind, s && [s.reads, s.writes, s.errorClass], m.health.journal?.errorClass, m.paused, m.policy, m.held.requests > 0, m.held.reads > 0]);
+  return JSON.stringify([
+    m.state.kind,
+    s && [s.reads, s.writes, s.errorClass],
+    m.health.journal?.errorClass,
+    m.paused,
+    m.policy,
+    m.held.requests > 0,
+    m.held.reads > 0,
+  ]);
 }
 
 export function exploreEdges(): Map<string, Map<string, Set<HangInputType>>> {

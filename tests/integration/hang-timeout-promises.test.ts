@@ -24,7 +24,20 @@ const MiB = 1024 * 1024;
 const KiB = 1024;
 const VOLUME = 'vol';
 const HANG_TIMEOUT_MS = 3000;
-const ARGS = ['--extent-size', '1MiB', '--cache-size', '2MiB', '--upload-delay', '0', '--journal-limit', '2MiB', '--segment-size', '1MiB', '--hang-timeout', `${HANG_TIMEOUT_MS / 1000}s`];
+const ARGS = [
+  '--extent-size',
+  '1MiB',
+  '--cache-size',
+  '2MiB',
+  '--upload-delay',
+  '0',
+  '--journal-limit',
+  '2MiB',
+  '--segment-size',
+  '1MiB',
+  '--hang-timeout',
+  `${HANG_TIMEOUT_MS / 1000}s`,
+];
 /** The behaviour's documented bound. */
 const TIMEOUT_ACCURACY_MS = 100;
 /** What the client's view adds: the reply crosses a loopback socket to this busy test process. */
@@ -88,8 +101,13 @@ async function timeoutKeptWhileProbeAnswers(t: TestContext, gw: GatewayProcess, 
     assert.ok(held.length > 0, 'some writes were held and failed at the timeout');
     for (const w of held) assert.equal(w.error, EIO, `write at ${w.offset}`);
     const lateness = held.map((w) => w.doneAt! - episode.deadline);
-    t.diagnostic(`${writes.length - held.length} writes fit in the journal; ${held.length} held, answered EIO ${lateness.map((l) => l.toFixed(1)).join(', ')} ms after the deadline`);
-    assert.ok(Math.max(...lateness.map(Math.abs)) <= TIMEOUT_ACCURACY_MS + CLIENT_MEASUREMENT_ALLOWANCE_MS, 'EIO within the bound of the deadline');
+    t.diagnostic(
+      `${writes.length - held.length} writes fit in the journal; ${held.length} held, answered EIO ${lateness.map((l) => l.toFixed(1)).join(', ')} ms after the deadline`,
+    );
+    assert.ok(
+      Math.max(...lateness.map(Math.abs)) <= TIMEOUT_ACCURACY_MS + CLIENT_MEASUREMENT_ALLOWANCE_MS,
+      'EIO within the bound of the deadline',
+    );
     assert.deepEqual([...states], ['hang'], 'the volume was in hang all along while writes were held');
     assert.deepEqual([...episodes], [episode.id], 'one episode');
 
@@ -100,7 +118,11 @@ async function timeoutKeptWhileProbeAnswers(t: TestContext, gw: GatewayProcess, 
     t.diagnostic(`io-hang-timeout ${fired} ms after the deadline`);
     assert.ok(Math.abs(fired) <= TIMEOUT_ACCURACY_MS, `the timeout fired ${fired} ms from its deadline`);
     assert.equal(ioHangEvents(gw).filter((e) => e.set).length, 1, 'one io-hang episode began');
-    assert.equal(events.filter((e) => e.kind === 'storage-unavailable' && !e.set).length, 0, 'storage-unavailable was never cleared by a probe answer');
+    assert.equal(
+      events.filter((e) => e.kind === 'storage-unavailable' && !e.set).length,
+      0,
+      'storage-unavailable was never cleared by a probe answer',
+    );
     const metrics = await scrapeMetrics(gw.adminUrl);
     assert.equal(metrics.value('holdfast_hang_episodes_total', { volume: VOLUME }), 1);
     assert.equal(metrics.value('holdfast_hang_timeouts_total', { volume: VOLUME }), 1);
@@ -134,7 +156,9 @@ describe('the hang timeout while the probe answers and uploads fail', { concurre
       const status = await volumeStatus(gw.adminUrl, VOLUME);
       assert.equal(status.errorClass, 'no-space');
       await rm(filler);
-      await waitFor('the timeout to clear once uploads succeed', () => loggedEvents(gw!.logs).some((e) => e.kind === 'io-hang-timeout' && !e.set));
+      await waitFor('the timeout to clear once uploads succeed', () =>
+        loggedEvents(gw!.logs).some((e) => e.kind === 'io-hang-timeout' && !e.set),
+      );
     } finally {
       await gw?.kill('SIGKILL');
       await unmount();
@@ -142,31 +166,46 @@ describe('the hang timeout while the probe answers and uploads fail', { concurre
     }
   });
 
-  it('S3 answering PUT with 503 SlowDown while LIST succeeds: held writes fail at the timeout, one episode, hang throughout', { timeout: 60_000 }, async (t) => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'holdfast-slow-puts-'));
-    const s3 = await startS3Server();
-    const proxy = await startS3FaultProxy({ host: '127.0.0.1', port: s3.port });
-    let gw: GatewayProcess | undefined;
-    try {
-      const store: StoreTarget = { kind: 's3', args: ['--store', `s3://${s3.bucket}/slow-puts`, '--s3-endpoint', proxy.endpoint], env: s3Env() };
-      gw = await startGateway({ store, journalDir: path.join(root, 'journal'), createVolume: `${VOLUME}=48MiB`, args: ARGS });
-      await timeoutKeptWhileProbeAnswers(t, gw, async () => {
-        proxy.setMode({ kind: 'slow-down-puts' });
-      });
-      const status = await volumeStatus(gw.adminUrl, VOLUME);
-      assert.equal(status.errorClass, 'transient');
-      assert.ok((proxy.counts.injected.SlowDown ?? 0) > 0 && proxy.counts.forwarded > 0, 'PUTs were refused while other requests went through');
-      t.diagnostic(`the proxy answered ${proxy.counts.injected.SlowDown} PUTs with SlowDown and forwarded ${proxy.counts.forwarded} requests`);
-      proxy.setMode({ kind: 'pass' });
-      await waitFor('the timeout to clear once uploads succeed', () => loggedEvents(gw!.logs).some((e) => e.kind === 'io-hang-timeout' && !e.set));
-    } finally {
-      await gw?.kill('SIGKILL');
-      await proxy.close();
-      await s3.kill();
-      await rm(s3.dir, { recursive: true, force: true });
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+  it(
+    'S3 answering PUT with 503 SlowDown while LIST succeeds: held writes fail at the timeout, one episode, hang throughout',
+    { timeout: 60_000 },
+    async (t) => {
+      const root = await mkdtemp(path.join(os.tmpdir(), 'holdfast-slow-puts-'));
+      const s3 = await startS3Server();
+      const proxy = await startS3FaultProxy({ host: '127.0.0.1', port: s3.port });
+      let gw: GatewayProcess | undefined;
+      try {
+        const store: StoreTarget = {
+          kind: 's3',
+          args: ['--store', `s3://${s3.bucket}/slow-puts`, '--s3-endpoint', proxy.endpoint],
+          env: s3Env(),
+        };
+        gw = await startGateway({ store, journalDir: path.join(root, 'journal'), createVolume: `${VOLUME}=48MiB`, args: ARGS });
+        await timeoutKeptWhileProbeAnswers(t, gw, async () => {
+          proxy.setMode({ kind: 'slow-down-puts' });
+        });
+        const status = await volumeStatus(gw.adminUrl, VOLUME);
+        assert.equal(status.errorClass, 'transient');
+        assert.ok(
+          (proxy.counts.injected.SlowDown ?? 0) > 0 && proxy.counts.forwarded > 0,
+          'PUTs were refused while other requests went through',
+        );
+        t.diagnostic(
+          `the proxy answered ${proxy.counts.injected.SlowDown} PUTs with SlowDown and forwarded ${proxy.counts.forwarded} requests`,
+        );
+        proxy.setMode({ kind: 'pass' });
+        await waitFor('the timeout to clear once uploads succeed', () =>
+          loggedEvents(gw!.logs).some((e) => e.kind === 'io-hang-timeout' && !e.set),
+        );
+      } finally {
+        await gw?.kill('SIGKILL');
+        await proxy.close();
+        await s3.kill();
+        await rm(s3.dir, { recursive: true, force: true });
+        await rm(root, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {

@@ -34,14 +34,29 @@ function session(doc: string): Step[] {
 test("docs/io-hang.md's example session prints what the page shows", { timeout: 60_000 }, async (t) => {
   const steps = session(await readFile(DOC, 'utf8'));
   const serve = steps[0];
-  assert.ok(serve !== undefined && /^holdfast serve( .*)? &$/.test(serve.command) && serve.output === '', 'the session starts a gateway in the background');
-  const flags = serve.command.replace(/^holdfast serve ?/, '').replace(/ ?&$/, '').split(' ').filter((f) => f !== '');
+  assert.ok(
+    serve !== undefined && /^holdfast serve( .*)? &$/.test(serve.command) && serve.output === '',
+    'the session starts a gateway in the background',
+  );
+  const flags = serve.command
+    .replace(/^holdfast serve ?/, '')
+    .replace(/ ?&$/, '')
+    .split(' ')
+    .filter((f) => f !== '');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'holdfast-doc-'));
-  const gw = await startGateway({ store: { kind: 'local', args: ['--store', path.join(dir, 'store')], env: {} }, journalDir: path.join(dir, 'journal'), createVolume: 'demo=64MiB', args: flags });
+  const gw = await startGateway({
+    store: { kind: 'local', args: ['--store', path.join(dir, 'store')], env: {} },
+    journalDir: path.join(dir, 'journal'),
+    createVolume: 'demo=64MiB',
+    args: flags,
+  });
   try {
     assert.ok(steps.length > 3, 'the session shows the API at work');
     for (const step of steps.slice(1)) {
-      assert.ok(step.command.startsWith('curl -s ') && step.command.includes(DOC_ADMIN), `${step.command}: the session talks to the admin API with curl`);
+      assert.ok(
+        step.command.startsWith('curl -s ') && step.command.includes(DOC_ADMIN),
+        `${step.command}: the session talks to the admin API with curl`,
+      );
       const run = await runTool('sh', ['-c', step.command.replaceAll(DOC_ADMIN, gw.adminUrl)]);
       assert.equal(run.code, 0, `${step.command}: ${run.stderr}`);
       t.diagnostic(`$ ${step.command}\n${run.stdout}`);

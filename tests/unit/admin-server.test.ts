@@ -79,9 +79,17 @@ class Rig {
     this.base = `http://127.0.0.1:${address.port}`;
   }
 
-  async call(method: string, path: string, opts: { body?: string; token?: string | null } = {}): Promise<{ status: number; json: unknown; text: string }> {
+  async call(
+    method: string,
+    path: string,
+    opts: { body?: string; token?: string | null } = {},
+  ): Promise<{ status: number; json: unknown; text: string }> {
     const token = opts.token === undefined ? TOKEN : opts.token;
-    const res = await fetch(`${this.base}${path}`, { method, body: opts.body ?? null, headers: token === null ? {} : { authorization: `Bearer ${token}` } });
+    const res = await fetch(`${this.base}${path}`, {
+      method,
+      body: opts.body ?? null,
+      headers: token === null ? {} : { authorization: `Bearer ${token}` },
+    });
     const text = await res.text();
     let json: unknown;
     try {
@@ -119,7 +127,10 @@ describe('admin server', () => {
 
   it('lists volumes and one volume in the shape the CLI parses', async () => {
     const list = VolumesResponseSchema.parse((await rig.call('GET', '/v1/volumes')).json);
-    assert.deepEqual(list.volumes.map((v) => v.name), ['v1']);
+    assert.deepEqual(
+      list.volumes.map((v) => v.name),
+      ['v1'],
+    );
     const one = VolumeStatusSchema.parse((await rig.call('GET', '/v1/volumes/v1')).json);
     assert.equal(one.state, 'normal');
     assert.equal(one.policy.timeout, '120s');
@@ -166,7 +177,10 @@ describe('admin server', () => {
     assert.deepEqual((await rig.call('POST', '/v1/volumes/v1/resume')).json, { paused: false });
     assert.deepEqual((await rig.call('POST', '/v1/volumes/v1/release')).json, { failed: 0 });
     const operator = rig.events.filter((e) => e.kind === 'volume-paused' || e.kind === 'volume-resumed' || e.kind === 'held-released');
-    assert.deepEqual(operator.map((e) => e.kind), ['volume-paused', 'volume-resumed', 'held-released']);
+    assert.deepEqual(
+      operator.map((e) => e.kind),
+      ['volume-paused', 'volume-resumed', 'held-released'],
+    );
     for (const e of operator) {
       assert.ok('requestedBy' in e);
       assert.match(e.requestedBy.address, /^127\.0\.0\.1:\d+$/);

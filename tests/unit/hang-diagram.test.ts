@@ -13,5 +13,6 @@ test('docs/io-hang.md shows the state diagram of the transition function (UPDATE
   const expected = renderDiagram();
   if (process.env.UPDATE_DOCS === '1') writeFileSync(DOC, doc.replace(FENCE, `$1${expected}$3`));
   else assert.equal(m[2], expected, 'the diagram differs from what the transition function does');
-  for (const state of ['normal', 'hang', 'timed-out', 'storage-unavailable', 'journal-failing', 'paused']) assert.match(expected, new RegExp(`"${state}"`));
+  for (const state of ['normal', 'hang', 'timed-out', 'storage-unavailable', 'journal-failing', 'paused'])
+    assert.match(expected, new RegExp(`"${state}"`));
 });

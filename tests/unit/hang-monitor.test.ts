@@ -16,8 +16,12 @@ import { FakeClock, settle } from '../helpers/fake-clock.js';
 
 const logger = pino({ level: 'silent' });
 const BY: RequestedBy = { address: '127.0.0.1:50000', token: null };
-const refused = () => new StoreError('get', 'k', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }) });
-const denied = () => new StoreError('get', 'k', { cause: Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }) });
+const refused = () =>
+  new StoreError('get', 'k', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }) });
+const denied = () =>
+  new StoreError('get', 'k', {
+    cause: Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }),
+  });
 const full = () => new StoreError('put', 'k', { cause: Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }) });
 
 /** Writes waiting for journal room, as the journal reports them. */
@@ -83,7 +87,8 @@ function outcome<T>(p: Promise<T>): { value?: T; error?: unknown; settled: boole
 }
 
 /** The edges of conditions and operator actions (journal pressure, sampled on its own timer, left out). */
-const edges = (events: HoldfastEvent[]) => events.filter((e) => e.kind !== 'journal-pressure').map((e) => `${e.kind}${'set' in e ? `:${e.set}` : ''}`);
+const edges = (events: HoldfastEvent[]) =>
+  events.filter((e) => e.kind !== 'journal-pressure').map((e) => `${e.kind}${'set' in e ? `:${e.set}` : ''}`);
 const failedWith = (reason: string) => (e: unknown) => e instanceof StorageFailedError && e.reason === reason;
 
 describe('held reads', () => {
@@ -112,7 +117,10 @@ describe('held reads', () => {
 
   it('denied fails at once by default and is held when the policy says hold', async () => {
     const a = harness({}, denied);
-    await assert.rejects(a.monitor.run(a.op, 1, undefined), (e: unknown) => failedWith('policy')(e) && (e as StorageFailedError).errorClass === 'denied');
+    await assert.rejects(
+      a.monitor.run(a.op, 1, undefined),
+      (e: unknown) => failedWith('policy')(e) && (e as StorageFailedError).errorClass === 'denied',
+    );
     assert.equal(a.state.calls, 1);
     a.monitor.close();
 
@@ -137,7 +145,10 @@ describe('held reads', () => {
     const { monitor, events, state, op, clock, up } = harness({ timeout: 300 });
     const reads = [outcome(monitor.run(op, 1, undefined)), outcome(monitor.run(op, 1, undefined))];
     await clock.advance(299);
-    assert.ok(reads.every((r) => !r.settled), 'still held 1 ms before the deadline');
+    assert.ok(
+      reads.every((r) => !r.settled),
+      'still held 1 ms before the deadline',
+    );
     await clock.advance(1);
     for (const r of reads) assert.ok(failedWith('timeout')(r.error), 'failed at the deadline');
     assert.equal(monitor.state, 'timed-out');
@@ -148,7 +159,10 @@ describe('held reads', () => {
     await clock.advance(20);
     assert.equal(monitor.state, 'normal');
     assert.equal(await monitor.run(op, 1, undefined), 'data');
-    assert.deepEqual(edges(events).filter((k) => k.startsWith('io-hang')), ['io-hang:true', 'io-hang-timeout:true', 'io-hang:false', 'io-hang-timeout:false']);
+    assert.deepEqual(
+      edges(events).filter((k) => k.startsWith('io-hang')),
+      ['io-hang:true', 'io-hang-timeout:true', 'io-hang:false', 'io-hang-timeout:false'],
+    );
     assert.equal(monitor.counters.timeouts, 1);
     assert.equal(monitor.counters.failedFast, 1);
     monitor.close();
@@ -211,7 +225,10 @@ describe('held reads', () => {
     await clock.advance(20);
     assert.equal(third.value, 'data');
     const operator = events.filter((e) => e.kind === 'volume-paused' || e.kind === 'volume-resumed' || e.kind === 'held-released');
-    assert.deepEqual(operator.map((e) => e.kind), ['volume-paused', 'volume-resumed', 'held-released']);
+    assert.deepEqual(
+      operator.map((e) => e.kind),
+      ['volume-paused', 'volume-resumed', 'held-released'],
+    );
     for (const e of operator) assert.ok('requestedBy' in e && e.requestedBy.address === BY.address);
     monitor.close();
   });
@@ -257,9 +274,17 @@ describe('a store that does not answer', () => {
     let answer: (() => void) | undefined;
     const unanswered = () =>
       new Promise<string>((resolve) => {
-        answer = () => resolve('data');
+        answer = () => {
+          resolve('data');
+        };
       });
-    return { ...h, unanswered, answer: () => answer?.() };
+    return {
+      ...h,
+      unanswered,
+      answer: () => {
+        answer?.();
+      },
+    };
   }
 
   it('holds a read after a second without an answer, and completes it when the answer comes', async () => {
@@ -369,7 +394,14 @@ describe('writes held behind failing uploads', () => {
     state.probeDown = true;
     const failed: Error[] = [];
     let waiting = 2;
-    const remove = monitor.addHeldSource({ held: () => ({ requests: waiting, bytes: waiting * 512 }), fail: (e) => { failed.push(e); waiting = 0; }, waitsOn: 'store' });
+    const remove = monitor.addHeldSource({
+      held: () => ({ requests: waiting, bytes: waiting * 512 }),
+      fail: (e) => {
+        failed.push(e);
+        waiting = 0;
+      },
+      waitsOn: 'store',
+    });
     assert.equal(monitor.state, 'normal', 'nothing held while the store answers');
     monitor.storeFailed(refused());
     assert.equal(monitor.state, 'hang');
@@ -396,7 +428,10 @@ describe('writes held behind failing uploads', () => {
 });
 
 it('errors are classified by cause', () => {
-  const sdk = (name: string, status?: number) => new StoreError('put', 'k', { cause: Object.assign(new Error(name), { name, ...(status === undefined ? {} : { $metadata: { httpStatusCode: status } }) }) });
+  const sdk = (name: string, status?: number) =>
+    new StoreError('put', 'k', {
+      cause: Object.assign(new Error(name), { name, ...(status === undefined ? {} : { $metadata: { httpStatusCode: status } }) }),
+    });
   const sys = (code: string) => Object.assign(new Error(code), { code });
   const table: [Error, string][] = [
     [refused(), 'transient'],
