@@ -1,15 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import type { Logger } from 'pino';
 import { RequestAbortedError, RequestDroppedError, errorMessage } from '../../shared/errors.js';
 import { ERROR_CLASSES, type ErrorClass, type RequestedBy } from '../../shared/events.js';
 import type { HangPolicy } from '../../shared/hang-policy.js';
-import type { EventSink } from '../events/event-sink.js';
 import { backoffMs } from '../util/backoff.js';
 import { classifyError } from '../util/classify-error.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import { sleep } from '../util/sleep.js';
 import { StorageFailedError } from './errors.js';
-import { HeldRead } from './held-read.js';
+import { HeldRead, firstAttempt } from './held-read.js';
+import type { HangControl, HangCounters, HangMonitorOptions, HeldSource } from './interfaces.js';
 import {
   healthy,
   initialMachine,
@@ -23,63 +22,6 @@ import {
   type Held,
 } from './machine.js';
 import { transition, type HangAction, type HangInput, type StorePath } from './transition.js';
-
-/** Requests some component holds on the volume's behalf (writes waiting for journal room, for a lease...). */
-export interface HeldSource {
-  /** What it holds now. Counted as held while storage fails or an episode runs; otherwise it is back-pressure. */
-  held(): { requests: number; bytes: number };
-  /** Answers every request it holds with `err` now. */
-  fail(err: Error): void;
-  /** A journal failure that the policy does not hold fails only the sources that wait on the journal. */
-  readonly waitsOn: 'store' | 'journal';
-}
-
-/** What the journal tells the engine: the writes waiting on it, and how full it is. */
-export interface JournalWaiters {
-  /** Writes waiting for journal room or for a sync that keeps failing. */
-  held(): { requests: number; bytes: number };
-  /** Answers every waiting write with `err`; the records already queued are still written. */
-  failWaiters(err: Error): void;
-  usage(): { bytes: number; limit: number };
-}
-
-/** What the admin API may do to a volume's hang handling; `by` says who asked, for the log and the events. */
-export interface HangControl {
-  readonly policy: HangPolicy;
-  setPolicy(policy: HangPolicy, by: RequestedBy): void;
-  /** Fails the held requests and stops holding until resume; answers how many were failed. */
-  pause(by: RequestedBy): number;
-  resume(by: RequestedBy): void;
-  /** Fails the requests held now, once; answers how many. */
-  release(by: RequestedBy): number;
-}
-
-export interface HangMonitorOptions {
-  readonly volume: string;
-  readonly gateway: string;
-  readonly policy: HangPolicy;
-  /** A cheap store request; its answer wakes held retries at once. */
-  readonly probe: () => Promise<void>;
-  readonly journal: JournalWaiters;
-  readonly events: EventSink;
-  readonly logger: Logger;
-  readonly probeIntervalMs?: number;
-  readonly retryInitialMs?: number;
-  /** Retries should be tried now (the probe answered, or the store recovered): the uploader's cue. */
-  readonly onStoreRecovered?: () => void;
-  readonly clock?: Clock;
-  /** Prefix of episode and event ids; default a random UUID (tests fix it). */
-  readonly idPrefix?: string;
-}
-
-export interface HangCounters {
-  episodes: number;
-  hangSeconds: number;
-  timeouts: number;
-  retries: number;
-  failedFast: number;
-  storageErrors: Record<ErrorClass, number>;
-}
 
 const DEFAULT_PROBE_INTERVAL_MS = 200;
 /** Journal waiters and pressure change on the hot path; they are sampled this often instead. */
@@ -166,26 +108,33 @@ export class HangMonitor implements HangControl {
   /**
    * Runs a store operation a guest read depends on, holding the read through failures the policy
    * holds. Resolves with the operation's result, or rejects with StorageFailedError (EIO), or with
-   * RequestAbortedError / RequestDroppedError when its client or the gateway went away.
+   * RequestAbortedError / RequestDroppedError when its client or the gateway went away. `op` gets a
+   * signal that aborts the attempt under way when the read stops waiting for it (its client left,
+   * or the timeout, a pause, a release or shutdown failed it), so an abandoned call does not run on.
    */
-  async run<T>(op: () => Promise<T>, bytes: number, signal: AbortSignal | undefined): Promise<T> {
+  async run<T>(op: (signal: AbortSignal) => Promise<T>, bytes: number, signal: AbortSignal | undefined): Promise<T> {
     const s = this.machine.state;
     if (s.kind === 'timed-out') {
       this.counters.failedFast++;
       throw new StorageFailedError('timed-out', s.episode.errorClass);
     }
+    if (signal?.aborted === true) throw new RequestAbortedError('client disconnected before its read');
+    const attempts = new AbortController();
     // Assigned in holdOnce; the cast keeps TypeScript from narrowing it to undefined here.
     let held = undefined as HeldRead | undefined;
     const onAbort = (): void => {
+      attempts.abort();
       held?.fail(new RequestAbortedError('client disconnected while its read was held'));
     };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const holdOnce = (): HeldRead => {
       if (held === undefined) {
-        held = new HeldRead(bytes);
+        held = new HeldRead(bytes, () => {
+          attempts.abort();
+        });
         this.reads.add(held);
-        signal?.addEventListener('abort', onAbort, { once: true });
         // Held only now, perhaps after a stall: the client may have left while the attempt was unanswered.
-        if (signal?.aborted === true) onAbort();
+        if (signal?.aborted === true) held.fail(new RequestAbortedError('client disconnected while its read was held'));
         this.refresh();
       }
       return held;
@@ -202,17 +151,20 @@ export class HangMonitor implements HangControl {
     try {
       for (let attempt = 0; ; attempt++) {
         try {
-          const value = await (held === undefined ? held0(op(), this.clock, stalled) : held.watch(op()));
+          const value = await (held === undefined
+            ? firstAttempt(op(attempts.signal), this.clock, STALL_MS, stalled)
+            : held.watch(op(attempts.signal)));
           this.dispatch({ type: 'store-answered', path: 'read' });
           return value;
         } catch (err) {
           if (err instanceof RequestAbortedError || err instanceof RequestDroppedError || err instanceof StorageFailedError) throw err;
+          // An attempt this read abandoned failed because it was aborted, not because the store did.
+          if (attempts.signal.aborted) throw held?.failed ?? new RequestAbortedError('client disconnected during its read');
           const errorClass = this.noteStoreError(err, 'read');
           if (held?.failed !== undefined) throw held.failed;
           if (this.machine.closed) throw new RequestDroppedError('gateway shutting down while storage fails');
           const reason = refusalFor(this.machine, errorClass);
           if (reason !== undefined) throw new StorageFailedError(reason, errorClass, { cause: err });
-          if (signal?.aborted === true) throw new RequestAbortedError('client disconnected while its read was held');
           const h = holdOnce();
           await h.pause(sleep(backoffMs(attempt, this.opts.retryInitialMs ?? 50, this.machine.policy.retryMaxMs), this.clock));
           if (h.failed !== undefined) throw h.failed;
@@ -444,28 +396,4 @@ export class HangMonitor implements HangControl {
       this.probing = false;
     }
   }
-}
-
-/**
- * The first attempt of a read, not yet held: it becomes held once the store has not answered for
- * STALL_MS, and from then on it is watched like any held attempt.
- */
-function held0<T>(pending: Promise<T>, clock: Clock, stalled: () => HeldRead): Promise<T> {
-  let watched: Promise<T> | undefined;
-  return new Promise<T>((resolve, reject) => {
-    const timer = clock.setTimer(() => {
-      watched = stalled().watch(pending);
-      watched.then(resolve, reject);
-    }, STALL_MS);
-    pending.then(
-      (value) => {
-        timer.cancel();
-        if (watched === undefined) resolve(value);
-      },
-      (err: unknown) => {
-        timer.cancel();
-        if (watched === undefined) reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
 }

@@ -1,3 +1,4 @@
+import type { Clock } from '../util/clock.js';
 import type { Sleep } from '../util/sleep.js';
 
 /**
@@ -9,12 +10,17 @@ export class HeldRead {
   failed: Error | undefined;
   private waker: (() => void) | undefined;
 
-  constructor(readonly bytes: number) {}
+  constructor(
+    readonly bytes: number,
+    /** Called once when holding ends with a failure: the store attempt under way is abandoned. */
+    private readonly onFail: () => void,
+  ) {}
 
   /** Ends holding: the read is answered with `err`. False when it had ended already. */
   fail(err: Error): boolean {
     if (this.failed !== undefined) return false;
     this.failed = err;
+    this.onFail();
     this.waker?.();
     return true;
   }
@@ -56,4 +62,28 @@ export class HeldRead {
     await backoff.done;
     this.waker = undefined;
   }
+}
+
+/**
+ * The first attempt of a read, not yet held: it becomes held once the store has not answered for
+ * `stallMs`, and from then on it is watched like any held attempt.
+ */
+export function firstAttempt<T>(pending: Promise<T>, clock: Clock, stallMs: number, stalled: () => HeldRead): Promise<T> {
+  let watched: Promise<T> | undefined;
+  return new Promise<T>((resolve, reject) => {
+    const timer = clock.setTimer(() => {
+      watched = stalled().watch(pending);
+      watched.then(resolve, reject);
+    }, stallMs);
+    pending.then(
+      (value) => {
+        timer.cancel();
+        if (watched === undefined) resolve(value);
+      },
+      (err: unknown) => {
+        timer.cancel();
+        if (watched === undefined) reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
 }

@@ -9,11 +9,14 @@
  *   hang-monitor.ts  HangMonitor, the shell: counts held requests, runs held reads and their retries,
  *                    probes the store, keeps the deadline timer on an injected Clock, and carries out
  *                    the actions (events, logs, failing held requests)
+ *   interfaces.ts    what the engine needs (options, JournalWaiters, HeldSource) and offers (HangControl)
  *   held-read.ts     one held read; errors.ts StorageFailedError (what a held request fails with)
  *
  * What a volume uses (one HangMonitor per volume):
  *   run(op, bytes, signal)       a store read a guest request waits on, held through failures the
- *                                policy holds; rejects with StorageFailedError (EIO), corrupt data at once
+ *                                policy holds; rejects with StorageFailedError (EIO), corrupt data at
+ *                                once. op(attemptSignal): pass the signal to the ObjectStore call, so
+ *                                an attempt the read stops waiting for is aborted
  *   writeRefusal(mustWaitForRoom)  before a write is appended: an error to answer now, or undefined
  *   journal option (JournalWaiters) writes waiting for journal room or a failing sync: a held source
  *   addHeldSource({held, fail, waitsOn})  any other component's held requests (format 2: writes
@@ -33,13 +36,6 @@
  * episode's start (any length: long ones are waited out in steps), `forever` arms none.
  */
 export { StorageFailedError, type FailReason } from './errors.js';
-export {
-  HangMonitor,
-  STALL_MS,
-  type HangControl,
-  type HangCounters,
-  type HangMonitorOptions,
-  type HeldSource,
-  type JournalWaiters,
-} from './hang-monitor.js';
+export { HangMonitor, STALL_MS } from './hang-monitor.js';
+export type { HangControl, HangCounters, HangMonitorOptions, HeldSource, JournalWaiters } from './interfaces.js';
 export type { HangSnapshot, HangStateKind } from './machine.js';

@@ -1,95 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { pino } from 'pino';
-import { DataCorruptError, JournalIoError, RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
-import type { HoldfastEvent, RequestedBy } from '../../shared/events.js';
-import { DEFAULT_HANG_POLICY, type HangPolicy } from '../../shared/hang-policy.js';
-import { HangMonitor, STALL_MS, StorageFailedError } from '../../gateway/hang/index.js';
+import { DataCorruptError, RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
+import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
+import { STALL_MS, StorageFailedError } from '../../gateway/hang/index.js';
 import { StoreError } from '../../gateway/store/object-store.js';
-import { classifyError } from '../../gateway/util/classify-error.js';
-import { FakeClock, settle } from '../helpers/fake-clock.js';
+import { settle } from '../helpers/fake-clock.js';
+import { BY, denied, edges, failedWith, harness, outcome } from '../helpers/hang-harness.js';
 
 /**
- * The hang engine's shell on a fake clock: held reads, their retries, the probe, the stall timer,
- * the deadline and held sources, each step moved forward by the test instead of waited for.
+ * The hang engine's shell on a fake clock: held reads, their retries, the probe, the stall timer and
+ * the deadline, each step moved forward by the test instead of waited for.
  */
-
-const logger = pino({ level: 'silent' });
-const BY: RequestedBy = { address: '127.0.0.1:50000', token: null };
-const refused = () =>
-  new StoreError('get', 'k', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }) });
-const denied = () =>
-  new StoreError('get', 'k', {
-    cause: Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }),
-  });
-const full = () => new StoreError('put', 'k', { cause: Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }) });
-
-/** Writes waiting for journal room, as the journal reports them. */
-class Waiters {
-  waiting: { bytes: number; reject: (e: Error) => void }[] = [];
-  wait(bytes: number): Promise<void> {
-    return new Promise((_, reject) => this.waiting.push({ bytes, reject }));
-  }
-  held() {
-    return { requests: this.waiting.length, bytes: this.waiting.reduce((n, w) => n + w.bytes, 0) };
-  }
-  failWaiters(err: Error) {
-    for (const w of this.waiting.splice(0)) w.reject(err);
-  }
-  usage() {
-    return { bytes: 0, limit: 100 };
-  }
-}
-
-/** A store that fails while `down` is set (reads with `makeError`); the probe answers while `probeDown` is not set. */
-function harness(policy: Partial<HangPolicy> = {}, makeError: () => Error = refused) {
-  const clock = new FakeClock();
-  const events: HoldfastEvent[] = [];
-  const state = { down: true, probeDown: true, calls: 0, probes: 0, recovered: 0 };
-  const journal = new Waiters();
-  const monitor = new HangMonitor({
-    volume: 'v1',
-    gateway: 'gw-test',
-    policy: { ...DEFAULT_HANG_POLICY, retryMaxMs: 200, ...policy },
-    probe: async () => {
-      state.probes++;
-      if (state.probeDown) throw makeError();
-    },
-    journal,
-    events: { publish: (e) => events.push(e), close: async () => undefined },
-    logger,
-    probeIntervalMs: 20,
-    retryInitialMs: 10,
-    onStoreRecovered: () => state.recovered++,
-    clock,
-    idPrefix: 'test',
-  });
-  const op = async () => {
-    state.calls++;
-    if (state.down) throw makeError();
-    return 'data';
-  };
-  const up = () => {
-    state.down = false;
-    state.probeDown = false;
-  };
-  return { monitor, events, state, op, clock, journal, up };
-}
-
-/** Records how a promise settled, without awaiting it. */
-function outcome<T>(p: Promise<T>): { value?: T; error?: unknown; settled: boolean } {
-  const o: { value?: T; error?: unknown; settled: boolean } = { settled: false };
-  p.then(
-    (value) => Object.assign(o, { value, settled: true }),
-    (error: unknown) => Object.assign(o, { error, settled: true }),
-  );
-  return o;
-}
-
-/** The edges of conditions and operator actions (journal pressure, sampled on its own timer, left out). */
-const edges = (events: HoldfastEvent[]) =>
-  events.filter((e) => e.kind !== 'journal-pressure').map((e) => `${e.kind}${'set' in e ? `:${e.set}` : ''}`);
-const failedWith = (reason: string) => (e: unknown) => e instanceof StorageFailedError && e.reason === reason;
 
 describe('held reads', () => {
   it('a transient failure is held and completes when the probe sees the store answer, with events for both edges', async () => {
@@ -335,124 +256,34 @@ describe('a store that does not answer', () => {
   });
 });
 
-describe('writes held behind failing uploads', () => {
-  it('uploads fail while the probe answers: one episode, held throughout, failed at the deadline', async () => {
-    const { monitor, journal, events, clock, state } = harness({ timeout: 3000 }, full);
-    state.probeDown = false;
-    monitor.storeFailed(full());
-    const write = outcome(journal.wait(4096));
-    monitor.refresh();
-    assert.equal(monitor.state, 'hang');
-    for (let t = 0; t < 2900; t += 100) {
-      // The uploader retries when woken and fails again; the probe keeps answering.
-      await clock.advance(100);
-      monitor.storeFailed(full());
-      assert.equal(monitor.state, 'hang', `still one episode at ${t + 100} ms`);
-    }
-    assert.ok(state.probes >= 100 && state.recovered >= 100, 'the probe answered and woke the uploader all along');
-    await clock.advance(99);
-    assert.equal(write.settled, false);
-    await clock.advance(1);
-    assert.ok(failedWith('timeout')(write.error));
-    assert.equal(monitor.state, 'timed-out');
-    assert.deepEqual(edges(events), ['storage-unavailable:true', 'io-hang:true', 'io-hang-timeout:true', 'io-hang:false']);
-    assert.equal(monitor.counters.episodes, 1);
-    assert.ok(monitor.writeRefusal(true)?.reason === 'timed-out', 'writes that need room fail fast now');
-    assert.equal(monitor.writeRefusal(false), undefined, 'writes with room go on');
-    monitor.storeAnswered();
-    assert.equal(monitor.state, 'normal', 'an upload that succeeds ends the timeout');
-    monitor.close();
-  });
-
-  it('the episode lasts until the held writes are admitted, not until the store answers', async () => {
-    const { monitor, journal, events, clock } = harness({}, full);
-    monitor.storeFailed(full());
-    void journal.wait(4096).catch(() => undefined);
-    monitor.refresh();
-    assert.equal(monitor.state, 'hang');
-    monitor.storeAnswered();
-    await clock.advance(1000);
-    assert.equal(monitor.state, 'hang', 'the write still waits for room');
-    journal.waiting.splice(0);
-    await clock.advance(250);
-    assert.equal(monitor.state, 'normal');
-    assert.deepEqual(edges(events), ['storage-unavailable:true', 'io-hang:true', 'storage-unavailable:false', 'io-hang:false']);
-    monitor.close();
-  });
-
-  it('writes waiting for room are back-pressure, not a hang, while storage answers', async () => {
-    const { monitor, journal, clock } = harness();
-    void journal.wait(4096).catch(() => undefined);
-    await clock.advance(500);
-    assert.equal(monitor.state, 'normal');
-    assert.equal(monitor.snapshot().held.requests, 0);
-    monitor.close();
-  });
-
-  it('any component can add held requests: counted while the store fails, failed by the timeout', async () => {
-    const { monitor, clock, state } = harness({ timeout: 1000 });
-    state.probeDown = true;
-    const failed: Error[] = [];
-    let waiting = 2;
-    const remove = monitor.addHeldSource({
-      held: () => ({ requests: waiting, bytes: waiting * 512 }),
-      fail: (e) => {
-        failed.push(e);
-        waiting = 0;
-      },
-      waitsOn: 'store',
-    });
-    assert.equal(monitor.state, 'normal', 'nothing held while the store answers');
-    monitor.storeFailed(refused());
-    assert.equal(monitor.state, 'hang');
-    assert.deepEqual(monitor.snapshot().held, { requests: 2, bytes: 1024 });
-    await clock.advance(1000);
-    assert.equal(failed.length, 1);
-    assert.ok(failedWith('timeout')(failed[0]));
-    remove();
-    monitor.close();
-  });
-
-  it('a journal failure the policy fails answers the journal waiters, not the held reads', async () => {
-    const { monitor, journal, op, clock } = harness({ classes: { ...DEFAULT_HANG_POLICY.classes, io: 'fail' } });
-    const read = outcome(monitor.run(op, 1, undefined));
-    const write = outcome(journal.wait(4096));
-    await clock.advance(50);
-    monitor.journalFailed(new JournalIoError('sync failed', { cause: Object.assign(new Error('EIO'), { code: 'EIO' }) }));
+describe('abandoned store attempts', () => {
+  it('the attempt under way is aborted when its read stops waiting for it, and that is no storage failure', async () => {
+    const { monitor, clock, events } = harness({ timeout: 60_000 });
+    const signals: AbortSignal[] = [];
+    const unanswered = (signal: AbortSignal) =>
+      new Promise<string>((_, reject) => {
+        signals.push(signal);
+        signal.addEventListener('abort', () => {
+          reject(new StoreError('get', 'k', { cause: Object.assign(new Error('aborted'), { name: 'AbortError' }) }));
+        });
+      });
+    const client = new AbortController();
+    const first = outcome(monitor.run(unanswered, 1, client.signal));
+    await clock.advance(10);
+    client.abort();
     await settle();
-    assert.ok(failedWith('policy')(write.error));
-    assert.equal(read.settled, false);
-    assert.equal(monitor.writeRefusal(false)?.reason, 'policy', 'new writes fail while the journal fails');
+    assert.ok(first.error instanceof RequestAbortedError);
+    assert.equal(signals[0]?.aborted, true, 'a client that left aborts the attempt');
+    assert.equal(monitor.counters.storageErrors.transient, 0, 'the abort is not counted as a store failure');
+    assert.equal(events.length, 0);
+
+    const held = outcome(monitor.run(unanswered, 1, undefined));
+    await clock.advance(STALL_MS);
+    assert.equal(monitor.state, 'hang');
+    assert.equal(monitor.release(BY), 1);
+    await settle();
+    assert.ok(failedWith('released')(held.error));
+    assert.equal(signals[1]?.aborted, true, 'a released read aborts its attempt');
     monitor.close();
   });
-});
-
-it('errors are classified by cause', () => {
-  const sdk = (name: string, status?: number) =>
-    new StoreError('put', 'k', {
-      cause: Object.assign(new Error(name), { name, ...(status === undefined ? {} : { $metadata: { httpStatusCode: status } }) }),
-    });
-  const sys = (code: string) => Object.assign(new Error(code), { code });
-  const table: [Error, string][] = [
-    [refused(), 'transient'],
-    [new StoreError('get', 'k', { cause: sys('ECONNRESET') }), 'transient'],
-    [new StoreError('get', 'k', { cause: sys('ENOTFOUND') }), 'transient'],
-    [sdk('TimeoutError'), 'transient'],
-    [sdk('SlowDown', 503), 'transient'],
-    [sdk('InternalError', 500), 'transient'],
-    [sdk('Unknown', 502), 'transient'],
-    [sdk('RequestTimeout', 400), 'transient'],
-    [denied(), 'denied'],
-    [sdk('ExpiredToken', 400), 'denied'],
-    [sdk('CredentialsProviderError'), 'denied'],
-    [sdk('NoSuchBucket', 404), 'missing'],
-    [sdk('InvalidArgument', 400), 'invalid'],
-    [new JournalIoError('sync failed', { cause: sys('EIO') }), 'io'],
-    [new JournalIoError('write failed', { cause: sys('ENOSPC') }), 'no-space'],
-    [new JournalIoError('write failed', { cause: sys('EDQUOT') }), 'no-space'],
-    [full(), 'no-space'],
-    [new StoreError('put', 'k', { cause: sys('EACCES') }), 'denied'],
-    [new StoreError('get', 'k', { cause: new DataCorruptError('bad CRC', { cause: sys('EIO') }) }), 'corrupt'],
-  ];
-  for (const [err, cls] of table) assert.equal(classifyError(err), cls, err.message);
 });
