@@ -57,19 +57,7 @@ export function parseHangTimeout(text: string): HangTimeout | { readonly error: 
   return ms;
 }
 
-/** The timeout in configuration: text as on the command line, or milliseconds in a JSON config file. */
-export const HangTimeoutSchema = z
-  .union([z.number().int().positive().max(Number.MAX_SAFE_INTEGER), z.string()])
-  .transform((v, ctx): HangTimeout => {
-    if (typeof v === 'number') return v;
-    const parsed = parseHangTimeout(v);
-    if (typeof parsed === 'object') {
-      ctx.addIssue({ code: 'custom', message: parsed.error });
-      return z.NEVER;
-    }
-    return parsed;
-  });
-
+/** A timeout as text: `off`, `forever` or a duration; the admin API takes nothing else. */
 const timeoutText = z.string().transform((v, ctx): HangTimeout => {
   const parsed = parseHangTimeout(v);
   if (typeof parsed === 'object') {
@@ -78,6 +66,9 @@ const timeoutText = z.string().transform((v, ctx): HangTimeout => {
   }
   return parsed;
 });
+
+/** The timeout in configuration: text as on the command line, or milliseconds in a JSON config file. */
+export const HangTimeoutSchema = z.union([z.number().int().positive().max(Number.MAX_SAFE_INTEGER), timeoutText]);
 
 const retryMaxText = z.string().transform((v, ctx): number => {
   const ms = parseDuration(v);
