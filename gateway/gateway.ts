@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
+import { volumeStatus } from './admin/volume-status.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
 import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
@@ -11,6 +12,8 @@ import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
 import { processFailpoints } from './failpoints.js';
 import { collectGarbage, type GcReport } from './image/gc.js';
+import { deleteSnapshot, listSnapshots, storeSnapshot } from './image/snapshots.js';
+import type { VolumeStorage } from './admin/storage-routes.js';
 import { ownerIdentity } from './image/take-volume.js';
 import type { ExportRegistry, NbdExport } from './nbd/export.js';
 import { NbdServer } from './nbd/server.js';
@@ -66,8 +69,13 @@ export class Gateway implements ExportRegistry {
       // can find the gateway that serves a volume.
       gateway.admin = new AdminServer({
         sources: {
-          volumes: () => [...gateway.served.values()],
-          volume: (name) => gateway.volume(name),
+          volumeNames: () => [...gateway.served.keys()],
+          status: (name) => {
+            const volume = gateway.volume(name);
+            return volume === undefined ? undefined : volumeStatus(volume);
+          },
+          hangControl: (name) => gateway.volume(name)?.hang,
+          storage: (name) => gateway.storageOf(name),
           healthy: () => gateway.stopping === undefined && gateway.address !== undefined,
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
@@ -102,6 +110,21 @@ export class Gateway implements ExportRegistry {
 
   volume(name: string): Volume | undefined {
     return this.served.get(name);
+  }
+
+  /** What the admin API may do with a served volume's storage: snapshots and compaction. */
+  storageOf(name: string): VolumeStorage | undefined {
+    const volume = this.served.get(name);
+    if (volume === undefined) return undefined;
+    return {
+      snapshot: async (snapshot) => storeSnapshot(this.store, await volume.committedHead(), snapshot),
+      listSnapshots: () => listSnapshots(this.store, name),
+      deleteSnapshot: (snapshot) => deleteSnapshot(this.store, name, snapshot),
+      compact: async () => {
+        await volume.compact();
+        return volume.stats().deltas;
+      },
+    };
   }
 
   /** Volumes configured but not served yet: their store did not answer. */

@@ -14,6 +14,9 @@ export const DETAIL_TYPES = {
   'storage-unavailable': 'Volume Storage Unavailable',
   'journal-pressure': 'Volume Journal Pressure',
   'volume-deposed': 'Volume Deposed',
+  'volume-paused': 'Volume Paused',
+  'volume-resumed': 'Volume Resumed',
+  'held-released': 'Volume Held Requests Released',
   'data-corrupt': 'Volume Data Corrupt',
 } as const satisfies Record<HoldfastEventKind, string>;
 

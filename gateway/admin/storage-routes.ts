@@ -1,8 +1,27 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { HoldfastError, VolumeExistsError, VolumeNotFoundError } from '../../shared/errors.js';
-import { deleteSnapshot, listSnapshots, storeSnapshot } from '../image/snapshots.js';
-import { allow, HttpError, type AdminSources } from './admin-server.js';
+import type { GcReport } from '../image/gc.js';
+import type { SnapshotInfo } from '../image/snapshots.js';
+import { allow, HttpError } from './http.js';
+
+/** Where the storage routes find what they act on (the gateway; tests give their own). */
+export interface StorageSources {
+  /** Snapshots and compaction of a served volume (docs/volume-format-2.md). */
+  readonly storage?: (volume: string) => VolumeStorage | undefined;
+  /** Garbage collection of the whole store, now. */
+  readonly gc?: (dryRun: boolean) => Promise<GcReport>;
+}
+
+/** What the admin API may do with a served volume's storage. */
+export interface VolumeStorage {
+  /** Snapshot of everything acknowledged before the call (the gateway holds what the store lacks). */
+  snapshot(name: string): Promise<SnapshotInfo>;
+  listSnapshots(): Promise<SnapshotInfo[]>;
+  deleteSnapshot(name: string): Promise<void>;
+  /** Folds every delta into base extents; resolves with the deltas left. */
+  compact(): Promise<number>;
+}
 
 const SNAPSHOTS = /^\/v1\/volumes\/([^/]+)\/snapshots(?:\/([^/]+))?$/;
 const COMPACT = /^\/v1\/volumes\/([^/]+)\/compact$/;
@@ -17,7 +36,7 @@ export async function storageRoute(
   path: string,
   method: string,
   url: URL,
-  sources: AdminSources,
+  sources: StorageSources,
   body: () => Promise<unknown>,
   logger: Logger,
 ): Promise<{ status: number; body: unknown } | undefined> {
@@ -29,39 +48,40 @@ export async function storageRoute(
   const compact = COMPACT.exec(path);
   if (compact !== null) {
     allow(method, ['POST']);
-    const volume = served(sources, compact[1]!);
-    await volume.compact();
-    return { status: 200, body: { compacted: true, deltas: volume.stats().deltas } };
+    const { name, storage } = served(sources, compact[1]!);
+    const deltas = await storage.compact();
+    logger.info({ volume: name }, 'volume compacted');
+    return { status: 200, body: { compacted: true, deltas } };
   }
   const m = SNAPSHOTS.exec(path);
   if (m === null) return undefined;
-  const volume = served(sources, m[1]!);
+  const { name, storage } = served(sources, m[1]!);
   const snapshot = m[2] === undefined ? undefined : decodeURIComponent(m[2]);
   try {
     if (snapshot === undefined) {
       allow(method, ['GET', 'POST']);
-      if (method === 'GET') return { status: 200, body: { snapshots: await listSnapshots(volume.storeOf, volume.name) } };
+      if (method === 'GET') return { status: 200, body: { snapshots: await storage.listSnapshots() } };
       const parsed = SnapshotRequest.safeParse(await body());
       if (!parsed.success) throw new HttpError(400, `invalid snapshot request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
-      const info = await storeSnapshot(volume.storeOf, await volume.committedHead(), parsed.data.name);
-      logger.info({ volume: volume.name, snapshot: info.name, seq: info.seq }, 'snapshot created');
+      const info = await storage.snapshot(parsed.data.name);
+      logger.info({ volume: name, snapshot: info.name, seq: info.seq }, 'snapshot created');
       return { status: 201, body: info };
     }
     allow(method, ['DELETE']);
-    await deleteSnapshot(volume.storeOf, volume.name, snapshot);
-    logger.info({ volume: volume.name, snapshot }, 'snapshot deleted');
+    await storage.deleteSnapshot(snapshot);
+    logger.info({ volume: name, snapshot }, 'snapshot deleted');
     return { status: 200, body: { deleted: snapshot } };
   } catch (err) {
     if (err instanceof VolumeExistsError) throw new HttpError(409, err.message);
     if (err instanceof VolumeNotFoundError) throw new HttpError(404, err.message);
-    if (err instanceof HoldfastError && !(err instanceof HttpError)) throw new HttpError(400, err.message);
+    if (err instanceof HoldfastError) throw new HttpError(400, err.message);
     throw err;
   }
 }
 
-function served(sources: AdminSources, encoded: string) {
+function served(sources: StorageSources, encoded: string): { name: string; storage: VolumeStorage } {
   const name = decodeURIComponent(encoded);
-  const volume = sources.volume(name);
-  if (volume === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
-  return volume;
+  const storage = sources.storage?.(name);
+  if (storage === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
+  return { name, storage };
 }

@@ -3,7 +3,6 @@ import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { InvalidArgumentError, VolumeExistsError, errorMessage } from '../../shared/errors.js';
 import { formatSize } from '../../shared/units.js';
-import { isValidExtentSize } from '../../shared/volume-manifest.js';
 import { buildBaseExtent, isAllZero } from '../image/base-extent.js';
 import type { Head } from '../image/head.js';
 import type { BaseRef } from '../image/index-page.js';
@@ -16,10 +15,9 @@ import { rateText, startProgress } from './progress.js';
 import { checkVolumeName, parseVolumeRef, type Session, withSession, withTakenVolume } from './session.js';
 import { STORE_SETTINGS } from './settings-help.js';
 import { readHeadOrSnapshot, temporarySnapshot } from './snapshot-commands.js';
-import { sizeArgument } from './volume-commands.js';
+import { concurrencyArgument, extentSizeArgument, volumeSizeArgument } from './arguments.js';
 
 const DEFAULT_CONCURRENCY = 8;
-const MAX_CONCURRENCY = 256;
 
 interface ImportOptions {
   readonly size?: string;
@@ -284,24 +282,3 @@ async function writeFully(fh: FileHandle, data: Buffer, position: number | null)
     done += bytesWritten;
   }
 }
-
-// ---------------------------------------------------------------- arguments
-
-export function concurrencyArgument(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY) throw new InvalidArgumentError(`--concurrency "${text}" must be a whole number from 1 to ${MAX_CONCURRENCY}`);
-  return n;
-}
-
-function volumeSizeArgument(text: string): number {
-  const n = sizeArgument(text, '--size');
-  if (n <= 0 || n % 512 !== 0) throw new InvalidArgumentError(`--size ${text} must be a positive multiple of 512 bytes`);
-  return n;
-}
-
-function extentSizeArgument(text: string): number {
-  const n = sizeArgument(text, '--extent-size');
-  if (!isValidExtentSize(n)) throw new InvalidArgumentError(`--extent-size ${text} must be a power of two from 64KiB to 64MiB`);
-  return n;
-}
-

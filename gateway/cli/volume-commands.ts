@@ -1,14 +1,13 @@
 import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { InvalidArgumentError } from '../../shared/errors.js';
-import { formatSize, parseSize } from '../../shared/units.js';
+import { formatSize } from '../../shared/units.js';
 import { parsePage } from '../image/index-page.js';
 import { isDataObjectKey, volumePrefix } from '../image/layout.js';
 import { cloneFromSnapshot, listSnapshots, readSnapshot } from '../image/snapshots.js';
 import { VolumeCatalog } from '../volume/catalog.js';
 import { upgradeVolume } from '../volume/upgrade.js';
 import { Volume } from '../volume/volume.js';
-import { concurrencyArgument } from './import-export.js';
+import { concurrencyArgument, sizeArgument } from './arguments.js';
 import { addSettingOptions } from './options.js';
 import { runPool } from './pool.js';
 import { startProgress } from './progress.js';
@@ -17,11 +16,6 @@ import { STORE_SETTINGS } from './settings-help.js';
 import { temporarySnapshot } from './snapshot-commands.js';
 import { printTable } from './table.js';
 
-export function sizeArgument(text: string, what: string): number {
-  const n = parseSize(text);
-  if (n === undefined) throw new InvalidArgumentError(`${what} "${text}" is not a size like 10G, 512MiB or 1048576`);
-  return n;
-}
 
 export function registerVolumeCommands(program: Command): void {
   const volume = program.command('volume').description('create, list, inspect, clone, upgrade and delete volumes in the store');

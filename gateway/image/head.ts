@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { VOLUME_FORMAT_VERSION, VolumeShapeSchema, type VolumeShape } from '../../shared/volume-manifest.js';
-import { VolumeCorruptError } from '../volume/errors.js';
+import { VolumeCorruptError } from '../../shared/errors.js';
 
 const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const crc = z.number().int().nonnegative().max(0xffff_ffff);

@@ -10,10 +10,10 @@ import {
   encodeRecordHeader,
   recordChecksumOk,
 } from './record.js';
-import { backoffMs } from '../hang/backoff.js';
+import { backoffMs } from '../util/backoff.js';
 import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
-import { syncDirectory } from '../fs/sync-directory.js';
-import { writeFileDurably } from '../fs/write-file-durably.js';
+import { syncDirectory } from '../util/sync-directory.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 
 const SEGMENT_MAGIC = 0x48464a53;
 const SEGMENT_VERSION = 1;
@@ -193,7 +193,7 @@ export class Journal {
     for (const s of segments) {
       if (s.epoch >= epoch || seals.has(s.epoch)) continue;
       seals.set(s.epoch, s.epoch < adoptFrom ? committed : Math.max(adopted.get(s.epoch) ?? 0, committed));
-      await writeFileDurably(join(opts.dir, sealName(s.epoch)), `${JSON.stringify({ maxSeq: seals.get(s.epoch) })}\n`);
+      await writeFileAtomic(join(opts.dir, sealName(s.epoch)), `${JSON.stringify({ maxSeq: seals.get(s.epoch) })}\n`);
       sealed = true;
     }
     if (sealed) await syncDirectory(opts.dir);

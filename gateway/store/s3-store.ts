@@ -1,5 +1,3 @@
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 
 import {
@@ -12,12 +10,12 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { BuildMiddleware } from '@smithy/types';
 
 import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
+import { failFastHttpHandler } from '../util/fail-fast-http.js';
 import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
 
 export interface S3StoreOptions {
@@ -60,8 +58,6 @@ export class S3ObjectStore implements ObjectStore {
     this.listPageSize = options.listPageSize;
     this.location = `s3://${this.bucket}/${this.prefix}`;
 
-    const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS };
     this.client = new S3Client({
       endpoint: options.endpoint,
       // SigV4 needs some region even when an S3-compatible server ignores it.
@@ -72,17 +68,10 @@ export class S3ObjectStore implements ObjectStore {
       // several S3-compatible servers, s3rver among them.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({
-        connectionTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-        // Without throwOnRequestTimeout the handler only logs a warning and keeps waiting.
-        requestTimeout,
-        throwOnRequestTimeout: true,
-        // requestTimeout stops counting once headers arrive; this covers a stall mid-body.
-        socketTimeout: requestTimeout,
-        // Agent instances rather than agent options: with options the handler builds a
-        // throwaway non-keep-alive agent for every large (Expect: 100-continue) upload.
-        httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
+      requestHandler: failFastHttpHandler({
+        connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+        requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+        maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
       }),
     });
   }

@@ -4,7 +4,7 @@ import { emptyHead, encodeHead, type Head, parseHead, shapeOf } from '../image/h
 import { headKey, legacyManifestKey, snapshotsPrefix, trashKey, VOLUMES_PREFIX } from '../image/layout.js';
 import { readHead } from '../image/take-volume.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/object-store.js';
-import { VolumeCorruptError } from './errors.js';
+import { VolumeCorruptError } from '../../shared/errors.js';
 
 export interface CreateVolumeRequest {
   readonly name: string;

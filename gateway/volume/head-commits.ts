@@ -7,7 +7,7 @@ import { encodePage } from '../image/index-page.js';
 import { indexPageKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { backoffMs } from '../hang/backoff.js';
+import { backoffMs } from '../util/backoff.js';
 import type { BuiltDelta } from './delta-builder.js';
 
 export interface HeadCommitsOptions {

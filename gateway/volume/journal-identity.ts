@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileDurably } from '../fs/write-file-durably.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 
 /**
  * The identity of a journal directory, kept in it. A gateway taking a volume whose last owner had the
@@ -14,7 +14,7 @@ export async function journalIdentity(journalRoot: string): Promise<string> {
   try {
     return (await readFile(path, 'utf8')).trim();
   } catch {
-    await writeFileDurably(path, `${randomUUID()}\n`);
+    await writeFileAtomic(path, `${randomUUID()}\n`);
     return (await readFile(path, 'utf8')).trim();
   }
 }

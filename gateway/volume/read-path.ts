@@ -6,7 +6,7 @@ import { RecordKind } from '../journal/record.js';
 import type { RequestContext } from '../nbd/export.js';
 import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import type { PendingChanges } from './pending-changes.js';
-import { Semaphore } from './semaphore.js';
+import { Semaphore } from '../util/semaphore.js';
 
 /** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
 const MAX_CONCURRENT_LOADS = 16;
@@ -29,7 +29,7 @@ export interface ReadPathOptions {
   readonly cache: ExtentCache;
   readonly logger: Logger;
   /** Runs a store read a guest request depends on, holding it through failures (the hang engine). */
-  readonly hold: <T>(op: () => Promise<T>, bytes: number, signal: AbortSignal | undefined) => Promise<T>;
+  readonly hold: <T>(op: (attempt: AbortSignal) => Promise<T>, bytes: number, signal: AbortSignal | undefined) => Promise<T>;
   /** False while storage fails: no read-ahead then. */
   readonly storeHealthy: () => boolean;
 }
@@ -220,7 +220,7 @@ export class ReadPath {
     this.noteColdMiss(index, pos, n);
     for (;;) {
       const generation = this.o.pending.generation(index);
-      await this.o.hold(() => this.o.image.read(pos, n, out, outOffset, ctx?.signal), n, ctx?.signal);
+      await this.o.hold((attempt) => this.o.image.read(pos, n, out, outOffset, attempt), n, ctx?.signal);
       if (await this.overlayPending(index, pos, n, out, outOffset, generation)) return;
     }
   }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
-import { backoffMs } from '../hang/backoff.js';
+import { backoffMs } from '../util/backoff.js';
 import { deltaKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';

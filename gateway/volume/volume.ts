@@ -1,12 +1,10 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { randomUUID } from 'node:crypto';
-import { DataCorruptError, InvalidArgumentError, ReadOnlyError, RequestAbortedError, RequestDroppedError, VolumeDeposedError } from '../../shared/errors.js';
-import { StorageFailedError } from '../hang/errors.js';
+import { InvalidArgumentError, ReadOnlyError, RequestAbortedError, RequestDroppedError, VolumeDeposedError } from '../../shared/errors.js';
 import { DEFAULT_HANG_POLICY, type HangPolicy } from '../../shared/hang-policy.js';
 import { type EventSink, LogEventSink } from '../events/event-sink.js';
 import type { Failpoints } from '../failpoints.js';
-import { HangMonitor } from '../hang/hang-monitor.js';
+import { HangMonitor } from '../hang/index.js';
 import type { Head, Owner } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
 import type { AllocationSpan, VolumeImage } from '../image/volume-image.js';
@@ -23,9 +21,6 @@ import { PendingChanges } from './pending-changes.js';
 import { ReadPath } from './read-path.js';
 import { Uploader } from './uploader.js';
 import { volumeStats, type VolumeStats } from './volume-stats.js';
-
-/** At most one data-corrupt event (and log line) per this interval; every corrupt read is counted. */
-const CORRUPT_EVENT_INTERVAL_MS = 60_000;
 
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
@@ -100,8 +95,6 @@ export class Volume implements NbdExport {
   private acked = 0;
   private leaseWaiting = { requests: 0, bytes: 0 };
   private deposedError: VolumeDeposedError | undefined;
-  private corruptReads = 0;
-  private lastCorruptEvent = -Infinity;
 
   constructor(
     private readonly opts: VolumeOptions,
@@ -123,14 +116,8 @@ export class Volume implements NbdExport {
       policy: opts.hangPolicy ?? { ...DEFAULT_HANG_POLICY, retryMaxMs: opts.retryMaxMs },
       probe: () => opts.store.probe(),
       journal: {
-        held: () => {
-          const j = journal.waiting();
-          return { requests: j.requests + this.leaseWaiting.requests, bytes: j.bytes + this.leaseWaiting.bytes };
-        },
-        failWaiters: (err) => {
-          journal.failWaiters(err);
-          this.writer.failLeaseWaiters(err);
-        },
+        held: () => journal.waiting(),
+        failWaiters: (err) => journal.failWaiters(err),
         usage: () => ({ bytes: journal.usedBytes, limit: journal.limitBytes }),
       },
       events: opts.events ?? new LogEventSink(opts.logger),
@@ -141,13 +128,15 @@ export class Volume implements NbdExport {
         this.commits.renewSoon();
       },
     });
+    // Writes durable in the journal that wait for the lease (the store unreachable longer than it).
+    this.hang.addHeldSource({ held: () => this.leaseWaiting, fail: (err) => this.writer.failLeaseWaiters(err), waitsOn: 'store' });
     this.reads = new ReadPath({
       image: this.image,
       journal,
       pending: this.pending,
       cache: this.extentCache,
       logger: opts.logger,
-      hold: (op, bytes, signal) => this.hold(op, bytes, signal),
+      hold: (op, bytes, signal) => this.hang.run(op, bytes, signal),
       storeHealthy: () => this.hang.state === 'normal',
     });
     this.commits = new HeadCommits({
@@ -275,48 +264,8 @@ export class Volume implements NbdExport {
   async allocation(offset: number, length: number, ctx?: RequestContext): Promise<AllocationSpan[]> {
     this.checkServed();
     this.checkRange(offset, length);
-    const stored = await this.hold(() => this.image.allocation(offset, length, ctx?.signal), 0, ctx?.signal);
+    const stored = await this.hang.run((attempt) => this.image.allocation(offset, length, attempt), 0, ctx?.signal);
     return overlayAllocation(stored, offset, this.pending, this.extentSize);
-  }
-
-  /**
-   * Runs a store read a guest request needs through the hang engine, which holds it while storage
-   * fails. Corrupt data is never held — waiting does not mend it: the request fails with EIO at once,
-   * and the volume reports which object failed its checksum.
-   */
-  private hold<T>(op: () => Promise<T>, bytes: number, signal: AbortSignal | undefined): Promise<T> {
-    return this.hang.run(
-      () =>
-        op().catch((err: unknown) => {
-          if (err instanceof DataCorruptError) {
-            this.reportCorrupt(err);
-            throw new StorageFailedError('policy', null, { cause: err });
-          }
-          throw err;
-        }),
-      bytes,
-      signal,
-    );
-  }
-
-  private reportCorrupt(err: DataCorruptError): void {
-    this.corruptReads++;
-    const now = performance.now();
-    if (now - this.lastCorruptEvent < CORRUPT_EVENT_INTERVAL_MS) return;
-    this.lastCorruptEvent = now;
-    this.opts.logger.error({ err: err.message }, 'stored data failed its checksum: the read fails with EIO');
-    (this.opts.events ?? new LogEventSink(this.opts.logger)).publish({
-      kind: 'data-corrupt',
-      id: randomUUID(),
-      volume: this.name,
-      gateway: this.opts.gatewayId ?? 'holdfast',
-      episode: 'none',
-      time: new Date().toISOString(),
-      held: { requests: 0, bytes: 0 },
-      errorClass: null,
-      lastError: err.message,
-      detail: err.message,
-    });
   }
 
   private async commit(kind: RecordKind, offset: number, length: number, data: Buffer | undefined, ctx?: RequestContext): Promise<void> {
@@ -444,7 +393,7 @@ export class Volume implements NbdExport {
       ackedSeq: this.acked,
       leaseRemainingMs: this.writer.leaseRemaining(),
       deposed: this.deposedError !== undefined,
-      corruptReads: this.corruptReads,
+      corruptReads: this.hang.counters.storageErrors.corrupt,
     });
   }
 

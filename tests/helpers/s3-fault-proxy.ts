@@ -16,7 +16,9 @@ export type FaultMode =
   /** Every request gets 403 AccessDenied. */
   | { readonly kind: 'deny' }
   /** Every request gets 404 NoSuchBucket. */
-  | { readonly kind: 'no-such-bucket' };
+  | { readonly kind: 'no-such-bucket' }
+  /** Every PUT gets 503 SlowDown; GET, HEAD and LIST pass (a store that throttles writes while it lists and reads). */
+  | { readonly kind: 'slow-down-puts' };
 
 export interface FaultCounts {
   forwarded: number;
@@ -55,7 +57,7 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   const upstreamAgent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
-  const pickFault = (): InjectedError | undefined => {
+  const pickFault = (req: IncomingMessage): InjectedError | undefined => {
     switch (mode.kind) {
       case 'pass':
         return undefined;
@@ -66,6 +68,8 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
         return DENIED;
       case 'no-such-bucket':
         return NO_BUCKET;
+      case 'slow-down-puts':
+        return req.method === 'PUT' ? SLOW_DOWN : undefined;
     }
   };
 
@@ -100,7 +104,7 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   };
 
   const server = createServer((req, res) => {
-    const fault = pickFault();
+    const fault = pickFault(req);
     if (fault === undefined) forward(req, res);
     else inject(req, res, fault);
   });
