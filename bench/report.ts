@@ -303,7 +303,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     '',
     // With only once-workloads asked for, the round tables would be empty.
     ...(workloads.length === 0 ? [] : [main, '']),
-    `S3 server's own throughput (4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}${rmw === undefined ? '' : ` (a GET then a PUT of each extent: ${num(rmw)} MiB/s)`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
+    `S3 server's own throughput (${o.s3Server === 'rgw' ? 'Ceph RADOS Gateway' : 's3rver'}, 4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}${rmw === undefined ? '' : ` (a GET then a PUT of each extent: ${num(rmw)} MiB/s)`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
     ...(unavailable.length > 0 ? ['', ...unavailable] : []),
     ...(report.failures.length > 0 ? ['', ...report.failures.map((f) => `- ${f}`)] : []),
     '',

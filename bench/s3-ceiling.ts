@@ -17,7 +17,7 @@ export interface S3Ceiling {
 const KEYS_PER_WORKER = 4;
 
 export async function measureS3(s3: S3Server, parallelism: number, seconds: number): Promise<S3Ceiling> {
-  const store = new S3ObjectStore({ bucket: s3.bucket, prefix: 'ceiling', endpoint: s3.endpoint });
+  const store = new S3ObjectStore({ bucket: s3.bucket, prefix: 'ceiling', endpoint: s3.endpoint, credentials: s3.credentials });
   const body = randomBytes(EXTENT_SIZE);
   const key = (worker: number, n: number): string => `${worker}-${n % KEYS_PER_WORKER}`;
   try {
