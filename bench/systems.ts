@@ -6,7 +6,8 @@ import { GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
 import type { S3Server, S3ServerKind } from '../tests/helpers/s3-server.js';
 import { fetchVolume } from './admin.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
-import { type Daemon, freePort, portOpen, run, sleep, startDaemon, waitFor } from './proc.js';
+import { findFreePort } from '../tests/helpers/daemon-process.js';
+import { type Daemon, portOpen, run, sleep, startDaemon, waitFor } from './proc.js';
 
 /** The block devices under test: how to start each, reach it with fio, empty its cache and let it settle. */
 
@@ -188,7 +189,7 @@ async function drainJournal(adminUrl: string, name: string, size: number): Promi
 }
 
 async function startRawServer(name: 'qemu-nbd' | 'qemu-nbd-wt' | 'nbdkit', ctx: SystemContext): Promise<BenchSystem> {
-  const port = await freePort();
+  const port = await findFreePort();
   // qemu's image locking would keep the two qemu-nbd instances from sharing the one file.
   const image = `driver=raw,file.driver=file,file.filename=${ctx.rawFile},file.locking=off`;
   const [cmd, args] =
