@@ -3,7 +3,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
-import type { S3Server, S3ServerKind } from '../tests/helpers/s3-server.js';
+import { type S3Server, type S3ServerKind, S3_SERVER_NAMES } from '../tests/helpers/s3-server.js';
 import { fetchVolume } from './admin.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
 import { findFreePort } from '../tests/helpers/daemon-process.js';
@@ -57,8 +57,6 @@ export interface SystemContext {
 
 const READS: readonly Workload[] = ['randread-warm', 'seqread'];
 const WRITES: readonly Workload[] = ['randwrite', 'seqwrite', 'flush-heavy'];
-
-const S3_SERVER_NAMES: Readonly<Record<S3ServerKind, string>> = { rgw: 'Ceph RADOS Gateway', s3rver: 's3rver' };
 
 /** What each system is, on the S3 server of the run. */
 export function describeSystem(name: SystemName, s3: S3ServerKind): string {

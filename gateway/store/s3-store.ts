@@ -25,7 +25,7 @@ export interface S3StoreOptions {
   bucket: string;
   /** Prepended to every key; normalised to '' or a string ending in '/'. */
   prefix: string;
-  /** For S3-compatible servers (MinIO, s3rver ...); unset means AWS. */
+  /** For S3-compatible servers (Ceph RADOS Gateway, MinIO ...); unset means AWS. */
   endpoint?: string;
   region?: string;
   /** Defaults to true when `endpoint` is set: S3-compatible servers rarely do virtual hosts. */

@@ -33,6 +33,8 @@ export interface S3Server {
 
 export type S3ServerKind = 'rgw' | 's3rver';
 export const S3_SERVER_KINDS: readonly S3ServerKind[] = ['rgw', 's3rver'];
+/** For people: reports and descriptions. */
+export const S3_SERVER_NAMES: Readonly<Record<S3ServerKind, string>> = { rgw: 'Ceph RADOS Gateway', s3rver: 's3rver' };
 
 export interface S3Credentials {
   readonly accessKeyId: string;
