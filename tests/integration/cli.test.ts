@@ -1,6 +1,6 @@
 /**
  * The `holdfast` command line as an operator runs it: the bundled CLI in a child process, against
- * a local directory store and against S3 (s3rver). Build first: `npm run build`.
+ * a local directory store and against S3 (Ceph's RADOS Gateway). Build first: `npm run build`.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -14,7 +14,7 @@ import { volumePrefix } from '../../gateway/image/layout.js';
 import { Volume } from '../../gateway/volume/volume.js';
 import { type CliResult, runCli, startServe } from '../helpers/cli-process.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
-import { type S3Server, s3Env, startS3Server } from '../helpers/s3-server.js';
+import { type S3Server, startS3Server } from '../helpers/s3-server.js';
 
 const MiB = 2 ** 20;
 const EXIT = { usage: 2, locked: 3, notFound: 4, exists: 5 } as const;
@@ -71,16 +71,17 @@ async function localFixture(tmp: string): Promise<StoreFixture> {
 
 async function s3Fixture(tmp: string): Promise<StoreFixture> {
   const s3: S3Server = await startS3Server();
+  // The store the test opens itself finds the credentials where the CLI's does: in the environment.
+  Object.assign(process.env, s3.env);
   const storeUrl = `s3://${s3.bucket}/cli-test`;
   const journalRoot = path.join(tmp, 'journal');
   return {
     args: ['--store', storeUrl, '--s3-endpoint', s3.endpoint, '--journal-dir', journalRoot],
-    env: s3Env(),
+    env: s3.env,
     journalRoot,
     open: () => openStore({ storeUrl, s3Endpoint: s3.endpoint }),
     async dispose() {
-      await s3.stop();
-      await rm(s3.dir, { recursive: true, force: true });
+      await s3.close();
     },
   };
 }

@@ -14,7 +14,7 @@ import { VolumeImage } from '../../gateway/image/volume-image.js';
 import { openStore } from '../../gateway/store/open-store.js';
 import { type GatewayProcess, GatewayStartError, type Stores, type StoreTarget, startGateway, startStores } from '../helpers/gateway-process.js';
 import { NbdClient, NbdConnectionError } from '../helpers/nbd-client.js';
-import { s3Env, startS3Server } from '../helpers/s3-server.js';
+import { startS3Server } from '../helpers/s3-server.js';
 
 const VOLUME = 'fenced';
 const SIZE = 16 * 1024 * 1024;
@@ -181,7 +181,7 @@ describe('a store that does not answer at start', () => {
   it('serves nothing whose head it has not read, and serves the volume once the store answers', { timeout: 120_000 }, async (t: TestContext) => {
     const s3 = await startS3Server();
     const root = await mkdtemp(path.join(os.tmpdir(), 'hf-unreachable-'));
-    const store: StoreTarget = { kind: 's3', args: ['--store', `s3://${s3.bucket}/u`, '--s3-endpoint', s3.endpoint], env: s3Env() };
+    const store: StoreTarget = { kind: 's3', args: ['--store', `s3://${s3.bucket}/u`, '--s3-endpoint', s3.endpoint], env: s3.env };
     const journalDir = path.join(root, 'journal');
     let gw: GatewayProcess | undefined;
     try {
@@ -190,7 +190,7 @@ describe('a store that does not answer at start', () => {
       await c.write(0, Buffer.alloc(4096, 0x5a));
       await c.disconnect();
       assert.equal((await first.kill('SIGKILL')).signal, 'SIGKILL');
-      await s3.stop();
+      await s3.kill();
       gw = await startGateway({ store, journalDir, createVolume: '', args: [...ARGS, '--volumes', VOLUME] });
       await assert.rejects(connect(gw), 'no export is offered before its head was read');
       assert.ok(gw.logs.some((l) => /unreachable/.test(l.msg)), 'the gateway says why');
@@ -211,8 +211,7 @@ describe('a store that does not answer at start', () => {
       gw = undefined;
     } finally {
       await gw?.kill('SIGKILL');
-      await s3.kill();
-      await rm(s3.dir, { recursive: true, force: true });
+      await s3.close();
       await rm(root, { recursive: true, force: true });
     }
   });
