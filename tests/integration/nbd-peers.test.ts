@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { NbdServer } from '../../gateway/nbd/server.js';
 import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
+import { listenOnLoopback } from '../helpers/nbd-listen.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -81,8 +82,8 @@ function fioArgs(uri: string, name: string, extra: readonly string[]): string[] 
 describe('NBD server against real clients', () => {
   const registry = new MemoryRegistry(
     [
-      new MemoryExport({ name: 'alpha', size: 64 * MiB, description: 'first test disk' }),
-      new MemoryExport({ name: 'beta', size: 32 * MiB, description: 'second test disk', canMultiConn: false }),
+      new MemoryExport({ name: 'alpha', size: 64 * MiB }),
+      new MemoryExport({ name: 'beta', size: 32 * MiB, canMultiConn: false }),
       new MemoryExport({ name: 'convert', size: 8 * MiB }),
       new MemoryExport({ name: 'copy', size: 8 * MiB }),
       new MemoryExport({ name: 'fio', size: 16 * MiB }),
@@ -97,7 +98,7 @@ describe('NBD server against real clients', () => {
   const uri = (name: string): string => `nbd://127.0.0.1:${port}/${name}`;
 
   before(async () => {
-    port = (await server.listen('127.0.0.1', 0)).port;
+    port = await listenOnLoopback(server);
     dir = await mkdtemp(join(tmpdir(), 'holdfast-nbd-'));
     registry.get('ro').disk.fill(0x5a);
   });
@@ -114,7 +115,7 @@ describe('NBD server against real clients', () => {
     assert.ok(beta !== undefined);
     assert.equal(beta['export-name'], 'beta');
     assert.equal(beta['export-size'], 32 * MiB);
-    assert.equal(beta['description'], 'second test disk');
+    assert.equal(beta['description'], 'Holdfast volume beta, 32 MiB');
     assert.equal(beta['is_read_only'], false);
     assert.equal(beta['can_flush'], true);
     assert.equal(beta['can_fua'], true);
@@ -132,13 +133,13 @@ describe('NBD server against real clients', () => {
     assert.equal(ro.exports[0]?.['export-size'], 8 * MiB);
   });
 
-  it('nbdinfo --list shows every export with its description', async () => {
+  it('nbdinfo --list shows every export with its name and size as description', async () => {
     const { stdout } = await runOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`]);
     const listing = JSON.parse(stdout) as { exports: Array<Record<string, unknown>> };
     const names = listing.exports.map((exp) => exp['export-name']);
     assert.deepEqual([...names].sort(), ['alpha', 'beta', 'convert', 'copy', 'fio', 'fio-pair', 'ro']);
     const alpha = listing.exports.find((exp) => exp['export-name'] === 'alpha');
-    assert.equal(alpha?.['description'], 'first test disk');
+    assert.equal(alpha?.['description'], 'Holdfast volume alpha, 64 MiB');
     assert.equal(alpha?.['export-size'], 64 * MiB);
   });
 

@@ -56,11 +56,16 @@ class RecordingSink implements RequestSink {
   readonly requests: NbdRequest[] = [];
   readonly protocolErrors: ProtocolError[] = [];
   readonly eofs: boolean[] = [];
-  refuse: (request: NbdRequest) => number = () => 0;
+  refuse: (request: NbdRequest) => Errno = () => Errno.OK;
+  admission: (request: NbdRequest) => boolean = () => true;
   onEach: (request: NbdRequest) => void = () => undefined;
 
-  validate(request: NbdRequest): number {
+  validate(request: NbdRequest): Errno {
     return this.refuse(request);
+  }
+
+  admit(request: NbdRequest): boolean {
+    return this.admission(request);
   }
 
   onRequest(request: NbdRequest): void {
@@ -171,7 +176,7 @@ describe('RequestParser', () => {
 
   it('skips the payload of a refused WRITE without buffering it and stays in sync', () => {
     const { sink, counters, parser } = setup();
-    sink.refuse = (request) => (request.type === Cmd.WRITE ? Errno.EINVAL : 0);
+    sink.refuse = (request) => (request.type === Cmd.WRITE ? Errno.EINVAL : Errno.OK);
     const big = pattern(200000, 5);
     const stream = Buffer.concat([
       encodeRequest({ type: Cmd.WRITE, handle: 20n, offset: 0, payload: big }),
