@@ -6,7 +6,7 @@ import type { VolumeManifest } from '../../shared/volume-manifest.js';
 import { Journal, type JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
-import type { NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
+import type { AllocationExtent, NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { DEFAULT_HANG_POLICY, type HangPolicy } from '../../shared/hang-policy.js';
 import { LogEventSink, type EventSink } from '../events/event-sink.js';
@@ -255,6 +255,16 @@ export class Volume implements NbdExport {
   /** Every write is durable before it is acknowledged, so a flush waits only for writes still in flight. */
   async flush(): Promise<void> {
     await this.journal.sync();
+  }
+
+  /** Format 1 does not know where its holes are: the whole range is reported as data, not known to be zero. */
+  allocation(_offset: number, length: number): Promise<readonly AllocationExtent[]> {
+    return Promise.resolve([{ length, hole: false, zero: false }]);
+  }
+
+  /** A read whose data is dropped: it leaves the range's extents in the cache. */
+  async prefetch(offset: number, length: number, ctx?: RequestContext): Promise<void> {
+    await this.read(offset, length, ctx);
   }
 
   private async commit(kind: RecordKind, offset: number, length: number, data: Buffer | undefined, ctx?: RequestContext): Promise<void> {
