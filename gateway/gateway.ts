@@ -13,7 +13,8 @@ import type { VolumeManifest } from '../shared/volume-manifest.js';
 import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
 import type { ExportRegistry, NbdExport } from './nbd/export.js';
-import { NbdServer } from './nbd/server.js';
+import { FileSecurity } from './nbd/security.js';
+import { NbdServer, type BoundAddress } from './nbd/server.js';
 import type { ObjectStore } from './store/object-store.js';
 import { openStore } from './store/open-store.js';
 import { VolumeCatalog, parseManifest } from './volume/catalog.js';
@@ -41,12 +42,14 @@ interface ServedVolume {
 export class Gateway implements ExportRegistry {
   private readonly served = new Map<string, ServedVolume>();
   private nbd: NbdServer | undefined;
+  private security: FileSecurity | undefined;
   private admin: AdminServer | undefined;
   private stopping: Promise<void> | undefined;
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
   readonly gatewayId: string;
-  address: AddressInfo | undefined;
+  /** Where NBD clients connect, in the order of --listen. */
+  readonly listeners: BoundAddress[] = [];
   adminAddress: AddressInfo | undefined;
 
   private constructor(
@@ -64,15 +67,30 @@ export class Gateway implements ExportRegistry {
     const store = openStore(config);
     const gateway = new Gateway(config, store, logger, await openEventSinks(config, logger));
     try {
+      gateway.security = await FileSecurity.load({
+        tls: config.tls,
+        files: { cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa, psk: config.tlsPsk },
+        accessFile: config.nbdAccess,
+      });
       await gateway.openVolumes();
-      const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s) });
+      const nbd = new NbdServer({
+        registry: gateway,
+        logger,
+        security: gateway.security,
+        handshakeTimeoutMs: config.nbdHandshakeTimeout,
+        maxConnections: config.nbdMaxConnections,
+        maxConnectionsPerPeer: config.nbdMaxConnectionsPerPeer,
+        limits: { idleTimeoutMs: config.nbdIdleTimeout },
+        bufferMemory: config.nbdBufferMemory,
+        observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s),
+      });
       gateway.nbd = nbd;
-      gateway.address = await nbd.listen(config.listen.host, config.listen.port);
+      for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
       gateway.admin = new AdminServer({
         sources: {
           volumes: () => [...gateway.served.values()].map((s) => s.volume),
           volume: (name) => gateway.volume(name),
-          healthy: () => gateway.stopping === undefined && gateway.address !== undefined,
+          healthy: () => gateway.stopping === undefined && gateway.listeners.length > 0,
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
         },
@@ -106,6 +124,14 @@ export class Gateway implements ExportRegistry {
 
   get nbdStats(): NbdServer['stats'] | undefined {
     return this.nbd?.stats;
+  }
+
+  /**
+   * Rereads the TLS certificate, key, CA, PSK file and access file (SIGHUP). Connections keep
+   * their sessions; new handshakes and options use the new material. A bad file changes nothing.
+   */
+  async reloadSecurity(): Promise<void> {
+    await this.security?.reload();
   }
 
   private async openVolumes(): Promise<void> {
