@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
 import { allocationDescriptors } from './block-status.js';
@@ -116,7 +116,7 @@ export class Transmission implements RequestSink {
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly socket: Socket,
+    private readonly socket: Duplex,
     private readonly session: Session,
     private readonly log: Logger,
     private readonly stats: NbdStats,
