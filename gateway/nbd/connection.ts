@@ -40,6 +40,7 @@ export class Connection {
   private readonly input: HandshakeInput;
   private transmission: Transmission | undefined;
   private isClosed = false;
+  private timedOut = false;
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
   private readonly onEnd = (): void => this.receiveEnd();
   private readonly onClose = (): void => this.close();
@@ -81,7 +82,8 @@ export class Connection {
     const { log, stats } = this.options;
     // The deadline covers the TLS handshake too: a client stalled in it costs a slot, nothing more.
     const timer = setTimeout(() => {
-      this.input.fail(new ProtocolError(ProtocolErrorReason.HandshakeTimeout, `no export chosen within ${this.options.handshakeTimeoutMs} ms`));
+      this.timedOut = true;
+      this.input.fail(this.timeoutError());
       this.destroy();
     }, this.options.handshakeTimeoutMs);
     const io: HandshakeIo = {
@@ -151,8 +153,13 @@ export class Connection {
       return peer;
     } catch (err) {
       raw.destroy();
+      if (this.timedOut) throw this.timeoutError();
       throw new ProtocolError(ProtocolErrorReason.TlsHandshakeFailed, err instanceof Error ? err.message : String(err));
     }
+  }
+
+  private timeoutError(): ProtocolError {
+    return new ProtocolError(ProtocolErrorReason.HandshakeTimeout, `no export chosen within ${this.options.handshakeTimeoutMs} ms`);
   }
 
   private receive(chunk: Buffer): void {
