@@ -147,7 +147,7 @@ export const GatewayConfigSchema = z
     nbdIdleTimeout: durationOrOff.prefault('24h'),
     /** Request and reply data all NBD connections may hold together beyond 256 KiB each. */
     nbdBufferMemory: size('buffer size')
-      .default(128 * 2 ** 20)
+      .default(64 * 2 ** 20)
       .refine((n) => n >= 32 * 2 ** 20, 'the NBD buffer memory must be at least 32MiB (one maximal request)'),
     /** Where the embedded defaults put the local store and the journal. */
     dataDir: z.string().min(1).default('./data'),

@@ -18,7 +18,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   nbdMaxConnectionsPerPeer: { arg: 'n', help: 'NBD connections from one TCP client address (default 64)' },
   nbdHandshakeTimeout: { arg: 'duration', help: 'time a client has to choose an export, TLS handshake included (default 10s)' },
   nbdIdleTimeout: { arg: 'duration', help: 'close NBD connections with nothing in flight for this long, or off (default 24h)' },
-  nbdBufferMemory: { arg: 'size', help: 'request and reply data all NBD clients may hold together beyond 256 KiB each; slow readers wait (default 128MiB)' },
+  nbdBufferMemory: { arg: 'size', help: 'request and reply data all NBD clients may hold together beyond 256 KiB each; slow readers wait (default 64MiB)' },
   dataDir: { arg: 'dir', help: 'where the embedded defaults keep the store and the journal (default ./data)' },
   store: { arg: 'url', help: 'object store: s3://bucket/prefix, file:///path or a directory (default DATA_DIR/store)' },
   s3Endpoint: { arg: 'url', help: 'S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:9000' },

@@ -10,6 +10,7 @@ export class BufferBudget {
   /** Bytes taken from the shared limit. */
   private shared = 0;
   private readonly waiting = new Set<BufferAccount>();
+  private wakeScheduled = false;
 
   constructor(
     readonly limit: number,
@@ -39,11 +40,18 @@ export class BufferBudget {
   /** @internal */
   giveBack(bytes: number): void {
     this.shared -= bytes;
-    if (bytes <= 0 || this.waiting.size === 0) return;
-    // Everyone waiting retries; whoever still does not fit waits again.
-    const waiting = [...this.waiting];
-    this.waiting.clear();
-    for (const account of waiting) account.notifyRoom();
+    if (bytes <= 0 || this.waiting.size === 0 || this.wakeScheduled) return;
+    // Bytes come back in bursts when clients go (many sockets close in one poll). Waking the waiting
+    // after the poll lets the closes of their own connections be seen first, so that no request is
+    // admitted for a client that has already left.
+    this.wakeScheduled = true;
+    setImmediate(() => {
+      this.wakeScheduled = false;
+      // Everyone waiting retries; whoever still does not fit waits again.
+      const waiting = [...this.waiting];
+      this.waiting.clear();
+      for (const account of waiting) account.notifyRoom();
+    });
   }
 
   /** @internal */

@@ -132,6 +132,64 @@ export class RequestParser {
     return this.state === 'stopped';
   }
 
+  /**
+   * True when NBD_CMD_DISC is among the bytes pushed and not delivered yet: a client that closed
+   * its side behind a disconnect request still wants the answers before it (a soft disconnect);
+   * one that closed without it has left. Walks the buffered headers, skipping WRITE payloads.
+   */
+  get disconnectBuffered(): boolean {
+    const input = [this.headerScratch.subarray(0, this.headerFill), ...this.queue];
+    if (input.length > 1) input[1] = input[1]!.subarray(this.position);
+    let chunk = 0;
+    let at = 0;
+    const skip = (bytes: number): boolean => {
+      let left = bytes;
+      while (left > 0 && chunk < input.length) {
+        const n = Math.min(left, input[chunk]!.length - at);
+        left -= n;
+        at += n;
+        if (at === input[chunk]!.length) {
+          chunk++;
+          at = 0;
+        }
+      }
+      return left === 0;
+    };
+    const header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+    const readHeader = (): boolean => {
+      let filled = 0;
+      while (filled < REQUEST_HEADER_SIZE && chunk < input.length) {
+        const n = input[chunk]!.copy(header, filled, at, at + REQUEST_HEADER_SIZE - filled);
+        filled += n;
+        at += n;
+        if (at === input[chunk]!.length) {
+          chunk++;
+          at = 0;
+        }
+      }
+      return filled === REQUEST_HEADER_SIZE;
+    };
+    // The rest of the request under way: a WRITE payload waiting for admission, or one being read or skipped.
+    const current = this.current;
+    const pendingPayload =
+      this.state === 'admission' && current?.type === Cmd.WRITE ? current.length : this.state === 'payload' && current !== undefined ? current.length - this.assemblyFill : this.state === 'skip' ? this.skipLeft : 0;
+    if (!skip(pendingPayload)) return false;
+    while (readHeader()) {
+      if (header.readUInt32BE(0) !== REQUEST_MAGIC) return false;
+      const type = header.readUInt16BE(6);
+      if (type === Cmd.DISC) return true;
+      if (type === Cmd.WRITE && !skip(header.readUInt32BE(24))) return false;
+    }
+    return false;
+  }
+
+  /** Bytes pushed and not parsed yet. */
+  get bufferedBytes(): number {
+    let bytes = -this.position;
+    for (const chunk of this.queue) bytes += chunk.length;
+    return bytes;
+  }
+
   /** True while part of a request has been received but not all of it. */
   private get midFrame(): boolean {
     return this.headerFill > 0 || this.state === 'admission' || this.state === 'payload' || this.state === 'skip' || this.queue.length > 0;

@@ -37,7 +37,7 @@ export const NBD_SERVER_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   maxConnections: 1024,
   maxConnectionsPerPeer: 64,
-  bufferMemory: 128 * 1024 * 1024,
+  bufferMemory: 64 * 1024 * 1024,
   bufferReservePerConnection: 256 * 1024,
 } as const;
 

@@ -37,6 +37,13 @@ export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
 };
 
 const FAILURE_LOG_INTERVAL_MS = 1000;
+/**
+ * Input a connection may buffer, unparsed, while its requests wait. The socket goes on being read
+ * until then, so that a client that disconnects while waiting is noticed at once: a socket that is
+ * not read is not polled either, and its reset would only surface when a reply is written to it —
+ * after its queued requests had been run for nobody.
+ */
+const READ_AHEAD_BYTES = 64 * 1024;
 
 /** Command flags each command accepts. FUA is valid on every command once SEND_FUA is advertised. */
 function allowedFlags(type: Cmd, structuredReplies: boolean): number {
@@ -103,10 +110,12 @@ export class Transmission implements RequestSink {
   private readonly exp: NbdExport;
   private readonly account: BufferAccount;
   private inFlight = 0;
-  private readingPaused = false;
+  private parsingPaused = false;
   private writeBlocked = false;
   /** The next request waits for buffer room. */
   private admissionBlocked = false;
+  /** The socket is not read: parsing stopped and READ_AHEAD_BYTES are buffered. */
+  private socketPaused = false;
   /** After NBD_CMD_DISC or a server shutdown: nothing more is parsed, the socket closes once idle. */
   private draining = false;
   private closed = false;
@@ -140,15 +149,26 @@ export class Transmission implements RequestSink {
   start(pending: readonly Buffer[]): void {
     this.armIdleTimer();
     for (const chunk of pending) this.parser.push(chunk);
-    if (!this.readingPaused && !this.draining && !this.closed) this.socket.resume();
+    this.throttleSocket();
+    if (!this.socketPaused && !this.draining && !this.closed) this.socket.resume();
   }
 
   push(chunk: Buffer): void {
     this.parser.push(chunk);
+    this.throttleSocket();
   }
 
-  /** The client closed its sending side. */
+  /**
+   * The client closed its sending side. Behind NBD_CMD_DISC that is a soft disconnect, answered in
+   * full. Without one, while requests wait unparsed, the client has left: running them would only
+   * hold memory and storage for nobody, so the connection goes now.
+   */
   end(): void {
+    if (this.parsingPaused && !this.parser.disconnectBuffered) {
+      this.log.debug({ buffered: this.parser.bufferedBytes }, 'client closed its side with requests waiting and no NBD_CMD_DISC');
+      this.socket.destroy();
+      return;
+    }
     this.parser.end();
   }
 
@@ -391,18 +411,28 @@ export class Transmission implements RequestSink {
     if (this.closed || this.draining) return;
     const saturated = this.writeBlocked || this.admissionBlocked || this.inFlight >= this.limits.maxRequestsInFlight;
     if (saturated) {
-      if (!this.readingPaused) {
-        this.readingPaused = true;
+      if (!this.parsingPaused) {
+        this.parsingPaused = true;
         this.parser.pause();
-        this.socket.pause();
+        this.throttleSocket();
       }
       return;
     }
-    if (!this.readingPaused) return;
-    this.readingPaused = false;
+    if (!this.parsingPaused) return;
+    this.parsingPaused = false;
     // Requests already buffered come first; they may fill the limits again.
     this.parser.resume();
-    if (!this.readingPaused && !this.draining && !this.closed) this.socket.resume();
+    this.throttleSocket();
+  }
+
+  /** Reads the socket while parsing goes on or little input waits; stops it beyond READ_AHEAD_BYTES. */
+  private throttleSocket(): void {
+    if (this.closed || this.draining) return;
+    const pause = this.parsingPaused && this.parser.bufferedBytes >= READ_AHEAD_BYTES;
+    if (pause === this.socketPaused) return;
+    this.socketPaused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
   }
 
   /**

@@ -211,6 +211,11 @@ export class NbdClient {
     this.socket.destroy();
   }
 
+  /** Stops reading from the socket, like a client that sends requests and never takes the replies. */
+  stopReading(): void {
+    this.socket.pause();
+  }
+
   private request(type: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<Buffer> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     const cookie = this.nextCookie++;

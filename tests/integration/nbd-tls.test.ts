@@ -13,6 +13,7 @@ import { FileSecurity } from '../../gateway/nbd/security.js';
 import { NbdServer } from '../../gateway/nbd/server.js';
 import { ConfigError } from '../../shared/errors.js';
 import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
+import { HonestClient } from '../helpers/honest-client.js';
 import { NbdClient } from '../helpers/nbd-client.js';
 import { listenOnLoopback } from '../helpers/nbd-listen.js';
 import { runTool, runToolOk } from '../helpers/run-tool.js';
@@ -45,49 +46,6 @@ function exports(): MemoryExport[] {
     new MemoryExport({ name: 'sparse', size: 64 * MiB, allocationBlockSize: MiB }),
     new MemoryExport({ name: 'honest', size: 8 * MiB }),
   ];
-}
-
-/** One PSK client writing and verifying 4 KiB blocks in a loop, to show others' misdeeds cost it nothing. */
-class HonestClient {
-  rounds = 0;
-  failure: unknown;
-  private stopping = false;
-  private loop: Promise<void> = Promise.resolve();
-
-  constructor(private readonly client: NbdClient) {}
-
-  start(): void {
-    this.loop = (async () => {
-      while (!this.stopping) {
-        try {
-          const offset = (this.rounds % 512) * 4096;
-          const data = randomBytes(4096);
-          await this.client.write(offset, data);
-          assert.deepEqual(await this.client.read(offset, 4096), data);
-          this.rounds++;
-          await delay(2);
-        } catch (err) {
-          this.failure = err;
-          return;
-        }
-      }
-    })();
-  }
-
-  /** Resolves after `count` more verified round trips. */
-  async advance(count: number): Promise<void> {
-    const target = this.rounds + count;
-    for (let i = 0; i < 5000 && this.rounds < target && this.failure === undefined; i++) await delay(5);
-    assert.equal(this.failure, undefined);
-    assert.ok(this.rounds >= target, `honest client stuck at ${this.rounds} round trips`);
-  }
-
-  async stop(): Promise<void> {
-    this.stopping = true;
-    await this.loop;
-    assert.equal(this.failure, undefined);
-    await this.client.disconnect();
-  }
 }
 
 /** A raw socket past greeting, client flags and an acknowledged NBD_OPT_STARTTLS: the TLS handshake is next. */

@@ -297,3 +297,30 @@ describe('errnoFor', () => {
     assert.equal(errnoFor('not even an error'), Errno.EIO);
   });
 });
+
+describe('RequestParser.disconnectBuffered', () => {
+  const held = (): ReturnType<typeof setup> => {
+    const parsed = setup();
+    parsed.sink.admission = () => false;
+    return parsed;
+  };
+
+  it('finds NBD_CMD_DISC behind requests waiting for admission, WRITE payloads skipped', () => {
+    const { parser } = held();
+    const payload = Buffer.alloc(5000, 0x02);
+    // A payload holding what looks like a DISC header must not count.
+    encodeRequest({ type: Cmd.DISC }).copy(payload, 100);
+    parser.push(Buffer.concat([encodeRequest({ type: Cmd.WRITE, handle: 1n, payload }), encodeRequest({ type: Cmd.READ, handle: 2n, length: 10 })]));
+    assert.equal(parser.disconnectBuffered, false);
+    parser.push(encodeRequest({ type: Cmd.DISC, handle: 3n }).subarray(0, 20));
+    assert.equal(parser.disconnectBuffered, false, 'a header cut off is not a request yet');
+    parser.push(encodeRequest({ type: Cmd.DISC, handle: 3n }).subarray(20));
+    assert.equal(parser.disconnectBuffered, true);
+  });
+
+  it('does not count a DISC header still being received', () => {
+    const { parser } = setup();
+    parser.push(encodeRequest({ type: Cmd.DISC, handle: 9n }).subarray(0, 10));
+    assert.equal(parser.disconnectBuffered, false);
+  });
+});

@@ -318,6 +318,33 @@ describe('Transmission memory bounds', () => {
     await waitFor(() => budget.sharedInUse === 0, 'the budget to be whole again');
   });
 
+  it('drops the waiting requests of a client that closes its side without NBD_CMD_DISC', async () => {
+    const { client, exp, server } = open({ limits: { maxRequestsInFlight: 1 } });
+    exp.holdWhen = () => true;
+    client.send(Cmd.READ, { offset: 0, length: 4096 });
+    client.send(Cmd.READ, { offset: 4096, length: 4096 });
+    await exp.waitForHeld(1);
+    client.end.end();
+    await waitFor(() => server.destroyed, 'the server to drop the connection');
+    assert.equal(exp.operations.length, 1, 'the waiting READ never runs');
+    assert.equal(exp.abandoned, 1, 'the running one is told to give up');
+  });
+
+  it('answers every waiting request of a client that closes its side behind NBD_CMD_DISC', async () => {
+    const { client, exp } = open({ limits: { maxRequestsInFlight: 1 } });
+    exp.holdWhen = () => true;
+    const first = client.send(Cmd.READ, { offset: 0, length: 4096 });
+    const second = client.send(Cmd.READ, { offset: 4096, length: 4096 });
+    client.send(Cmd.DISC);
+    await exp.waitForHeld(1);
+    client.end.end();
+    exp.holdWhen = undefined;
+    exp.release();
+    assert.equal((await client.reply()).handle, first);
+    assert.equal((await client.reply()).handle, second);
+    await waitFor(() => client.closed, 'the server to close after the answers');
+  });
+
   it('closes a connection idle for the idle timeout, but not one with a request in flight', async () => {
     const idle = open({ limits: { idleTimeoutMs: 150 } });
     const started = performance.now();
