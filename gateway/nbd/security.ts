@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
-import { ConfigError, errorMessage } from '../../shared/errors.js';
+import { ConfigError } from '../../shared/errors.js';
 import { IdentityAccess, OPEN_ACCESS, type AccessPolicy } from './access.js';
 import type { TlsMode } from './handshake.js';
+import { describeSource, looksLikeJson, readMaterial } from './material-source.js';
 import { TlsCredentials, type TlsFiles } from './tls-credentials.js';
 
 /** How the server secures negotiation: TLS mode, its credentials, and who may open what. */
@@ -22,19 +22,14 @@ export const PLAIN_SECURITY: NbdSecurity = {
 export interface SecuritySettings {
   readonly tls: TlsMode;
   readonly files: TlsFiles;
-  /** JSON file of identities and the volumes each may open (see IdentityAccess). */
+  /** JSON file (or JSON itself) of identities and the volumes each may open (see IdentityAccess). */
   readonly accessFile?: string | undefined;
 }
 
-async function loadAccess(path: string | undefined): Promise<AccessPolicy> {
-  if (path === undefined) return OPEN_ACCESS;
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (cause) {
-    throw new ConfigError(`cannot read the access file ${path}: ${errorMessage(cause)}`, { cause });
-  }
-  return IdentityAccess.parse(text, path);
+async function loadAccess(source: string | undefined): Promise<AccessPolicy> {
+  if (source === undefined) return OPEN_ACCESS;
+  const text = (await readMaterial(source, 'access file', looksLikeJson)).toString('utf8');
+  return IdentityAccess.parse(text, describeSource(source, looksLikeJson));
 }
 
 /**

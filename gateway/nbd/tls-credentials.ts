@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { DEFAULT_CIPHERS, Server as TlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import { ConfigError, HoldfastError, errorMessage } from '../../shared/errors.js';
 import type { TlsPeer } from './handshake.js';
+import { describeSource, looksLikePem, looksLikePskKeys, readMaterial } from './material-source.js';
 import { parsePskFile } from './psk-file.js';
 
-/** Where the gateway's TLS material lives; every file is read again on reload(). */
+/** Where the gateway's TLS material lives (a path, or the content itself); every file is read again on reload(). */
 export interface TlsFiles {
   /** Server certificate chain (PEM), with `key`. */
   readonly cert?: string | undefined;
@@ -43,12 +43,8 @@ interface Material {
   readonly verifyClients: boolean;
 }
 
-async function readPem(path: string, what: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (cause) {
-    throw new ConfigError(`cannot read the TLS ${what} ${path}: ${errorMessage(cause)}`, { cause });
-  }
+function readPem(value: string, what: string): Promise<Buffer> {
+  return readMaterial(value, `TLS ${what}`, looksLikePem);
 }
 
 async function loadMaterial(files: TlsFiles): Promise<Material> {
@@ -69,7 +65,7 @@ async function loadMaterial(files: TlsFiles): Promise<Material> {
   }
   let pskKeys: Map<string, Buffer> | undefined;
   if (files.psk !== undefined) {
-    pskKeys = parsePskFile((await readPem(files.psk, 'PSK file')).toString('utf8'), files.psk);
+    pskKeys = parsePskFile((await readMaterial(files.psk, 'TLS PSK file', looksLikePskKeys)).toString('utf8'), describeSource(files.psk, looksLikePskKeys));
     options.ciphers = PSK_CIPHERS;
     options.honorCipherOrder = true;
   }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { IdentityAccess, OPEN_ACCESS } from '../../gateway/nbd/access.js';
+import { looksLikeJson, looksLikePem, looksLikePskKeys } from '../../gateway/nbd/material-source.js';
 import { parsePskFile } from '../../gateway/nbd/psk-file.js';
+import { FileSecurity } from '../../gateway/nbd/security.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const KEY = 'a'.repeat(64);
@@ -54,5 +56,30 @@ describe('access files', () => {
     refuses(JSON.stringify({ alice: { a: 'write' } }), /alice\.a: access must be "rw" or "ro"/);
     refuses(JSON.stringify({ alice: { 'bad name!': 'rw' } }), /alice\.bad name!: a volume name or "\*"/);
     refuses(JSON.stringify({ alice: ['a'] }), /alice/);
+  });
+});
+
+describe('TLS and access settings given as content', () => {
+  it('tells content (as ECS secrets arrive) from file paths', () => {
+    assert.ok(looksLikePem('-----BEGIN CERTIFICATE-----\nMIIB...\n'));
+    assert.ok(!looksLikePem('/etc/holdfast/cert.pem'));
+    assert.ok(looksLikePskKeys(`alice:${KEY}`));
+    assert.ok(looksLikePskKeys(`alice:${KEY}\nbob:${KEY}\n`));
+    assert.ok(!looksLikePskKeys('/etc/holdfast/keys.psk'));
+    assert.ok(!looksLikePskKeys('keys.psk'));
+    assert.ok(looksLikeJson(' {"alice": {"vm1": "rw"}}'));
+    assert.ok(!looksLikeJson('/etc/holdfast/access.json'));
+  });
+
+  it('loads PSK keys and access rules given inline, and names no secret in errors', async () => {
+    const security = await FileSecurity.load({ tls: 'require', files: { psk: `alice:${KEY}` }, accessFile: '{"alice": {"vm1": "rw"}}' });
+    assert.equal(security.access().grant('alice', 'vm1'), 'rw');
+    assert.ok(security.credentials() !== undefined);
+    await assert.rejects(
+      FileSecurity.load({ tls: 'require', files: { psk: `alice:${'ab'.repeat(8)}` } }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes('(inline content)') && !e.message.includes('abab'),
+    );
+    await assert.rejects(FileSecurity.load({ tls: 'off', files: {}, accessFile: '{}' }), (e: unknown) => e instanceof ConfigError && /needs TLS/.test(e.message));
+    await assert.rejects(FileSecurity.load({ tls: 'on', files: { psk: '/nonexistent/keys.psk' } }), (e: unknown) => e instanceof ConfigError && /cannot read the TLS PSK file \/nonexistent\/keys\.psk/.test(e.message));
   });
 });
