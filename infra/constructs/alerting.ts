@@ -15,6 +15,15 @@ import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ALERT_KINDS, DETAIL_TYPES, EVENT_SOURCE } from '../../shared/eventbridge.js';
+import { ConfigError } from '../../shared/errors.js';
+import { ESBUILD_NODE_TARGET, LAMBDA_NODE_RUNTIME } from '../../shared/node-runtime.js';
+
+/** The CDK's own Runtime object for shared/node-runtime.ts's line, so that CDK knows its family and bundling defaults. */
+function lambdaRuntime(): Runtime {
+  const runtime = Runtime.ALL.find((r) => r.name === LAMBDA_NODE_RUNTIME);
+  if (runtime === undefined) throw new ConfigError(`aws-cdk-lib does not know the Lambda runtime ${LAMBDA_NODE_RUNTIME}; update aws-cdk-lib`);
+  return runtime;
+}
 
 /** Must match functions/hang-metrics (namespace, dimension names and the powertools service name). */
 export const METRICS_NAMESPACE = 'Holdfast';
@@ -129,7 +138,7 @@ export class Alerting extends Construct {
       handler: 'handler',
       projectRoot,
       depsLockFilePath: join(projectRoot, 'package-lock.json'),
-      runtime: Runtime.NODEJS_24_X,
+      runtime: lambdaRuntime(),
       architecture: Architecture.ARM_64,
       memorySize: 256,
       timeout: Duration.seconds(30),
@@ -141,7 +150,7 @@ export class Alerting extends Construct {
         sourceMap: true,
         sourcesContent: false,
         format: OutputFormat.ESM,
-        target: 'node24',
+        target: ESBUILD_NODE_TARGET,
         mainFields: ['module', 'main'],
         externalModules: [],
         banner: "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);",

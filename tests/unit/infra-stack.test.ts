@@ -14,6 +14,7 @@ import { HangMonitor } from '../../gateway/hang/hang-monitor.js';
 import { StoreError } from '../../gateway/store/object-store.js';
 import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
 import { ConfigError } from '../../shared/errors.js';
+import { LAMBDA_NODE_RUNTIME } from '../../shared/node-runtime.js';
 import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
 import { matchesPattern, type EventPattern } from '../helpers/event-pattern.js';
 import { delivered } from '../helpers/lambda.js';
@@ -169,12 +170,12 @@ test('EventBridge: a bus, and rules on Source and DetailType that invoke each fu
   }
 });
 
-test('functions: Node.js 24 from local esbuild bundles (minified, source maps), configured for the topic, table and dashboard', () => {
+test('functions: the shared Node.js runtime line from local esbuild bundles (minified, source maps), configured for the topic, table and dashboard', () => {
   const fns = template.findResources('AWS::Lambda::Function');
   const alert = fns[logicalId('AWS::Lambda::Function', 'HangAlert')]!.Properties as Record<string, unknown>;
   const metrics = fns[logicalId('AWS::Lambda::Function', 'HangMetrics')]!.Properties as Record<string, unknown>;
   for (const p of [alert, metrics]) {
-    assert.equal(p.Runtime, 'nodejs24.x');
+    assert.equal(p.Runtime, LAMBDA_NODE_RUNTIME);
     assert.equal(p.Handler, 'index.handler');
   }
   const env = (alert.Environment as { Variables: Record<string, unknown> }).Variables;
@@ -238,7 +239,6 @@ test('the image asset holds only what the Dockerfile copies, and the Dockerfile 
   assert.deepEqual(readdirSync(join(assembly.directory, image)).sort(), ['.dockerignore', 'Dockerfile', 'functions', 'gateway', 'package-lock.json', 'package.json', 'scripts', 'shared', 'tsconfig.json']);
   const dockerfile = readFileSync(join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
   assert.ok(dockerfile.replace(/\\\n\s*/g, '').includes(`CMD ${HEALTHCHECK_COMMAND}`), 'HEALTHCHECK matches the ECS health check');
-  assert.match(dockerfile, /^FROM node:20-slim$/m);
   assert.match(dockerfile, /^USER holdfast$/m);
 });
 
