@@ -16,6 +16,8 @@ import { VolumeCorruptError } from '../volume/errors.js';
 import { extentIndexFromKey, extentKey, extentsPrefix } from '../volume/layout.js';
 import { Volume } from '../volume/volume.js';
 import { withVolumeLock } from '../volume/volume-lock.js';
+import { type ImageInput, openImageInput } from './image-input.js';
+import { exportOutputPath } from './image-output.js';
 import { addSettingOptions, configFrom } from './options.js';
 import { STORE_SETTINGS } from './settings-help.js';
 import { sizeArgument } from './volume-commands.js';
@@ -52,7 +54,7 @@ export function registerImportExport(program: Command): void {
   addSettingOptions(
     program
       .command('import <file> <name>')
-      .description('copy a raw disk image into a volume, creating the volume if it does not exist')
+      .description('copy a raw disk image (a file, or - for stdin) into a volume, creating the volume if it does not exist')
       .option('--size <size>', 'size of a new volume (default: the file size rounded up to 512 bytes)')
       .option('--extent-size <size>', 'extent size of a new volume, a power of two from 64KiB to 64MiB (default 4MiB)')
       .option('--concurrency <n>', 'extent uploads in flight', String(DEFAULT_CONCURRENCY))
@@ -61,7 +63,9 @@ export function registerImportExport(program: Command): void {
         'after',
         '\nAll-zero extents are not uploaded. Over an existing volume (--force) the whole volume is replaced: what lies\n' +
           'past the end of FILE reads as zeros afterwards. A failed or interrupted import leaves the volume partly\n' +
-          'written; run it again with --force. The volume must not be served by a gateway meanwhile.',
+          'written; run it again with --force. The volume must not be served by a gateway meanwhile.\n' +
+          'FILE may be - (stdin) or another pipe: it fills a volume of --size (or the existing one), and must not be\n' +
+          'longer. Images that are not raw (qcow2, VMDK, VHDX, VDI, VHD) are refused with the qemu-img command to use.',
       ),
     STORE_SETTINGS,
   ).action(async (file: string, name: string, opts: ImportOptions, cmd: Command) => {
@@ -74,7 +78,7 @@ export function registerImportExport(program: Command): void {
       .description('copy a volume into a raw disk image (sparse where the volume has no data)')
       .option('--concurrency <n>', 'extent downloads in flight', String(DEFAULT_CONCURRENCY))
       .option('--force', 'overwrite FILE if it exists (a regular file or a block device)')
-      .addHelpText('after', '\nFILE may also be a pipe or /dev/stdout; then every byte is written in order, zeros included.'),
+      .addHelpText('after', '\nFILE may also be - (stdout), a pipe or /dev/stdout; then every byte is written in order, zeros included.'),
     STORE_SETTINGS,
   ).action(async (name: string, file: string, opts: ExportOptions, cmd: Command) => {
     await exportCommand(name, file, opts, cmd);
@@ -96,32 +100,24 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
   const concurrency = concurrencyArgument(opts.concurrency);
   const size = opts.size === undefined ? undefined : volumeSizeArgument(opts.size);
   const extentSize = opts.extentSize === undefined ? undefined : extentSizeArgument(opts.extentSize);
-  const fh = await openInput(file);
+  const fh = await openImageInput(file, name);
   try {
-    const fileSize = (await fh.stat()).size;
+    // A stream's length is known only at its end: it fills the volume, of --size or the existing one's.
+    if (fh.size === undefined && size === undefined && opts.force !== true) throw new InvalidArgumentError(`${fh.label} is a stream: give --size for the new volume`);
+    const fileSize = fh.size ?? size ?? 0;
     await withSession(cmd, (session) =>
       lockVolume(session, name, async () => {
         const manifest = await importTarget(session, { file, name, fileSize, size, extentSize, force: opts.force === true });
         await drainJournalBacklog(session, manifest);
         const started = Date.now();
-        const totals = await importExtents(session, manifest, fh, fileSize, concurrency);
+        const totals = await importExtents(session, manifest, fh, fh.size ?? manifest.size, concurrency);
+        await fh.expectEndBefore(manifest.size);
         process.stdout.write(`${importSummary(file, name, totals, Date.now() - started)}\n`);
       }),
     );
   } finally {
     await fh.close();
   }
-}
-
-async function openInput(file: string): Promise<FileHandle> {
-  const fh = await open(file, 'r').catch((cause: unknown) => {
-    throw new InvalidArgumentError(`cannot open ${file}: ${errorMessage(cause)}`, { cause });
-  });
-  if (!(await fh.stat()).isFile()) {
-    await fh.close();
-    throw new InvalidArgumentError(`${file} is not a regular file (import reads raw image files)`);
-  }
-  return fh;
 }
 
 /** The volume to import into: the existing one if --force allows it, else a new one sized for the file. */
@@ -150,7 +146,7 @@ async function importTarget(
  * Every extent that holds part of the file, and every stored extent past its end: the imported
  * volume must read exactly as the file padded with zeros, so stale extents are deleted.
  */
-async function importExtents(session: Session, m: VolumeManifest, fh: FileHandle, fileSize: number, concurrency: number): Promise<ImportTotals> {
+async function importExtents(session: Session, m: VolumeManifest, fh: ImageInput, fileSize: number, concurrency: number): Promise<ImportTotals> {
   const stored = await storedExtents(session.store, m.name);
   const fileExtents = Math.ceil(fileSize / m.extentSize);
   const work = [...range(fileExtents), ...[...stored].filter((i) => i >= fileExtents)];
@@ -194,7 +190,7 @@ async function storeExtent(
 }
 
 /** Fills `buf` from `position`, zero-filling what lies past the end of the file; returns the bytes read. */
-async function readAt(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+async function readAt(fh: ImageInput, buf: Buffer, position: number): Promise<number> {
   let done = 0;
   while (done < buf.length) {
     const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
@@ -234,8 +230,9 @@ interface ExportTotals {
   holes: number;
 }
 
-async function exportCommand(name: string, file: string, opts: ExportOptions, cmd: Command): Promise<void> {
+async function exportCommand(name: string, fileArg: string, opts: ExportOptions, cmd: Command): Promise<void> {
   checkVolumeName(name);
+  const file = exportOutputPath(fileArg);
   const concurrency = concurrencyArgument(opts.concurrency);
   const target = await checkOutput(file, opts.force === true);
   await withSession(cmd, async (session) => {
@@ -260,7 +257,8 @@ async function exportToOutput(session: Session, m: VolumeManifest, out: Output, 
     return totals;
   } catch (err) {
     await out.fh.close().catch(() => undefined);
-    if (out.kind === 'sparse') await unlink(file).catch(() => undefined);
+    // Never our own stdout: when it is a file, the path is /dev/stdout.
+    if (out.kind === 'sparse' && !out.isStdout) await unlink(file).catch(() => undefined);
     throw err;
   }
 }
