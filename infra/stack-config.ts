@@ -1,9 +1,10 @@
 import { z } from 'zod';
+import { splitList } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { HangTimeoutSchema } from '../shared/hang-policy.js';
 import { VOLUME_NAME } from '../shared/volume-manifest.js';
 
-const list = z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((v) => v.trim()).filter((v) => v !== ''))], {
+const list = z.union([z.array(z.string()), z.string().transform(splitList)], {
   error: (issue) => (issue.input === undefined ? 'required (a comma-separated list)' : 'not a comma-separated list'),
 });
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'not an IPv4 CIDR like 10.0.0.0/16');

@@ -4,9 +4,13 @@
  * needs a different answer gets its own subclass.
  */
 export class HoldfastError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** What the reader can do about it (a command to run, a setting to give), shown under the message. */
+  readonly hint: string | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super(message, options);
     this.name = new.target.name;
+    this.hint = options?.hint;
   }
 }
 

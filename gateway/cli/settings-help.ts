@@ -6,7 +6,7 @@ type Setting = keyof GatewayConfigInput;
  * One line of help per gateway setting; the CLI builds its options from this table and the README
  * documents the same names, so flags, config file and environment never drift apart.
  */
-export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly help: string }> = {
+export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly help: string; readonly list?: true }> = {
   listen: { arg: 'host:port', help: 'NBD listen address (default 127.0.0.1:10809)' },
   dataDir: { arg: 'dir', help: 'where the embedded defaults keep the store and the journal (default ./data)' },
   store: { arg: 'url', help: 'object store: s3://bucket/prefix, file:///path or a directory (default DATA_DIR/store)' },
@@ -20,7 +20,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   uploadDelay: { arg: 'duration', help: 'how long changes wait so later writes to the same extent share one PUT (default 5s; uploads start at once when the journal is half full)' },
   retryMax: { arg: 'duration', help: 'longest back-off between retries of a failed upload (default 1s)' },
   extentSize: { arg: 'size', help: 'extent size for volumes created by the gateway (default 4MiB)' },
-  volumes: { arg: 'names...', help: 'volumes to serve (default: every volume in the store)' },
+  volumes: { arg: 'name,...', help: 'volumes to serve, comma-separated or the option repeated (default: every volume in the store)', list: true },
   createVolume: { arg: 'name=size', help: 'volume created on first start if missing; "" for none (default demo=1G)' },
   readOnly: { help: 'serve every volume read-only' },
   shutdownGrace: { arg: 'duration', help: 'on SIGTERM, how long requests in flight may take (default 25s)' },
