@@ -65,7 +65,7 @@ export class Gateway implements ExportRegistry {
     const gateway = new Gateway(config, store, logger, await openEventSinks(config, logger));
     try {
       await gateway.openVolumes();
-      const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s) });
+      const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (volume, cmd, s) => gateway.metrics.observeNbdLatency(volume, cmd, s) });
       gateway.nbd = nbd;
       gateway.address = await nbd.listen(config.listen.host, config.listen.port);
       gateway.admin = new AdminServer({

@@ -21,6 +21,7 @@ const TOOLS = {
   busybox: 'busybox-static',
   cpio: 'cpio',
   'mkfs.ext4': 'e2fsprogs',
+  promtool: 'prometheus',
 };
 
 /** Files the tests need that no PATH lookup finds (the VM suite's guest kernel) → their Debian package. */

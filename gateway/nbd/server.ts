@@ -16,7 +16,7 @@ export interface NbdServerOptions {
   /** Per-connection bounds on work in flight; see TransmissionLimits. */
   readonly limits?: Partial<TransmissionLimits>;
   /** Called with every request's latency, for a histogram. */
-  readonly observeLatency?: (command: CommandName, seconds: number) => void;
+  readonly observeLatency?: (volume: string, command: CommandName, seconds: number) => void;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
