@@ -36,6 +36,8 @@ export interface AlertingProps {
   readonly alertEmail?: string | undefined;
   /** Put in every alert; `{volume}` and `{gateway}` are replaced. */
   readonly dashboardUrl?: string | undefined;
+  /** A hang or storage outage shorter than this pages nobody. */
+  readonly alertDebounceMs: number;
 }
 
 /**
@@ -62,23 +64,25 @@ export class Alerting extends Construct {
     this.topic = new Topic(this, 'Alerts', { displayName: 'Holdfast alerts', masterKey: topicKey, enforceSSL: true });
     if (props.alertEmail !== undefined) this.topic.addSubscription(new EmailSubscription(props.alertEmail));
 
-    const sentAlerts = new Table(this, 'SentAlerts', {
-      partitionKey: { name: 'pk', type: AttributeType.STRING },
+    // Powertools Idempotency's records (key `id`, TTL `expiration`) and the alert function's debounced episodes.
+    const idempotency = new Table(this, 'Idempotency', {
+      partitionKey: { name: 'id', type: AttributeType.STRING },
       billingMode: BillingMode.PAY_PER_REQUEST,
-      timeToLiveAttribute: 'expiresAt',
+      timeToLiveAttribute: 'expiration',
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      // Only de-duplication state: losing it can at worst repeat an alert.
+      // Only de-duplication state: losing it can at worst repeat an alert or a count.
       removalPolicy: RemovalPolicy.DESTROY,
     });
 
     this.alertFunction = this.fn('HangAlert', 'hang-alert', props.projectRoot, {
       ALERT_TOPIC_ARN: this.topic.topicArn,
-      IDEMPOTENCY_TABLE: sentAlerts.tableName,
+      IDEMPOTENCY_TABLE: idempotency.tableName,
+      ALERT_DEBOUNCE_MS: String(props.alertDebounceMs),
       ...(props.dashboardUrl === undefined ? {} : { DASHBOARD_URL: props.dashboardUrl }),
     });
     this.topic.grantPublish(this.alertFunction);
-    sentAlerts.grant(this.alertFunction, 'dynamodb:PutItem', 'dynamodb:DeleteItem');
-    this.metricsFunction = this.fn('HangMetrics', 'hang-metrics', props.projectRoot, {});
+    this.metricsFunction = this.fn('HangMetrics', 'hang-metrics', props.projectRoot, { IDEMPOTENCY_TABLE: idempotency.tableName });
+    for (const fn of [this.alertFunction, this.metricsFunction]) idempotency.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem');
 
     // Events that could not be handed to a function after EventBridge's retries land here, not nowhere.
     const deadLetters = new Queue(this, 'UndeliveredEvents', { encryption: QueueEncryption.SQS_MANAGED, enforceSSL: true, retentionPeriod: Duration.days(14) });
@@ -87,7 +91,7 @@ export class Alerting extends Construct {
 
     this.alertRule = new Rule(this, 'AlertRule', {
       eventBus: this.bus,
-      description: 'Hang, hang timeout and storage-unavailable events to the alert function',
+      description: 'The events that page (ALERT_ROUTES) to the alert function',
       eventPattern: { source: [EVENT_SOURCE], detailType: ALERT_KINDS.map((k) => DETAIL_TYPES[k]) },
       targets: [target(this.alertFunction)],
     });

@@ -180,7 +180,9 @@ test('functions: the shared Node.js runtime line from local esbuild bundles (min
   }
   const env = (alert.Environment as { Variables: Record<string, unknown> }).Variables;
   assert.deepEqual(env.ALERT_TOPIC_ARN, { Ref: logicalId('AWS::SNS::Topic', 'Alerts') });
-  assert.deepEqual(env.IDEMPOTENCY_TABLE, { Ref: logicalId('AWS::DynamoDB::Table', 'SentAlerts') });
+  assert.deepEqual(env.IDEMPOTENCY_TABLE, { Ref: logicalId('AWS::DynamoDB::Table', 'Idempotency') });
+  assert.equal(env.ALERT_DEBOUNCE_MS, '2000', 'the default debounce of brief hangs and outages');
+  assert.deepEqual((metrics.Environment as { Variables: Record<string, unknown> }).Variables.IDEMPOTENCY_TABLE, { Ref: logicalId('AWS::DynamoDB::Table', 'Idempotency') });
   assert.equal(env.DASHBOARD_URL, 'https://grafana.example.com/d/holdfast?var-volume={volume}');
   for (const p of [alert, metrics]) {
     const key = String((p.Code as { S3Key: unknown }).S3Key).replace(/\.zip$/, '');
@@ -190,7 +192,14 @@ test('functions: the shared Node.js runtime line from local esbuild bundles (min
     assert.ok(code.length / code.split('\n').length > 2000, 'minified');
     assert.match(code, /sourceMappingURL=index\.mjs\.map/);
   }
-  template.hasResourceProperties('AWS::DynamoDB::Table', { KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }], TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true } });
+  // Powertools Idempotency's default attribute names: the key `id`, the TTL `expiration`.
+  template.hasResourceProperties('AWS::DynamoDB::Table', { KeySchema: [{ AttributeName: 'id', KeyType: 'HASH' }], TimeToLiveSpecification: { AttributeName: 'expiration', Enabled: true } });
+  for (const fn of ['HangAlert', 'HangMetrics']) {
+    const role = (template.findResources('AWS::Lambda::Function')[logicalId('AWS::Lambda::Function', fn)]!.Properties as { Role: { 'Fn::GetAtt': [string, string] } }).Role['Fn::GetAtt'][0];
+    const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) => JSON.stringify((p.Properties as { Roles: unknown }).Roles).includes(role));
+    const actions = policies.flatMap((p) => (p.Properties as { PolicyDocument: { Statement: { Action: string | string[] }[] } }).PolicyDocument.Statement.flatMap((st) => st.Action));
+    for (const action of ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem']) assert.ok(actions.includes(action), `${fn} may ${action}: ${actions.join(', ')}`);
+  }
 });
 
 test('alerts arrive on an encrypted SNS topic with the e-mail subscribed; hang timeouts raise an alarm on it', () => {
