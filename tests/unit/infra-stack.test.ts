@@ -22,7 +22,9 @@ import { delivered } from '../helpers/lambda.js';
 // Synthesized once for the whole file: bundling the functions and staging the image take seconds.
 const outdir = mkdtempSync(join(tmpdir(), 'holdfast-cdk-'));
 after(() => rmSync(outdir, { recursive: true, force: true }));
-const app = new App({ outdir });
+// cdk.json's context, as `npx cdk synth` gives it: its feature flags and the defaults it sets.
+const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Record<string, unknown> };
+const app = new App({ outdir, context: cdkJson.context });
 const stack = new HoldfastStack(app, 'Holdfast', {
   deployment: parseDeployment({ allowedCidrs: '10.20.0.0/16,192.168.7.0/24', volumes: 'vm1,vm2', hangTimeout: '90s', alertEmail: 'ops@example.com', gatewayId: 'gw-prod', dashboardUrl: 'https://grafana.example.com/d/holdfast?var-volume={volume}' }),
 });
@@ -232,6 +234,15 @@ test('cdk-nag AwsSolutions: no finding left, and every acknowledged one says why
     assert.ok(text.length > 40, `${id} needs a reason: ${text}`);
   }
   assert.deepEqual(Annotations.fromStack(stack).findError('*', Match.anyValue()), []);
+});
+
+test('cdk synth has nothing to warn about: every feature flag is configured, and no construct warns', () => {
+  const manifest = JSON.parse(readFileSync(join(assembly.directory, 'manifest.json'), 'utf8')) as { artifacts: Record<string, { type: string; properties?: { flags?: Record<string, { userValue?: unknown }> } }> };
+  const report = Object.values(manifest.artifacts).find((a) => a.type === 'cdk:feature-flag-report');
+  assert.ok(report?.properties?.flags !== undefined, 'aws-cdk-lib reports its feature flags');
+  const unconfigured = Object.entries(report.properties.flags).filter(([, f]) => !('userValue' in f)).map(([name]) => name);
+  assert.deepEqual(unconfigured, [], 'cdk.json sets every flag (the CLI warns about the others)');
+  assert.deepEqual(Annotations.fromStack(stack).findWarning('*', Match.anyValue()), []);
 });
 
 test('the template matches the committed snapshot (UPDATE_SNAPSHOTS=1 rewrites it)', () => {
