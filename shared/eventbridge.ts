@@ -12,6 +12,8 @@ export const DETAIL_TYPES = {
   'io-hang-timeout': 'Volume IO Hang Timeout',
   'storage-unavailable': 'Volume Storage Unavailable',
   'journal-pressure': 'Volume Journal Pressure',
+  'volume-deposed': 'Volume Deposed',
+  'data-corrupt': 'Volume Data Corrupt',
 } as const satisfies Record<HoldfastEventKind, string>;
 
 export type DetailType = (typeof DETAIL_TYPES)[HoldfastEventKind];
@@ -29,6 +31,9 @@ export const ALERT_ROUTES = {
   // Guest I/O is failing: no reason to wait.
   'io-hang-timeout': 'page',
   'journal-pressure': 'metric',
+  // One-off incidents with no clear edge: another gateway took the volume; stored data failed its CRC.
+  'volume-deposed': 'page',
+  'data-corrupt': 'page',
 } as const satisfies Record<HoldfastEventKind, AlertRoute>;
 
 /** The kinds the alert function receives. */

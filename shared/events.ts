@@ -41,14 +41,39 @@ export const JournalPressureEventSchema = z.object({
   ...common,
 });
 
+/** Another gateway took the volume: this one stopped serving it (docs/volume-format-2.md, "Fencing"). */
+export const VolumeDeposedEventSchema = z.object({
+  kind: z.literal('volume-deposed'),
+  /** The head's epoch this gateway held, and what the store says now. */
+  epoch: z.number().int().nonnegative(),
+  reason: z.string(),
+  ...common,
+});
+
+/** Stored bytes failed their CRC32C: the read failed with EIO; the object named needs attention. */
+export const DataCorruptEventSchema = z.object({
+  kind: z.literal('data-corrupt'),
+  detail: z.string(),
+  ...common,
+});
+
 // Discriminated on kind (then on set), so that a bad event is reported by the field that is wrong
 // ("volume: expected string") rather than as "no union member matched".
-export const HoldfastEventSchema = z.discriminatedUnion('kind', [IoHangEventSchema, IoHangTimeoutEventSchema, StorageUnavailableEventSchema, JournalPressureEventSchema]);
+export const HoldfastEventSchema = z.discriminatedUnion('kind', [
+  IoHangEventSchema,
+  IoHangTimeoutEventSchema,
+  StorageUnavailableEventSchema,
+  JournalPressureEventSchema,
+  VolumeDeposedEventSchema,
+  DataCorruptEventSchema,
+]);
 
 export type IoHangEvent = z.infer<typeof IoHangEventSchema>;
 export type IoHangTimeoutEvent = z.infer<typeof IoHangTimeoutEventSchema>;
 export type StorageUnavailableEvent = z.infer<typeof StorageUnavailableEventSchema>;
 export type JournalPressureEvent = z.infer<typeof JournalPressureEventSchema>;
+export type VolumeDeposedEvent = z.infer<typeof VolumeDeposedEventSchema>;
+export type DataCorruptEvent = z.infer<typeof DataCorruptEventSchema>;
 export type HoldfastEvent = z.infer<typeof HoldfastEventSchema>;
 export type HoldfastEventKind = HoldfastEvent['kind'];
 export type JournalPressureLevel = (typeof JOURNAL_PRESSURE_LEVELS)[number];

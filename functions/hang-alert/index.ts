@@ -12,7 +12,7 @@ import { HoldfastEnvelopeSchema, type HoldfastEnvelope } from '../common/envelop
 import { idempotentOnEventId } from '../common/idempotency.js';
 import { logErrors, rejectInvalidEvents, type Rejected, type SafeParsed } from '../common/middleware.js';
 import { BriefEpisodeFilter } from './brief-episodes.js';
-import { alertMessage, type AlertEvent } from './message.js';
+import { alertMessage, incidentMessage, type AlertEvent, type AlertMessage, type IncidentEvent } from './message.js';
 
 /** Settings from the function's environment (set by the CDK stack). */
 const SettingsSchema = z.object({
@@ -47,6 +47,10 @@ function settings(): Settings {
   return parsed.data;
 }
 
+function isIncident(event: HoldfastEnvelope['detail']): event is IncidentEvent {
+  return event.kind === 'volume-deposed' || event.kind === 'data-corrupt';
+}
+
 function isAlertEvent(event: HoldfastEnvelope['detail']): event is AlertEvent {
   return ALERT_ROUTES[event.kind] !== 'metric' && 'set' in event;
 }
@@ -65,6 +69,7 @@ function createHandler() {
 
   async function alert(envelope: HoldfastEnvelope, context: Context): Promise<AlertResult> {
     const event = envelope.detail;
+    if (isIncident(event)) return publish(event, 'raised', incidentMessage(event, config.DASHBOARD_URL));
     if (!isAlertEvent(event)) {
       logger.info('event kind is not alerted on; the rule should not route it here', { kind: event.kind });
       return { outcome: 'ignored', reason: `${event.kind} events are not alerted on` };
@@ -77,7 +82,10 @@ function createHandler() {
         return { outcome: 'brief', reason };
       }
     }
-    const message = alertMessage(event, config.DASHBOARD_URL);
+    return publish(event, event.set ? 'raised' : 'cleared', alertMessage(event, config.DASHBOARD_URL));
+  }
+
+  async function publish(event: AlertEvent | IncidentEvent, state: 'raised' | 'cleared', message: AlertMessage): Promise<AlertResult> {
     try {
       const out = await sns.send(
         new PublishCommand({
@@ -87,7 +95,7 @@ function createHandler() {
           MessageAttributes: {
             volume: { DataType: 'String', StringValue: event.volume },
             kind: { DataType: 'String', StringValue: event.kind },
-            state: { DataType: 'String', StringValue: event.set ? 'raised' : 'cleared' },
+            state: { DataType: 'String', StringValue: state },
           },
         }),
       );

@@ -7,6 +7,8 @@ import type { HoldfastEvent } from '../../shared/events.js';
 import type { Volume } from '../volume/volume.js';
 import type { GatewayMetrics } from './metrics.js';
 import { volumeStatus } from './volume-status.js';
+import { storageRoute } from './storage-routes.js';
+import type { GcReport } from '../image/gc.js';
 
 export interface AdminSources {
   readonly volumes: () => readonly Volume[];
@@ -15,6 +17,8 @@ export interface AdminSources {
   readonly healthy: () => boolean;
   readonly events: (volume?: string) => readonly HoldfastEvent[];
   readonly gatewayId: string;
+  /** Garbage collection of the whole store, now. */
+  readonly gc?: (dryRun: boolean) => Promise<GcReport>;
 }
 
 export interface AdminServerOptions {
@@ -27,7 +31,7 @@ export interface AdminServerOptions {
 /** Request bodies are tiny JSON documents; anything larger is refused unread. */
 const MAX_BODY_BYTES = 64 * 1024;
 
-class HttpError extends Error {
+export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -103,6 +107,11 @@ export class AdminServer {
       send(res, 200, { events: this.opts.sources.events(url.searchParams.get('volume') ?? undefined) });
       return;
     }
+    const storage = await storageRoute(path, method, url, this.opts.sources, () => readJson(req), this.opts.logger);
+    if (storage !== undefined) {
+      send(res, storage.status, storage.body);
+      return;
+    }
     const m = VOLUME_ROUTE.exec(path);
     if (m === null) throw new HttpError(404, `no such endpoint: ${path}`);
     const name = decodeURIComponent(m[1]!);
@@ -156,7 +165,7 @@ export class AdminServer {
   }
 }
 
-function allow(method: string, methods: readonly string[]): void {
+export function allow(method: string, methods: readonly string[]): void {
   if (!methods.includes(method)) throw new HttpError(405, `method ${method} not allowed here; use ${methods.join(' or ')}`);
 }
 

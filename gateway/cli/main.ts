@@ -14,14 +14,18 @@ import { registerVolumeCommands } from './volume-commands.js';
 import { registerImportExport } from './import-export.js';
 import { checkS3Region } from './s3-region.js';
 import { registerStatus } from './status.js';
+import { registerSnapshotCommands } from './snapshot-commands.js';
+import { registerGcCommand } from './gc-command.js';
+import { TakeoverRefusedError, VolumeFormatError } from '../image/take-volume.js';
 import { UsageError, helpHint, reportUsageErrors } from './usage.js';
 
 /** Exit codes that scripts can rely on (README, Using it). */
-const EXIT = { failure: 1, usage: 2, locked: 3, notFound: 4, exists: 5 } as const;
+const EXIT = { failure: 1, usage: 2, locked: 3, notFound: 4, exists: 5, needsUpgrade: 6 } as const;
 
 function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError || err instanceof ConfigError || err instanceof InvalidArgumentError) return EXIT.usage;
-  if (err instanceof VolumeLockedError) return EXIT.locked;
+  if (err instanceof VolumeLockedError || err instanceof TakeoverRefusedError) return EXIT.locked;
+  if (err instanceof VolumeFormatError) return EXIT.needsUpgrade;
   if (err instanceof VolumeNotFoundError) return EXIT.notFound;
   if (err instanceof VolumeExistsError) return EXIT.exists;
   return EXIT.failure;
@@ -37,6 +41,8 @@ export function buildProgram(): Command {
   registerServe(program);
   registerVolumeCommands(program);
   registerImportExport(program);
+  registerSnapshotCommands(program);
+  registerGcCommand(program);
   registerStatus(program);
   reportUsageErrors(program);
   return program;

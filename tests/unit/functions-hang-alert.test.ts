@@ -207,3 +207,20 @@ test('a journal-pressure event routed here by mistake is ignored, not alerted', 
   assert.equal(value((await invoke(delivered(event))).settled).outcome, 'ignored');
   assert.equal(published().length, 0);
 });
+
+test('a volume taken over by another gateway and corrupt data page at once, once each', async () => {
+  const deposed = sampleEvent('db-volume', 0, { kind: 'volume-deposed', set: undefined, epoch: 7, reason: 'head epoch 8 written by gw-eu-2', time: new Date().toISOString() });
+  const corrupt = sampleEvent('db-volume', 1, { kind: 'data-corrupt', set: undefined, errorClass: null, detail: 'volumes/db-volume/extents/3-9 block 12: CRC32C 0x1 != 0x2' });
+  for (const e of [deposed, corrupt]) {
+    const envelope = delivered(e);
+    assert.equal(value((await invoke(envelope, DEBOUNCE_MS / 2)).settled).outcome, 'sent', e.kind);
+    assert.equal(value((await invoke(envelope)).settled).outcome, 'sent', `${e.kind} redelivered`);
+  }
+  const [d, c] = published();
+  assert.equal(published().length, 2);
+  assert.equal(d!.Subject, '[Holdfast] VOLUME TAKEN OVER: volume db-volume on gw-test');
+  assert.match(d!.Message!, /epoch 7: head epoch 8 written by gw-eu-2/);
+  assert.equal(c!.Subject, '[Holdfast] DATA CORRUPT: volume db-volume on gw-test');
+  assert.match(c!.Message!, /CRC32C 0x1 != 0x2/);
+  assert.match(c!.Message!, /What to do: /);
+});

@@ -39,7 +39,7 @@ function harness(policy: Partial<HangPolicy> = {}, makeError: () => Error = refu
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const kinds = (events: HoldfastEvent[]) => events.map((e) => `${e.kind}:${'set' in e ? e.set : e.level}`);
+const kinds = (events: HoldfastEvent[]) => events.map((e) => `${e.kind}:${'set' in e ? e.set : 'level' in e ? e.level : ''}`);
 
 test('a transient failure is held and completes once the store answers, with events for both edges', async () => {
   const { monitor, events, state, op } = harness();
