@@ -210,7 +210,7 @@ test('a journal-pressure event routed here by mistake is ignored, not alerted', 
 
 test('a volume taken over by another gateway and corrupt data page at once, once each', async () => {
   const deposed = sampleEvent('db-volume', 0, { kind: 'volume-deposed', set: undefined, epoch: 7, reason: 'head epoch 8 written by gw-eu-2', time: new Date().toISOString() });
-  const corrupt = sampleEvent('db-volume', 1, { kind: 'data-corrupt', set: undefined, errorClass: null, detail: 'volumes/db-volume/extents/3-9 block 12: CRC32C 0x1 != 0x2' });
+  const corrupt = sampleEvent('db-volume', 1, { kind: 'data-corrupt', set: undefined, errorClass: 'corrupt', lastError: 'volumes/db-volume/extents/3-9 block 12: CRC32C 0x1 != 0x2' });
   for (const e of [deposed, corrupt]) {
     const envelope = delivered(e);
     assert.equal(value((await invoke(envelope, DEBOUNCE_MS / 2)).settled).outcome, 'sent', e.kind);
