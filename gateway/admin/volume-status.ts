@@ -28,6 +28,21 @@ export const VolumeStatusSchema = z.object({
   journal: z.object({ bytes: count, limit: count, pressure: z.enum(JOURNAL_PRESSURE_LEVELS), backlogRecords: count, dirtyExtents: count }),
   cache: z.object({ bytes: count, hits: count, misses: count }),
   uploads: z.object({ done: count, bytes: count, failures: count, inFlight: count }),
+  /** The volume in the store (format 2): its head, deltas, index and compaction. */
+  image: z.object({
+    epoch: count,
+    headSeq: count,
+    ackedSeq: count,
+    leaseRemainingMs: z.number(),
+    deltas: count,
+    deltaBytes: count,
+    baseExtents: count,
+    indexBytes: count,
+    compactedExtents: count,
+    compactionBytes: count,
+    metadataBytes: count,
+    corruptReads: count,
+  }),
 });
 export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 
@@ -53,5 +68,19 @@ export function volumeStatus(v: Volume): VolumeStatus {
     },
     cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },
+    image: {
+      epoch: s.epoch,
+      headSeq: s.headSeq,
+      ackedSeq: s.ackedSeq,
+      leaseRemainingMs: s.leaseRemainingMs,
+      deltas: s.deltas,
+      deltaBytes: s.deltaBytes,
+      baseExtents: s.baseExtents,
+      indexBytes: s.indexBytes,
+      compactedExtents: s.compactedExtents,
+      compactionBytes: s.compactionBytes,
+      metadataBytes: s.metadataBytes,
+      corruptReads: s.corruptReads,
+    },
   };
 }

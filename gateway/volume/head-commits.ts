@@ -39,9 +39,16 @@ export class HeadCommits {
   private renewing = false;
   private retry = { initialMs: 50, maxMs: 1000 };
   private stopped = false;
+  /** Bytes of index pages PUT. */
+  pageBytes = 0;
 
   constructor(private readonly opts: HeadCommitsOptions) {
     this.released = [...opts.writer.head.released];
+  }
+
+  /** Bytes of heads and index pages sent to the store. */
+  get metadataBytes(): number {
+    return this.opts.writer.bytesSent + this.pageBytes;
   }
 
   get head(): Head {
@@ -94,6 +101,7 @@ export class HeadCommits {
       else {
         const key = indexPageKey(this.opts.name, page, cur.epoch, cur.version + 1);
         await this.opts.store.put(key, encoded.body);
+        this.pageBytes += encoded.body.length;
         image.pages.set(page, { page, key, size: encoded.body.length, crc: encoded.crc });
       }
       if (old !== undefined) this.release(old.key);

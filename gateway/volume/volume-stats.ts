@@ -43,6 +43,8 @@ export interface VolumeStats {
   readonly compactionBytes: number;
   /** Reads that failed because stored bytes failed their CRC32C. */
   readonly corruptReads: number;
+  /** Bytes of heads and index pages sent to the store. */
+  readonly metadataBytes: number;
 }
 
 export function volumeStats(v: {
@@ -62,6 +64,7 @@ export function volumeStats(v: {
   leaseRemainingMs: number;
   deposed: boolean;
   corruptReads: number;
+  metadataBytes: number;
 }): VolumeStats {
   const u = v.uploader.stats;
   const c = v.compactor.stats;
@@ -98,5 +101,6 @@ export function volumeStats(v: {
     compactedExtents: c.extents,
     compactionBytes: c.bytesWritten,
     corruptReads: v.corruptReads,
+    metadataBytes: v.metadataBytes,
   };
 }

@@ -402,6 +402,7 @@ export class Volume implements NbdExport {
       leaseRemainingMs: this.writer.leaseRemaining(),
       deposed: this.deposedError !== undefined,
       corruptReads: this.hang.counters.storageErrors.corrupt,
+      metadataBytes: this.commits.metadataBytes,
     });
   }
 
