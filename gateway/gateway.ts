@@ -23,7 +23,9 @@ import { openStore } from './store/open-store.js';
 import { VolumeCatalog } from './volume/catalog.js';
 import { journalIdentity } from './volume/journal-identity.js';
 import { openVolume } from './volume/open-volume.js';
-import type { Volume } from './volume/volume.js';
+import { Volume } from './volume/volume.js';
+import { loadShape, saveShape, WaitingVolume } from './volume/waiting-volume.js';
+import { readdir } from 'node:fs/promises';
 
 export { configuredHangPolicy } from './config/volume-options.js';
 
@@ -38,6 +40,8 @@ const REOPEN_MS = 2000;
 export class Gateway implements ExportRegistry {
   private readonly served = new Map<string, Volume>();
   private readonly waiting = new Set<string>();
+  /** Volumes served here before whose store does not answer now: offered to clients, their requests held. */
+  private readonly standIns = new Map<string, WaitingVolume>();
   private nbd: NbdServer | undefined;
   private security: FileSecurity | undefined;
   private admin: AdminServer | undefined;
@@ -118,12 +122,13 @@ export class Gateway implements ExportRegistry {
   }
 
   lookup(name: string): NbdExport | undefined {
-    if (name === '' && this.served.size === 1) return this.served.values().next().value;
-    return this.served.get(name);
+    const all = this.list();
+    if (name === '' && all.length === 1) return all[0];
+    return this.served.get(name) ?? this.standIns.get(name);
   }
 
   list(): readonly NbdExport[] {
-    return [...this.served.values()];
+    return [...this.served.values(), ...this.standIns.values()];
   }
 
   volume(name: string): Volume | undefined {
@@ -181,7 +186,8 @@ export class Gateway implements ExportRegistry {
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.logger.warn({ err: errorMessage(err) }, 'object store unreachable at start; volumes are served once it answers');
-      for (const name of this.config.volumes) this.waiting.add(name);
+      const known = this.config.volumes.length > 0 ? [...this.config.volumes] : await this.volumesServedBefore();
+      for (const name of known) await this.waitFor(name);
       if (this.config.volumes.length === 0) this.waiting.add('*');
       this.scheduleReopen();
       return;
@@ -192,10 +198,29 @@ export class Gateway implements ExportRegistry {
       } catch (err) {
         if (!(err instanceof StoreError)) throw err;
         this.logger.warn({ volume: name, err: errorMessage(err) }, 'object store unreachable: volume not served until it answers');
-        this.waiting.add(name);
+        await this.waitFor(name);
       }
     }
     if (this.waiting.size > 0) this.scheduleReopen();
+  }
+
+  /**
+   * A volume to take once the store answers. If it was served here before, clients find it meanwhile
+   * (its shape is in its journal directory) and their requests wait, held, for it.
+   */
+  private async waitFor(name: string): Promise<void> {
+    this.waiting.add(name);
+    if (this.standIns.has(name)) return;
+    const shape = await loadShape(Volume.journalDirFor(this.config.journalRoot, name));
+    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout));
+  }
+
+  /** The volumes whose journal directory says they were served here. */
+  private async volumesServedBefore(): Promise<string[]> {
+    const names = await readdir(this.config.journalRoot).catch(() => [] as string[]);
+    const out: string[] = [];
+    for (const name of names) if ((await loadShape(Volume.journalDirFor(this.config.journalRoot, name))) !== undefined) out.push(name);
+    return out;
   }
 
   private async volumeNames(): Promise<string[]> {
@@ -225,8 +250,12 @@ export class Gateway implements ExportRegistry {
         onDeposed: (v, err) => this.deposed(v, err),
       }),
     );
+    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size: volume.size, extentSize: volume.extentSize, readOnly: volume.head.readOnly, createdAt: volume.head.createdAt });
     this.served.set(name, volume);
     this.waiting.delete(name);
+    const standIn = this.standIns.get(name);
+    this.standIns.delete(name);
+    standIn?.ready(volume);
     this.logger.info({ volume: name, epoch: volume.head.epoch, seq: volume.head.seq }, 'serving volume');
   }
 
@@ -256,6 +285,8 @@ export class Gateway implements ExportRegistry {
       } catch (err) {
         if (err instanceof StoreError) continue;
         this.waiting.delete(name);
+        this.standIns.get(name)?.abandon(`volume ${name} cannot be served: ${errorMessage(err)}`);
+        this.standIns.delete(name);
         this.logger.error({ volume: name, err: errorMessage(err) }, 'volume cannot be served');
       }
     }
@@ -318,6 +349,7 @@ export class Gateway implements ExportRegistry {
     if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer);
     if (this.gcTimer !== undefined) clearTimeout(this.gcTimer);
     for (const volume of this.served.values()) volume.hang.close();
+    for (const standIn of this.standIns.values()) standIn.abandon('gateway shutting down before the volume could be taken');
     await this.nbd?.close(graceMs);
     // What is left in the journals is shipped while the grace lasts; a volume fully in the store is handed back.
     await Promise.all(
