@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
-import { volumeStatus } from './admin/volume-status.js';
+import { volumeStatus, waitingStatus } from './admin/volume-status.js';
+import { policyDocument } from '../shared/hang-policy.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
 import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
@@ -27,7 +28,9 @@ import { Volume } from './volume/volume.js';
 import { loadShape, saveShape, WaitingVolume } from './volume/waiting-volume.js';
 import { readdir } from 'node:fs/promises';
 
-export { configuredHangPolicy } from './config/volume-options.js';
+import { configuredHangPolicy } from './config/volume-options.js';
+
+export { configuredHangPolicy };
 
 /** How often a volume that could not be opened (its store unreachable) is tried again. */
 const REOPEN_MS = 2000;
@@ -50,6 +53,7 @@ export class Gateway implements ExportRegistry {
   private gcTimer: NodeJS.Timeout | undefined;
   private gcRunning: Promise<GcReport> | undefined;
   private journalId = '';
+  readonly startedAt = new Date();
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
   readonly gatewayId: string;
@@ -81,10 +85,12 @@ export class Gateway implements ExportRegistry {
       // can find the gateway that serves a volume.
       gateway.admin = new AdminServer({
         sources: {
-          volumeNames: () => [...gateway.served.keys()],
+          volumeNames: () => [...gateway.served.keys(), ...gateway.standIns.keys()],
           status: (name) => {
             const volume = gateway.volume(name);
-            return volume === undefined ? undefined : volumeStatus(volume);
+            if (volume !== undefined) return volumeStatus(volume);
+            const standIn = gateway.standIns.get(name);
+            return standIn === undefined ? undefined : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
           },
           hangControl: (name) => gateway.volume(name)?.hang,
           storage: (name) => gateway.storageOf(name),

@@ -118,13 +118,16 @@ export class AdminServer {
     if (m === null) throw new HttpError(404, `no such endpoint: ${path}`);
     const name = volumeName(m[1] ?? '');
     const status = sources.status(name);
+    if (status === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
+    if (m[2] === undefined) {
+      allow(method, ['GET']);
+      send(res, 200, status);
+      return;
+    }
+    // A volume waiting for its store to answer has a status but no hang controls yet.
     const control = sources.hangControl(name);
-    if (status === undefined || control === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
+    if (control === undefined) throw new HttpError(409, `volume ${name} is not taken yet (its store does not answer): its hang handling cannot be changed`);
     switch (m[2]) {
-      case undefined:
-        allow(method, ['GET']);
-        send(res, 200, status);
-        return;
       case 'hang-policy':
         allow(method, ['GET', 'PUT']);
         if (method === 'PUT') await this.changePolicy(req, name, control);

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { ErrorClassSchema, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
-import { HangPolicyDocumentSchema } from '../../shared/hang-policy.js';
+import { HangPolicyDocumentSchema, type HangPolicyDocument } from '../../shared/hang-policy.js';
 import type { Volume } from '../volume/volume.js';
+import type { WaitingVolume } from '../volume/waiting-volume.js';
 
 const count = z.number().int().nonnegative();
 const time = z.iso.datetime();
@@ -49,6 +50,34 @@ export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 /** `GET /v1/volumes`. */
 export const VolumesResponseSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeStatusSchema) });
 export type VolumesResponse = z.infer<typeof VolumesResponseSchema>;
+
+/**
+ * A volume the gateway served before but cannot take yet (its store does not answer): offered to
+ * clients, every request held until it is taken.
+ */
+export function waitingStatus(v: WaitingVolume, policy: HangPolicyDocument, since: Date): VolumeStatus {
+  const held = v.held;
+  return {
+    name: v.name,
+    size: v.size,
+    readOnly: v.readOnly,
+    clients: v.clients,
+    state: held > 0 ? 'hang' : 'normal',
+    paused: false,
+    held: { requests: held, bytes: 0 },
+    episode: null,
+    timedOutSince: null,
+    storageUnavailableSince: since.toISOString(),
+    journalFailing: false,
+    errorClass: 'transient',
+    lastError: 'the object store did not answer: the volume is not taken yet',
+    policy,
+    journal: { bytes: 0, limit: 0, pressure: 'normal', backlogRecords: 0, dirtyExtents: 0 },
+    cache: { bytes: 0, hits: 0, misses: 0 },
+    uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
+    image: { epoch: 0, headSeq: 0, ackedSeq: 0, leaseRemainingMs: 0, deltas: 0, deltaBytes: 0, baseExtents: 0, indexBytes: 0, compactedExtents: 0, compactionBytes: 0, metadataBytes: 0, corruptReads: 0 },
+  };
+}
 
 export function volumeStatus(v: Volume): VolumeStatus {
   const s = v.stats();

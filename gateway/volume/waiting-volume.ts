@@ -40,7 +40,7 @@ export class WaitingVolume implements NbdExport {
   readonly preferredBlockSize = 4096;
   private target: NbdExport | undefined;
   private failure: Error | undefined;
-  private clients = 0;
+  private attached = 0;
   private readonly waiters = new Set<{ resolve: (e: NbdExport) => void; reject: (err: Error) => void }>();
   private readonly since = performance.now();
 
@@ -61,7 +61,7 @@ export class WaitingVolume implements NbdExport {
   /** The volume was taken: waiting and later requests go to it. */
   ready(volume: NbdExport): void {
     this.target = volume;
-    for (let i = 0; i < this.clients; i++) volume.attach();
+    for (let i = 0; i < this.attached; i++) volume.attach();
     for (const w of this.waiters) w.resolve(volume);
     this.waiters.clear();
   }
@@ -130,13 +130,18 @@ export class WaitingVolume implements NbdExport {
     return (await this.volume(ctx)).prefetch(offset, length, ctx);
   }
 
+  /** Connections using the export. */
+  get clients(): number {
+    return this.attached;
+  }
+
   attach(): void {
-    this.clients++;
+    this.attached++;
     this.target?.attach();
   }
 
   detach(): void {
-    this.clients--;
+    this.attached--;
     this.target?.detach();
   }
 }

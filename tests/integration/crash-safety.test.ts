@@ -169,6 +169,8 @@ function gatewayArgs(uploadDelay: string): string[] {
 }
 
 async function storeAlone(target: StoreTarget): Promise<Buffer> {
+  // This process reads the store with the credentials the gateway is given.
+  Object.assign(process.env, target.env);
   const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
   const store = openStore({ storeUrl: arg('--store')!, ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}) });
   try {
