@@ -249,13 +249,18 @@ export class Gateway implements ExportRegistry {
   private async open(name: string): Promise<void> {
     const owner = ownerIdentity(this.gatewayId, this.journalId, this.adminEndpoint());
     const size = (await new VolumeCatalog(this.store).get(name)).size;
+    // The callback may only fire once the volume is served: it names that very volume, never a later one.
+    let opened: Volume | undefined;
     const volume = await openVolume(
       volumeOptions(this.config, name, size, this.store, owner, this.logger, {
         events: this.events,
         gatewayId: this.gatewayId,
-        onDeposed: (v, err) => this.deposed(v, err),
+        onDeposed: (err) => {
+          if (opened !== undefined) this.deposed(opened, err);
+        },
       }),
     );
+    opened = volume;
     await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size: volume.size, extentSize: volume.extentSize, readOnly: volume.head.readOnly, createdAt: volume.head.createdAt });
     this.served.set(name, volume);
     this.waiting.delete(name);
@@ -303,6 +308,7 @@ export class Gateway implements ExportRegistry {
   private deposed(volume: Volume, err: VolumeDeposedError): void {
     if (this.served.get(volume.name) !== volume) return;
     this.served.delete(volume.name);
+    this.nbd?.withdraw(volume.name);
     this.events.publish({
       kind: 'volume-deposed',
       id: randomUUID(),

@@ -39,6 +39,8 @@ export class Connection {
   private socket: Socket;
   private readonly input: HandshakeInput;
   private transmission: Transmission | undefined;
+  /** The export chosen in negotiation (undefined before). */
+  private chosen: string | undefined;
   private isClosed = false;
   private timedOut = false;
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
@@ -58,6 +60,11 @@ export class Connection {
     raw.on('error', (err) => options.log.debug({ err }, 'nbd socket error'));
     this.listen(raw);
     void this.negotiate();
+  }
+
+  /** The name of the export this connection uses, once it chose one. */
+  get exportName(): string | undefined {
+    return this.chosen;
   }
 
   /** Stop taking requests, answer those in flight, then close. */
@@ -104,6 +111,7 @@ export class Connection {
       }
       const { session } = result;
       const exp = session.export;
+      this.chosen = exp.name;
       exp.attach();
       this.transmission = new Transmission(
         this.socket,

@@ -135,6 +135,21 @@ export class NbdServer {
     return this.closing;
   }
 
+  /**
+   * The export went away (deleted, or taken by another gateway): its connections stop taking requests,
+   * answer those in flight and close, as after NBD_CMD_DISC; every other connection goes on.
+   */
+  withdraw(name: string): number {
+    let n = 0;
+    for (const connection of this.connections) {
+      if (connection.exportName !== name) continue;
+      connection.shutdown();
+      n++;
+    }
+    if (n > 0) this.log.info({ export: name, connections: n }, 'export withdrawn: its connections are closed');
+    return n;
+  }
+
   private async shutdown(graceMs: number): Promise<void> {
     const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     const open = [...this.connections];
