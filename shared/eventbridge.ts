@@ -13,6 +13,7 @@ export const DETAIL_TYPES = {
   'io-hang-timeout': 'Volume IO Hang Timeout',
   'storage-unavailable': 'Volume Storage Unavailable',
   'journal-pressure': 'Volume Journal Pressure',
+  'volume-deposed': 'Volume Deposed',
   'volume-paused': 'Volume Paused',
   'volume-resumed': 'Volume Resumed',
   'held-released': 'Volume Held Requests Released',

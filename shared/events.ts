@@ -41,6 +41,15 @@ export const JournalPressureEventSchema = z.object({
   ...common,
 });
 
+/** Another gateway took the volume: this one stopped serving it (docs/volume-format-2.md, "Fencing"). */
+export const VolumeDeposedEventSchema = z.object({
+  kind: z.literal('volume-deposed'),
+  /** The head's epoch this gateway held. */
+  epoch: z.number().int().nonnegative(),
+  reason: z.string(),
+  ...common,
+});
+
 /** Who asked for an operator action through the admin API. */
 export const RequestedBySchema = z.object({
   /** The admin client's address and port, as the gateway's socket saw them. */
@@ -66,6 +75,7 @@ export const HoldfastEventSchema = z.discriminatedUnion('kind', [
   IoHangTimeoutEventSchema,
   StorageUnavailableEventSchema,
   JournalPressureEventSchema,
+  VolumeDeposedEventSchema,
   VolumePausedEventSchema,
   VolumeResumedEventSchema,
   HeldReleasedEventSchema,
@@ -76,6 +86,8 @@ export type IoHangEvent = z.infer<typeof IoHangEventSchema>;
 export type IoHangTimeoutEvent = z.infer<typeof IoHangTimeoutEventSchema>;
 export type StorageUnavailableEvent = z.infer<typeof StorageUnavailableEventSchema>;
 export type JournalPressureEvent = z.infer<typeof JournalPressureEventSchema>;
+export type VolumeDeposedEvent = z.infer<typeof VolumeDeposedEventSchema>;
+export type DataCorruptEvent = z.infer<typeof DataCorruptEventSchema>;
 export type RequestedBy = z.infer<typeof RequestedBySchema>;
 export type HoldfastEvent = z.infer<typeof HoldfastEventSchema>;
 export type HoldfastEventKind = HoldfastEvent['kind'];

@@ -28,6 +28,8 @@ function measure(event: HoldfastEvent): [string, Unit, number][] {
       return event.set ? [['StorageOutages', MetricUnit.Count, 1]] : [['StorageUnavailableSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
     case 'journal-pressure':
       return [['JournalUsedPercent', MetricUnit.Percent, (100 * event.journalBytes) / event.journalLimitBytes]];
+    case 'volume-deposed':
+      return [['VolumesDeposed', MetricUnit.Count, 1]];
     case 'volume-paused':
       return [['Pauses', MetricUnit.Count, 1]];
     case 'volume-resumed':

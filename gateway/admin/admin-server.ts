@@ -8,9 +8,10 @@ import type { HangControl } from '../hang/index.js';
 import { HttpError, allow, readJson, send } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { VolumeStatus } from './volume-status.js';
+import { storageRoute, type StorageSources } from './storage-routes.js';
 
 /** What the admin API reads and controls; the gateway provides it, tests provide their own. */
-export interface AdminSources {
+export interface AdminSources extends StorageSources {
   /** The volumes served, in order. */
   readonly volumeNames: () => readonly string[];
   readonly status: (volume: string) => VolumeStatus | undefined;
@@ -106,6 +107,11 @@ export class AdminServer {
     if (path === '/v1/events') {
       allow(method, ['GET']);
       send(res, 200, { events: sources.events(url.searchParams.get('volume') ?? undefined) });
+      return;
+    }
+    const storage = await storageRoute(path, method, url, sources, () => readJson(req), this.opts.logger);
+    if (storage !== undefined) {
+      send(res, storage.status, storage.body);
       return;
     }
     const m = VOLUME_ROUTE.exec(path);

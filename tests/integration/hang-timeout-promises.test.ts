@@ -9,7 +9,7 @@ import { type GatewayProcess, type StoreTarget, startGateway } from '../helpers/
 import { mountTmpfs } from '../helpers/journal-disks.js';
 import { NbdClient, NbdReplyError } from '../helpers/nbd-client.js';
 import { startS3FaultProxy } from '../helpers/s3-fault-proxy.js';
-import { s3Env, startS3Server } from '../helpers/s3-server.js';
+import { startS3Server } from '../helpers/s3-server.js';
 
 /**
  * The hang timeout when uploads fail but the store still answers the probe: a full local store
@@ -178,7 +178,7 @@ describe('the hang timeout while the probe answers and uploads fail', { concurre
         const store: StoreTarget = {
           kind: 's3',
           args: ['--store', `s3://${s3.bucket}/slow-puts`, '--s3-endpoint', proxy.endpoint],
-          env: s3Env(),
+          env: s3.env,
         };
         gw = await startGateway({ store, journalDir: path.join(root, 'journal'), createVolume: `${VOLUME}=48MiB`, args: ARGS });
         await timeoutKeptWhileProbeAnswers(t, gw, async () => {
@@ -200,8 +200,7 @@ describe('the hang timeout while the probe answers and uploads fail', { concurre
       } finally {
         await gw?.kill('SIGKILL');
         await proxy.close();
-        await s3.kill();
-        await rm(s3.dir, { recursive: true, force: true });
+        await s3.close();
         await rm(root, { recursive: true, force: true });
       }
     },
