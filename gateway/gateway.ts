@@ -16,7 +16,8 @@ import { deleteSnapshot, listSnapshots, storeSnapshot } from './image/snapshots.
 import type { VolumeStorage } from './admin/storage-routes.js';
 import { ownerIdentity } from './image/take-volume.js';
 import type { ExportRegistry, NbdExport } from './nbd/export.js';
-import { NbdServer } from './nbd/server.js';
+import { FileSecurity } from './nbd/security.js';
+import { NbdServer, type BoundAddress } from './nbd/server.js';
 import { type ObjectStore, StoreError } from './store/object-store.js';
 import { openStore } from './store/open-store.js';
 import { VolumeCatalog } from './volume/catalog.js';
@@ -38,6 +39,7 @@ export class Gateway implements ExportRegistry {
   private readonly served = new Map<string, Volume>();
   private readonly waiting = new Set<string>();
   private nbd: NbdServer | undefined;
+  private security: FileSecurity | undefined;
   private admin: AdminServer | undefined;
   private stopping: Promise<void> | undefined;
   private reopenTimer: NodeJS.Timeout | undefined;
@@ -47,7 +49,8 @@ export class Gateway implements ExportRegistry {
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
   readonly gatewayId: string;
-  address: AddressInfo | undefined;
+  /** Where NBD clients connect, in the order of --listen. */
+  readonly listeners: BoundAddress[] = [];
   adminAddress: AddressInfo | undefined;
 
   private constructor(
@@ -65,6 +68,11 @@ export class Gateway implements ExportRegistry {
     const store = openStore(config);
     const gateway = new Gateway(config, store, logger, await openEventSinks(config, logger));
     try {
+      gateway.security = await FileSecurity.load({
+        tls: config.tls,
+        files: { cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa, psk: config.tlsPsk },
+        accessFile: config.nbdAccess,
+      });
       // The admin API first: its address goes into every head this gateway writes, so CLI commands
       // can find the gateway that serves a volume.
       gateway.admin = new AdminServer({
@@ -76,7 +84,7 @@ export class Gateway implements ExportRegistry {
           },
           hangControl: (name) => gateway.volume(name)?.hang,
           storage: (name) => gateway.storageOf(name),
-          healthy: () => gateway.stopping === undefined && gateway.address !== undefined,
+          healthy: () => gateway.stopping === undefined && gateway.listeners.length > 0,
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
           gc: (dryRun) => gateway.collectGarbage(dryRun),
@@ -88,9 +96,19 @@ export class Gateway implements ExportRegistry {
       gateway.adminAddress = await gateway.admin.listen(config.admin.host, config.admin.port);
       gateway.journalId = await journalIdentity(config.journalRoot);
       await gateway.openVolumes();
-      const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s) });
+      const nbd = new NbdServer({
+        registry: gateway,
+        logger,
+        security: gateway.security,
+        handshakeTimeoutMs: config.nbdHandshakeTimeout,
+        maxConnections: config.nbdMaxConnections,
+        maxConnectionsPerPeer: config.nbdMaxConnectionsPerPeer,
+        limits: { idleTimeoutMs: config.nbdIdleTimeout },
+        bufferMemory: config.nbdBufferMemory,
+        observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s),
+      });
       gateway.nbd = nbd;
-      gateway.address = await nbd.listen(config.listen.host, config.listen.port);
+      for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
       gateway.scheduleGc();
     } catch (err) {
       await gateway.shutdown(0);
@@ -141,6 +159,14 @@ export class Gateway implements ExportRegistry {
     if (a === undefined) return null;
     const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.address;
     return `${host.includes(':') ? `[${host}]` : host}:${a.port}`;
+  }
+
+  /**
+   * Rereads the TLS certificate, key, CA, PSK file and access file (SIGHUP). Connections keep
+   * their sessions; new handshakes and options use the new material. A bad file changes nothing.
+   */
+  async reloadSecurity(): Promise<void> {
+    await this.security?.reload();
   }
 
   /**

@@ -7,6 +7,8 @@ const list = z.union([z.array(z.string()), z.string().transform((s) => s.split('
   error: (issue) => (issue.input === undefined ? 'required (a comma-separated list)' : 'not a comma-separated list'),
 });
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'not an IPv4 CIDR like 10.0.0.0/16');
+/** Where a TLS secret comes from: a Secrets Manager secret (name or ARN) or an SSM SecureString parameter. */
+const secretSource = z.string().regex(/^(secretsmanager:\S+|ssm:\/\S+)$/, 'secretsmanager:NAME_OR_ARN or ssm:/PARAMETER/NAME');
 
 /**
  * What an operator chooses for a Holdfast deployment. Given as CDK context (`-c name=value`, lists
@@ -33,6 +35,28 @@ export const HoldfastDeploymentSchema = z
     dashboardUrl: z.url().optional(),
     cpu: z.coerce.number().int().default(1024),
     memoryMiB: z.coerce.number().int().default(2048),
+    /** NBD STARTTLS (HOLDFAST_TLS): off, on, or require — see docs/securing-nbd.md. */
+    tls: z.enum(['off', 'on', 'require']).default('off'),
+    /** Server certificate chain (PEM) and its key, for X.509. */
+    tlsCert: secretSource.optional(),
+    tlsKey: secretSource.optional(),
+    /** CA (PEM) client certificates must be signed by. */
+    tlsCa: secretSource.optional(),
+    /** TLS-PSK keys, psktool format. */
+    tlsPsk: secretSource.optional(),
+    /** Which volumes each TLS identity may open: JSON given inline, or a secret / parameter holding it. */
+    nbdAccess: z.union([secretSource, z.string().startsWith('{', 'inline JSON, secretsmanager:NAME_OR_ARN or ssm:/PARAMETER/NAME')]).optional(),
+  })
+  .superRefine((d, ctx) => {
+    if (d.tls === 'off') {
+      for (const key of ['tlsCert', 'tlsKey', 'tlsCa', 'tlsPsk', 'nbdAccess'] as const) {
+        if (d[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'needs tls=on or tls=require' });
+      }
+      return;
+    }
+    if ((d.tlsCert === undefined) !== (d.tlsKey === undefined)) ctx.addIssue({ code: 'custom', path: ['tlsCert'], message: 'give tlsCert and tlsKey together' });
+    if (d.tlsCert === undefined && d.tlsPsk === undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS needs tlsCert and tlsKey, or tlsPsk' });
+    if (d.tlsCa !== undefined && d.tlsCert === undefined) ctx.addIssue({ code: 'custom', path: ['tlsCa'], message: 'client certificates are checked only with a server certificate (tlsCert, tlsKey)' });
   })
   .refine((d) => d.vpcId === undefined || (d.privateSubnetIds !== undefined && d.availabilityZones !== undefined && d.privateSubnetIds.length === d.availabilityZones.length && d.privateSubnetIds.length > 0), {
     message: 'with vpcId, give privateSubnetIds and availabilityZones too (as many of each)',

@@ -25,6 +25,8 @@ const TOOLS = {
   // docs/io-hang.md's example session, run by its test.
   curl: 'curl',
   ...CEPH_TOOLS,
+  certtool: 'gnutls-bin',
+  psktool: 'gnutls-bin',
 };
 
 /** Files the tests need that no PATH lookup finds (the VM suite's guest kernel) → their Debian package. */

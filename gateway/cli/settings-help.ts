@@ -7,7 +7,18 @@ type Setting = keyof GatewayConfigInput;
  * documents the same names, so flags, config file and environment never drift apart.
  */
 export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly help: string }> = {
-  listen: { arg: 'host:port', help: 'NBD listen address (default 127.0.0.1:10809)' },
+  listen: { arg: 'address...', help: 'NBD listen addresses: HOST:PORT or unix:/path, several allowed (default 127.0.0.1:10809)' },
+  tls: { arg: 'mode', help: 'NBD STARTTLS: off, on (client\'s choice) or require (nothing but STARTTLS before TLS) (default off)' },
+  tlsCert: { arg: 'file', help: 'TLS server certificate chain (PEM); reread on SIGHUP' },
+  tlsKey: { arg: 'file', help: 'private key (PEM) of --tls-cert; reread on SIGHUP' },
+  tlsCa: { arg: 'file', help: 'CA certificates (PEM): clients without a PSK must present a certificate signed by it' },
+  tlsPsk: { arg: 'file', help: 'TLS-PSK keys in psktool format (IDENTITY:HEXKEY per line); reread on SIGHUP' },
+  nbdAccess: { arg: 'file', help: 'JSON {"IDENTITY": {"VOLUME or *": "rw" | "ro"}}: what each TLS identity may open; reread on SIGHUP' },
+  nbdMaxConnections: { arg: 'n', help: 'NBD connections in total (default 1024)' },
+  nbdMaxConnectionsPerPeer: { arg: 'n', help: 'NBD connections from one TCP client address (default 64)' },
+  nbdHandshakeTimeout: { arg: 'duration', help: 'time a client has to choose an export, TLS handshake included (default 10s)' },
+  nbdIdleTimeout: { arg: 'duration', help: 'close NBD connections with nothing in flight for this long, or off (default 24h)' },
+  nbdBufferMemory: { arg: 'size', help: 'request and reply data all NBD clients may hold together beyond 256 KiB each; slow readers wait (default 64MiB)' },
   dataDir: { arg: 'dir', help: 'where the embedded defaults keep the store and the journal (default ./data)' },
   store: { arg: 'url', help: 'object store: s3://bucket/prefix, file:///path or a directory (default DATA_DIR/store)' },
   s3Endpoint: { arg: 'url', help: 'S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:9000' },

@@ -28,6 +28,14 @@ export const ProtocolErrorReason = {
   HandshakeTimeout: 'HandshakeTimeout',
   /** NBD_OPT_EXPORT_NAME named no export; that option cannot answer with an error. */
   UnknownExport: 'UnknownExport',
+  /** NBD_OPT_EXPORT_NAME named an export the client may not open. */
+  AccessDenied: 'AccessDenied',
+  /** NBD_OPT_EXPORT_NAME before STARTTLS on a server that requires TLS. */
+  TlsRequired: 'TlsRequired',
+  /** The TLS handshake after NBD_OPT_STARTTLS failed (wrong key, untrusted certificate, garbage). */
+  TlsHandshakeFailed: 'TlsHandshakeFailed',
+  /** Bytes arrived behind NBD_OPT_STARTTLS before its reply: they cannot belong to the TLS handshake. */
+  DataBeforeTls: 'DataBeforeTls',
 } as const;
 
 export type ProtocolErrorReason = (typeof ProtocolErrorReason)[keyof typeof ProtocolErrorReason];
@@ -43,7 +51,7 @@ export class ProtocolError extends HoldfastError {
 }
 
 /** The NBD error number a client receives when an export method fails with `err`. */
-export function errnoFor(err: unknown): number {
+export function errnoFor(err: unknown): Errno {
   if (err instanceof ReadOnlyError) return Errno.EPERM;
   if (err instanceof InvalidArgumentError) return Errno.EINVAL;
   if (err instanceof RequestAbortedError) return Errno.ESHUTDOWN;

@@ -12,7 +12,7 @@ import type { BaseRef } from '../image/index-page.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
-import type { NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
+import type { AllocationExtent, NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Compactor, type CompactionBudget } from './compactor.js';
 import { ExtentCache } from './extent-cache.js';
@@ -21,6 +21,9 @@ import { PendingChanges } from './pending-changes.js';
 import { ReadPath } from './read-path.js';
 import { Uploader } from './uploader.js';
 import { volumeStats, type VolumeStats } from './volume-stats.js';
+
+/** Extents one base:allocation answer covers at most. */
+const ALLOCATION_EXTENTS = 256;
 
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
@@ -251,8 +254,8 @@ export class Volume implements NbdExport {
     await this.journal.sync();
   }
 
-  /** NBD_CMD_CACHE: loads the range's extents into the cache. */
-  async cache(offset: number, length: number, ctx?: RequestContext): Promise<void> {
+  /** NBD_CMD_CACHE: loads the range's extents into the cache, as many as a quarter of the cache holds. */
+  async prefetch(offset: number, length: number, ctx?: RequestContext): Promise<void> {
     this.checkServed();
     this.checkRange(offset, length);
     const first = Math.floor(offset / this.extentSize);
@@ -260,12 +263,17 @@ export class Volume implements NbdExport {
     for (let i = first; i <= last && i - first < Math.max(1, Math.floor(this.extentCache.maxBytes / this.extentSize)); i++) await this.reads.prefetch(i, ctx);
   }
 
-  /** base:allocation: holes are ranges no stored object and no pending write has data for. */
-  async allocation(offset: number, length: number, ctx?: RequestContext): Promise<AllocationSpan[]> {
+  /**
+   * base:allocation: holes are ranges no stored object and no pending write has data for; they read
+   * as zeros. At most ALLOCATION_EXTENTS extents are answered at once (a base extent's tables may have
+   * to be fetched): the client asks again for the rest.
+   */
+  async allocation(offset: number, length: number, ctx?: RequestContext): Promise<readonly AllocationExtent[]> {
     this.checkServed();
     this.checkRange(offset, length);
-    const stored = await this.hang.run((attempt) => this.image.allocation(offset, length, attempt), 0, ctx?.signal);
-    return overlayAllocation(stored, offset, this.pending, this.extentSize);
+    const end = Math.min(offset + length, (Math.floor(offset / this.extentSize) + ALLOCATION_EXTENTS) * this.extentSize);
+    const stored = await this.hang.run((attempt) => this.image.allocation(offset, end - offset, attempt), 0, ctx?.signal);
+    return overlayAllocation(stored, offset, this.pending, this.extentSize).map((s) => ({ length: s.length, hole: s.hole, zero: s.hole }));
   }
 
   private async commit(kind: RecordKind, offset: number, length: number, data: Buffer | undefined, ctx?: RequestContext): Promise<void> {

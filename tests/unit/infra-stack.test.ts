@@ -68,7 +68,7 @@ test('task definition: the Dockerfile image, the environment from the stack prop
   const { props } = only('AWS::ECS::TaskDefinition');
   const [container] = props.ContainerDefinitions as Record<string, unknown>[];
   const env = Object.fromEntries((container!.Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, e.Value]));
-  assert.deepEqual(Object.keys(env).sort(), ['HOLDFAST_ADMIN', 'HOLDFAST_EVENTS', 'HOLDFAST_EVENTS_SPILL', 'HOLDFAST_GATEWAY_ID', 'HOLDFAST_HANG_TIMEOUT', 'HOLDFAST_JOURNAL_DIR', 'HOLDFAST_LISTEN', 'HOLDFAST_LOG_FORMAT', 'HOLDFAST_STORE', 'HOLDFAST_VOLUMES']);
+  assert.deepEqual(Object.keys(env).sort(), ['HOLDFAST_ADMIN', 'HOLDFAST_EVENTS', 'HOLDFAST_EVENTS_SPILL', 'HOLDFAST_GATEWAY_ID', 'HOLDFAST_HANG_TIMEOUT', 'HOLDFAST_JOURNAL_DIR', 'HOLDFAST_LISTEN', 'HOLDFAST_LOG_FORMAT', 'HOLDFAST_NBD_MAX_CONNECTIONS', 'HOLDFAST_NBD_MAX_CONNECTIONS_PER_PEER', 'HOLDFAST_STORE', 'HOLDFAST_VOLUMES']);
   assert.equal(env.HOLDFAST_ADMIN, '0.0.0.0:10810');
   assert.equal(env.HOLDFAST_LISTEN, '0.0.0.0:10809');
   assert.equal(env.HOLDFAST_JOURNAL_DIR, '/mnt/journal');
