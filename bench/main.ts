@@ -13,7 +13,7 @@ import { ProcessMeter, run } from './proc.js';
 import { runRecovery } from './recovery.js';
 import { type BenchReport, evaluateTargets, markdown, median, type OutageWritesTarget, type RunRecord, type SystemStatus, summarize, uploadRates, type UploadRecord } from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
-import { type BenchSystem, DESCRIPTIONS, startSystem } from './systems.js';
+import { type BenchSystem, describeSystem, startSystem } from './systems.js';
 import { ensureTools } from './tools.js';
 
 /**
@@ -93,7 +93,7 @@ class Bench {
       const tool = TOOL[name];
       const missing = tool === undefined ? undefined : toolMissing.get(tool);
       if (missing !== undefined) {
-        this.statuses.push({ name, description: DESCRIPTIONS[name], available: false, why: missing });
+        this.statuses.push({ name, description: describeSystem(name, this.opts.s3Server), available: false, why: missing });
         log(`bench: ${name} will not run: ${missing}`);
         continue;
       }
@@ -107,12 +107,12 @@ class Bench {
           if (drain !== undefined) this.uploads.push({ round: 0, system: name, after: 'prefill', drain });
         }
         this.systems.push(system);
-        this.statuses.push({ name, description: DESCRIPTIONS[name], available: true });
+        this.statuses.push({ name, description: describeSystem(name, this.opts.s3Server), available: true });
         log(`bench: ${name} started and filled`);
       } catch (err) {
         const why = err instanceof Error ? err.message : String(err);
         await system?.stop().catch(() => undefined);
-        this.statuses.push({ name, description: DESCRIPTIONS[name], available: false, why });
+        this.statuses.push({ name, description: describeSystem(name, this.opts.s3Server), available: false, why });
         log(`bench: ${name} will not run: ${why}`);
       }
     }
@@ -271,16 +271,17 @@ async function main(): Promise<number> {
     return 1;
   }
   const startedAt = new Date();
-  const toolMissing = ensureTools(log);
+  const toolMissing = ensureTools(log, opts.s3Server);
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'holdfast-bench-'));
-  await mkdir(path.join(workDir, 's3rver'));
-  const s3 = await startS3Server({ dir: path.join(workDir, 's3rver'), bucket: 'bench' });
+  const s3From = performance.now();
+  const s3 = await startS3Server({ kind: opts.s3Server, dir: path.join(workDir, opts.s3Server), bucket: 'bench' });
+  log(`bench: S3 server ${s3.kind} on ${s3.endpoint}, started in ${((performance.now() - s3From) / 1000).toFixed(1)} s`);
   const bench = new Bench(opts, workDir, s3);
   let stopping: Promise<void> | undefined;
   const cleanup = (): Promise<void> =>
     (stopping ??= (async () => {
       await bench.stop();
-      await s3.kill();
+      await s3.close();
       await rm(workDir, { recursive: true, force: true });
     })());
   // An interrupted run must still unmount s3backer and stop the servers it started.

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { S3_SERVER_KINDS, type S3ServerKind } from '../tests/helpers/s3-server.js';
 
 export const WORKLOADS = ['randread-warm', 'randread-cold', 'seqread', 'recovery', 'randwrite', 'seqwrite', 'flush-heavy'] as const;
 export type Workload = (typeof WORKLOADS)[number];
@@ -27,6 +28,8 @@ export interface BenchOptions {
   readonly uploadDelay: string | undefined;
   /** Concurrent requests of the S3 server's own GET/PUT measurement. */
   readonly s3Parallelism: number;
+  /** The S3 server behind holdfast-s3 and s3backer: Ceph's RADOS Gateway, or the s3rver mock. */
+  readonly s3Server: S3ServerKind;
   readonly systems: readonly SystemName[];
   /** The workloads of every round. */
   readonly workloads: readonly Workload[];
@@ -51,6 +54,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --cache-size SIZE    Holdfast --cache-size and s3backer's block cache (default 256M)
   --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 1s with --quick)
   --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
+  --s3-server KIND     the S3 server: rgw (Ceph's RADOS Gateway, one node, objects in memory; the
+                       default) or s3rver (a mock, for comparison)
   --systems A,B        only these systems: ${SYSTEMS.join(', ')}
   --workloads A,B      only these workloads: ${ALL_WORKLOADS.join(', ')}
   --out DIR            where results go (default bench/results)
@@ -78,6 +83,12 @@ function list<T extends string>(name: string, text: string, allowed: readonly T[
   return items as T[];
 }
 
+function oneOf<T extends string>(name: string, text: string, allowed: readonly T[]): T {
+  const [item, ...rest] = list(name, text, allowed);
+  if (item === undefined || rest.length > 0) throw new Error(`--${name}: one of ${allowed.join(', ')}`);
+  return item;
+}
+
 /** `undefined` means --help was asked for. */
 export function parseOptions(argv: readonly string[], defaultOut: string): BenchOptions | undefined {
   const { values } = parseArgs({
@@ -93,6 +104,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
       'cache-size': { type: 'string' },
       'upload-delay': { type: 'string' },
       's3-parallelism': { type: 'string' },
+      's3-server': { type: 'string' },
       systems: { type: 'string' },
       workloads: { type: 'string' },
       out: { type: 'string' },
@@ -116,6 +128,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     cacheSize: parseSize(values['cache-size'] ?? '256M'),
     uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
+    s3Server: oneOf('s3-server', values['s3-server'] ?? 'rgw', S3_SERVER_KINDS),
     systems: values.systems === undefined ? [...SYSTEMS] : list('systems', values.systems, SYSTEMS),
     // Run in the fixed order whatever order they were named in: the write workloads come last in
     // a round, so every read of the round sees the data the prefill left in the store.

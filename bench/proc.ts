@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 
 /** Child processes, their output, and what /proc says about their memory and CPU. */
 
@@ -92,18 +92,6 @@ export function startDaemon(cmd: string, args: readonly string[], env?: NodeJS.P
 
 function isRunning(d: Daemon): boolean {
   return d.child.exitCode === null && d.child.signalCode === null;
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port === 0 ? reject(new Error('no free port')) : resolve(port)));
-    });
-  });
 }
 
 export function sleep(ms: number): Promise<void> {

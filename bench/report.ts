@@ -4,6 +4,7 @@ import type { OutageWritesResult } from './outage-writes.js';
 import type { S3Ceiling } from './s3-ceiling.js';
 import type { RecoveryResult } from './recovery.js';
 import type { UploadDrain } from './systems.js';
+import { S3_SERVER_NAMES } from '../tests/helpers/s3-server.js';
 
 /** Medians, the targets of issue 6 as ratios, and the Markdown and JSON forms of one run. */
 
@@ -308,7 +309,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     '',
     // With only once-workloads asked for, the round tables would be empty.
     ...(workloads.length === 0 ? [] : [main, '']),
-    `S3 server's own throughput (4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}${rmw === undefined ? '' : ` (a GET then a PUT of each extent: ${num(rmw)} MiB/s)`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
+    `S3 server's own throughput (${S3_SERVER_NAMES[o.s3Server]}, 4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}${rmw === undefined ? '' : ` (a GET then a PUT of each extent: ${num(rmw)} MiB/s)`}. Holdfast upload drain: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
     ...(unavailable.length > 0 ? ['', ...unavailable] : []),
     ...(report.failures.length > 0 ? ['', ...report.failures.map((f) => `- ${f}`)] : []),
     '',

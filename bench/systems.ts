@@ -3,11 +3,12 @@ import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
-import type { S3Server } from '../tests/helpers/s3-server.js';
+import { type S3Server, type S3ServerKind, S3_SERVER_NAMES } from '../tests/helpers/s3-server.js';
 import { makeTlsMaterial } from '../tests/helpers/tls-material.js';
 import { fetchVolume } from './admin.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
-import { type Daemon, freePort, portOpen, run, sleep, startDaemon, waitFor } from './proc.js';
+import { findFreePort } from '../tests/helpers/daemon-process.js';
+import { type Daemon, portOpen, run, sleep, startDaemon, waitFor } from './proc.js';
 
 /** The block devices under test: how to start each, reach it with fio, empty its cache and let it settle. */
 
@@ -59,15 +60,25 @@ export interface SystemContext {
 const READS: readonly Workload[] = ['randread-warm', 'seqread'];
 const WRITES: readonly Workload[] = ['randwrite', 'seqwrite', 'flush-heavy'];
 
-export const DESCRIPTIONS: Readonly<Record<SystemName, string>> = {
-  'holdfast-local': 'Holdfast, local-directory store',
-  'holdfast-s3': 'Holdfast, S3 store (s3rver)',
-  'qemu-nbd': 'qemu-nbd, raw file, default cache (writeback)',
-  'qemu-nbd-wt': 'qemu-nbd, raw file, --cache=writethrough (write rows)',
-  nbdkit: 'nbdkit file plugin, same raw file',
-  s3backer: 's3backer FUSE file on s3rver (fio libaio, O_DIRECT)',
-  'holdfast-tls': 'Holdfast, local-directory store, NBD over TLS (X.509, --tls require)',
-};
+/** What each system is, on the S3 server of the run. */
+export function describeSystem(name: SystemName, s3: S3ServerKind): string {
+  switch (name) {
+    case 'holdfast-local':
+      return 'Holdfast, local-directory store';
+    case 'holdfast-s3':
+      return `Holdfast, S3 store (${S3_SERVER_NAMES[s3]})`;
+    case 'qemu-nbd':
+      return 'qemu-nbd, raw file, default cache (writeback)';
+    case 'qemu-nbd-wt':
+      return 'qemu-nbd, raw file, --cache=writethrough (write rows)';
+    case 'nbdkit':
+      return 'nbdkit file plugin, same raw file';
+    case 's3backer':
+      return `s3backer FUSE file on ${S3_SERVER_NAMES[s3]} (fio libaio, O_DIRECT)`;
+    case 'holdfast-tls':
+      return 'Holdfast, local-directory store, NBD over TLS (X.509, --tls require)';
+  }
+}
 
 /** The workloads whose TLS cost is measured: what per-request encryption weighs on most. */
 const TLS_WORKLOADS: readonly Workload[] = ['randread-warm', 'randwrite'];
@@ -144,7 +155,7 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-
   const env: NodeJS.ProcessEnv = {};
   // A HOLDFAST_* setting in the caller's environment would change what is measured.
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_')) env[k] = v;
-  Object.assign(env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
+  Object.assign(env, s3.env);
 
   // Started as the container image starts it (shared/runtime-tuning.ts): what it uses is measured as deployed.
   const launch = async (): Promise<{ daemon: Daemon; port: number; adminUrl: string }> => {
@@ -170,7 +181,7 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-
 
   return {
     name,
-    description: DESCRIPTIONS[name],
+    description: describeSystem(name, s3.kind),
     workloads: new Set<Workload>(variant.workloads ?? [...READS, 'randread-cold', ...WRITES, ...(name === 'holdfast-s3' ? (['recovery'] as const) : [])]),
     storeBacked: true,
     target: () => ({ engine: 'nbd', uri: `${variant.scheme}://127.0.0.1:${current.port}/${VOLUME}`, ...(variant.fioEnv === undefined ? {} : { env: variant.fioEnv }) }),
@@ -212,7 +223,7 @@ async function drainJournal(adminUrl: string, name: string, size: number): Promi
 }
 
 async function startRawServer(name: 'qemu-nbd' | 'qemu-nbd-wt' | 'nbdkit', ctx: SystemContext): Promise<BenchSystem> {
-  const port = await freePort();
+  const port = await findFreePort();
   // qemu's image locking would keep the two qemu-nbd instances from sharing the one file.
   const image = `driver=raw,file.driver=file,file.filename=${ctx.rawFile},file.locking=off`;
   const [cmd, args] =
@@ -223,7 +234,7 @@ async function startRawServer(name: 'qemu-nbd' | 'qemu-nbd-wt' | 'nbdkit', ctx: 
   await waitFor(`${name} listening on ${port}`, () => portOpen(port), START_TIMEOUT_MS, daemon);
   return {
     name,
-    description: DESCRIPTIONS[name],
+    description: describeSystem(name, ctx.s3.kind),
     // The write-through instance is there for the rows where durability differs: the writes.
     workloads: new Set<Workload>(name === 'qemu-nbd-wt' ? WRITES : [...READS, ...WRITES]),
     storeBacked: false,
@@ -246,10 +257,10 @@ async function startS3backer(ctx: SystemContext): Promise<BenchSystem> {
   await mkdir(mountPoint, { recursive: true });
   const args = [
     '-f',
-    // No --region: it switches s3backer to virtual-host addressing, which s3rver on an IP cannot serve.
+    // No --region: it switches s3backer to virtual-host addressing, which a server on an IP cannot serve.
     `--baseURL=${s3.endpoint}/`,
-    '--accessId=S3RVER',
-    '--accessKey=S3RVER',
+    `--accessId=${s3.credentials.accessKeyId}`,
+    `--accessKey=${s3.credentials.secretAccessKey}`,
     `--blockSize=${EXTENT_SIZE}`,
     `--size=${opts.size}`,
     '--prefix=s3backer/',
@@ -278,7 +289,7 @@ async function startS3backer(ctx: SystemContext): Promise<BenchSystem> {
   };
   return {
     name: 's3backer',
-    description: DESCRIPTIONS.s3backer,
+    description: describeSystem('s3backer', s3.kind),
     workloads: new Set<Workload>([...READS, 'randread-cold', ...WRITES]),
     storeBacked: true,
     target: () => ({ engine: 'libaio', file: path.join(mountPoint, 'file') }),

@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { CEPH_TOOLS } from '../scripts/debian-tools.mjs';
+import type { S3ServerKind } from '../tests/helpers/s3-server.js';
 import { onPath } from './proc.js';
 
 /** Command the harness runs → the Debian package that provides it. */
@@ -13,15 +15,22 @@ const TOOLS: Readonly<Record<string, string>> = {
 /** Tools without which nothing can be measured; the others only take their system out of the run. */
 const REQUIRED = ['fio'];
 
+/** The tools of the run: Ceph's when the S3 server is the RADOS Gateway, which every S3 row needs. */
+function toolsFor(s3Server: S3ServerKind): { tools: Readonly<Record<string, string>>; required: readonly string[] } {
+  if (s3Server !== 'rgw') return { tools: TOOLS, required: REQUIRED };
+  return { tools: { ...TOOLS, ...CEPH_TOOLS }, required: [...REQUIRED, ...Object.keys(CEPH_TOOLS)] };
+}
+
 /**
  * Installs the Debian packages of missing tools (one `apt-get update`, then only what is missing),
  * like `npm test` does, and returns why each tool that is still missing is missing.
  */
-export function ensureTools(log: (line: string) => void): Map<string, string> {
-  const missing = Object.keys(TOOLS).filter((cmd) => !onPath(cmd));
+export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind): Map<string, string> {
+  const { tools, required } = toolsFor(s3Server);
+  const missing = Object.keys(tools).filter((cmd) => !onPath(cmd));
   const why = new Map<string, string>();
   if (missing.length > 0) {
-    const packages = [...new Set(missing.map((cmd) => TOOLS[cmd]!))];
+    const packages = [...new Set(missing.map((cmd) => tools[cmd]!))];
     log(`bench: installing missing Debian packages: ${packages.join(' ')}`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
@@ -30,12 +39,12 @@ export function ensureTools(log: (line: string) => void): Map<string, string> {
       const r = update.status === 0 ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' }) : update;
       if (r.status !== 0) {
         const reason = `apt-get ${update.status === 0 ? `install ${pkg}` : 'update'} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`;
-        for (const cmd of missing) if (TOOLS[cmd] === pkg) why.set(cmd, reason);
+        for (const cmd of missing) if (tools[cmd] === pkg) why.set(cmd, reason);
       }
     }
   }
-  for (const cmd of missing) if (!why.has(cmd) && !onPath(cmd)) why.set(cmd, `${cmd} is not on PATH after installing ${TOOLS[cmd]}`);
-  for (const cmd of REQUIRED) {
+  for (const cmd of missing) if (!why.has(cmd) && !onPath(cmd)) why.set(cmd, `${cmd} is not on PATH after installing ${tools[cmd]}`);
+  for (const cmd of required) {
     const reason = why.get(cmd);
     if (reason !== undefined) throw new Error(`bench: ${cmd} is required: ${reason}`);
   }

@@ -2,11 +2,12 @@
 // `npm test`: installs the Debian tools the suite drives (when missing), builds the bundle the
 // integration tests run, type-checks, then runs the phases in order — unit and model tests first,
 // real-peer integration tests after, the VM suite last — and prints one combined result line.
-// Servers (s3rver, gateways, peers) are started and stopped by the tests themselves.
+// Servers (Ceph's RADOS Gateway, gateways, peers) are started and stopped by the tests themselves.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CEPH_TOOLS, installPackages, missingPackages, onPath } from './debian-tools.mjs';
 
 /** Command the tests run → the Debian package that provides it. */
 const TOOLS = {
@@ -21,6 +22,9 @@ const TOOLS = {
   busybox: 'busybox-static',
   cpio: 'cpio',
   'mkfs.ext4': 'e2fsprogs',
+  // docs/io-hang.md's example session, run by its test.
+  curl: 'curl',
+  ...CEPH_TOOLS,
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
 };
@@ -41,25 +45,14 @@ function run(cmd, args, opts = {}) {
   return r.status ?? 1;
 }
 
-function onPath(cmd) {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-}
-
 function present(file) {
   return existsSync(file.dir) && readdirSync(file.dir).some((name) => name.startsWith(file.prefix) && name.endsWith(file.suffix));
 }
 
 function ensureTools() {
-  const missing = [
-    ...new Set([
-      ...Object.entries(TOOLS).filter(([cmd]) => !onPath(cmd)).map(([, pkg]) => pkg),
-      ...FILES.filter((file) => !present(file)).map((file) => file.pkg),
-    ]),
-  ];
+  const missing = [...new Set([...missingPackages(TOOLS), ...FILES.filter((file) => !present(file)).map((file) => file.pkg)])];
   if (missing.length === 0) return;
-  console.log(`test: installing missing Debian packages: ${missing.join(' ')}`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  if (run('apt-get', ['update', '-qq'], { env }) !== 0 || run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { env }) !== 0) {
+  if (!installPackages(missing, (line) => console.log(`test: ${line}`))) {
     console.error(`test: could not install ${missing.join(' ')} (apt-get needs root and Debian's package mirror); the tests need them`);
     process.exit(1);
   }

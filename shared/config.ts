@@ -162,8 +162,8 @@ export const GatewayConfigSchema = z
     segmentSize: size('segment size')
       .default(64 * 2 ** 20)
       .refine((n) => n >= 2 ** 20, 'segment size must be at least 1MiB'),
-    uploadConcurrency: z.coerce.number().int().min(1).max(256).default(8),
-    uploadDelay: duration.default(5000),
+    uploadConcurrency: z.coerce.number().int().min(1).max(64).default(4),
+    uploadDelay: duration.default(2000),
     retryMax: duration.default(1000),
     extentSize: size('extent size')
       .default(DEFAULT_EXTENT_SIZE)
@@ -173,6 +173,18 @@ export const GatewayConfigSchema = z
     createVolume: autoCreate.prefault('demo=1G'),
     readOnly: z.boolean().default(false),
     shutdownGrace: duration.default(25_000),
+    /** How long a volume's lease lasts after each head write; renewed every third of it. */
+    leaseTtl: duration.default(30_000).refine((n) => n >= 1000, 'the lease must last at least 1s'),
+    /** Volumes to take even if another journal holds acknowledged writes for them (they are lost). */
+    forceTakeover: z.array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)')).default([]),
+    /** Memory for a volume's delta index (run map and CRC tables); compaction keeps it below this. */
+    indexMemory: size('index memory size').default(64 * 2 ** 20),
+    /** Bytes of deltas a volume may have before the oldest are compacted; default max(1GiB, half the volume). */
+    deltaBudget: size('delta budget').optional(),
+    /** Unreferenced objects younger than this are kept by garbage collection. */
+    gcGrace: duration.default(3_600_000),
+    /** How often the gateway collects garbage in the background; 0 for never. */
+    gcInterval: duration.default(900_000),
     /** How long guest I/O is held through a storage failure: off, forever, or a duration. */
     hangTimeout: HangTimeoutSchema.prefault('120s'),
     /** Per-class overrides of the hold/fail table, e.g. `denied=hold,no-space=fail`. */

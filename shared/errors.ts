@@ -22,6 +22,9 @@ export class VolumeNotFoundError extends HoldfastError {}
 /** A volume with that name already exists. */
 export class VolumeExistsError extends HoldfastError {}
 
+/** Something in the store is not what a Holdfast volume looks like (a bad head, manifest or index). */
+export class VolumeCorruptError extends HoldfastError {}
+
 /** Another gateway holds the volume (same journal directory or same store). */
 export class VolumeLockedError extends HoldfastError {}
 

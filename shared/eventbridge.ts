@@ -13,6 +13,11 @@ export const DETAIL_TYPES = {
   'io-hang-timeout': 'Volume IO Hang Timeout',
   'storage-unavailable': 'Volume Storage Unavailable',
   'journal-pressure': 'Volume Journal Pressure',
+  'volume-deposed': 'Volume Deposed',
+  'volume-paused': 'Volume Paused',
+  'volume-resumed': 'Volume Resumed',
+  'held-released': 'Volume Held Requests Released',
+  'data-corrupt': 'Volume Data Corrupt',
 } as const satisfies Record<HoldfastEventKind, string>;
 
 export type DetailType = (typeof DETAIL_TYPES)[HoldfastEventKind];

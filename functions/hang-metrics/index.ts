@@ -28,6 +28,16 @@ function measure(event: HoldfastEvent): [string, Unit, number][] {
       return event.set ? [['StorageOutages', MetricUnit.Count, 1]] : [['StorageUnavailableSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
     case 'journal-pressure':
       return [['JournalUsedPercent', MetricUnit.Percent, (100 * event.journalBytes) / event.journalLimitBytes]];
+    case 'volume-deposed':
+      return [['VolumesDeposed', MetricUnit.Count, 1]];
+    case 'volume-paused':
+      return [['Pauses', MetricUnit.Count, 1]];
+    case 'volume-resumed':
+      return [['Resumes', MetricUnit.Count, 1]];
+    case 'held-released':
+      return [['Releases', MetricUnit.Count, 1], ['ReleasedRequests', MetricUnit.Count, event.failed]];
+    case 'data-corrupt':
+      return [['CorruptData', MetricUnit.Count, 1]];
   }
 }
 

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { HoldfastError } from '../../shared/errors.js';
-import { formatTimeout } from '../../shared/hang-policy.js';
 import { formatSize, parseDuration } from '../../shared/units.js';
-import type { VolumeStatus } from '../admin/volume-status.js';
+import { VolumesResponseSchema, type VolumeStatus } from '../admin/volume-status.js';
 import { configFrom, addSettingOptions } from './options.js';
 
 /** The admin API could not be reached or refused the request. */
@@ -16,7 +15,9 @@ async function fetchStatus(base: string, token: string | undefined): Promise<{ g
     throw new AdminUnreachableError(`cannot reach the gateway's admin API at ${base} (is it running? see --admin)`, { cause });
   }
   if (!res.ok) throw new AdminUnreachableError(`admin API at ${base} answered ${res.status}: ${await res.text()}`);
-  return (await res.json()) as { gateway: string; volumes: VolumeStatus[] };
+  const parsed = VolumesResponseSchema.safeParse(await res.json().catch(() => undefined));
+  if (!parsed.success) throw new AdminUnreachableError(`admin API at ${base} answered something that is not a volume list: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return parsed.data;
 }
 
 function render(status: { gateway: string; volumes: VolumeStatus[] }): string {
@@ -27,7 +28,7 @@ function render(status: { gateway: string; volumes: VolumeStatus[] }): string {
     String(v.held.requests),
     formatSize(v.held.bytes),
     v.episode === null ? '-' : `${(v.episode.durationMs / 1000).toFixed(1)}s`,
-    formatTimeout(v.policy.timeout),
+    v.policy.timeout,
     `${formatSize(v.journal.bytes)}/${formatSize(v.journal.limit)} ${v.journal.pressure}`,
     `${v.journal.backlogRecords} rec, ${v.journal.dirtyExtents} ext`,
     String(v.clients),

@@ -1,14 +1,14 @@
-import { randomUUID } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
+import { readFile, rm } from 'node:fs/promises';
 import { EventBridgeClient, PutEventsCommand, type EventBridgeClientConfig, type PutEventsRequestEntry, type PutEventsResultEntry } from '@aws-sdk/client-eventbridge';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../shared/errors.js';
 import { EVENT_SOURCE, detailTypeOf } from '../../shared/eventbridge.js';
 import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
-import { backoffMs } from '../hang/backoff.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+import { backoffMs } from '../util/backoff.js';
+import { failFastHttpHandler } from '../util/fail-fast-http.js';
+import { LogRateLimiter } from '../util/rate-limited-log.js';
+import { sleep, type Sleep } from '../util/sleep.js';
 import type { DropReason, EventDeliveryCounters, EventSink } from './event-sink.js';
 
 /** PutEvents limits: entries per call, and bytes per call as EventBridge counts them. */
@@ -40,22 +40,13 @@ export interface EventBridgeClientOptions {
  * back-off, so SDK retries would only delay the moment it learns that EventBridge is down.
  */
 export function createEventBridgeClient(options: EventBridgeClientOptions = {}): EventBridgeClient {
-  const requestTimeout = options.requestTimeoutMs ?? 5000;
-  const agentOptions = { keepAlive: true, maxSockets: 4 };
   return new EventBridgeClient({
     endpoint: options.endpoint,
     // SigV4 needs some region even when a local endpoint ignores it.
     region: options.region ?? (options.endpoint === undefined ? undefined : 'us-east-1'),
     credentials: options.credentials,
     maxAttempts: 1,
-    requestHandler: new NodeHttpHandler({
-      connectionTimeout: 2000,
-      requestTimeout,
-      throwOnRequestTimeout: true,
-      socketTimeout: requestTimeout,
-      httpAgent: new HttpAgent(agentOptions),
-      httpsAgent: new HttpsAgent(agentOptions),
-    }),
+    requestHandler: failFastHttpHandler({ connectTimeoutMs: 2000, requestTimeoutMs: options.requestTimeoutMs ?? 5000, maxSockets: 4 }),
   });
 }
 
@@ -116,7 +107,7 @@ export class EventBridgeSink implements EventSink {
   private readonly maxBytes: number;
   private readonly stats = { delivered: 0, retried: 0, failedCalls: 0, dropped: { 'queue-full': 0, rejected: 0, shutdown: 0 } satisfies Record<DropReason, number> };
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private backoff: Sleep | undefined;
   private readonly idleWaiters: (() => void)[] = [];
   private failingSince: number | undefined;
   private consecutiveFailures = 0;
@@ -124,7 +115,7 @@ export class EventBridgeSink implements EventSink {
   private stopped = false;
   private closed: Promise<void> | undefined;
   private readonly abort = new AbortController();
-  private readonly lastLog = new Map<string, number>();
+  private readonly logLimiter = new LogRateLimiter(LOG_EVERY_MS, () => Date.now());
   private spillExists = false;
   private spillWriting: Promise<void> | undefined;
   private spillDirty = false;
@@ -174,13 +165,13 @@ export class EventBridgeSink implements EventSink {
   private async doClose(): Promise<void> {
     this.closing = true;
     // A retry waiting out its back-off tries once more now: the task is going away.
-    this.wake?.();
+    this.backoff?.wake();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeTimeoutMs ?? 5000)))]);
     clearTimeout(timer);
     this.stopped = true;
     this.abort.abort();
-    this.wake?.();
+    this.backoff?.wake();
     await this.loop;
     await this.spillWriting;
     const left = this.queue.length;
@@ -244,7 +235,9 @@ export class EventBridgeSink implements EventSink {
         continue;
       }
       this.stats.retried += batch.filter((p) => this.queue.includes(p)).length;
-      await this.sleep(backoffMs(this.consecutiveFailures++, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000));
+      this.backoff = sleep(backoffMs(this.consecutiveFailures++, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000));
+      await this.backoff.done;
+      this.backoff = undefined;
     }
   }
 
@@ -315,28 +308,14 @@ export class EventBridgeSink implements EventSink {
     this.consecutiveFailures = 0;
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-    });
-  }
-
   private drop(reason: DropReason, event: HoldfastEvent, why: string): void {
     this.stats.dropped[reason]++;
     this.logRateLimited(`drop:${reason}`, 'error', { reason, why, kind: event.kind, volume: event.volume, episode: event.episode, droppedSoFar: this.stats.dropped[reason] }, 'event dropped: it will not reach EventBridge');
   }
 
   private logRateLimited(key: string, level: 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    if (now - (this.lastLog.get(key) ?? -Infinity) < LOG_EVERY_MS) return;
-    this.lastLog.set(key, now);
-    this.opts.logger[level](fields, msg);
+    const suppressed = this.logLimiter.admit(key);
+    if (suppressed !== undefined) this.opts.logger[level]({ ...fields, suppressed }, msg);
   }
 
   /**
@@ -370,9 +349,7 @@ export class EventBridgeSink implements EventSink {
   }
 
   private async writeSpill(file: string): Promise<void> {
-    const tmp = `${file}.${randomUUID()}.tmp`;
-    await writeFile(tmp, this.queue.map((p) => `${JSON.stringify(p.event)}\n`).join(''), { flush: true });
-    await rename(tmp, file);
+    await writeFileAtomic(file, this.queue.map((p) => `${JSON.stringify(p.event)}\n`).join(''));
     this.spillExists = true;
   }
 

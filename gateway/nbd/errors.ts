@@ -4,6 +4,7 @@ import {
   ReadOnlyError,
   RequestAbortedError,
 } from '../../shared/errors.js';
+import { isNoSpace } from '../util/classify-error.js';
 import { Errno } from './constants.js';
 
 /**
@@ -47,23 +48,6 @@ export class ProtocolError extends HoldfastError {
     super(`${reason}: ${message}`, options);
     this.reason = reason;
   }
-}
-
-/** System error codes that mean "out of space" to the client whatever the layer that saw them. */
-const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
-/** Guards against cause cycles. */
-const MAX_CAUSE_DEPTH = 8;
-
-function isNoSpace(err: unknown): boolean {
-  let current: unknown = err;
-  for (let depth = 0; depth < MAX_CAUSE_DEPTH && current instanceof Error; depth++) {
-    const code: unknown = (current as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && NO_SPACE_CODES.has(code)) return true;
-    if (/nospace/i.test(current.name) || /nospace/i.test(current.constructor.name)) return true;
-    // A journal write failing with ENOSPC arrives wrapped (JournalIoError with the system error as cause).
-    current = current.cause;
-  }
-  return false;
 }
 
 /** The NBD error number a client receives when an export method fails with `err`. */

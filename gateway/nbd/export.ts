@@ -2,7 +2,7 @@
  * What the NBD server needs from a block device. The server knows nothing of journals or object
  * stores; the volume layer implements this. Errors thrown by these methods are mapped to NBD error
  * numbers by `errnoFor` in ./errors.ts (ReadOnlyError → EPERM, InvalidArgumentError → EINVAL,
- * NoSpace → ENOSPC, anything else → EIO). A method that throws RequestDroppedError gets no answer:
+ * a full disk anywhere in the cause chain → ENOSPC, anything else → EIO). A method that throws RequestDroppedError gets no answer:
  * the server closes the connection, so that a reconnecting client resends the request.
  */
 export interface RequestContext {

@@ -17,6 +17,7 @@ import { errnoFor, ExportContractError, ProtocolError, ProtocolErrorReason } fro
 import type { NbdExport, RequestContext } from './export.js';
 import type { Session } from './handshake.js';
 import type { NbdStats } from './stats.js';
+import { LogRateLimiter } from '../util/rate-limited-log.js';
 
 export interface TransmissionLimits {
   /** Requests handed to the export and not yet answered before the socket stops being read. */
@@ -119,8 +120,7 @@ export class Transmission implements RequestSink {
   /** After NBD_CMD_DISC or a server shutdown: nothing more is parsed, the socket closes once idle. */
   private draining = false;
   private closed = false;
-  private lastFailureLoggedAt = -Infinity;
-  private failuresNotLogged = 0;
+  private readonly failureLog = new LogRateLimiter(FAILURE_LOG_INTERVAL_MS);
   private lastActivity = performance.now();
   private idleTimer: NodeJS.Timeout | undefined;
   /** Replies of this tick go out together (see reply()). */
@@ -321,14 +321,8 @@ export class Transmission implements RequestSink {
    * for each would flood the log and the memory behind it.
    */
   private logFailure(err: unknown, request: NbdRequest, error: Errno): void {
-    const now = performance.now();
-    if (now - this.lastFailureLoggedAt < FAILURE_LOG_INTERVAL_MS) {
-      this.failuresNotLogged++;
-      return;
-    }
-    const notLogged = this.failuresNotLogged;
-    this.lastFailureLoggedAt = now;
-    this.failuresNotLogged = 0;
+    const notLogged = this.failureLog.admit();
+    if (notLogged === undefined) return;
     this.log.warn({ err, type: commandName(request.type), offset: request.offset, length: request.length, error, failuresNotLogged: notLogged }, 'nbd request failed');
   }
 

@@ -1,5 +1,3 @@
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 
 import {
@@ -11,20 +9,21 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { BuildMiddleware } from '@smithy/types';
 
 import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
+import { failFastHttpHandler } from '../util/fail-fast-http.js';
 import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
 
 export interface S3StoreOptions {
   bucket: string;
   /** Prepended to every key; normalised to '' or a string ending in '/'. */
   prefix: string;
-  /** For S3-compatible servers (MinIO, s3rver ...); unset means AWS. */
+  /** For S3-compatible servers (Ceph RADOS Gateway, MinIO ...); unset means AWS. */
   endpoint?: string;
   region?: string;
   /** Defaults to true when `endpoint` is set: S3-compatible servers rarely do virtual hosts. */
@@ -37,6 +36,8 @@ export interface S3StoreOptions {
   maxSockets?: number;
   /** Keys per ListObjectsV2 page (S3 caps it at 1000); small values let tests reach page 2. */
   listPageSize?: number;
+  /** Unset: the AWS credential chain (environment, shared config, container or instance role). */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
 // Retries are kept short because the hang engine above decides whether to hold or fail I/O
@@ -53,6 +54,13 @@ export class S3ObjectStore implements ObjectStore {
   private readonly prefix: string;
   private readonly listPageSize: number | undefined;
   private readonly client: S3Client;
+  /**
+   * For conditional writes: one attempt, no SDK retry. A conditional PUT that failed with a 5xx may
+   * or may not have been applied (RGW answers most losers of a race with 500); retried, it would
+   * meet its own write and report 412, "someone else changed it", which is not known. The caller
+   * gets the StoreError instead, re-reads the object and decides.
+   */
+  private readonly conditionalClient: S3Client;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
@@ -60,31 +68,26 @@ export class S3ObjectStore implements ObjectStore {
     this.listPageSize = options.listPageSize;
     this.location = `s3://${this.bucket}/${this.prefix}`;
 
-    const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS };
-    this.client = new S3Client({
+    const config: S3ClientConfig = {
       endpoint: options.endpoint,
+      credentials: options.credentials,
       // SigV4 needs some region even when an S3-compatible server ignores it.
       region: options.region ?? (options.endpoint === undefined ? undefined : 'us-east-1'),
       forcePathStyle: options.forcePathStyle ?? options.endpoint !== undefined,
       maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
       // The newer defaults (flexible checksums, aws-chunked uploads) are not understood by
-      // several S3-compatible servers, s3rver among them.
+      // several S3-compatible servers: s3rver, and Ceph 16's RADOS Gateway, which answers a
+      // streamed body sent with them 411 Length Required.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({
-        connectionTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-        // Without throwOnRequestTimeout the handler only logs a warning and keeps waiting.
-        requestTimeout,
-        throwOnRequestTimeout: true,
-        // requestTimeout stops counting once headers arrive; this covers a stall mid-body.
-        socketTimeout: requestTimeout,
-        // Agent instances rather than agent options: with options the handler builds a
-        // throwaway non-keep-alive agent for every large (Expect: 100-continue) upload.
-        httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
+      requestHandler: failFastHttpHandler({
+        connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+        requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+        maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
       }),
-    });
+    };
+    this.client = new S3Client(config);
+    this.conditionalClient = new S3Client({ ...config, maxAttempts: 1 });
   }
 
   async get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined> {
@@ -155,7 +158,8 @@ export class S3ObjectStore implements ObjectStore {
         ...condition,
       });
       command.middlewareStack.add(unsignedPayload, { step: 'build', name: 'holdfastUnsignedPayload' });
-      const out = await this.client.send(command, { abortSignal: opts?.signal });
+      const client = operation === 'put' ? this.client : this.conditionalClient;
+      const out = await client.send(command, { abortSignal: opts?.signal });
       return out.ETag === undefined ? '' : unquote(out.ETag);
     } catch (err) {
       if (operation !== 'put' && isPreconditionFailure(err)) throw new PreconditionFailedError(key, { cause: err });
@@ -212,7 +216,9 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    // They share one request handler; destroying it a second time does nothing.
     this.client.destroy();
+    this.conditionalClient.destroy();
   }
 }
 
@@ -248,8 +254,9 @@ function isNoSuchKey(err: unknown): boolean {
 
 /**
  * 412 is the answer to a lost condition; AWS answers 409 ConditionalRequestConflict when two
- * conditional writes of one key race. Anything else (RGW sometimes answers the loser of a race with
- * 500) is an ordinary failure whose outcome is unknown: the caller must read the object again.
+ * conditional writes of one key race. Anything else (RGW answers most losers of an If-Match race
+ * with 500 InternalError) is an ordinary failure whose outcome is unknown: the caller must read the
+ * object again.
  */
 function isPreconditionFailure(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
@@ -283,9 +290,10 @@ async function readBody(body: NonNullable<GetObjectCommandOutput['Body']>, conte
 }
 
 /**
- * The body's integrity is carried by its CRC32C (x-amz-checksum-crc32c, which S3 verifies and
- * keeps with the object) instead of the SigV4 payload hash: SHA-256 over every 4 MiB extent was the
- * largest CPU cost of an upload, CRC32C is computed in native code at memory speed.
+ * The body's integrity is carried by its CRC32C (x-amz-checksum-crc32c, which AWS verifies and
+ * keeps with the object; Ceph 16's RADOS Gateway accepts it without checking) instead of the SigV4
+ * payload hash: SHA-256 over every 4 MiB extent was the largest CPU cost of an upload, CRC32C is
+ * computed in native code at memory speed.
  */
 function crc32cBase64(body: Buffer): string {
   const sum = Buffer.allocUnsafe(4);

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { reapOnExit } from './child-reaper.js';
-import { s3Env, startS3Server } from './s3-server.js';
+import { startS3Server } from './s3-server.js';
 
 /**
  * The gateway as users run it: `node bin/holdfast.js serve` in a child process, so that tests can
@@ -43,6 +43,8 @@ export interface GatewayOptions {
   readonly createVolume: string;
   /** Further `serve` flags, e.g. ['--cache-size', '8MiB', '--upload-delay', '0']. */
   readonly args?: readonly string[];
+  /** Extra environment, e.g. HOLDFAST_FAILPOINTS (test-only failure injection). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface ExitStatus {
@@ -127,7 +129,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     opts.createVolume,
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, args, { cwd: REPO, env: childEnv(opts.store), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...childEnv(opts.store), ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const untrack = reapOnExit(child);
   const exitedRaw = new Promise<ExitStatus>((resolve) => {
     // 'close', not 'exit': by then stderr has been read to its end, so the logs are complete.
@@ -241,7 +243,7 @@ export async function waitForJournalDrained(journalDir: string, volume: string, 
 
 /**
  * Fresh stores of one kind, and temp directories, all removed by `dispose`. The S3 kind runs one
- * s3rver and gives each store its own prefix.
+ * S3 server (Ceph's RADOS Gateway) and gives each store its own prefix.
  */
 export interface Stores {
   readonly kind: StoreKind;
@@ -261,13 +263,10 @@ export async function startStores(kind: StoreKind): Promise<Stores> {
     async fresh(): Promise<StoreTarget> {
       n++;
       if (s3 === undefined) return { kind, args: ['--store', await tempDir('store')], env: {} };
-      return { kind, args: ['--store', `s3://${s3.bucket}/t${n}`, '--s3-endpoint', s3.endpoint], env: s3Env() };
+      return { kind, args: ['--store', `s3://${s3.bucket}/t${n}`, '--s3-endpoint', s3.endpoint], env: s3.env };
     },
     async dispose(): Promise<void> {
-      if (s3 !== undefined) {
-        await s3.kill();
-        await rm(s3.dir, { recursive: true, force: true });
-      }
+      await s3?.close();
       await rm(root, { recursive: true, force: true });
     },
   };

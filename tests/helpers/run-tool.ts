@@ -6,13 +6,20 @@ export interface ToolResult {
   readonly stderr: string;
 }
 
-/** Runs a command to its end; a command that cannot be started reports code null and why in stderr. */
-export function runTool(cmd: string, args: readonly string[]): Promise<ToolResult> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs a command to its end, with `input` on its stdin if given; a command that cannot be started
+ * reports code null and why in stderr.
+ */
+export function runTool(cmd: string, args: readonly string[], opts: { input?: string } = {}): Promise<ToolResult> {
+  const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  if (opts.input !== undefined) {
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(opts.input);
+  }
   return new Promise((resolve) => {
     child.once('error', (err) => resolve({ code: null, stdout, stderr: err.message }));
     child.once('close', (code) => resolve({ code, stdout, stderr }));

@@ -16,7 +16,14 @@ export type FaultMode =
   /** Every request gets 403 AccessDenied. */
   | { readonly kind: 'deny' }
   /** Every request gets 404 NoSuchBucket. */
-  | { readonly kind: 'no-such-bucket' };
+  | { readonly kind: 'no-such-bucket' }
+  /** Every PUT gets 503 SlowDown; GET, HEAD and LIST pass (a store that throttles writes while it lists and reads). */
+  | { readonly kind: 'slow-down-puts' }
+  /**
+   * The next `times` requests reach the server, but their answers are replaced by 500
+   * InternalError: a request that was applied and reported failed. Then `pass`.
+   */
+  | { readonly kind: 'applied-then-500'; readonly times: number };
 
 export interface FaultCounts {
   forwarded: number;
@@ -55,9 +62,10 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   const upstreamAgent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
-  const pickFault = (): InjectedError | undefined => {
+  const pickFault = (req: IncomingMessage): InjectedError | undefined => {
     switch (mode.kind) {
       case 'pass':
+      case 'applied-then-500':
         return undefined;
       case 'flaky':
         if (Math.random() >= mode.share) return undefined;
@@ -66,28 +74,46 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
         return DENIED;
       case 'no-such-bucket':
         return NO_BUCKET;
+      case 'slow-down-puts':
+        return req.method === 'PUT' ? SLOW_DOWN : undefined;
     }
   };
 
-  const inject = (req: IncomingMessage, res: ServerResponse, fault: InjectedError): void => {
+  /** Sends S3's error response for `fault`. */
+  const answer = (req: IncomingMessage, res: ServerResponse, fault: InjectedError): void => {
     counts.injected[fault.code] = (counts.injected[fault.code] ?? 0) + 1;
     const resource = (req.url ?? '/').split('?')[0] ?? '/';
     const body =
       '<?xml version="1.0" encoding="UTF-8"?>\n' +
       `<Error><Code>${fault.code}</Code><Message>${fault.message}</Message><Resource>${resource}</Resource><RequestId>holdfast-fault-proxy</RequestId></Error>`;
+    res.writeHead(fault.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+
+  const inject = (req: IncomingMessage, res: ServerResponse, fault: InjectedError): void => {
     // The request body is read to its end first, so the connection stays usable for the next request.
     req.resume();
-    req.once('end', () => {
-      res.writeHead(fault.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    });
+    req.once('end', () => answer(req, res, fault));
+  };
+
+  /** Whether this forwarded request's answer is to be replaced (and counts it off). */
+  const loseAnswer = (): boolean => {
+    if (mode.kind !== 'applied-then-500') return false;
+    mode = mode.times > 1 ? { kind: 'applied-then-500', times: mode.times - 1 } : { kind: 'pass' };
+    return true;
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse): void => {
     counts.forwarded++;
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(req.headers)) if (value !== undefined && !HOP_HEADERS.has(name)) headers[name] = value;
+    const lose = loseAnswer();
     const upstream = request({ host: target.host, port: target.port, method: req.method, path: req.url, headers, agent: upstreamAgent }, (up) => {
+      if (lose) {
+        up.resume();
+        up.once('end', () => answer(req, res, INTERNAL));
+        return;
+      }
       res.writeHead(up.statusCode ?? 502, up.headers);
       up.pipe(res);
     });
@@ -100,7 +126,7 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   };
 
   const server = createServer((req, res) => {
-    const fault = pickFault();
+    const fault = pickFault(req);
     if (fault === undefined) forward(req, res);
     else inject(req, res, fault);
   });

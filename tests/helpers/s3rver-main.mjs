@@ -1,5 +1,6 @@
-// Runs s3rver in its own process so that tests can SIGKILL, SIGSTOP and restart it to simulate
-// storage outages. Usage: node s3rver-main.mjs <port> <directory> <bucket>...
+// Runs s3rver in its own process so that it can be SIGKILLed, frozen and restarted like the other S3
+// server (tests/helpers/s3rver-server.ts; the bench's --s3-server s3rver). Usage:
+// node s3rver-main.mjs <port> <directory> <bucket>...
 import { createHash } from 'node:crypto';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';

@@ -6,11 +6,11 @@ import path from 'node:path';
 import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
 import { runCli } from './cli-process.js';
 import { type GatewayProcess, type StoreTarget, startGateway } from './gateway-process.js';
-import { type S3Server, s3Env, startS3Server } from './s3-server.js';
+import { type S3Server, startS3Server } from './s3-server.js';
 import { type Guest, type GuestSetup, type GuestTls, bootGuest, requireTool } from './vm-guest.js';
 
 /**
- * One VM acceptance scenario's world: its own S3-protocol server (so that an outage touches nobody
+ * One VM acceptance scenario's world: its own S3 server (Ceph's RADOS Gateway, so that an outage touches nobody
  * else), a volume holding a fresh ext4 filesystem, a gateway serving it, and the guest on it.
  */
 
@@ -100,8 +100,8 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
   };
   try {
     const s3 = await startS3Server({ dir: path.join(dir, 's3') });
-    cleanups.push(() => s3.kill());
-    const store: StoreTarget = { kind: 's3', args: ['--store', `s3://${s3.bucket}/vm`, '--s3-endpoint', s3.endpoint], env: s3Env() };
+    cleanups.push(() => s3.close());
+    const store: StoreTarget = { kind: 's3', args: ['--store', `s3://${s3.bucket}/vm`, '--s3-endpoint', s3.endpoint], env: s3.env };
     const journalDir = path.join(dir, 'journal');
     const seed = await makeVolume(dir, store, journalDir);
 

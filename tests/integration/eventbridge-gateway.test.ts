@@ -8,7 +8,7 @@ import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js'
 import { FakeEventBridge } from '../helpers/eventbridge-server.js';
 import { startGateway } from '../helpers/gateway-process.js';
 import { NbdClient } from '../helpers/nbd-client.js';
-import { s3Env, startS3Server } from '../helpers/s3-server.js';
+import { startS3Server } from '../helpers/s3-server.js';
 
 async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -22,7 +22,7 @@ async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 20
 
 test('a gateway started with --events eventbridge:BUS puts its real storage events on the bus, signed with its AWS credentials', { timeout: 90_000 }, async () => {
   const s3 = await startS3Server();
-  const env = s3Env();
+  const env = s3.env;
   // The gateway signs with the standard credential chain: here the environment it shares with the S3 client.
   const fake = await FakeEventBridge.start(0, { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! });
   const journalDir = await mkdtemp(join(tmpdir(), 'holdfast-eb-gw-'));
@@ -63,8 +63,7 @@ test('a gateway started with --events eventbridge:BUS puts its real storage even
     await nbd?.disconnect().catch(() => undefined);
     await gw.stop();
     await fake.stop();
-    await s3.kill();
-    await rm(s3.dir, { recursive: true, force: true });
+    await s3.close();
     await rm(journalDir, { recursive: true, force: true });
   }
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { z } from 'zod';
 import type { HoldfastEvent } from '../../shared/events.js';
 import { loggedEvents, scrapeMetrics, setHangPolicy, volumeAction, volumeStatus, type VolumeStatus } from '../helpers/admin-api.js';
@@ -11,7 +11,7 @@ import { mountFailingDisk, mountTmpfs, type FailingDisk, type Unmount } from '..
 import { NbdClient, NbdConnectionError, NbdReplyError } from '../helpers/nbd-client.js';
 import { runTool } from '../helpers/run-tool.js';
 import { startS3FaultProxy, type S3FaultProxy } from '../helpers/s3-fault-proxy.js';
-import { type S3Server, s3Env, startS3Server } from '../helpers/s3-server.js';
+import { type S3Server, startS3Server } from '../helpers/s3-server.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 
 /**
@@ -292,8 +292,22 @@ interface RigOptions {
 }
 
 /**
- * One test's world: its own S3 server (and proxy), journal directory and gateway. Everything it
- * started is killed and removed by `dispose`, whatever state the test left it in.
+ * The S3 server of the whole file, Ceph's RADOS Gateway: one start of its cluster instead of one per
+ * test. Each test's rig has its own prefix in its bucket, and leaves it answering.
+ */
+let s3: S3Server;
+let rigs = 0;
+before(async () => {
+  s3 = await startS3Server();
+});
+after(async () => {
+  await s3.close();
+});
+
+/**
+ * One test's world: its own prefix on the S3 server (and a proxy), journal directory and gateway.
+ * Everything it started is killed and removed by `dispose`, and the S3 server is running and
+ * thawed again, whatever state the test left it in.
  */
 class Rig {
   private readonly gateways: GatewayProcess[] = [];
@@ -304,6 +318,7 @@ class Rig {
   private constructor(
     readonly root: string,
     readonly s3: S3Server,
+    readonly prefix: string,
     readonly proxy: S3FaultProxy | undefined,
     readonly journalDir: string,
     readonly args: readonly string[],
@@ -311,9 +326,8 @@ class Rig {
 
   static async start(opts: RigOptions = {}): Promise<Rig> {
     const root = await mkdtemp(path.join(os.tmpdir(), 'holdfast-io-hang-'));
-    const s3 = await startS3Server();
     const proxy = opts.proxy === true ? await startS3FaultProxy({ host: '127.0.0.1', port: s3.port }) : undefined;
-    const rig = new Rig(root, s3, proxy, path.join(root, 'journal'), [...BASE_ARGS, ...(opts.args ?? [])]);
+    const rig = new Rig(root, s3, `io-hang-${++rigs}`, proxy, path.join(root, 'journal'), [...BASE_ARGS, ...(opts.args ?? [])]);
     try {
       if (opts.journalDisk !== undefined) rig.onDispose(await opts.journalDisk(rig.journalDir, root));
       rig.gw = await rig.startGateway({ createVolume: VOLUME_ARG });
@@ -325,7 +339,7 @@ class Rig {
   }
 
   get store(): StoreTarget {
-    return { kind: 's3', args: ['--store', `s3://${this.s3.bucket}/io-hang`, '--s3-endpoint', (this.proxy ?? this.s3).endpoint], env: s3Env() };
+    return { kind: 's3', args: ['--store', `s3://${this.s3.bucket}/${this.prefix}`, '--s3-endpoint', (this.proxy ?? this.s3).endpoint], env: this.s3.env };
   }
 
   async startGateway(opts: { journalDir?: string; createVolume?: string; args?: readonly string[] } = {}): Promise<GatewayProcess> {
@@ -384,9 +398,10 @@ class Rig {
     for (const c of this.clients) c.destroy();
     await step(() => Promise.all(this.gateways.map((gw) => gw.kill('SIGKILL'))));
     if (this.proxy !== undefined) await step(() => this.proxy!.close());
-    await step(() => this.s3.kill());
+    // The next test needs the server as it found it: thawed, and started again if it was killed.
+    this.s3.thaw();
+    await step(() => this.s3.restart());
     for (const fn of this.cleanups.reverse()) await step(fn);
-    await step(() => rm(this.s3.dir, { recursive: true, force: true }));
     // A journal that could not be unmounted must not be deleted through: rm would empty the mount.
     if (failures.length === 0) await step(() => rm(this.root, { recursive: true, force: true }));
     if (failures.length > 0) throw failures[0];
