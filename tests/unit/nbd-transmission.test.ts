@@ -9,6 +9,7 @@ import type { Session } from '../../gateway/nbd/handshake.js';
 import { NbdStats } from '../../gateway/nbd/stats.js';
 import { Transmission, type TransmissionLimits } from '../../gateway/nbd/transmission.js';
 import { MemoryExport } from '../helpers/memory-export.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const MiB = 1024 * 1024;
 /** Wire values written out from the spec, so that a wrong constant in the server shows up here. */
@@ -140,15 +141,6 @@ function descriptors(payload: Buffer): Array<[number, number]> {
   const out: Array<[number, number]> = [];
   for (let at = 4; at < payload.length; at += 8) out.push([payload.readUInt32BE(at), payload.readUInt32BE(at + 4)]);
   return out;
-}
-
-/** Polls until `condition` holds; 10 s of grace, as other test runs may load the machine. */
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  const deadline = performance.now() + 10_000;
-  while (!condition()) {
-    if (performance.now() > deadline) assert.fail(`gave up waiting for ${what}`);
-    await delay(2);
-  }
 }
 
 describe('Transmission replies', () => {
