@@ -105,7 +105,7 @@ export class Gateway implements ExportRegistry {
         maxConnectionsPerPeer: config.nbdMaxConnectionsPerPeer,
         limits: { idleTimeoutMs: config.nbdIdleTimeout },
         bufferMemory: config.nbdBufferMemory,
-        observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s),
+        observeLatency: (volume, cmd, s) => gateway.metrics.observeNbdLatency(volume, cmd, s),
       });
       gateway.nbd = nbd;
       for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));

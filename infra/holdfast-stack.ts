@@ -38,7 +38,7 @@ export class HoldfastStack extends Stack {
 
     this.store = new ExtentStore(this, 'ExtentStore', { prefix: d.storePrefix });
     this.journal = new Journal(this, 'Journal', { vpc, subnets });
-    this.alerting = new Alerting(this, 'Alerting', { projectRoot, gatewayId, alertEmail: d.alertEmail, dashboardUrl: d.dashboardUrl });
+    this.alerting = new Alerting(this, 'Alerting', { projectRoot, gatewayId, alertEmail: d.alertEmail, dashboardUrl: d.dashboardUrl, alertDebounceMs: d.alertDebounce });
     this.gateway = new GatewayService(this, 'Gateway', {
       vpc,
       subnets,

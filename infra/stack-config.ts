@@ -1,9 +1,12 @@
 import { z } from 'zod';
+import { splitList } from '../shared/config.js';
+import { DEFAULT_ALERT_DEBOUNCE_MS, MAX_ALERT_DEBOUNCE_MS } from '../shared/eventbridge.js';
+import { parseDuration } from '../shared/units.js';
 import { ConfigError } from '../shared/errors.js';
 import { HangTimeoutSchema } from '../shared/hang-policy.js';
 import { VOLUME_NAME } from '../shared/volume-manifest.js';
 
-const list = z.union([z.array(z.string()), z.string().transform((s) => s.split(',').map((v) => v.trim()).filter((v) => v !== ''))], {
+const list = z.union([z.array(z.string()), z.string().transform(splitList)], {
   error: (issue) => (issue.input === undefined ? 'required (a comma-separated list)' : 'not a comma-separated list'),
 });
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/, 'not an IPv4 CIDR like 10.0.0.0/16');
@@ -22,6 +25,18 @@ export const HoldfastDeploymentSchema = z
     /** The volume set the task serves (HOLDFAST_VOLUMES); one task per volume set. */
     volumes: list.pipe(z.array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)')).min(1, 'name the volumes this gateway serves')),
     hangTimeout: z.string().default('120s').refine((v) => HangTimeoutSchema.safeParse(v).success, 'not a hang timeout: off, forever or a duration like 120s'),
+    /** A hang or storage outage shorter than this pages nobody (the alert function waits this long). */
+    alertDebounce: z
+      .string()
+      .default(`${DEFAULT_ALERT_DEBOUNCE_MS}ms`)
+      .transform((v, ctx) => {
+        const ms = parseDuration(v);
+        if (ms === undefined || ms > MAX_ALERT_DEBOUNCE_MS) {
+          ctx.addIssue({ code: 'custom', message: `not a duration from 0 to ${MAX_ALERT_DEBOUNCE_MS / 1000}s like 2s or 500ms` });
+          return z.NEVER;
+        }
+        return ms;
+      }),
     alertEmail: z.email().optional(),
     /** An existing VPC; without one the stack creates a VPC of its own. */
     vpcId: z.string().startsWith('vpc-').optional(),

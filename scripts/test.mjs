@@ -27,6 +27,7 @@ const TOOLS = {
   ...CEPH_TOOLS,
   certtool: 'gnutls-bin',
   psktool: 'gnutls-bin',
+  promtool: 'prometheus',
 };
 
 /** Files the tests need that no PATH lookup finds (the VM suite's guest kernel) → their Debian package. */

@@ -4,6 +4,11 @@ import { parseDuration, parseSize } from './units.js';
 import { HangTimeoutSchema, parseClassActions } from './hang-policy.js';
 import { EVENT_BUS_NAME } from './eventbridge.js';
 
+/** `a, b,c` → ['a', 'b', 'c']: how lists are written in flags, environment variables and CDK context. */
+export function splitList(text: string): string[] {
+  return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
 /** A size given as a number of bytes or as text like `256MiB`. */
 const size = (what: string) =>
   z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {

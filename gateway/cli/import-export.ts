@@ -13,6 +13,8 @@ import { addSettingOptions } from './options.js';
 import { range, runInOrder, runPool } from './pool.js';
 import { rateText, startProgress } from './progress.js';
 import { checkVolumeName, parseVolumeRef, type Session, withSession, withTakenVolume } from './session.js';
+import { type ImageInput, openImageInput } from './image-input.js';
+import { exportOutputPath } from './image-output.js';
 import { STORE_SETTINGS } from './settings-help.js';
 import { readHeadOrSnapshot, temporarySnapshot } from './snapshot-commands.js';
 import { concurrencyArgument, extentSizeArgument, volumeSizeArgument } from './arguments.js';
@@ -44,7 +46,9 @@ export function registerImportExport(program: Command): void {
         'after',
         '\nAll-zero 4 KiB blocks are not stored. Over an existing volume (--force) the whole volume is replaced in one\n' +
           'step, when everything is uploaded: an interrupted import leaves the volume as it was. Snapshots keep the\n' +
-          'old contents. The volume must not be served by a gateway meanwhile.',
+          'old contents. The volume must not be served by a gateway meanwhile.\n' +
+          'FILE may be - (stdin) or another pipe: it fills a volume of --size (or the existing one), and must not be\n' +
+          'longer. Images that are not raw (qcow2, VMDK, VHDX, VDI, VHD) are refused with the qemu-img command to use.',
       ),
     STORE_SETTINGS,
   ).action(async (file: string, name: string, opts: ImportOptions, cmd: Command) => {
@@ -60,7 +64,7 @@ export function registerImportExport(program: Command): void {
       .addHelpText(
         'after',
         '\nA volume (no @snapshot) is exported as of one instant: a temporary snapshot is taken — through the gateway\n' +
-          'serving it, if any — and deleted afterwards. FILE may also be a pipe or /dev/stdout; then every byte is\n' +
+          'serving it, if any — and deleted afterwards. FILE may also be - (stdout), a pipe or /dev/stdout; then every byte is\n' +
           'written in order, zeros included.',
       ),
     STORE_SETTINGS,
@@ -76,9 +80,11 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
   const concurrency = concurrencyArgument(opts.concurrency);
   const size = opts.size === undefined ? undefined : volumeSizeArgument(opts.size);
   const extentSize = opts.extentSize === undefined ? undefined : extentSizeArgument(opts.extentSize);
-  const fh = await openInput(file);
+  const fh = await openImageInput(file, name);
   try {
-    const fileSize = (await fh.stat()).size;
+    // A stream's length is known only at its end: it fills the volume, of --size or the existing one's.
+    if (fh.size === undefined && size === undefined && opts.force !== true) throw new InvalidArgumentError(`${fh.label} is a stream: give --size for the new volume`);
+    const fileSize = fh.size ?? size ?? 0;
     await withSession(cmd, async (session) => {
       await importTarget(session, { file, name, fileSize, size, extentSize, force: opts.force === true });
       await withTakenVolume(session, name, async (volume) => {
@@ -86,9 +92,10 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
         const head = volume.head;
         const bases = new Map<number, BaseRef>();
         let bytesRead = 0;
-        const progress = startProgress('import', fileSize);
+        const length = fh.size ?? head.size;
+        const progress = startProgress('import', length);
         try {
-          await runPool([...range(Math.ceil(fileSize / head.extentSize))], concurrency, session.signal, () => {
+          await runPool([...range(Math.ceil(length / head.extentSize))], concurrency, session.signal, () => {
             const buf = Buffer.allocUnsafe(head.extentSize);
             return async (index) => {
               const extent = buf.subarray(0, Math.min(head.extentSize, head.size - index * head.extentSize));
@@ -106,6 +113,7 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
         } finally {
           progress.stop();
         }
+        await fh.expectEndBefore(head.size);
         await volume.replaceContents(bases);
         const extents = Math.ceil(head.size / head.extentSize);
         process.stdout.write(
@@ -116,17 +124,6 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
   } finally {
     await fh.close();
   }
-}
-
-async function openInput(file: string): Promise<FileHandle> {
-  const fh = await open(file, 'r').catch((cause: unknown) => {
-    throw new InvalidArgumentError(`cannot open ${file}: ${errorMessage(cause)}`, { cause });
-  });
-  if (!(await fh.stat()).isFile()) {
-    await fh.close();
-    throw new InvalidArgumentError(`${file} is not a regular file (import reads raw image files)`);
-  }
-  return fh;
 }
 
 /** The volume to import into: the existing one if --force allows it, else a new one sized for the file. */
@@ -152,7 +149,7 @@ async function importTarget(
 }
 
 /** Fills `buf` from `position`, zero-filling what lies past the end of the file; returns the bytes read. */
-async function readAt(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+async function readAt(fh: ImageInput, buf: Buffer, position: number): Promise<number> {
   let done = 0;
   while (done < buf.length) {
     const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
@@ -179,8 +176,9 @@ interface Output extends OutputTarget {
   readonly fh: FileHandle;
 }
 
-async function exportCommand(refText: string, file: string, opts: ExportOptions, cmd: Command): Promise<void> {
+async function exportCommand(refText: string, fileArg: string, opts: ExportOptions, cmd: Command): Promise<void> {
   const ref = parseVolumeRef(refText);
+  const file = exportOutputPath(fileArg);
   const concurrency = concurrencyArgument(opts.concurrency);
   const target = await checkOutput(file, opts.force === true);
   await withSession(cmd, async (session) => {
@@ -232,7 +230,8 @@ async function exportToOutput(session: Session, image: VolumeImage, out: Output,
     return downloaded;
   } catch (err) {
     await out.fh.close().catch(() => undefined);
-    if (out.kind === 'sparse') await unlink(file).catch(() => undefined);
+    // Never our own stdout: when it is a file, the path is /dev/stdout.
+    if (out.kind === 'sparse' && !out.isStdout) await unlink(file).catch(() => undefined);
     throw err;
   } finally {
     progress.stop();

@@ -6,8 +6,8 @@ type Setting = keyof GatewayConfigInput;
  * One line of help per gateway setting; the CLI builds its options from this table and the README
  * documents the same names, so flags, config file and environment never drift apart.
  */
-export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly help: string }> = {
-  listen: { arg: 'address...', help: 'NBD listen addresses: HOST:PORT or unix:/path, several allowed (default 127.0.0.1:10809)' },
+export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly help: string; readonly list?: true }> = {
+  listen: { arg: 'address...', help: 'NBD listen addresses: HOST:PORT or unix:/path, several allowed (default 127.0.0.1:10809)', list: true },
   tls: { arg: 'mode', help: 'NBD STARTTLS: off, on (client\'s choice) or require (nothing but STARTTLS before TLS) (default off)' },
   tlsCert: { arg: 'file', help: 'TLS server certificate chain (PEM); reread on SIGHUP' },
   tlsKey: { arg: 'file', help: 'private key (PEM) of --tls-cert; reread on SIGHUP' },
@@ -31,12 +31,12 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   uploadDelay: { arg: 'duration', help: 'how long a change waits so that later ones share its delta (default 2s; at once when 8MiB wait or the journal is half full)' },
   retryMax: { arg: 'duration', help: 'longest back-off between retries of a failed upload (default 1s)' },
   extentSize: { arg: 'size', help: 'extent size for volumes created by the gateway (default 4MiB)' },
-  volumes: { arg: 'names...', help: 'volumes to serve (default: every volume in the store)' },
+  volumes: { arg: 'name,...', help: 'volumes to serve, comma-separated or the option repeated (default: every volume in the store)', list: true },
   createVolume: { arg: 'name=size', help: 'volume created on first start if missing; "" for none (default demo=1G)' },
   readOnly: { help: 'serve every volume read-only' },
   shutdownGrace: { arg: 'duration', help: 'on SIGTERM, how long requests in flight may take (default 25s)' },
   leaseTtl: { arg: 'duration', help: "how long a volume's lease lasts after each head write; a gateway answers writes only while it holds it (default 30s)" },
-  forceTakeover: { arg: 'names...', help: "take these volumes even if another gateway's journal holds acknowledged writes for them (those writes are lost)" },
+  forceTakeover: { arg: 'name,...', help: "take these volumes even if another gateway's journal holds acknowledged writes for them (those writes are lost)", list: true },
   indexMemory: { arg: 'size', help: "memory for a volume's delta index; compaction keeps it below this (default 64MiB)" },
   deltaBudget: { arg: 'size', help: 'delta bytes a volume may keep before the oldest are compacted (default the larger of 1GiB and half the volume)' },
   gcGrace: { arg: 'duration', help: 'garbage collection keeps unreferenced objects younger than this, and deleted snapshots this long (default 1h)' },

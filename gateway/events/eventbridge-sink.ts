@@ -88,6 +88,14 @@ export interface EventBridgeSinkOptions {
   readonly closeTimeoutMs?: number;
 }
 
+interface SendOutcome {
+  readonly retry: boolean;
+  /** The call itself failed. */
+  readonly error: unknown;
+  /** Entries EventBridge refused and that are sent again, by error code. */
+  readonly refused: Readonly<Record<string, number>>;
+}
+
 interface Pending {
   readonly event: HoldfastEvent;
   readonly entry: PutEventsRequestEntry;
@@ -143,7 +151,7 @@ export class EventBridgeSink implements EventSink {
       if (this.failingSince !== undefined) this.persistSoon();
       this.kick();
     } catch (err) {
-      this.opts.logger.error({ err: errorMessage(err), kind: event.kind, volume: event.volume }, 'EventBridge sink could not queue an event');
+      this.opts.logger.error({ err, kind: event.kind, volume: event.volume }, 'EventBridge sink could not queue an event');
     }
   }
 
@@ -211,7 +219,7 @@ export class EventBridgeSink implements EventSink {
       .catch((err: unknown) => {
         // A bug here must cost events, never the gateway: an unhandled rejection would end the process.
         crashed = true;
-        this.opts.logger.error({ err: errorMessage(err), queued: this.queue.length }, 'EventBridge delivery loop failed; it restarts with the next event');
+        this.opts.logger.error({ err, queued: this.queue.length }, 'EventBridge delivery loop failed; it restarts with the next event');
       })
       .finally(() => {
         this.loop = undefined;
@@ -224,21 +232,32 @@ export class EventBridgeSink implements EventSink {
   private async deliver(): Promise<void> {
     while (this.queue.length > 0 && !this.stopped) {
       const batch = this.nextBatch();
-      const retry = await this.send(batch);
-      if (retry) this.failingSince ??= Date.now();
+      const outcome = await this.send(batch);
+      if (outcome.retry) this.failingSince ??= Date.now();
       if (this.queue.length === 0) {
         for (const resolve of this.idleWaiters.splice(0)) resolve();
       }
       this.persistSoon();
-      if (!retry) {
+      if (!outcome.retry) {
         this.recovered();
         continue;
       }
-      this.stats.retried += batch.filter((p) => this.queue.includes(p)).length;
-      this.backoff = sleep(backoffMs(this.consecutiveFailures++, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000));
+      const again = batch.filter((p) => this.queue.includes(p)).length;
+      this.stats.retried += again;
+      const attempt = ++this.consecutiveFailures;
+      const delay = backoffMs(attempt - 1, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000);
+      if (!this.stopped) this.logFailedAttempt(outcome, { attempt, retryInMs: Math.round(delay), events: again, queued: this.queue.length });
+      this.backoff = sleep(delay);
       await this.backoff.done;
       this.backoff = undefined;
     }
+  }
+
+  /** One line per failed attempt: what failed (the call's error class and message, or the entry codes), and when it is tried again. */
+  private logFailedAttempt(outcome: SendOutcome, fields: Record<string, number>): void {
+    const log = this.opts.logger;
+    if (outcome.error !== undefined) log.warn({ err: outcome.error, ...fields }, 'EventBridge PutEvents failed; the events stay queued and are sent again');
+    else log.warn({ refused: outcome.refused, ...fields }, 'EventBridge refused events; they are sent again');
   }
 
   /**
@@ -260,18 +279,18 @@ export class EventBridgeSink implements EventSink {
     return batch;
   }
 
-  /** One PutEvents call; true when some of the batch must be sent again. */
-  private async send(batch: Pending[]): Promise<boolean> {
+  /** One PutEvents call: whether some of the batch must be sent again, and why. */
+  private async send(batch: Pending[]): Promise<SendOutcome> {
     let results: PutEventsResultEntry[];
     try {
       const out = await this.opts.client.send(new PutEventsCommand({ Entries: batch.map((p) => p.entry) }), { abortSignal: this.abort.signal });
       results = out.Entries ?? [];
     } catch (err) {
       this.stats.failedCalls++;
-      if (!this.stopped) this.logRateLimited('call', 'warn', { err: errorMessage(err), queued: this.queue.length }, 'EventBridge PutEvents failed; events stay queued and are retried');
-      return true;
+      return { retry: true, error: err, refused: {} };
     }
     let retry = false;
+    const refused: Record<string, number> = {};
     const done = new Set<Pending>();
     batch.forEach((p, i) => {
       const r = results[i];
@@ -283,11 +302,12 @@ export class EventBridgeSink implements EventSink {
         done.add(p);
       } else {
         retry = true;
-        this.logRateLimited(`entry:${r?.ErrorCode}`, 'warn', { errorCode: r?.ErrorCode ?? 'missing result', errorMessage: r?.ErrorMessage, volume: p.event.volume, kind: p.event.kind }, 'EventBridge refused an event; it is retried');
+        const code = r?.ErrorCode ?? 'missing result';
+        refused[code] = (refused[code] ?? 0) + 1;
       }
     });
     this.remove(done);
-    return retry;
+    return { retry, error: undefined, refused };
   }
 
   private remove(done: ReadonlySet<Pending>): void {
@@ -342,7 +362,7 @@ export class EventBridgeSink implements EventSink {
             await this.writeSpill(file);
           }
         } catch (err) {
-          this.logRateLimited('spill', 'warn', { err: errorMessage(err), file }, 'could not update the event spill file');
+          this.logRateLimited('spill', 'warn', { err, file }, 'could not update the event spill file');
         }
       } while (this.spillDirty && !this.stopped);
     })().finally(() => (this.spillWriting = undefined));

@@ -30,7 +30,7 @@ export interface NbdServerOptions {
   /** What each connection may hold whatever the others do. */
   readonly bufferReservePerConnection?: number;
   /** Called with every request's latency, for a histogram. */
-  readonly observeLatency?: (command: CommandName, seconds: number) => void;
+  readonly observeLatency?: (volume: string, command: CommandName, seconds: number) => void;
 }
 
 export const NBD_SERVER_DEFAULTS = {

@@ -38,7 +38,7 @@ export class NbdStats implements PayloadCounters {
   payloadBytesAssembled = 0;
   payloadBytesSkipped = 0;
   /** Told each request's latency (parsed → replied) when a metrics layer wants it. */
-  observeLatency: ((command: CommandName, seconds: number) => void) | undefined = undefined;
+  observeLatency: ((volume: string, command: CommandName, seconds: number) => void) | undefined = undefined;
   /** Connections closed for malformed input, by reason. */
   readonly protocolErrors: Record<ProtocolErrorReason, number> = zeroed(Object.values(ProtocolErrorReason));
 }

@@ -310,7 +310,7 @@ export class Transmission implements RequestSink {
       else if (request.type === Cmd.WRITE) this.stats.bytesWritten += request.length;
     }
     this.reply(request, error, outcome, bytes);
-    if (started !== 0) this.stats.observeLatency?.(commandName(request.type), (performance.now() - started) / 1000);
+    if (started !== 0) this.stats.observeLatency?.(this.exp.name, commandName(request.type), (performance.now() - started) / 1000);
     if (this.draining) this.closeIfIdle();
     else this.updateFlow();
   }
