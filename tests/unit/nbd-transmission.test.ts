@@ -341,7 +341,7 @@ describe('Transmission memory bounds', () => {
   it('closes a connection idle for the idle timeout, but not one with a request in flight', async () => {
     const started = performance.now();
     const idle = open({ limits: { idleTimeoutMs: 150 } });
-    await waitFor(() => idle.client.closed, 'the idle connection to close');
+    await waitFor(() => idle.server.destroyed, 'the idle connection to close');
     const elapsed = performance.now() - started;
     // The timer is armed inside open(), after `started`: never early; a loaded machine may be late.
     assert.ok(elapsed >= 150 && elapsed < 5000, `closed after ${elapsed} ms`);
@@ -352,9 +352,9 @@ describe('Transmission memory bounds', () => {
     busy.client.send(Cmd.FLUSH);
     await busy.exp.waitForHeld(1);
     await delay(400);
-    assert.equal(busy.client.closed, false, 'a held request keeps the connection');
+    assert.equal(busy.server.destroyed, false, 'a held request keeps the connection');
     busy.exp.release();
     await busy.client.reply();
-    await waitFor(() => busy.client.closed, 'the connection to close once idle again');
+    await waitFor(() => busy.server.destroyed, 'the connection to close once idle again');
   });
 });
