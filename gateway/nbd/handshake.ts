@@ -281,8 +281,8 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
     }
     log.debug({ option, length }, 'nbd option');
 
-    const reply = (type: number, payload?: Buffer): void => io.write(encodeOptionReply(option, type, payload));
-    const replyError = (type: number, message: string): void => reply(type, limitedString(message));
+    const reply = (type: number, payload?: Buffer): void => { io.write(encodeOptionReply(option, type, payload)); };
+    const replyError = (type: number, message: string): void => { reply(type, limitedString(message)); };
     /** Options that carry no data refuse some (skipped unread) with NBD_REP_ERR_INVALID. */
     const refusedData = async (name: string): Promise<boolean> => {
       if (length === 0) return false;

@@ -390,7 +390,7 @@ export class Transmission implements RequestSink {
     }
     const { handleHi, handleLo } = request;
     const structured = this.session.structuredReplies;
-    const released = bytes === 0 ? undefined : () => this.account.release(bytes);
+    const released = bytes === 0 ? undefined : () => { this.account.release(bytes); };
     let accepted: boolean;
     if (error !== Errno.OK) {
       // With structured replies a READ must not get a simple reply, and errors carry a message.
@@ -455,7 +455,7 @@ export class Transmission implements RequestSink {
       this.socket.destroy();
       return;
     }
-    this.idleTimer = setTimeout(() => this.armIdleTimer(), busy ? timeout : timeout - idleFor);
+    this.idleTimer = setTimeout(() => { this.armIdleTimer(); }, busy ? timeout : timeout - idleFor);
     this.idleTimer.unref();
   }
 
