@@ -1,7 +1,7 @@
 # The gateway image: the esbuild bundle and the three packages it loads at run time, nothing else.
 # Built by `npx cdk deploy` (a container asset of infra/) or by hand: docker build -t holdfast .
 
-FROM node:20-slim AS build
+FROM node:24-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # Scripts off: "prepare" would build before the sources are copied; the build runs below.
@@ -19,7 +19,7 @@ RUN mkdir dist \
  && cp /src/dist/runtime-package.json package.json \
  && npm install --omit=dev --no-audit --no-fund --no-package-lock
 
-FROM node:20-slim
+FROM node:24-slim
 # A fixed uid/gid, so that the EFS access point of the journal (infra/) can own the files as it.
 RUN groupadd --system --gid 10001 holdfast \
  && useradd --system --uid 10001 --gid holdfast --home-dir /app --shell /usr/sbin/nologin holdfast \

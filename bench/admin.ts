@@ -28,7 +28,8 @@ export async function fetchVolume(adminUrl: string, volume: string): Promise<Vol
   };
 }
 
-export type HangTimeoutSetting = number | 'off' | 'forever';
+/** As the admin API shows and takes it: `off`, `forever` or a duration like `360s`. */
+export type HangTimeoutSetting = string;
 
 /** Sets the volume's hang timeout (`PUT .../hang-policy`) and returns the one it replaced. */
 export async function setHangTimeout(adminUrl: string, volume: string, timeout: HangTimeoutSetting): Promise<HangTimeoutSetting> {
@@ -36,7 +37,7 @@ export async function setHangTimeout(adminUrl: string, volume: string, timeout: 
   const before = await fetch(url, { signal: AbortSignal.timeout(5_000) });
   if (!before.ok) throw new Error(`GET ${url} answered ${before.status}`);
   const previous = ((await before.json()) as { timeout?: unknown }).timeout;
-  if (typeof previous !== 'number' && previous !== 'off' && previous !== 'forever') throw new Error(`GET ${url}: no timeout in the policy`);
+  if (typeof previous !== 'string') throw new Error(`GET ${url}: no timeout in the policy`);
   const res = await fetch(url, { method: 'PUT', body: JSON.stringify({ timeout }), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(5_000) });
   if (!res.ok) throw new Error(`PUT ${url} answered ${res.status}: ${await res.text()}`);
   return previous;

@@ -134,7 +134,7 @@ function writtenAt(reports: readonly FioStatus[], at: number, fioStart: number):
 
 export async function runOutageWrites(o: OutageWritesOptions): Promise<OutageWritesResult> {
   const hangTimeoutSeconds = Math.ceil(o.outage) + TIMEOUT_MARGIN_S;
-  const previousTimeout = await setHangTimeout(o.adminUrl, VOLUME, hangTimeoutSeconds * 1000);
+  const previousTimeout = await setHangTimeout(o.adminUrl, VOLUME, `${hangTimeoutSeconds}s`);
   try {
     return { ...(await measure(o)), hangTimeoutSeconds };
   } finally {

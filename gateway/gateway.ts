@@ -1,52 +1,56 @@
-import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { DEFAULT_CLASS_ACTIONS, type HangPolicy } from '../shared/hang-policy.js';
+import { randomUUID } from 'node:crypto';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
+import { volumeStatus } from './admin/volume-status.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
-import { VolumeNotFoundError, errorMessage } from '../shared/errors.js';
-import type { VolumeManifest } from '../shared/volume-manifest.js';
+import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
 import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
+import { processFailpoints } from './failpoints.js';
+import { collectGarbage, type GcReport } from './image/gc.js';
+import { deleteSnapshot, listSnapshots, storeSnapshot } from './image/snapshots.js';
+import type { VolumeStorage } from './admin/storage-routes.js';
+import { ownerIdentity } from './image/take-volume.js';
 import type { ExportRegistry, NbdExport } from './nbd/export.js';
-import { NbdServer } from './nbd/server.js';
-import type { ObjectStore } from './store/object-store.js';
+import { FileSecurity } from './nbd/security.js';
+import { NbdServer, type BoundAddress } from './nbd/server.js';
+import { type ObjectStore, StoreError } from './store/object-store.js';
 import { openStore } from './store/open-store.js';
-import { VolumeCatalog, parseManifest } from './volume/catalog.js';
-import { Volume } from './volume/volume.js';
-import { VolumeLock, journalIdentity } from './volume/volume-lock.js';
+import { VolumeCatalog } from './volume/catalog.js';
+import { journalIdentity } from './volume/journal-identity.js';
+import { openVolume } from './volume/open-volume.js';
+import type { Volume } from './volume/volume.js';
 
-/** The hang policy every volume starts with, from the configuration. */
-export function configuredHangPolicy(config: ResolvedConfig): HangPolicy {
-  return {
-    timeout: config.hangTimeout,
-    classes: { ...DEFAULT_CLASS_ACTIONS, ...config.hangPolicy },
-    retryMaxMs: config.retryMax,
-  };
-}
+export { configuredHangPolicy } from './config/volume-options.js';
 
-interface ServedVolume {
-  readonly volume: Volume;
-  readonly lock: VolumeLock;
-}
+/** How often a volume that could not be opened (its store unreachable) is tried again. */
+const REOPEN_MS = 2000;
 
 /**
- * The long-running task: opens the store, replays and serves every configured volume over NBD,
- * and shuts down without losing anything acknowledged.
+ * The long-running task: takes and serves every configured volume over NBD, runs garbage collection,
+ * and shuts down without losing anything acknowledged. A volume is served only once its head was read
+ * and taken; while the store is unreachable at start, it is tried again in the background.
  */
 export class Gateway implements ExportRegistry {
-  private readonly served = new Map<string, ServedVolume>();
+  private readonly served = new Map<string, Volume>();
+  private readonly waiting = new Set<string>();
   private nbd: NbdServer | undefined;
+  private security: FileSecurity | undefined;
   private admin: AdminServer | undefined;
   private stopping: Promise<void> | undefined;
+  private reopenTimer: NodeJS.Timeout | undefined;
+  private gcTimer: NodeJS.Timeout | undefined;
+  private gcRunning: Promise<GcReport> | undefined;
+  private journalId = '';
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
   readonly gatewayId: string;
-  address: AddressInfo | undefined;
+  /** Where NBD clients connect, in the order of --listen. */
+  readonly listeners: BoundAddress[] = [];
   adminAddress: AddressInfo | undefined;
 
   private constructor(
@@ -57,155 +61,277 @@ export class Gateway implements ExportRegistry {
   ) {
     this.gatewayId = config.gatewayId ?? hostname();
     this.events = new EventBus(sinks, logger);
-    this.metrics = new GatewayMetrics({ volumes: () => this.list() as Volume[], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
+    this.metrics = new GatewayMetrics({ volumes: () => [...this.served.values()], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
   }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
     const store = openStore(config);
     const gateway = new Gateway(config, store, logger, await openEventSinks(config, logger));
     try {
-      await gateway.openVolumes();
-      const nbd = new NbdServer({ registry: gateway, logger, observeLatency: (cmd, s) => gateway.metrics.observeNbdLatency(cmd, s) });
-      gateway.nbd = nbd;
-      gateway.address = await nbd.listen(config.listen.host, config.listen.port);
+      gateway.security = await FileSecurity.load({
+        tls: config.tls,
+        files: { cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa, psk: config.tlsPsk },
+        accessFile: config.nbdAccess,
+      });
+      // The admin API first: its address goes into every head this gateway writes, so CLI commands
+      // can find the gateway that serves a volume.
       gateway.admin = new AdminServer({
         sources: {
-          volumes: () => [...gateway.served.values()].map((s) => s.volume),
-          volume: (name) => gateway.volume(name),
-          healthy: () => gateway.stopping === undefined && gateway.address !== undefined,
+          volumeNames: () => [...gateway.served.keys()],
+          status: (name) => {
+            const volume = gateway.volume(name);
+            return volume === undefined ? undefined : volumeStatus(volume);
+          },
+          hangControl: (name) => gateway.volume(name)?.hang,
+          storage: (name) => gateway.storageOf(name),
+          healthy: () => gateway.stopping === undefined && gateway.listeners.length > 0,
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
+          gc: (dryRun) => gateway.collectGarbage(dryRun),
         },
         metrics: gateway.metrics,
         logger: logger.child({ component: 'admin' }),
         token: config.adminToken,
       });
       gateway.adminAddress = await gateway.admin.listen(config.admin.host, config.admin.port);
+      gateway.journalId = await journalIdentity(config.journalRoot);
+      await gateway.openVolumes();
+      const nbd = new NbdServer({
+        registry: gateway,
+        logger,
+        security: gateway.security,
+        handshakeTimeoutMs: config.nbdHandshakeTimeout,
+        maxConnections: config.nbdMaxConnections,
+        maxConnectionsPerPeer: config.nbdMaxConnectionsPerPeer,
+        limits: { idleTimeoutMs: config.nbdIdleTimeout },
+        bufferMemory: config.nbdBufferMemory,
+        observeLatency: (volume, cmd, s) => gateway.metrics.observeNbdLatency(volume, cmd, s),
+      });
+      gateway.nbd = nbd;
+      for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
+      gateway.scheduleGc();
     } catch (err) {
-      await gateway.nbd?.close(0);
-      await gateway.closeVolumes();
-      await gateway.events.close();
-      await store.close();
+      await gateway.shutdown(0);
       throw err;
     }
     return gateway;
   }
 
   lookup(name: string): NbdExport | undefined {
-    if (name === '' && this.served.size === 1) return this.served.values().next().value?.volume;
-    return this.served.get(name)?.volume;
+    if (name === '' && this.served.size === 1) return this.served.values().next().value;
+    return this.served.get(name);
   }
 
   list(): readonly NbdExport[] {
-    return [...this.served.values()].map((s) => s.volume);
+    return [...this.served.values()];
   }
 
   volume(name: string): Volume | undefined {
-    return this.served.get(name)?.volume;
+    return this.served.get(name);
+  }
+
+  /** What the admin API may do with a served volume's storage: snapshots and compaction. */
+  storageOf(name: string): VolumeStorage | undefined {
+    const volume = this.served.get(name);
+    if (volume === undefined) return undefined;
+    return {
+      snapshot: async (snapshot) => storeSnapshot(this.store, await volume.committedHead(), snapshot),
+      listSnapshots: () => listSnapshots(this.store, name),
+      deleteSnapshot: (snapshot) => deleteSnapshot(this.store, name, snapshot),
+      compact: async () => {
+        await volume.compact();
+        return volume.stats().deltas;
+      },
+    };
+  }
+
+  /** Volumes configured but not served yet: their store did not answer. */
+  get pending(): readonly string[] {
+    return [...this.waiting];
   }
 
   get nbdStats(): NbdServer['stats'] | undefined {
     return this.nbd?.stats;
   }
 
-  private async openVolumes(): Promise<void> {
-    const manifests = await this.manifestsToServe();
-    const journalId = await journalIdentity(this.config.journalRoot);
-    for (const manifest of manifests) {
-      const journalDir = Volume.journalDirFor(this.config.journalRoot, manifest.name);
-      const lock = await VolumeLock.acquire({ name: manifest.name, journalDir, journalId, store: this.store, logger: this.logger });
-      try {
-        await saveLocalManifest(journalDir, manifest);
-        const volume = await Volume.open({
-          ...volumeOptions(this.config, manifest, this.store, this.logger),
-          forceReadOnly: this.config.readOnly,
-          hangPolicy: configuredHangPolicy(this.config),
-          events: this.events,
-          gatewayId: this.gatewayId,
-        });
-        this.served.set(manifest.name, { volume, lock });
-      } catch (err) {
-        await lock.release();
-        throw err;
-      }
-    }
+  private adminEndpoint(): string | null {
+    const a = this.adminAddress;
+    if (a === undefined) return null;
+    const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.address;
+    return `${host.includes(':') ? `[${host}]` : host}:${a.port}`;
   }
 
   /**
-   * The manifests come from the store; when it is unreachable, from the copies kept in the journal
-   * directory, so that a restart during an outage still serves (and replays) every volume.
+   * Rereads the TLS certificate, key, CA, PSK file and access file (SIGHUP). Connections keep
+   * their sessions; new handshakes and options use the new material. A bad file changes nothing.
    */
-  private async manifestsToServe(): Promise<VolumeManifest[]> {
+  async reloadSecurity(): Promise<void> {
+    await this.security?.reload();
+  }
+
+  /**
+   * Takes every configured volume. What the store refuses for good (another gateway serves it, it is
+   * still in format 1, it does not exist) stops the start; a store that does not answer leaves the
+   * volume to be tried again in the background.
+   */
+  private async openVolumes(): Promise<void> {
+    let names: string[];
+    try {
+      names = await this.volumeNames();
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      this.logger.warn({ err: errorMessage(err) }, 'object store unreachable at start; volumes are served once it answers');
+      for (const name of this.config.volumes) this.waiting.add(name);
+      if (this.config.volumes.length === 0) this.waiting.add('*');
+      this.scheduleReopen();
+      return;
+    }
+    for (const name of names) {
+      try {
+        await this.open(name);
+      } catch (err) {
+        if (!(err instanceof StoreError)) throw err;
+        this.logger.warn({ volume: name, err: errorMessage(err) }, 'object store unreachable: volume not served until it answers');
+        this.waiting.add(name);
+      }
+    }
+    if (this.waiting.size > 0) this.scheduleReopen();
+  }
+
+  private async volumeNames(): Promise<string[]> {
     const catalog = new VolumeCatalog(this.store);
     const wanted = this.config.volumes;
-    try {
-      const auto = this.config.createVolume;
-      if (auto !== undefined && (wanted.length === 0 || wanted.includes(auto.name)) && !(await catalog.exists(auto.name))) {
+    const auto = this.config.createVolume;
+    if (auto !== undefined && (wanted.length === 0 || wanted.includes(auto.name)) && !(await catalog.exists(auto.name))) {
+      try {
         await catalog.create({ name: auto.name, size: auto.size, extentSize: this.config.extentSize });
         this.logger.info({ volume: auto.name, size: auto.size }, 'created volume');
+      } catch (err) {
+        // Another gateway created it a moment ago: taking it decides which of us serves it.
+        if (!(err instanceof VolumeExistsError)) throw err;
       }
-      if (wanted.length === 0) return await catalog.list();
-      return await Promise.all(wanted.map((name) => catalog.get(name)));
-    } catch (err) {
-      if (err instanceof VolumeNotFoundError) throw err;
-      this.logger.warn({ err: errorMessage(err) }, 'object store unreachable at start; serving from the journal directory');
-      const local = await loadLocalManifests(this.config.journalRoot);
-      const chosen = wanted.length === 0 ? local : local.filter((m) => wanted.includes(m.name));
-      if (chosen.length === 0 || (wanted.length > 0 && chosen.length < wanted.length)) throw err;
-      return chosen;
     }
+    if (wanted.length > 0) return [...wanted];
+    return (await catalog.list()).map((v) => v.shape.name);
+  }
+
+  private async open(name: string): Promise<void> {
+    const owner = ownerIdentity(this.gatewayId, this.journalId, this.adminEndpoint());
+    const size = (await new VolumeCatalog(this.store).get(name)).size;
+    const volume = await openVolume(
+      volumeOptions(this.config, name, size, this.store, owner, this.logger, {
+        events: this.events,
+        gatewayId: this.gatewayId,
+        onDeposed: (v, err) => this.deposed(v, err),
+      }),
+    );
+    this.served.set(name, volume);
+    this.waiting.delete(name);
+    this.logger.info({ volume: name, epoch: volume.head.epoch, seq: volume.head.seq }, 'serving volume');
+  }
+
+  private scheduleReopen(): void {
+    if (this.reopenTimer !== undefined || this.stopping !== undefined) return;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = undefined;
+      void this.reopen();
+    }, REOPEN_MS);
+    this.reopenTimer.unref();
+  }
+
+  private async reopen(): Promise<void> {
+    if (this.waiting.has('*')) {
+      try {
+        const names = await this.volumeNames();
+        this.waiting.delete('*');
+        for (const n of names) if (!this.served.has(n)) this.waiting.add(n);
+      } catch (err) {
+        this.logger.debug({ err: errorMessage(err) }, 'object store still unreachable');
+      }
+    }
+    for (const name of [...this.waiting]) {
+      if (name === '*' || this.stopping !== undefined) continue;
+      try {
+        await this.open(name);
+      } catch (err) {
+        if (err instanceof StoreError) continue;
+        this.waiting.delete(name);
+        this.logger.error({ volume: name, err: errorMessage(err) }, 'volume cannot be served');
+      }
+    }
+    if (this.waiting.size > 0) this.scheduleReopen();
+  }
+
+  /** Another gateway took the volume: withdraw it, so its clients reconnect to the new owner. */
+  private deposed(volume: Volume, err: VolumeDeposedError): void {
+    if (this.served.get(volume.name) !== volume) return;
+    this.served.delete(volume.name);
+    this.events.publish({
+      kind: 'volume-deposed',
+      id: randomUUID(),
+      volume: volume.name,
+      gateway: this.gatewayId,
+      episode: 'none',
+      time: new Date().toISOString(),
+      held: { requests: 0, bytes: 0 },
+      errorClass: null,
+      lastError: null,
+      epoch: volume.head.epoch,
+      reason: err.message,
+    });
+    void volume.close().catch((e: unknown) => this.logger.warn({ err: e, volume: volume.name }, 'closing a deposed volume failed'));
+  }
+
+  /** Collects garbage in the whole store now (one at a time). */
+  collectGarbage(dryRun = false): Promise<GcReport> {
+    this.gcRunning ??= collectGarbage(this.store, { graceMs: this.config.gcGrace, dryRun, logger: this.logger.child({ component: 'gc' }), failpoints: processFailpoints }).finally(() => {
+      this.gcRunning = undefined;
+    });
+    return this.gcRunning;
+  }
+
+  private scheduleGc(): void {
+    const every = this.config.gcInterval;
+    if (every <= 0 || this.stopping !== undefined) return;
+    // Jittered, so that gateways started together do not list the bucket together.
+    this.gcTimer = setTimeout(() => {
+      this.collectGarbage()
+        .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again'))
+        .finally(() => this.scheduleGc());
+    }, every * (0.75 + Math.random() / 2));
+    this.gcTimer.unref();
   }
 
   /** Stops accepting clients, lets requests in flight finish, syncs every journal. Idempotent. */
   stop(): Promise<void> {
-    this.stopping ??= this.doStop();
+    this.stopping ??= this.shutdown(this.config.shutdownGrace);
     return this.stopping;
   }
 
   /**
-   * Held requests are dropped first (their clients are about to lose the connection anyway), so
-   * that the grace period is spent finishing requests that can finish, not waiting on storage.
+   * Held requests are dropped first (their clients are about to lose the connection anyway), so that
+   * the grace period is spent finishing requests that can finish, not waiting on storage. A volume whose
+   * journal is all in the store is handed back, so another gateway can take it at once.
    */
-  private async doStop(): Promise<void> {
-    for (const { volume } of this.served.values()) volume.hang.close();
-    await this.nbd?.close(this.config.shutdownGrace);
-    await this.closeVolumes();
+  private async shutdown(graceMs: number): Promise<void> {
+    this.stopping ??= Promise.resolve();
+    if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer);
+    if (this.gcTimer !== undefined) clearTimeout(this.gcTimer);
+    for (const volume of this.served.values()) volume.hang.close();
+    await this.nbd?.close(graceMs);
+    // What is left in the journals is shipped while the grace lasts; a volume fully in the store is handed back.
+    await Promise.all(
+      [...this.served.values()].map(async (v) => {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([v.drain().catch(() => undefined), new Promise<void>((r) => (timer = setTimeout(r, graceMs / 2)))]);
+        clearTimeout(timer);
+        await v.close({ release: true });
+      }),
+    );
+    this.served.clear();
+    await this.gcRunning?.catch(() => undefined);
     await this.admin?.close();
     await this.events.close();
     await this.store.close();
   }
-
-  private async closeVolumes(): Promise<void> {
-    await Promise.all(
-      [...this.served.values()].map(async ({ volume, lock }) => {
-        await volume.close();
-        await lock.release();
-      }),
-    );
-    this.served.clear();
-  }
-}
-
-async function saveLocalManifest(journalDir: string, manifest: VolumeManifest): Promise<void> {
-  await mkdir(journalDir, { recursive: true });
-  const path = join(journalDir, 'manifest.json');
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify(manifest, null, 2), { flush: true });
-  await rename(tmp, path);
-}
-
-async function loadLocalManifests(journalRoot: string): Promise<VolumeManifest[]> {
-  const out: VolumeManifest[] = [];
-  let names: string[];
-  try {
-    names = await readdir(journalRoot);
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    const path = join(journalRoot, name, 'manifest.json');
-    const body = await readFile(path).catch(() => undefined);
-    if (body !== undefined) out.push(parseManifest(body, path));
-  }
-  return out;
 }

@@ -1,5 +1,6 @@
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { describeError, type ErrorFields } from '../shared/errors.js';
 
 const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
 
@@ -12,9 +13,20 @@ export type LogFormat = 'pretty' | 'json' | 'auto';
 export function createLogger(level: string, format: LogFormat): Logger {
   const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
   if (usePretty) {
-    return pino({ level }, pretty({ destination: 2, colorize: process.stderr.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
+    return pino({ level, serializers: { err: errorSerializer(level) } }, pretty({ destination: 2, colorize: process.stderr.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
   }
   // Asynchronous so that a slow log reader does not stall the data path, but bounded: past
   // LOG_BUFFER_BYTES waiting to be written, lines are dropped rather than held in memory.
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: false, maxLength: LOG_BUFFER_BYTES }));
+  return pino({ level, base: { pid: process.pid }, serializers: { err: errorSerializer(level) } }, pino.destination({ dest: 2, sync: false, maxLength: LOG_BUFFER_BYTES }));
+}
+
+/**
+ * The convention for logging a failure, above all one that is retried: log the error under `err`
+ * (`logger.warn({ err, attempt, retryInMs }, 'PutEvents failed; retrying')`), one line per failure.
+ * Loggers from createLogger print it as its class, message, code and cause (when they add
+ * something); the stack only at debug or trace, so a long outage costs one short line per retry.
+ */
+export function errorSerializer(level: string): (err: unknown) => ErrorFields {
+  const withStack = (pino.levels.values[level] ?? Infinity) <= pino.levels.values.debug!;
+  return (err) => describeError(err, withStack);
 }

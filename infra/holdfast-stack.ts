@@ -38,7 +38,7 @@ export class HoldfastStack extends Stack {
 
     this.store = new ExtentStore(this, 'ExtentStore', { prefix: d.storePrefix });
     this.journal = new Journal(this, 'Journal', { vpc, subnets });
-    this.alerting = new Alerting(this, 'Alerting', { projectRoot, gatewayId, alertEmail: d.alertEmail, dashboardUrl: d.dashboardUrl });
+    this.alerting = new Alerting(this, 'Alerting', { projectRoot, gatewayId, alertEmail: d.alertEmail, dashboardUrl: d.dashboardUrl, alertDebounceMs: d.alertDebounce });
     this.gateway = new GatewayService(this, 'Gateway', {
       vpc,
       subnets,
@@ -53,6 +53,7 @@ export class HoldfastStack extends Stack {
       allowedCidrs: d.allowedCidrs,
       cpu: d.cpu,
       memoryMiB: d.memoryMiB,
+      tls: { mode: d.tls, cert: d.tlsCert, key: d.tlsKey, ca: d.tlsCa, psk: d.tlsPsk, access: d.nbdAccess },
     });
 
     new CfnOutput(this, 'NbdEndpoint', { description: 'NBD address for VMs: nbd://HOST:10809/VOLUME', value: `${this.gateway.loadBalancer.loadBalancerDnsName}:${NBD_PORT}` });

@@ -1,5 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { build } from 'esbuild';
+// Node 24 loads this TypeScript module itself (type stripping): one definition for the build and the CDK app.
+import { ESBUILD_NODE_TARGET } from '../shared/node-runtime.ts';
 
 /** Packages the gateway bundle loads at run time instead of containing them. */
 const GATEWAY_EXTERNALS = ['@node-rs/crc32', 'pino', 'pino-pretty'];
@@ -19,7 +21,7 @@ await build({
   outfile: 'dist/holdfast.js',
   bundle: true,
   platform: 'node',
-  target: 'node20',
+  target: ESBUILD_NODE_TARGET,
   format: 'esm',
   sourcemap: true,
   external: GATEWAY_EXTERNALS,
@@ -53,7 +55,7 @@ for (const name of FUNCTIONS) {
     outfile: `dist/functions/${name}/index.mjs`,
     bundle: true,
     platform: 'node',
-    target: 'node22',
+    target: ESBUILD_NODE_TARGET,
     format: 'esm',
     minify: true,
     sourcemap: true,

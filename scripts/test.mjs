@@ -22,7 +22,12 @@ const TOOLS = {
   busybox: 'busybox-static',
   cpio: 'cpio',
   'mkfs.ext4': 'e2fsprogs',
+  // docs/io-hang.md's example session, run by its test.
+  curl: 'curl',
   ...CEPH_TOOLS,
+  certtool: 'gnutls-bin',
+  psktool: 'gnutls-bin',
+  promtool: 'prometheus',
 };
 
 /** Files the tests need that no PATH lookup finds (the VM suite's guest kernel) → their Debian package. */

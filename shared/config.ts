@@ -4,6 +4,11 @@ import { parseDuration, parseSize } from './units.js';
 import { HangTimeoutSchema, parseClassActions } from './hang-policy.js';
 import { EVENT_BUS_NAME } from './eventbridge.js';
 
+/** `a, b,c` → ['a', 'b', 'c']: how lists are written in flags, environment variables and CDK context. */
+export function splitList(text: string): string[] {
+  return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
 /** A size given as a number of bytes or as text like `256MiB`. */
 const size = (what: string) =>
   z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
@@ -25,14 +30,62 @@ const duration = z.union([z.number().int().nonnegative(), z.string()]).transform
   return n;
 });
 
-const hostPort = z.string().transform((v, ctx) => {
+function parseHostPort(v: string): { host: string; port: number } | undefined {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) {
+  if (!m || port > 65535) return undefined;
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+const hostPort = z.string().transform((v, ctx) => {
+  const parsed = parseHostPort(v);
+  if (parsed === undefined) {
     ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not HOST:PORT (e.g. 127.0.0.1:10809)` });
     return z.NEVER;
   }
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  return parsed;
+});
+
+/** An NBD listen address: TCP `HOST:PORT` or a Unix socket `unix:/path`. */
+export type ListenTarget = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+
+/** One or more listen addresses, as a list or comma-separated (the environment's form). */
+const listenTargets = z.union([z.string(), z.array(z.string())]).transform((v, ctx): ListenTarget[] => {
+  const items = (Array.isArray(v) ? v : [v]).flatMap((item) => item.split(',')).map((item) => item.trim()).filter((item) => item !== '');
+  const targets: ListenTarget[] = [];
+  for (const item of items) {
+    if (item.startsWith('unix:')) {
+      const path = item.slice('unix:'.length);
+      if (!path.startsWith('/') || path.length > 100) {
+        ctx.addIssue({ code: 'custom', message: `${JSON.stringify(item)} is not unix:/absolute/path (at most 100 characters)` });
+        return z.NEVER;
+      }
+      targets.push({ kind: 'unix', path });
+      continue;
+    }
+    const tcp = parseHostPort(item);
+    if (tcp === undefined) {
+      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(item)} is not HOST:PORT (e.g. 127.0.0.1:10809) or unix:/path` });
+      return z.NEVER;
+    }
+    targets.push({ kind: 'tcp', ...tcp });
+  }
+  if (targets.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'at least one address is needed' });
+    return z.NEVER;
+  }
+  return targets;
+});
+
+/** A duration, or `off` (0) for none. */
+const durationOrOff = z.union([z.literal('off'), z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (v === 'off') return 0;
+  const n = typeof v === 'number' ? v : parseDuration(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a duration like 24h or 90s, or off` });
+    return z.NEVER;
+  }
+  return n;
 });
 
 /** `NAME=SIZE`: a volume created on first start when it does not exist. */
@@ -75,7 +128,32 @@ const classOverrides = z.string().transform((v, ctx) => {
  */
 export const GatewayConfigSchema = z
   .object({
-    listen: hostPort.prefault('127.0.0.1:10809'),
+    /** NBD listen addresses: TCP HOST:PORT and Unix sockets unix:/path. */
+    listen: listenTargets.prefault('127.0.0.1:10809'),
+    /** NBD STARTTLS: off, on (the client's choice) or require (nothing but STARTTLS before TLS). */
+    tls: z.enum(['off', 'on', 'require']).default('off'),
+    /** Server certificate chain (PEM). */
+    tlsCert: z.string().min(1).optional(),
+    /** Private key (PEM) of the certificate. */
+    tlsKey: z.string().min(1).optional(),
+    /** CA (PEM) that client certificates must be signed by; clients without PSK must then present one. */
+    tlsCa: z.string().min(1).optional(),
+    /** psktool key file: PSK identities and keys. */
+    tlsPsk: z.string().min(1).optional(),
+    /** JSON file: which volumes each TLS identity may open, read-write or read-only. */
+    nbdAccess: z.string().min(1).optional(),
+    /** NBD connections in total. */
+    nbdMaxConnections: z.coerce.number().int().min(1).max(65536).default(1024),
+    /** NBD connections from one TCP peer address. */
+    nbdMaxConnectionsPerPeer: z.coerce.number().int().min(1).max(65536).default(64),
+    /** How long a client may take to choose an export, TLS handshake included. */
+    nbdHandshakeTimeout: duration.default(10_000).refine((ms) => ms >= 100, 'the handshake timeout must be at least 100ms'),
+    /** A connection with nothing in flight this long is closed; off keeps idle connections. */
+    nbdIdleTimeout: durationOrOff.prefault('24h'),
+    /** Request and reply data all NBD connections may hold together beyond 256 KiB each. */
+    nbdBufferMemory: size('buffer size')
+      .default(64 * 2 ** 20)
+      .refine((n) => n >= 32 * 2 ** 20, 'the NBD buffer memory must be at least 32MiB (one maximal request)'),
     /** Where the embedded defaults put the local store and the journal. */
     dataDir: z.string().min(1).default('./data'),
     /** `file:///path`, a plain path, or `s3://bucket/prefix`; default: DATA_DIR/store. */
@@ -89,8 +167,8 @@ export const GatewayConfigSchema = z
     segmentSize: size('segment size')
       .default(64 * 2 ** 20)
       .refine((n) => n >= 2 ** 20, 'segment size must be at least 1MiB'),
-    uploadConcurrency: z.coerce.number().int().min(1).max(256).default(8),
-    uploadDelay: duration.default(5000),
+    uploadConcurrency: z.coerce.number().int().min(1).max(64).default(4),
+    uploadDelay: duration.default(2000),
     retryMax: duration.default(1000),
     extentSize: size('extent size')
       .default(DEFAULT_EXTENT_SIZE)
@@ -100,6 +178,18 @@ export const GatewayConfigSchema = z
     createVolume: autoCreate.prefault('demo=1G'),
     readOnly: z.boolean().default(false),
     shutdownGrace: duration.default(25_000),
+    /** How long a volume's lease lasts after each head write; renewed every third of it. */
+    leaseTtl: duration.default(30_000).refine((n) => n >= 1000, 'the lease must last at least 1s'),
+    /** Volumes to take even if another journal holds acknowledged writes for them (they are lost). */
+    forceTakeover: z.array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)')).default([]),
+    /** Memory for a volume's delta index (run map and CRC tables); compaction keeps it below this. */
+    indexMemory: size('index memory size').default(64 * 2 ** 20),
+    /** Bytes of deltas a volume may have before the oldest are compacted; default max(1GiB, half the volume). */
+    deltaBudget: size('delta budget').optional(),
+    /** Unreferenced objects younger than this are kept by garbage collection. */
+    gcGrace: duration.default(3_600_000),
+    /** How often the gateway collects garbage in the background; 0 for never. */
+    gcInterval: duration.default(900_000),
     /** How long guest I/O is held through a storage failure: off, forever, or a duration. */
     hangTimeout: HangTimeoutSchema.prefault('120s'),
     /** Per-class overrides of the hold/fail table, e.g. `denied=hold,no-space=fail`. */
@@ -123,6 +213,24 @@ export const GatewayConfigSchema = z
   .refine((c) => c.journalLimit >= 2 * c.segmentSize, {
     message: 'journal limit must be at least twice the segment size',
     path: ['journalLimit'],
+  })
+  .superRefine((c, ctx) => {
+    const files = { tlsCert: c.tlsCert, tlsKey: c.tlsKey, tlsCa: c.tlsCa, tlsPsk: c.tlsPsk, nbdAccess: c.nbdAccess };
+    if (c.tls === 'off') {
+      for (const [setting, value] of Object.entries(files)) {
+        if (value !== undefined) ctx.addIssue({ code: 'custom', path: [setting], message: 'needs --tls on or require' });
+      }
+      return;
+    }
+    if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [c.tlsCert === undefined ? 'tlsKey' : 'tlsCert'], message: 'a certificate needs its key (--tls-cert with --tls-key)' });
+    }
+    if (c.tlsCert === undefined && c.tlsPsk === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS needs a certificate and key (--tls-cert, --tls-key) or a PSK file (--tls-psk)' });
+    }
+    if (c.tlsCa !== undefined && c.tlsCert === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['tlsCa'], message: 'client certificates are checked only with a server certificate (--tls-cert, --tls-key)' });
+    }
   });
 
 export type GatewayConfigInput = z.input<typeof GatewayConfigSchema>;

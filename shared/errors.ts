@@ -4,9 +4,13 @@
  * needs a different answer gets its own subclass.
  */
 export class HoldfastError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** What the reader can do about it (a command to run, a setting to give), shown under the message. */
+  readonly hint: string | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super(message, options);
     this.name = new.target.name;
+    this.hint = options?.hint;
   }
 }
 
@@ -21,6 +25,9 @@ export class VolumeNotFoundError extends HoldfastError {}
 
 /** A volume with that name already exists. */
 export class VolumeExistsError extends HoldfastError {}
+
+/** Something in the store is not what a Holdfast volume looks like (a bad head, manifest or index). */
+export class VolumeCorruptError extends HoldfastError {}
 
 /** Another gateway holds the volume (same journal directory or same store). */
 export class VolumeLockedError extends HoldfastError {}
@@ -58,4 +65,34 @@ export class VolumeDeposedError extends HoldfastError {}
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** How a failure appears in a log line: `{"err": {"class": …, "message": …, "cause": {…}}}`. */
+export interface ErrorFields {
+  readonly class: string;
+  readonly message: string;
+  readonly code?: string;
+  readonly cause?: ErrorFields;
+  readonly stack?: string;
+}
+
+const MAX_CAUSES = 3;
+
+/**
+ * An error as a log line shows it (the gateway's pino serializer, the functions' logger): class,
+ * message, code, and its cause when the message does not already quote it; the stack only when asked
+ * for (at debug), so that a retried failure costs one short line per attempt.
+ */
+export function describeError(err: unknown, withStack: boolean, depth = 0): ErrorFields {
+  if (!(err instanceof Error)) return { class: typeof err, message: typeof err === 'object' && err !== null ? JSON.stringify(err) : String(err) };
+  const code = (err as { code?: unknown }).code;
+  const cause = depth < MAX_CAUSES && err.cause !== undefined ? describeError(err.cause, withStack, depth + 1) : undefined;
+  return {
+    class: err.name,
+    message: err.message,
+    ...(typeof code === 'string' ? { code } : {}),
+    // A wrapper whose message already quotes its cause's (StoreError: "… failed: ECONNREFUSED …") does not repeat it.
+    ...(cause !== undefined && !err.message.includes(cause.message) ? { cause } : {}),
+    ...(withStack && err.stack !== undefined ? { stack: err.stack } : {}),
+  };
 }

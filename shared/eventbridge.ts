@@ -1,5 +1,4 @@
-import { z } from 'zod';
-import { HoldfastEventSchema, type HoldfastEvent, type HoldfastEventKind } from './events.js';
+import type { HoldfastEvent, HoldfastEventKind } from './events.js';
 
 /**
  * How Holdfast events travel through EventBridge: the gateway's sink puts them with this Source and
@@ -13,39 +12,47 @@ export const DETAIL_TYPES = {
   'io-hang-timeout': 'Volume IO Hang Timeout',
   'storage-unavailable': 'Volume Storage Unavailable',
   'journal-pressure': 'Volume Journal Pressure',
+  'volume-deposed': 'Volume Deposed',
+  'volume-paused': 'Volume Paused',
+  'volume-resumed': 'Volume Resumed',
+  'held-released': 'Volume Held Requests Released',
+  'data-corrupt': 'Volume Data Corrupt',
 } as const satisfies Record<HoldfastEventKind, string>;
 
 export type DetailType = (typeof DETAIL_TYPES)[HoldfastEventKind];
 
-/** The kinds a person is alerted about (journal pressure is a metric, not a page). */
-export const ALERT_KINDS = ['io-hang', 'io-hang-timeout', 'storage-unavailable'] as const satisfies readonly HoldfastEventKind[];
+/**
+ * What the alerting does with each kind of event: `page` alerts at once; `page-unless-brief` alerts
+ * only when the episode outlasts the debounce (a hang or outage shorter than it pages nobody, and
+ * its all-clear is not sent either); `metric` is counted, never alerted. The CDK rules route by it.
+ */
+export type AlertRoute = 'page' | 'page-unless-brief' | 'metric';
+
+export const ALERT_ROUTES = {
+  'io-hang': 'page-unless-brief',
+  'storage-unavailable': 'page-unless-brief',
+  // Guest I/O is failing: no reason to wait.
+  'io-hang-timeout': 'page',
+  'journal-pressure': 'metric',
+  // One-off incidents with no clear edge: another gateway took the volume; stored data failed its CRC.
+  'volume-deposed': 'page',
+  'data-corrupt': 'page',
+  // Operator actions: counted; who asked is in the event and the log.
+  'volume-paused': 'metric',
+  'volume-resumed': 'metric',
+  'held-released': 'metric',
+} as const satisfies Record<HoldfastEventKind, AlertRoute>;
+
+/** The kinds the alert function receives. */
+export const ALERT_KINDS = (Object.keys(ALERT_ROUTES) as HoldfastEventKind[]).filter((k) => ALERT_ROUTES[k] !== 'metric');
+
+/** How long a hang or an outage must last before anyone is paged (CDK context alertDebounce). */
+export const DEFAULT_ALERT_DEBOUNCE_MS = 2000;
+/** Waiting longer would take most of the alert function's 30 s. */
+export const MAX_ALERT_DEBOUNCE_MS = 10_000;
 
 /** Event bus names as EventBridge accepts them in PutEvents: a name or a bus ARN. */
 export const EVENT_BUS_NAME = /^(?:[/.\-_A-Za-z0-9]{1,256}|arn:aws[\w-]*:events:[\w-]+:\d{12}:event-bus\/[/.\-_A-Za-z0-9]{1,256})$/;
-
-/**
- * EventBridge's envelope around a Holdfast event, as a Lambda target receives it. The detail must
- * be a valid event and its DetailType the one its kind is published under, so that an event routed
- * by the wrong rule or forged with a mismatched type is rejected rather than mis-reported.
- */
-export const HoldfastEnvelopeSchema = z
-  .object({
-    version: z.string(),
-    id: z.string().min(1),
-    'detail-type': z.string(),
-    source: z.literal(EVENT_SOURCE),
-    account: z.string(),
-    time: z.string(),
-    region: z.string(),
-    resources: z.array(z.string()),
-    detail: HoldfastEventSchema,
-  })
-  .refine((e) => e['detail-type'] === DETAIL_TYPES[e.detail.kind], {
-    message: 'detail-type does not match the kind of the event in detail',
-    path: ['detail-type'],
-  });
-
-export type HoldfastEnvelope = z.infer<typeof HoldfastEnvelopeSchema>;
 
 export function detailTypeOf(event: HoldfastEvent): DetailType {
   return DETAIL_TYPES[event.kind];

@@ -1,8 +1,11 @@
 import type { HoldfastEvent } from '../../shared/events.js';
 import { formatBytes, formatDuration } from '../common/format.js';
 
-/** The events a person is alerted about. */
+/** The episodes a person is alerted about: a set edge and a clear edge each. */
 export type AlertEvent = Extract<HoldfastEvent, { set: boolean }>;
+
+/** One-off incidents a person is alerted about: no episode to clear. */
+export type IncidentEvent = Extract<HoldfastEvent, { kind: 'volume-deposed' | 'data-corrupt' }>;
 
 export interface AlertMessage {
   /** SNS subjects must be ASCII, one line, under 100 characters. */
@@ -35,7 +38,7 @@ function asciiLine(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, '?').replace(/\s+/g, ' ');
 }
 
-function dashboardLink(template: string | undefined, event: AlertEvent): string | undefined {
+function dashboardLink(template: string | undefined, event: HoldfastEvent): string | undefined {
   if (template === undefined || template === '') return undefined;
   return template.replaceAll('{volume}', encodeURIComponent(event.volume)).replaceAll('{gateway}', encodeURIComponent(event.gateway));
 }
@@ -68,4 +71,29 @@ export function alertMessage(event: AlertEvent, dashboardUrl?: string): AlertMes
   if (link !== undefined) lines.push(`Dashboard:    ${link}`);
   if (event.set) lines.push('', `What to do: ${what.action}`);
   return { subject: asciiLine(subject).slice(0, 99), body: lines.join('\n') };
+}
+
+const INCIDENTS: Record<IncidentEvent['kind'], { title: string; what: (e: IncidentEvent) => string; action: string }> = {
+  'volume-deposed': {
+    title: 'VOLUME TAKEN OVER',
+    what: (e) => `was taken over by another gateway: this one stopped serving it and disconnected its clients (${e.kind === 'volume-deposed' ? `epoch ${e.epoch}: ${e.reason}` : ''}).`,
+    action: 'Check which gateway serves the volume now (holdfast volume inspect) and that exactly one should; clients reconnect to the new owner.',
+  },
+  'data-corrupt': {
+    title: 'DATA CORRUPT',
+    what: (e) => `read stored data that failed its checksum; the request failed with EIO (${e.kind === 'data-corrupt' ? (e.lastError ?? '') : ''}).`,
+    action: 'Do not retry blindly: the object named is damaged. Restore the volume from a snapshot or a backup, and check the bucket.',
+  },
+};
+
+/** The page for a one-off incident: what happened, to which volume, when, and what to do. */
+export function incidentMessage(event: IncidentEvent, dashboardUrl?: string): AlertMessage {
+  const it = INCIDENTS[event.kind];
+  const lines = [`Volume "${event.volume}" on gateway "${event.gateway}" ${it.what(event)}`, '', `At:           ${new Date(event.time).toISOString()}`];
+  if (event.errorClass !== null) lines.push(`Error class:  ${event.errorClass}`);
+  if (event.lastError !== null) lines.push(`Last error:   ${event.lastError}`);
+  const link = dashboardLink(dashboardUrl, event);
+  if (link !== undefined) lines.push(`Dashboard:    ${link}`);
+  lines.push('', `What to do: ${it.action}`);
+  return { subject: asciiLine(`[Holdfast] ${it.title}: volume ${event.volume} on ${event.gateway}`).slice(0, 99), body: lines.join('\n') };
 }

@@ -1,16 +1,21 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { HangPolicyPatchSchema, applyPolicyPatch } from '../../shared/hang-policy.js';
-import type { HoldfastEvent } from '../../shared/events.js';
-import type { Volume } from '../volume/volume.js';
+import type { HoldfastEvent, RequestedBy } from '../../shared/events.js';
+import { HangPolicyPatchSchema, applyPolicyPatch, policyDocument } from '../../shared/hang-policy.js';
+import type { HangControl } from '../hang/index.js';
+import { HttpError, allow, readJson, send } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
-import { volumeStatus } from './volume-status.js';
+import type { VolumeStatus } from './volume-status.js';
+import { storageRoute, type StorageSources } from './storage-routes.js';
 
-export interface AdminSources {
-  readonly volumes: () => readonly Volume[];
-  readonly volume: (name: string) => Volume | undefined;
+/** What the admin API reads and controls; the gateway provides it, tests provide their own. */
+export interface AdminSources extends StorageSources {
+  /** The volumes served, in order. */
+  readonly volumeNames: () => readonly string[];
+  readonly status: (volume: string) => VolumeStatus | undefined;
+  readonly hangControl: (volume: string) => HangControl | undefined;
   /** False once the gateway cannot serve (not listening, or stopping). */
   readonly healthy: () => boolean;
   readonly events: (volume?: string) => readonly HoldfastEvent[];
@@ -24,28 +29,21 @@ export interface AdminServerOptions {
   readonly token?: string | undefined;
 }
 
-/** Request bodies are tiny JSON documents; anything larger is refused unread. */
-const MAX_BODY_BYTES = 64 * 1024;
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 const VOLUME_ROUTE = /^\/v1\/volumes\/([^/]+)(?:\/(hang-policy|pause|resume|release))?$/;
 
 /**
- * The admin HTTP API: health for load balancers, Prometheus metrics, volume state, and the hang
- * controls (policy, pause, resume, release). Routes are few and fixed, so plain node:http is enough.
+ * gateway/admin — the admin HTTP API (this file; http.ts its request and response helpers): health
+ * for load balancers, Prometheus metrics (metrics.ts), volume state (volume-status.ts, the schema
+ * `holdfast status` reads back), and the hang controls — policy, pause, resume, release — each
+ * logged and sent as an event with who asked. Routes are few and fixed, so plain node:http is enough.
  */
 export class AdminServer {
   private readonly server: Server;
+  /** Names the configured token in logs and events without revealing it. */
+  private readonly tokenId: string | null;
 
   constructor(private readonly opts: AdminServerOptions) {
+    this.tokenId = opts.token === undefined ? null : `sha256:${createHash('sha256').update(opts.token).digest('hex').slice(0, 12)}`;
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         const status = err instanceof HttpError ? err.status : 500;
@@ -70,7 +68,9 @@ export class AdminServer {
 
   close(): Promise<void> {
     return new Promise((resolve) => {
-      this.server.close(() => resolve());
+      this.server.close(() => {
+        resolve();
+      });
       this.server.closeAllConnections();
     });
   }
@@ -79,10 +79,15 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
     const method = req.method ?? 'GET';
+    const sources = this.opts.sources;
     if (path === '/healthz') {
       allow(method, ['GET', 'HEAD']);
-      const healthy = this.opts.sources.healthy();
-      send(res, healthy ? 200 : 503, { status: healthy ? 'ok' : 'unavailable', gateway: this.opts.sources.gatewayId, volumes: this.opts.sources.volumes().length });
+      const healthy = sources.healthy();
+      send(res, healthy ? 200 : 503, {
+        status: healthy ? 'ok' : 'unavailable',
+        gateway: sources.gatewayId,
+        volumes: sources.volumeNames().length,
+      });
       return;
     }
     this.authorize(req);
@@ -95,55 +100,66 @@ export class AdminServer {
     }
     if (path === '/v1/volumes') {
       allow(method, ['GET']);
-      send(res, 200, { gateway: this.opts.sources.gatewayId, volumes: this.opts.sources.volumes().map(volumeStatus) });
+      const volumes = sources.volumeNames().flatMap((name) => sources.status(name) ?? []);
+      send(res, 200, { gateway: sources.gatewayId, volumes });
       return;
     }
     if (path === '/v1/events') {
       allow(method, ['GET']);
-      send(res, 200, { events: this.opts.sources.events(url.searchParams.get('volume') ?? undefined) });
+      send(res, 200, { events: sources.events(url.searchParams.get('volume') ?? undefined) });
+      return;
+    }
+    const storage = await storageRoute(path, method, url, sources, () => readJson(req), this.opts.logger);
+    if (storage !== undefined) {
+      send(res, storage.status, storage.body);
       return;
     }
     const m = VOLUME_ROUTE.exec(path);
     if (m === null) throw new HttpError(404, `no such endpoint: ${path}`);
-    const name = decodeURIComponent(m[1]!);
-    const volume = this.opts.sources.volume(name);
-    if (volume === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
+    const name = volumeName(m[1] ?? '');
+    const status = sources.status(name);
+    const control = sources.hangControl(name);
+    if (status === undefined || control === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
     switch (m[2]) {
       case undefined:
         allow(method, ['GET']);
-        send(res, 200, volumeStatus(volume));
+        send(res, 200, status);
         return;
-      case 'hang-policy': {
+      case 'hang-policy':
         allow(method, ['GET', 'PUT']);
-        if (method === 'PUT') {
-          const parsed = HangPolicyPatchSchema.safeParse(await readJson(req));
-          if (!parsed.success) throw new HttpError(400, `invalid hang policy: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
-          let next;
-          try {
-            next = applyPolicyPatch(volume.hang.policy, parsed.data);
-          } catch (err) {
-            throw new HttpError(400, err instanceof Error ? err.message : String(err));
-          }
-          volume.hang.setPolicy(next);
-          this.opts.logger.info({ volume: name, policy: next }, 'hang policy changed');
-        }
-        send(res, 200, volume.hang.policy);
+        if (method === 'PUT') await this.changePolicy(req, name, control);
+        send(res, 200, policyDocument(control.policy));
         return;
-      }
       case 'pause':
         allow(method, ['POST']);
-        send(res, 200, { paused: true, failed: volume.hang.pause() });
+        send(res, 200, { paused: true, failed: control.pause(this.requestedBy(req)) });
         return;
       case 'resume':
         allow(method, ['POST']);
-        volume.hang.resume();
+        control.resume(this.requestedBy(req));
         send(res, 200, { paused: false });
         return;
       case 'release':
         allow(method, ['POST']);
-        send(res, 200, { failed: volume.hang.release() });
+        send(res, 200, { failed: control.release(this.requestedBy(req)) });
         return;
     }
+  }
+
+  private async changePolicy(req: IncomingMessage, name: string, control: HangControl): Promise<void> {
+    const parsed = HangPolicyPatchSchema.safeParse(await readJson(req));
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`);
+      throw new HttpError(400, `invalid hang policy for ${name}: ${issues.join('; ')}`);
+    }
+    control.setPolicy(applyPolicyPatch(control.policy, parsed.data), this.requestedBy(req));
+  }
+
+  /** The admin client, for the log and the events of what it did. */
+  private requestedBy(req: IncomingMessage): RequestedBy {
+    const { remoteAddress, remotePort } = req.socket;
+    const host = remoteAddress?.includes(':') === true ? `[${remoteAddress}]` : (remoteAddress ?? 'unknown');
+    return { address: remotePort === undefined ? host : `${host}:${remotePort}`, token: this.tokenId };
   }
 
   private authorize(req: IncomingMessage): void {
@@ -156,34 +172,10 @@ export class AdminServer {
   }
 }
 
-function allow(method: string, methods: readonly string[]): void {
-  if (!methods.includes(method)) throw new HttpError(405, `method ${method} not allowed here; use ${methods.join(' or ')}`);
-}
-
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw new HttpError(413, `body over ${MAX_BODY_BYTES} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new HttpError(413, `body over ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+function volumeName(encoded: string): string {
   try {
-    return JSON.parse(text === '' ? '{}' : text);
+    return decodeURIComponent(encoded);
   } catch {
-    throw new HttpError(400, 'body is not valid JSON');
+    throw new HttpError(400, `volume name ${JSON.stringify(encoded)} is not valid percent-encoding`);
   }
-}
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) {
-    res.end();
-    return;
-  }
-  const text = `${JSON.stringify(body, null, 2)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }

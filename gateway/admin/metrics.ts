@@ -1,10 +1,22 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { EventDeliveryCounters } from '../events/event-sink.js';
+import type { CommandName } from '../nbd/constants.js';
 import type { NbdStats } from '../nbd/stats.js';
 import type { Volume } from '../volume/volume.js';
 
 /** Upper bounds (seconds) of the NBD latency buckets: cache hits are tens of µs, held requests seconds. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/** Label values are snake_case, as Prometheus' own are: `writeZeroes` is `write_zeroes`. */
+export function commandLabel(command: string): string {
+  return command.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/**
+ * prom-client's default metrics that are gauges named like counters (promtool refuses them); the
+ * same numbers are in their `{type}`-labelled siblings without the suffix.
+ */
+const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export interface MetricsSources {
   readonly volumes: () => readonly Volume[];
@@ -18,16 +30,16 @@ export interface MetricsSources {
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  private readonly nbdLatency: Histogram<'command'>;
-  /** Bound children, so that observing a latency does no label lookup on the hot path. */
-  private readonly latencyByCommand = new Map<string, { observe(v: number): void }>();
+  private readonly nbdLatency: Histogram<'volume' | 'command'>;
+  /** Bound children per volume and command, so that observing a latency does no label lookup on the hot path. */
+  private readonly latencyByVolume = new Map<string, Map<CommandName, { observe(v: number): void }>>();
 
   constructor(sources: MetricsSources) {
     const r = this.registry;
-    collectDefaultMetrics({ register: r, prefix: 'holdfast_process_' });
-    this.nbdLatency = new Histogram({ name: 'holdfast_nbd_request_duration_seconds', help: 'NBD request latency, from request parsed to reply sent', labelNames: ['command'], buckets: LATENCY_BUCKETS, registers: [r] });
-
-    for (const cmd of ['read', 'write', 'flush', 'trim', 'writeZeroes', 'disc', 'other']) this.latencyByCommand.set(cmd, this.nbdLatency.labels(cmd));
+    // Node's own metrics as holdfast_process_* and holdfast_nodejs_* (their names already say which).
+    collectDefaultMetrics({ register: r, prefix: 'holdfast_' });
+    for (const name of GAUGES_NAMED_TOTAL) r.removeSingleMetric(`holdfast_${name}`);
+    this.nbdLatency = new Histogram({ name: 'holdfast_nbd_request_duration_seconds', help: 'NBD request latency, from request parsed to reply sent', labelNames: ['volume', 'command'], buckets: LATENCY_BUCKETS, registers: [r] });
 
     const perVolume = (name: string, help: string, read: (v: Volume) => number, kind: 'gauge' | 'counter' = 'gauge') => {
       const collect = function (this: Gauge<'volume'> | Counter<'volume'>) {
@@ -89,7 +101,7 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         const s = sources.nbd();
-        if (s !== undefined) for (const [cmd, n] of Object.entries(s.requests)) this.inc({ command: cmd }, n);
+        if (s !== undefined) for (const [cmd, n] of Object.entries(s.requests)) this.inc({ command: commandLabel(cmd) }, n);
       },
     });
     new Gauge({
@@ -150,7 +162,17 @@ export class GatewayMetrics {
     });
   }
 
-  observeNbdLatency(command: string, seconds: number): void {
-    this.latencyByCommand.get(command)?.observe(seconds);
+  observeNbdLatency(volume: string, command: CommandName, seconds: number): void {
+    let byCommand = this.latencyByVolume.get(volume);
+    if (byCommand === undefined) {
+      byCommand = new Map();
+      this.latencyByVolume.set(volume, byCommand);
+    }
+    let child = byCommand.get(command);
+    if (child === undefined) {
+      child = this.nbdLatency.labels(volume, commandLabel(command));
+      byCommand.set(command, child);
+    }
+    child.observe(seconds);
   }
 }

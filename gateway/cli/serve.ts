@@ -4,6 +4,17 @@ import { Gateway } from '../gateway.js';
 import { createLogger } from '../logger.js';
 import { SETTINGS_HELP } from './settings-help.js';
 import { addSettingOptions, configFrom } from './options.js';
+import type { BoundAddress } from '../nbd/server.js';
+
+/** How a listener is named in the start-up message, and the client URL for a volume on it. */
+function describeListener(listener: BoundAddress): { where: string; tcp: string | undefined; url: (scheme: string, volume: string) => string } {
+  if (listener.kind === 'unix') {
+    return { where: `unix:${listener.path}`, tcp: undefined, url: (scheme, volume) => `${scheme}+unix:///${volume}?socket=${listener.path}` };
+  }
+  const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
+  const tcp = `${host}:${listener.port}`;
+  return { where: tcp, tcp, url: (scheme, volume) => (listener.port === 10809 ? `${scheme}://${host}/${volume}` : `${scheme}://${tcp}/${volume}`) };
+}
 
 export function registerServe(program: Command): void {
   const serve = program
@@ -14,16 +25,14 @@ export function registerServe(program: Command): void {
     const config = configFrom(cmd);
     const logger = createLogger(config.logLevel, config.logFormat);
     const gateway = await Gateway.start(config, logger);
-    const { address, port } = gateway.address!;
-    const host = address.includes(':') ? `[${address}]` : address;
-    const lines = [`holdfast: serving ${gateway.list().length} volume(s) from ${gateway.store.location} on ${host}:${port}`];
+    const [first, ...more] = gateway.listeners.map(describeListener);
+    const lines = [`holdfast: serving ${gateway.list().length} volume(s) from ${gateway.store.location} on ${first?.where ?? 'nothing'}`];
+    for (const other of more) lines.push(`  also on ${other.where}`);
+    const scheme = config.tls === 'off' ? 'nbd' : 'nbds';
     for (const v of gateway.list()) {
-      const shortUrl = port === 10809 ? `nbd://${host}/${v.name}` : `nbd://${host}:${port}/${v.name}`;
-      lines.push(
-        `  ${v.name} (${formatSize(v.size)}${v.readOnly ? ', read-only' : ''}):`,
-        `    nbdinfo ${shortUrl}`,
-        `    qemu-system-x86_64 -drive file=nbd://${host}:${port}/${v.name},format=raw`,
-      );
+      lines.push(`  ${v.name} (${formatSize(v.size)}${v.readOnly ? ', read-only' : ''}):`);
+      if (first !== undefined) lines.push(`    nbdinfo ${first.url(scheme, v.name)}`);
+      if (first?.tcp !== undefined && config.tls === 'off') lines.push(`    qemu-system-x86_64 -drive file=nbd://${first.tcp}/${v.name},format=raw`);
     }
     const admin = gateway.adminAddress;
     if (admin !== undefined) lines.push(`  admin API: http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}  (holdfast status --watch)`);
@@ -51,6 +60,12 @@ export function registerServe(program: Command): void {
       };
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
+      process.on('SIGHUP', () => {
+        gateway.reloadSecurity().then(
+          () => logger.info('SIGHUP: TLS credentials and access rules reloaded'),
+          (err: unknown) => logger.error({ err }, 'SIGHUP: reload failed; the previous TLS credentials and access rules stay in use'),
+        );
+      });
     });
     logger.info('stopped');
     logger.flush();

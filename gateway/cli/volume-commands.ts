@@ -1,121 +1,195 @@
-import type { Command } from 'commander';
-import { InvalidArgumentError } from '../../shared/errors.js';
-import { formatSize, parseSize } from '../../shared/units.js';
-import { openStore } from '../store/open-store.js';
-import type { ObjectStore } from '../store/object-store.js';
-import { VolumeCatalog } from '../volume/catalog.js';
 import { rm } from 'node:fs/promises';
-import { createLogger } from '../logger.js';
-import { leaseKey } from '../volume/layout.js';
+import type { Command } from 'commander';
+import { formatSize } from '../../shared/units.js';
+import { parsePage } from '../image/index-page.js';
+import { isDataObjectKey, volumePrefix } from '../image/layout.js';
+import { cloneFromSnapshot, listSnapshots, readSnapshot } from '../image/snapshots.js';
+import { VolumeCatalog } from '../volume/catalog.js';
+import { upgradeVolume } from '../volume/upgrade.js';
 import { Volume } from '../volume/volume.js';
-import { LEASE_TTL_MS, withVolumeLock } from '../volume/volume-lock.js';
+import { concurrencyArgument, sizeArgument } from './arguments.js';
+import { addSettingOptions } from './options.js';
+import { runPool } from './pool.js';
+import { startProgress } from './progress.js';
+import { askOwner, checkVolumeName, parseVolumeRef, withSession, withTakenVolume } from './session.js';
 import { STORE_SETTINGS } from './settings-help.js';
-import { addSettingOptions, configFrom } from './options.js';
+import { temporarySnapshot } from './snapshot-commands.js';
+import { printTable } from './table.js';
 
-export function sizeArgument(text: string, what: string): number {
-  const n = parseSize(text);
-  if (n === undefined) throw new InvalidArgumentError(`${what} "${text}" is not a size like 10G, 512MiB or 1048576`);
-  return n;
-}
-
-/** Runs `fn` with the store the command's settings name, closing it afterwards. */
-export async function withStore<T>(cmd: Command, fn: (store: ObjectStore) => Promise<T>): Promise<T> {
-  const store = openStore(configFrom(cmd));
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
 
 export function registerVolumeCommands(program: Command): void {
-  const volume = program.command('volume').description('create, list, inspect and delete volumes in the store');
+  const volume = program.command('volume').description('create, list, inspect, clone, upgrade and delete volumes in the store');
 
   addSettingOptions(
     volume
       .command('create <name>')
       .description('create an empty volume')
       .requiredOption('--size <size>', 'volume size, e.g. 10G (a multiple of 512 bytes)')
-      .option('--extent-size <size>', 'extent object size, a power of two from 64KiB to 64MiB', '4MiB')
+      .option('--extent-size <size>', 'extent size, a power of two from 64KiB to 64MiB', '4MiB')
       .option('--read-only', 'serve the volume read-only'),
     STORE_SETTINGS,
   ).action(async (name: string, opts: { size: string; extentSize: string; readOnly?: boolean }, cmd: Command) => {
     const size = sizeArgument(opts.size, '--size');
     const extentSize = sizeArgument(opts.extentSize, '--extent-size');
-    const m = await withStore(cmd, (store) => new VolumeCatalog(store).create({ name, size, extentSize, readOnly: opts.readOnly === true }));
-    process.stdout.write(`created volume ${m.name}: ${formatSize(m.size)}, extents of ${formatSize(m.extentSize)}${m.readOnly ? ', read-only' : ''}\n`);
+    await withSession(cmd, async (session) => {
+      const m = await new VolumeCatalog(session.store).create({ name, size, extentSize, readOnly: opts.readOnly === true });
+      process.stdout.write(`created volume ${m.name}: ${formatSize(m.size)}, extents of ${formatSize(m.extentSize)}${m.readOnly ? ', read-only' : ''}\n`);
+    });
   });
 
   addSettingOptions(volume.command('list').description('list the volumes in the store').option('--json', 'machine-readable output'), STORE_SETTINGS).action(
     async (opts: { json?: boolean }, cmd: Command) => {
-      const manifests = await withStore(cmd, (store) => new VolumeCatalog(store).list());
-      if (opts.json === true) {
-        process.stdout.write(`${JSON.stringify(manifests, null, 2)}\n`);
-        return;
-      }
-      if (manifests.length === 0) {
-        process.stdout.write('no volumes\n');
-        return;
-      }
-      const rows = manifests.map((m) => [m.name, formatSize(m.size), formatSize(m.extentSize), m.readOnly ? 'ro' : 'rw', m.createdAt]);
-      printTable(['NAME', 'SIZE', 'EXTENT', 'MODE', 'CREATED'], rows);
+      await withSession(cmd, async (session) => {
+        const volumes = await new VolumeCatalog(session.store).list();
+        if (opts.json === true) {
+          process.stdout.write(`${JSON.stringify(volumes.map((v) => ({ format: v.format, ...v.shape, ...(v.format === 2 ? { epoch: v.head.epoch, served: v.head.owner !== null, origin: v.head.origin ?? null } : {}) })), null, 2)}\n`);
+          return;
+        }
+        if (volumes.length === 0) {
+          process.stdout.write('no volumes\n');
+          return;
+        }
+        const rows = volumes.map((v) => [v.shape.name, formatSize(v.shape.size), formatSize(v.shape.extentSize), v.shape.readOnly ? 'ro' : 'rw', v.format === 1 ? '1 (upgrade)' : '2', v.shape.createdAt]);
+        printTable(['NAME', 'SIZE', 'EXTENT', 'MODE', 'FORMAT', 'CREATED'], rows);
+      });
     },
   );
 
-  addSettingOptions(volume.command('inspect <name>').description('show a volume: manifest, stored extents, lease').option('--json', 'machine-readable output'), STORE_SETTINGS).action(
+  addSettingOptions(volume.command('inspect <name>').description('show a volume: its head, owner, deltas, snapshots, bytes stored').option('--json', 'machine-readable output'), STORE_SETTINGS).action(
     async (name: string, opts: { json?: boolean }, cmd: Command) => {
-      const info = await withStore(cmd, async (store) => {
-        const catalog = new VolumeCatalog(store);
-        const manifest = await catalog.get(name);
-        const extents = await catalog.countExtents(name);
-        const leaseBody = await store.get(leaseKey(name));
-        const lease = leaseBody === undefined ? undefined : (JSON.parse(leaseBody.toString('utf8')) as { host?: string; pid?: number; renewedAt?: number });
-        const leaseLive = lease?.renewedAt !== undefined && Date.now() - lease.renewedAt < LEASE_TTL_MS;
-        return { ...manifest, storedExtents: extents, totalExtents: Math.ceil(manifest.size / manifest.extentSize), storedBytesAtMost: extents * manifest.extentSize, servedBy: leaseLive ? lease : null, location: store.location };
+      checkVolumeName(name);
+      await withSession(cmd, async (session) => {
+        const head = await new VolumeCatalog(session.store).get(name);
+        const snapshots = await listSnapshots(session.store, name);
+        let storedBytes = 0;
+        let storedObjects = 0;
+        for await (const info of session.store.listDetailed(volumePrefix(name))) {
+          if (!isDataObjectKey(info.key)) continue;
+          storedBytes += info.size;
+          storedObjects++;
+        }
+        const deltaBytes = head.deltas.reduce((n, d) => n + d.size, 0);
+        let baseExtents = 0;
+        for (const p of head.pages) {
+          const body = await session.store.get(p.key);
+          if (body !== undefined) baseExtents += parsePage(body, p.crc, p.page, p.key).size;
+        }
+        const info = {
+          name,
+          location: `${session.store.location}${volumePrefix(name)}`,
+          size: head.size,
+          extentSize: head.extentSize,
+          readOnly: head.readOnly,
+          createdAt: head.createdAt,
+          origin: head.origin ?? null,
+          epoch: head.epoch,
+          owner: head.owner,
+          seq: head.seq,
+          ackedSeq: head.ackedSeq,
+          deltas: head.deltas.length,
+          deltaBytes,
+          indexPages: head.pages.length,
+          baseExtents,
+          released: head.released.length,
+          snapshots: snapshots.map((s) => ({ name: s.name, createdAt: s.createdAt, seq: s.seq })),
+          storedObjects,
+          storedBytes,
+        };
+        if (opts.json === true) {
+          process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+          return;
+        }
+        const o = head.owner;
+        const lines = [
+          `volume:        ${name}${head.origin ? ` (clone of ${head.origin.volume}@${head.origin.snapshot})` : ''}`,
+          `location:      ${info.location}`,
+          `size:          ${formatSize(head.size)} (${head.size} bytes), extents of ${formatSize(head.extentSize)}, ${head.readOnly ? 'read-only' : 'read-write'}`,
+          `created:       ${head.createdAt}`,
+          `epoch:         ${head.epoch}`,
+          `owner:         ${o === null ? 'none (not served)' : `gateway ${o.gateway} on ${o.host}, pid ${o.pid}${o.admin ? `, admin ${o.admin}` : ''}`}`,
+          `head sequence: ${head.seq} (acknowledged by its owner: ${head.ackedSeq})`,
+          `deltas:        ${head.deltas.length} (${formatSize(deltaBytes)})`,
+          `base extents:  ${baseExtents} (in ${head.pages.length} index page${head.pages.length === 1 ? '' : 's'})`,
+          `snapshots:     ${snapshots.length === 0 ? 'none' : snapshots.map((s) => s.name).join(', ')}`,
+          `stored:        ${storedObjects} objects, ${formatSize(storedBytes)} under this volume (holdfast gc frees what nothing refers to)`,
+        ];
+        process.stdout.write(`${lines.join('\n')}\n`);
       });
-      if (opts.json === true) {
-        process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
-        return;
-      }
-      const lines = [
-        `volume:        ${info.name}`,
-        `location:      ${info.location}volumes/${info.name}/`,
-        `size:          ${formatSize(info.size)} (${info.size} bytes)`,
-        `extent size:   ${formatSize(info.extentSize)}`,
-        `mode:          ${info.readOnly ? 'read-only' : 'read-write'}`,
-        `created:       ${info.createdAt}`,
-        `extents:       ${info.storedExtents} of ${info.totalExtents} stored (${formatSize(info.storedBytesAtMost)} at most)`,
-        `served by:     ${info.servedBy ? `${info.servedBy.host} pid ${info.servedBy.pid}` : 'no gateway'}`,
-      ];
-      process.stdout.write(`${lines.join('\n')}\n`);
     },
   );
 
-  addSettingOptions(volume.command('delete <name>').description('delete a volume, all its extents and its local journal'), STORE_SETTINGS).action(
+  addSettingOptions(
+    volume
+      .command('delete <name>')
+      .description('delete a volume and its snapshots (data no clone uses is freed by the next garbage collection)')
+      .option('--force', 'delete it even while a gateway serves it (that gateway stops serving it)'),
+    STORE_SETTINGS,
+  ).action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
+    checkVolumeName(name);
+    await withSession(cmd, async (session) => {
+      const catalog = new VolumeCatalog(session.store);
+      const head = await catalog.get(name);
+      // Taking it first refuses a volume a live gateway serves, as that gateway's lease says.
+      if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, async () => undefined);
+      const { snapshots } = await catalog.delete(name);
+      // Old journal records must never be replayed into a new volume of the same name.
+      await rm(Volume.journalDirFor(session.config.journalRoot, name), { recursive: true, force: true });
+      process.stdout.write(`deleted volume ${name}${snapshots > 0 ? ` and ${snapshots} snapshot(s)` : ''}; its data is freed by the next garbage collection\n`);
+    });
+  });
+
+  addSettingOptions(
+    volume
+      .command('clone <source> <name>')
+      .description('create a volume from a snapshot (VOLUME@SNAPSHOT) or from a volume as of now, without copying data'),
+    [...STORE_SETTINGS, 'adminToken'],
+  ).action(async (source: string, name: string, _opts: unknown, cmd: Command) => {
+    const ref = parseVolumeRef(source);
+    checkVolumeName(name);
+    await withSession(cmd, async (session) => {
+      const clone = async (head: Parameters<typeof cloneFromSnapshot>[1]) => cloneFromSnapshot(session.store, head, name);
+      const head = ref.snapshot !== undefined ? await clone(await readSnapshot(session.store, ref.volume, ref.snapshot)) : await temporarySnapshot(session, ref.volume, 'clone', clone);
+      process.stdout.write(`created volume ${name} (${formatSize(head.size)}) as a clone of ${ref.volume}${ref.snapshot !== undefined ? `@${ref.snapshot}` : ''}\n`);
+    });
+  });
+
+  addSettingOptions(
+    volume
+      .command('upgrade <name>')
+      .description('convert a format 1 volume to format 2 (can be interrupted and run again)')
+      .option('--concurrency <n>', 'extents converted at once', '8'),
+    STORE_SETTINGS,
+  ).action(async (name: string, opts: { concurrency: string }, cmd: Command) => {
+    checkVolumeName(name);
+    const concurrency = concurrencyArgument(opts.concurrency);
+    await withSession(cmd, async (session) => {
+      let progress: ReturnType<typeof startProgress> | undefined;
+      let last = 0;
+      const report = await upgradeVolume(session.store, name, {
+        concurrency,
+        logger: session.logger,
+        signal: session.signal,
+        run: (items, work) => runPool(items, concurrency, session.signal, () => async (i) => void (await work(i))),
+        onExtent: (done, of) => {
+          progress ??= startProgress('upgrade', of);
+          progress.advance(done - last);
+          last = done;
+        },
+      });
+      progress?.stop();
+      process.stdout.write(`upgraded volume ${name} to format 2: ${report.converted} extents converted, ${report.reused} found converted already, ${report.legacyDeleted} format 1 objects removed\n`);
+    });
+  });
+
+  addSettingOptions(volume.command('compact <name>').description('fold every delta of the volume into base extents now'), [...STORE_SETTINGS, 'adminToken']).action(
     async (name: string, _opts: unknown, cmd: Command) => {
-      const config = configFrom(cmd);
-      const logger = createLogger(config.logLevel, config.logFormat);
-      await withStore(cmd, async (store) => {
-        const catalog = new VolumeCatalog(store);
-        await catalog.get(name);
-        // The same lock a gateway takes: a served volume cannot be deleted under its clients.
-        let deleted = 0;
-        await withVolumeLock({ name, journalRoot: config.journalRoot, store, logger }, () =>
-          catalog.delete(name, (n) => {
-            deleted = n;
-            if (n % 100 === 0) process.stderr.write(`\rdeleted ${n} objects`);
-          }),
-        );
-        // Old journal records must never be replayed into a new volume of the same name.
-        await rm(Volume.journalDirFor(config.journalRoot, name), { recursive: true, force: true });
-        process.stdout.write(`${deleted >= 100 ? '\n' : ''}deleted volume ${name} (${deleted} objects, the manifest and its journal)\n`);
+      checkVolumeName(name);
+      await withSession(cmd, async (session) => {
+        const head = await new VolumeCatalog(session.store).get(name);
+        const answer = await askOwner(session, head, `/v1/volumes/${encodeURIComponent(name)}/compact`, 'POST');
+        if (answer === undefined) await withTakenVolume(session, name, (v) => v.compact());
+        process.stdout.write(`compacted volume ${name}\n`);
       });
     },
   );
-}
-
-function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  process.stdout.write(`${[line(header), ...rows.map(line)].join('\n')}\n`);
 }

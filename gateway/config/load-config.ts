@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { z } from 'zod';
-import { GatewayConfigSchema, type GatewayConfig } from '../../shared/config.js';
+import { GatewayConfigSchema, splitList, type GatewayConfig } from '../../shared/config.js';
 import { ConfigError, errorMessage } from '../../shared/errors.js';
 
 type Source = 'flag' | 'env' | 'file';
@@ -66,7 +66,8 @@ export function loadConfig(sources: ConfigSources): ResolvedConfig {
       if (issue.code === 'unrecognized_keys') return `unknown setting(s) ${issue.keys.join(', ')} in ${file ?? 'the configuration'}`;
       return `${describe(key, origin.get(key), file)}: ${issue.message}`;
     });
-    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+    // One line, as the CLI reports every usage error (several mistakes are listed in it).
+    throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
   }
   const c = parsed.data;
   const dataDir = resolve(c.dataDir);
@@ -89,7 +90,7 @@ function describe(key: string, source: Source | undefined, file: string | undefi
 }
 
 function fromEnv(setting: SettingName, raw: string): unknown {
-  if (setting === 'volumes') return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (setting === 'volumes') return splitList(raw);
   if (setting === 'readOnly' || setting === 'eventsSpill') return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
   return raw;
 }

@@ -1,18 +1,38 @@
 import type { Logger } from 'pino';
-import type { VolumeManifest } from '../../shared/volume-manifest.js';
+import { DEFAULT_CLASS_ACTIONS, type HangPolicy } from '../../shared/hang-policy.js';
+import type { EventSink } from '../events/event-sink.js';
+import { processFailpoints } from '../failpoints.js';
+import type { Owner } from '../image/head.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Volume, type VolumeOptions } from '../volume/volume.js';
 import type { ResolvedConfig } from './load-config.js';
 
 /** Backoff of the first retry after a failed upload or journal write. */
 const RETRY_INITIAL_MS = 50;
+const GiB = 2 ** 30;
 
-/** The options every opener of a volume (the gateway, import, export) derives from the configuration. */
-export function volumeOptions(config: ResolvedConfig, manifest: VolumeManifest, store: ObjectStore, logger: Logger): VolumeOptions {
+/** The hang policy every volume starts with, from the configuration. */
+export function configuredHangPolicy(config: ResolvedConfig): HangPolicy {
+  return { timeout: config.hangTimeout, classes: { ...DEFAULT_CLASS_ACTIONS, ...config.hangPolicy }, retryMaxMs: config.retryMax };
+}
+
+/** The options every opener of a volume (the gateway, the CLI commands) derives from the configuration. */
+export function volumeOptions(
+  config: ResolvedConfig,
+  name: string,
+  size: number,
+  store: ObjectStore,
+  owner: Owner,
+  logger: Logger,
+  extra: { events?: EventSink; gatewayId?: string; onDeposed?: VolumeOptions['onDeposed'] } = {},
+): VolumeOptions {
   return {
-    manifest,
+    name,
     store,
-    journalDir: Volume.journalDirFor(config.journalRoot, manifest.name),
+    journalDir: Volume.journalDirFor(config.journalRoot, name),
+    owner,
+    leaseMs: config.leaseTtl,
+    forceTakeover: config.forceTakeover.includes(name),
     cacheBytes: config.cacheSize,
     journalLimitBytes: config.journalLimit,
     segmentBytes: config.segmentSize,
@@ -20,6 +40,12 @@ export function volumeOptions(config: ResolvedConfig, manifest: VolumeManifest, 
     uploadDelayMs: config.uploadDelay,
     retryInitialMs: RETRY_INITIAL_MS,
     retryMaxMs: config.retryMax,
-    logger: logger.child({ volume: manifest.name }),
+    compaction: { indexMemoryBytes: config.indexMemory, deltaBytes: config.deltaBudget ?? Math.max(GiB, Math.floor(size / 2)), deltaCount: 256 },
+    gcGraceMs: config.gcGrace,
+    logger: logger.child({ volume: name }),
+    failpoints: processFailpoints,
+    forceReadOnly: config.readOnly,
+    hangPolicy: configuredHangPolicy(config),
+    ...extra,
   };
 }

@@ -31,7 +31,8 @@ export class LogEventSink implements EventSink {
   constructor(private readonly logger: Logger) {}
 
   publish(event: HoldfastEvent): void {
-    this.logger.info({ event }, `event ${event.kind}${'set' in event ? ` set=${event.set}` : ` level=${event.level}`} volume=${event.volume}`);
+    const detail = 'set' in event ? ` set=${event.set}` : 'level' in event ? ` level=${event.level}` : '';
+    this.logger.info({ event }, `event ${event.kind}${detail} volume=${event.volume}`);
   }
 
   async close(): Promise<void> {}

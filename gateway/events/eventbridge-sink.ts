@@ -1,14 +1,14 @@
-import { randomUUID } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
+import { readFile, rm } from 'node:fs/promises';
 import { EventBridgeClient, PutEventsCommand, type EventBridgeClientConfig, type PutEventsRequestEntry, type PutEventsResultEntry } from '@aws-sdk/client-eventbridge';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../shared/errors.js';
 import { EVENT_SOURCE, detailTypeOf } from '../../shared/eventbridge.js';
 import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
-import { backoffMs } from '../hang/backoff.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+import { backoffMs } from '../util/backoff.js';
+import { failFastHttpHandler } from '../util/fail-fast-http.js';
+import { LogRateLimiter } from '../util/rate-limited-log.js';
+import { sleep, type Sleep } from '../util/sleep.js';
 import type { DropReason, EventDeliveryCounters, EventSink } from './event-sink.js';
 
 /** PutEvents limits: entries per call, and bytes per call as EventBridge counts them. */
@@ -40,22 +40,13 @@ export interface EventBridgeClientOptions {
  * back-off, so SDK retries would only delay the moment it learns that EventBridge is down.
  */
 export function createEventBridgeClient(options: EventBridgeClientOptions = {}): EventBridgeClient {
-  const requestTimeout = options.requestTimeoutMs ?? 5000;
-  const agentOptions = { keepAlive: true, maxSockets: 4 };
   return new EventBridgeClient({
     endpoint: options.endpoint,
     // SigV4 needs some region even when a local endpoint ignores it.
     region: options.region ?? (options.endpoint === undefined ? undefined : 'us-east-1'),
     credentials: options.credentials,
     maxAttempts: 1,
-    requestHandler: new NodeHttpHandler({
-      connectionTimeout: 2000,
-      requestTimeout,
-      throwOnRequestTimeout: true,
-      socketTimeout: requestTimeout,
-      httpAgent: new HttpAgent(agentOptions),
-      httpsAgent: new HttpsAgent(agentOptions),
-    }),
+    requestHandler: failFastHttpHandler({ connectTimeoutMs: 2000, requestTimeoutMs: options.requestTimeoutMs ?? 5000, maxSockets: 4 }),
   });
 }
 
@@ -97,6 +88,14 @@ export interface EventBridgeSinkOptions {
   readonly closeTimeoutMs?: number;
 }
 
+interface SendOutcome {
+  readonly retry: boolean;
+  /** The call itself failed. */
+  readonly error: unknown;
+  /** Entries EventBridge refused and that are sent again, by error code. */
+  readonly refused: Readonly<Record<string, number>>;
+}
+
 interface Pending {
   readonly event: HoldfastEvent;
   readonly entry: PutEventsRequestEntry;
@@ -116,7 +115,7 @@ export class EventBridgeSink implements EventSink {
   private readonly maxBytes: number;
   private readonly stats = { delivered: 0, retried: 0, failedCalls: 0, dropped: { 'queue-full': 0, rejected: 0, shutdown: 0 } satisfies Record<DropReason, number> };
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private backoff: Sleep | undefined;
   private readonly idleWaiters: (() => void)[] = [];
   private failingSince: number | undefined;
   private consecutiveFailures = 0;
@@ -124,7 +123,7 @@ export class EventBridgeSink implements EventSink {
   private stopped = false;
   private closed: Promise<void> | undefined;
   private readonly abort = new AbortController();
-  private readonly lastLog = new Map<string, number>();
+  private readonly logLimiter = new LogRateLimiter(LOG_EVERY_MS, () => Date.now());
   private spillExists = false;
   private spillWriting: Promise<void> | undefined;
   private spillDirty = false;
@@ -152,7 +151,7 @@ export class EventBridgeSink implements EventSink {
       if (this.failingSince !== undefined) this.persistSoon();
       this.kick();
     } catch (err) {
-      this.opts.logger.error({ err: errorMessage(err), kind: event.kind, volume: event.volume }, 'EventBridge sink could not queue an event');
+      this.opts.logger.error({ err, kind: event.kind, volume: event.volume }, 'EventBridge sink could not queue an event');
     }
   }
 
@@ -174,13 +173,13 @@ export class EventBridgeSink implements EventSink {
   private async doClose(): Promise<void> {
     this.closing = true;
     // A retry waiting out its back-off tries once more now: the task is going away.
-    this.wake?.();
+    this.backoff?.wake();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeTimeoutMs ?? 5000)))]);
     clearTimeout(timer);
     this.stopped = true;
     this.abort.abort();
-    this.wake?.();
+    this.backoff?.wake();
     await this.loop;
     await this.spillWriting;
     const left = this.queue.length;
@@ -220,7 +219,7 @@ export class EventBridgeSink implements EventSink {
       .catch((err: unknown) => {
         // A bug here must cost events, never the gateway: an unhandled rejection would end the process.
         crashed = true;
-        this.opts.logger.error({ err: errorMessage(err), queued: this.queue.length }, 'EventBridge delivery loop failed; it restarts with the next event');
+        this.opts.logger.error({ err, queued: this.queue.length }, 'EventBridge delivery loop failed; it restarts with the next event');
       })
       .finally(() => {
         this.loop = undefined;
@@ -233,19 +232,32 @@ export class EventBridgeSink implements EventSink {
   private async deliver(): Promise<void> {
     while (this.queue.length > 0 && !this.stopped) {
       const batch = this.nextBatch();
-      const retry = await this.send(batch);
-      if (retry) this.failingSince ??= Date.now();
+      const outcome = await this.send(batch);
+      if (outcome.retry) this.failingSince ??= Date.now();
       if (this.queue.length === 0) {
         for (const resolve of this.idleWaiters.splice(0)) resolve();
       }
       this.persistSoon();
-      if (!retry) {
+      if (!outcome.retry) {
         this.recovered();
         continue;
       }
-      this.stats.retried += batch.filter((p) => this.queue.includes(p)).length;
-      await this.sleep(backoffMs(this.consecutiveFailures++, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000));
+      const again = batch.filter((p) => this.queue.includes(p)).length;
+      this.stats.retried += again;
+      const attempt = ++this.consecutiveFailures;
+      const delay = backoffMs(attempt - 1, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000);
+      if (!this.stopped) this.logFailedAttempt(outcome, { attempt, retryInMs: Math.round(delay), events: again, queued: this.queue.length });
+      this.backoff = sleep(delay);
+      await this.backoff.done;
+      this.backoff = undefined;
     }
+  }
+
+  /** One line per failed attempt: what failed (the call's error class and message, or the entry codes), and when it is tried again. */
+  private logFailedAttempt(outcome: SendOutcome, fields: Record<string, number>): void {
+    const log = this.opts.logger;
+    if (outcome.error !== undefined) log.warn({ err: outcome.error, ...fields }, 'EventBridge PutEvents failed; the events stay queued and are sent again');
+    else log.warn({ refused: outcome.refused, ...fields }, 'EventBridge refused events; they are sent again');
   }
 
   /**
@@ -267,18 +279,18 @@ export class EventBridgeSink implements EventSink {
     return batch;
   }
 
-  /** One PutEvents call; true when some of the batch must be sent again. */
-  private async send(batch: Pending[]): Promise<boolean> {
+  /** One PutEvents call: whether some of the batch must be sent again, and why. */
+  private async send(batch: Pending[]): Promise<SendOutcome> {
     let results: PutEventsResultEntry[];
     try {
       const out = await this.opts.client.send(new PutEventsCommand({ Entries: batch.map((p) => p.entry) }), { abortSignal: this.abort.signal });
       results = out.Entries ?? [];
     } catch (err) {
       this.stats.failedCalls++;
-      if (!this.stopped) this.logRateLimited('call', 'warn', { err: errorMessage(err), queued: this.queue.length }, 'EventBridge PutEvents failed; events stay queued and are retried');
-      return true;
+      return { retry: true, error: err, refused: {} };
     }
     let retry = false;
+    const refused: Record<string, number> = {};
     const done = new Set<Pending>();
     batch.forEach((p, i) => {
       const r = results[i];
@@ -290,11 +302,12 @@ export class EventBridgeSink implements EventSink {
         done.add(p);
       } else {
         retry = true;
-        this.logRateLimited(`entry:${r?.ErrorCode}`, 'warn', { errorCode: r?.ErrorCode ?? 'missing result', errorMessage: r?.ErrorMessage, volume: p.event.volume, kind: p.event.kind }, 'EventBridge refused an event; it is retried');
+        const code = r?.ErrorCode ?? 'missing result';
+        refused[code] = (refused[code] ?? 0) + 1;
       }
     });
     this.remove(done);
-    return retry;
+    return { retry, error: undefined, refused };
   }
 
   private remove(done: ReadonlySet<Pending>): void {
@@ -315,28 +328,14 @@ export class EventBridgeSink implements EventSink {
     this.consecutiveFailures = 0;
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-    });
-  }
-
   private drop(reason: DropReason, event: HoldfastEvent, why: string): void {
     this.stats.dropped[reason]++;
     this.logRateLimited(`drop:${reason}`, 'error', { reason, why, kind: event.kind, volume: event.volume, episode: event.episode, droppedSoFar: this.stats.dropped[reason] }, 'event dropped: it will not reach EventBridge');
   }
 
   private logRateLimited(key: string, level: 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    if (now - (this.lastLog.get(key) ?? -Infinity) < LOG_EVERY_MS) return;
-    this.lastLog.set(key, now);
-    this.opts.logger[level](fields, msg);
+    const suppressed = this.logLimiter.admit(key);
+    if (suppressed !== undefined) this.opts.logger[level]({ ...fields, suppressed }, msg);
   }
 
   /**
@@ -363,16 +362,14 @@ export class EventBridgeSink implements EventSink {
             await this.writeSpill(file);
           }
         } catch (err) {
-          this.logRateLimited('spill', 'warn', { err: errorMessage(err), file }, 'could not update the event spill file');
+          this.logRateLimited('spill', 'warn', { err, file }, 'could not update the event spill file');
         }
       } while (this.spillDirty && !this.stopped);
     })().finally(() => (this.spillWriting = undefined));
   }
 
   private async writeSpill(file: string): Promise<void> {
-    const tmp = `${file}.${randomUUID()}.tmp`;
-    await writeFile(tmp, this.queue.map((p) => `${JSON.stringify(p.event)}\n`).join(''), { flush: true });
-    await rename(tmp, file);
+    await writeFileAtomic(file, this.queue.map((p) => `${JSON.stringify(p.event)}\n`).join(''));
     this.spillExists = true;
   }
 

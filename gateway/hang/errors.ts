@@ -1,7 +1,7 @@
 import type { ErrorClass } from '../../shared/events.js';
 import { HoldfastError } from '../../shared/errors.js';
 
-export type FailReason = 'policy' | 'timeout' | 'timed-out' | 'paused' | 'released';
+export type FailReason = 'policy' | 'timeout' | 'timed-out' | 'paused' | 'released' | 'corrupt';
 
 /**
  * A guest request that needed failing storage is answered with an error (EIO on the wire).
@@ -29,5 +29,7 @@ function describe(reason: FailReason): string {
       return 'hang handling is paused: held request completed with its error';
     case 'released':
       return 'held request released by an operator';
+    case 'corrupt':
+      return 'stored data is corrupt: never held, waiting does not mend it';
   }
 }

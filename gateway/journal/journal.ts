@@ -1,4 +1,4 @@
-import { mkdir, readdir, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError, RequestAbortedError } from '../../shared/errors.js';
@@ -10,14 +10,24 @@ import {
   encodeRecordHeader,
   recordChecksumOk,
 } from './record.js';
-import { backoffMs } from '../hang/backoff.js';
+import { backoffMs } from '../util/backoff.js';
 import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
-import { syncDirectory } from '../fs/sync-directory.js';
+import { syncDirectory } from '../util/sync-directory.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 
 const SEGMENT_MAGIC = 0x48464a53;
 const SEGMENT_VERSION = 1;
 const SEGMENT_HEADER_SIZE = 16;
-const SEGMENT_NAME = /^(\d{16})\.seg$/;
+/** `<writer epoch, 8 hex>-<number, 16 digits>.seg`; format 1 journals have no epoch (read as epoch 0). */
+const SEGMENT_NAME = /^(?:([0-9a-f]{8})-)?(\d{16})\.seg$/;
+/** `seal-<epoch>`: the highest sequence a later owner adopted from that epoch's segments. */
+const SEAL_NAME = /^seal-([0-9a-f]{8})$/;
+/**
+ * What one record costs in memory until it is uploaded (its entry and its place in the pending
+ * lists), charged against the journal limit with its bytes on disk: a flood of tiny records (TRIMs)
+ * is bounded by the limit like a flood of writes.
+ */
+export const ENTRY_MEMORY_COST = 192;
 /** Bounds one group commit so that a burst of large writes does not build one huge writev. */
 const MAX_BATCH_BYTES = 16 * 1024 * 1024;
 const MAX_BATCH_RECORDS = 4096;
@@ -32,6 +42,20 @@ export interface JournalOptions {
   readonly maxPayload: number;
   readonly logger: Logger;
   readonly fileOps?: SegmentFileOps;
+  /**
+   * The writer epoch new segments are named by. Segments of older epochs are adopted: each gets a seal
+   * (the highest sequence adopted from it) before anything is appended, so records a deposed writer
+   * appends later are never replayed. Default 0 (a journal nobody else writes).
+   */
+  readonly epoch?: number;
+  /** Records up to this sequence are in the object store already: replay skips them. */
+  readonly committedSeq?: number;
+  /**
+   * Unsealed segments of epochs from this one on are adopted; older unsealed ones were never adopted
+   * by anyone (the previous owner did not use this directory) and are sealed at `committedSeq`, so
+   * nothing in them is replayed. Default 0: adopt everything.
+   */
+  readonly adoptFromEpoch?: number;
   /** Back-off between rewrite attempts after a failed write or sync. */
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
@@ -46,6 +70,7 @@ export class Segment {
   sealed = false;
   retired = false;
   constructor(
+    readonly epoch: number,
     readonly no: number,
     readonly path: string,
     readonly file: SegmentFile,
@@ -68,8 +93,8 @@ export interface JournalEntry {
   segment: Segment | undefined;
   payloadPosition: number;
   durable: boolean;
-  /** Extents this entry still has to be uploaded to; the owner decrements, then calls release. */
-  pendingExtents: number;
+  /** When it was appended (monotonic ms; 0 when replayed): how long it has waited for an upload. */
+  readonly arrivedAt: number;
 }
 
 interface DurableWaiter {
@@ -102,6 +127,8 @@ export class Journal {
   private queue: JournalEntry[] = [];
   private queuedBytes = 0;
   private segmentBytesTotal = 0;
+  /** ENTRY_MEMORY_COST for every durable record not yet released. */
+  private liveEntryBytes = 0;
   private writing = false;
   private closed = false;
   private durableSeq: number;
@@ -130,28 +157,52 @@ export class Journal {
    */
   static async open(opts: JournalOptions): Promise<{ journal: Journal; entries: JournalEntry[] }> {
     await mkdir(opts.dir, { recursive: true });
-    const names = (await readdir(opts.dir))
+    const epoch = opts.epoch ?? 0;
+    const committed = opts.committedSeq ?? 0;
+    const dirNames = await readdir(opts.dir);
+    const seals = new Map<number, number>();
+    for (const m of dirNames.map((n) => SEAL_NAME.exec(n))) {
+      if (m !== null) seals.set(parseInt(m[1]!, 16), await readSeal(join(opts.dir, m[0])));
+    }
+    const names = dirNames
       .map((n) => SEGMENT_NAME.exec(n))
       .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => ({ name: m[0], no: Number(m[1]) }))
-      .sort((a, b) => a.no - b.no);
+      .map((m) => ({ name: m[0], epoch: m[1] === undefined ? 0 : parseInt(m[1], 16), no: Number(m[2]) }))
+      .sort((a, b) => a.epoch - b.epoch || a.no - b.no);
     const fileOps = opts.fileOps ?? fsSegmentFileOps;
     const bySeq = new Map<number, JournalEntry>();
     const segments: Segment[] = [];
-    for (const { name, no } of names) {
+    const adopted = new Map<number, number>();
+    const adoptFrom = opts.adoptFromEpoch ?? 0;
+    for (const { name, epoch: segmentEpoch, no } of names) {
       const path = join(opts.dir, name);
       const file = await fileOps.open(path, 'read-write');
-      const segment = new Segment(no, path, file, 0);
+      const segment = new Segment(segmentEpoch, no, path, file, 0);
       segment.sealed = true;
-      const records = await scanSegment(segment, opts.maxPayload);
-      for (const entry of records) bySeq.set(entry.seq, entry);
+      const seal = seals.get(segmentEpoch) ?? (segmentEpoch < adoptFrom && segmentEpoch < epoch ? committed : Infinity);
+      for (const entry of await scanSegment(segment, opts.maxPayload)) {
+        if (entry.seq > seal) continue;
+        adopted.set(segmentEpoch, Math.max(adopted.get(segmentEpoch) ?? 0, entry.seq));
+        if (entry.seq > committed) bySeq.set(entry.seq, entry);
+      }
       segments.push(segment);
     }
+    // Sealed before anything new is appended: from now on a record of an older epoch above its seal
+    // can only come from a deposed writer that went on appending, and it was never acknowledged.
+    let sealed = false;
+    for (const s of segments) {
+      if (s.epoch >= epoch || seals.has(s.epoch)) continue;
+      seals.set(s.epoch, s.epoch < adoptFrom ? committed : Math.max(adopted.get(s.epoch) ?? 0, committed));
+      await writeFileAtomic(join(opts.dir, sealName(s.epoch)), `${JSON.stringify({ maxSeq: seals.get(s.epoch) })}\n`);
+      sealed = true;
+    }
+    if (sealed) await syncDirectory(opts.dir);
     const entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
     for (const e of entries) e.segment!.live++;
-    const lastSeq = entries.length > 0 ? entries[entries.length - 1]!.seq : 0;
-    const lastNo = names.length > 0 ? names[names.length - 1]!.no : 0;
+    const lastSeq = Math.max(committed, entries.length > 0 ? entries[entries.length - 1]!.seq : 0, ...adopted.values());
+    const lastNo = names.reduce((n, s) => Math.max(n, s.no), 0);
     const journal = new Journal(opts, lastSeq, lastNo);
+    journal.liveEntryBytes = entries.length * ENTRY_MEMORY_COST;
     for (const s of segments) {
       journal.segments.push(s);
       journal.segmentBytesTotal += s.size;
@@ -160,9 +211,9 @@ export class Journal {
     return { journal, entries };
   }
 
-  /** Bytes held by live segments plus records waiting for the next commit. */
+  /** Bytes held by live segments and records waiting for the next commit, plus the records' memory. */
   get usedBytes(): number {
-    return this.segmentBytesTotal + this.queuedBytes;
+    return this.segmentBytesTotal + this.queuedBytes + this.liveEntryBytes;
   }
 
   get limitBytes(): number {
@@ -188,6 +239,11 @@ export class Journal {
     return new Promise((resolve) => this.uploadWaiters.push({ seq, resolve }));
   }
 
+  /** The sequence number of the last record appended. */
+  get lastSequence(): number {
+    return this.nextSeq - 1;
+  }
+
   /** Highest sequence number that is on disk and synced. */
   get durableSequence(): number {
     return this.durableSeq;
@@ -195,7 +251,7 @@ export class Journal {
 
   /** True when a record of `payloadLength` bytes would be accepted without waiting. */
   hasRoom(payloadLength: number): boolean {
-    return this.spaceWaiters.length === 0 && this.fits(RECORD_HEADER_SIZE + payloadLength);
+    return this.spaceWaiters.length === 0 && this.fits(chargeOf(payloadLength));
   }
 
   /**
@@ -205,7 +261,7 @@ export class Journal {
    * the hang engine fails waiting writes.
    */
   reserve(payloadLength: number, signal?: AbortSignal): Promise<void> | undefined {
-    const bytes = RECORD_HEADER_SIZE + payloadLength;
+    const bytes = chargeOf(payloadLength);
     if (this.spaceWaiters.length === 0 && this.fits(bytes)) {
       this.queuedBytes += bytes;
       return undefined;
@@ -253,7 +309,7 @@ export class Journal {
 
   /** Gives back room reserved for a record that will not be appended after all. */
   cancelReservation(payloadLength: number): void {
-    this.queuedBytes -= RECORD_HEADER_SIZE + payloadLength;
+    this.queuedBytes -= chargeOf(payloadLength);
     this.wakeSpaceWaiters();
   }
 
@@ -277,7 +333,7 @@ export class Journal {
       segment: undefined,
       payloadPosition: 0,
       durable: false,
-      pendingExtents: 0,
+      arrivedAt: performance.now(),
     };
     this.queue.push(entry);
     if (!this.writing) {
@@ -317,7 +373,9 @@ export class Journal {
     const segment = entry.segment;
     if (segment === undefined) throw new JournalIoError(`journal record ${entry.seq} released before it was durable`);
     segment.live--;
+    this.liveEntryBytes -= ENTRY_MEMORY_COST;
     if (segment.live === 0) this.scheduleRetirement();
+    this.wakeSpaceWaiters();
   }
 
   private scheduleRetirement(): void {
@@ -348,11 +406,15 @@ export class Journal {
         await oldest.file.close().catch(() => undefined);
         // Unlinked before it leaves the list: when that fails (a failing disk) it stays first, to be
         // retried, and no newer segment is deleted while it is still there to be replayed.
-        await unlink(oldest.path);
+        await this.fileOps.remove(oldest.path);
         this.segments.shift();
         oldest.retired = true;
         this.segmentBytesTotal -= oldest.size;
         removed = true;
+        // An older epoch's seal goes with its last segment.
+        if (oldest.epoch !== (this.opts.epoch ?? 0) && !this.segments.some((s) => s.epoch === oldest.epoch)) {
+          await this.fileOps.remove(join(this.opts.dir, sealName(oldest.epoch))).catch(() => undefined);
+        }
       }
     } finally {
       if (removed) this.wakeSpaceWaiters();
@@ -410,6 +472,8 @@ export class Journal {
         this.queuedBytes -= batchBytes;
         await segment.file.writev(iov, start);
         await segment.file.datasync();
+        this.queuedBytes -= batch.length * ENTRY_MEMORY_COST;
+        this.liveEntryBytes += batch.length * ENTRY_MEMORY_COST;
         let pos = start;
         for (const e of batch) {
           pos += RECORD_HEADER_SIZE;
@@ -429,6 +493,13 @@ export class Journal {
         return;
       } catch (cause) {
         if (segment !== undefined) this.queuedBytes += batchBytes;
+        if (this.closed) {
+          // Shutting down on a failing disk: these records were never acknowledged, stop rewriting them.
+          const err = new JournalIoError('journal closed while its disk was failing; unwritten records dropped', { cause });
+          for (const w of this.durableWaiters.splice(0)) w.reject(err);
+          this.queue = [];
+          return;
+        }
         this.failedAttempts++;
         const err = new JournalIoError(`journal write failed (attempt ${this.failedAttempts}); rewriting to a new segment`, { cause });
         this.opts.logger.error({ err, dir: this.opts.dir }, err.message);
@@ -460,14 +531,15 @@ export class Journal {
     if (cur !== undefined && (cur.size + bytes <= this.opts.segmentBytes || cur.size === SEGMENT_HEADER_SIZE)) return cur;
     if (cur !== undefined) this.sealCurrent();
     const no = this.nextSegmentNo++;
-    const path = join(this.opts.dir, `${String(no).padStart(16, '0')}.seg`);
+    const epoch = this.opts.epoch ?? 0;
+    const path = join(this.opts.dir, `${epoch.toString(16).padStart(8, '0')}-${String(no).padStart(16, '0')}.seg`);
     const file = await this.fileOps.open(path, 'create');
     const header = Buffer.alloc(SEGMENT_HEADER_SIZE);
     header.writeUInt32LE(SEGMENT_MAGIC, 0);
     header.writeUInt32LE(SEGMENT_VERSION, 4);
     header.writeUInt32LE(Math.floor(no / 0x1_0000_0000), 8);
     header.writeUInt32LE(no % 0x1_0000_0000, 12);
-    const segment = new Segment(no, path, file, SEGMENT_HEADER_SIZE);
+    const segment = new Segment(epoch, no, path, file, SEGMENT_HEADER_SIZE);
     this.segments.push(segment);
     this.segmentBytesTotal += SEGMENT_HEADER_SIZE;
     this.current = segment;
@@ -507,6 +579,26 @@ export class Journal {
     await this.retirement;
     for (const s of this.segments) await s.file.close().catch(() => undefined);
   }
+}
+
+function chargeOf(payloadLength: number): number {
+  return RECORD_HEADER_SIZE + payloadLength + ENTRY_MEMORY_COST;
+}
+
+function sealName(epoch: number): string {
+  return `seal-${epoch.toString(16).padStart(8, '0')}`;
+}
+
+async function readSeal(path: string): Promise<number> {
+  const text = await readFile(path, 'utf8');
+  let maxSeq: unknown;
+  try {
+    maxSeq = (JSON.parse(text) as { maxSeq?: unknown }).maxSeq;
+  } catch (cause) {
+    throw new JournalCorruptError(`journal seal ${path} is not JSON`, { cause });
+  }
+  if (typeof maxSeq !== 'number' || !Number.isSafeInteger(maxSeq) || maxSeq < 0) throw new JournalCorruptError(`journal seal ${path} has no valid maxSeq`);
+  return maxSeq;
 }
 
 /** The records of a batch as one writev: header, payload, header, payload ... */
@@ -560,7 +652,7 @@ async function scanSegment(segment: Segment, maxPayload: number): Promise<Journa
       segment,
       payloadPosition: pos + RECORD_HEADER_SIZE,
       durable: true,
-      pendingExtents: 0,
+      arrivedAt: 0,
     });
     pos += RECORD_HEADER_SIZE + bad.payloadLength;
   }

@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 
 /**
  * The file operations the journal uses, behind an interface so that tests can make a sync or a
@@ -6,6 +6,8 @@ import { open, type FileHandle } from 'node:fs/promises';
  */
 export interface SegmentFileOps {
   open(path: string, flags: 'create' | 'read-write'): Promise<SegmentFile>;
+  /** Deletes a retired segment (or a seal). */
+  remove(path: string): Promise<void>;
 }
 
 export interface SegmentFile {
@@ -78,5 +80,8 @@ export const fsSegmentFileOps: SegmentFileOps = {
   async open(path, flags) {
     // 'wx' so that a segment number is never reused over an existing file by mistake.
     return new FsSegmentFile(await open(path, flags === 'create' ? 'wx+' : 'r+'));
+  },
+  remove(path) {
+    return unlink(path);
   },
 };

@@ -1,11 +1,17 @@
 import {
   Cmd,
+  Errno,
+  knownCommand,
   OPTION_REPLY_HEADER_SIZE,
   REP_MAGIC,
   REQUEST_HEADER_SIZE,
+  ReplyFlag,
+  ReplyType,
   REQUEST_MAGIC,
   SIMPLE_REPLY_HEADER_SIZE,
   SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_HEADER_SIZE,
+  STRUCTURED_REPLY_MAGIC,
 } from './constants.js';
 import { ProtocolError, ProtocolErrorReason } from './errors.js';
 
@@ -14,7 +20,10 @@ const TWO_POW_32 = 2 ** 32;
 /** One transmission-phase request as parsed from the wire. */
 export interface NbdRequest {
   readonly flags: number;
-  readonly type: number;
+  /** The command, or undefined for a type the spec does not define (answered with EINVAL). */
+  readonly type: Cmd | undefined;
+  /** The type as sent, for logs. */
+  readonly wireType: number;
   /** The 8-byte handle kept as two words: echoed back verbatim, never interpreted. */
   readonly handleHi: number;
   readonly handleLo: number;
@@ -24,8 +33,8 @@ export interface NbdRequest {
    */
   readonly offset: number;
   readonly length: number;
-  /** The error the sink chose when the header arrived (0: run the command). */
-  readonly error: number;
+  /** The error the sink chose when the header arrived (OK: run the command). */
+  readonly error: Errno;
   /** A WRITE's data once complete; undefined for other commands and for refused WRITEs. */
   payload: Buffer | undefined;
 }
@@ -35,7 +44,13 @@ export interface RequestSink {
    * Called once per header, before any payload. A non-zero errno for a WRITE makes the parser skip
    * the payload bytes as they arrive instead of buffering them.
    */
-  validate(request: NbdRequest): number;
+  validate(request: NbdRequest): Errno;
+  /**
+   * Called after validate(), before a WRITE's payload is taken in. False holds this request, and all
+   * input behind it, until resume() asks again: the sink reserves the memory a request will use
+   * before the parser uses it.
+   */
+  admit(request: NbdRequest): boolean;
   /** A complete request, in stream order. The sink may call pause() or stop() from here. */
   onRequest(request: NbdRequest): void;
   /** The stream cannot be parsed further; the parser has stopped. */
@@ -52,7 +67,7 @@ export interface PayloadCounters {
   payloadBytesSkipped: number;
 }
 
-type ParserState = 'header' | 'payload' | 'skip' | 'stopped';
+type ParserState = 'header' | 'admission' | 'payload' | 'skip' | 'stopped';
 
 /**
  * Incremental parser of the client's request stream. Chunks are consumed in place: a header that
@@ -117,9 +132,67 @@ export class RequestParser {
     return this.state === 'stopped';
   }
 
+  /**
+   * True when NBD_CMD_DISC is among the bytes pushed and not delivered yet: a client that closed
+   * its side behind a disconnect request still wants the answers before it (a soft disconnect);
+   * one that closed without it has left. Walks the buffered headers, skipping WRITE payloads.
+   */
+  get disconnectBuffered(): boolean {
+    const input = [this.headerScratch.subarray(0, this.headerFill), ...this.queue];
+    if (input.length > 1) input[1] = input[1]!.subarray(this.position);
+    let chunk = 0;
+    let at = 0;
+    const skip = (bytes: number): boolean => {
+      let left = bytes;
+      while (left > 0 && chunk < input.length) {
+        const n = Math.min(left, input[chunk]!.length - at);
+        left -= n;
+        at += n;
+        if (at === input[chunk]!.length) {
+          chunk++;
+          at = 0;
+        }
+      }
+      return left === 0;
+    };
+    const header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
+    const readHeader = (): boolean => {
+      let filled = 0;
+      while (filled < REQUEST_HEADER_SIZE && chunk < input.length) {
+        const n = input[chunk]!.copy(header, filled, at, at + REQUEST_HEADER_SIZE - filled);
+        filled += n;
+        at += n;
+        if (at === input[chunk]!.length) {
+          chunk++;
+          at = 0;
+        }
+      }
+      return filled === REQUEST_HEADER_SIZE;
+    };
+    // The rest of the request under way: a WRITE payload waiting for admission, or one being read or skipped.
+    const current = this.current;
+    const pendingPayload =
+      this.state === 'admission' && current?.type === Cmd.WRITE ? current.length : this.state === 'payload' && current !== undefined ? current.length - this.assemblyFill : this.state === 'skip' ? this.skipLeft : 0;
+    if (!skip(pendingPayload)) return false;
+    while (readHeader()) {
+      if (header.readUInt32BE(0) !== REQUEST_MAGIC) return false;
+      const type = header.readUInt16BE(6);
+      if (type === Cmd.DISC) return true;
+      if (type === Cmd.WRITE && !skip(header.readUInt32BE(24))) return false;
+    }
+    return false;
+  }
+
+  /** Bytes pushed and not parsed yet. */
+  get bufferedBytes(): number {
+    let bytes = -this.position;
+    for (const chunk of this.queue) bytes += chunk.length;
+    return bytes;
+  }
+
   /** True while part of a request has been received but not all of it. */
   private get midFrame(): boolean {
-    return this.headerFill > 0 || this.state === 'payload' || this.state === 'skip' || this.queue.length > 0;
+    return this.headerFill > 0 || this.state === 'admission' || this.state === 'payload' || this.state === 'skip' || this.queue.length > 0;
   }
 
   private drain(): void {
@@ -128,6 +201,10 @@ export class RequestParser {
     this.draining = true;
     try {
       while (!this.paused && this.state !== 'stopped') {
+        if (this.state === 'admission') {
+          this.admitCurrent();
+          continue;
+        }
         const chunk = this.queue[0];
         if (chunk === undefined) break;
         this.position = this.step(chunk, this.position);
@@ -155,6 +232,9 @@ export class RequestParser {
         return this.stepPayload(chunk, pos);
       case 'skip':
         return this.stepSkip(chunk, pos);
+      case 'admission':
+        // drain() admits before it looks at input.
+        return pos;
       case 'stopped':
         return chunk.length;
     }
@@ -184,14 +264,16 @@ export class RequestParser {
       );
       return undefined;
     }
+    const wireType = buf.readUInt16BE(at + 6);
     const request: { -readonly [K in keyof NbdRequest]: NbdRequest[K] } = {
       flags: buf.readUInt16BE(at + 4),
-      type: buf.readUInt16BE(at + 6),
+      type: knownCommand(wireType),
+      wireType,
       handleHi: buf.readUInt32BE(at + 8),
       handleLo: buf.readUInt32BE(at + 12),
       offset: buf.readUInt32BE(at + 16) * TWO_POW_32 + buf.readUInt32BE(at + 20),
       length: buf.readUInt32BE(at + 24),
-      error: 0,
+      error: Errno.OK,
       payload: undefined,
     };
     request.error = this.sink.validate(request);
@@ -199,21 +281,47 @@ export class RequestParser {
   }
 
   private afterHeader(request: NbdRequest, chunk: Buffer, pos: number): number {
-    if (request.type !== Cmd.WRITE || request.length === 0) {
-      this.sink.onRequest(request);
-      return pos;
-    }
-    if (request.error !== 0) {
+    if (!this.sink.admit(request)) {
       this.current = request;
-      this.skipLeft = request.length;
-      this.state = 'skip';
+      this.state = 'admission';
+      this.paused = true;
       return pos;
     }
-    this.current = request;
-    this.state = 'payload';
+    this.begin(request);
     // Clients often send the header and the payload separately: wait for the next chunk, which may
     // hold the whole payload, before deciding to copy.
-    return pos === chunk.length ? pos : this.stepPayload(chunk, pos);
+    return this.state === 'payload' && pos < chunk.length ? this.stepPayload(chunk, pos) : pos;
+  }
+
+  /** Retries the admission of the request held by afterHeader. */
+  private admitCurrent(): void {
+    const request = this.current;
+    if (request === undefined) {
+      this.state = 'header';
+      return;
+    }
+    if (!this.sink.admit(request)) {
+      this.paused = true;
+      return;
+    }
+    this.current = undefined;
+    this.state = 'header';
+    this.begin(request);
+  }
+
+  /** An admitted request: delivered at once, or after its payload has been read or skipped. */
+  private begin(request: NbdRequest): void {
+    if (request.type !== Cmd.WRITE || request.length === 0) {
+      this.sink.onRequest(request);
+      return;
+    }
+    this.current = request;
+    if (request.error !== Errno.OK) {
+      this.skipLeft = request.length;
+      this.state = 'skip';
+    } else {
+      this.state = 'payload';
+    }
   }
 
   private stepPayload(chunk: Buffer, pos: number): number {
@@ -259,7 +367,7 @@ export class RequestParser {
 }
 
 /** The 16-byte simple reply header; a successful READ's data follows it on the wire. */
-export function encodeSimpleReply(error: number, handleHi: number, handleLo: number): Buffer {
+export function encodeSimpleReply(error: Errno, handleHi: number, handleLo: number): Buffer {
   // Not reused: the socket may hold it until the kernel takes it. allocUnsafe draws from the pool.
   const header = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_SIZE);
   header.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
@@ -267,6 +375,52 @@ export function encodeSimpleReply(error: number, handleHi: number, handleLo: num
   header.writeUInt32BE(handleHi, 8);
   header.writeUInt32BE(handleLo, 12);
   return header;
+}
+
+/**
+ * A structured reply chunk header followed by `room` bytes for the caller to fill (a READ's offset,
+ * an error's fields); `payloadLength` counts them and anything written after this buffer.
+ */
+export function encodeStructuredHeader(type: number, handleHi: number, handleLo: number, payloadLength: number, room: number): Buffer {
+  const chunk = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_SIZE + room);
+  chunk.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+  chunk.writeUInt16BE(ReplyFlag.DONE, 4);
+  chunk.writeUInt16BE(type, 6);
+  chunk.writeUInt32BE(handleHi, 8);
+  chunk.writeUInt32BE(handleLo, 12);
+  chunk.writeUInt32BE(payloadLength, 16);
+  return chunk;
+}
+
+/** Structured READ reply: one final OFFSET_DATA chunk; `length` data bytes follow this header. */
+export function encodeReadChunkHeader(handleHi: number, handleLo: number, offset: number, length: number): Buffer {
+  const header = encodeStructuredHeader(ReplyType.OFFSET_DATA, handleHi, handleLo, 8 + length, 8);
+  writeUInt64(header, offset, STRUCTURED_REPLY_HEADER_SIZE);
+  return header;
+}
+
+/** A final NBD_REPLY_TYPE_ERROR chunk carrying `error` and a message for people. */
+export function encodeErrorChunk(error: Errno, handleHi: number, handleLo: number, message: Buffer): Buffer {
+  const chunk = encodeStructuredHeader(ReplyType.ERROR, handleHi, handleLo, 6 + message.length, 6 + message.length);
+  chunk.writeUInt32BE(error, STRUCTURED_REPLY_HEADER_SIZE);
+  chunk.writeUInt16BE(message.length, STRUCTURED_REPLY_HEADER_SIZE + 4);
+  message.copy(chunk, STRUCTURED_REPLY_HEADER_SIZE + 6);
+  return chunk;
+}
+
+/** A final NBD_REPLY_TYPE_BLOCK_STATUS chunk: (length, flags) descriptors for one metadata context. */
+export function encodeBlockStatusChunk(handleHi: number, handleLo: number, contextId: number, descriptors: readonly { readonly length: number; readonly flags: number }[]): Buffer {
+  const size = 4 + 8 * descriptors.length;
+  const chunk = encodeStructuredHeader(ReplyType.BLOCK_STATUS, handleHi, handleLo, size, size);
+  let at = STRUCTURED_REPLY_HEADER_SIZE;
+  chunk.writeUInt32BE(contextId, at);
+  at += 4;
+  for (const descriptor of descriptors) {
+    chunk.writeUInt32BE(descriptor.length, at);
+    chunk.writeUInt32BE(descriptor.flags, at + 4);
+    at += 8;
+  }
+  return chunk;
 }
 
 /** A fixed-newstyle option reply: header and payload in one buffer. */

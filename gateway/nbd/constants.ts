@@ -11,9 +11,11 @@ export const IHAVEOPT = 0x49484156454f5054n;
 export const REP_MAGIC = 0x3e889045565a9n;
 export const REQUEST_MAGIC = 0x25609513;
 export const SIMPLE_REPLY_MAGIC = 0x67446698;
+export const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
 
 export const REQUEST_HEADER_SIZE = 28;
 export const SIMPLE_REPLY_HEADER_SIZE = 16;
+export const STRUCTURED_REPLY_HEADER_SIZE = 20;
 export const OPTION_HEADER_SIZE = 16;
 export const OPTION_REPLY_HEADER_SIZE = 20;
 /** Reserved bytes after the NBD_OPT_EXPORT_NAME reply unless NO_ZEROES was negotiated. */
@@ -95,6 +97,16 @@ export const Cmd = {
   RESIZE: 8,
 } as const;
 
+/** A command type the spec defines. */
+export type Cmd = (typeof Cmd)[keyof typeof Cmd];
+
+const COMMAND_VALUES: ReadonlySet<number> = new Set(Object.values(Cmd));
+
+/** `type` as a Cmd when the spec defines it, else undefined. */
+export function knownCommand(type: number): Cmd | undefined {
+  return COMMAND_VALUES.has(type) ? (type as Cmd) : undefined;
+}
+
 export const CmdFlag = {
   FUA: 1 << 0,
   NO_HOLE: 1 << 1,
@@ -102,6 +114,29 @@ export const CmdFlag = {
   REQ_ONE: 1 << 3,
   FAST_ZERO: 1 << 4,
 } as const;
+
+/** Types of structured reply chunks. */
+export const ReplyType = {
+  NONE: 0,
+  OFFSET_DATA: 1,
+  OFFSET_HOLE: 2,
+  BLOCK_STATUS: 5,
+  ERROR: (1 << 15) + 1,
+  ERROR_OFFSET: (1 << 15) + 2,
+} as const;
+
+export const ReplyFlag = {
+  DONE: 1 << 0,
+} as const;
+
+/** Status flags of the base:allocation metadata context. */
+export const AllocationState = {
+  HOLE: 1 << 0,
+  ZERO: 1 << 1,
+} as const;
+
+/** The one metadata context this server offers. */
+export const BASE_ALLOCATION = 'base:allocation';
 
 /** Error numbers of simple replies; the spec fixes these values whatever the host's errno. */
 export const Errno = {
@@ -115,6 +150,8 @@ export const Errno = {
   ENOTSUP: 95,
   ESHUTDOWN: 108,
 } as const;
+
+export type Errno = (typeof Errno)[keyof typeof Errno];
 
 /**
  * Largest READ or WRITE length accepted, advertised in NBD_INFO_BLOCK_SIZE. 32 MiB is the size the
@@ -133,9 +170,9 @@ export const MAX_OPTIONS = 256;
 export const MAX_STRING_LENGTH = 4096;
 
 /** Commands counted separately in stats and named in logs; anything unknown is 'other'. */
-export type CommandName = 'read' | 'write' | 'disc' | 'flush' | 'trim' | 'writeZeroes' | 'other';
+export type CommandName = 'read' | 'write' | 'disc' | 'flush' | 'trim' | 'writeZeroes' | 'cache' | 'blockStatus' | 'other';
 
-export function commandName(type: number): CommandName {
+export function commandName(type: Cmd | undefined): CommandName {
   switch (type) {
     case Cmd.READ:
       return 'read';
@@ -149,6 +186,10 @@ export function commandName(type: number): CommandName {
       return 'trim';
     case Cmd.WRITE_ZEROES:
       return 'writeZeroes';
+    case Cmd.CACHE:
+      return 'cache';
+    case Cmd.BLOCK_STATUS:
+      return 'blockStatus';
     default:
       return 'other';
   }

@@ -4,6 +4,7 @@ import {
   ReadOnlyError,
   RequestAbortedError,
 } from '../../shared/errors.js';
+import { isNoSpace } from '../util/classify-error.js';
 import { Errno } from './constants.js';
 
 /**
@@ -27,6 +28,14 @@ export const ProtocolErrorReason = {
   HandshakeTimeout: 'HandshakeTimeout',
   /** NBD_OPT_EXPORT_NAME named no export; that option cannot answer with an error. */
   UnknownExport: 'UnknownExport',
+  /** NBD_OPT_EXPORT_NAME named an export the client may not open. */
+  AccessDenied: 'AccessDenied',
+  /** NBD_OPT_EXPORT_NAME before STARTTLS on a server that requires TLS. */
+  TlsRequired: 'TlsRequired',
+  /** The TLS handshake after NBD_OPT_STARTTLS failed (wrong key, untrusted certificate, garbage). */
+  TlsHandshakeFailed: 'TlsHandshakeFailed',
+  /** Bytes arrived behind NBD_OPT_STARTTLS before its reply: they cannot belong to the TLS handshake. */
+  DataBeforeTls: 'DataBeforeTls',
 } as const;
 
 export type ProtocolErrorReason = (typeof ProtocolErrorReason)[keyof typeof ProtocolErrorReason];
@@ -41,25 +50,8 @@ export class ProtocolError extends HoldfastError {
   }
 }
 
-/** System error codes that mean "out of space" to the client whatever the layer that saw them. */
-const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
-/** Guards against cause cycles. */
-const MAX_CAUSE_DEPTH = 8;
-
-function isNoSpace(err: unknown): boolean {
-  let current: unknown = err;
-  for (let depth = 0; depth < MAX_CAUSE_DEPTH && current instanceof Error; depth++) {
-    const code: unknown = (current as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && NO_SPACE_CODES.has(code)) return true;
-    if (/nospace/i.test(current.name) || /nospace/i.test(current.constructor.name)) return true;
-    // A journal write failing with ENOSPC arrives wrapped (JournalIoError with the system error as cause).
-    current = current.cause;
-  }
-  return false;
-}
-
 /** The NBD error number a client receives when an export method fails with `err`. */
-export function errnoFor(err: unknown): number {
+export function errnoFor(err: unknown): Errno {
   if (err instanceof ReadOnlyError) return Errno.EPERM;
   if (err instanceof InvalidArgumentError) return Errno.EINVAL;
   if (err instanceof RequestAbortedError) return Errno.ESHUTDOWN;

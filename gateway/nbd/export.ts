@@ -2,7 +2,7 @@
  * What the NBD server needs from a block device. The server knows nothing of journals or object
  * stores; the volume layer implements this. Errors thrown by these methods are mapped to NBD error
  * numbers by `errnoFor` in ./errors.ts (ReadOnlyError → EPERM, InvalidArgumentError → EINVAL,
- * NoSpace → ENOSPC, anything else → EIO). A method that throws RequestDroppedError gets no answer:
+ * a full disk anywhere in the cause chain → ENOSPC, anything else → EIO). A method that throws RequestDroppedError gets no answer:
  * the server closes the connection, so that a reconnecting client resends the request.
  */
 export interface RequestContext {
@@ -17,9 +17,19 @@ export interface ZeroOptions {
   readonly noHole: boolean;
 }
 
+/** One run of bytes with the same allocation state, as NBD's base:allocation context reports it. */
+export interface AllocationExtent {
+  /** Bytes, at least 1. */
+  readonly length: number;
+  /** Not backed by stored data (NBD_STATE_HOLE). */
+  readonly hole: boolean;
+  /** Known to read as zeros (NBD_STATE_ZERO). */
+  readonly zero: boolean;
+}
+
 export interface NbdExport {
+  /** The export name; the server describes the export to clients by this name and its size only. */
   readonly name: string;
-  readonly description: string;
   /** Size in bytes (a multiple of `minimumBlockSize`). */
   readonly size: number;
   readonly readOnly: boolean;
@@ -46,6 +56,17 @@ export interface NbdExport {
   /** The range reads as zeros afterwards (Holdfast never returns stale data after TRIM). */
   trim(offset: number, length: number, fua: boolean, ctx: RequestContext): Promise<void>;
   writeZeroes(offset: number, length: number, options: ZeroOptions, ctx: RequestContext): Promise<void>;
+  /**
+   * The allocation of `length` bytes at `offset` as consecutive extents starting at `offset`. They
+   * may cover less than the range (at least one byte; the client asks again for the rest) but never
+   * more. A region the export knows nothing about is reported as data that is not zero.
+   */
+  allocation(offset: number, length: number, ctx: RequestContext): Promise<readonly AllocationExtent[]>;
+  /**
+   * NBD_CMD_CACHE: the client will soon access the range, so bring it close (into the extent
+   * cache). Only a hint: success promises nothing about later speed, and the contents never change.
+   */
+  prefetch(offset: number, length: number, ctx: RequestContext): Promise<void>;
   /**
    * Called once per connection that selects this export and once when it goes away, so that the
    * volume can count its clients.

@@ -21,7 +21,7 @@ interface Waiter {
  */
 export class HandshakeInput {
   private readonly chunks: Buffer[] = [];
-  private buffered = 0;
+  private bufferedBytes = 0;
   private waiter: Waiter | undefined;
   private ended = false;
   private failure: Error | undefined;
@@ -32,10 +32,15 @@ export class HandshakeInput {
     private readonly highWater: number,
   ) {}
 
+  /** Bytes received and not read yet. */
+  get buffered(): number {
+    return this.bufferedBytes;
+  }
+
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    if (!this.paused && this.buffered >= this.highWater) {
+    this.bufferedBytes += chunk.length;
+    if (!this.paused && this.bufferedBytes >= this.highWater) {
       this.paused = true;
       this.flow.pause();
     }
@@ -68,7 +73,7 @@ export class HandshakeInput {
     let left = size;
     while (left > 0) {
       await this.available(1, false);
-      const n = Math.min(left, this.buffered);
+      const n = Math.min(left, this.bufferedBytes);
       this.consume(n);
       left -= n;
     }
@@ -77,12 +82,12 @@ export class HandshakeInput {
   /** Hands over whatever arrived after the last message read; the input is not used afterwards. */
   takeRest(): Buffer[] {
     const rest = this.chunks.splice(0);
-    this.buffered = 0;
+    this.bufferedBytes = 0;
     return rest;
   }
 
   private available(size: number, atBoundary: boolean): Promise<void> {
-    if (this.buffered >= size) return Promise.resolve();
+    if (this.bufferedBytes >= size) return Promise.resolve();
     const error = this.terminalError(atBoundary);
     if (error !== undefined) return Promise.reject(error);
     return new Promise<void>((resolve, reject) => {
@@ -93,7 +98,7 @@ export class HandshakeInput {
   private terminalError(atBoundary: boolean): Error | undefined {
     if (this.failure !== undefined) return this.failure;
     if (!this.ended) return undefined;
-    return atBoundary && this.buffered === 0
+    return atBoundary && this.bufferedBytes === 0
       ? new ProtocolError(ProtocolErrorReason.ClosedDuringHandshake, 'client closed the connection')
       : new ProtocolError(ProtocolErrorReason.TruncatedFrame, 'client closed the connection mid-message');
   }
@@ -101,7 +106,7 @@ export class HandshakeInput {
   private settle(): void {
     const waiter = this.waiter;
     if (waiter === undefined) return;
-    if (this.buffered >= waiter.size) {
+    if (this.bufferedBytes >= waiter.size) {
       this.waiter = undefined;
       waiter.resolve();
       return;
@@ -133,8 +138,8 @@ export class HandshakeInput {
         else this.chunks[0] = chunk.subarray(n);
       }
     }
-    this.buffered -= size;
-    if (this.paused && this.buffered < this.highWater) {
+    this.bufferedBytes -= size;
+    if (this.paused && this.bufferedBytes < this.highWater) {
       this.paused = false;
       this.flow.resume();
     }

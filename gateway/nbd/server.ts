@@ -1,66 +1,129 @@
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { BufferBudget } from './buffer-budget.js';
 import { Connection } from './connection.js';
-import type { ExportRegistry } from './export.js';
 import type { CommandName } from './constants.js';
+import type { ExportRegistry } from './export.js';
+import { PLAIN_SECURITY, type NbdSecurity } from './security.js';
 import { NbdStats } from './stats.js';
 import { DEFAULT_TRANSMISSION_LIMITS, type TransmissionLimits } from './transmission.js';
+
+/** Where the server accepts clients: a TCP address or a Unix socket path. */
+export type ListenAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
 export interface NbdServerOptions {
   readonly registry: ExportRegistry;
   readonly logger: Logger;
-  /** A client that has not chosen an export by then is disconnected. Default 30 s. */
+  /** TLS and access rules; default: no TLS, every client opens every export. */
+  readonly security?: NbdSecurity;
+  /** A client that has not chosen an export by then (TLS handshake included) is disconnected. */
   readonly handshakeTimeoutMs?: number;
-  /** Further connections are closed on accept. Default 1024. */
+  /** Further connections are closed on accept. */
   readonly maxConnections?: number;
-  /** Per-connection bounds on work in flight; see TransmissionLimits. */
+  /** Connections from one TCP peer address beyond this are closed on accept (Unix sockets are not counted). */
+  readonly maxConnectionsPerPeer?: number;
+  /** Per-connection bounds on work in flight and the idle timeout; see TransmissionLimits. */
   readonly limits?: Partial<TransmissionLimits>;
+  /** Request and reply data all connections together may hold beyond their reserves; see BufferBudget. */
+  readonly bufferMemory?: number;
+  /** What each connection may hold whatever the others do. */
+  readonly bufferReservePerConnection?: number;
   /** Called with every request's latency, for a histogram. */
-  readonly observeLatency?: (command: CommandName, seconds: number) => void;
+  readonly observeLatency?: (volume: string, command: CommandName, seconds: number) => void;
 }
 
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
-const DEFAULT_MAX_CONNECTIONS = 1024;
+export const NBD_SERVER_DEFAULTS = {
+  handshakeTimeoutMs: 10_000,
+  maxConnections: 1024,
+  maxConnectionsPerPeer: 64,
+  bufferMemory: 64 * 1024 * 1024,
+  bufferReservePerConnection: 256 * 1024,
+} as const;
 
-/** NBD server (fixed newstyle, simple replies) for the exports of one registry. */
+/** A bound listener: the TCP port actually used (port 0 picks one) or the socket path. */
+export type BoundAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+
+/** The peer a connection counts against; IPv4-mapped IPv6 addresses count as their IPv4 address. */
+function peerKey(socket: Socket): string | undefined {
+  const address = socket.remoteAddress;
+  if (address === undefined) return undefined;
+  return address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
+}
+
+/** Removes a Unix socket file nobody accepts on any more (left by a process that died). */
+async function removeStaleSocket(path: string): Promise<boolean> {
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) return false;
+  await unlink(path).catch(() => undefined);
+  return true;
+}
+
+/** NBD server (fixed newstyle, STARTTLS, simple and structured replies) for the exports of one registry. */
 export class NbdServer {
   readonly stats = new NbdStats();
-  private readonly server: Server;
+  readonly budget: BufferBudget;
+  private readonly servers: Server[] = [];
   private readonly connections = new Set<Connection>();
+  private readonly perPeer = new Map<string, number>();
   private readonly log: Logger;
+  private readonly security: NbdSecurity;
   private readonly handshakeTimeoutMs: number;
   private readonly maxConnections: number;
+  private readonly maxConnectionsPerPeer: number;
   private readonly limits: TransmissionLimits;
   private nextConnectionId = 1;
   private closing: Promise<void> | undefined;
 
   constructor(private readonly options: NbdServerOptions) {
     this.log = options.logger.child({ component: 'nbd' });
-    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    this.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    this.security = options.security ?? PLAIN_SECURITY;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? NBD_SERVER_DEFAULTS.handshakeTimeoutMs;
+    this.maxConnections = options.maxConnections ?? NBD_SERVER_DEFAULTS.maxConnections;
+    this.maxConnectionsPerPeer = options.maxConnectionsPerPeer ?? NBD_SERVER_DEFAULTS.maxConnectionsPerPeer;
     this.limits = { ...DEFAULT_TRANSMISSION_LIMITS, ...options.limits };
+    this.budget = new BufferBudget(options.bufferMemory ?? NBD_SERVER_DEFAULTS.bufferMemory, options.bufferReservePerConnection ?? NBD_SERVER_DEFAULTS.bufferReservePerConnection);
     this.stats.observeLatency = options.observeLatency;
-    // Half-open: a client may shut down its sending side right after NBD_CMD_DISC and still
-    // expect the replies to the requests before it.
-    this.server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
-    this.server.on('error', (err) => this.log.error({ err }, 'nbd listener error'));
   }
 
-  listen(host: string, port: number): Promise<AddressInfo> {
-    return new Promise<AddressInfo>((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(port, host, () => {
-        this.server.off('error', onError);
-        const address = this.server.address();
-        if (address === null || typeof address === 'string') {
-          reject(new Error(`unexpected listen address ${String(address)}`));
-          return;
-        }
-        this.log.info({ host: address.address, port: address.port }, 'nbd server listening');
-        resolve(address);
+  /** Starts accepting on one more address; a server may listen on several. */
+  async listen(address: ListenAddress): Promise<BoundAddress> {
+    // Half-open: a client may shut down its sending side right after NBD_CMD_DISC and still
+    // expect the replies to the requests before it.
+    const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
+    server.on('error', (err) => this.log.error({ err }, 'nbd listener error'));
+    const bind = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const onError = (err: Error): void => reject(err);
+        server.once('error', onError);
+        const done = (): void => {
+          server.off('error', onError);
+          resolve();
+        };
+        if (address.kind === 'tcp') server.listen(address.port, address.host, done);
+        else server.listen(address.path, done);
       });
-    });
+    try {
+      await bind();
+    } catch (err) {
+      if (address.kind !== 'unix' || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !(await removeStaleSocket(address.path))) throw err;
+      await bind();
+    }
+    this.servers.push(server);
+    const bound = server.address();
+    const result: BoundAddress =
+      address.kind === 'unix' || bound === null || typeof bound === 'string'
+        ? { kind: 'unix', path: address.kind === 'unix' ? address.path : String(bound) }
+        : { kind: 'tcp', host: bound.address, port: bound.port };
+    this.log.info(result, 'nbd server listening');
+    return result;
   }
 
   /**
@@ -73,7 +136,7 @@ export class NbdServer {
   }
 
   private async shutdown(graceMs: number): Promise<void> {
-    const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     const open = [...this.connections];
     for (const connection of open) connection.shutdown();
     const allClosed = Promise.all(open.map((connection) => connection.closed));
@@ -88,7 +151,7 @@ export class NbdServer {
       for (const connection of this.connections) connection.destroy();
       await allClosed;
     }
-    await listenerClosed;
+    await listenersClosed;
     this.log.info('nbd server closed');
   }
 
@@ -97,23 +160,42 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    const peer = peerKey(socket);
     if (this.connections.size >= this.maxConnections) {
       this.stats.connectionsRejected++;
-      this.log.warn({ remote: socket.remoteAddress, maxConnections: this.maxConnections }, 'nbd connection refused: too many connections');
+      this.log.warn({ remote: peer ?? 'unix', maxConnections: this.maxConnections }, 'nbd connection refused: too many connections');
       socket.destroy();
       return;
     }
+    const fromPeer = peer === undefined ? 0 : (this.perPeer.get(peer) ?? 0);
+    if (peer !== undefined && fromPeer >= this.maxConnectionsPerPeer) {
+      this.stats.connectionsRejectedPerPeer++;
+      // Debug: a client opening connections in a loop would otherwise flood the log.
+      this.log.debug({ remote: peer, maxConnectionsPerPeer: this.maxConnectionsPerPeer }, 'nbd connection refused: too many connections from this address');
+      socket.destroy();
+      return;
+    }
+    if (peer !== undefined) this.perPeer.set(peer, fromPeer + 1);
     this.stats.connectionsAccepted++;
     this.stats.connectionsActive++;
-    const log = this.log.child({ conn: this.nextConnectionId++, remote: `${socket.remoteAddress}:${socket.remotePort}` });
+    const remote = peer === undefined ? 'unix' : `${peer}:${socket.remotePort}`;
+    const log = this.log.child({ conn: this.nextConnectionId++, remote });
     const connection = new Connection(socket, {
-      registry: this.options.registry,
+      policy: { registry: this.options.registry, tls: this.security.tls, access: this.security.access },
+      credentials: this.security.credentials,
       log,
       stats: this.stats,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
       limits: this.limits,
+      budget: this.budget,
     });
     this.connections.add(connection);
-    void connection.closed.then(() => this.connections.delete(connection));
+    void connection.closed.then(() => {
+      this.connections.delete(connection);
+      if (peer === undefined) return;
+      const left = (this.perPeer.get(peer) ?? 1) - 1;
+      if (left > 0) this.perPeer.set(peer, left);
+      else this.perPeer.delete(peer);
+    });
   }
 }

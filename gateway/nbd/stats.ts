@@ -8,7 +8,7 @@ function zeroed<K extends string>(keys: readonly K[]): Record<K, number> {
   return record;
 }
 
-const COMMAND_NAMES: readonly CommandName[] = ['read', 'write', 'disc', 'flush', 'trim', 'writeZeroes', 'other'];
+const COMMAND_NAMES: readonly CommandName[] = ['read', 'write', 'disc', 'flush', 'trim', 'writeZeroes', 'cache', 'blockStatus', 'other'];
 
 /**
  * Plain counters of one NbdServer, mutated in place on the hot path; a metrics layer reads them
@@ -19,6 +19,12 @@ export class NbdStats implements PayloadCounters {
   connectionsActive = 0;
   /** Refused because maxConnections were open. */
   connectionsRejected = 0;
+  /** Refused because their peer address had maxConnectionsPerPeer open. */
+  connectionsRejectedPerPeer = 0;
+  /** Closed after the idle timeout with nothing in flight. */
+  idleTimeouts = 0;
+  /** Connections that completed STARTTLS. */
+  tlsSessions = 0;
   /** Connections that reached the transmission phase. */
   transmissionsStarted = 0;
   /** Requests received, by command (including refused ones). */
@@ -32,7 +38,7 @@ export class NbdStats implements PayloadCounters {
   payloadBytesAssembled = 0;
   payloadBytesSkipped = 0;
   /** Told each request's latency (parsed → replied) when a metrics layer wants it. */
-  observeLatency: ((command: CommandName, seconds: number) => void) | undefined = undefined;
+  observeLatency: ((volume: string, command: CommandName, seconds: number) => void) | undefined = undefined;
   /** Connections closed for malformed input, by reason. */
   readonly protocolErrors: Record<ProtocolErrorReason, number> = zeroed(Object.values(ProtocolErrorReason));
 }

@@ -1,59 +1,144 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
-import { encodeSimpleReply, RequestParser, type NbdRequest, type RequestSink } from './codec.js';
+import { allocationDescriptors } from './block-status.js';
+import type { BufferAccount, BufferBudget } from './buffer-budget.js';
+import {
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeReadChunkHeader,
+  encodeSimpleReply,
+  RequestParser,
+  type NbdRequest,
+  type RequestSink,
+} from './codec.js';
 import { Cmd, CmdFlag, commandName, Errno, MAX_BLOCK_SIZE } from './constants.js';
 import { errnoFor, ExportContractError, ProtocolError, ProtocolErrorReason } from './errors.js';
 import type { NbdExport, RequestContext } from './export.js';
+import type { Session } from './handshake.js';
 import type { NbdStats } from './stats.js';
+import { LogRateLimiter } from '../util/rate-limited-log.js';
 
 export interface TransmissionLimits {
   /** Requests handed to the export and not yet answered before the socket stops being read. */
   readonly maxRequestsInFlight: number;
   /**
-   * WRITE payload plus READ lengths of those requests. One payload being received when the limit
-   * is reached still completes, so a connection holds at most this plus MAX_BLOCK_SIZE.
+   * Data one connection may hold: WRITE payloads and READ data in flight plus replies not yet
+   * handed to the kernel. The socket is not read while a request would take it past this.
    */
   readonly maxBytesInFlight: number;
+  /** A connection with nothing in flight for this long is closed; 0 keeps it forever. */
+  readonly idleTimeoutMs: number;
 }
 
 export const DEFAULT_TRANSMISSION_LIMITS: TransmissionLimits = {
   maxRequestsInFlight: 128,
   maxBytesInFlight: 64 * 1024 * 1024,
+  idleTimeoutMs: 0,
 };
 
 const FAILURE_LOG_INTERVAL_MS = 1000;
-const WRITE_ZEROES_FLAGS = CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO;
+/**
+ * Input a connection may buffer, unparsed, while its requests wait. The socket goes on being read
+ * until then, so that a client that disconnects while waiting is noticed at once: a socket that is
+ * not read is not polled either, and its reset would only surface when a reply is written to it —
+ * after its queued requests had been run for nobody.
+ */
+const READ_AHEAD_BYTES = 64 * 1024;
+
+/** Command flags each command accepts. FUA is valid on every command once SEND_FUA is advertised. */
+function allowedFlags(type: Cmd, structuredReplies: boolean): number {
+  switch (type) {
+    case Cmd.WRITE_ZEROES:
+      return CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO;
+    case Cmd.READ:
+      return structuredReplies ? CmdFlag.FUA | CmdFlag.DF : CmdFlag.FUA;
+    case Cmd.BLOCK_STATUS:
+      return CmdFlag.FUA | CmdFlag.REQ_ONE;
+    default:
+      return CmdFlag.FUA;
+  }
+}
+
+/** What a structured error reply tells a person, by error number. */
+const ERROR_MESSAGES: Readonly<Record<Errno, string>> = {
+  [Errno.OK]: '',
+  [Errno.EPERM]: 'the export is read-only for this client',
+  [Errno.EIO]: 'input/output error',
+  [Errno.ENOMEM]: 'out of memory',
+  [Errno.EINVAL]: 'invalid request',
+  [Errno.ENOSPC]: 'no space left, or beyond the end of the export',
+  [Errno.EOVERFLOW]: 'value too large',
+  [Errno.ENOTSUP]: 'operation not supported',
+  [Errno.ESHUTDOWN]: 'the server is shutting down',
+};
+const ERROR_MESSAGE_BYTES = Object.fromEntries(
+  Object.entries(ERROR_MESSAGES).map(([errno, text]) => [errno, Buffer.from(text, 'utf8')]),
+) as Record<string, Buffer>;
+
+/** What a request holds in memory until it is answered: its payload or its reply data. */
+function requestBytes(request: NbdRequest): number {
+  if (request.error !== Errno.OK) return 0;
+  switch (request.type) {
+    case Cmd.READ:
+    case Cmd.WRITE:
+    case Cmd.CACHE:
+      return request.length;
+    default:
+      return 0;
+  }
+}
+
+/** A finished request's answer. */
+type Outcome =
+  | { readonly kind: 'done' }
+  | { readonly kind: 'data'; readonly data: Buffer }
+  | { readonly kind: 'status'; readonly chunk: Buffer };
+
+const DONE: Outcome = { kind: 'done' };
 
 /**
  * The request loop of one connection after negotiation. Requests run concurrently and are answered
- * as they finish, in any order. Reading from the socket stops while the in-flight limits are
- * reached or the socket's write buffer is full, so a client that floods requests or never reads
- * replies costs bounded memory.
+ * as they finish, in any order, with simple replies or, when negotiated, structured ones. Reading
+ * from the socket stops while the in-flight limits are reached, the socket's write buffer is
+ * full, or the server's buffer budget has no room for the next request's data, so a client that
+ * floods requests or never reads its replies costs bounded memory.
  */
 export class Transmission implements RequestSink {
   private readonly parser: RequestParser;
   private readonly abortController = new AbortController();
   private readonly context: RequestContext;
+  private readonly exp: NbdExport;
+  private readonly account: BufferAccount;
   private inFlight = 0;
-  private bytesInFlight = 0;
-  private readingPaused = false;
+  private parsingPaused = false;
   private writeBlocked = false;
+  /** The next request waits for buffer room. */
+  private admissionBlocked = false;
+  /** The socket is not read: parsing stopped and READ_AHEAD_BYTES are buffered. */
+  private socketPaused = false;
   /** After NBD_CMD_DISC or a server shutdown: nothing more is parsed, the socket closes once idle. */
   private draining = false;
   private closed = false;
-  private lastFailureLoggedAt = -Infinity;
-  private failuresNotLogged = 0;
+  private readonly failureLog = new LogRateLimiter(FAILURE_LOG_INTERVAL_MS);
+  private lastActivity = performance.now();
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly socket: Socket,
-    private readonly exp: NbdExport,
+    private readonly socket: Duplex,
+    private readonly session: Session,
     private readonly log: Logger,
     private readonly stats: NbdStats,
     private readonly limits: TransmissionLimits,
+    budget: BufferBudget,
   ) {
+    this.exp = session.export;
     this.context = { signal: this.abortController.signal };
     this.parser = new RequestParser(this, stats);
+    this.account = budget.account(limits.maxBytesInFlight, () => {
+      this.admissionBlocked = false;
+      this.updateFlow();
+    });
     socket.on('drain', () => {
       this.writeBlocked = false;
       this.updateFlow();
@@ -62,16 +147,28 @@ export class Transmission implements RequestSink {
 
   /** `pending`: bytes that arrived with or after the final negotiation message. */
   start(pending: readonly Buffer[]): void {
+    this.armIdleTimer();
     for (const chunk of pending) this.parser.push(chunk);
-    if (!this.readingPaused && !this.draining && !this.closed) this.socket.resume();
+    this.throttleSocket();
+    if (!this.socketPaused && !this.draining && !this.closed) this.socket.resume();
   }
 
   push(chunk: Buffer): void {
     this.parser.push(chunk);
+    this.throttleSocket();
   }
 
-  /** The client closed its sending side. */
+  /**
+   * The client closed its sending side. Behind NBD_CMD_DISC that is a soft disconnect, answered in
+   * full. Without one, while requests wait unparsed, the client has left: running them would only
+   * hold memory and storage for nobody, so the connection goes now.
+   */
   end(): void {
+    if (this.parsingPaused && !this.parser.disconnectBuffered) {
+      this.log.debug({ buffered: this.parser.bufferedBytes }, 'client closed its side with requests waiting and no NBD_CMD_DISC');
+      this.socket.destroy();
+      return;
+    }
     this.parser.end();
   }
 
@@ -84,7 +181,9 @@ export class Transmission implements RequestSink {
   onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.idleTimer);
     this.parser.stop();
+    this.account.close();
     this.abortController.abort(new RequestAbortedError('NBD connection closed'));
     try {
       this.exp.detach();
@@ -93,8 +192,9 @@ export class Transmission implements RequestSink {
     }
   }
 
-  validate(request: NbdRequest): number {
-    switch (request.type) {
+  validate(request: NbdRequest): Errno {
+    const { type } = request;
+    switch (type) {
       case Cmd.DISC:
         return Errno.OK;
       case Cmd.READ:
@@ -102,52 +202,62 @@ export class Transmission implements RequestSink {
       case Cmd.FLUSH:
       case Cmd.TRIM:
       case Cmd.WRITE_ZEROES:
+      case Cmd.CACHE:
+      case Cmd.BLOCK_STATUS:
         break;
       default:
         return Errno.EINVAL;
     }
-    // FUA is valid on every command once SEND_FUA is advertised; the spec says to accept it.
-    const allowedFlags = request.type === Cmd.WRITE_ZEROES ? WRITE_ZEROES_FLAGS : CmdFlag.FUA;
-    if ((request.flags & ~allowedFlags) !== 0) return Errno.EINVAL;
-    if (request.type === Cmd.FLUSH) {
+    if ((request.flags & ~allowedFlags(type, this.session.structuredReplies)) !== 0) return Errno.EINVAL;
+    if (type === Cmd.FLUSH) {
       return request.offset === 0 && request.length === 0 ? Errno.OK : Errno.EINVAL;
     }
-    if (request.type !== Cmd.READ && this.exp.readOnly) return Errno.EPERM;
+    // Without a selected context there is nothing to report; with one, an answer needs a range.
+    if (type === Cmd.BLOCK_STATUS && (this.session.allocationContext === undefined || request.length === 0)) return Errno.EINVAL;
+    if ((type === Cmd.WRITE || type === Cmd.TRIM || type === Cmd.WRITE_ZEROES) && this.session.readOnly) return Errno.EPERM;
     // TRIM and WRITE_ZEROES carry no payload and are cheap journal records: any length is fine.
-    if ((request.type === Cmd.READ || request.type === Cmd.WRITE) && request.length > MAX_BLOCK_SIZE) {
+    if ((type === Cmd.READ || type === Cmd.WRITE || type === Cmd.CACHE) && request.length > MAX_BLOCK_SIZE) {
       return Errno.EINVAL;
     }
     if (request.offset + request.length > this.exp.size) {
       // The spec's answers: ENOSPC for writing past the end, EINVAL for reading or trimming there.
-      return request.type === Cmd.WRITE || request.type === Cmd.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;
+      return type === Cmd.WRITE || type === Cmd.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;
     }
     return Errno.OK;
   }
 
+  admit(request: NbdRequest): boolean {
+    const bytes = requestBytes(request);
+    if (bytes === 0 || this.account.tryCharge(bytes)) return true;
+    this.admissionBlocked = true;
+    this.updateFlow();
+    return false;
+  }
+
   onRequest(request: NbdRequest): void {
+    this.lastActivity = performance.now();
     this.stats.requests[commandName(request.type)]++;
     if (request.type === Cmd.DISC) {
       this.beginDrain('client sent NBD_CMD_DISC');
       return;
     }
+    const bytes = requestBytes(request);
     if (request.error !== Errno.OK) {
-      const { type, flags, offset, length, error } = request;
-      this.log.debug({ type, flags, offset, length, error }, 'nbd request refused');
-      this.reply(request, request.error, undefined);
+      const { wireType, flags, offset, length, error } = request;
+      this.log.debug({ type: wireType, flags, offset, length, error }, 'nbd request refused');
+      this.reply(request, request.error, DONE, 0);
       return;
     }
     // The spec leaves zero-length requests unspecified but forbids disconnecting: succeed without
     // bothering the export.
     if (request.length === 0 && request.type !== Cmd.FLUSH) {
-      this.reply(request, Errno.OK, undefined);
+      this.reply(request, Errno.OK, DONE, 0);
       return;
     }
-    const cost = request.type === Cmd.READ || request.type === Cmd.WRITE ? request.length : 0;
     this.inFlight++;
-    this.bytesInFlight += cost;
     this.stats.requestsInFlight++;
     this.updateFlow();
-    this.run(request, cost).catch((err: unknown) => {
+    this.run(request, bytes).catch((err: unknown) => {
       // Only a bug in this class gets here; it must cost this connection, not the process.
       this.log.error({ err }, 'nbd request handling failed');
       this.socket.destroy();
@@ -170,12 +280,12 @@ export class Transmission implements RequestSink {
     this.socket.destroy();
   }
 
-  private async run(request: NbdRequest, cost: number): Promise<void> {
+  private async run(request: NbdRequest, bytes: number): Promise<void> {
     const started = this.stats.observeLatency === undefined ? 0 : performance.now();
-    let error: number = Errno.OK;
-    let data: Buffer | undefined;
+    let error: Errno = Errno.OK;
+    let outcome: Outcome = DONE;
     try {
-      data = await this.execute(request);
+      outcome = await this.execute(request);
     } catch (err) {
       if (err instanceof RequestDroppedError) {
         this.log.info({ reason: err.message }, 'closing NBD connection without answering a dropped request');
@@ -187,14 +297,14 @@ export class Transmission implements RequestSink {
     }
     request.payload = undefined;
     this.inFlight--;
-    this.bytesInFlight -= cost;
     this.stats.requestsInFlight--;
+    this.lastActivity = performance.now();
     if (error === Errno.OK) {
       if (request.type === Cmd.READ) this.stats.bytesRead += request.length;
       else if (request.type === Cmd.WRITE) this.stats.bytesWritten += request.length;
     }
-    this.reply(request, error, data);
-    if (started !== 0) this.stats.observeLatency?.(commandName(request.type), (performance.now() - started) / 1000);
+    this.reply(request, error, outcome, bytes);
+    if (started !== 0) this.stats.observeLatency?.(this.exp.name, commandName(request.type), (performance.now() - started) / 1000);
     if (this.draining) this.closeIfIdle();
     else this.updateFlow();
   }
@@ -204,19 +314,13 @@ export class Transmission implements RequestSink {
    * hang timeout every request fails at once, tens of thousands a second, and a line with a stack
    * for each would flood the log and the memory behind it.
    */
-  private logFailure(err: unknown, request: NbdRequest, error: number): void {
-    const now = performance.now();
-    if (now - this.lastFailureLoggedAt < FAILURE_LOG_INTERVAL_MS) {
-      this.failuresNotLogged++;
-      return;
-    }
-    const notLogged = this.failuresNotLogged;
-    this.lastFailureLoggedAt = now;
-    this.failuresNotLogged = 0;
+  private logFailure(err: unknown, request: NbdRequest, error: Errno): void {
+    const notLogged = this.failureLog.admit();
+    if (notLogged === undefined) return;
     this.log.warn({ err, type: commandName(request.type), offset: request.offset, length: request.length, error, failuresNotLogged: notLogged }, 'nbd request failed');
   }
 
-  private async execute(request: NbdRequest): Promise<Buffer | undefined> {
+  private async execute(request: NbdRequest): Promise<Outcome> {
     const { offset, length } = request;
     const fua = (request.flags & CmdFlag.FUA) !== 0;
     switch (request.type) {
@@ -227,42 +331,69 @@ export class Transmission implements RequestSink {
           const got = Buffer.isBuffer(data) ? `${data.length} bytes` : typeof data;
           throw new ExportContractError(`export ${this.exp.name} returned ${got} for a ${length}-byte read`);
         }
-        return data;
+        return { kind: 'data', data };
       }
       case Cmd.WRITE: {
         const payload = request.payload;
         if (payload === undefined) throw new ExportContractError('WRITE reached the export without its payload');
         await this.exp.write(offset, payload, fua, this.context);
-        return undefined;
+        return DONE;
       }
       case Cmd.FLUSH:
         await this.exp.flush(this.context);
-        return undefined;
+        return DONE;
       case Cmd.TRIM:
         await this.exp.trim(offset, length, fua, this.context);
-        return undefined;
-      default:
-        // validate() lets nothing else through, so this is WRITE_ZEROES. FAST_ZERO needs no special
-        // case: zeroes are journal records, always faster than the equivalent write.
+        return DONE;
+      case Cmd.WRITE_ZEROES:
+        // FAST_ZERO needs no special case: zeroes are journal records, always faster than the equivalent write.
         await this.exp.writeZeroes(offset, length, { fua, noHole: (request.flags & CmdFlag.NO_HOLE) !== 0 }, this.context);
-        return undefined;
+        return DONE;
+      case Cmd.CACHE:
+        await this.exp.prefetch(offset, length, this.context);
+        return DONE;
+      case Cmd.BLOCK_STATUS: {
+        const extents = await this.exp.allocation(offset, length, this.context);
+        const descriptors = allocationDescriptors(extents, length, (request.flags & CmdFlag.REQ_ONE) !== 0);
+        const context = this.session.allocationContext ?? 0;
+        return { kind: 'status', chunk: encodeBlockStatusChunk(request.handleHi, request.handleLo, context, descriptors) };
+      }
+      default:
+        // validate() lets nothing else through.
+        throw new ExportContractError(`command ${request.wireType} reached execution`);
     }
   }
 
-  private reply(request: NbdRequest, error: number, data: Buffer | undefined): void {
+  /**
+   * Sends the reply and gives `bytes` back to the buffer budget once the kernel has taken it, so
+   * that a client that does not read its replies keeps holding what they cost.
+   */
+  private reply(request: NbdRequest, error: Errno, outcome: Outcome, bytes: number): void {
     if (error !== Errno.OK) this.stats.errorReplies++;
     const socket = this.socket;
-    if (this.closed || socket.destroyed || !socket.writable) return;
-    const header = encodeSimpleReply(error, request.handleHi, request.handleLo);
+    if (this.closed || socket.destroyed || !socket.writable) {
+      this.account.release(bytes);
+      return;
+    }
+    const { handleHi, handleLo } = request;
+    const structured = this.session.structuredReplies;
+    const released = bytes === 0 ? undefined : () => this.account.release(bytes);
     let accepted: boolean;
-    if (data !== undefined && data.length > 0) {
+    if (error !== Errno.OK) {
+      // With structured replies a READ must not get a simple reply, and errors carry a message.
+      accepted = socket.write(structured ? encodeErrorChunk(error, handleHi, handleLo, ERROR_MESSAGE_BYTES[error] ?? Buffer.alloc(0)) : encodeSimpleReply(error, handleHi, handleLo), released);
+    } else if (outcome.kind === 'data') {
+      const header = structured ? encodeReadChunkHeader(handleHi, handleLo, request.offset, outcome.data.length) : encodeSimpleReply(Errno.OK, handleHi, handleLo);
       // One writev for header and data, without concatenating them.
       socket.cork();
       socket.write(header);
-      accepted = socket.write(data);
+      accepted = socket.write(outcome.data, released);
       socket.uncork();
+    } else if (outcome.kind === 'status') {
+      accepted = socket.write(outcome.chunk, released);
     } else {
-      accepted = socket.write(header);
+      // A simple reply is allowed for every command but READ even when structured replies are on.
+      accepted = socket.write(encodeSimpleReply(Errno.OK, handleHi, handleLo), released);
     }
     if (!accepted && !this.writeBlocked) {
       this.writeBlocked = true;
@@ -272,23 +403,49 @@ export class Transmission implements RequestSink {
 
   private updateFlow(): void {
     if (this.closed || this.draining) return;
-    const saturated =
-      this.writeBlocked ||
-      this.inFlight >= this.limits.maxRequestsInFlight ||
-      this.bytesInFlight >= this.limits.maxBytesInFlight;
+    const saturated = this.writeBlocked || this.admissionBlocked || this.inFlight >= this.limits.maxRequestsInFlight;
     if (saturated) {
-      if (!this.readingPaused) {
-        this.readingPaused = true;
+      if (!this.parsingPaused) {
+        this.parsingPaused = true;
         this.parser.pause();
-        this.socket.pause();
+        this.throttleSocket();
       }
       return;
     }
-    if (!this.readingPaused) return;
-    this.readingPaused = false;
+    if (!this.parsingPaused) return;
+    this.parsingPaused = false;
     // Requests already buffered come first; they may fill the limits again.
     this.parser.resume();
-    if (!this.readingPaused && !this.draining && !this.closed) this.socket.resume();
+    this.throttleSocket();
+  }
+
+  /** Reads the socket while parsing goes on or little input waits; stops it beyond READ_AHEAD_BYTES. */
+  private throttleSocket(): void {
+    if (this.closed || this.draining) return;
+    const pause = this.parsingPaused && this.parser.bufferedBytes >= READ_AHEAD_BYTES;
+    if (pause === this.socketPaused) return;
+    this.socketPaused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  /**
+   * Checks idleness when the timer fires rather than re-arming it on every request: a connection
+   * with nothing in flight and nothing unsent for idleTimeoutMs is closed.
+   */
+  private armIdleTimer(): void {
+    const timeout = this.limits.idleTimeoutMs;
+    if (timeout <= 0 || this.closed) return;
+    const idleFor = performance.now() - this.lastActivity;
+    const busy = this.inFlight > 0 || this.admissionBlocked || this.account.held > 0 || this.socket.writableLength > 0;
+    if (!busy && idleFor >= timeout) {
+      this.stats.idleTimeouts++;
+      this.log.info({ idleMs: Math.round(idleFor) }, 'closing idle NBD connection');
+      this.socket.destroy();
+      return;
+    }
+    this.idleTimer = setTimeout(() => this.armIdleTimer(), busy ? timeout : timeout - idleFor);
+    this.idleTimer.unref();
   }
 
   private beginDrain(reason: string): void {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
-import { syncDirectory } from '../fs/sync-directory.js';
+import { syncDirectory } from '../util/sync-directory.js';
 
 /**
  * Marks the name of a file that `put` is still writing. Keys may not contain it, so a temp file

@@ -1,5 +1,3 @@
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 
 import {
@@ -13,12 +11,12 @@ import {
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { BuildMiddleware } from '@smithy/types';
 
 import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
+import { failFastHttpHandler } from '../util/fail-fast-http.js';
 import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
 
 export interface S3StoreOptions {
@@ -70,8 +68,6 @@ export class S3ObjectStore implements ObjectStore {
     this.listPageSize = options.listPageSize;
     this.location = `s3://${this.bucket}/${this.prefix}`;
 
-    const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS };
     const config: S3ClientConfig = {
       endpoint: options.endpoint,
       credentials: options.credentials,
@@ -84,17 +80,10 @@ export class S3ObjectStore implements ObjectStore {
       // streamed body sent with them 411 Length Required.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({
-        connectionTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-        // Without throwOnRequestTimeout the handler only logs a warning and keeps waiting.
-        requestTimeout,
-        throwOnRequestTimeout: true,
-        // requestTimeout stops counting once headers arrive; this covers a stall mid-body.
-        socketTimeout: requestTimeout,
-        // Agent instances rather than agent options: with options the handler builds a
-        // throwaway non-keep-alive agent for every large (Expect: 100-continue) upload.
-        httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
+      requestHandler: failFastHttpHandler({
+        connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+        requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+        maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
       }),
     };
     this.client = new S3Client(config);

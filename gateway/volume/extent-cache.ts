@@ -86,6 +86,11 @@ export class ExtentCache {
     while (lru.size > 0 && lru.calculatedSize + this.reservedBytes > this.maxBytes) lru.pop();
   }
 
+  /** Cached extent indexes (recency order, most recent first). */
+  keys(): IterableIterator<number> {
+    return this.lru?.keys() ?? [].values();
+  }
+
   delete(index: number): void {
     this.lru?.delete(index);
   }

@@ -1,213 +1,264 @@
 import type { Logger } from 'pino';
-import { backoffMs } from '../hang/backoff.js';
-import type { Journal } from '../journal/journal.js';
+import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
+import type { Failpoints } from '../failpoints.js';
+import { backoffMs } from '../util/backoff.js';
+import { deltaKey } from '../image/layout.js';
+import type { VolumeImage } from '../image/volume-image.js';
+import type { Journal, JournalEntry } from '../journal/journal.js';
+import { RecordKind } from '../journal/record.js';
 import type { ObjectStore } from '../store/object-store.js';
+import { type BuiltDelta, buildDelta } from './delta-builder.js';
+import type { CacheReservation } from './extent-cache.js';
+import type { HeadCommits } from './head-commits.js';
 import type { PendingChanges } from './pending-changes.js';
-import { Semaphore } from './semaphore.js';
 
-/**
- * Extents prepared (read back from the journal and the store) beyond the PUTs in flight, so that a
- * slot freed by a finished PUT is refilled at once instead of after the next extent's local reads.
- */
-const PREPARE_AHEAD = 2;
+/** A delta is shipped once this much payload waits (sooner after the upload delay, or when urgent). */
+const DELTA_TARGET_BYTES = 8 * 2 ** 20;
+/** And holds at most this much payload (a single larger write still goes alone). */
+const DELTA_MAX_BYTES = 16 * 2 ** 20;
+const DELTA_MAX_ENTRIES = 65_536;
 
 export interface UploaderOptions {
-  readonly volume: string;
+  readonly name: string;
+  readonly epoch: number;
   readonly store: ObjectStore;
   readonly journal: Journal;
   readonly pending: PendingChanges;
-  readonly snapshot: (extent: number) => Promise<ExtentSnapshot>;
-  readonly keyFor: (extent: number) => string;
+  readonly image: VolumeImage;
+  readonly commits: HeadCommits;
+  /** Memory for a delta being built counts against the volume's cache bound. */
+  readonly reserve: (bytes: number) => CacheReservation;
+  /** Deltas being built or PUT at once. */
   readonly concurrency: number;
-  /**
-   * How long an extent's oldest change waits so that later writes to the same extent share one
-   * PUT. Random small writes to 4 MiB extents would otherwise cost a 4 MiB PUT each.
-   */
+  /** How long a change may wait so that later ones share its delta. */
   readonly delayMs: number;
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
+  readonly failpoints: Failpoints;
   readonly logger: Logger;
-  /** Told of each failed upload and of the first success after failures (storage-unavailable). */
-  readonly onStoreError?: (err: unknown) => void;
-  readonly onStoreRecovered?: () => void;
-}
-
-/** An extent's bytes as of journal sequence `seq`, private to the upload (null for zeros). */
-export interface ExtentSnapshot {
-  readonly data: Buffer | null;
-  readonly seq: number;
-  /** Gives the snapshot's memory back once the upload is over (or failed). */
-  readonly release: () => void;
+  /** Told of each failed PUT or commit and of the first success after failures (storage-unavailable). */
+  readonly onStoreError: (err: unknown) => void;
+  readonly onStoreRecovered: () => void;
+  /** Every delta committed (after its entries left the pending set). */
+  readonly onCommitted?: () => void;
 }
 
 export interface UploaderStats {
-  puts: number;
-  deletes: number;
+  deltas: number;
+  commits: number;
   bytesUploaded: number;
   failures: number;
 }
 
+interface Job {
+  readonly entries: JournalEntry[];
+  readonly seqTo: number;
+  built: BuiltDelta | undefined;
+  /** In the store, waiting for its head commit. */
+  put: boolean;
+  reservation: CacheReservation;
+}
+
 /**
- * Folds journal entries into extent objects in the background: one read-modify-write PUT per dirty
- * extent, however many writes it collected, a bounded number at a time. After a PUT succeeds the
- * entries it covered leave the pending set and the journal may retire their segments.
+ * Ships the journal to the store as deltas (docs/volume-format-2.md, "ship the log"): prefixes of the
+ * pending changes, in sequence order, each built into one object and PUT, then committed by a head
+ * write strictly in order — several at once when they are ready together. Only after a head names a
+ * delta do its entries leave the pending set, and the journal may retire them.
  */
 export class Uploader {
-  private readonly inFlight = new Set<number>();
-  private timer: NodeJS.Timeout | undefined;
-  private timerDue = Infinity;
-  /** While set (drain, journal pressure), extents are uploaded without waiting out the delay. */
+  private readonly jobs: Job[] = [];
+  /** Pending entries (from the oldest) already in a job. */
+  private shipped = 0;
+  private committing = false;
   private urgent = false;
   private stopped = false;
   private failures = 0;
-  private drainWaiters: (() => void)[] = [];
-  private idleWaiters: (() => void)[] = [];
-  readonly stats: UploaderStats = { puts: 0, deletes: 0, bytesUploaded: 0, failures: 0 };
-  /** `concurrency` bounds the requests in flight to the store, not the extents being prepared. */
-  private readonly requests: Semaphore;
+  private timer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private waiters: Array<{ seq: number; resolve: () => void; reject: (err: Error) => void }> = [];
+  private idleWaiters: Array<() => void> = [];
+  readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0 };
 
-  constructor(private readonly opts: UploaderOptions) {
-    this.requests = new Semaphore(opts.concurrency);
-  }
+  constructor(private readonly opts: UploaderOptions) {}
 
-  /** New changes arrived: upload them once they have waited the coalescing delay. */
+  /** New changes are durable: ship them once a delta's worth waits or the delay passed. */
   notify(): void {
-    if (this.stopped) return;
-    this.schedule(this.failures > 0 ? this.retryDelay() : this.opts.delayMs);
+    this.pump();
   }
 
-  /**
-   * Uploads everything now, without the coalescing delay, until nothing is pending (shutdown drain,
-   * journal pressure).
-   */
+  /** Ship everything now, without waiting for a full delta, until nothing is pending. */
   kick(): void {
     this.urgent = true;
     this.pump();
   }
 
-  /** The store answers again: retry failed uploads now instead of at the end of their back-off. */
+  /** The store answers again: retry at once instead of at the end of the back-off. */
   retryNow(): void {
-    this.cancelTimer();
+    this.wake?.();
     this.pump();
   }
 
-  private cancelTimer(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerDue = Infinity;
+  /** Resolves once every change up to `seq` is named by a committed head. */
+  flushThrough(seq: number): Promise<void> {
+    if (this.opts.commits.committedSeq >= seq) return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+    this.kick();
+    return p;
   }
 
-  private schedule(inMs: number): void {
-    const due = performance.now() + inMs;
-    if (this.timer !== undefined && this.timerDue <= due) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerDue = due;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.timerDue = Infinity;
-      this.pump();
-    }, Math.max(0, inMs));
+  get uploading(): number {
+    return this.jobs.length;
   }
 
   private pump(): void {
     if (this.stopped) return;
-    const now = performance.now();
-    const pressure = this.urgent || this.opts.journal.usedBytes > this.opts.journal.limitBytes / 2;
-    for (const extent of this.opts.pending.dirtyExtents()) {
-      if (this.inFlight.size >= this.opts.concurrency + PREPARE_AHEAD) return;
-      if (this.inFlight.has(extent)) continue;
-      // Its oldest record is not durable: an upload could release nothing, and repeating it would
-      // only hammer the store until the failing journal writes it (the volume notifies us when it does).
-      if (this.opts.journal.failing && this.opts.pending.entries(extent)[0]?.durable === false) continue;
-      const since = this.opts.pending.dirtySinceOf(extent) ?? now;
-      if (!pressure && now - since < this.opts.delayMs) {
-        // Extents are in the order they became dirty: every later one is younger still.
-        this.schedule(since + this.opts.delayMs - now);
+    const durable = this.opts.journal.durableSequence;
+    while (this.jobs.length < this.opts.concurrency) {
+      const entries: JournalEntry[] = [];
+      let bytes = 0;
+      for (const e of this.opts.pending.oldest(this.shipped)) {
+        if (e.seq > durable || entries.length >= DELTA_MAX_ENTRIES) break;
+        const size = e.kind === RecordKind.Write ? e.length : 0;
+        if (entries.length > 0 && bytes + size > DELTA_MAX_BYTES) break;
+        entries.push(e);
+        bytes += size;
+      }
+      if (entries.length === 0) break;
+      const pressure = this.urgent || this.opts.journal.usedBytes > this.opts.journal.limitBytes / 2;
+      const waited = performance.now() - entries[0]!.arrivedAt;
+      if (!pressure && bytes < DELTA_TARGET_BYTES && waited < this.opts.delayMs) {
+        this.schedule(this.opts.delayMs - waited);
         break;
       }
-      this.inFlight.add(extent);
-      void this.upload(extent);
+      this.shipped += entries.length;
+      const job: Job = { entries, seqTo: entries[entries.length - 1]!.seq, built: undefined, put: false, reservation: this.opts.reserve(bytes) };
+      this.jobs.push(job);
+      void this.ship(job);
     }
     if (this.opts.pending.count === 0) this.urgent = false;
-    this.settle();
   }
 
-  private async upload(extent: number): Promise<void> {
-    const key = this.opts.keyFor(extent);
-    let snap: ExtentSnapshot | undefined;
-    try {
-      snap = await this.opts.snapshot(extent);
-      const ready = this.opts.journal.waitDurableOrFailing(snap.seq);
-      if (ready) await ready;
-      const permit = this.requests.acquire();
-      if (permit) await permit;
+  private schedule(ms: number): void {
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.pump();
+    }, Math.max(0, ms));
+  }
+
+  /** Builds and PUTs one delta, retrying until it is in the store (or the uploader stops). */
+  private async ship(job: Job): Promise<void> {
+    const o = this.opts;
+    for (let attempt = 0; !this.stopped; attempt++) {
       try {
-        if (snap.data === null) {
-          await this.opts.store.delete(key);
-          this.stats.deletes++;
-        } else {
-          await this.opts.store.put(key, snap.data);
-          this.stats.puts++;
-          this.stats.bytesUploaded += snap.data.length;
-        }
-      } finally {
-        this.requests.release();
+        job.built ??= await buildDelta(job.entries, o.journal, deltaKey(o.name, o.epoch, job.seqTo), o.epoch);
+        const key = attempt === 0 ? job.built.ref.key : deltaKey(o.name, o.epoch, job.seqTo);
+        job.built = { ...job.built, ref: { ...job.built.ref, key } };
+        o.failpoints.hit('upload.before-put');
+        await o.store.put(key, job.built.body);
+        o.failpoints.hit('upload.after-put');
+        job.put = true;
+        this.stats.deltas++;
+        this.stats.bytesUploaded += job.built.body.length;
+        this.succeeded();
+        this.commitReady();
+        return;
+      } catch (err) {
+        if (!(await this.failed(err, 'delta upload failed; will retry'))) return;
       }
-      // While the journal is failing the snapshot may hold records that are not durable yet. Uploading
-      // them early is harmless (their writes are unanswered); they stay pending until durable.
-      const through = Math.min(snap.seq, this.opts.journal.durableSequence);
-      for (const entry of this.opts.pending.removeThrough(extent, through, performance.now())) this.opts.journal.release(entry);
-      if (this.failures > 0) {
-        this.failures = 0;
-        this.opts.logger.info({ volume: this.opts.volume }, 'object store answers again; uploads resumed');
-        this.opts.onStoreRecovered?.();
-      }
-    } catch (err) {
-      this.failures++;
-      this.stats.failures++;
-      this.opts.logger.warn({ err, volume: this.opts.volume, extent }, 'extent upload failed; will retry');
-      this.opts.onStoreError?.(err);
-    } finally {
-      snap?.release();
-      this.inFlight.delete(extent);
     }
-    if (this.failures > 0) this.notify();
-    else this.pump();
-    this.settle();
   }
 
-  private retryDelay(): number {
-    return backoffMs(this.failures - 1, this.opts.retryInitialMs, this.opts.retryMaxMs);
+  /** Commits the oldest deltas that are in the store, in order, in one head write. */
+  private commitReady(): void {
+    if (this.committing || this.stopped) return;
+    let n = 0;
+    while (n < this.jobs.length && this.jobs[n]!.put) n++;
+    if (n === 0) return;
+    const batch = this.jobs.slice(0, n);
+    const seqTo = batch[n - 1]!.seqTo;
+    this.committing = true;
+    void (async () => {
+      for (let attempt = 0; !this.stopped; attempt++) {
+        try {
+          await this.opts.commits.commit(
+            batch.map((j) => j.built!),
+            seqTo,
+            () => this.applyCommitted(batch, seqTo),
+          );
+          this.stats.commits++;
+          this.succeeded();
+          break;
+        } catch (err) {
+          if (!(await this.failed(err, 'head commit failed; will retry'))) break;
+        }
+      }
+      this.committing = false;
+      this.commitReady();
+      this.pump();
+      this.settle();
+    })();
+  }
+
+  /** Runs the moment the head naming the batch is written: the deltas' runs go into the image first. */
+  private applyCommitted(batch: readonly Job[], seqTo: number): void {
+    const o = this.opts;
+    for (const job of batch) o.image.addDelta(job.built!.ref, job.built!.meta);
+    const done = o.pending.removeThrough(seqTo);
+    for (const e of done) o.journal.release(e);
+    this.shipped -= done.length;
+    this.jobs.splice(0, batch.length);
+    for (const job of batch) job.reservation.release();
+    for (const dead of o.image.takeDeadDeltas()) o.commits.release(dead.ref.key);
+    const ready = this.waiters.filter((w) => w.seq <= seqTo);
+    this.waiters = this.waiters.filter((w) => w.seq > seqTo);
+    for (const w of ready) w.resolve();
+    o.onCommitted?.();
+  }
+
+  private succeeded(): void {
+    if (this.failures === 0) return;
+    this.failures = 0;
+    this.opts.logger.info('object store answers again; uploads resumed');
+    this.opts.onStoreRecovered();
+  }
+
+  /** Reports a failure and waits out the back-off; false when the uploader must give up (deposed, stopped). */
+  private async failed(err: unknown, message: string): Promise<boolean> {
+    if (err instanceof VolumeDeposedError) {
+      this.stop();
+      for (const w of this.waiters.splice(0)) w.reject(err);
+      return false;
+    }
+    this.failures++;
+    this.stats.failures++;
+    this.opts.logger.warn({ err: errorMessage(err), attempt: this.failures }, message);
+    this.opts.onStoreError(err);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, backoffMs(this.failures - 1, this.opts.retryInitialMs, this.opts.retryMaxMs));
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+    return !this.stopped;
   }
 
   private settle(): void {
-    if (this.inFlight.size > 0) return;
-    if (this.opts.pending.count === 0) {
-      const waiters = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const w of waiters) w();
-    }
+    if (this.jobs.length > 0 || this.committing) return;
     const idle = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of idle) w();
   }
 
-  /** Resolves when every pending change is in the store (uploads start at once). */
-  drained(): Promise<void> {
-    if (this.opts.pending.count === 0 && this.inFlight.size === 0) return Promise.resolve();
-    const p = new Promise<void>((resolve) => this.drainWaiters.push(resolve));
-    this.kick();
-    return p;
-  }
-
-  /** Stops starting uploads and waits for those under way to finish. */
+  /** Stops starting work and waits for the delta or commit under way to finish. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.cancelTimer();
-    if (this.inFlight.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  get uploading(): number {
-    return this.inFlight.size;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.wake?.();
+    for (const job of this.jobs) job.reservation.release();
+    if (this.committing) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 }

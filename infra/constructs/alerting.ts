@@ -8,13 +8,22 @@ import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import { ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import { Key } from 'aws-cdk-lib/aws-kms';
 import { Architecture, Runtime } from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { LogLevel, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Topic } from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ALERT_KINDS, DETAIL_TYPES, EVENT_SOURCE } from '../../shared/eventbridge.js';
+import { ConfigError } from '../../shared/errors.js';
+import { ESBUILD_NODE_TARGET, LAMBDA_NODE_RUNTIME } from '../../shared/node-runtime.js';
+
+/** The CDK's own Runtime object for shared/node-runtime.ts's line, so that CDK knows its family and bundling defaults. */
+function lambdaRuntime(): Runtime {
+  const runtime = Runtime.ALL.find((r) => r.name === LAMBDA_NODE_RUNTIME);
+  if (runtime === undefined) throw new ConfigError(`aws-cdk-lib does not know the Lambda runtime ${LAMBDA_NODE_RUNTIME}; update aws-cdk-lib`);
+  return runtime;
+}
 
 /** Must match functions/hang-metrics (namespace, dimension names and the powertools service name). */
 export const METRICS_NAMESPACE = 'Holdfast';
@@ -27,6 +36,8 @@ export interface AlertingProps {
   readonly alertEmail?: string | undefined;
   /** Put in every alert; `{volume}` and `{gateway}` are replaced. */
   readonly dashboardUrl?: string | undefined;
+  /** A hang or storage outage shorter than this pages nobody. */
+  readonly alertDebounceMs: number;
 }
 
 /**
@@ -53,23 +64,25 @@ export class Alerting extends Construct {
     this.topic = new Topic(this, 'Alerts', { displayName: 'Holdfast alerts', masterKey: topicKey, enforceSSL: true });
     if (props.alertEmail !== undefined) this.topic.addSubscription(new EmailSubscription(props.alertEmail));
 
-    const sentAlerts = new Table(this, 'SentAlerts', {
-      partitionKey: { name: 'pk', type: AttributeType.STRING },
+    // Powertools Idempotency's records (key `id`, TTL `expiration`) and the alert function's debounced episodes.
+    const idempotency = new Table(this, 'Idempotency', {
+      partitionKey: { name: 'id', type: AttributeType.STRING },
       billingMode: BillingMode.PAY_PER_REQUEST,
-      timeToLiveAttribute: 'expiresAt',
+      timeToLiveAttribute: 'expiration',
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      // Only de-duplication state: losing it can at worst repeat an alert.
+      // Only de-duplication state: losing it can at worst repeat an alert or a count.
       removalPolicy: RemovalPolicy.DESTROY,
     });
 
     this.alertFunction = this.fn('HangAlert', 'hang-alert', props.projectRoot, {
       ALERT_TOPIC_ARN: this.topic.topicArn,
-      IDEMPOTENCY_TABLE: sentAlerts.tableName,
+      IDEMPOTENCY_TABLE: idempotency.tableName,
+      ALERT_DEBOUNCE_MS: String(props.alertDebounceMs),
       ...(props.dashboardUrl === undefined ? {} : { DASHBOARD_URL: props.dashboardUrl }),
     });
     this.topic.grantPublish(this.alertFunction);
-    sentAlerts.grant(this.alertFunction, 'dynamodb:PutItem', 'dynamodb:DeleteItem');
-    this.metricsFunction = this.fn('HangMetrics', 'hang-metrics', props.projectRoot, {});
+    this.metricsFunction = this.fn('HangMetrics', 'hang-metrics', props.projectRoot, { IDEMPOTENCY_TABLE: idempotency.tableName });
+    for (const fn of [this.alertFunction, this.metricsFunction]) idempotency.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem');
 
     // Events that could not be handed to a function after EventBridge's retries land here, not nowhere.
     const deadLetters = new Queue(this, 'UndeliveredEvents', { encryption: QueueEncryption.SQS_MANAGED, enforceSSL: true, retentionPeriod: Duration.days(14) });
@@ -78,7 +91,7 @@ export class Alerting extends Construct {
 
     this.alertRule = new Rule(this, 'AlertRule', {
       eventBus: this.bus,
-      description: 'Hang, hang timeout and storage-unavailable events to the alert function',
+      description: 'The events that page (ALERT_ROUTES) to the alert function',
       eventPattern: { source: [EVENT_SOURCE], detailType: ALERT_KINDS.map((k) => DETAIL_TYPES[k]) },
       targets: [target(this.alertFunction)],
     });
@@ -129,7 +142,7 @@ export class Alerting extends Construct {
       handler: 'handler',
       projectRoot,
       depsLockFilePath: join(projectRoot, 'package-lock.json'),
-      runtime: Runtime.NODEJS_24_X,
+      runtime: lambdaRuntime(),
       architecture: Architecture.ARM_64,
       memorySize: 256,
       timeout: Duration.seconds(30),
@@ -137,11 +150,13 @@ export class Alerting extends Construct {
       logGroup: new LogGroup(this, `${id}Logs`, { retention: RetentionDays.ONE_MONTH, removalPolicy: RemovalPolicy.DESTROY }),
       bundling: {
         forceDockerBundling: false,
+        // esbuild's size summary on every synth is noise; its warnings and errors still show.
+        logLevel: LogLevel.WARNING,
         minify: true,
         sourceMap: true,
         sourcesContent: false,
         format: OutputFormat.ESM,
-        target: 'node24',
+        target: ESBUILD_NODE_TARGET,
         mainFields: ['module', 'main'],
         externalModules: [],
         banner: "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);",

@@ -1,10 +1,12 @@
 import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import { Peer, Port, SecurityGroup, type IVpc, type SubnetSelection } from 'aws-cdk-lib/aws-ec2';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
-import { Cluster, ContainerImage, ContainerInsights, CpuArchitecture, FargatePlatformVersion, FargateService, FargateTaskDefinition, LogDrivers, OperatingSystemFamily } from 'aws-cdk-lib/aws-ecs';
+import { Cluster, ContainerImage, ContainerInsights, CpuArchitecture, FargatePlatformVersion, FargateService, FargateTaskDefinition, LogDrivers, OperatingSystemFamily, Secret as EcsSecret } from 'aws-cdk-lib/aws-ecs';
 import { NetworkLoadBalancer, Protocol } from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { IEventBus } from 'aws-cdk-lib/aws-events';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
+import { StringParameter } from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import type { ExtentStore } from './extent-store.js';
 import type { Journal } from './journal.js';
@@ -15,6 +17,24 @@ export const JOURNAL_MOUNT = '/mnt/journal';
 
 /** The same probe as the Dockerfile's HEALTHCHECK (ECS does not run that one): GET /healthz on the admin port. */
 export const HEALTHCHECK_COMMAND = `node -e "fetch('http://127.0.0.1:'+(process.env.HOLDFAST_ADMIN||':10810').split(':').pop()+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"`;
+
+/** NBD TLS for the task: each secret as `secretsmanager:NAME_OR_ARN` or `ssm:/PARAMETER/NAME`. */
+export interface GatewayTls {
+  readonly mode: 'off' | 'on' | 'require';
+  readonly cert?: string | undefined;
+  readonly key?: string | undefined;
+  readonly ca?: string | undefined;
+  readonly psk?: string | undefined;
+  /** Inline JSON, or a secret or parameter holding it. */
+  readonly access?: string | undefined;
+}
+
+/**
+ * Connections reach the task from the load balancer's own addresses (an IP target group over TCP
+ * does not preserve client addresses), so a per-address limit would be one limit for everyone:
+ * it is raised to the total.
+ */
+const NBD_MAX_CONNECTIONS = 1024;
 
 export interface GatewayServiceProps {
   readonly vpc: IVpc;
@@ -32,6 +52,7 @@ export interface GatewayServiceProps {
   readonly allowedCidrs: readonly string[];
   readonly cpu: number;
   readonly memoryMiB: number;
+  readonly tls?: GatewayTls;
 }
 
 /**
@@ -83,8 +104,13 @@ export class GatewayService extends Construct {
         HOLDFAST_VOLUMES: props.volumes.join(','),
         HOLDFAST_GATEWAY_ID: props.gatewayId,
         HOLDFAST_LOG_FORMAT: 'json',
+        HOLDFAST_NBD_MAX_CONNECTIONS: String(NBD_MAX_CONNECTIONS),
+        HOLDFAST_NBD_MAX_CONNECTIONS_PER_PEER: String(NBD_MAX_CONNECTIONS),
         ...(props.createVolume === undefined ? {} : { HOLDFAST_CREATE_VOLUME: props.createVolume }),
+        ...(props.tls === undefined || props.tls.mode === 'off' ? {} : { HOLDFAST_TLS: props.tls.mode }),
+        ...(props.tls?.access?.startsWith('{') === true ? { HOLDFAST_NBD_ACCESS: props.tls.access } : {}),
       },
+      secrets: this.tlsSecrets(props.tls),
       portMappings: [{ containerPort: NBD_PORT }, { containerPort: ADMIN_PORT }],
       healthCheck: { command: ['CMD-SHELL', HEALTHCHECK_COMMAND], interval: Duration.seconds(15), timeout: Duration.seconds(5), startPeriod: Duration.seconds(60), retries: 3 },
       // The gateway's own --shutdown-grace is 25 s; ECS must not SIGKILL before it has synced.
@@ -151,7 +177,36 @@ export class GatewayService extends Construct {
     });
     Validations.of(this.taskDefinition).acknowledge({
       id: 'AwsSolutions-ECS2',
-      reason: 'The environment holds configuration only (addresses, bucket, bus, volume names, timeouts); the gateway has no secrets — AWS credentials come from the task role.',
+      reason: 'The environment holds configuration only (addresses, bucket, bus, volume names, timeouts, the NBD access rules); TLS keys come as ECS secrets from Secrets Manager or SSM, AWS credentials from the task role.',
     });
+  }
+
+  /**
+   * TLS keys and certificates as ECS secrets: the task receives their content in the environment
+   * variables the gateway reads (it takes PEM, psktool lines and JSON as content as well as paths).
+   * ECS grants the execution role read access to each one.
+   */
+  private tlsSecrets(tls: GatewayTls | undefined): Record<string, EcsSecret> {
+    if (tls === undefined || tls.mode === 'off') return {};
+    const sources: Array<[string, string | undefined]> = [
+      ['HOLDFAST_TLS_CERT', tls.cert],
+      ['HOLDFAST_TLS_KEY', tls.key],
+      ['HOLDFAST_TLS_CA', tls.ca],
+      ['HOLDFAST_TLS_PSK', tls.psk],
+      ['HOLDFAST_NBD_ACCESS', tls.access?.startsWith('{') === true ? undefined : tls.access],
+    ];
+    const secrets: Record<string, EcsSecret> = {};
+    for (const [variable, source] of sources) {
+      if (source === undefined) continue;
+      const id = `TlsSource${variable}`;
+      if (source.startsWith('ssm:')) {
+        secrets[variable] = EcsSecret.fromSsmParameter(StringParameter.fromSecureStringParameterAttributes(this, id, { parameterName: source.slice('ssm:'.length) }));
+      } else {
+        const nameOrArn = source.slice('secretsmanager:'.length);
+        const secret = nameOrArn.startsWith('arn:') ? Secret.fromSecretCompleteArn(this, id, nameOrArn) : Secret.fromSecretNameV2(this, id, nameOrArn);
+        secrets[variable] = EcsSecret.fromSecretsManager(secret);
+      }
+    }
+    return secrets;
   }
 }

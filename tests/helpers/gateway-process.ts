@@ -43,6 +43,8 @@ export interface GatewayOptions {
   readonly createVolume: string;
   /** Further `serve` flags, e.g. ['--cache-size', '8MiB', '--upload-delay', '0']. */
   readonly args?: readonly string[];
+  /** Extra environment, e.g. HOLDFAST_FAILPOINTS (test-only failure injection). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface ExitStatus {
@@ -127,7 +129,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     opts.createVolume,
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, args, { cwd: REPO, env: childEnv(opts.store), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...childEnv(opts.store), ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const untrack = reapOnExit(child);
   const exitedRaw = new Promise<ExitStatus>((resolve) => {
     // 'close', not 'exit': by then stderr has been read to its end, so the logs are complete.

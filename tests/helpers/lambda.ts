@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'aws-lambda';
 import { toPutEventsEntry } from '../../gateway/events/eventbridge-sink.js';
-import type { HoldfastEnvelope } from '../../shared/eventbridge.js';
+import type { HoldfastEnvelope } from '../../functions/common/envelope.js';
 import type { HoldfastEvent } from '../../shared/events.js';
 
 /**

@@ -1,8 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { ExportRegistry, NbdExport, RequestContext, ZeroOptions } from '../../gateway/nbd/export.js';
+import type { AllocationExtent, ExportRegistry, NbdExport, RequestContext, ZeroOptions } from '../../gateway/nbd/export.js';
 import { RequestAbortedError } from '../../shared/errors.js';
 
-export type OperationKind = 'read' | 'write' | 'flush' | 'trim' | 'writeZeroes';
+export type OperationKind = 'read' | 'write' | 'flush' | 'trim' | 'writeZeroes' | 'prefetch' | 'allocation';
 
 export interface Operation {
   readonly kind: OperationKind;
@@ -22,12 +22,13 @@ export interface Failure {
 export interface MemoryExportOptions {
   readonly name: string;
   readonly size: number;
-  readonly description?: string;
   readonly readOnly?: boolean;
   readonly canMultiConn?: boolean;
   readonly preferredBlockSize?: number;
   /** Every operation waits this long before running. */
   readonly latencyMs?: number;
+  /** Granularity of allocation: TRIM and WRITE_ZEROES free whole blocks of this size only. */
+  readonly allocationBlockSize?: number;
 }
 
 interface HeldOperation {
@@ -38,16 +39,23 @@ interface HeldOperation {
 /**
  * A Buffer-backed NbdExport for tests. Operations can be delayed (`latencyMs`), held until
  * released (`holdWhen`), or made to fail (`failWhen`); every started operation is logged.
+ * Allocation is tracked per block like a sparse file: writes allocate, TRIM and WRITE_ZEROES
+ * without NO_HOLE free the whole blocks they cover. A block whose bytes are not all zero is data
+ * whatever the bookkeeping says, so tests may fill `disk` directly.
  */
 export class MemoryExport implements NbdExport {
   readonly name: string;
-  readonly description: string;
   readonly size: number;
   readonly readOnly: boolean;
   readonly canMultiConn: boolean;
   readonly minimumBlockSize = 1;
   readonly preferredBlockSize: number;
   readonly disk: Buffer;
+  readonly allocationBlockSize: number;
+  /** One flag per allocation block: 1 when allocated. */
+  private readonly allocated: Uint8Array;
+  /** Compared against, so that finding zero blocks is a memcmp rather than a loop over bytes. */
+  private readonly zeroBlock: Buffer;
   readonly operations: Operation[] = [];
   latencyMs: number;
   holdWhen: ((operation: Operation) => boolean) | undefined;
@@ -65,13 +73,15 @@ export class MemoryExport implements NbdExport {
 
   constructor(options: MemoryExportOptions) {
     this.name = options.name;
-    this.description = options.description ?? `memory export ${options.name}`;
     this.size = options.size;
     this.readOnly = options.readOnly ?? false;
     this.canMultiConn = options.canMultiConn ?? true;
     this.preferredBlockSize = options.preferredBlockSize ?? 4096;
     this.latencyMs = options.latencyMs ?? 0;
     this.disk = Buffer.alloc(options.size);
+    this.allocationBlockSize = options.allocationBlockSize ?? 64 * 1024;
+    this.allocated = new Uint8Array(Math.ceil(options.size / this.allocationBlockSize));
+    this.zeroBlock = Buffer.alloc(this.allocationBlockSize);
   }
 
   get attached(): number {
@@ -111,6 +121,7 @@ export class MemoryExport implements NbdExport {
   write(offset: number, data: Buffer, fua: boolean, ctx: RequestContext): Promise<void> {
     return this.perform({ kind: 'write', offset, length: data.length, fua, noHole: false }, ctx, () => {
       data.copy(this.disk, offset);
+      this.markAllocated(offset, data.length);
     });
   }
 
@@ -123,13 +134,54 @@ export class MemoryExport implements NbdExport {
   trim(offset: number, length: number, fua: boolean, ctx: RequestContext): Promise<void> {
     return this.perform({ kind: 'trim', offset, length, fua, noHole: false }, ctx, () => {
       this.disk.fill(0, offset, offset + length);
+      this.punchHole(offset, length);
     });
   }
 
   writeZeroes(offset: number, length: number, options: ZeroOptions, ctx: RequestContext): Promise<void> {
     return this.perform({ kind: 'writeZeroes', offset, length, fua: options.fua, noHole: options.noHole }, ctx, () => {
       this.disk.fill(0, offset, offset + length);
+      if (options.noHole) this.markAllocated(offset, length);
+      else this.punchHole(offset, length);
     });
+  }
+
+  allocation(offset: number, length: number, ctx: RequestContext): Promise<readonly AllocationExtent[]> {
+    return this.perform({ kind: 'allocation', offset, length, fua: false, noHole: false }, ctx, () => this.extents(offset, length));
+  }
+
+  prefetch(offset: number, length: number, ctx: RequestContext): Promise<void> {
+    return this.perform({ kind: 'prefetch', offset, length, fua: false, noHole: false }, ctx, () => undefined);
+  }
+
+  /** The allocation of a range, one extent per run of blocks in the same state. */
+  extents(offset: number, length: number): AllocationExtent[] {
+    const out: { length: number; hole: boolean; zero: boolean }[] = [];
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const block = Math.floor(at / this.allocationBlockSize);
+      const next = Math.min(end, (block + 1) * this.allocationBlockSize);
+      const zero = this.disk.subarray(at, next).equals(this.zeroBlock.subarray(0, next - at));
+      const hole = zero && this.allocated[block] === 0;
+      const last = out.at(-1);
+      if (last !== undefined && last.hole === hole && last.zero === zero) last.length += next - at;
+      else out.push({ length: next - at, hole, zero });
+      at = next;
+    }
+    return out;
+  }
+
+  private markAllocated(offset: number, length: number): void {
+    const first = Math.floor(offset / this.allocationBlockSize);
+    const last = Math.ceil((offset + length) / this.allocationBlockSize);
+    this.allocated.fill(1, first, last);
+  }
+
+  /** Frees the blocks wholly inside the range; partly covered ones stay allocated (and now zero there). */
+  private punchHole(offset: number, length: number): void {
+    const first = Math.ceil(offset / this.allocationBlockSize);
+    const end = offset + length === this.size ? this.allocated.length : Math.floor((offset + length) / this.allocationBlockSize);
+    if (end > first) this.allocated.fill(0, first, end);
   }
 
   private perform<T>(operation: Operation, ctx: RequestContext, apply: () => T): Promise<T> {

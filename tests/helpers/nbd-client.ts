@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 
 /**
  * A minimal NBD client (fixed newstyle, NBD_OPT_GO, simple replies) that tells a test exactly which
@@ -13,6 +14,7 @@ const REQUEST_MAGIC = 0x25609513;
 const SIMPLE_REPLY_MAGIC = 0x67446698;
 const FLAG_FIXED_NEWSTYLE = 1 << 0;
 const FLAG_NO_ZEROES = 1 << 1;
+const OPT_STARTTLS = 5;
 const OPT_GO = 7;
 const REP_ACK = 1;
 const REP_INFO = 3;
@@ -52,13 +54,23 @@ interface Pending {
   readonly reject: (err: Error) => void;
 }
 
+/** STARTTLS credentials: a PSK identity and key, or a CA to trust with an optional client certificate. */
+export type NbdClientTls =
+  | { readonly psk: { readonly identity: string; readonly key: Buffer } }
+  | { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer; readonly servername?: string };
+
 export interface NbdConnectOptions {
   readonly host: string;
   readonly port: number;
   readonly exportName: string;
+  /** Source address to connect from (e.g. 127.0.0.3), to look like another peer. */
+  readonly localAddress?: string;
+  /** Upgrade with NBD_OPT_STARTTLS before choosing the export. */
+  readonly tls?: NbdClientTls;
 }
 
 export class NbdClient {
+  private socket: Socket;
   private readonly pending = new Map<bigint, Pending>();
   private nextCookie = 1n;
   private buffered: Buffer[] = [];
@@ -68,16 +80,20 @@ export class NbdClient {
   private failure: Error | undefined;
   private exportSize = 0;
   readonly closed: Promise<void>;
+  private readonly onData = (chunk: Buffer): void => {
+    this.buffered.push(chunk);
+    this.bufferedBytes += chunk.length;
+    if (this.wake !== undefined) this.wake();
+    else this.takeReplies();
+  };
+  /** The TLS session after STARTTLS, for tests that look at the server's certificate. */
+  tlsSocket: TLSSocket | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(socket: Socket) {
+    this.socket = socket;
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered.push(chunk);
-      this.bufferedBytes += chunk.length;
-      if (this.wake !== undefined) this.wake();
-      else this.takeReplies();
-    });
+    socket.on('data', this.onData);
     socket.on('error', (err) => this.fail(new NbdConnectionError(`NBD connection failed: ${err.message}`, { cause: err })));
     socket.on('close', () => this.fail(new NbdConnectionError('NBD connection closed')));
   }
@@ -88,22 +104,49 @@ export class NbdClient {
   }
 
   static async connect(opts: NbdConnectOptions): Promise<NbdClient> {
-    const socket = connect({ host: opts.host, port: opts.port });
+    const socket = connect({ host: opts.host, port: opts.port, ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }) });
     const client = new NbdClient(socket);
     try {
       await new Promise<void>((resolve, reject) => {
         socket.once('connect', resolve);
         socket.once('error', reject);
       });
-      await client.negotiate(opts.exportName);
+      await client.negotiate(opts.exportName, opts.tls);
     } catch (err) {
+      client.socket.destroy();
       socket.destroy();
       throw err;
     }
     return client;
   }
 
-  private async negotiate(exportName: string): Promise<void> {
+  /** Sends NBD_OPT_STARTTLS, expects NBD_REP_ACK, and continues over TLS. */
+  private async startTls(tls: NbdClientTls): Promise<void> {
+    const option = Buffer.alloc(16);
+    option.writeBigUInt64BE(IHAVEOPT, 0);
+    option.writeUInt32BE(OPT_STARTTLS, 8);
+    this.socket.write(option);
+    const header = await this.readExact(20);
+    const type = header.readUInt32BE(12);
+    const message = (await this.readExact(header.readUInt32BE(16))).toString('utf8');
+    if (type !== REP_ACK) throw new NbdConnectionError(`NBD_OPT_STARTTLS refused (reply 0x${type.toString(16)}: ${message})`);
+    const raw = this.socket;
+    raw.off('data', this.onData);
+    const secure =
+      'psk' in tls
+        ? tlsConnect({ socket: raw, pskCallback: () => ({ identity: tls.psk.identity, psk: tls.psk.key }), ciphers: 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256', checkServerIdentity: () => undefined })
+        : tlsConnect({ socket: raw, ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername ?? 'localhost' });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+    });
+    secure.on('data', this.onData);
+    secure.on('error', (err) => this.fail(new NbdConnectionError(`NBD TLS connection failed: ${err.message}`, { cause: err })));
+    this.socket = secure;
+    this.tlsSocket = secure;
+  }
+
+  private async negotiate(exportName: string, tls: NbdClientTls | undefined): Promise<void> {
     const greeting = await this.readExact(18);
     if (!greeting.subarray(0, 8).equals(NBDMAGIC) || greeting.readBigUInt64BE(8) !== IHAVEOPT) {
       throw new NbdConnectionError('not a fixed-newstyle NBD server (bad greeting)');
@@ -112,6 +155,8 @@ export class NbdClient {
     if ((serverFlags & FLAG_FIXED_NEWSTYLE) === 0) throw new NbdConnectionError('server lacks fixed newstyle negotiation');
     const clientFlags = Buffer.alloc(4);
     clientFlags.writeUInt32BE(FLAG_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES));
+    this.socket.write(clientFlags);
+    if (tls !== undefined) await this.startTls(tls);
     const name = Buffer.from(exportName, 'utf8');
     // No information requests: the server sends NBD_INFO_EXPORT anyway.
     const option = Buffer.alloc(16 + 4 + name.length + 2);
@@ -121,7 +166,7 @@ export class NbdClient {
     option.writeUInt32BE(name.length, 16);
     name.copy(option, 20);
     option.writeUInt16BE(0, 20 + name.length);
-    this.socket.write(Buffer.concat([clientFlags, option]));
+    this.socket.write(option);
 
     let gotExport = false;
     for (;;) {
@@ -164,6 +209,11 @@ export class NbdClient {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  /** Stops reading from the socket, like a client that sends requests and never takes the replies. */
+  stopReading(): void {
+    this.socket.pause();
   }
 
   private request(type: number, flags: number, offset: number, length: number, payload: Buffer | undefined): Promise<Buffer> {

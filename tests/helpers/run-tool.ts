@@ -25,3 +25,10 @@ export function runTool(cmd: string, args: readonly string[], opts: { input?: st
     child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+/** Runs a command that must succeed; the assertion message carries its output. */
+export async function runToolOk(cmd: string, args: readonly string[]): Promise<ToolResult> {
+  const r = await runTool(cmd, args);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  return r;
+}

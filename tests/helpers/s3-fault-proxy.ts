@@ -17,6 +17,8 @@ export type FaultMode =
   | { readonly kind: 'deny' }
   /** Every request gets 404 NoSuchBucket. */
   | { readonly kind: 'no-such-bucket' }
+  /** Every PUT gets 503 SlowDown; GET, HEAD and LIST pass (a store that throttles writes while it lists and reads). */
+  | { readonly kind: 'slow-down-puts' }
   /**
    * The next `times` requests reach the server, but their answers are replaced by 500
    * InternalError: a request that was applied and reported failed. Then `pass`.
@@ -60,7 +62,7 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   const upstreamAgent = new Agent({ keepAlive: true, maxSockets: 64 });
   const sockets = new Set<Socket>();
 
-  const pickFault = (): InjectedError | undefined => {
+  const pickFault = (req: IncomingMessage): InjectedError | undefined => {
     switch (mode.kind) {
       case 'pass':
       case 'applied-then-500':
@@ -72,6 +74,8 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
         return DENIED;
       case 'no-such-bucket':
         return NO_BUCKET;
+      case 'slow-down-puts':
+        return req.method === 'PUT' ? SLOW_DOWN : undefined;
     }
   };
 
@@ -122,7 +126,7 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   };
 
   const server = createServer((req, res) => {
-    const fault = pickFault();
+    const fault = pickFault(req);
     if (fault === undefined) forward(req, res);
     else inject(req, res, fault);
   });

@@ -8,14 +8,12 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { pino } from 'pino';
-
 import type { ObjectStore } from '../../gateway/store/object-store.js';
 import { openStore } from '../../gateway/store/open-store.js';
-import { VolumeCatalog } from '../../gateway/volume/catalog.js';
-import { extentKey, volumePrefix } from '../../gateway/volume/layout.js';
+import { volumePrefix } from '../../gateway/image/layout.js';
 import { Volume } from '../../gateway/volume/volume.js';
 import { type CliResult, runCli, startServe } from '../helpers/cli-process.js';
+import { openTestVolume } from '../helpers/volume-fixture.js';
 import { type S3Server, startS3Server } from '../helpers/s3-server.js';
 
 const MiB = 2 ** 20;
@@ -108,10 +106,10 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
 
     const hf = (...args: string[]): Promise<CliResult> => runCli([...args, ...fx.args], { cwd: tmp, env: fx.env });
     const file = (name: string): string => path.join(tmp, name);
-    const inspect = async (name: string): Promise<{ size: number; storedExtents: number; totalExtents: number }> => {
+    const inspect = async (name: string): Promise<{ size: number; baseExtents: number; deltas: number; snapshots: unknown[] }> => {
       const r = await hf('volume', 'inspect', name, '--json');
       assertExit(r, 0, `inspect ${name}`);
-      return JSON.parse(r.stdout) as { size: number; storedExtents: number; totalExtents: number };
+      return JSON.parse(r.stdout) as { size: number; baseExtents: number; deltas: number; snapshots: unknown[] };
     };
     const listNames = async (): Promise<string[]> => {
       const r = await hf('volume', 'list', '--json');
@@ -132,8 +130,8 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
         [{ name: 'v1', size: 96 * MiB, extentSize: MiB }],
       );
       const info = await inspect('v1');
-      assert.equal(info.storedExtents, 0);
-      assert.equal(info.totalExtents, 96);
+      assert.equal(info.baseExtents, 0);
+      assert.equal(info.deltas, 0);
     });
 
     it('refuses an existing volume, a bad size and a bad extent size', async () => {
@@ -156,7 +154,7 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
       t.diagnostic(`${kind}: ${imported.stdout.trim()}`);
       const info = await inspect('imp');
       assert.equal(info.size, 40 * MiB);
-      assert.equal(info.storedExtents, expectedExtents);
+      assert.equal(info.baseExtents, expectedExtents);
 
       const exported = await hf('export', 'imp', file('out.img'));
       assertExit(exported, 0, 'export');
@@ -174,9 +172,7 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
       assertExit(await hf('import', file('odd.img'), 'odd', '--extent-size', '1M'), 0, 'import odd');
       const info = await inspect('odd');
       assert.equal(info.size, 5 * MiB + 1024);
-      assert.equal(info.totalExtents, 6);
-      assert.equal(info.storedExtents, 6);
-      assert.equal((await store.get(extentKey('odd', 5)))?.length, 1024, 'the last extent object is as long as the volume tail');
+      assert.equal(info.baseExtents, 6, 'the short last extent has data too');
 
       assertExit(await hf('export', 'odd', file('odd-out.img')), 0, 'export odd');
       const out = await readFile(file('odd-out.img'));
@@ -185,15 +181,15 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
       assert.ok(out.subarray(img.length).every((b) => b === 0));
     });
 
-    it('imports over an existing volume only with --force, leaving no stale extent', async () => {
+    it('imports over an existing volume only with --force, replacing all of it', async () => {
       const img = randomBytes(30 * MiB);
       img.fill(0, 0, 2 * MiB);
       await writeFile(file('second.img'), img);
       assertExit(await hf('import', file('second.img'), 'imp'), EXIT.exists, 'import over imp without --force');
       const forced = await hf('import', file('second.img'), 'imp', '--force');
       assertExit(forced, 0, 'import --force');
-      assert.match(forced.stdout, /\b28 extents uploaded, 12 zero extents skipped \(11 stale ones deleted\)/);
-      assert.equal((await inspect('imp')).storedExtents, 28);
+      assert.match(forced.stdout, /\b28 extents uploaded, 12 zero extents skipped/);
+      assert.equal((await inspect('imp')).baseExtents, 28);
 
       assertExit(await hf('export', 'imp', file('second-out.img')), 0, 'export');
       const expected = Buffer.concat([img, Buffer.alloc(10 * MiB)]);
@@ -210,9 +206,13 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
       assert.equal(sha256(await readFile(file('out.img'))), sha256(await readFile(file('second-out.img'))));
     });
 
-    it('deletes a volume with all its objects', async () => {
+    it('deletes a volume; garbage collection then frees all its objects', async () => {
+      assert.ok((await collect(store.list(volumePrefix('imp')))).length > 0);
       assertExit(await hf('volume', 'delete', 'imp'), 0, 'delete imp');
       assert.ok(!(await listNames()).includes('imp'));
+      const gc = await hf('gc', '--gc-grace', '0');
+      assertExit(gc, 0, 'gc');
+      assert.match(gc.stdout, /deleted [1-9]\d* /);
       assert.deepEqual(await collect(store.list(volumePrefix('imp'))), []);
     });
 
@@ -228,7 +228,7 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
       assertExit(await hf('volume', 'create', 'jv', '--size', '16M', '--extent-size', '1M'), 0, 'create jv');
       const written = Buffer.alloc(12 * MiB, 0xab);
       await leaveBacklog(store, fx.journalRoot, 'jv', 1.5 * MiB, written);
-      assert.equal((await inspect('jv')).storedExtents, 0, 'the backlog is only in the journal');
+      assert.equal((await inspect('jv')).deltas, 0, 'the backlog is only in the journal');
 
       assertExit(await hf('export', 'jv', file('jv.img')), 0, 'export jv');
       const exported = await readFile(file('jv.img'));
@@ -245,20 +245,23 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
       assert.equal(sha256(await readFile(file('jv-after.img'))), sha256(img));
     });
 
-    it('refuses to import or export while a gateway serves the volume', async () => {
-      const gateway = await startServe([...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', 'v1'], { cwd: tmp, env: fx.env });
+    it('refuses to import into a served volume, and exports it through a snapshot the gateway takes', async () => {
+      const gateway = await startServe([...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', 'v1', '--lease-ttl', '3s'], { cwd: tmp, env: fx.env });
       try {
         await writeFile(file('small.img'), randomBytes(MiB));
         const refused = await hf('import', file('small.img'), 'v1', '--force');
         assertExit(refused, EXIT.locked, 'import into a served volume');
-        assert.match(refused.stderr, /volume v1 is (in use by|served by) another gateway/);
-        assertExit(await hf('export', 'v1', file('v1.img')), EXIT.locked, 'export of a served volume');
+        assert.match(refused.stderr, /volume v1 is served by gateway/);
+        const exported = await hf('export', 'v1', file('v1.img'));
+        assertExit(exported, 0, 'export of a served volume');
+        assert.equal((await stat(file('v1.img'))).size, 96 * MiB);
+        assert.deepEqual((await inspect('v1')).snapshots, [], 'the temporary snapshot is gone');
       } finally {
         const { code, signal } = await gateway.stop('SIGTERM');
         assert.equal(signal, null);
         assert.equal(code, 0, `gateway exit code\n${gateway.output().stderr}`);
       }
-      assert.equal((await inspect('v1')).storedExtents, 0, 'the refused import wrote nothing');
+      assert.equal((await inspect('v1')).baseExtents, 0, 'the refused import wrote nothing');
     });
 
     it('stops serve with exit code 2 when a setting in the environment is invalid', async () => {
@@ -284,20 +287,21 @@ async function pendingJournalRecords(store: ObjectStore, journalRoot: string, na
 }
 
 async function openVolume(store: ObjectStore, journalRoot: string, name: string): Promise<Volume> {
-  return Volume.open({
-    manifest: await new VolumeCatalog(store).get(name),
-    store,
-    journalDir: Volume.journalDirFor(journalRoot, name),
+  return openTestVolume(store, Volume.journalDirFor(journalRoot, name), {
+    name,
     cacheBytes: 16 * MiB,
-    journalLimitBytes: 64 * MiB,
     segmentBytes: 8 * MiB,
-    uploadConcurrency: 4,
     // Long enough that nothing is uploaded before close: the backlog must stay in the journal.
     uploadDelayMs: 3_600_000,
-    retryInitialMs: 50,
-    retryMaxMs: 1000,
-    logger: pino({ level: 'silent' }),
+    // The CLI must see the journal as its own: the same journal identity the CLI finds in the directory.
+    owner: await cliOwner(journalRoot),
   });
+}
+
+async function cliOwner(journalRoot: string) {
+  const { journalIdentity } = await import('../../gateway/volume/journal-identity.js');
+  const { testOwner } = await import('../helpers/volume-fixture.js');
+  return { ...testOwner(await journalIdentity(journalRoot)), pid: 1 << 22 };
 }
 
 cliSuite('local directory', localFixture);

@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { type GatewayProcess, type StoreKind, type Stores, type StoreTarget, STORE_KINDS, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
+import { readHead } from '../../gateway/image/take-volume.js';
+import { VolumeImage } from '../../gateway/image/volume-image.js';
+import { openStore } from '../../gateway/store/open-store.js';
+import { type GatewayProcess, GatewayStartError, type StoreKind, type Stores, type StoreTarget, STORE_KINDS, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
 import { NbdClient, NbdConnectionError } from '../helpers/nbd-client.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 
 /**
- * SIGKILLs the gateway at random moments under a stream of overlapping writes and checks, after
- * every restart on the same journal, that each write the gateway acknowledged reads back.
+ * SIGKILLs the gateway at random moments under a stream of overlapping writes — half the time at a
+ * random step of compaction or garbage collection, through a test-only failpoint — and checks after
+ * every kill that (1) the store alone, journal thrown away, holds exactly the writes up to some point
+ * of their order, never a mix, and (2) the gateway restarted on the same journal reads back each write
+ * it acknowledged.
  */
 
 const VOLUME = 'crash';
@@ -15,7 +21,9 @@ const EXTENT_SIZE = 256 * 1024;
 const VOLUME_SIZE = 16 * EXTENT_SIZE + 96 * 1024;
 const MAX_WRITE = 64 * 1024;
 const IN_FLIGHT = 16;
-const CYCLES: Record<StoreKind, number> = { local: 12, s3: 10 };
+const CYCLES: Record<StoreKind, number> = { local: 20, s3: 12 };
+/** Steps the gateway kills itself at in the odd cycles, on a random hit (`@N`) of the step. */
+const KILL_POINTS = ['compact.after-put', 'compact.before-commit', 'compact.after-commit', 'gc.before-delete'] as const;
 const KILL_AFTER_MS = { min: 50, max: 1500 };
 const READ_CHUNK = 1024 * 1024;
 
@@ -27,23 +35,34 @@ interface Write {
 }
 
 /**
- * Every 8-byte word a write covers holds its sequence number and the word's position in the volume,
- * so each write's bytes are unique and a mismatch names the write that left the bytes found.
+ * Every 8-byte word a write covers holds its sequence number, the number's complement and the word's
+ * position in the volume, so each write's bytes are unique and a mismatch names the write that left the
+ * bytes found. The complement tells a word one write left from one two unaligned writes share: a blend
+ * of two stamps is not a stamp.
  */
 function stampedWrite(seq: number, offset: number, length: number): Write {
+  assert.ok(seq <= 0xffff, 'stamps hold 16-bit sequence numbers');
   const first = Math.floor(offset / 8) * 8;
   const words = Buffer.allocUnsafe(Math.ceil((offset + length - first) / 8) * 8);
   for (let at = 0; at < words.length; at += 8) {
-    words.writeUInt32LE(seq, at);
+    words.writeUInt16LE(seq, at);
+    words.writeUInt16LE(~seq & 0xffff, at + 2);
     words.writeUInt32LE((first + at) / 8, at + 4);
   }
   return { seq, offset, data: words.subarray(offset - first, offset - first + length) };
 }
 
+/** The write whose stamp the word at `word` holds, or undefined for a blend (or zeros). */
+function stampAt(volume: Buffer, word: number): number | undefined {
+  const seq = volume.readUInt16LE(word);
+  return volume.readUInt16LE(word + 2) === (~seq & 0xffff) && volume.readUInt32LE(word + 4) === word / 8 ? seq : undefined;
+}
+
 /** The stamp of the volume word holding byte `at` (a write that starts mid-word leaves part of it older). */
 function describeWord(volume: Buffer, at: number): string {
   const word = Math.floor(at / 8) * 8;
-  return `write #${volume.readUInt32LE(word)} word ${volume.readUInt32LE(word + 4)} (${volume.subarray(word, word + 8).toString('hex')})`;
+  const seq = stampAt(volume, word);
+  return `${seq === undefined ? 'no single write' : `write #${seq}`} word ${volume.readUInt32LE(word + 4)} (${volume.subarray(word, word + 8).toString('hex')})`;
 }
 
 /** What the volume holds according to the writes the gateway acknowledged. */
@@ -106,6 +125,10 @@ interface WriterState {
   readonly random: () => number;
   nextSeq: number;
   acknowledged: number;
+  /** Every write sent, in the order it was sent. */
+  readonly log: Write[];
+  /** Writes that never got a reply. */
+  readonly unacked: Set<number>;
 }
 
 /**
@@ -126,6 +149,7 @@ async function writeUntilConnectionLost(client: NbdClient, state: WriterState): 
       const w = stampedWrite(state.nextSeq, offset, length);
       if ([...inFlight.keys()].every((other) => !overlaps(w, other))) {
         state.nextSeq++;
+        state.log.push(w);
         return w;
       }
     }
@@ -146,6 +170,7 @@ async function writeUntilConnectionLost(client: NbdClient, state: WriterState): 
         },
         (err: unknown) => {
           unacked.push(w);
+          state.unacked.add(w.seq);
           broken ??= err;
         },
       )
@@ -172,7 +197,55 @@ async function connect(gw: GatewayProcess): Promise<NbdClient> {
 }
 
 function gatewayArgs(uploadDelay: string): string[] {
-  return ['--extent-size', '256KiB', '--cache-size', '512KiB', '--segment-size', '1MiB', '--upload-delay', uploadDelay];
+  return [
+    '--extent-size', '256KiB', '--cache-size', '512KiB', '--segment-size', '1MiB', '--upload-delay', uploadDelay,
+    // Tiny budgets and a short GC period: compaction and garbage collection run all the time.
+    '--delta-budget', '512KiB', '--index-memory', '64KiB', '--gc-interval', '500ms', '--gc-grace', '3s', '--lease-ttl', '6s',
+  ];
+}
+
+/**
+ * The store alone must be the writes in their order up to some write K (the newest stamp it shows):
+ * every acknowledged write up to K, each unacknowledged one up to K wholly or not at all, nothing
+ * after K. Writes on one connection are journalled in the order they were sent, which is their stamp.
+ */
+function prefixMismatch(image: Buffer, log: readonly Write[], unackedSeqs: ReadonlySet<number>): string | undefined {
+  // A word tells which write left it only when that write covered all 8 of its bytes: a word two
+  // unaligned writes share is a blend of their stamps.
+  const bySeq = new Map(log.map((w) => [w.seq, w]));
+  const visible = new Set<number>();
+  for (let at = 0; at + 8 <= image.length; at += 8) {
+    const seq = stampAt(image, at);
+    const w = seq === undefined ? undefined : bySeq.get(seq);
+    if (w !== undefined && w.offset <= at && at + 8 <= w.offset + w.data.length) visible.add(w.seq);
+  }
+  const k = Math.max(0, ...visible);
+  const expected = Buffer.alloc(image.length);
+  for (const w of log) {
+    if (w.seq > k) break;
+    if (unackedSeqs.has(w.seq) && !visible.has(w.seq)) continue;
+    w.data.copy(expected, w.offset);
+  }
+  if (expected.equals(image)) return undefined;
+  let at = 0;
+  while (expected[at] === image[at]) at++;
+  const word = Math.floor(at / 8) * 8;
+  const note = (seq: number | undefined) => (seq === undefined ? 'a blend' : `#${seq} ${unackedSeqs.has(seq) ? 'unacknowledged' : 'acknowledged'}${visible.has(seq) ? ', visible elsewhere' : ''}`);
+  return `the store alone is not the writes up to #${k}: byte ${at} holds ${describeWord(image, at)}, expected ${describeWord(expected, at)} (${note(stampAt(image, word))}; ${note(stampAt(expected, word))})`;
+}
+
+async function storeAlone(target: StoreTarget): Promise<Buffer> {
+  const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
+  const store = openStore({ storeUrl: arg('--store')!, ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}) });
+  try {
+    const { head } = await readHead(store, VOLUME);
+    const image = await VolumeImage.load(store, head);
+    const out = Buffer.alloc(VOLUME_SIZE);
+    await image.read(0, VOLUME_SIZE, out, 0);
+    return out;
+  } finally {
+    await store.close();
+  }
 }
 
 for (const kind of STORE_KINDS) {
@@ -185,34 +258,60 @@ for (const kind of STORE_KINDS) {
       await stores.dispose();
     });
 
-    it(`keeps every acknowledged write through ${CYCLES[kind]} SIGKILLs`, { timeout: 120_000 }, async (t: TestContext) => {
+    it(`keeps every acknowledged write through ${CYCLES[kind]} SIGKILLs, half of them in compaction or GC, and the store alone is always a prefix of the writes`, { timeout: 300_000 }, async (t: TestContext) => {
       const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 32));
       t.diagnostic(`seed ${seed} (CRASH_SEED=${seed} repeats these writes)`);
       const store: StoreTarget = await stores.fresh();
       const journalDir = await stores.tempDir('journal');
-      const state: WriterState = { model: new DiskModel(), random: seededRandom(seed), nextSeq: 1, acknowledged: 0 };
+      const state: WriterState = { model: new DiskModel(), random: seededRandom(seed), nextSeq: 1, acknowledged: 0, log: [], unacked: new Set() };
+      let killedAtStep = 0;
       let unacked: Write[] = [];
       let gw: GatewayProcess | undefined;
       try {
         for (let cycle = 0; cycle < CYCLES[kind]; cycle++) {
-          // Every other cycle uploads at once, so that kills land in the middle of uploads.
+          // One cycle in three is killed from outside at a random moment (uploads in flight); the others
+          // kill the gateway from inside, at a random hit of a compaction or GC step.
           const uploadDelay = cycle % 2 === 0 ? '0' : '300ms';
-          gw = await startGateway({ store, journalDir, createVolume: `${VOLUME}=${VOLUME_SIZE}`, args: gatewayArgs(uploadDelay) });
-          const client = await connect(gw);
-          const actual = await readVolume(client);
+          const point = KILL_POINTS[Math.floor(state.random() * KILL_POINTS.length)]!;
+          const env = cycle % 3 !== 0 ? { HOLDFAST_FAILPOINTS: `${point}=crash@${1 + Math.floor(state.random() * 3)}` } : undefined;
+          let client: NbdClient;
+          let actual: Buffer;
+          try {
+            gw = await startGateway({ store, journalDir, createVolume: `${VOLUME}=${VOLUME_SIZE}`, args: gatewayArgs(uploadDelay), ...(env ? { env } : {}) });
+            client = await connect(gw);
+            actual = await readVolume(client);
+          } catch (err) {
+            // Compaction of the backlog starts at once: the failpoint may kill the gateway before the check.
+            const said = err instanceof GatewayStartError ? err.stderr : (gw?.otherStderr.join('\n') ?? '');
+            if (env === undefined || !said.includes(`failpoint ${point}: crashing`)) throw err;
+            await gw?.exited;
+            gw = undefined;
+            killedAtStep++;
+            t.diagnostic(`cycle ${cycle}: killed at ${env.HOLDFAST_FAILPOINTS} while starting`);
+            const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked);
+            assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
+            continue;
+          }
           const diff = state.model.mismatch(actual, unacked);
           assert.equal(diff, undefined, `cycle ${cycle}, seed ${seed}: ${diff}`);
           state.model.adopt(actual);
 
           const victim = gw;
-          const killAfter = KILL_AFTER_MS.min + Math.floor(state.random() * (KILL_AFTER_MS.max - KILL_AFTER_MS.min));
-          const killed = new Promise((resolve) => setTimeout(resolve, killAfter)).then(() => victim.kill('SIGKILL'));
+          // A failpoint kill comes from inside; the timer is the fallback when its step is not reached.
+          const killAfter = env === undefined ? KILL_AFTER_MS.min + Math.floor(state.random() * (KILL_AFTER_MS.max - KILL_AFTER_MS.min)) : 4 * KILL_AFTER_MS.max;
+          let timer: NodeJS.Timeout | undefined;
+          const killed = Promise.race([victim.exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, killAfter))).then(() => victim.kill('SIGKILL'))]);
           const ackedBefore = state.acknowledged;
           unacked = await writeUntilConnectionLost(client, state);
           const status = await killed;
+          clearTimeout(timer);
           assert.equal(status.signal, 'SIGKILL', `the gateway died by itself (${JSON.stringify(status)}): ${victim.otherStderr.join('\n')}`);
-          t.diagnostic(`cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill after ${killAfter} ms`);
+          const fromStep = env !== undefined && victim.otherStderr.some((l) => l.includes(`failpoint ${point}: crashing`));
+          if (fromStep) killedAtStep++;
+          t.diagnostic(`cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill ${fromStep ? `at ${env!.HOLDFAST_FAILPOINTS}` : `after ${killAfter} ms${env !== undefined ? ` (${env.HOLDFAST_FAILPOINTS} not reached)` : ""}`}`);
           gw = undefined;
+          const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked);
+          assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
         }
 
         // Last restart: check once more, then let the uploader empty the journal.
@@ -233,7 +332,8 @@ for (const kind of STORE_KINDS) {
         await client.disconnect();
         assert.equal(await gw.stop(), 0);
         gw = undefined;
-        t.diagnostic(`${state.acknowledged} writes acknowledged in all`);
+        t.diagnostic(`${state.acknowledged} writes acknowledged in all; ${killedAtStep} kills at a compaction or GC step`);
+        assert.ok(killedAtStep >= CYCLES[kind] / 2, `only ${killedAtStep} of ${CYCLES[kind]} kills happened inside compaction or GC`);
       } catch (err) {
         for (const line of gw?.logs.filter((l) => l.level >= 40) ?? []) t.diagnostic(`gateway: ${JSON.stringify(line)}`);
         throw err;

@@ -16,7 +16,8 @@ const MiB = 1024 * 1024;
 const VOLUME = 'vol';
 const VOLUME_SIZE = 64 * MiB;
 /** 1 MiB extents so that every test crosses many extent boundaries; a cache of 8 so reads go to the store. */
-const GATEWAY_ARGS = ['--extent-size', '1MiB', '--cache-size', '8MiB'];
+// A short lease: a second gateway sees the first renew it, and refuses, within two seconds.
+const GATEWAY_ARGS = ['--extent-size', '1MiB', '--cache-size', '8MiB', '--lease-ttl', '6s'];
 const TOOL_TIMEOUT_MS = 120_000;
 
 interface RunResult {
@@ -195,8 +196,15 @@ for (const kind of STORE_KINDS) {
       const ownJournal = await stores.tempDir('journal');
       const image = path.join(work, 'random64M.img');
       await makeImage(image, VOLUME_SIZE);
-      // A long upload delay keeps everything in the journal, so the restart below must replay it.
-      let own = await startGateway({ store: ownStore, journalDir: ownJournal, createVolume: `${VOLUME}=64MiB`, args: [...GATEWAY_ARGS, '--upload-delay', '600s'] });
+      // Every delta upload fails (a test-only failpoint), so everything stays in the journal and the
+      // restart below must replay it.
+      let own = await startGateway({
+        store: ownStore,
+        journalDir: ownJournal,
+        createVolume: `${VOLUME}=64MiB`,
+        args: [...GATEWAY_ARGS, '--shutdown-grace', '2s'],
+        env: { HOLDFAST_FAILPOINTS: 'upload.before-put=error*1000000' },
+      });
       try {
         await runOk('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', image, own.uri(VOLUME)]);
         await assertSameImage(image, own.uri(VOLUME));
@@ -326,14 +334,14 @@ for (const kind of STORE_KINDS) {
       await assert.rejects(startGateway({ store, journalDir, createVolume: '', args: GATEWAY_ARGS }), (err: unknown) => {
         assert.ok(err instanceof GatewayStartError, String(err));
         assert.equal(err.exitCode, 3, err.message);
-        assert.match(err.stderr, /in use by another gateway/);
+        assert.match(err.stderr, /served by gateway/);
         return true;
       });
       const otherJournal = await stores.tempDir('other-journal');
       await assert.rejects(startGateway({ store, journalDir: otherJournal, createVolume: '', args: GATEWAY_ARGS }), (err: unknown) => {
         assert.ok(err instanceof GatewayStartError, String(err));
         assert.equal(err.exitCode, 3, err.message);
-        assert.match(err.stderr, /served by another gateway/);
+        assert.match(err.stderr, /served by gateway/);
         return true;
       });
       await qemuIo(gw.uri(VOLUME), ['write -P 0x99 30000000 70000', 'read -P 0x99 30000000 70000']);

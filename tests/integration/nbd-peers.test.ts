@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { NbdServer } from '../../gateway/nbd/server.js';
 import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
+import { listenOnLoopback } from '../helpers/nbd-listen.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -81,24 +82,29 @@ function fioArgs(uri: string, name: string, extra: readonly string[]): string[] 
 describe('NBD server against real clients', () => {
   const registry = new MemoryRegistry(
     [
-      new MemoryExport({ name: 'alpha', size: 64 * MiB, description: 'first test disk' }),
-      new MemoryExport({ name: 'beta', size: 32 * MiB, description: 'second test disk', canMultiConn: false }),
+      new MemoryExport({ name: 'alpha', size: 64 * MiB }),
+      new MemoryExport({ name: 'beta', size: 32 * MiB, canMultiConn: false }),
       new MemoryExport({ name: 'convert', size: 8 * MiB }),
       new MemoryExport({ name: 'copy', size: 8 * MiB }),
       new MemoryExport({ name: 'fio', size: 16 * MiB }),
       new MemoryExport({ name: 'fio-pair', size: 32 * MiB }),
       new MemoryExport({ name: 'ro', size: 8 * MiB, readOnly: true }),
+      new MemoryExport({ name: 'sparse', size: 64 * MiB, allocationBlockSize: MiB }),
+      new MemoryExport({ name: 'local', size: 8 * MiB }),
     ],
     'alpha',
   );
   const server = new NbdServer({ registry, logger: pino({ level: process.env.NBD_TEST_LOG ?? 'silent' }) });
   let port = 0;
   let dir = '';
+  let socketPath = '';
   const uri = (name: string): string => `nbd://127.0.0.1:${port}/${name}`;
 
   before(async () => {
-    port = (await server.listen('127.0.0.1', 0)).port;
+    port = await listenOnLoopback(server);
     dir = await mkdtemp(join(tmpdir(), 'holdfast-nbd-'));
+    socketPath = join(dir, 'nbd.sock');
+    assert.deepEqual(await server.listen({ kind: 'unix', path: socketPath }), { kind: 'unix', path: socketPath });
     registry.get('ro').disk.fill(0x5a);
   });
 
@@ -114,7 +120,7 @@ describe('NBD server against real clients', () => {
     assert.ok(beta !== undefined);
     assert.equal(beta['export-name'], 'beta');
     assert.equal(beta['export-size'], 32 * MiB);
-    assert.equal(beta['description'], 'second test disk');
+    assert.equal(beta['description'], 'Holdfast volume beta, 32 MiB');
     assert.equal(beta['is_read_only'], false);
     assert.equal(beta['can_flush'], true);
     assert.equal(beta['can_fua'], true);
@@ -132,13 +138,13 @@ describe('NBD server against real clients', () => {
     assert.equal(ro.exports[0]?.['export-size'], 8 * MiB);
   });
 
-  it('nbdinfo --list shows every export with its description', async () => {
+  it('nbdinfo --list shows every export with its name and size as description', async () => {
     const { stdout } = await runOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`]);
     const listing = JSON.parse(stdout) as { exports: Array<Record<string, unknown>> };
     const names = listing.exports.map((exp) => exp['export-name']);
-    assert.deepEqual([...names].sort(), ['alpha', 'beta', 'convert', 'copy', 'fio', 'fio-pair', 'ro']);
+    assert.deepEqual([...names].sort(), ['alpha', 'beta', 'convert', 'copy', 'fio', 'fio-pair', 'local', 'ro', 'sparse']);
     const alpha = listing.exports.find((exp) => exp['export-name'] === 'alpha');
-    assert.equal(alpha?.['description'], 'first test disk');
+    assert.equal(alpha?.['description'], 'Holdfast volume alpha, 64 MiB');
     assert.equal(alpha?.['export-size'], 64 * MiB);
   });
 
@@ -254,6 +260,41 @@ describe('NBD server against real clients', () => {
     assert.doesNotMatch(write.stdout, /wrote/);
     assert.ok(ro.disk.every((byte) => byte === 0x5a));
     assert.equal(ro.operations.filter((op) => op.kind !== 'read').length, 0);
+  });
+
+  it('nbdinfo --map and qemu-img map see holes through base:allocation', async () => {
+    await runOk('qemu-io', ['-f', 'raw', uri('sparse'), '-c', `write -P 0x11 ${8 * MiB} ${2 * MiB}`, '-c', `write -z ${9 * MiB} ${MiB}`]);
+    const map = JSON.parse((await runOk('nbdinfo', ['--map', '--json', uri('sparse')])).stdout) as Array<{ offset: number; length: number; type: number }>;
+    assert.deepEqual(map.map((e) => [e.offset, e.length, e.type]), [
+      [0, 8 * MiB, 3],
+      [8 * MiB, MiB, 0],
+      [9 * MiB, MiB, 2],
+      [10 * MiB, 54 * MiB, 3],
+    ]);
+    const qemu = JSON.parse((await runOk('qemu-img', ['map', '--output=json', '-f', 'raw', uri('sparse')])).stdout) as Array<{ start: number; length: number; data: boolean; zero: boolean }>;
+    assert.deepEqual(qemu.map((e) => [e.start, e.length, e.data, e.zero]), [
+      [0, 8 * MiB, false, true],
+      [8 * MiB, MiB, true, false],
+      [9 * MiB, MiB, true, true],
+      [10 * MiB, 54 * MiB, false, true],
+    ]);
+    // A sparse copy: nbdcopy writes the data and leaves the holes.
+    const target = join(dir, 'sparse.raw');
+    await runOk('nbdcopy', [uri('sparse'), target]);
+    const allocated = Number((await runOk('du', ['--block-size=1', target])).stdout.split('\t')[0]);
+    // The allocated zeros (WRITE_ZEROES with NO_HOLE) read as zero too: nbdcopy may skip them.
+    assert.ok(allocated <= 2 * MiB, `nbdcopy allocated ${allocated} bytes for 1 MiB of data`);
+    assert.ok((await readFile(target)).equals(registry.get('sparse').disk));
+  });
+
+  it('serves the same exports on a Unix socket', async () => {
+    const local = registry.get('local');
+    const socketUri = `nbd+unix:///local?socket=${socketPath}`;
+    const { stdout } = await runOk('nbdinfo', ['--json', socketUri]);
+    assert.equal((JSON.parse(stdout) as { exports: Array<Record<string, unknown>> }).exports[0]?.['export-size'], 8 * MiB);
+    const io = await runOk('qemu-io', ['-f', 'raw', socketUri, '-c', 'write -P 0x3c 0 65536', '-c', 'read -P 0x3c 0 65536']);
+    assert.doesNotMatch(io.stdout, /Pattern verification failed/);
+    assert.ok(local.disk.subarray(0, 65536).every((byte) => byte === 0x3c));
   });
 
   it('detaches every export once its clients are gone', async () => {

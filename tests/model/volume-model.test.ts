@@ -4,16 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { pino } from 'pino';
 import { StoreError } from '../../gateway/store/object-store.js';
-import { Volume } from '../../gateway/volume/volume.js';
+import type { Volume } from '../../gateway/volume/volume.js';
+import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import { StorageFailedError } from '../../gateway/hang/errors.js';
-import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
 import { MemoryStore } from '../helpers/memory-store.js';
+import { openTestVolume } from '../helpers/volume-fixture.js';
 
 const EXTENT = 64 * 1024;
 const SIZE = 8 * EXTENT + 4096 * 3; // a short last extent on purpose
-const logger = pino({ level: 'silent' });
 
 type Op =
   | { kind: 'write'; offset: number; length: number; fill: number }
@@ -37,22 +36,10 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 async function openVolume(store: MemoryStore, dir: string, cacheBytes: number): Promise<Volume> {
-  return Volume.open({
-    manifest: { format: 1, name: 'model', size: SIZE, extentSize: EXTENT, readOnly: false, createdAt: '' },
-    store,
-    journalDir: dir,
-    cacheBytes,
-    journalLimitBytes: 64 * 1024 * 1024,
-    segmentBytes: 256 * 1024,
-    uploadConcurrency: 3,
-    uploadDelayMs: 0,
-    retryInitialMs: 1,
-    retryMaxMs: 5,
-    logger,
-    // Reads that need the unreachable store fail at once instead of being held: the model test is
-    // about contents; holding is tested in tests/unit/hang-monitor.test.ts and the outage tests.
-    hangPolicy: { ...DEFAULT_HANG_POLICY, timeout: 'off' },
-  });
+  if (!(await new VolumeCatalog(store).exists('model'))) await new VolumeCatalog(store).create({ name: 'model', size: SIZE, extentSize: EXTENT });
+  // Reads that need the unreachable store fail at once instead of being held: the model test is
+  // about contents; holding is tested in tests/unit/hang-monitor.test.ts and the outage tests.
+  return openTestVolume(store, dir, { cacheBytes });
 }
 
 /**
@@ -106,6 +93,8 @@ for (const cacheBytes of [0, 2 * EXTENT, 64 * EXTENT]) {
               case 'reopen':
                 await settle();
                 await volume.close();
+                // A volume is taken by reading and writing its head: the store must answer by then.
+                store.failing = false;
                 volume = await openVolume(store, dir, cacheBytes);
                 break;
               case 'outage':

@@ -30,7 +30,9 @@ test('names map between flags, environment and file', () => {
 
 test('defaults give the embedded setup', () => {
   const c = loadConfig({ flags: {}, env: {} });
-  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 10809 });
+  assert.deepEqual(c.listen, [{ kind: 'tcp', host: '127.0.0.1', port: 10809 }]);
+  assert.equal(c.tls, 'off');
+  assert.equal(c.nbdIdleTimeout, 24 * 3_600_000);
   assert.match(c.storeUrl, /^file:\/\/.*\/data\/store$/);
   assert.match(c.journalRoot, /\/data\/journal$/);
   assert.deepEqual(c.createVolume, { name: 'demo', size: 2 ** 30 });
@@ -76,4 +78,36 @@ test('a bad setting is reported under the name it was given', async () => {
   } finally {
     await rm(dir, { recursive: true });
   }
+});
+
+test('NBD listen addresses: several, TCP and Unix, from a flag list or a comma-separated variable', () => {
+  const fromFlags = loadConfig({ flags: { listen: ['0.0.0.0:10809', 'unix:/run/holdfast/nbd.sock'] }, env: {} });
+  assert.deepEqual(fromFlags.listen, [
+    { kind: 'tcp', host: '0.0.0.0', port: 10809 },
+    { kind: 'unix', path: '/run/holdfast/nbd.sock' },
+  ]);
+  const fromEnv = loadConfig({ flags: {}, env: { HOLDFAST_LISTEN: '[::1]:10809, unix:/tmp/nbd.sock' } });
+  assert.deepEqual(fromEnv.listen, [
+    { kind: 'tcp', host: '::1', port: 10809 },
+    { kind: 'unix', path: '/tmp/nbd.sock' },
+  ]);
+  assert.throws(() => loadConfig({ flags: { listen: ['unix:relative.sock'] }, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('--listen') && /absolute/.test(e.message));
+  assert.throws(() => loadConfig({ flags: { listen: [''] }, env: {} }), (e: unknown) => e instanceof ConfigError && /at least one address/.test(e.message));
+});
+
+test('TLS settings are checked together: files need TLS on, TLS needs a certificate or PSK keys', () => {
+  const c = loadConfig({ flags: { tls: 'require', tlsPsk: '/etc/holdfast/keys.psk', nbdAccess: '/etc/holdfast/access.json', nbdIdleTimeout: 'off' }, env: {} });
+  assert.equal(c.tls, 'require');
+  assert.equal(c.tlsPsk, '/etc/holdfast/keys.psk');
+  assert.equal(c.nbdIdleTimeout, 0);
+  const invalid = (flags: Record<string, unknown>, pattern: RegExp, name: string): void => {
+    assert.throws(() => loadConfig({ flags, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes(name) && pattern.test(e.message), JSON.stringify(flags));
+  };
+  invalid({ tlsCert: '/c.pem', tlsKey: '/k.pem' }, /needs --tls on or require/, '--tls-cert');
+  invalid({ nbdAccess: '/a.json' }, /needs --tls on or require/, '--nbd-access');
+  invalid({ tls: 'on' }, /certificate and key .* or a PSK file/, '--tls');
+  invalid({ tls: 'on', tlsCert: '/c.pem' }, /needs its key/, '--tls-key');
+  invalid({ tls: 'on', tlsPsk: '/k.psk', tlsCa: '/ca.pem' }, /only with a server certificate/, '--tls-ca');
+  invalid({ tls: 'maybe' }, /off|on|require/, '--tls');
+  invalid({ nbdIdleTimeout: 'a while' }, /or off/, '--nbd-idle-timeout');
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import { METRICS_NAMESPACE, handler, type MetricsResult } from '../../functions/hang-metrics/index.js';
-import type { HoldfastEnvelope } from '../../shared/eventbridge.js';
+import { after, before, beforeEach, test } from 'node:test';
+import { METRICS_NAMESPACE, coldStart, handler, type MetricsResult } from '../../functions/hang-metrics/index.js';
+import { type LocalDynamo, startLocalDynamo } from '../helpers/dynamodb-local.js';
 import { capturingOutput, delivered, lambdaContext } from '../helpers/lambda.js';
 import { sampleEvent } from '../helpers/holdfast-events.js';
 
@@ -10,9 +10,23 @@ interface EmfRecord {
   readonly [key: string]: unknown;
 }
 
+let dynamo: LocalDynamo;
+let tables = 0;
+before(async () => {
+  dynamo = await startLocalDynamo();
+});
+after(async () => {
+  await dynamo.close();
+});
+beforeEach(async () => {
+  process.env.IDEMPOTENCY_TABLE = `holdfast-metrics-idempotency-${tables++}`;
+  await dynamo.createTable(process.env.IDEMPOTENCY_TABLE);
+  coldStart();
+});
+
 /** Invokes the real middy handler and returns its result and the EMF records it printed. */
 async function invoke(event: unknown): Promise<{ result: MetricsResult; emf: EmfRecord[] }> {
-  const { settled, lines } = await capturingOutput(() => handler(event as HoldfastEnvelope, lambdaContext('hang-metrics')));
+  const { settled, lines } = await capturingOutput(() => handler(event, lambdaContext('hang-metrics')));
   if (settled.status === 'rejected') throw settled.reason;
   return { result: settled.value, emf: lines.filter((l): l is EmfRecord => '_aws' in l) };
 }
@@ -65,9 +79,20 @@ test('clears become durations in seconds, timeouts and outages counts, journal p
 });
 
 test('a bad event is rejected with a log line and records no metric', async () => {
-  const { settled, lines } = await capturingOutput(() => handler({ source: 'holdfast.gateway', detail: { kind: 'io-hang' } } as unknown as HoldfastEnvelope, lambdaContext('hang-metrics')));
+  const { settled, lines } = await capturingOutput(() => handler({ source: 'holdfast.gateway', detail: { kind: 'io-hang' } }, lambdaContext('hang-metrics')));
   assert.equal(settled.status, 'fulfilled');
   assert.equal(settled.status === 'fulfilled' && settled.value.outcome, 'rejected');
   assert.ok(lines.some((l) => l.level === 'ERROR' && String(l.message).startsWith('rejected event')));
   assert.ok(!lines.some((l) => '_aws' in l && JSON.stringify(l).includes('Hang')));
+});
+
+test('a redelivered event is counted once, in this container and in the next one', async () => {
+  const event = sampleEvent('db-volume', 0, { kind: 'io-hang-timeout' });
+  assert.deepEqual(published((await invoke(delivered(event))).emf).values, { HangTimeouts: 1 });
+  const again = await invoke(delivered(event));
+  assert.deepEqual(again.result, { outcome: 'recorded', metrics: ['HangTimeouts'] }, 'the first result is answered');
+  assert.deepEqual(published(again.emf).values, {}, 'and nothing is counted again');
+  coldStart();
+  assert.deepEqual(published((await invoke(delivered(event))).emf).values, {});
+  assert.deepEqual(published((await invoke(delivered(sampleEvent('db-volume', 1, { kind: 'io-hang-timeout' })))).emf).values, { HangTimeouts: 1 }, 'another event is counted');
 });

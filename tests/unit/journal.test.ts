@@ -76,6 +76,7 @@ test('concurrent appends share one fdatasync (group commit)', async () => {
       const f = await fsSegmentFileOps.open(path, flags);
       return { ...bind(f), datasync: async () => { syncs++; await f.datasync(); } };
     },
+    remove: fsSegmentFileOps.remove,
   };
   const { journal } = await open({ fileOps: counting });
   await Promise.all(Array.from({ length: 64 }, (_, i) => appendWrite(journal, i * 4096, Buffer.alloc(4096, i))));
@@ -142,6 +143,7 @@ test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledg
         },
       };
     },
+    remove: fsSegmentFileOps.remove,
   };
   const { journal } = await open({ fileOps: flaky, onIoError: (e) => errors.push(e), onIoRecovered: () => recovered++ });
   await appendWrite(journal, 0, Buffer.alloc(300, 1));
@@ -150,7 +152,7 @@ test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledg
   assert.equal(recovered, 1);
   assert.equal((errors[0]!.cause as NodeJS.ErrnoException).code, 'EIO');
   // The abandoned first segment held nothing durable, so it is already retired.
-  assert.deepEqual(await segments(), ['0000000000000002.seg'], 'the batch went to a fresh segment');
+  assert.deepEqual(await segments(), ['00000000-0000000000000002.seg'], 'the batch went to a fresh segment');
   await journal.close();
   const { journal: again, entries } = await open();
   assert.deepEqual(entries.map((e) => [e.seq, e.offset]), [[1, 0], [2, 300]]);

@@ -56,11 +56,16 @@ class RecordingSink implements RequestSink {
   readonly requests: NbdRequest[] = [];
   readonly protocolErrors: ProtocolError[] = [];
   readonly eofs: boolean[] = [];
-  refuse: (request: NbdRequest) => number = () => 0;
+  refuse: (request: NbdRequest) => Errno = () => Errno.OK;
+  admission: (request: NbdRequest) => boolean = () => true;
   onEach: (request: NbdRequest) => void = () => undefined;
 
-  validate(request: NbdRequest): number {
+  validate(request: NbdRequest): Errno {
     return this.refuse(request);
+  }
+
+  admit(request: NbdRequest): boolean {
+    return this.admission(request);
   }
 
   onRequest(request: NbdRequest): void {
@@ -171,7 +176,7 @@ describe('RequestParser', () => {
 
   it('skips the payload of a refused WRITE without buffering it and stays in sync', () => {
     const { sink, counters, parser } = setup();
-    sink.refuse = (request) => (request.type === Cmd.WRITE ? Errno.EINVAL : 0);
+    sink.refuse = (request) => (request.type === Cmd.WRITE ? Errno.EINVAL : Errno.OK);
     const big = pattern(200000, 5);
     const stream = Buffer.concat([
       encodeRequest({ type: Cmd.WRITE, handle: 20n, offset: 0, payload: big }),
@@ -278,17 +283,41 @@ describe('reply encoding', () => {
 });
 
 describe('errnoFor', () => {
-  class NoSpaceError extends Error {}
-
   it('maps volume errors to NBD error numbers', () => {
     assert.equal(errnoFor(new ReadOnlyError('ro')), Errno.EPERM);
     assert.equal(errnoFor(new InvalidArgumentError('bad')), Errno.EINVAL);
     assert.equal(errnoFor(new RequestAbortedError('gone')), Errno.ESHUTDOWN);
-    assert.equal(errnoFor(new NoSpaceError('full')), Errno.ENOSPC);
     assert.equal(errnoFor(Object.assign(new Error('disk full'), { code: 'ENOSPC' })), Errno.ENOSPC);
     assert.equal(errnoFor(new JournalIoError('append failed', { cause: Object.assign(new Error('x'), { code: 'ENOSPC' }) })), Errno.ENOSPC);
     assert.equal(errnoFor(new JournalIoError('append failed', { cause: Object.assign(new Error('x'), { code: 'EIO' }) })), Errno.EIO);
     assert.equal(errnoFor(new Error('boom')), Errno.EIO);
     assert.equal(errnoFor('not even an error'), Errno.EIO);
+  });
+});
+
+describe('RequestParser.disconnectBuffered', () => {
+  const held = (): ReturnType<typeof setup> => {
+    const parsed = setup();
+    parsed.sink.admission = () => false;
+    return parsed;
+  };
+
+  it('finds NBD_CMD_DISC behind requests waiting for admission, WRITE payloads skipped', () => {
+    const { parser } = held();
+    const payload = Buffer.alloc(5000, 0x02);
+    // A payload holding what looks like a DISC header must not count.
+    encodeRequest({ type: Cmd.DISC }).copy(payload, 100);
+    parser.push(Buffer.concat([encodeRequest({ type: Cmd.WRITE, handle: 1n, payload }), encodeRequest({ type: Cmd.READ, handle: 2n, length: 10 })]));
+    assert.equal(parser.disconnectBuffered, false);
+    parser.push(encodeRequest({ type: Cmd.DISC, handle: 3n }).subarray(0, 20));
+    assert.equal(parser.disconnectBuffered, false, 'a header cut off is not a request yet');
+    parser.push(encodeRequest({ type: Cmd.DISC, handle: 3n }).subarray(20));
+    assert.equal(parser.disconnectBuffered, true);
+  });
+
+  it('does not count a DISC header still being received', () => {
+    const { parser } = setup();
+    parser.push(encodeRequest({ type: Cmd.DISC, handle: 9n }).subarray(0, 10));
+    assert.equal(parser.disconnectBuffered, false);
   });
 });

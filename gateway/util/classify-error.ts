@@ -1,25 +1,65 @@
+import { DataCorruptError, JournalIoError } from '../../shared/errors.js';
 import type { ErrorClass } from '../../shared/events.js';
-import { JournalIoError } from '../../shared/errors.js';
-import { StoreError } from '../store/object-store.js';
+
+/**
+ * What a failure is, read from its whole cause chain (a StoreError or JournalIoError wraps the SDK's
+ * or the system's error): the class the hang policy decides on, and whether the client should hear
+ * ENOSPC. One reading of errors for the hang engine and the NBD error mapping alike.
+ */
 
 const TRANSIENT_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN',
-  'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EHOSTDOWN', 'UND_ERR_SOCKET', 'ERR_STREAM_PREMATURE_CLOSE',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'UND_ERR_SOCKET',
+  'ERR_STREAM_PREMATURE_CLOSE',
 ]);
 const TRANSIENT_NAMES = new Set([
-  'TimeoutError', 'RequestTimeout', 'RequestTimeoutException', 'SlowDown', 'Throttling', 'ThrottlingException',
-  'TooManyRequestsException', 'RequestLimitExceeded', 'InternalError', 'ServiceUnavailable', 'BadGateway',
-  'GatewayTimeout', 'NetworkingError', 'AbortError',
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+  'InternalError',
+  'ServiceUnavailable',
+  'BadGateway',
+  'GatewayTimeout',
+  'NetworkingError',
+  'AbortError',
 ]);
 const DENIED_NAMES = new Set([
-  'AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'ExpiredTokenException',
-  'TokenRefreshRequired', 'CredentialsProviderError', 'InvalidToken', 'AllAccessDisabled', 'AccountProblem',
+  'AccessDenied',
+  'Forbidden',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'ExpiredTokenException',
+  'TokenRefreshRequired',
+  'CredentialsProviderError',
+  'InvalidToken',
+  'AllAccessDisabled',
+  'AccountProblem',
 ]);
 const MISSING_NAMES = new Set(['NoSuchBucket', 'NotFound', 'NoSuchVolume', 'VolumeNotFoundError']);
+/** System error codes that mean "out of space", whatever layer saw them. */
 const NO_SPACE_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 const NO_SPACE_NAMES = new Set(['QuotaExceeded', 'EntityTooLarge']);
 const IO_CODES = new Set(['EIO', 'EROFS', 'ESTALE', 'EBADF']);
 const DENIED_CODES = new Set(['EACCES', 'EPERM']);
+
+/** Guards against cause cycles. */
+const MAX_CAUSE_DEPTH = 8;
 
 interface ErrorFacts {
   readonly code: string | undefined;
@@ -27,13 +67,26 @@ interface ErrorFacts {
   readonly status: number | undefined;
 }
 
+/** The error and its causes, outermost first. */
+export function causeChain(err: unknown): unknown[] {
+  const out: unknown[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < MAX_CAUSE_DEPTH; depth++) {
+    out.push(cur);
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return out;
+}
+
 /**
  * Puts a failed storage operation (S3 call, local store, journal write or sync) in the class the
  * hang policy decides on. Unknown failures count as transient: holding is the safe default for a
- * storage system whose job is not to fail the guest, and the hang timeout bounds it.
+ * storage system whose job is not to fail the guest, and the hang timeout bounds it. Corrupt data
+ * comes first: waiting never mends it, so nothing else it may have caused matters.
  */
 export function classifyError(err: unknown): ErrorClass {
-  const chain = causes(err);
+  const chain = causeChain(err);
+  if (chain.some((e) => e instanceof DataCorruptError)) return 'corrupt';
   const journal = chain.some((e) => e instanceof JournalIoError);
   for (const e of chain) {
     const f = facts(e);
@@ -56,15 +109,12 @@ export function classifyError(err: unknown): ErrorClass {
   return journal ? 'io' : 'transient';
 }
 
-function causes(err: unknown): unknown[] {
-  const out: unknown[] = [];
-  let cur: unknown = err;
-  for (let depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
-    out.push(cur);
-    cur = cur instanceof Error ? cur.cause : undefined;
-  }
-  // A StoreError's own name says nothing about the failure; its causes do.
-  return out.filter((e) => !(e instanceof StoreError));
+/** True when a system error in the chain says the disk is full (the client should hear ENOSPC). */
+export function isNoSpace(err: unknown): boolean {
+  return causeChain(err).some((e) => {
+    const code = facts(e).code;
+    return code !== undefined && NO_SPACE_CODES.has(code);
+  });
 }
 
 function facts(e: unknown): ErrorFacts {

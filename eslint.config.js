@@ -1,0 +1,38 @@
+// ESLint for the whole repository: typescript-eslint's strict type-checked rules on TypeScript,
+// formatting left to Prettier (eslint-config-prettier turns the rules that would fight it off).
+// `npm run lint [PATH...]` runs it and `prettier --check`; see scripts/lint.mjs.
+import js from '@eslint/js';
+import prettier from 'eslint-config-prettier';
+import { defineConfig } from 'eslint/config';
+import tseslint from 'typescript-eslint';
+
+export default defineConfig(
+  { ignores: ['dist/', 'cdk.out/', 'node_modules/', 'bench/results/'] },
+  js.configs.recommended,
+  tseslint.configs.strictTypeChecked,
+  {
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      // Numbers and booleans read naturally in messages; objects and undefined do not.
+      '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true, allowBoolean: true }],
+      // `void promise` marks a deliberately unawaited task; the rule then checks everything else.
+      // node:test's test/describe/it return promises the runner itself awaits.
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        { ignoreVoid: true, allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'describe', 'it'] }] },
+      ],
+    },
+  },
+  {
+    // A wrong guess in a test fails the test; the assertion says more than a guard would.
+    files: ['tests/**/*.ts'],
+    // Fakes are async to match the interfaces they stand in for, with nothing to await.
+    rules: { '@typescript-eslint/no-non-null-assertion': 'off', '@typescript-eslint/require-await': 'off' },
+  },
+  {
+    files: ['**/*.js', '**/*.mjs'],
+    extends: [tseslint.configs.disableTypeChecked],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
+  prettier,
+);

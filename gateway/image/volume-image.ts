@@ -1,0 +1,393 @@
+/**
+ * A volume as its head describes it: the base extents (from the index pages), the deltas newer than
+ * them (their runs in a RunMap, their CRC tables in memory) and the reads that turn those into bytes,
+ * every 4 KiB block checked against its CRC32C on the way. It knows nothing of journals or caches:
+ * the served Volume layers those on top, and export, clone and GC use it alone.
+ */
+import { LRUCache } from 'lru-cache';
+import { DataCorruptError } from '../../shared/errors.js';
+import type { VolumeShape } from '../../shared/volume-manifest.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { blockSpan, CRC_BLOCK, type ObjectMeta, parseMeta, verifyBlocks } from './data-object.js';
+import { type DeltaRef, type Head, type PageRef, shapeOf } from './head.js';
+import { type BaseRef, pageOf, parsePage } from './index-page.js';
+import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
+
+/** A delta as the image holds it: its reference, its CRC table, and how many of its bytes still show. */
+export interface DeltaInfo {
+  readonly ref: DeltaRef;
+  readonly slot: number;
+  readonly dataLength: number;
+  readonly crcs: Uint32Array;
+  /** Bytes of its runs (zero runs included) no newer delta or base has taken over; at 0 it can leave the head. */
+  liveBytes: number;
+  /** Extents it has runs in (live or not), for compaction's choice of what to fold. */
+  readonly extents: Set<number>;
+}
+
+/** A span of the volume as `allocation` reports it: data, or a hole that reads as zeros. */
+export interface AllocationSpan {
+  readonly length: number;
+  readonly hole: boolean;
+}
+
+export interface VolumeImageOptions {
+  /** Bound on the cached tables of base extents (each about 1/1000 of the extent). */
+  readonly baseMetaBytes?: number;
+}
+
+interface Piece {
+  /** Where in `out` the piece goes. */
+  readonly at: number;
+  readonly length: number;
+  /** The object and the offset in its data region; undefined for zeros. */
+  readonly key: string | undefined;
+  readonly dataOffset: number;
+  readonly crcs: Uint32Array | undefined;
+  readonly dataLength: number;
+}
+
+const DEFAULT_BASE_META_BYTES = 16 * 2 ** 20;
+
+export class VolumeImage {
+  readonly shape: VolumeShape;
+  readonly bases = new Map<number, BaseRef>();
+  readonly pages = new Map<number, PageRef>();
+  /** Pages whose bases changed since the last head was written. */
+  readonly dirtyPages = new Set<number>();
+  /** Oldest first (Map keeps insertion order, and slots only grow). */
+  readonly deltas = new Map<number, DeltaInfo>();
+  readonly runs: RunMap;
+  private nextSlot = 0;
+  private crcBytes = 0;
+  private readonly baseMeta: LRUCache<string, ObjectMeta>;
+
+  private constructor(
+    readonly store: ObjectStore,
+    head: Head,
+    opts: VolumeImageOptions,
+  ) {
+    this.shape = shapeOf(head);
+    this.runs = new RunMap((slot, bytes) => {
+      const d = this.deltas.get(slot);
+      if (d !== undefined) d.liveBytes -= bytes;
+    });
+    this.baseMeta = new LRUCache({
+      maxSize: opts.baseMetaBytes ?? DEFAULT_BASE_META_BYTES,
+      sizeCalculation: (m) => m.crcs.byteLength + m.runs.count * 24 + 64,
+    });
+  }
+
+  /** Loads the image a head names: its index pages and every delta's tables. */
+  static async load(store: ObjectStore, head: Head, opts: VolumeImageOptions = {}, signal?: AbortSignal): Promise<VolumeImage> {
+    const image = new VolumeImage(store, head, opts);
+    for (const ref of head.pages) {
+      const body = await store.get(ref.key, { signal });
+      if (body === undefined) throw new DataCorruptError(`index page ${ref.key} named by the head of ${head.name} is missing`);
+      for (const [extent, base] of parsePage(body, ref.crc, ref.page, ref.key)) image.bases.set(extent, base);
+      image.pages.set(ref.page, ref);
+    }
+    for (const ref of head.deltas) image.addDelta(ref, await image.fetchMeta(ref, signal));
+    return image;
+  }
+
+  get extentCount(): number {
+    return Math.ceil(this.shape.size / this.shape.extentSize);
+  }
+
+  extentLength(index: number): number {
+    return Math.min(this.shape.extentSize, this.shape.size - index * this.shape.extentSize);
+  }
+
+  /** Memory the index holds: the run map and the deltas' CRC tables. */
+  get indexBytes(): number {
+    return this.runs.bytes + this.crcBytes;
+  }
+
+  get deltaBytes(): number {
+    let n = 0;
+    for (const d of this.deltas.values()) n += d.ref.size;
+    return n;
+  }
+
+  /** Fetches and checks an object's tables. */
+  async fetchMeta(ref: { key: string; size: number; metaOffset: number; metaCrc: number }, signal?: AbortSignal): Promise<ObjectMeta> {
+    const meta = await this.store.getRange(ref.key, ref.metaOffset, ref.size - ref.metaOffset, { signal });
+    if (meta === undefined) throw new DataCorruptError(`object ${ref.key} named by the head of ${this.shape.name} is missing`);
+    return parseMeta(meta, ref.metaCrc, ref.key);
+  }
+
+  /**
+   * Adds a committed delta, newer than every delta already here: its runs take over the bytes they
+   * cover, except in extents whose base already includes it.
+   */
+  addDelta(ref: DeltaRef, meta: ObjectMeta): DeltaInfo {
+    const info: DeltaInfo = { ref, slot: this.nextSlot++, dataLength: meta.dataLength, crcs: meta.crcs, liveBytes: 0, extents: new Set() };
+    this.deltas.set(info.slot, info);
+    this.crcBytes += meta.crcs.byteLength;
+    const es = this.shape.extentSize;
+    const { count, offset, length, dataOffset } = meta.runs;
+    for (let i = 0; i < count; i++) {
+      let pos = offset[i]!;
+      const end = pos + length[i]!;
+      const zero = dataOffset[i]! < 0;
+      while (pos < end) {
+        const extent = Math.floor(pos / es);
+        const extentStart = extent * es;
+        const stop = Math.min(end, extentStart + es);
+        const base = this.bases.get(extent);
+        if (base === undefined || base.seq < ref.seqTo) {
+          info.liveBytes += stop - pos;
+          this.runs.apply(extent, pos - extentStart, stop - extentStart, info.slot, zero ? ZERO_DATA : dataOffset[i]! + (pos - offset[i]!));
+          info.extents.add(extent);
+        }
+        pos = stop;
+      }
+    }
+    return info;
+  }
+
+  /**
+   * Points an extent at a new base that includes every delta up to `base.seq`: their runs in the
+   * extent are dropped. Returns the base it replaces, if any.
+   */
+  setBase(extent: number, base: BaseRef): BaseRef | undefined {
+    const old = this.bases.get(extent);
+    this.bases.set(extent, base);
+    this.baseMeta.delete(old?.key ?? '');
+    this.dirtyPages.add(pageOf(extent));
+    this.runs.removeWhere(extent, (slot) => {
+      const d = this.deltas.get(slot);
+      return d === undefined || d.ref.seqTo <= base.seq;
+    });
+    return old;
+  }
+
+  /** Removes deltas none of whose bytes show any more; returns them (their objects are released). */
+  takeDeadDeltas(): DeltaInfo[] {
+    const dead = [...this.deltas.values()].filter((d) => d.liveBytes <= 0);
+    for (const d of dead) {
+      this.deltas.delete(d.slot);
+      this.crcBytes -= d.crcs.byteLength;
+    }
+    return dead;
+  }
+
+  /**
+   * Replaces the whole image with these base extents and no deltas (an import): every extent without
+   * a base reads as zeros. Returns the keys of every object the image named before.
+   */
+  replaceAll(bases: ReadonlyMap<number, BaseRef>): string[] {
+    const released = [...[...this.bases.values()].map((b) => b.key), ...[...this.deltas.values()].map((d) => d.ref.key)];
+    for (const extent of [...this.bases.keys(), ...bases.keys()]) this.dirtyPages.add(pageOf(extent));
+    this.bases.clear();
+    for (const [extent, base] of bases) this.bases.set(extent, base);
+    this.deltas.clear();
+    this.crcBytes = 0;
+    this.runs.clear();
+    this.baseMeta.clear();
+    return released;
+  }
+
+  deltaRefs(): DeltaRef[] {
+    return [...this.deltas.values()].map((d) => d.ref);
+  }
+
+  /**
+   * Reads [offset, offset + length) of the volume as the store holds it into `out` at `outOffset`.
+   * Pieces from the same object are fetched with one range GET where they are adjacent.
+   */
+  async read(offset: number, length: number, out: Buffer, outOffset: number, signal?: AbortSignal): Promise<void> {
+    const pieces: Piece[] = [];
+    const bases: Array<Promise<void>> = [];
+    const es = this.shape.extentSize;
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const extent = Math.floor(pos / es);
+      const extentStart = extent * es;
+      const stop = Math.min(end, extentStart + this.extentLength(extent));
+      this.runs.resolve(extent, pos - extentStart, stop - extentStart, (s, t, src, dataOffset) => {
+        const at = outOffset + extentStart + s - offset;
+        if (src === NO_SOURCE) bases.push(this.readBase(extent, s, t - s, out, at, signal));
+        else if (dataOffset === ZERO_DATA) out.fill(0, at, at + t - s);
+        else {
+          const d = this.deltas.get(src)!;
+          pieces.push({ at, length: t - s, key: d.ref.key, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+        }
+      });
+      pos = stop;
+    }
+    await Promise.all([...bases, this.fetchPieces(pieces, out, signal)]);
+  }
+
+  /**
+   * The extent's contents as the store holds them; null when it is all zeros (holes). What it reads
+   * is decided synchronously, at the call: a caller may pair the result with the state it saw then.
+   */
+  async materialize(extent: number, signal?: AbortSignal): Promise<Buffer | null> {
+    const len = this.extentLength(extent);
+    const pieces: Piece[] = [];
+    const zeros: Array<[number, number]> = [];
+    this.runs.resolve(extent, 0, len, (s, t, src, dataOffset) => {
+      if (src === NO_SOURCE) return;
+      if (dataOffset === ZERO_DATA) {
+        zeros.push([s, t]);
+        return;
+      }
+      const d = this.deltas.get(src)!;
+      pieces.push({ at: s, length: t - s, key: d.ref.key, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+    });
+    const base = this.bases.get(extent);
+    let data = base === undefined ? null : await this.loadBase(extent, base, signal);
+    if (pieces.length === 0 && zeros.length === 0) return data;
+    if (data === null) {
+      if (pieces.length === 0) return null;
+      data = Buffer.alloc(len);
+    }
+    for (const [s, t] of zeros) data.fill(0, s, t);
+    await this.fetchPieces(pieces, data, signal);
+    return data;
+  }
+
+  /** Data and holes of [offset, offset + length), adjacent spans of one kind merged. */
+  async allocation(offset: number, length: number, signal?: AbortSignal): Promise<AllocationSpan[]> {
+    const spans: AllocationSpan[] = [];
+    const push = (n: number, hole: boolean): void => {
+      const last = spans[spans.length - 1];
+      if (last !== undefined && last.hole === hole) spans[spans.length - 1] = { length: last.length + n, hole };
+      else if (n > 0) spans.push({ length: n, hole });
+    };
+    const es = this.shape.extentSize;
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const extent = Math.floor(pos / es);
+      const extentStart = extent * es;
+      const stop = Math.min(end, extentStart + this.extentLength(extent));
+      const gaps: Array<[number, number]> = [];
+      const order: Array<[number, number, boolean | undefined]> = [];
+      this.runs.resolve(extent, pos - extentStart, stop - extentStart, (s, t, src, dataOffset) => {
+        if (src === NO_SOURCE) {
+          gaps.push([s, t]);
+          order.push([s, t, undefined]);
+        } else order.push([s, t, dataOffset === ZERO_DATA]);
+      });
+      const base = this.bases.get(extent);
+      const meta = base !== undefined && gaps.length > 0 ? await this.baseMetaOf(base, signal) : undefined;
+      for (const [s, t, hole] of order) {
+        if (hole !== undefined) push(t - s, hole);
+        else if (meta === undefined) push(t - s, true);
+        else for (const span of baseSpans(meta, extentStart, s, t)) push(span.length, span.hole);
+      }
+      pos = stop;
+    }
+    return spans;
+  }
+
+  private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal): Promise<Buffer | null> {
+    const body = await this.store.get(base.key, { signal });
+    if (body === undefined) throw new DataCorruptError(`base extent ${base.key} named by the index of ${this.shape.name} is missing`);
+    if (body.length !== base.size) throw new DataCorruptError(`base extent ${base.key} has ${body.length} bytes, the index says ${base.size}`);
+    const meta = parseMeta(body.subarray(base.metaOffset), base.metaCrc, base.key);
+    this.baseMeta.set(base.key, meta);
+    verifyBlocks(meta.crcs, meta.dataLength, 0, body.subarray(0, meta.dataLength), base.key);
+    const len = this.extentLength(extent);
+    const { count, offset, length, dataOffset } = meta.runs;
+    const extentStart = extent * this.shape.extentSize;
+    // A dense base (one run over the whole extent) is its own data region: no copy.
+    if (count === 1 && offset[0] === extentStart && length[0] === len && dataOffset[0] === 0) return body.subarray(0, len);
+    if (count === 0) return null;
+    const out = Buffer.alloc(len);
+    for (let i = 0; i < count; i++) {
+      if (dataOffset[i]! < 0) continue;
+      body.copy(out, offset[i]! - extentStart, dataOffset[i]!, dataOffset[i]! + length[i]!);
+    }
+    return out;
+  }
+
+  private async baseMetaOf(base: BaseRef, signal?: AbortSignal): Promise<ObjectMeta> {
+    const cached = this.baseMeta.get(base.key);
+    if (cached !== undefined) return cached;
+    const meta = await this.fetchMeta(base, signal);
+    this.baseMeta.set(base.key, meta);
+    return meta;
+  }
+
+  /** [start, start + n) of the extent (offsets within it) from its base, zeros where it has none. */
+  private async readBase(extent: number, start: number, n: number, out: Buffer, at: number, signal?: AbortSignal): Promise<void> {
+    const base = this.bases.get(extent);
+    if (base === undefined) {
+      out.fill(0, at, at + n);
+      return;
+    }
+    const meta = await this.baseMetaOf(base, signal);
+    const extentStart = extent * this.shape.extentSize;
+    const pieces: Piece[] = [];
+    let pos = start;
+    const { count, offset, length, dataOffset } = meta.runs;
+    for (let i = 0; i < count && pos < start + n; i++) {
+      const s = offset[i]! - extentStart;
+      const t = s + length[i]!;
+      if (t <= pos) continue;
+      if (s >= start + n) break;
+      if (s > pos) out.fill(0, at + pos - start, at + s - start);
+      const from = Math.max(s, pos);
+      const to = Math.min(t, start + n);
+      if (dataOffset[i]! < 0) out.fill(0, at + from - start, at + to - start);
+      else pieces.push({ at: at + from - start, length: to - from, key: base.key, dataOffset: dataOffset[i]! + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
+      pos = to;
+    }
+    if (pos < start + n) out.fill(0, at + pos - start, at + n);
+    await this.fetchPieces(pieces, out, signal);
+  }
+
+  /**
+   * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
+   * can be checked, and copies them into place.
+   */
+  private async fetchPieces(pieces: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
+    if (pieces.length === 0) return;
+    pieces.sort((a, b) => (a.key! < b.key! ? -1 : a.key! > b.key! ? 1 : a.dataOffset - b.dataOffset));
+    const groups: Piece[][] = [];
+    for (const p of pieces) {
+      const g = groups[groups.length - 1];
+      const last = g?.[g.length - 1];
+      // Pieces in the same or the next 4 KiB block of one object share a GET.
+      if (g !== undefined && last !== undefined && last.key === p.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
+      else groups.push([p]);
+    }
+    await Promise.all(groups.map((g) => this.fetchGroup(g, out, signal)));
+  }
+
+  private async fetchGroup(group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
+    const first = group[0]!;
+    const last = group[group.length - 1]!;
+    const { start, end } = blockSpan(first.dataOffset, last.dataOffset + last.length - first.dataOffset, first.dataLength);
+    const bytes = await this.store.getRange(first.key!, start, end - start, { signal });
+    if (bytes === undefined) throw new DataCorruptError(`object ${first.key} named by the head of ${this.shape.name} is missing`);
+    if (bytes.length !== end - start) throw new DataCorruptError(`object ${first.key}: read ${bytes.length} bytes at ${start}, expected ${end - start}`);
+    verifyBlocks(first.crcs!, first.dataLength, start, bytes, first.key!);
+    for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
+  }
+}
+
+/** The data and holes of a base extent between two offsets within the extent. */
+function baseSpans(meta: ObjectMeta, extentStart: number, s: number, t: number): AllocationSpan[] {
+  const out: AllocationSpan[] = [];
+  const { count, offset, length, dataOffset } = meta.runs;
+  let pos = s;
+  const base = extentStart;
+  for (let i = 0; i < count && pos < t; i++) {
+    const rs = offset[i]! - base;
+    const re = rs + length[i]!;
+    if (re <= pos) continue;
+    if (rs >= t) break;
+    if (rs > pos) out.push({ length: rs - pos, hole: true });
+    const to = Math.min(re, t);
+    out.push({ length: to - Math.max(rs, pos), hole: dataOffset[i]! < 0 });
+    pos = to;
+  }
+  if (pos < t) out.push({ length: t - pos, hole: true });
+  return out;
+}

@@ -1,0 +1,161 @@
+import type { Logger } from 'pino';
+import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
+import type { Failpoints } from '../failpoints.js';
+import { buildBaseExtent } from '../image/base-extent.js';
+import type { BaseRef } from '../image/index-page.js';
+import { baseExtentKey } from '../image/layout.js';
+import type { VolumeImage } from '../image/volume-image.js';
+import type { ObjectStore } from '../store/object-store.js';
+import type { CacheReservation } from './extent-cache.js';
+import type { HeadCommits } from './head-commits.js';
+
+/** Extents compacted per head commit. */
+const BATCH = 8;
+
+export interface CompactionBudget {
+  /** Run map plus delta CRC tables; compaction starts at 3/4 of it and stops at 1/2. */
+  readonly indexMemoryBytes: number;
+  /** Bytes of delta objects the head may name before the oldest are folded. */
+  readonly deltaBytes: number;
+  /** Deltas the head may name (it is rewritten at every commit, so it is kept small). */
+  readonly deltaCount: number;
+}
+
+export interface CompactorOptions {
+  readonly name: string;
+  readonly epoch: number;
+  readonly store: ObjectStore;
+  readonly image: VolumeImage;
+  readonly commits: HeadCommits;
+  readonly budget: CompactionBudget;
+  readonly reserve: (bytes: number) => CacheReservation;
+  readonly failpoints: Failpoints;
+  readonly logger: Logger;
+  readonly onStoreError: (err: unknown) => void;
+}
+
+export interface CompactorStats {
+  runs: number;
+  extents: number;
+  bytesWritten: number;
+  failures: number;
+}
+
+type Reason = 'index-memory' | 'delta-count' | 'delta-bytes';
+
+/**
+ * Folds deltas into new base extents when a budget is passed (docs/volume-format-2.md, "Compaction"),
+ * choosing the extents whose folding saves the most: the ones with the most runs when the index is
+ * too big, the ones the oldest delta still shows in when there are too many delta bytes or deltas.
+ * It works from the store alone and commits like an upload.
+ */
+export class Compactor {
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  readonly stats: CompactorStats = { runs: 0, extents: 0, bytesWritten: 0, failures: 0 };
+
+  constructor(private readonly opts: CompactorOptions) {}
+
+  get active(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Starts compacting if a budget is passed and nothing is under way. */
+  maybeRun(): void {
+    if (this.running !== undefined || this.stopped || this.reason(false) === undefined) return;
+    this.running = this.run().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Compacts until every budget is met (tests and `holdfast volume compact` call this). */
+  async runNow(): Promise<void> {
+    await this.running;
+    this.running = this.run(true).finally(() => {
+      this.running = undefined;
+    });
+    await this.running;
+  }
+
+  private reason(stopping: boolean): Reason | undefined {
+    const b = this.opts.budget;
+    const image = this.opts.image;
+    const f = stopping ? 0.5 : 0.75;
+    if (image.indexBytes > b.indexMemoryBytes * f) return 'index-memory';
+    if (image.deltas.size > b.deltaCount * (stopping ? 0.75 : 1)) return 'delta-count';
+    if (image.deltaBytes > b.deltaBytes * (stopping ? 0.75 : 1)) return 'delta-bytes';
+    return undefined;
+  }
+
+  private async run(everything = false): Promise<void> {
+    this.stats.runs++;
+    let reason = everything ? this.reason(false) ?? 'delta-count' : this.reason(false);
+    while (reason !== undefined && !this.stopped) {
+      const extents = this.choose(reason, everything);
+      if (extents.length === 0) break;
+      try {
+        await this.compact(extents);
+      } catch (err) {
+        if (err instanceof VolumeDeposedError) return;
+        this.stats.failures++;
+        this.opts.logger.warn({ err: errorMessage(err) }, 'compaction failed; will try again after the next upload');
+        this.opts.onStoreError(err);
+        return;
+      }
+      reason = everything ? (this.opts.image.deltas.size > 0 ? 'delta-count' : undefined) : this.reason(true);
+    }
+  }
+
+  private choose(reason: Reason, everything: boolean): number[] {
+    const image = this.opts.image;
+    if (reason === 'index-memory' && !everything) return image.runs.busiestExtents(BATCH);
+    // Deltas whose every byte newer ones overwrote go without any work.
+    for (const dead of image.takeDeadDeltas()) this.opts.commits.release(dead.ref.key);
+    const oldest = image.deltas.values().next().value;
+    if (oldest === undefined) return [];
+    const chosen: number[] = [];
+    for (const extent of oldest.extents) {
+      let shows = false;
+      image.runs.resolve(extent, 0, image.extentLength(extent), (_s, _t, src) => {
+        if (src === oldest.slot) shows = true;
+      });
+      if (shows) chosen.push(extent);
+      if (chosen.length >= BATCH) break;
+    }
+    return chosen;
+  }
+
+  private async compact(extents: number[]): Promise<void> {
+    const o = this.opts;
+    const built: Array<[number, BaseRef]> = [];
+    for (const extent of extents) {
+      const reservation = o.reserve(o.image.extentLength(extent));
+      try {
+        // The state the content is read from: every delta up to this sequence.
+        const seq = o.commits.committedSeq;
+        const content = await o.image.materialize(extent);
+        const { body, ref } = buildBaseExtent(content, extent * o.image.shape.extentSize, baseExtentKey(o.name, extent, o.epoch, seq), o.epoch, seq);
+        await o.store.put(ref.key, body);
+        o.failpoints.hit('compact.after-put');
+        this.stats.bytesWritten += body.length;
+        built.push([extent, ref]);
+      } finally {
+        reservation.release();
+      }
+    }
+    for (const [extent, ref] of built) {
+      const old = o.image.setBase(extent, ref);
+      if (old !== undefined) o.commits.release(old.key);
+      this.stats.extents++;
+    }
+    for (const dead of o.image.takeDeadDeltas()) o.commits.release(dead.ref.key);
+    o.failpoints.hit('compact.before-commit');
+    await o.commits.flush();
+    o.failpoints.hit('compact.after-commit');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running?.catch(() => undefined);
+  }
+}

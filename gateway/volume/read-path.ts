@@ -1,0 +1,325 @@
+import type { Logger } from 'pino';
+import { RequestAbortedError } from '../../shared/errors.js';
+import type { VolumeImage } from '../image/volume-image.js';
+import type { Journal, JournalEntry } from '../journal/journal.js';
+import { RecordKind } from '../journal/record.js';
+import type { RequestContext } from '../nbd/export.js';
+import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
+import type { PendingChanges } from './pending-changes.js';
+import { Semaphore } from '../util/semaphore.js';
+
+/** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
+const MAX_CONCURRENT_LOADS = 16;
+
+/** Extents whose cold misses are remembered (to spot sequential or repeated reads). */
+const RECENT_MISSES = 4096;
+
+/**
+ * Read-ahead: once this many bytes were read back to back, the extents after the read are loaded
+ * before they are asked for, up to READAHEAD_EXTENTS at once. One GET at a time cannot keep the store
+ * busy; several can, which is what makes a cold sequential read run near the store's speed.
+ */
+const READAHEAD_AFTER_BYTES = 1024 * 1024;
+const READAHEAD_EXTENTS = 8;
+
+export interface ReadPathOptions {
+  readonly image: VolumeImage;
+  readonly journal: Journal;
+  readonly pending: PendingChanges;
+  readonly cache: ExtentCache;
+  readonly logger: Logger;
+  /** Runs a store read a guest request depends on, holding it through failures (the hang engine). */
+  readonly hold: <T>(op: (attempt: AbortSignal) => Promise<T>, bytes: number, signal: AbortSignal | undefined) => Promise<T>;
+  /** False while storage fails: no read-ahead then. */
+  readonly storeHealthy: () => boolean;
+}
+
+/**
+ * How a read finds every acknowledged byte: the RAM cache (a materialized extent includes all of them),
+ * else the journal for what pending changes cover, else the store image with pending changes laid
+ * over it. A read that raced an upload (its pending changes left for the store meanwhile) starts over.
+ */
+export class ReadPath {
+  private readonly materializing = new Map<number, Promise<MaterializedExtent>>();
+  private readonly loads = new Semaphore(MAX_CONCURRENT_LOADS);
+  private readonly coldMisses = new Map<number, { count: number; nextOffset: number }>();
+  private sequentialNext = -1;
+  private sequentialRun = 0;
+
+  constructor(private readonly o: ReadPathOptions) {}
+
+  private get extentSize(): number {
+    return this.o.image.shape.extentSize;
+  }
+
+  private extentLength(index: number): number {
+    return this.o.image.extentLength(index);
+  }
+
+  async read(offset: number, length: number, ctx: RequestContext | undefined): Promise<Buffer> {
+    this.noteSequential(offset, length);
+    const view = this.cachedView(offset, length);
+    if (view !== undefined) return view;
+    const out = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const index = Math.floor(pos / this.extentSize);
+      const inExtent = pos - index * this.extentSize;
+      const n = Math.min(length - done, this.extentLength(index) - inExtent);
+      const cached = this.o.cache.get(index);
+      if (cached !== undefined) copyExtent(cached, out, done, inExtent, n);
+      else if (!(await this.readFromJournal(index, pos, n, out, done))) await this.readCold(index, pos, n, out, done, ctx);
+      if (ctx?.signal.aborted) throw new RequestAbortedError('client disconnected');
+      done += n;
+    }
+    return out;
+  }
+
+  /** A read inside one cached extent is answered from the cache's own bytes, without a copy. */
+  private cachedView(offset: number, length: number): Buffer | undefined {
+    const index = Math.floor(offset / this.extentSize);
+    const inExtent = offset - index * this.extentSize;
+    if (length === 0 || inExtent + length > this.extentLength(index)) return undefined;
+    // peek first: a miss is counted once, by the read itself.
+    if (this.o.cache.peek(index) === undefined) return undefined;
+    const cached = this.o.cache.get(index)!;
+    return cached.data === null ? Buffer.alloc(length) : cached.data.subarray(inExtent, inExtent + length);
+  }
+
+  /** Loads the extent into the cache (NBD_CMD_CACHE, read-ahead); resolves when it is there. */
+  async prefetch(index: number, ctx: RequestContext | undefined): Promise<void> {
+    if (this.o.cache.peek(index) !== undefined) return;
+    await this.o.hold(() => this.materialize(index), this.extentLength(index), ctx?.signal);
+  }
+
+  /** Writes land in cached extents at once, so cache hits never need the journal. */
+  applyToCache(entry: JournalEntry): void {
+    const first = Math.floor(entry.offset / this.extentSize);
+    const last = Math.floor((entry.offset + entry.length - 1) / this.extentSize);
+    const touch = (i: number): void => {
+      const cached = this.o.cache.peek(i);
+      if (cached === undefined) return;
+      const resized = this.applySync(cached, i, entry);
+      cached.seq = entry.seq;
+      if (resized) this.o.cache.set(i, cached);
+    };
+    // A wide change (a maximal TRIM) visits the cached extents, not every extent it spans.
+    if (last - first + 1 > this.o.cache.size) {
+      for (const i of [...this.o.cache.keys()]) if (i >= first && i <= last) touch(i);
+    } else for (let i = first; i <= last; i++) touch(i);
+  }
+
+  /** Applies an entry whose payload is still in memory; returns true when the buffer was allocated or dropped. */
+  private applySync(target: MaterializedExtent, index: number, entry: JournalEntry): boolean {
+    const { start, end, extentStart } = this.overlap(index, entry);
+    if (entry.kind === RecordKind.Zero) {
+      if (target.data === null) return false;
+      if (start === extentStart && end === extentStart + this.extentLength(index)) {
+        target.data = null;
+        return true;
+      }
+      target.data.fill(0, start - extentStart, end - extentStart);
+      return false;
+    }
+    let resized = false;
+    if (target.data === null) {
+      target.data = Buffer.alloc(this.extentLength(index));
+      resized = true;
+    }
+    entry.data!.copy(target.data, start - extentStart, start - entry.offset, end - entry.offset);
+    return resized;
+  }
+
+  private async applyAsync(target: MaterializedExtent, index: number, entry: JournalEntry): Promise<void> {
+    if (entry.kind === RecordKind.Zero || entry.data !== undefined) {
+      this.applySync(target, index, entry);
+      return;
+    }
+    const { start, end, extentStart } = this.overlap(index, entry);
+    if (target.data === null) target.data = Buffer.alloc(this.extentLength(index));
+    await this.o.journal.readPayload(entry, start - entry.offset, end - start, target.data, start - extentStart);
+  }
+
+  private overlap(index: number, entry: JournalEntry): { start: number; end: number; extentStart: number } {
+    const extentStart = index * this.extentSize;
+    const start = Math.max(entry.offset, extentStart);
+    const end = Math.min(entry.offset + entry.length, extentStart + this.extentLength(index));
+    return { start, end, extentStart };
+  }
+
+  /**
+   * The extent's current contents: the store image plus pending changes, put in the cache. Concurrent
+   * callers share one load; the number of loads at once is bounded (each holds an extent in memory).
+   */
+  materialize(index: number): Promise<MaterializedExtent> {
+    let p = this.materializing.get(index);
+    if (p === undefined) {
+      p = this.load(index).finally(() => this.materializing.delete(index));
+      this.materializing.set(index, p);
+    }
+    return p;
+  }
+
+  private async load(index: number): Promise<MaterializedExtent> {
+    const permit = this.loads.acquire();
+    if (permit) await permit;
+    const reservation = this.o.cache.reserve(this.extentLength(index));
+    try {
+      return await this.loadUnbounded(index, reservation);
+    } finally {
+      reservation.release();
+      this.loads.release();
+    }
+  }
+
+  private async loadUnbounded(index: number, reservation: CacheReservation): Promise<MaterializedExtent> {
+    for (;;) {
+      const generation = this.o.pending.generation(index);
+      const start = index * this.extentSize;
+      // Pending writes that cover the whole extent make the stored bytes irrelevant: no GET.
+      const overwritten = covers(this.o.pending.entries(index), start, start + this.extentLength(index));
+      const extent: MaterializedExtent = { data: overwritten ? Buffer.alloc(this.extentLength(index)) : await this.o.image.materialize(index), seq: 0 };
+      while (this.o.pending.generation(index) === generation) {
+        const newer = firstNewer(this.o.pending.entries(index), extent.seq);
+        if (newer === undefined) {
+          // Checked and cached with no await in between, so no write can slip in unseen.
+          reservation.release();
+          this.o.cache.set(index, extent);
+          return extent;
+        }
+        try {
+          await this.applyAsync(extent, index, newer);
+          extent.seq = newer.seq;
+        } catch (err) {
+          // An upload finished meanwhile and its segment may be gone: start over from the store.
+          if (this.o.pending.generation(index) === generation) throw err;
+        }
+      }
+    }
+  }
+
+  /** Serves a read the pending changes cover completely, without the store. */
+  private async readFromJournal(index: number, pos: number, n: number, out: Buffer, outOffset: number): Promise<boolean> {
+    const list = this.o.pending.entries(index);
+    if (list.length === 0 || !covers(list, pos, pos + n)) return false;
+    return this.overlayPending(index, pos, n, out, outOffset, this.o.pending.generation(index));
+  }
+
+  /**
+   * A read of an extent neither cached nor covered by the journal. A small one reads only its own
+   * bytes from the store image and lays the pending changes over them; a read of most of an extent
+   * loads and caches the extent.
+   */
+  private async readCold(index: number, pos: number, n: number, out: Buffer, outOffset: number, ctx: RequestContext | undefined): Promise<void> {
+    const inExtent = pos - index * this.extentSize;
+    if (n * 2 >= this.extentLength(index) || this.o.cache.maxBytes === 0 || this.materializing.has(index)) {
+      copyExtent(await this.o.hold(() => this.materialize(index), n, ctx?.signal), out, outOffset, inExtent, n);
+      return;
+    }
+    this.noteColdMiss(index, pos, n);
+    for (;;) {
+      const generation = this.o.pending.generation(index);
+      await this.o.hold((attempt) => this.o.image.read(pos, n, out, outOffset, attempt), n, ctx?.signal);
+      if (await this.overlayPending(index, pos, n, out, outOffset, generation)) return;
+    }
+  }
+
+  /**
+   * Loads a cold-missed extent into the cache in the background when it is read sequentially, or
+   * missed again and again while the cache has room; random reads over more than the cache holds stay
+   * small reads instead of evicting each other.
+   */
+  private noteColdMiss(index: number, pos: number, n: number): void {
+    let miss = this.coldMisses.get(index);
+    if (miss === undefined) {
+      if (this.coldMisses.size >= RECENT_MISSES) this.coldMisses.clear();
+      miss = { count: 0, nextOffset: -1 };
+      this.coldMisses.set(index, miss);
+    }
+    const sequential = miss.nextOffset === pos;
+    miss.count++;
+    miss.nextOffset = pos + n;
+    const cache = this.o.cache;
+    const roomy = cache.bytes + cache.reserved + this.extentLength(index) <= cache.maxBytes;
+    if (!sequential && !(miss.count >= 3 && roomy)) return;
+    this.coldMisses.delete(index);
+    if (this.materializing.has(index) || this.loads.free === 0) return;
+    this.loadInBackground(index);
+  }
+
+  private loadInBackground(index: number): void {
+    this.materialize(index).catch((err: unknown) => this.o.logger.debug({ err, extent: index }, 'background extent load failed'));
+  }
+
+  /**
+   * Tracks sequential reading and loads the extents ahead of a stream into the cache, within a quarter
+   * of the cache and not while storage fails (held reads come first).
+   */
+  private noteSequential(offset: number, length: number): void {
+    this.sequentialRun = offset === this.sequentialNext ? this.sequentialRun + length : 0;
+    this.sequentialNext = offset + length;
+    if (this.sequentialRun < READAHEAD_AFTER_BYTES || !this.o.storeHealthy()) return;
+    const window = Math.min(READAHEAD_EXTENTS, Math.floor(this.o.cache.maxBytes / this.extentSize / 4));
+    const first = Math.floor(this.sequentialNext / this.extentSize);
+    const last = Math.min(first + window, this.o.image.extentCount) - 1;
+    for (let index = first; index <= last; index++) {
+      if (this.loads.free === 0) return;
+      if (this.materializing.has(index) || this.o.cache.peek(index) !== undefined) continue;
+      this.loadInBackground(index);
+    }
+  }
+
+  /**
+   * Lays the extent's pending changes (in sequence order) over `out`, which holds the stored bytes of
+   * [pos, pos + n). False when an upload finished meanwhile: the caller starts over.
+   */
+  async overlayPending(index: number, pos: number, n: number, out: Buffer, outOffset: number, generation: number): Promise<boolean> {
+    const end = pos + n;
+    for (const entry of this.o.pending.entries(index).slice()) {
+      const start = Math.max(entry.offset, pos);
+      const stop = Math.min(entry.offset + entry.length, end);
+      if (start >= stop) continue;
+      if (entry.kind === RecordKind.Zero) {
+        out.fill(0, outOffset + start - pos, outOffset + stop - pos);
+        continue;
+      }
+      try {
+        await this.o.journal.readPayload(entry, start - entry.offset, stop - start, out, outOffset + start - pos);
+      } catch (err) {
+        if (this.o.pending.generation(index) === generation) throw err;
+        return false;
+      }
+      if (this.o.pending.generation(index) !== generation) return false;
+    }
+    return this.o.pending.generation(index) === generation;
+  }
+}
+
+function copyExtent(extent: MaterializedExtent, out: Buffer, outOffset: number, from: number, n: number): void {
+  if (extent.data === null) out.fill(0, outOffset, outOffset + n);
+  else extent.data.copy(out, outOffset, from, from + n);
+}
+
+function firstNewer(list: readonly JournalEntry[], seq: number): JournalEntry | undefined {
+  for (const e of list) if (e.seq > seq) return e;
+  return undefined;
+}
+
+/** True when the union of the entries' ranges covers [start, end). */
+export function covers(entries: readonly JournalEntry[], start: number, end: number): boolean {
+  const spans: [number, number][] = [];
+  for (const e of entries) {
+    const s = Math.max(e.offset, start);
+    const t = Math.min(e.offset + e.length, end);
+    if (s < t) spans.push([s, t]);
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  let reached = start;
+  for (const [s, t] of spans) {
+    if (s > reached) return false;
+    if (t > reached) reached = t;
+    if (reached >= end) return true;
+  }
+  return reached >= end;
+}

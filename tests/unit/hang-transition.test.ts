@@ -1,0 +1,202 @@
+import { HELD_READ, HELD_WRITES, T0, transitionTable } from '../helpers/hang-machines.js';
+
+/**
+ * The hang engine's decisions, one row per edge: a machine, an input, the machine after and the
+ * actions in order. No timers, no storage: `now` is a number in each row. This file: holding, the
+ * end of an episode and the timeout; hang-transition-health.test.ts: storage health, operators,
+ * pressure and shutdown.
+ */
+
+transitionTable('hang transitions: holding and the timeout', [
+  // A request held: an episode begins, its deadline armed from its start.
+  {
+    name: 'a held read begins an episode',
+    given: { store: 'reads' },
+    input: { type: 'held', held: HELD_READ },
+    at: T0,
+    state: 'hang',
+    actions: ['log warn', 'emit io-hang:true', 'arm +120000'],
+  },
+  {
+    name: 'writes held behind failing uploads begin an episode',
+    given: { store: 'writes' },
+    input: { type: 'held', held: HELD_WRITES },
+    at: T0,
+    state: 'hang',
+    actions: ['log warn', 'emit io-hang:true', 'arm +120000'],
+  },
+  {
+    name: 'forever arms no deadline',
+    given: { store: 'reads', policy: { timeout: 'forever' } },
+    input: { type: 'held', held: HELD_READ },
+    state: 'hang',
+    actions: ['log warn', 'emit io-hang:true'],
+  },
+  {
+    name: 'a timeout beyond a Node timer is armed as it is (the shell waits in steps)',
+    given: { store: 'reads', policy: { timeout: 597 * 3_600_000 } },
+    input: { type: 'held', held: HELD_READ },
+    at: T0,
+    state: 'hang',
+    actions: ['log warn', 'emit io-hang:true', `arm +${597 * 3_600_000}`],
+  },
+  {
+    name: 'paused: held requests fail at once',
+    given: { store: 'reads', paused: true },
+    input: { type: 'held', held: HELD_READ },
+    state: 'normal',
+    actions: ['fail all paused'],
+  },
+  {
+    name: 'timeout off: nothing is held',
+    given: { store: 'reads', policy: { timeout: 'off' } },
+    input: { type: 'held', held: HELD_READ },
+    state: 'normal',
+    actions: ['fail all policy'],
+  },
+  {
+    name: 'a class the policy fails is not held',
+    given: { store: 'writes', storeClass: 'denied' },
+    input: { type: 'held', held: HELD_WRITES },
+    state: 'normal',
+    actions: ['fail all policy'],
+  },
+  {
+    name: 'timed out: newly held requests fail fast',
+    given: { state: 'timed-out', store: 'writes' },
+    input: { type: 'held', held: HELD_WRITES },
+    state: 'timed-out',
+    actions: ['fail all timed-out'],
+  },
+  {
+    name: 'more held during an episode changes nothing else',
+    given: { state: 'hang', store: 'reads', held: HELD_READ },
+    input: { type: 'held', held: { requests: 2, bytes: 8192, reads: 2 } },
+    state: 'hang',
+    actions: [],
+  },
+
+  // The episode ends when the held work is done, and only then.
+  {
+    name: 'drained ends the episode',
+    given: { state: 'hang', held: HELD_READ },
+    input: { type: 'drained' },
+    at: T0 + 5000,
+    state: 'normal',
+    actions: ['disarm', 'log info', 'emit io-hang:false'],
+  },
+  {
+    name: 'a probe answer while uploads fail only wakes retries',
+    given: { state: 'hang', store: 'writes', held: HELD_WRITES },
+    input: { type: 'probe-answered' },
+    state: 'hang',
+    store: 'writes',
+    actions: ['wake'],
+  },
+  {
+    name: 'a probe answer while a read is held only wakes it',
+    given: { state: 'hang', store: 'reads', held: HELD_READ },
+    input: { type: 'probe-answered' },
+    state: 'hang',
+    store: 'reads',
+    actions: ['wake'],
+  },
+  {
+    name: 'a probe answer clears failed reads none waits to prove, not the episode',
+    given: { state: 'hang', store: 'reads', held: HELD_WRITES },
+    input: { type: 'probe-answered' },
+    state: 'hang',
+    store: 'ok',
+    actions: ['log info', 'emit storage-unavailable:false', 'wake'],
+  },
+  {
+    name: 'a probe answer leaves failed writes failing',
+    given: { state: 'hang', store: 'both', held: HELD_WRITES },
+    input: { type: 'probe-answered' },
+    state: 'hang',
+    store: 'writes',
+    actions: ['wake'],
+  },
+  {
+    name: 'an upload that succeeds ends storage-unavailable, not the episode',
+    given: { state: 'hang', store: 'writes', held: HELD_WRITES },
+    input: { type: 'store-answered', path: 'write' },
+    state: 'hang',
+    store: 'ok',
+    actions: ['log info', 'emit storage-unavailable:false', 'wake'],
+  },
+  {
+    name: 'a read that succeeds does not clear failing writes',
+    given: { state: 'hang', store: 'both', held: HELD_WRITES },
+    input: { type: 'store-answered', path: 'read' },
+    state: 'hang',
+    store: 'writes',
+    actions: [],
+  },
+
+  // The timeout.
+  {
+    name: 'the deadline fails held requests and times out',
+    given: { state: 'hang', store: 'writes', held: HELD_WRITES },
+    input: { type: 'deadline', episode: 'ep', at: T0 + 120_000 },
+    at: T0 + 120_000,
+    state: 'timed-out',
+    actions: ['log error', 'emit io-hang-timeout:true', 'fail all timeout', 'disarm', 'log info', 'emit io-hang:false'],
+  },
+  {
+    name: 'a deadline of another episode is ignored',
+    given: { state: 'hang', store: 'reads', held: HELD_READ },
+    input: { type: 'deadline', episode: 'old', at: T0 + 120_000 },
+    state: 'hang',
+    actions: [],
+  },
+  {
+    name: 'a deadline the policy moved is ignored',
+    given: { state: 'hang', store: 'reads', held: HELD_READ, policy: { timeout: 300_000 } },
+    input: { type: 'deadline', episode: 'ep', at: T0 + 120_000 },
+    state: 'hang',
+    actions: [],
+  },
+  {
+    name: 'timed out: a probe answer while uploads fail changes nothing',
+    given: { state: 'timed-out', store: 'writes' },
+    input: { type: 'probe-answered' },
+    state: 'timed-out',
+    store: 'writes',
+    actions: ['wake'],
+  },
+  {
+    name: 'timed out: a successful upload clears the timeout',
+    given: { state: 'timed-out', store: 'writes' },
+    input: { type: 'store-answered', path: 'write' },
+    at: T0 + 130_000,
+    state: 'normal',
+    store: 'ok',
+    actions: ['log info', 'emit storage-unavailable:false', 'wake', 'log info', 'emit io-hang-timeout:false'],
+  },
+  {
+    name: 'timed out: a probe answer clears failed reads none waits on',
+    given: { state: 'timed-out', store: 'reads' },
+    input: { type: 'probe-answered' },
+    at: T0 + 130_000,
+    state: 'normal',
+    store: 'ok',
+    actions: ['log info', 'emit storage-unavailable:false', 'wake', 'log info', 'emit io-hang-timeout:false'],
+  },
+  {
+    name: 'timed out: the store answering leaves a failing journal timed out',
+    given: { state: 'timed-out', store: 'writes', journal: 'io' },
+    input: { type: 'store-answered', path: 'write' },
+    state: 'timed-out',
+    store: 'ok',
+    actions: ['log info', 'emit storage-unavailable:false', 'wake'],
+  },
+  {
+    name: 'timed out: the journal recovering clears the timeout',
+    given: { state: 'timed-out', journal: 'io' },
+    input: { type: 'journal-recovered' },
+    at: T0 + 130_000,
+    state: 'normal',
+    actions: ['log info', 'emit io-hang-timeout:false'],
+  },
+]);

@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { collectGarbage } from '../../gateway/image/gc.js';
+import { isDataObjectKey } from '../../gateway/image/layout.js';
+import { cloneFromSnapshot, deleteSnapshot, listSnapshots, readSnapshot, storeSnapshot } from '../../gateway/image/snapshots.js';
+import { readHead } from '../../gateway/image/take-volume.js';
+import { VolumeImage } from '../../gateway/image/volume-image.js';
+import { StorageFailedError } from '../../gateway/hang/errors.js';
+import { Journal } from '../../gateway/journal/journal.js';
+import { RecordKind } from '../../gateway/journal/record.js';
+import { VolumeCatalog } from '../../gateway/volume/catalog.js';
+import type { Volume } from '../../gateway/volume/volume.js';
+import type { HoldfastEvent } from '../../shared/events.js';
+import { DataCorruptError } from '../../shared/errors.js';
+import { MemoryStore } from '../helpers/memory-store.js';
+import { openTestVolume } from '../helpers/volume-fixture.js';
+
+const logger = pino({ level: 'silent' });
+const MiB = 1024 * 1024;
+
+let dir = '';
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hf-format2-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function appendAll(journal: Journal, n: number, at = 0): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    journal.reserve(4);
+    journal.append(RecordKind.Write, at + i * 4, 4, Buffer.alloc(4, i + 1));
+  }
+  await journal.sync();
+}
+
+describe('journal epochs and seals', () => {
+  const open = (sub: string, epoch: number, committedSeq: number, adoptFromEpoch: number) =>
+    Journal.open({ dir: join(dir, sub), segmentBytes: 1 << 20, limitBytes: 1 << 26, maxPayload: 1 << 20, logger, epoch, committedSeq, adoptFromEpoch });
+
+  it('adopts the previous epoch above the committed sequence, seals it, and ignores what a zombie appends after', async () => {
+    const first = await open('seal', 1, 0, 0);
+    await appendAll(first.journal, 5);
+    // The next owner (epoch 2) takes the directory: records 3..5 are not in the store yet.
+    const second = await open('seal', 2, 2, 1);
+    assert.deepEqual(second.entries.map((e) => e.seq), [3, 4, 5]);
+    assert.ok((await readdir(join(dir, 'seal'))).includes('seal-00000001'));
+    // The deposed epoch-1 writer goes on appending to its segment.
+    await appendAll(first.journal, 2, 100);
+    await first.journal.close();
+    await second.journal.close();
+    const third = await open('seal', 3, 2, 1);
+    assert.deepEqual(third.entries.map((e) => e.seq), [3, 4, 5], "the zombie's records are never replayed");
+    await third.journal.close();
+  });
+
+  it('replays nothing of an older lineage', async () => {
+    const first = await open('lineage', 1, 0, 0);
+    await appendAll(first.journal, 3);
+    await first.journal.close();
+    // Epoch 4's lineage began at 4: epoch 1's records predate a takeover by another journal.
+    const later = await open('lineage', 4, 0, 4);
+    assert.deepEqual(later.entries, []);
+    await later.journal.close();
+  });
+});
+
+async function newVolume(name: string, size = 8 * MiB): Promise<{ store: MemoryStore; volume: Volume }> {
+  const store = new MemoryStore();
+  await new VolumeCatalog(store).create({ name, size, extentSize: MiB });
+  return { store, volume: await openTestVolume(store, join(dir, `j-${name}-${Date.now()}`), { name, cacheBytes: 0 }) };
+}
+
+async function storeAlone(store: MemoryStore, name: string, snapshot?: string): Promise<Buffer> {
+  const head = snapshot === undefined ? (await readHead(store, name)).head : await readSnapshot(store, name, snapshot);
+  const image = await VolumeImage.load(store, head);
+  const out = Buffer.alloc(head.size);
+  await image.read(0, head.size, out, 0);
+  return out;
+}
+
+describe('snapshots, clones and garbage collection', () => {
+  it('a snapshot is the volume as of the request; a clone starts there and diverges without touching its parent', async () => {
+    const { store, volume } = await newVolume('parent');
+    await volume.write(0, Buffer.alloc(MiB, 1), false);
+    await volume.write(3 * MiB, Buffer.alloc(4096, 2), false);
+    const snap = await storeSnapshot(store, await volume.committedHead(), 's1');
+    assert.equal(snap.name, 's1');
+    await volume.write(0, Buffer.alloc(4096, 9), false);
+    await volume.drain();
+    const atSnapshot = await storeAlone(store, 'parent', 's1');
+    assert.equal(atSnapshot[0], 1, 'the snapshot does not see a later write');
+    assert.equal(atSnapshot[3 * MiB], 2);
+    assert.equal((await storeAlone(store, 'parent'))[0], 9);
+
+    await cloneFromSnapshot(store, await readSnapshot(store, 'parent', 's1'), 'child');
+    const child = await openTestVolume(store, join(dir, 'j-child'), { name: 'child', cacheBytes: 0 });
+    assert.ok((await child.read(0, 8 * MiB)).equals(atSnapshot));
+    await child.write(3 * MiB, Buffer.alloc(4096, 7), false);
+    await child.drain();
+    await child.compact();
+    assert.equal((await child.read(3 * MiB, 1))[0], 7);
+    assert.equal((await storeAlone(store, 'parent'))[3 * MiB], 2, 'the parent is unchanged');
+    assert.deepEqual((await listSnapshots(store, 'parent')).map((s) => s.name), ['s1']);
+    await child.close();
+    await volume.close();
+  });
+
+  it('collects nothing still referenced, and everything else once the grace period is over', async () => {
+    const { store, volume } = await newVolume('gcv');
+    for (let i = 0; i < 6; i++) {
+      await volume.write(i * 512 * 1024, Buffer.alloc(512 * 1024, i + 1), false);
+      await volume.drain();
+    }
+    await storeSnapshot(store, await volume.committedHead(), 'keep');
+    await volume.write(0, Buffer.alloc(2 * MiB, 0x55), false);
+    await volume.drain();
+    await volume.compact();
+    const before = await storeAlone(store, 'gcv');
+    const snapBefore = await storeAlone(store, 'gcv', 'keep');
+    // With a grace period nothing young goes, referenced or not.
+    const young = await collectGarbage(store, { graceMs: 3_600_000 });
+    assert.equal(young.deletedObjects, 0);
+    const report = await collectGarbage(store, { graceMs: 0 });
+    assert.ok(report.deletedObjects > 0, 'compaction left unreferenced objects');
+    assert.ok((await storeAlone(store, 'gcv')).equals(before));
+    assert.ok((await storeAlone(store, 'gcv', 'keep')).equals(snapBefore), 'the snapshot keeps its objects');
+    await deleteSnapshot(store, 'gcv', 'keep');
+    // A clock a second ahead: the deleted snapshot's trash entry is past the grace period, whatever the timer resolution.
+    const later = () => new Date(Date.now() + 1000);
+    await collectGarbage(store, { graceMs: 0, now: later });
+    let stored = 0;
+    for (const [key, body] of store.objects) if (isDataObjectKey(key)) stored += body.length;
+    const after = await collectGarbage(store, { graceMs: 0, dryRun: true, now: later });
+    assert.equal(after.referencedBytes, stored, 'what is left is exactly what is referenced');
+    assert.ok((await storeAlone(store, 'gcv')).equals(before));
+    await volume.close();
+  });
+});
+
+describe('corruption', () => {
+  it('a flipped byte in a stored object fails the read that needs it with EIO, is reported, and the rest is still served', async () => {
+    const events: HoldfastEvent[] = [];
+    const store = new MemoryStore();
+    await new VolumeCatalog(store).create({ name: 'c', size: 8 * MiB, extentSize: MiB });
+    const volume = await openTestVolume(store, join(dir, 'j-c'), { name: 'c', cacheBytes: 0, events: { publish: (e) => events.push(e), close: async () => undefined } });
+    await volume.write(0, Buffer.alloc(64 * 1024, 3), false);
+    await volume.write(5 * MiB, Buffer.alloc(64 * 1024, 4), false);
+    await volume.drain();
+    const delta = [...store.objects.keys()].find((k) => k.includes('/deltas/'))!;
+    store.objects.get(delta)![1000]! ^= 0x10;
+    await assert.rejects(volume.read(0, 4096), (err: unknown) => err instanceof StorageFailedError && err.cause instanceof DataCorruptError);
+    assert.ok((await volume.read(5 * MiB, 4096)).equals(Buffer.alloc(4096, 4)), 'the rest of the volume is served');
+    assert.equal(volume.stats().corruptReads, 1);
+    assert.deepEqual(
+      events.filter((e) => e.kind === 'data-corrupt').map((e) => e.volume),
+      ['c'],
+    );
+    await volume.close();
+  });
+});
