@@ -5,7 +5,7 @@
 //
 // The load is N processes hashing an endless stream (`sha256sum /dev/zero`: pure CPU, no disk, no
 // memory to speak of), one per core by default, at normal priority, for the whole soak. Each run is
-// `node scripts/test.mjs` (what `npm test` runs); its output goes to DIR/run-K.log and its result
+// `npm test` (with PHASEs: `npm test -- PHASE...`); its output goes to DIR/run-K.log and its result
 // line and duration are printed. Exits 0 only if every run passed. Leave the tree alone while it
 // runs: the integration tests refuse a bundle older than the sources.
 import { spawn } from 'node:child_process';
@@ -42,7 +42,8 @@ function runSuite(k) {
   return new Promise((resolve) => {
     const log = createWriteStream(join(values.logs, `run-${k}.log`));
     const started = Date.now();
-    const child = spawn(process.execPath, ['scripts/test.mjs', ...phases], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Through npm, as `npm test` runs it: with node_modules/.bin (the project's Node) first on PATH.
+    const child = spawn('npm', ['test', '--', ...phases], { stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
     const keep = (chunk) => {
       log.write(chunk);
