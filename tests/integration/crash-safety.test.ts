@@ -236,6 +236,8 @@ function prefixMismatch(image: Buffer, log: readonly Write[], unackedSeqs: Reado
 
 async function storeAlone(target: StoreTarget): Promise<Buffer> {
   const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
+  // The store opened here finds its credentials where the gateway's does: in the environment.
+  Object.assign(process.env, target.env);
   const store = openStore({ storeUrl: arg('--store')!, ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}) });
   try {
     const { head } = await readHead(store, VOLUME);
