@@ -172,6 +172,8 @@ async function storeAlone(target: StoreTarget): Promise<Buffer> {
   // This process reads the store with the credentials the gateway is given.
   Object.assign(process.env, target.env);
   const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
+  // The store opened here finds its credentials where the gateway's does: in the environment.
+  Object.assign(process.env, target.env);
   const store = openStore({ storeUrl: arg('--store')!, ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}) });
   try {
     const { head } = await readHead(store, VOLUME);
