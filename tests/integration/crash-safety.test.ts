@@ -169,8 +169,6 @@ function gatewayArgs(uploadDelay: string): string[] {
 }
 
 async function storeAlone(target: StoreTarget): Promise<Buffer> {
-  // This process reads the store with the credentials the gateway is given.
-  Object.assign(process.env, target.env);
   const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
   // The store opened here finds its credentials where the gateway's does: in the environment.
   Object.assign(process.env, target.env);

@@ -368,11 +368,11 @@ class Rig {
 
   /** Writes the cold extents and waits until they are in the store and out of the journal. */
   async preload(client: NbdClient): Promise<void> {
-    await this.store(client, Array.from({ length: COLD_EXTENTS }, (_, e) => e));
+    await this.storeExtents(client, Array.from({ length: COLD_EXTENTS }, (_, e) => e));
   }
 
   /** Writes these extents (as `coldRead` expects them) and waits until they are in the store and out of the journal. */
-  async store(client: NbdClient, extents: readonly number[]): Promise<void> {
+  async storeExtents(client: NbdClient, extents: readonly number[]): Promise<void> {
     for (let i = 0; i < extents.length; i += 4) {
       await Promise.all(extents.slice(i, i + 4).map((e) => client.write(e * MiB, pattern(e * MiB, MiB, 0))));
     }
@@ -891,7 +891,7 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       const a = await rig.connect();
       const b = await rig.connect();
       const model = new RegionModel(8 * MiB, 4 * MiB);
-      await rig.store(a, [13]);
+      await rig.storeExtents(a, [13]);
       await rig.s3.kill();
       // A stored extent the cache does not hold: its read needs the store (a hole would need nothing).
       const heldRead = coldRead(a, 13, 0, 64 * KiB);
@@ -931,7 +931,7 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
     await withRig(t, {}, async (rig) => {
       const model = new RegionModel(0, 8 * MiB);
       let client = await rig.connect();
-      await rig.store(client, [13, 14]);
+      await rig.storeExtents(client, [13, 14]);
       await rig.s3.kill();
       const heldRead = coldRead(client, 13, 0, 64 * KiB);
       await waitFor('a read to be held', async () => (await heldCount(rig)) === 1);
@@ -979,7 +979,7 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
   it('on SIGTERM during a hang drops held reads with the connection, exits 0 within the grace period and keeps every acknowledged write', { timeout: 60_000 }, (t) =>
     withRig(t, { args: ['--shutdown-grace', '5s'] }, async (rig) => {
       const client = await rig.connect();
-      await rig.store(client, [10, 11, 12]);
+      await rig.storeExtents(client, [10, 11, 12]);
       await rig.s3.kill();
       const writes = burst(client, 8 * MiB, 32, 64 * KiB, 10);
       await Promise.all(writes.outcomes.map((o) => o.done));
