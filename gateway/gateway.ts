@@ -223,9 +223,10 @@ export class Gateway implements ExportRegistry {
 
   /** The volumes whose journal directory says they were served here. */
   private async volumesServedBefore(): Promise<string[]> {
-    const names = await readdir(this.config.journalRoot).catch(() => [] as string[]);
+    // The journal root also holds files of its own (journal-id): only directories are volumes.
+    const entries = await readdir(this.config.journalRoot, { withFileTypes: true }).catch(() => []);
     const out: string[] = [];
-    for (const name of names) if ((await loadShape(Volume.journalDirFor(this.config.journalRoot, name))) !== undefined) out.push(name);
+    for (const e of entries) if (e.isDirectory() && (await loadShape(Volume.journalDirFor(this.config.journalRoot, e.name))) !== undefined) out.push(e.name);
     return out;
   }
 

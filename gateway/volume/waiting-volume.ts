@@ -19,7 +19,8 @@ export async function loadShape(journalDir: string): Promise<VolumeShape | undef
     const parsed = VolumeShapeSchema.safeParse(JSON.parse(await readFile(join(journalDir, SHAPE_FILE), 'utf8')) as unknown);
     return parsed.success ? parsed.data : undefined;
   } catch (err) {
-    if (err instanceof SyntaxError || (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (err instanceof SyntaxError || code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw err;
   }
 }
