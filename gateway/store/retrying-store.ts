@@ -45,6 +45,7 @@ export function retryingStore(store: ObjectStore, opts: RetryOptions): ObjectSto
     close: () => store.close(),
     list: (prefix, o) => retryListing(() => store.list(prefix, o), retry, `list ${prefix}`),
     listDetailed: (prefix, o?: StoreCallOptions): AsyncIterable<ObjectInfo> => retryListing(() => store.listDetailed(prefix, o), retry, `list ${prefix}`),
+    listFolders: (prefix, o) => retryListing(() => store.listFolders(prefix, o), retry, `list ${prefix}`),
   };
 }
 

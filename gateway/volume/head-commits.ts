@@ -87,6 +87,28 @@ export class HeadCommits {
     return this.opts.writer.write((cur) => this.compose(cur, [], cur.seq));
   }
 
+  /**
+   * Records a new size. A grow is written first and applied after (nothing may be acknowledged past the
+   * size the store knows); a shrink is applied first — the caller drained the volume and zeroed the cut
+   * part — so the head that records it no longer names the cut extents' bases.
+   */
+  resize(size: number): Promise<Head> {
+    const image = this.opts.image;
+    const release = (keys: readonly string[]): void => {
+      for (const key of keys) this.release(key);
+    };
+    if (size < image.shape.size) {
+      return this.opts.writer.write(async (cur) => {
+        if (image.shape.size !== size) release(image.resize(size));
+        return { ...(await this.compose(cur, [], cur.seq)), size };
+      });
+    }
+    return this.opts.writer.write(
+      async (cur) => ({ ...(await this.compose(cur, [], cur.seq)), size }),
+      () => release(image.resize(size)),
+    );
+  }
+
   /** Hands the volume back: no owner, so the next gateway on any journal takes it at once. */
   async releaseOwnership(): Promise<void> {
     await this.opts.writer.write(async (cur) => ({ ...(await this.compose(cur, [], cur.seq)), owner: null }));
@@ -112,6 +134,7 @@ export class HeadCommits {
     const pages: PageRef[] = [...image.pages.values()].sort((a, b) => a.page - b.page);
     return {
       ...cur,
+      size: image.shape.size,
       seq,
       ackedSeq: Math.max(seq, this.opts.ackedSeq()),
       pages,
