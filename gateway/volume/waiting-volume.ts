@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
 import type { HangTimeout } from '../../shared/hang-policy.js';
@@ -23,6 +23,15 @@ export async function loadShape(journalDir: string): Promise<VolumeShape | undef
     if (err instanceof SyntaxError || code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw err;
   }
+}
+
+/** The volumes whose journal directory under `journalRoot` says they were served here. */
+export async function volumesServedBefore(journalRoot: string): Promise<string[]> {
+  // The journal root also holds files of its own (journal-id): only directories are volumes.
+  const entries = await readdir(journalRoot, { withFileTypes: true }).catch(() => []);
+  const out: string[] = [];
+  for (const e of entries) if (e.isDirectory() && (await loadShape(join(journalRoot, e.name))) !== undefined) out.push(e.name);
+  return out;
 }
 
 /**
