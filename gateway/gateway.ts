@@ -246,7 +246,7 @@ export class Gateway implements ExportRegistry {
     this.waiting.add(name);
     if (this.standIns.has(name)) return;
     const shape = await loadShape(Volume.journalDirFor(this.config.journalRoot, name));
-    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout));
+    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout, (event) => { this.events.publish(event); }, this.gatewayId));
   }
 
   private async volumeNames(): Promise<string[]> {

@@ -226,3 +226,31 @@ describe('resize', () => {
     await volume.close();
   });
 });
+
+describe('compaction of trimmed extents', () => {
+  it('an extent that reads as zeros loses its base and its runs without an object written for it', async () => {
+    const { store, volume } = await newVolume('trimmed', 16 * MiB);
+    await volume.write(0, Buffer.alloc(4 * MiB, 5), false);
+    await volume.drain();
+    await volume.compact();
+    const before = (await readHead(store, 'trimmed')).head;
+    assert.equal(before.pages.length > 0, true, 'the written extents have bases');
+    await volume.trim(0, 16 * MiB, false);
+    await volume.write(8 * MiB, Buffer.alloc(4096, 6), false);
+    await volume.drain();
+    const puts = store.puts;
+    await volume.compact();
+    const stats = volume.stats();
+    assert.equal(stats.deltas, 0, 'every delta folded');
+    assert.equal(stats.indexBytes < 64 * 1024, true, `index ${stats.indexBytes} bytes after compaction`);
+    const expected = Buffer.alloc(16 * MiB);
+    expected.fill(6, 8 * MiB, 8 * MiB + 4096);
+    assert.ok((await storeAlone(store, 'trimmed')).equals(expected));
+    assert.ok((await volume.read(0, 16 * MiB)).equals(expected));
+    const head = (await readHead(store, 'trimmed')).head;
+    assert.ok(head.released.length >= 4, 'the bases of the trimmed extents are released');
+    // One base (extent 8), the index page and the head: the 15 zero extents cost no object.
+    assert.ok(store.puts - puts <= 4, `${store.puts - puts} objects written by the compaction`);
+    await volume.close();
+  });
+});
