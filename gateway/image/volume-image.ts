@@ -55,6 +55,10 @@ export class VolumeImage {
   readonly pages = new Map<number, PageRef>();
   /** Pages whose bases changed since the last head was written. */
   readonly dirtyPages = new Set<number>();
+  /** Extents compaction is folding now: a delta zeroing one whole is recorded as runs, so the fold sees it. */
+  readonly compacting = new Set<number>();
+  /** Bases a whole-extent zero run made obsolete, for the next head to release. */
+  private obsoleteBases: string[] = [];
   /** Oldest first (Map keeps insertion order, and slots only grow). */
   readonly deltas = new Map<number, DeltaInfo>();
   readonly runs: RunMap;
@@ -160,6 +164,15 @@ export class VolumeImage {
         const extentStart = extent * es;
         const stop = Math.min(end, extentStart + es);
         const base = this.bases.get(extent);
+        if (zero && pos === extentStart && stop === extentStart + this.extentLength(extent) && !this.compacting.has(extent)) {
+          // A whole extent zeroed by a delta newer than every other (a TRIM): it reads as zeros
+          // with no base and no runs, so a maximal TRIM costs no index memory for the extents it
+          // empties. The head naming this delta describes the same disk with the old base, so the
+          // base is dropped in the next head's index page, not before.
+          this.zeroWhole(extent, base, ref.seqTo);
+          pos = stop;
+          continue;
+        }
         if (base === undefined || base.seq < ref.seqTo) {
           info.liveBytes += stop - pos;
           this.runs.apply(extent, pos - extentStart, stop - extentStart, info.slot, zero ? ZERO_DATA : dataOffset[i]! + (pos - offset[i]!));
@@ -203,6 +216,24 @@ export class VolumeImage {
       return d === undefined || d.ref.seqTo <= seq;
     });
     return old;
+  }
+
+  private zeroWhole(extent: number, base: BaseRef | undefined, seqTo: number): void {
+    if (base !== undefined && base.seq >= seqTo) return;
+    if (base !== undefined) {
+      this.bases.delete(extent);
+      this.baseMeta.delete(base.key);
+      this.dirtyPages.add(pageOf(extent));
+      this.obsoleteBases.push(base.key);
+    }
+    this.runs.removeWhere(extent, () => true);
+  }
+
+  /** Bases dropped by whole-extent zero runs since the last call: the head about to be written releases them. */
+  takeObsoleteBases(): string[] {
+    const keys = this.obsoleteBases;
+    this.obsoleteBases = [];
+    return keys;
   }
 
   /** Removes deltas none of whose bytes show any more; returns them (their objects are released). */

@@ -141,6 +141,17 @@ export class Compactor {
    * up to ZERO_BATCH of them), and commits; resolves with how many of `extents` it did.
    */
   private async compact(extents: readonly number[]): Promise<number> {
+    const image = this.opts.image;
+    // A delta committed meanwhile that zeroes one of these whole keeps runs, which the fold respects.
+    for (const extent of extents) image.compacting.add(extent);
+    try {
+      return await this.fold(extents);
+    } finally {
+      for (const extent of extents) image.compacting.delete(extent);
+    }
+  }
+
+  private async fold(extents: readonly number[]): Promise<number> {
     const o = this.opts;
     const built: Array<[number, BaseRef]> = [];
     const zeros: Array<[number, number]> = [];

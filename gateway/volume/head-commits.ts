@@ -116,6 +116,7 @@ export class HeadCommits {
 
   private async compose(cur: Head, deltas: readonly BuiltDelta[], seq: number): Promise<Head> {
     const image = this.opts.image;
+    for (const key of image.takeObsoleteBases()) this.release(key);
     for (const page of [...image.dirtyPages]) {
       const old = image.pages.get(page);
       const encoded = encodePage(page, image.bases);

@@ -24,6 +24,7 @@ const CMD_READ = 0;
 const CMD_WRITE = 1;
 const CMD_DISC = 2;
 const CMD_FLUSH = 3;
+const CMD_TRIM = 4;
 const CMD_FLAG_FUA = 1 << 0;
 const REPLY_HEADER_SIZE = 16;
 
@@ -199,6 +200,10 @@ export class NbdClient {
 
   async flush(): Promise<void> {
     await this.request(CMD_FLUSH, 0, 0, 0, undefined);
+  }
+
+  async trim(offset: number, length: number): Promise<void> {
+    await this.request(CMD_TRIM, 0, offset, length, undefined);
   }
 
   /** NBD_CMD_DISC: the server answers what is in flight, then closes. */
