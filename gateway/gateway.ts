@@ -4,9 +4,10 @@ import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
-import { volumeStatus } from './admin/volume-status.js';
+import { diskCacheStatus, volumeStatus } from './admin/volume-status.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
+import { DiskCache } from './disk-cache/disk-cache.js';
 import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
 import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
@@ -46,6 +47,8 @@ export class Gateway implements ExportRegistry {
   private gcTimer: NodeJS.Timeout | undefined;
   private gcRunning: Promise<GcReport> | undefined;
   private journalId = '';
+  /** The disk cache tier all volumes share (`--cache-dir`); undefined when off. */
+  diskCache: DiskCache | undefined;
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
   readonly gatewayId: string;
@@ -61,7 +64,12 @@ export class Gateway implements ExportRegistry {
   ) {
     this.gatewayId = config.gatewayId ?? hostname();
     this.events = new EventBus(sinks, logger);
-    this.metrics = new GatewayMetrics({ volumes: () => [...this.served.values()], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
+    this.metrics = new GatewayMetrics({
+      volumes: () => [...this.served.values()],
+      nbd: () => this.nbd?.stats,
+      events: () => this.events.deliveryCounters(),
+      diskCache: () => this.diskCache?.stats(),
+    });
   }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
@@ -88,6 +96,7 @@ export class Gateway implements ExportRegistry {
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
           gc: (dryRun) => gateway.collectGarbage(dryRun),
+          diskCache: () => (gateway.diskCache === undefined ? undefined : diskCacheStatus(gateway.diskCache.stats())),
         },
         metrics: gateway.metrics,
         logger: logger.child({ component: 'admin' }),
@@ -95,6 +104,9 @@ export class Gateway implements ExportRegistry {
       });
       gateway.adminAddress = await gateway.admin.listen(config.admin.host, config.admin.port);
       gateway.journalId = await journalIdentity(config.journalRoot);
+      if (config.diskCache !== undefined) {
+        gateway.diskCache = await DiskCache.open({ ...config.diskCache, storeLocation: store.location, logger: logger.child({ component: 'disk-cache' }) });
+      }
       await gateway.openVolumes();
       const nbd = new NbdServer({
         registry: gateway,
@@ -223,6 +235,7 @@ export class Gateway implements ExportRegistry {
         events: this.events,
         gatewayId: this.gatewayId,
         onDeposed: (v, err) => this.deposed(v, err),
+        diskCache: this.diskCache,
       }),
     );
     this.served.set(name, volume);
@@ -329,6 +342,7 @@ export class Gateway implements ExportRegistry {
       }),
     );
     this.served.clear();
+    await this.diskCache?.close();
     await this.gcRunning?.catch(() => undefined);
     await this.admin?.close();
     await this.events.close();

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ErrorClassSchema, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
 import { HangPolicyDocumentSchema } from '../../shared/hang-policy.js';
+import type { DiskCacheStats } from '../disk-cache/disk-cache.js';
 import type { Volume } from '../volume/volume.js';
 
 const count = z.number().int().nonnegative();
@@ -27,12 +28,49 @@ export const VolumeStatusSchema = z.object({
   policy: HangPolicyDocumentSchema,
   journal: z.object({ bytes: count, limit: count, pressure: z.enum(JOURNAL_PRESSURE_LEVELS), backlogRecords: count, dirtyExtents: count }),
   cache: z.object({ bytes: count, hits: count, misses: count }),
+  /** The volume's object reads the disk cache answered and did not; null without a disk cache. */
+  diskCache: z.object({ hits: count, misses: count }).nullable(),
   uploads: z.object({ done: count, bytes: count, failures: count, inFlight: count }),
 });
 export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 
+/** The gateway's disk cache tier, which all its volumes share. */
+export const DiskCacheStatusSchema = z.object({
+  dir: z.string(),
+  limit: count,
+  /** The bound in force: less than the limit when the disk has less room. */
+  effectiveLimit: count,
+  bytes: count,
+  objects: count,
+  hits: count,
+  misses: count,
+  corrupt: count,
+  evictions: count,
+  skipped: count,
+  full: count,
+  errors: count,
+});
+export type DiskCacheStatus = z.infer<typeof DiskCacheStatusSchema>;
+
 /** `GET /v1/volumes`. */
-export const VolumesResponseSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeStatusSchema) });
+export const VolumesResponseSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeStatusSchema), diskCache: DiskCacheStatusSchema.nullable() });
+
+export function diskCacheStatus(s: DiskCacheStats): DiskCacheStatus {
+  return {
+    dir: s.dir,
+    limit: s.limitBytes,
+    effectiveLimit: s.effectiveLimitBytes,
+    bytes: s.bytes,
+    objects: s.objects,
+    hits: s.hits,
+    misses: s.misses,
+    corrupt: s.corrupt,
+    evictions: s.evictions,
+    skipped: s.skipped,
+    full: s.full,
+    errors: s.errors,
+  };
+}
 export type VolumesResponse = z.infer<typeof VolumesResponseSchema>;
 
 export function volumeStatus(v: Volume): VolumeStatus {
@@ -52,6 +90,7 @@ export function volumeStatus(v: Volume): VolumeStatus {
       dirtyExtents: s.dirtyExtents,
     },
     cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
+    diskCache: s.diskCache ?? null,
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },
   };
 }

@@ -8,9 +8,10 @@ import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { blockSpan, CRC_BLOCK, type ObjectMeta, parseMeta, verifyBlocks } from './data-object.js';
+import { blockSpan, CRC_BLOCK, type ObjectMeta } from './data-object.js';
 import { type DeltaRef, type Head, type PageRef, shapeOf } from './head.js';
 import { type BaseRef, pageOf, parsePage } from './index-page.js';
+import { type ObjectCopies, ObjectReader, type ObjectRef } from './object-reader.js';
 import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
 
 /** A delta as the image holds it: its reference, its CRC table, and how many of its bytes still show. */
@@ -34,16 +35,18 @@ export interface AllocationSpan {
 export interface VolumeImageOptions {
   /** Bound on the cached tables of base extents (each about 1/1000 of the extent). */
   readonly baseMetaBytes?: number;
+  /** Local copies of object bytes to read before the store (the disk cache). */
+  readonly copies?: ObjectCopies | undefined;
 }
 
 interface Piece {
   /** Where in `out` the piece goes. */
   readonly at: number;
   readonly length: number;
-  /** The object and the offset in its data region; undefined for zeros. */
-  readonly key: string | undefined;
+  /** The object and the offset in its data region. */
+  readonly ref: ObjectRef;
   readonly dataOffset: number;
-  readonly crcs: Uint32Array | undefined;
+  readonly crcs: Uint32Array;
   readonly dataLength: number;
 }
 
@@ -61,6 +64,8 @@ export class VolumeImage {
   private nextSlot = 0;
   private crcBytes = 0;
   private readonly baseMeta: LRUCache<string, ObjectMeta>;
+  /** Where object bytes come from: the local copies first, if any, then the store. */
+  readonly reader: ObjectReader;
 
   private constructor(
     readonly store: ObjectStore,
@@ -68,6 +73,7 @@ export class VolumeImage {
     opts: VolumeImageOptions,
   ) {
     this.shape = shapeOf(head);
+    this.reader = new ObjectReader(store, opts.copies, head.name);
     this.runs = new RunMap((slot, bytes) => {
       const d = this.deltas.get(slot);
       if (d !== undefined) d.liveBytes -= bytes;
@@ -111,10 +117,8 @@ export class VolumeImage {
   }
 
   /** Fetches and checks an object's tables. */
-  async fetchMeta(ref: { key: string; size: number; metaOffset: number; metaCrc: number }, signal?: AbortSignal): Promise<ObjectMeta> {
-    const meta = await this.store.getRange(ref.key, ref.metaOffset, ref.size - ref.metaOffset, { signal });
-    if (meta === undefined) throw new DataCorruptError(`object ${ref.key} named by the head of ${this.shape.name} is missing`);
-    return parseMeta(meta, ref.metaCrc, ref.key);
+  fetchMeta(ref: ObjectRef, signal?: AbortSignal): Promise<ObjectMeta> {
+    return this.reader.meta(ref, signal);
   }
 
   /**
@@ -213,7 +217,7 @@ export class VolumeImage {
         else if (dataOffset === ZERO_DATA) out.fill(0, at, at + t - s);
         else {
           const d = this.deltas.get(src)!;
-          pieces.push({ at, length: t - s, key: d.ref.key, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+          pieces.push({ at, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
         }
       });
       pos = stop;
@@ -236,7 +240,7 @@ export class VolumeImage {
         return;
       }
       const d = this.deltas.get(src)!;
-      pieces.push({ at: s, length: t - s, key: d.ref.key, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+      pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
     });
     const base = this.bases.get(extent);
     let data = base === undefined ? null : await this.loadBase(extent, base, signal);
@@ -286,12 +290,8 @@ export class VolumeImage {
   }
 
   private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal): Promise<Buffer | null> {
-    const body = await this.store.get(base.key, { signal });
-    if (body === undefined) throw new DataCorruptError(`base extent ${base.key} named by the index of ${this.shape.name} is missing`);
-    if (body.length !== base.size) throw new DataCorruptError(`base extent ${base.key} has ${body.length} bytes, the index says ${base.size}`);
-    const meta = parseMeta(body.subarray(base.metaOffset), base.metaCrc, base.key);
+    const { body, meta } = await this.reader.whole(base, signal);
     this.baseMeta.set(base.key, meta);
-    verifyBlocks(meta.crcs, meta.dataLength, 0, body.subarray(0, meta.dataLength), base.key);
     const len = this.extentLength(extent);
     const { count, offset, length, dataOffset } = meta.runs;
     const extentStart = extent * this.shape.extentSize;
@@ -335,7 +335,7 @@ export class VolumeImage {
       const from = Math.max(s, pos);
       const to = Math.min(t, start + n);
       if (dataOffset[i]! < 0) out.fill(0, at + from - start, at + to - start);
-      else pieces.push({ at: at + from - start, length: to - from, key: base.key, dataOffset: dataOffset[i]! + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
+      else pieces.push({ at: at + from - start, length: to - from, ref: base, dataOffset: dataOffset[i]! + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
       pos = to;
     }
     if (pos < start + n) out.fill(0, at + pos - start, at + n);
@@ -348,13 +348,14 @@ export class VolumeImage {
    */
   private async fetchPieces(pieces: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
     if (pieces.length === 0) return;
-    pieces.sort((a, b) => (a.key! < b.key! ? -1 : a.key! > b.key! ? 1 : a.dataOffset - b.dataOffset));
+    if (pieces.length === 1) return this.fetchGroup(pieces, out, signal);
+    pieces.sort((a, b) => (a.ref.key < b.ref.key ? -1 : a.ref.key > b.ref.key ? 1 : a.dataOffset - b.dataOffset));
     const groups: Piece[][] = [];
     for (const p of pieces) {
       const g = groups[groups.length - 1];
       const last = g?.[g.length - 1];
       // Pieces in the same or the next 4 KiB block of one object share a GET.
-      if (g !== undefined && last !== undefined && last.key === p.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
+      if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
       else groups.push([p]);
     }
     await Promise.all(groups.map((g) => this.fetchGroup(g, out, signal)));
@@ -364,10 +365,12 @@ export class VolumeImage {
     const first = group[0]!;
     const last = group[group.length - 1]!;
     const { start, end } = blockSpan(first.dataOffset, last.dataOffset + last.length - first.dataOffset, first.dataLength);
-    const bytes = await this.store.getRange(first.key!, start, end - start, { signal });
-    if (bytes === undefined) throw new DataCorruptError(`object ${first.key} named by the head of ${this.shape.name} is missing`);
-    if (bytes.length !== end - start) throw new DataCorruptError(`object ${first.key}: read ${bytes.length} bytes at ${start}, expected ${end - start}`);
-    verifyBlocks(first.crcs!, first.dataLength, start, bytes, first.key!);
+    // A lone piece of whole blocks is read straight into its place: a copy's bytes land in the reply.
+    if (group.length === 1 && first.dataOffset === start && first.length === end - start) {
+      await this.reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, out, first.at);
+      return;
+    }
+    const bytes = await this.reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal);
     for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
   }
 }

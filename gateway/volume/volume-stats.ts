@@ -43,6 +43,8 @@ export interface VolumeStats {
   readonly compactionBytes: number;
   /** Reads that failed because stored bytes failed their CRC32C. */
   readonly corruptReads: number;
+  /** Object reads the disk cache answered, and those it did not hold; undefined without a disk cache. */
+  readonly diskCache: { readonly hits: number; readonly misses: number } | undefined;
 }
 
 export function volumeStats(v: {
@@ -62,6 +64,7 @@ export function volumeStats(v: {
   leaseRemainingMs: number;
   deposed: boolean;
   corruptReads: number;
+  diskCache: { readonly hits: number; readonly misses: number } | undefined;
 }): VolumeStats {
   const u = v.uploader.stats;
   const c = v.compactor.stats;
@@ -98,5 +101,6 @@ export function volumeStats(v: {
     compactedExtents: c.extents,
     compactionBytes: c.bytesWritten,
     corruptReads: v.corruptReads,
+    diskCache: v.diskCache === undefined ? undefined : { hits: v.diskCache.hits, misses: v.diskCache.misses },
   };
 }

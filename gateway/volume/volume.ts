@@ -9,6 +9,7 @@ import type { Head, Owner } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
 import type { AllocationSpan, VolumeImage } from '../image/volume-image.js';
 import type { BaseRef } from '../image/index-page.js';
+import type { ObjectCopies } from '../image/object-reader.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
@@ -39,6 +40,8 @@ export interface VolumeOptions {
   /** Take the volume even if another journal holds acknowledged writes (they are lost). */
   readonly forceTakeover?: boolean;
   readonly cacheBytes: number;
+  /** The gateway's disk cache tier, shared by its volumes; none when undefined. */
+  readonly diskCache?: ObjectCopies | undefined;
   readonly journalLimitBytes: number;
   readonly segmentBytes: number;
   readonly uploadConcurrency: number;
@@ -402,6 +405,7 @@ export class Volume implements NbdExport {
       leaseRemainingMs: this.writer.leaseRemaining(),
       deposed: this.deposedError !== undefined,
       corruptReads: this.hang.counters.storageErrors.corrupt,
+      diskCache: this.opts.diskCache === undefined ? undefined : this.image.reader.counters,
     });
   }
 
