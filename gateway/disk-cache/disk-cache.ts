@@ -19,7 +19,7 @@
  * write is skipped, counted, and the bound shrinks to what fits.
  */
 import { createHash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, readSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, readdir, rm, statfs, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,17 @@ const INDEX_EVERY_MS = 30_000;
 const MIN_FREE_BYTES = 1024 * 1024 * 1024;
 const FREE_FRACTION = 0.05;
 const WARN_EVERY_MS = 10_000;
+/**
+ * Small reads are done on the event loop while the page cache answers them: a few µs, where a hop
+ * to the thread pool and back costs several times that in CPU. A read slower than SYNC_READ_LIMIT_MS
+ * went to the disk itself (or the process was preempted: on a busy machine a few percent are). When
+ * more than SLOW_SHARE of the recent ones were (a moving average over about 16), the page cache is
+ * missing: reads go to the thread pool (several at once, the loop free) for SYNC_PAUSE_MS.
+ */
+const SYNC_READ_MAX_BYTES = 64 * 1024;
+const SYNC_READ_LIMIT_MS = 0.2;
+const SLOW_SHARE = 0.25;
+const SYNC_PAUSE_MS = 1000;
 
 export interface DiskCacheOptions {
   readonly dir: string;
@@ -109,6 +120,10 @@ export class DiskCache implements ObjectCopies {
   private effectiveLimit: number;
   private dirty = false;
   private closed = false;
+  /** Until then (performance.now()), reads go to the thread pool: the page cache missed lately. */
+  private asyncUntil = 0;
+  /** Moving average of how many reads on the loop were slow. */
+  private slowShare = 0;
   private timer: NodeJS.Timeout | undefined;
   private indexWrite: Promise<void> | undefined;
   private readonly warnings = new LogRateLimiter(WARN_EVERY_MS);
@@ -146,8 +161,8 @@ export class DiskCache implements ObjectCopies {
     }
     e.users++;
     try {
-      const handle = await this.handleOf(e);
-      const { bytesRead } = await handle.read(out, at, length, offset);
+      let bytesRead = e.handle !== undefined && length <= SYNC_READ_MAX_BYTES ? this.readOnLoop(e.handle, out, at, length, offset) : -1;
+      if (bytesRead < 0) bytesRead = (await (await this.handleOf(e)).read(out, at, length, offset)).bytesRead;
       if (bytesRead !== length) {
         this.discard(ref, `its file ends early (${bytesRead} of ${length} bytes at ${offset})`);
         return false;
@@ -161,6 +176,21 @@ export class DiskCache implements ObjectCopies {
     } finally {
       this.release(e);
     }
+  }
+
+  /** -1 when the page cache missed lately: the caller reads in the thread pool instead. */
+  private readOnLoop(handle: FileHandle, out: Buffer, at: number, length: number, offset: number): number {
+    const start = performance.now();
+    if (start < this.asyncUntil) return -1;
+    const n = readSync(handle.fd, out, at, length, offset);
+    const end = performance.now();
+    this.slowShare += ((end - start > SYNC_READ_LIMIT_MS ? 1 : 0) - this.slowShare) / 16;
+    if (this.slowShare > SLOW_SHARE) {
+      this.asyncUntil = end + SYNC_PAUSE_MS;
+      // After the pause, a few slow reads are enough to pause again.
+      this.slowShare = SLOW_SHARE * 0.75;
+    }
+    return n;
   }
 
   keep(ref: ObjectRef, offset: number, bytes: Buffer): void {
