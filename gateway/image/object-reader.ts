@@ -73,9 +73,13 @@ export class ObjectReader {
     return meta;
   }
 
-  /** The whole object with its tables parsed and every data block checked. */
-  async whole(ref: ObjectRef, signal?: AbortSignal): Promise<{ body: Buffer; meta: ObjectMeta }> {
-    const copy = await this.fromCopy(ref, 0, ref.size);
+  /**
+   * The whole object with its tables parsed and every data block checked; read into `into` when it
+   * fits (the body is then a view of it) — except from the store when there are copies, which keep
+   * the store's bytes after this returns and must not see them overwritten.
+   */
+  async whole(ref: ObjectRef, signal?: AbortSignal, into?: Buffer): Promise<{ body: Buffer; meta: ObjectMeta }> {
+    const copy = await this.fromCopy(ref, 0, ref.size, into);
     if (copy !== undefined) {
       const checked = this.checkWhole(ref, copy);
       if (checked !== undefined) {
@@ -84,7 +88,7 @@ export class ObjectReader {
       }
       this.discard(ref, 'it fails its CRC32C');
     }
-    const body = await this.store.get(ref.key, { signal });
+    const body = await this.store.get(ref.key, { signal, into: this.copies === undefined ? into : undefined });
     if (body === undefined) throw this.missing(ref);
     if (body.length !== ref.size)
       throw new DataCorruptError(`object ${ref.key} has ${body.length} bytes, the volume ${this.volume} names ${ref.size}`);
@@ -131,9 +135,9 @@ export class ObjectReader {
     return into.subarray(at, at + length);
   }
 
-  private async fromCopy(ref: ObjectRef, offset: number, length: number): Promise<Buffer | undefined> {
+  private async fromCopy(ref: ObjectRef, offset: number, length: number, into?: Buffer): Promise<Buffer | undefined> {
     if (this.copies === undefined) return undefined;
-    const buf = Buffer.allocUnsafe(length);
+    const buf = into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     if (await this.copies.read(ref, offset, length, buf, 0)) return buf;
     this.counters.misses++;
     return undefined;

@@ -32,6 +32,16 @@ export interface AllocationSpan {
   readonly hole: boolean;
 }
 
+/**
+ * Where a materialized extent's buffer comes from and goes back to when it is not used after all
+ * (volume/extent-buffers.ts): buffers of `size` bytes, at least an extent and its tables.
+ */
+export interface ExtentBufferSource {
+  readonly size: number;
+  take(): Buffer;
+  release(buf: Buffer): void;
+}
+
 export interface VolumeImageOptions {
   /** Bound on the cached tables of base extents (each about 1/1000 of the extent). */
   readonly baseMetaBytes?: number;
@@ -229,7 +239,7 @@ export class VolumeImage {
    * The extent's contents as the store holds them; null when it is all zeros (holes). What it reads
    * is decided synchronously, at the call: a caller may pair the result with the state it saw then.
    */
-  async materialize(extent: number, signal?: AbortSignal): Promise<Buffer | null> {
+  async materialize(extent: number, signal?: AbortSignal, buffers?: ExtentBufferSource): Promise<Buffer | null> {
     const len = this.extentLength(extent);
     const pieces: Piece[] = [];
     const zeros: Array<[number, number]> = [];
@@ -243,11 +253,11 @@ export class VolumeImage {
       pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
     });
     const base = this.bases.get(extent);
-    let data = base === undefined ? null : await this.loadBase(extent, base, signal);
+    let data = base === undefined ? null : await this.loadBase(extent, base, signal, buffers);
     if (pieces.length === 0 && zeros.length === 0) return data;
     if (data === null) {
       if (pieces.length === 0) return null;
-      data = Buffer.alloc(len);
+      data = zeroed(len, buffers);
     }
     for (const [s, t] of zeros) data.fill(0, s, t);
     await this.fetchPieces(pieces, data, signal);
@@ -289,20 +299,31 @@ export class VolumeImage {
     return spans;
   }
 
-  private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal): Promise<Buffer | null> {
-    const { body, meta } = await this.reader.whole(base, signal);
+  private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal, buffers?: ExtentBufferSource): Promise<Buffer | null> {
+    const into = buffers?.take();
+    let body: Buffer;
+    let meta: ObjectMeta;
+    try {
+      ({ body, meta } = await this.reader.whole(base, signal, into));
+    } catch (err) {
+      if (into !== undefined) buffers?.release(into);
+      throw err;
+    }
+    // Read into the buffer taken for it, or not (it did not fit): the result holds on to one of them.
+    const unused = into !== undefined && body.buffer !== into.buffer ? into : undefined;
+    if (unused !== undefined) buffers?.release(unused);
     this.baseMeta.set(base.key, meta);
     const len = this.extentLength(extent);
     const { count, offset, length, dataOffset } = meta.runs;
     const extentStart = extent * this.shape.extentSize;
     // A dense base (one run over the whole extent) is its own data region: no copy.
     if (count === 1 && offset[0] === extentStart && length[0] === len && dataOffset[0] === 0) return body.subarray(0, len);
-    if (count === 0) return null;
-    const out = Buffer.alloc(len);
-    for (let i = 0; i < count; i++) {
+    const out = count === 0 ? null : zeroed(len, buffers);
+    for (let i = 0; i < count && out !== null; i++) {
       if (dataOffset[i]! < 0) continue;
       body.copy(out, offset[i]! - extentStart, dataOffset[i]!, dataOffset[i]! + length[i]!);
     }
+    if (into !== undefined && unused === undefined) buffers?.release(into);
     return out;
   }
 
@@ -373,6 +394,11 @@ export class VolumeImage {
     const bytes = await this.reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal);
     for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
   }
+}
+
+/** `len` zero bytes, in a buffer from `buffers` when there are any. */
+function zeroed(len: number, buffers: ExtentBufferSource | undefined): Buffer {
+  return buffers === undefined ? Buffer.alloc(len) : buffers.take().subarray(0, len).fill(0);
 }
 
 /** The data and holes of a base extent between two offsets within the extent. */

@@ -371,13 +371,23 @@ export class Transmission implements RequestSink {
   private reply(request: NbdRequest, error: Errno, outcome: Outcome, bytes: number): void {
     if (error !== Errno.OK) this.stats.errorReplies++;
     const socket = this.socket;
+    const data = error === Errno.OK && outcome.kind === 'data' ? outcome.data : undefined;
     if (this.closed || socket.destroyed || !socket.writable) {
       this.account.release(bytes);
+      if (data !== undefined) this.exp.readDone?.(data);
       return;
     }
     const { handleHi, handleLo } = request;
     const structured = this.session.structuredReplies;
-    const released = bytes === 0 ? undefined : () => this.account.release(bytes);
+    const released =
+      data !== undefined && this.exp.readDone !== undefined
+        ? () => {
+            this.account.release(bytes);
+            this.exp.readDone?.(data);
+          }
+        : bytes === 0
+          ? undefined
+          : () => this.account.release(bytes);
     let accepted: boolean;
     if (error !== Errno.OK) {
       // With structured replies a READ must not get a simple reply, and errors carry a message.

@@ -4,7 +4,7 @@ import path from 'node:path';
 
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
-import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
+import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type StoreReadOptions, type VersionedObject } from './object-store.js';
 import { syncDirectory } from '../util/sync-directory.js';
 
 /**
@@ -39,11 +39,11 @@ export class LocalDirectoryStore implements ObjectStore {
     this.location = `file://${this.root}/`;
   }
 
-  async get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+  async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     const file = this.pathOf(key);
     try {
       checkAborted(opts);
-      return await readFile(file);
+      return opts?.into === undefined ? await readFile(file) : await readInto(file, opts.into);
     } catch (err) {
       if (isNoSuchObject(err)) return (await this.getVersioned(key, opts))?.body;
       throw new StoreError('get', key, { cause: err });
@@ -323,6 +323,24 @@ async function writeTemp(file: string, body: Buffer): Promise<string> {
     await handle.close();
   }
   return temp;
+}
+
+/** The whole file, in `into` when it fits. */
+async function readInto(file: string, into: Buffer): Promise<Buffer> {
+  const handle = await open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    if (size > into.length) return await handle.readFile();
+    let done = 0;
+    while (done < size) {
+      const { bytesRead } = await handle.read(into, done, size - done, done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return into.subarray(0, done);
+  } finally {
+    await handle.close();
+  }
 }
 
 function checkAborted(opts: StoreCallOptions | undefined): void {

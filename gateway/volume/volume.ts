@@ -16,6 +16,7 @@ import type { SegmentFileOps } from '../journal/segment-file.js';
 import type { AllocationExtent, NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { Compactor, type CompactionBudget } from './compactor.js';
+import { ExtentBuffers } from './extent-buffers.js';
 import { ExtentCache } from './extent-cache.js';
 import { HeadCommits } from './head-commits.js';
 import { PendingChanges } from './pending-changes.js';
@@ -25,6 +26,9 @@ import { volumeStats, type VolumeStats } from './volume-stats.js';
 
 /** Extents one base:allocation answer covers at most. */
 const ALLOCATION_EXTENTS = 256;
+
+/** Extent buffers kept free for the next load; more go to the garbage collector. */
+const FREE_EXTENT_BUFFERS = 2;
 
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
@@ -114,7 +118,9 @@ export class Volume implements NbdExport {
     this.readOnly = shape.readOnly || opts.forceReadOnly === true;
     this.description = `Holdfast volume ${shape.name}`;
     this.pending = new PendingChanges(shape.extentSize);
-    this.extentCache = new ExtentCache(opts.cacheBytes);
+    // Room for a base extent read whole: its data, and its tables (a CRC per 4 KiB block, its runs, a trailer).
+    const buffers = new ExtentBuffers(shape.extentSize + shape.extentSize / 1024 + 4096, FREE_EXTENT_BUFFERS);
+    this.extentCache = new ExtentCache(opts.cacheBytes, buffers);
     const journal = this.journal;
     this.hang = new HangMonitor({
       volume: shape.name,
@@ -141,6 +147,7 @@ export class Volume implements NbdExport {
       journal,
       pending: this.pending,
       cache: this.extentCache,
+      buffers,
       logger: opts.logger,
       hold: (op, bytes, signal) => this.hang.run(op, bytes, signal),
       storeHealthy: () => this.hang.state === 'normal',
@@ -229,6 +236,11 @@ export class Volume implements NbdExport {
     this.checkServed();
     this.checkRange(offset, length);
     return this.reads.read(offset, length, ctx);
+  }
+
+  /** The NBD reply carrying what `read` returned has left: a lent cache view may be reused. */
+  readDone(data: Buffer): void {
+    this.reads.readDone(data);
   }
 
   async write(offset: number, data: Buffer, _fua: boolean, ctx?: RequestContext): Promise<void> {

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { DiskCache } from '../../gateway/disk-cache/disk-cache.js';
 import { isDataObjectKey } from '../../gateway/image/layout.js';
 import type { ObjectRef } from '../../gateway/image/object-reader.js';
+import type { StoreReadOptions } from '../../gateway/store/object-store.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import type { Volume } from '../../gateway/volume/volume.js';
 import { mountTmpfs } from '../helpers/journal-disks.js';
@@ -30,9 +31,9 @@ after(async () => {
 class CountingStore extends MemoryStore {
   dataReads = 0;
 
-  override async get(key: string): Promise<Buffer | undefined> {
+  override async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     if (isDataObjectKey(key)) this.dataReads++;
-    return super.get(key);
+    return super.get(key, opts);
   }
 
   override async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
