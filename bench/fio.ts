@@ -53,7 +53,7 @@ function targetArgs(target: FioTarget): string[] {
 /** One fio job (`--name`, the target, JSON output and random offsets added) and what it measured. */
 export async function fio(name: string, target: FioTarget, args: readonly string[], cwd: string, timeoutMs: number): Promise<FioResult> {
   const full = [`--name=${name}`, ...targetArgs(target), '--output-format=json', '--randrepeat=0', '--norandommap', ...args];
-  const r = await run('fio', full, { cwd, timeoutMs });
+  const r = await run('fio', full, { cwd, timeoutMs, ...(target.engine === 'nbd' && target.env !== undefined ? { env: target.env } : {}) });
   // The nbd engine prints "fio: connected to NBD server" ahead of the report.
   const start = r.stdout.search(/^\{/m);
   if (r.code !== 0 || start < 0) throw new Error(`fio ${full.join(' ')} exited with ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);

@@ -38,6 +38,7 @@ const TOOL: Readonly<Record<SystemName, string | undefined>> = {
   'qemu-nbd-wt': 'qemu-nbd',
   nbdkit: 'nbdkit',
   s3backer: 's3backer',
+  'holdfast-tls': 'certtool',
 };
 
 const T0 = performance.now();

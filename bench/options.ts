@@ -11,7 +11,7 @@ export const ONCE_WORKLOADS = ['outage-writes', ...LARGE_WORKLOADS] as const;
 export type OnceWorkload = (typeof ONCE_WORKLOADS)[number];
 const ALL_WORKLOADS: readonly (Workload | OnceWorkload)[] = [...WORKLOADS, ...ONCE_WORKLOADS];
 
-export const SYSTEMS = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit', 's3backer'] as const;
+export const SYSTEMS = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit', 's3backer', 'holdfast-tls'] as const;
 export type SystemName = (typeof SYSTEMS)[number];
 
 export interface BenchOptions {

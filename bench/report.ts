@@ -192,6 +192,11 @@ export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uplo
     out.push(ratio(`${hf} randwrite / qemu-nbd-wt`, value(hf, 'randwrite'), value('qemu-nbd-wt', 'randwrite'), 1.0));
     out.push(ratio(`${hf} flush-heavy / qemu-nbd`, value(hf, 'flush-heavy'), value('qemu-nbd', 'flush-heavy'), 1.0));
   }
+  // What TLS costs: the same gateway and store with and without it (issue 13).
+  if (rows.some((r) => r.system === 'holdfast-tls')) {
+    out.push(ratio('holdfast-tls randread-warm / holdfast-local', value('holdfast-tls', 'randread-warm'), value('holdfast-local', 'randread-warm'), 0.7));
+    out.push(ratio('holdfast-tls randwrite / holdfast-local', value('holdfast-tls', 'randwrite'), value('holdfast-local', 'randwrite'), 0.7));
+  }
   if (rows.some((r) => r.system === 'holdfast-s3')) {
     out.push(ratio('holdfast-s3 seqread (cold) / S3 GET', value('holdfast-s3', 'seqread'), s3?.getMiBps, 0.8));
     out.push(ratio('holdfast-s3 upload drain, whole extents / S3 PUT', uploadMiBps['holdfast-s3']?.wholeExtents, s3?.putMiBps, 0.8));
@@ -315,7 +320,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     ...(workloads.length === 0 ? [] : ['Peak RSS of the server process (highest round) · CPU seconds per GiB moved (workload plus the upload of what it wrote):', '', resources, '']),
     ...outage,
     ...largeVolumeSection(report.largeVolume),
-    'Targets (issues 6 and 15):',
+    'Targets (issues 6, 13 and 15):',
     '',
     targets,
     '',

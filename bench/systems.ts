@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
 import { type S3Server, type S3ServerKind, S3_SERVER_NAMES } from '../tests/helpers/s3-server.js';
+import { makeTlsMaterial } from '../tests/helpers/tls-material.js';
 import { fetchVolume } from './admin.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
 import { findFreePort } from '../tests/helpers/daemon-process.js';
@@ -20,7 +21,8 @@ const SERVING_LINE = /^holdfast: serving \d+ volume\(s\) from .* on 127\.0\.0\.1
 const ADMIN_LINE = /^ {2}admin API: (http:\/\/127\.0\.0\.1:\d+)/m;
 const SETTLE_POLL_MS = 100;
 
-export type FioTarget = { readonly engine: 'nbd'; readonly uri: string } | { readonly engine: 'libaio'; readonly file: string };
+/** `env`: fio's environment, where libnbd finds TLS certificates ($HOME/.pki/libnbd). */
+export type FioTarget = { readonly engine: 'nbd'; readonly uri: string; readonly env?: NodeJS.ProcessEnv } | { readonly engine: 'libaio'; readonly file: string };
 
 /** What the upload of a backlog measured: bytes PUT over the time uploads were actually running. */
 export interface UploadDrain {
@@ -73,14 +75,21 @@ export function describeSystem(name: SystemName, s3: S3ServerKind): string {
       return 'nbdkit file plugin, same raw file';
     case 's3backer':
       return `s3backer FUSE file on ${S3_SERVER_NAMES[s3]} (fio libaio, O_DIRECT)`;
+    case 'holdfast-tls':
+      return 'Holdfast, local-directory store, NBD over TLS (X.509, --tls require)';
   }
 }
+
+/** The workloads whose TLS cost is measured: what per-request encryption weighs on most. */
+const TLS_WORKLOADS: readonly Workload[] = ['randread-warm', 'randwrite'];
 
 export async function startSystem(name: SystemName, ctx: SystemContext): Promise<BenchSystem> {
   switch (name) {
     case 'holdfast-local':
     case 'holdfast-s3':
       return startHoldfast(name, ctx);
+    case 'holdfast-tls':
+      return startHoldfastTls(ctx);
     case 'qemu-nbd':
     case 'qemu-nbd-wt':
     case 'nbdkit':
@@ -143,7 +152,33 @@ export async function launchHoldfast(name: string, args: readonly string[], s3: 
   return { daemon, port, adminUrl };
 }
 
-async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3', ctx: SystemContext): Promise<BenchSystem> {
+/**
+ * holdfast-local's setup with TLS required, to measure what TLS costs. fio's nbd engine cannot be
+ * given key files in its URI, so it trusts the gateway's CA the way libnbd does by default: from
+ * $HOME/.pki/libnbd/ca-cert.pem, with HOME pointing into the work directory.
+ */
+async function startHoldfastTls(ctx: SystemContext): Promise<BenchSystem> {
+  const dir = path.join(ctx.workDir, 'holdfast-tls');
+  const material = await makeTlsMaterial(path.join(dir, 'tls'), { clients: [], pskIdentities: ['bench'] });
+  const home = path.join(dir, 'fio-home');
+  await mkdir(path.join(home, '.pki', 'libnbd'), { recursive: true });
+  await copyFile(material.caCert, path.join(home, '.pki', 'libnbd', 'ca-cert.pem'));
+  return startHoldfast('holdfast-tls', ctx, {
+    args: ['--tls', 'require', '--tls-cert', material.serverCert, '--tls-key', material.serverKey],
+    scheme: 'nbds',
+    fioEnv: { ...process.env, HOME: home },
+    workloads: TLS_WORKLOADS,
+  });
+}
+
+interface HoldfastVariant {
+  readonly args: readonly string[];
+  readonly scheme: 'nbd' | 'nbds';
+  readonly fioEnv?: NodeJS.ProcessEnv;
+  readonly workloads?: readonly Workload[];
+}
+
+async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-tls', ctx: SystemContext, variant: HoldfastVariant = { args: [], scheme: 'nbd' }): Promise<BenchSystem> {
   const { opts, s3 } = ctx;
   const dir = path.join(ctx.workDir, name);
   await mkdir(dir, { recursive: true });
@@ -157,6 +192,7 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3', ctx: System
     '--cache-size',
     String(opts.cacheSize),
     ...(opts.uploadDelay === undefined ? [] : ['--upload-delay', opts.uploadDelay]),
+    ...variant.args,
   ];
   const launch = (): Promise<HoldfastProcess> => launchHoldfast(name, args, s3);
   let current = await launch();
@@ -164,9 +200,9 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3', ctx: System
   return {
     name,
     description: describeSystem(name, s3.kind),
-    workloads: new Set<Workload>([...READS, 'randread-cold', ...WRITES, ...(name === 'holdfast-s3' ? (['recovery'] as const) : [])]),
+    workloads: new Set<Workload>(variant.workloads ?? [...READS, 'randread-cold', ...WRITES, ...(name === 'holdfast-s3' ? (['recovery'] as const) : [])]),
     storeBacked: true,
-    target: () => ({ engine: 'nbd', uri: `nbd://127.0.0.1:${current.port}/${VOLUME}` }),
+    target: () => ({ engine: 'nbd', uri: `${variant.scheme}://127.0.0.1:${current.port}/${VOLUME}`, ...(variant.fioEnv === undefined ? {} : { env: variant.fioEnv }) }),
     pid: () => current.daemon.pid,
     async dropCache(): Promise<void> {
       await current.daemon.stop('SIGTERM', 30_000);

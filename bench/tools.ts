@@ -9,6 +9,7 @@ const TOOLS: Readonly<Record<string, string>> = {
   'qemu-nbd': 'qemu-utils',
   nbdkit: 'nbdkit',
   s3backer: 's3backer',
+  certtool: 'gnutls-bin',
 };
 
 /** Tools without which nothing can be measured; the others only take their system out of the run. */

@@ -23,8 +23,8 @@ export const FAILPOINTS = [
   'compact.after-commit',
   'gc.before-delete',
   'gc.mid-delete',
-  'snapshot.before-put',
   'takeover.after-head',
+  'upgrade.after-extent',
 ] as const;
 export type FailpointName = (typeof FAILPOINTS)[number];
 

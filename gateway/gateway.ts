@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
-import { diskCacheStatus, volumeStatus } from './admin/volume-status.js';
+import { diskCacheStatus, volumeStatus, waitingStatus } from './admin/volume-status.js';
+import { policyDocument } from '../shared/hang-policy.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
 import { DiskCache } from './disk-cache/disk-cache.js';
@@ -24,9 +25,13 @@ import { openStore } from './store/open-store.js';
 import { VolumeCatalog } from './volume/catalog.js';
 import { journalIdentity } from './volume/journal-identity.js';
 import { openVolume } from './volume/open-volume.js';
-import type { Volume } from './volume/volume.js';
+import { Volume } from './volume/volume.js';
+import { loadShape, saveShape, WaitingVolume } from './volume/waiting-volume.js';
+import { readdir } from 'node:fs/promises';
 
-export { configuredHangPolicy } from './config/volume-options.js';
+import { configuredHangPolicy } from './config/volume-options.js';
+
+export { configuredHangPolicy };
 
 /** How often a volume that could not be opened (its store unreachable) is tried again. */
 const REOPEN_MS = 2000;
@@ -39,6 +44,8 @@ const REOPEN_MS = 2000;
 export class Gateway implements ExportRegistry {
   private readonly served = new Map<string, Volume>();
   private readonly waiting = new Set<string>();
+  /** Volumes served here before whose store does not answer now: offered to clients, their requests held. */
+  private readonly standIns = new Map<string, WaitingVolume>();
   private nbd: NbdServer | undefined;
   private security: FileSecurity | undefined;
   private admin: AdminServer | undefined;
@@ -49,6 +56,7 @@ export class Gateway implements ExportRegistry {
   private journalId = '';
   /** The disk cache tier all volumes share (`--cache-dir`); undefined when off. */
   diskCache: DiskCache | undefined;
+  readonly startedAt = new Date();
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
   readonly gatewayId: string;
@@ -85,10 +93,12 @@ export class Gateway implements ExportRegistry {
       // can find the gateway that serves a volume.
       gateway.admin = new AdminServer({
         sources: {
-          volumeNames: () => [...gateway.served.keys()],
+          volumeNames: () => [...gateway.served.keys(), ...gateway.standIns.keys()],
           status: (name) => {
             const volume = gateway.volume(name);
-            return volume === undefined ? undefined : volumeStatus(volume);
+            if (volume !== undefined) return volumeStatus(volume);
+            const standIn = gateway.standIns.get(name);
+            return standIn === undefined ? undefined : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
           },
           hangControl: (name) => gateway.volume(name)?.hang,
           storage: (name) => gateway.storageOf(name),
@@ -130,12 +140,13 @@ export class Gateway implements ExportRegistry {
   }
 
   lookup(name: string): NbdExport | undefined {
-    if (name === '' && this.served.size === 1) return this.served.values().next().value;
-    return this.served.get(name);
+    const all = this.list();
+    if (name === '' && all.length === 1) return all[0];
+    return this.served.get(name) ?? this.standIns.get(name);
   }
 
   list(): readonly NbdExport[] {
-    return [...this.served.values()];
+    return [...this.served.values(), ...this.standIns.values()];
   }
 
   volume(name: string): Volume | undefined {
@@ -193,7 +204,8 @@ export class Gateway implements ExportRegistry {
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.logger.warn({ err: errorMessage(err) }, 'object store unreachable at start; volumes are served once it answers');
-      for (const name of this.config.volumes) this.waiting.add(name);
+      const known = this.config.volumes.length > 0 ? [...this.config.volumes] : await this.volumesServedBefore();
+      for (const name of known) await this.waitFor(name);
       if (this.config.volumes.length === 0) this.waiting.add('*');
       this.scheduleReopen();
       return;
@@ -204,10 +216,30 @@ export class Gateway implements ExportRegistry {
       } catch (err) {
         if (!(err instanceof StoreError)) throw err;
         this.logger.warn({ volume: name, err: errorMessage(err) }, 'object store unreachable: volume not served until it answers');
-        this.waiting.add(name);
+        await this.waitFor(name);
       }
     }
     if (this.waiting.size > 0) this.scheduleReopen();
+  }
+
+  /**
+   * A volume to take once the store answers. If it was served here before, clients find it meanwhile
+   * (its shape is in its journal directory) and their requests wait, held, for it.
+   */
+  private async waitFor(name: string): Promise<void> {
+    this.waiting.add(name);
+    if (this.standIns.has(name)) return;
+    const shape = await loadShape(Volume.journalDirFor(this.config.journalRoot, name));
+    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout));
+  }
+
+  /** The volumes whose journal directory says they were served here. */
+  private async volumesServedBefore(): Promise<string[]> {
+    // The journal root also holds files of its own (journal-id): only directories are volumes.
+    const entries = await readdir(this.config.journalRoot, { withFileTypes: true }).catch(() => []);
+    const out: string[] = [];
+    for (const e of entries) if (e.isDirectory() && (await loadShape(Volume.journalDirFor(this.config.journalRoot, e.name))) !== undefined) out.push(e.name);
+    return out;
   }
 
   private async volumeNames(): Promise<string[]> {
@@ -230,16 +262,25 @@ export class Gateway implements ExportRegistry {
   private async open(name: string): Promise<void> {
     const owner = ownerIdentity(this.gatewayId, this.journalId, this.adminEndpoint());
     const size = (await new VolumeCatalog(this.store).get(name)).size;
+    // The callback may only fire once the volume is served: it names that very volume, never a later one.
+    let opened: Volume | undefined;
     const volume = await openVolume(
       volumeOptions(this.config, name, size, this.store, owner, this.logger, {
         events: this.events,
         gatewayId: this.gatewayId,
-        onDeposed: (v, err) => this.deposed(v, err),
+        onDeposed: (err) => {
+          if (opened !== undefined) this.deposed(opened, err);
+        },
         diskCache: this.diskCache,
       }),
     );
+    opened = volume;
+    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size: volume.size, extentSize: volume.extentSize, readOnly: volume.head.readOnly, createdAt: volume.head.createdAt });
     this.served.set(name, volume);
     this.waiting.delete(name);
+    const standIn = this.standIns.get(name);
+    this.standIns.delete(name);
+    standIn?.ready(volume);
     this.logger.info({ volume: name, epoch: volume.head.epoch, seq: volume.head.seq }, 'serving volume');
   }
 
@@ -269,6 +310,8 @@ export class Gateway implements ExportRegistry {
       } catch (err) {
         if (err instanceof StoreError) continue;
         this.waiting.delete(name);
+        this.standIns.get(name)?.abandon(`volume ${name} cannot be served: ${errorMessage(err)}`);
+        this.standIns.delete(name);
         this.logger.error({ volume: name, err: errorMessage(err) }, 'volume cannot be served');
       }
     }
@@ -279,6 +322,7 @@ export class Gateway implements ExportRegistry {
   private deposed(volume: Volume, err: VolumeDeposedError): void {
     if (this.served.get(volume.name) !== volume) return;
     this.served.delete(volume.name);
+    this.nbd?.withdraw(volume.name);
     this.events.publish({
       kind: 'volume-deposed',
       id: randomUUID(),
@@ -331,6 +375,7 @@ export class Gateway implements ExportRegistry {
     if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer);
     if (this.gcTimer !== undefined) clearTimeout(this.gcTimer);
     for (const volume of this.served.values()) volume.hang.close();
+    for (const standIn of this.standIns.values()) standIn.abandon('gateway shutting down before the volume could be taken');
     await this.nbd?.close(graceMs);
     // What is left in the journals is shipped while the grace lasts; a volume fully in the store is handed back.
     await Promise.all(

@@ -1,18 +1,21 @@
 #!/usr/bin/env node
 // The whole suite, again and again, on a machine kept busy by another CPU-heavy job: what a flaky
-// test needs to show itself. Usage: node scripts/soak.mjs [--runs 5] [--load N] [--logs DIR]
+// test needs to show itself. Usage: node scripts/soak.mjs [--runs 5] [--load N] [--logs DIR] [PHASE...]
+// (phases as for scripts/test.mjs; all by default).
 //
 // The load is N processes hashing an endless stream (`sha256sum /dev/zero`: pure CPU, no disk, no
 // memory to speak of), one per core by default, at normal priority, for the whole soak. Each run is
-// `node scripts/test.mjs` (what `npm test` runs); its output goes to DIR/run-K.log and its result
-// line and duration are printed. Exits 0 only if every run passed.
+// `npm test` (with PHASEs: `npm test -- PHASE...`); its output goes to DIR/run-K.log and its result
+// line and duration are printed. Exits 0 only if every run passed. Leave the tree alone while it
+// runs: the integration tests refuse a bundle older than the sources.
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({
+const { values, positionals: phases } = parseArgs({
+  allowPositionals: true,
   options: {
     runs: { type: 'string', default: '5' },
     load: { type: 'string', default: String(availableParallelism()) },
@@ -22,7 +25,7 @@ const { values } = parseArgs({
 const runs = Number(values.runs);
 const load = Number(values.load);
 if (!Number.isInteger(runs) || runs < 1 || !Number.isInteger(load) || load < 0) {
-  console.error('usage: node scripts/soak.mjs [--runs 5] [--load N] [--logs DIR]');
+  console.error('usage: node scripts/soak.mjs [--runs 5] [--load N] [--logs DIR] [PHASE...]');
   process.exit(2);
 }
 mkdirSync(values.logs, { recursive: true });
@@ -33,13 +36,14 @@ const stopLoad = () => {
 };
 process.on('exit', stopLoad);
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
-console.log(`soak: ${runs} runs of the whole suite under ${load} CPU-bound sha256sum process(es); logs in ${values.logs}`);
+console.log(`soak: ${runs} runs of ${phases.length === 0 ? 'the whole suite' : `the ${phases.join(', ')} phase(s)`} under ${load} CPU-bound sha256sum process(es); logs in ${values.logs}`);
 
 function runSuite(k) {
   return new Promise((resolve) => {
     const log = createWriteStream(join(values.logs, `run-${k}.log`));
     const started = Date.now();
-    const child = spawn(process.execPath, ['scripts/test.mjs'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Through npm, as `npm test` runs it: with node_modules/.bin (the project's Node) first on PATH.
+    const child = spawn('npm', ['test', '--', ...phases], { stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
     const keep = (chunk) => {
       log.write(chunk);

@@ -32,6 +32,9 @@ export class VolumeCorruptError extends HoldfastError {}
 /** Another gateway holds the volume (same journal directory or same store). */
 export class VolumeLockedError extends HoldfastError {}
 
+/** Clients are attached to the volume and the change would pull it from under them (delete, shrink) unless forced. */
+export class VolumeBusyError extends VolumeLockedError {}
+
 /** The volume is read-only and the request would change it. */
 export class ReadOnlyError extends HoldfastError {}
 

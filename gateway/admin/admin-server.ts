@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { HoldfastEvent, RequestedBy } from '../../shared/events.js';
 import { HangPolicyPatchSchema, applyPolicyPatch, policyDocument } from '../../shared/hang-policy.js';
 import type { HangControl } from '../hang/index.js';
-import { HttpError, allow, readJson, send } from './http.js';
+import { allow, HttpError, pathSegment, readJson, send } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { type DiskCacheStatus, type VolumeStatus } from './volume-status.js';
 import { storageRoute, type StorageSources } from './storage-routes.js';
@@ -118,15 +118,18 @@ export class AdminServer {
     }
     const m = VOLUME_ROUTE.exec(path);
     if (m === null) throw new HttpError(404, `no such endpoint: ${path}`);
-    const name = volumeName(m[1] ?? '');
+    const name = pathSegment(m[1] ?? '', 'volume name');
     const status = sources.status(name);
+    if (status === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
+    if (m[2] === undefined) {
+      allow(method, ['GET']);
+      send(res, 200, status);
+      return;
+    }
+    // A volume waiting for its store to answer has a status but no hang controls yet.
     const control = sources.hangControl(name);
-    if (status === undefined || control === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
+    if (control === undefined) throw new HttpError(409, `volume ${name} is not taken yet (its store does not answer): its hang handling cannot be changed`);
     switch (m[2]) {
-      case undefined:
-        allow(method, ['GET']);
-        send(res, 200, status);
-        return;
       case 'hang-policy':
         allow(method, ['GET', 'PUT']);
         if (method === 'PUT') await this.changePolicy(req, name, control);
@@ -171,13 +174,5 @@ export class AdminServer {
     const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
     const wanted = Buffer.from(token);
     if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) throw new HttpError(401, 'missing or wrong bearer token');
-  }
-}
-
-function volumeName(encoded: string): string {
-  try {
-    return decodeURIComponent(encoded);
-  } catch {
-    throw new HttpError(400, `volume name ${JSON.stringify(encoded)} is not valid percent-encoding`);
   }
 }

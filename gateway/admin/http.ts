@@ -47,3 +47,12 @@ export function send(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
+
+/** A percent-encoded part of a path (a volume or snapshot name); bad encoding is the client's error, a 400. */
+export function pathSegment(encoded: string, what: string): string {
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    throw new HttpError(400, `${what} ${JSON.stringify(encoded)} is not valid percent-encoding`);
+  }
+}

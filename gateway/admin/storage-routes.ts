@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { HoldfastError, VolumeExistsError, VolumeNotFoundError } from '../../shared/errors.js';
 import type { GcReport } from '../image/gc.js';
 import type { SnapshotInfo } from '../image/snapshots.js';
-import { allow, HttpError } from './http.js';
+import { allow, HttpError, pathSegment } from './http.js';
 
 /** Where the storage routes find what they act on (the gateway; tests give their own). */
 export interface StorageSources {
@@ -48,21 +48,25 @@ export async function storageRoute(
   const compact = COMPACT.exec(path);
   if (compact !== null) {
     allow(method, ['POST']);
-    const { name, storage } = served(sources, compact[1]!);
+    const { name, storage } = served(sources, compact[1] ?? '');
     const deltas = await storage.compact();
     logger.info({ volume: name }, 'volume compacted');
     return { status: 200, body: { compacted: true, deltas } };
   }
   const m = SNAPSHOTS.exec(path);
   if (m === null) return undefined;
-  const { name, storage } = served(sources, m[1]!);
-  const snapshot = m[2] === undefined ? undefined : decodeURIComponent(m[2]);
+  const { name, storage } = served(sources, m[1] ?? '');
+  const snapshot = m[2] === undefined ? undefined : pathSegment(m[2], 'snapshot name');
   try {
     if (snapshot === undefined) {
       allow(method, ['GET', 'POST']);
       if (method === 'GET') return { status: 200, body: { snapshots: await storage.listSnapshots() } };
       const parsed = SnapshotRequest.safeParse(await body());
-      if (!parsed.success) throw new HttpError(400, `invalid snapshot request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
+      if (!parsed.success)
+        throw new HttpError(
+          400,
+          `invalid snapshot request: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`,
+        );
       const info = await storage.snapshot(parsed.data.name);
       logger.info({ volume: name, snapshot: info.name, seq: info.seq }, 'snapshot created');
       return { status: 201, body: info };
@@ -80,7 +84,7 @@ export async function storageRoute(
 }
 
 function served(sources: StorageSources, encoded: string): { name: string; storage: VolumeStorage } {
-  const name = decodeURIComponent(encoded);
+  const name = pathSegment(encoded, 'volume name');
   const storage = sources.storage?.(name);
   if (storage === undefined) throw new HttpError(404, `no volume named ${name} is served here`);
   return { name, storage };

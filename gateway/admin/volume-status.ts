@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import { ErrorClassSchema, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
-import { HangPolicyDocumentSchema } from '../../shared/hang-policy.js';
+import { HangPolicyDocumentSchema, type HangPolicyDocument } from '../../shared/hang-policy.js';
 import type { DiskCacheStats } from '../disk-cache/disk-cache.js';
 import type { Volume } from '../volume/volume.js';
+import type { WaitingVolume } from '../volume/waiting-volume.js';
 
 const count = z.number().int().nonnegative();
 const time = z.iso.datetime();
@@ -31,6 +32,21 @@ export const VolumeStatusSchema = z.object({
   /** The volume's object reads the disk cache answered and did not; null without a disk cache. */
   diskCache: z.object({ hits: count, misses: count }).nullable(),
   uploads: z.object({ done: count, bytes: count, failures: count, inFlight: count }),
+  /** The volume in the store (format 2): its head, deltas, index and compaction. */
+  image: z.object({
+    epoch: count,
+    headSeq: count,
+    ackedSeq: count,
+    leaseRemainingMs: z.number(),
+    deltas: count,
+    deltaBytes: count,
+    baseExtents: count,
+    indexBytes: count,
+    compactedExtents: count,
+    compactionBytes: count,
+    metadataBytes: count,
+    corruptReads: count,
+  }),
 });
 export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 
@@ -73,6 +89,35 @@ export function diskCacheStatus(s: DiskCacheStats): DiskCacheStatus {
 }
 export type VolumesResponse = z.infer<typeof VolumesResponseSchema>;
 
+/**
+ * A volume the gateway served before but cannot take yet (its store does not answer): offered to
+ * clients, every request held until it is taken.
+ */
+export function waitingStatus(v: WaitingVolume, policy: HangPolicyDocument, since: Date): VolumeStatus {
+  const held = v.held;
+  return {
+    name: v.name,
+    size: v.size,
+    readOnly: v.readOnly,
+    clients: v.clients,
+    state: held > 0 ? 'hang' : 'normal',
+    paused: false,
+    held: { requests: held, bytes: 0 },
+    episode: null,
+    timedOutSince: null,
+    storageUnavailableSince: since.toISOString(),
+    journalFailing: false,
+    errorClass: 'transient',
+    lastError: 'the object store did not answer: the volume is not taken yet',
+    policy,
+    journal: { bytes: 0, limit: 0, pressure: 'normal', backlogRecords: 0, dirtyExtents: 0 },
+    cache: { bytes: 0, hits: 0, misses: 0 },
+    diskCache: null,
+    uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
+    image: { epoch: 0, headSeq: 0, ackedSeq: 0, leaseRemainingMs: 0, deltas: 0, deltaBytes: 0, baseExtents: 0, indexBytes: 0, compactedExtents: 0, compactionBytes: 0, metadataBytes: 0, corruptReads: 0 },
+  };
+}
+
 export function volumeStatus(v: Volume): VolumeStatus {
   const s = v.stats();
   const { journalPressure, ...hang } = v.hang.snapshot();
@@ -92,5 +137,19 @@ export function volumeStatus(v: Volume): VolumeStatus {
     cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
     diskCache: s.diskCache ?? null,
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },
+    image: {
+      epoch: s.epoch,
+      headSeq: s.headSeq,
+      ackedSeq: s.ackedSeq,
+      leaseRemainingMs: s.leaseRemainingMs,
+      deltas: s.deltas,
+      deltaBytes: s.deltaBytes,
+      baseExtents: s.baseExtents,
+      indexBytes: s.indexBytes,
+      compactedExtents: s.compactedExtents,
+      compactionBytes: s.compactionBytes,
+      metadataBytes: s.metadataBytes,
+      corruptReads: s.corruptReads,
+    },
   };
 }

@@ -10,6 +10,7 @@ import { ownerIdentity } from '../image/take-volume.js';
 import { createLogger } from '../logger.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { openStore } from '../store/open-store.js';
+import { retryingStore } from '../store/retrying-store.js';
 import { VolumeCatalog } from '../volume/catalog.js';
 import { journalIdentity } from '../volume/journal-identity.js';
 import { openVolume } from '../volume/open-volume.js';
@@ -33,7 +34,8 @@ export interface Session {
 export async function withSession<T>(cmd: Command, fn: (session: Session) => Promise<T>): Promise<T> {
   const config = configFrom(cmd);
   const logger = createLogger(config.logLevel, config.logFormat);
-  const store = openStore(config);
+  // A command has no hang engine holding its requests: a store briefly slow to answer is tried again.
+  const store = retryingStore(openStore(config), { attempts: 6, initialMs: 200, maxMs: 5000, logger });
   const interrupt = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     // A second signal means the user will not wait for the requests in flight and the volume's release.

@@ -7,6 +7,8 @@ import { isDataObjectKey, volumePrefix } from '../image/layout.js';
 import { cloneFromSnapshot, listSnapshots, readSnapshot } from '../image/snapshots.js';
 import { VolumeCatalog } from '../volume/catalog.js';
 import { upgradeVolume } from '../volume/upgrade.js';
+import { journalIdentity } from '../volume/journal-identity.js';
+import { processFailpoints } from '../failpoints.js';
 import { Volume } from '../volume/volume.js';
 import { concurrencyArgument, sizeArgument } from './arguments.js';
 import { addSettingOptions } from './options.js';
@@ -185,8 +187,10 @@ export function registerVolumeCommands(program: Command): void {
       let progress: ReturnType<typeof startProgress> | undefined;
       let last = 0;
       const report = await upgradeVolume(session.store, name, {
-        concurrency,
         logger: session.logger,
+        journalDir: Volume.journalDirFor(session.config.journalRoot, name),
+        journalId: await journalIdentity(session.config.journalRoot),
+        failpoints: processFailpoints,
         signal: session.signal,
         run: (items, work) => runPool(items, concurrency, session.signal, () => async (i) => void (await work(i))),
         onExtent: (done, of) => {
@@ -196,7 +200,11 @@ export function registerVolumeCommands(program: Command): void {
         },
       });
       progress?.stop();
-      process.stdout.write(`upgraded volume ${name} to format 2: ${report.converted} extents converted, ${report.reused} found converted already, ${report.legacyDeleted} format 1 objects removed\n`);
+      // What a format 1 gateway acknowledged and left in this journal goes into the volume now.
+      if (report.backlog > 0) await withTakenVolume(session, name, async () => undefined);
+      process.stdout.write(
+        `upgraded volume ${name} to format 2: ${report.converted} extents converted, ${report.reused} found converted already, ${report.legacyDeleted} format 1 objects removed${report.backlog > 0 ? ', its journal backlog uploaded' : ''}\n`,
+      );
     });
   });
 

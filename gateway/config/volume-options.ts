@@ -10,6 +10,13 @@ import type { ResolvedConfig } from './load-config.js';
 /** Backoff of the first retry after a failed upload or journal write. */
 const RETRY_INITIAL_MS = 50;
 const GiB = 2 ** 30;
+/**
+ * Deltas a head may name before the oldest is folded. Folding a delta rewrites every extent it still
+ * shows in — for scattered random writes, thousands — so this is a backstop that keeps the head (about
+ * 150 bytes a delta) and the start-up load bounded; the index-memory budget, which compacts the extents
+ * with the most runs, is what normally keeps deltas in check.
+ */
+const MAX_DELTAS = 4096;
 
 /** The hang policy every volume starts with, from the configuration. */
 export function configuredHangPolicy(config: ResolvedConfig): HangPolicy {
@@ -40,7 +47,7 @@ export function volumeOptions(
     uploadDelayMs: config.uploadDelay,
     retryInitialMs: RETRY_INITIAL_MS,
     retryMaxMs: config.retryMax,
-    compaction: { indexMemoryBytes: config.indexMemory, deltaBytes: config.deltaBudget ?? Math.max(GiB, Math.floor(size / 2)), deltaCount: 256 },
+    compaction: { indexMemoryBytes: config.indexMemory, deltaBytes: config.deltaBudget ?? Math.max(GiB, Math.floor(size / 2)), deltaCount: MAX_DELTAS },
     gcGraceMs: config.gcGrace,
     logger: logger.child({ volume: name }),
     failpoints: processFailpoints,

@@ -33,6 +33,8 @@ export class HeadWriter {
   private deposedError: VolumeDeposedError | undefined;
   private readonly now: () => number;
   private leaseWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  /** Bytes of head bodies sent (what the head costs in PUTs). */
+  bytesSent = 0;
 
   /** `sentAt`: when the write that produced `head` was sent (the lease runs from there). */
   constructor(
@@ -114,6 +116,7 @@ export class HeadWriter {
     const next = await change(this.headValue);
     const body = encodeHead({ ...next, version: this.headValue.version + 1, epoch: this.headValue.epoch, owner: next.owner });
     const sentAt = this.now();
+    this.bytesSent += body.length;
     let etag: string;
     try {
       etag = await this.opts.store.putIfMatch(this.opts.key, body, this.etag);

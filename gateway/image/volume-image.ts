@@ -63,7 +63,7 @@ interface Piece {
 const DEFAULT_BASE_META_BYTES = 16 * 2 ** 20;
 
 export class VolumeImage {
-  readonly shape: VolumeShape;
+  private currentShape: VolumeShape;
   readonly bases = new Map<number, BaseRef>();
   readonly pages = new Map<number, PageRef>();
   /** Pages whose bases changed since the last head was written. */
@@ -82,7 +82,7 @@ export class VolumeImage {
     head: Head,
     opts: VolumeImageOptions,
   ) {
-    this.shape = shapeOf(head);
+    this.currentShape = shapeOf(head);
     this.reader = new ObjectReader(store, opts.copies, head.name);
     this.runs = new RunMap((slot, bytes) => {
       const d = this.deltas.get(slot);
@@ -105,6 +105,30 @@ export class VolumeImage {
     }
     for (const ref of head.deltas) image.addDelta(ref, await image.fetchMeta(ref, signal));
     return image;
+  }
+
+  get shape(): VolumeShape {
+    return this.currentShape;
+  }
+
+  /**
+   * The volume's new size (a resize the head already records, or is about to). Extents wholly past a
+   * smaller size are forgotten — their bases returned, to be released, and their delta runs dropped —
+   * so a later grow finds zeros there; the caller zeroed the cut part of the last extent first.
+   */
+  resize(size: number): string[] {
+    this.currentShape = { ...this.currentShape, size };
+    const count = this.extentCount;
+    const released: string[] = [];
+    for (const [extent, base] of [...this.bases]) {
+      if (extent < count) continue;
+      released.push(base.key);
+      this.bases.delete(extent);
+      this.baseMeta.delete(base.key);
+      this.dirtyPages.add(pageOf(extent));
+    }
+    for (const extent of [...this.runs.extentIndexes()]) if (extent >= count) this.runs.removeWhere(extent, () => true);
+    return released;
   }
 
   get extentCount(): number {

@@ -28,7 +28,7 @@ const AccessFileSchema = z
   .record(
     z.string().min(1, 'an identity must not be empty').max(4096),
     z
-      .record(z.string(), z.enum(['rw', 'ro'], { message: 'access must be "rw" or "ro"' }))
+      .record(z.string(), z.enum(['rw', 'ro'], { error: 'access must be "rw" or "ro"' }))
       .superRefine((volumes, ctx) => {
         // Checked here rather than in the key schema, whose failures zod reports without this message.
         for (const name of Object.keys(volumes)) {

@@ -138,47 +138,33 @@ export class RequestParser {
    * one that closed without it has left. Walks the buffered headers, skipping WRITE payloads.
    */
   get disconnectBuffered(): boolean {
-    const input = [this.headerScratch.subarray(0, this.headerFill), ...this.queue];
-    if (input.length > 1) input[1] = input[1]!.subarray(this.position);
-    let chunk = 0;
-    let at = 0;
-    const skip = (bytes: number): boolean => {
-      let left = bytes;
-      while (left > 0 && chunk < input.length) {
-        const n = Math.min(left, input[chunk]!.length - at);
-        left -= n;
-        at += n;
-        if (at === input[chunk]!.length) {
-          chunk++;
-          at = 0;
-        }
+    const rest: Buffer[] = [this.headerScratch.subarray(0, this.headerFill)];
+    this.queue.forEach((chunk, i) => rest.push(i === 0 ? chunk.subarray(this.position) : chunk));
+    /** Takes `bytes` from the front of `rest`, copying them into `into` if given; false if fewer are there. */
+    const consume = (bytes: number, into?: Buffer): boolean => {
+      let done = 0;
+      while (done < bytes) {
+        const chunk = rest[0];
+        if (chunk === undefined) return false;
+        const n = Math.min(bytes - done, chunk.length);
+        if (into !== undefined) chunk.copy(into, done, 0, n);
+        done += n;
+        if (n === chunk.length) rest.shift();
+        else rest[0] = chunk.subarray(n);
       }
-      return left === 0;
+      return true;
     };
     const header = Buffer.allocUnsafe(REQUEST_HEADER_SIZE);
-    const readHeader = (): boolean => {
-      let filled = 0;
-      while (filled < REQUEST_HEADER_SIZE && chunk < input.length) {
-        const n = input[chunk]!.copy(header, filled, at, at + REQUEST_HEADER_SIZE - filled);
-        filled += n;
-        at += n;
-        if (at === input[chunk]!.length) {
-          chunk++;
-          at = 0;
-        }
-      }
-      return filled === REQUEST_HEADER_SIZE;
-    };
     // The rest of the request under way: a WRITE payload waiting for admission, or one being read or skipped.
     const current = this.current;
     const pendingPayload =
       this.state === 'admission' && current?.type === Cmd.WRITE ? current.length : this.state === 'payload' && current !== undefined ? current.length - this.assemblyFill : this.state === 'skip' ? this.skipLeft : 0;
-    if (!skip(pendingPayload)) return false;
-    while (readHeader()) {
+    if (!consume(pendingPayload)) return false;
+    while (consume(REQUEST_HEADER_SIZE, header)) {
       if (header.readUInt32BE(0) !== REQUEST_MAGIC) return false;
       const type = header.readUInt16BE(6);
       if (type === Cmd.DISC) return true;
-      if (type === Cmd.WRITE && !skip(header.readUInt32BE(24))) return false;
+      if (type === Cmd.WRITE && !consume(header.readUInt32BE(24))) return false;
     }
     return false;
   }

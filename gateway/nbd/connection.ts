@@ -39,11 +39,13 @@ export class Connection {
   private socket: Socket;
   private readonly input: HandshakeInput;
   private transmission: Transmission | undefined;
+  /** The export chosen in negotiation (undefined before). */
+  private chosen: string | undefined;
   private isClosed = false;
   private timedOut = false;
-  private readonly onData = (chunk: Buffer): void => this.receive(chunk);
-  private readonly onEnd = (): void => this.receiveEnd();
-  private readonly onClose = (): void => this.close();
+  private readonly onData = (chunk: Buffer): void => { this.receive(chunk); };
+  private readonly onEnd = (): void => { this.receiveEnd(); };
+  private readonly onClose = (): void => { this.close(); };
 
   constructor(
     private readonly raw: Socket,
@@ -55,9 +57,14 @@ export class Connection {
     });
     this.input = new HandshakeInput({ pause: () => this.socket.pause(), resume: () => this.socket.resume() }, HANDSHAKE_HIGH_WATER);
     raw.setNoDelay(true);
-    raw.on('error', (err) => options.log.debug({ err }, 'nbd socket error'));
+    raw.on('error', (err) => { options.log.debug({ err }, 'nbd socket error'); });
     this.listen(raw);
     void this.negotiate();
+  }
+
+  /** The name of the export this connection uses, once it chose one. */
+  get exportName(): string | undefined {
+    return this.chosen;
   }
 
   /** Stop taking requests, answer those in flight, then close. */
@@ -99,11 +106,12 @@ export class Connection {
       if (this.isClosed) return;
       if (result.kind === 'aborted') {
         log.debug('client aborted negotiation');
-        this.socket.end(() => this.destroy());
+        this.socket.end(() => { this.destroy(); });
         return;
       }
       const { session } = result;
       const exp = session.export;
+      this.chosen = exp.name;
       exp.attach();
       this.transmission = new Transmission(
         this.socket,
@@ -146,7 +154,7 @@ export class Connection {
     try {
       const { socket, peer } = await credentials.upgrade(raw);
       this.socket = socket;
-      socket.on('error', (err) => this.options.log.debug({ err }, 'nbd TLS socket error'));
+      socket.on('error', (err) => { this.options.log.debug({ err }, 'nbd TLS socket error'); });
       this.listen(socket);
       if (socket.destroyed) this.close();
       this.options.stats.tlsSessions++;

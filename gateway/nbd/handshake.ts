@@ -281,8 +281,15 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
     }
     log.debug({ option, length }, 'nbd option');
 
-    const reply = (type: number, payload?: Buffer): void => io.write(encodeOptionReply(option, type, payload));
-    const replyError = (type: number, message: string): void => reply(type, limitedString(message));
+    const reply = (type: number, payload?: Buffer): void => { io.write(encodeOptionReply(option, type, payload)); };
+    const replyError = (type: number, message: string): void => { reply(type, limitedString(message)); };
+    /** Options that carry no data refuse some (skipped unread) with NBD_REP_ERR_INVALID. */
+    const refusedData = async (name: string): Promise<boolean> => {
+      if (length === 0) return false;
+      await io.skip(length);
+      replyError(Rep.ERR_INVALID, `${name} takes no data`);
+      return true;
+    };
 
     // FORCEDTLS: before TLS only STARTTLS and ABORT are served; EXPORT_NAME cannot be refused, so it ends the session.
     if (tls === undefined && policy.tls() === 'require' && option !== Opt.STARTTLS && option !== Opt.ABORT) {
@@ -296,11 +303,7 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
 
     switch (option) {
       case Opt.STARTTLS: {
-        if (length !== 0) {
-          await io.skip(length);
-          replyError(Rep.ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
-          continue;
-        }
+        if (await refusedData('NBD_OPT_STARTTLS')) continue;
         if (policy.tls() === 'off') {
           replyError(Rep.ERR_POLICY, 'TLS is not enabled on this server');
           continue;
@@ -359,11 +362,7 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
       }
 
       case Opt.LIST: {
-        if (length !== 0) {
-          await io.skip(length);
-          replyError(Rep.ERR_INVALID, 'NBD_OPT_LIST takes no data');
-          continue;
-        }
+        if (await refusedData('NBD_OPT_LIST')) continue;
         const access = policy.access();
         for (const exp of policy.registry.list()) {
           if (access.grant(tls?.identity, exp.name) !== undefined) reply(Rep.SERVER, serverEntry(exp));
@@ -373,11 +372,7 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
       }
 
       case Opt.STRUCTURED_REPLY: {
-        if (length !== 0) {
-          await io.skip(length);
-          replyError(Rep.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
-          continue;
-        }
+        if (await refusedData('NBD_OPT_STRUCTURED_REPLY')) continue;
         structuredReplies = true;
         reply(Rep.ACK);
         continue;

@@ -59,7 +59,7 @@ async function removeStaleSocket(path: string): Promise<boolean> {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', () => resolve(false));
+    probe.once('error', () => { resolve(false); });
   });
   if (alive) return false;
   await unlink(path).catch(() => undefined);
@@ -97,11 +97,11 @@ export class NbdServer {
   async listen(address: ListenAddress): Promise<BoundAddress> {
     // Half-open: a client may shut down its sending side right after NBD_CMD_DISC and still
     // expect the replies to the requests before it.
-    const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
-    server.on('error', (err) => this.log.error({ err }, 'nbd listener error'));
+    const server = createServer({ allowHalfOpen: true }, (socket) => { this.accept(socket); });
+    server.on('error', (err) => { this.log.error({ err }, 'nbd listener error'); });
     const bind = (): Promise<void> =>
       new Promise<void>((resolve, reject) => {
-        const onError = (err: Error): void => reject(err);
+        const onError = (err: Error): void => { reject(err); };
         server.once('error', onError);
         const done = (): void => {
           server.off('error', onError);
@@ -118,10 +118,10 @@ export class NbdServer {
     }
     this.servers.push(server);
     const bound = server.address();
-    const result: BoundAddress =
-      address.kind === 'unix' || bound === null || typeof bound === 'string'
-        ? { kind: 'unix', path: address.kind === 'unix' ? address.path : String(bound) }
-        : { kind: 'tcp', host: bound.address, port: bound.port };
+    let result: BoundAddress;
+    if (address.kind === 'unix') result = { kind: 'unix', path: address.path };
+    else if (bound !== null && typeof bound === 'object') result = { kind: 'tcp', host: bound.address, port: bound.port };
+    else throw new Error(`a TCP listener reports the address ${JSON.stringify(bound)}`);
     this.log.info(result, 'nbd server listening');
     return result;
   }
@@ -135,14 +135,29 @@ export class NbdServer {
     return this.closing;
   }
 
+  /**
+   * The export went away (deleted, or taken by another gateway): its connections stop taking requests,
+   * answer those in flight and close, as after NBD_CMD_DISC; every other connection goes on.
+   */
+  withdraw(name: string): number {
+    let n = 0;
+    for (const connection of this.connections) {
+      if (connection.exportName !== name) continue;
+      connection.shutdown();
+      n++;
+    }
+    if (n > 0) this.log.info({ export: name, connections: n }, 'export withdrawn: its connections are closed');
+    return n;
+  }
+
   private async shutdown(graceMs: number): Promise<void> {
-    const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => { resolve(); }))));
     const open = [...this.connections];
     for (const connection of open) connection.shutdown();
     const allClosed = Promise.all(open.map((connection) => connection.closed));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'grace-over'>((resolve) => {
-      timer = setTimeout(() => resolve('grace-over'), graceMs);
+      timer = setTimeout(() => { resolve('grace-over'); }, graceMs);
     });
     const outcome = await Promise.race([allClosed, graceOver]);
     clearTimeout(timer);

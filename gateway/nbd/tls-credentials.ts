@@ -137,10 +137,11 @@ export class TlsCredentials {
         }
         if (material.verifyClients && !tlsSocket.authorized) {
           tlsSocket.destroy();
-          reject(new TlsHandshakeError(`client certificate refused: ${String(tlsSocket.authorizationError ?? 'none presented')}`));
+          reject(new TlsHandshakeError(`client certificate refused: ${String(tlsSocket.authorizationError)}`));
           return;
         }
-        const commonName = material.verifyClients ? tlsSocket.getPeerCertificate().subject?.CN : undefined;
+        // Verified above, so the certificate is there.
+        const commonName = material.verifyClients ? tlsSocket.getPeerCertificate().subject.CN : undefined;
         resolve({ socket: tlsSocket, peer: { identity: typeof commonName === 'string' ? commonName : undefined, method: 'x509' } });
       };
       const onError = (err: Error, tlsSocket: TLSSocket): void => {

@@ -123,6 +123,12 @@ export class Transmission implements RequestSink {
   private readonly failureLog = new LogRateLimiter(FAILURE_LOG_INTERVAL_MS);
   private lastActivity = performance.now();
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Replies of this tick go out together (see reply()). */
+  private batching = false;
+  private readonly endBatch = (): void => {
+    this.batching = false;
+    if (!this.socket.destroyed) this.socket.uncork();
+  };
 
   constructor(
     private readonly socket: Duplex,
@@ -377,6 +383,13 @@ export class Transmission implements RequestSink {
       if (data !== undefined) this.exp.readDone?.(data);
       return;
     }
+    // Requests that finish together (a group commit, reads of one chunk of requests) are answered in
+    // one writev — one TLS record instead of one per reply, and fewer syscalls in clear text too.
+    if (!this.batching) {
+      this.batching = true;
+      socket.cork();
+      process.nextTick(this.endBatch);
+    }
     const { handleHi, handleLo } = request;
     const structured = this.session.structuredReplies;
     const released =
@@ -387,18 +400,18 @@ export class Transmission implements RequestSink {
           }
         : bytes === 0
           ? undefined
-          : () => this.account.release(bytes);
+          : () => {
+              this.account.release(bytes);
+            };
     let accepted: boolean;
     if (error !== Errno.OK) {
       // With structured replies a READ must not get a simple reply, and errors carry a message.
       accepted = socket.write(structured ? encodeErrorChunk(error, handleHi, handleLo, ERROR_MESSAGE_BYTES[error] ?? Buffer.alloc(0)) : encodeSimpleReply(error, handleHi, handleLo), released);
     } else if (outcome.kind === 'data') {
       const header = structured ? encodeReadChunkHeader(handleHi, handleLo, request.offset, outcome.data.length) : encodeSimpleReply(Errno.OK, handleHi, handleLo);
-      // One writev for header and data, without concatenating them.
-      socket.cork();
+      // Header and data leave in the same writev, without concatenating them.
       socket.write(header);
       accepted = socket.write(outcome.data, released);
-      socket.uncork();
     } else if (outcome.kind === 'status') {
       accepted = socket.write(outcome.chunk, released);
     } else {
@@ -454,7 +467,7 @@ export class Transmission implements RequestSink {
       this.socket.destroy();
       return;
     }
-    this.idleTimer = setTimeout(() => this.armIdleTimer(), busy ? timeout : timeout - idleFor);
+    this.idleTimer = setTimeout(() => { this.armIdleTimer(); }, busy ? timeout : timeout - idleFor);
     this.idleTimer.unref();
   }
 

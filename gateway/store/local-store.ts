@@ -225,6 +225,23 @@ export class LocalDirectoryStore implements ObjectStore {
     yield* keys;
   }
 
+  async *listFolders(prefix: string, opts?: StoreCallOptions): AsyncIterable<string> {
+    checkAborted(opts);
+    if (prefix !== '') validateKey(prefix.replace(/\/$/, ''));
+    let entries;
+    try {
+      entries = await readdir(path.join(this.root, prefix), { withFileTypes: true });
+    } catch (err) {
+      if (isNoSuchObject(err)) return;
+      throw new StoreError('list', prefix, { cause: err });
+    }
+    const names = entries.filter((e) => e.isDirectory() && !e.name.endsWith(CAS_SUFFIX) && !e.name.includes(TEMP_FILE_MARKER)).map((e) => e.name);
+    // A directory left empty by deletions has no objects under it: S3 would not list it.
+    for (const name of names.sort()) {
+      if (await this.hasObjects(`${prefix}${name}/`)) yield name;
+    }
+  }
+
   async probe(opts?: StoreCallOptions): Promise<void> {
     try {
       checkAborted(opts);
@@ -236,6 +253,22 @@ export class LocalDirectoryStore implements ObjectStore {
 
   async close(): Promise<void> {
     // Nothing is held open between calls.
+  }
+
+  private async hasObjects(dirKey: string): Promise<boolean> {
+    let entries;
+    try {
+      entries = await readdir(path.join(this.root, dirKey), { withFileTypes: true });
+    } catch (err) {
+      if (isNoSuchObject(err)) return false;
+      throw new StoreError('list', dirKey, { cause: err });
+    }
+    for (const entry of entries) {
+      if (entry.name.includes(TEMP_FILE_MARKER)) continue;
+      if (!entry.isDirectory()) return true;
+      if (entry.name.endsWith(CAS_SUFFIX) ? (await newestVersion(path.join(this.root, dirKey, entry.name))) !== 0 : await this.hasObjects(`${dirKey}${entry.name}/`)) return true;
+    }
+    return false;
   }
 
   private async collectKeys(dirKey: string, prefix: string): Promise<string[]> {

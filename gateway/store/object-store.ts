@@ -28,6 +28,12 @@ export interface ObjectStore {
   list(prefix: string, opts?: StoreCallOptions): AsyncIterable<string>;
   /** Like list, with each object's size and last-modified time (garbage collection needs both). */
   listDetailed(prefix: string, opts?: StoreCallOptions): AsyncIterable<ObjectInfo>;
+  /**
+   * The names one level below `prefix` (which ends in `/`) that have objects under them, in order —
+   * S3's common prefixes with the delimiter `/`. Finding the volumes costs one listing page this way,
+   * however many objects they hold.
+   */
+  listFolders(prefix: string, opts?: StoreCallOptions): AsyncIterable<string>;
   /** The object and the tag a conditional write must name to replace it; undefined when absent. */
   getVersioned(key: string, opts?: StoreCallOptions): Promise<VersionedObject | undefined>;
   /** Creates the object only if no object has the key (S3 `If-None-Match: *`); returns its tag. */

@@ -163,6 +163,8 @@ export class S3ObjectStore implements ObjectStore {
       return out.ETag === undefined ? '' : unquote(out.ETag);
     } catch (err) {
       if (operation !== 'put' && isPreconditionFailure(err)) throw new PreconditionFailedError(key, { cause: err });
+      // AWS answers an If-Match on a key that is gone (a deleted volume's head) with 404: the condition failed.
+      if (operation === 'put-if-match' && (isNoSuchKey(err) || httpStatus(err) === 404)) throw new PreconditionFailedError(key, { cause: err });
       throw new StoreError(operation, key, { cause: err });
     }
   }
@@ -200,6 +202,26 @@ export class S3ObjectStore implements ObjectStore {
       for (const object of page.Contents ?? []) {
         if (object.Key === undefined) continue;
         yield { key: object.Key.slice(this.prefix.length), size: object.Size ?? 0, lastModified: object.LastModified ?? new Date(0) };
+      }
+      continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+    } while (continuationToken !== undefined);
+  }
+
+  async *listFolders(prefix: string, opts?: StoreCallOptions): AsyncIterable<string> {
+    const full = this.prefix + prefix;
+    let continuationToken: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, Delimiter: '/', ContinuationToken: continuationToken, MaxKeys: this.listPageSize }),
+          { abortSignal: opts?.signal },
+        );
+      } catch (err) {
+        throw new StoreError('list', prefix, { cause: err });
+      }
+      for (const p of page.CommonPrefixes ?? []) {
+        if (p.Prefix !== undefined && p.Prefix.length > full.length + 1) yield p.Prefix.slice(full.length, -1);
       }
       continuationToken = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (continuationToken !== undefined);
@@ -248,6 +270,10 @@ function normalisePrefix(prefix: string): string {
  * Only NoSuchKey means "no object": a bare 404 can also be NoSuchBucket or a proxy's error page,
  * and reading that as a missing extent would hand the guest zeros instead of an error.
  */
+function httpStatus(err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+}
+
 function isNoSuchKey(err: unknown): boolean {
   return err instanceof Error && err.name === 'NoSuchKey';
 }
@@ -260,7 +286,7 @@ function isNoSuchKey(err: unknown): boolean {
  */
 function isPreconditionFailure(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
-  const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  const status = httpStatus(err);
   return err.name === 'PreconditionFailed' || err.name === 'ConditionalRequestConflict' || status === 412 || status === 409;
 }
 

@@ -39,9 +39,16 @@ export class HeadCommits {
   private renewing = false;
   private retry = { initialMs: 50, maxMs: 1000 };
   private stopped = false;
+  /** Bytes of index pages PUT. */
+  pageBytes = 0;
 
   constructor(private readonly opts: HeadCommitsOptions) {
     this.released = [...opts.writer.head.released];
+  }
+
+  /** Bytes of heads and index pages sent to the store. */
+  get metadataBytes(): number {
+    return this.opts.writer.bytesSent + this.pageBytes;
   }
 
   get head(): Head {
@@ -81,6 +88,28 @@ export class HeadCommits {
     return this.opts.writer.write((cur) => this.compose(cur, [], cur.seq));
   }
 
+  /**
+   * Records a new size. A grow is written first and applied after (nothing may be acknowledged past the
+   * size the store knows); a shrink is applied first — the caller drained the volume and zeroed the cut
+   * part — so the head that records it no longer names the cut extents' bases.
+   */
+  resize(size: number): Promise<Head> {
+    const image = this.opts.image;
+    const release = (keys: readonly string[]): void => {
+      for (const key of keys) this.release(key);
+    };
+    if (size < image.shape.size) {
+      return this.opts.writer.write(async (cur) => {
+        if (image.shape.size !== size) release(image.resize(size));
+        return { ...(await this.compose(cur, [], cur.seq)), size };
+      });
+    }
+    return this.opts.writer.write(
+      async (cur) => ({ ...(await this.compose(cur, [], cur.seq)), size }),
+      () => release(image.resize(size)),
+    );
+  }
+
   /** Hands the volume back: no owner, so the next gateway on any journal takes it at once. */
   async releaseOwnership(): Promise<void> {
     await this.opts.writer.write(async (cur) => ({ ...(await this.compose(cur, [], cur.seq)), owner: null }));
@@ -95,6 +124,7 @@ export class HeadCommits {
       else {
         const key = indexPageKey(this.opts.name, page, cur.epoch, cur.version + 1);
         await this.opts.store.put(key, encoded.body);
+        this.pageBytes += encoded.body.length;
         image.pages.set(page, { page, key, size: encoded.body.length, crc: encoded.crc });
       }
       if (old !== undefined) this.release(old.key);
@@ -105,6 +135,7 @@ export class HeadCommits {
     const pages: PageRef[] = [...image.pages.values()].sort((a, b) => a.page - b.page);
     return {
       ...cur,
+      size: image.shape.size,
       seq,
       ackedSeq: Math.max(seq, this.opts.ackedSeq()),
       pages,

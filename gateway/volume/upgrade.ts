@@ -1,13 +1,19 @@
+import { randomUUID } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
+import type { Failpoints } from '../failpoints.js';
+import { Journal } from '../journal/journal.js';
 import { VolumeExistsError, VolumeLockedError, VolumeNotFoundError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
 import { buildBaseExtent } from '../image/base-extent.js';
 import { parseMeta } from '../image/data-object.js';
-import { emptyHead, encodeHead, type Head, type PageRef } from '../image/head.js';
+import { emptyHead, encodeHead, type Head, type Owner, type PageRef } from '../image/head.js';
 import { type BaseRef, encodePage, pageOf } from '../image/index-page.js';
 import { baseExtentKey, headKey, indexPageKey, legacyExtentIndex, legacyExtentKey, legacyLeaseKey, legacyManifestKey, volumePrefix } from '../image/layout.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/object-store.js';
 import { DEFAULT_LEASE_MS, parseLegacyManifest } from './catalog.js';
+import { MAX_WRITE_BYTES } from './volume.js';
 
 /** Format 1 renewed its lease every 10 s and gave it up after 30 s. */
 const LEGACY_LEASE_MS = 30_000;
@@ -15,6 +21,8 @@ const LEGACY_LEASE_MS = 30_000;
 const UPGRADE_TAG = '00000000';
 
 export interface UpgradeReport {
+  /** Records a format 1 gateway left in the local journal: the caller replays and uploads them. */
+  readonly backlog: number;
   readonly extents: number;
   readonly converted: number;
   /** Converted by an earlier, interrupted run and found intact. */
@@ -23,8 +31,11 @@ export interface UpgradeReport {
 }
 
 export interface UpgradeOptions {
-  readonly concurrency: number;
   readonly logger: Logger;
+  /** The volume's journal directory here: a format 1 backlog in it is handed to the format 2 volume. */
+  readonly journalDir?: string;
+  readonly journalId?: string;
+  readonly failpoints?: Failpoints;
   readonly signal?: AbortSignal;
   readonly onExtent?: (done: number, of: number) => void;
   readonly run: <T>(items: readonly number[], work: (item: number) => Promise<T>) => Promise<void>;
@@ -55,6 +66,7 @@ export async function upgradeVolume(store: ObjectStore, name: string, opts: Upgr
   }
   let converted = 0;
   let reused = 0;
+  const backlogSeq = opts.journalDir === undefined ? 0 : await legacyBacklog(opts.journalDir, opts.logger);
   if (!headExists) {
     const bases = new Map<number, BaseRef>();
     let done = 0;
@@ -74,8 +86,13 @@ export async function upgradeVolume(store: ObjectStore, name: string, opts: Upgr
         }
       }
       opts.onExtent?.(++done, legacy.length);
+      opts.failpoints?.hit('upgrade.after-extent');
     });
-    await store.putIfAbsent(headKey(name), encodeHead(await headFor(store, name, shape, bases))).catch((err: unknown) => {
+    const head = await headFor(store, name, shape, bases);
+    // A format 1 backlog in this journal directory: the head names this journal as its owner's, so the
+    // first taker with it replays the backlog and one without it refuses rather than lose it.
+    const owner: Owner | null = backlogSeq > 0 && opts.journalId !== undefined ? { gateway: 'upgrade', journalId: opts.journalId, host: hostname(), pid: process.pid, instance: `upgrade-${randomUUID()}`, admin: null } : null;
+    await store.putIfAbsent(headKey(name), encodeHead({ ...head, owner, ackedSeq: backlogSeq })).catch((err: unknown) => {
       // Another run of the upgrade finished first: its head stands.
       if (!(err instanceof PreconditionFailedError)) throw err;
     });
@@ -88,7 +105,16 @@ export async function upgradeVolume(store: ObjectStore, name: string, opts: Upgr
   await store.delete(legacyLeaseKey(name));
   await store.delete(legacyManifestKey(name));
   opts.logger.info({ volume: name, converted, reused, legacyDeleted }, 'volume upgraded to format 2');
-  return { extents: legacy.length, converted, reused, legacyDeleted };
+  return { backlog: backlogSeq, extents: legacy.length, converted, reused, legacyDeleted };
+}
+
+/** The highest sequence in a format 1 journal left in `dir` (0 when there is none). */
+async function legacyBacklog(dir: string, logger: Logger): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (!names.some((n) => /^\d{16}\.seg$/.test(n))) return 0;
+  const { journal, entries } = await Journal.open({ dir, segmentBytes: 64 * 2 ** 20, limitBytes: 2 ** 62, maxPayload: MAX_WRITE_BYTES, logger });
+  await journal.close();
+  return entries.reduce((max, e) => Math.max(max, e.seq), 0);
 }
 
 async function refuseLiveLegacyGateway(store: ObjectStore, name: string): Promise<void> {

@@ -45,6 +45,8 @@ export interface VolumeStats {
   readonly corruptReads: number;
   /** Object reads the disk cache answered, and those it did not hold; undefined without a disk cache. */
   readonly diskCache: { readonly hits: number; readonly misses: number } | undefined;
+  /** Bytes of heads and index pages sent to the store. */
+  readonly metadataBytes: number;
 }
 
 export function volumeStats(v: {
@@ -65,6 +67,7 @@ export function volumeStats(v: {
   deposed: boolean;
   corruptReads: number;
   diskCache: { readonly hits: number; readonly misses: number } | undefined;
+  metadataBytes: number;
 }): VolumeStats {
   const u = v.uploader.stats;
   const c = v.compactor.stats;
@@ -102,5 +105,6 @@ export function volumeStats(v: {
     compactionBytes: c.bytesWritten,
     corruptReads: v.corruptReads,
     diskCache: v.diskCache === undefined ? undefined : { hits: v.diskCache.hits, misses: v.diskCache.misses },
+    metadataBytes: v.metadataBytes,
   };
 }

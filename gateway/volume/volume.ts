@@ -1,78 +1,32 @@
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import { InvalidArgumentError, ReadOnlyError, RequestAbortedError, RequestDroppedError, VolumeDeposedError } from '../../shared/errors.js';
-import { DEFAULT_HANG_POLICY, type HangPolicy } from '../../shared/hang-policy.js';
-import { type EventSink, LogEventSink } from '../events/event-sink.js';
-import type { Failpoints } from '../failpoints.js';
-import { HangMonitor } from '../hang/index.js';
-import type { Head, Owner } from '../image/head.js';
+import type { HangMonitor } from '../hang/index.js';
+import type { Head } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
-import type { AllocationSpan, VolumeImage } from '../image/volume-image.js';
+import type { VolumeImage } from '../image/volume-image.js';
 import type { BaseRef } from '../image/index-page.js';
-import type { ObjectCopies } from '../image/object-reader.js';
-import type { Journal, JournalEntry } from '../journal/journal.js';
+import type { Journal } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
-import type { SegmentFileOps } from '../journal/segment-file.js';
 import type { AllocationExtent, NbdExport, RequestContext, ZeroOptions } from '../nbd/export.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { Compactor, type CompactionBudget } from './compactor.js';
-import { ExtentBuffers } from './extent-buffers.js';
-import { ExtentCache } from './extent-cache.js';
-import { HeadCommits } from './head-commits.js';
-import { PendingChanges } from './pending-changes.js';
-import { ReadPath } from './read-path.js';
-import { Uploader } from './uploader.js';
+import { overlayAllocation } from './allocation.js';
+import type { Compactor } from './compactor.js';
+import type { ExtentCache } from './extent-cache.js';
+import type { HeadCommits } from './head-commits.js';
+import type { PendingChanges } from './pending-changes.js';
+import type { ReadPath } from './read-path.js';
+import type { Uploader } from './uploader.js';
 import { volumeStats, type VolumeStats } from './volume-stats.js';
+import { wireVolume } from './wiring.js';
+import type { VolumeOptions, VolumeParts } from './options.js';
 
 /** Extents one base:allocation answer covers at most. */
 const ALLOCATION_EXTENTS = 256;
 
-/** Extent buffers kept free for the next load; more go to the garbage collector. */
-const FREE_EXTENT_BUFFERS = 2;
-
 /** Largest single write the journal accepts, matching the NBD maximum payload. */
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
 
-export interface VolumeOptions {
-  readonly name: string;
-  readonly store: ObjectStore;
-  /** The volume's own journal directory (the gateway's journal dir + volume name). */
-  readonly journalDir: string;
-  /** Who takes the volume: this gateway as the head will name it. */
-  readonly owner: Owner;
-  readonly leaseMs: number;
-  /** Take the volume even if another journal holds acknowledged writes (they are lost). */
-  readonly forceTakeover?: boolean;
-  readonly cacheBytes: number;
-  /** The gateway's disk cache tier, shared by its volumes; none when undefined. */
-  readonly diskCache?: ObjectCopies | undefined;
-  readonly journalLimitBytes: number;
-  readonly segmentBytes: number;
-  readonly uploadConcurrency: number;
-  readonly uploadDelayMs: number;
-  readonly retryInitialMs: number;
-  readonly retryMaxMs: number;
-  readonly compaction: CompactionBudget;
-  readonly gcGraceMs: number;
-  readonly logger: Logger;
-  readonly failpoints: Failpoints;
-  readonly fileOps?: SegmentFileOps;
-  /** Serve read-only even if the head allows writes. */
-  readonly forceReadOnly?: boolean;
-  readonly hangPolicy?: HangPolicy;
-  readonly events?: EventSink;
-  readonly gatewayId?: string;
-  /** Told once when another gateway takes the volume (the gateway withdraws the export). */
-  readonly onDeposed?: (volume: Volume, err: VolumeDeposedError) => void;
-}
-
-/** What opening a volume put together (see open-volume.ts). */
-export interface VolumeParts {
-  readonly writer: HeadWriter;
-  readonly image: VolumeImage;
-  readonly journal: Journal;
-  readonly replayed: readonly JournalEntry[];
-}
+export type { VolumeOptions, VolumeParts } from './options.js';
 
 /**
  * One served volume: the journal (durability), the pending changes (what the store still lacks), the
@@ -117,90 +71,20 @@ export class Volume implements NbdExport {
     this.extentSize = shape.extentSize;
     this.readOnly = shape.readOnly || opts.forceReadOnly === true;
     this.description = `Holdfast volume ${shape.name}`;
-    this.pending = new PendingChanges(shape.extentSize);
-    // Room for a base extent read whole: its data, and its tables (a CRC per 4 KiB block, its runs, a trailer).
-    const buffers = new ExtentBuffers(shape.extentSize + shape.extentSize / 1024 + 4096, FREE_EXTENT_BUFFERS);
-    this.extentCache = new ExtentCache(opts.cacheBytes, buffers);
-    const journal = this.journal;
-    this.hang = new HangMonitor({
-      volume: shape.name,
-      gateway: opts.gatewayId ?? 'holdfast',
-      policy: opts.hangPolicy ?? { ...DEFAULT_HANG_POLICY, retryMaxMs: opts.retryMaxMs },
-      probe: () => opts.store.probe(),
-      journal: {
-        held: () => journal.waiting(),
-        failWaiters: (err) => journal.failWaiters(err),
-        usage: () => ({ bytes: journal.usedBytes, limit: journal.limitBytes }),
-      },
-      events: opts.events ?? new LogEventSink(opts.logger),
-      logger: opts.logger,
-      retryInitialMs: opts.retryInitialMs,
-      onStoreRecovered: () => {
-        this.uploader.retryNow();
-        this.commits.renewSoon();
-      },
-    });
-    // Writes durable in the journal that wait for the lease (the store unreachable longer than it).
-    this.hang.addHeldSource({ held: () => this.leaseWaiting, fail: (err) => this.writer.failLeaseWaiters(err), waitsOn: 'store' });
-    this.reads = new ReadPath({
-      image: this.image,
-      journal,
+    ({
       pending: this.pending,
-      cache: this.extentCache,
-      buffers,
-      logger: opts.logger,
-      hold: (op, bytes, signal) => this.hang.run(op, bytes, signal),
-      storeHealthy: () => this.hang.state === 'normal',
-    });
-    this.commits = new HeadCommits({
-      name: shape.name,
-      store: opts.store,
-      writer: this.writer,
-      image: this.image,
-      failpoints: opts.failpoints,
-      gcGraceMs: opts.gcGraceMs,
-      ackedSeq: () => this.acked,
-      logger: opts.logger,
-      onStoreError: (err) => this.hang.storeFailed(err),
-      onStoreOk: () => this.hang.storeAnswered(),
-    });
-    const reserve = (bytes: number) => this.extentCache.reserve(bytes);
-    this.uploader = new Uploader({
-      name: shape.name,
-      epoch: this.writer.head.epoch,
-      store: opts.store,
-      journal,
-      pending: this.pending,
-      image: this.image,
+      extentCache: this.extentCache,
+      hang: this.hang,
+      reads: this.reads,
       commits: this.commits,
-      reserve,
-      concurrency: opts.uploadConcurrency,
-      delayMs: opts.uploadDelayMs,
-      retryInitialMs: opts.retryInitialMs,
-      retryMaxMs: opts.retryMaxMs,
-      failpoints: opts.failpoints,
-      logger: opts.logger,
-      onStoreError: (err) => this.hang.storeFailed(err),
-      onStoreRecovered: () => this.hang.storeAnswered(),
-      onCommitted: () => this.compactor.maybeRun(),
-    });
-    this.compactor = new Compactor({
-      name: shape.name,
-      epoch: this.writer.head.epoch,
-      store: opts.store,
-      image: this.image,
-      commits: this.commits,
-      budget: opts.compaction,
-      reserve,
-      failpoints: opts.failpoints,
-      logger: opts.logger,
-      onStoreError: (err) => this.hang.storeFailed(err),
-    });
+      uploader: this.uploader,
+      compactor: this.compactor,
+    } = wireVolume(opts, parts, { ackedSeq: () => this.acked, leaseWaiting: () => this.leaseWaiting }));
     for (const entry of parts.replayed) this.pending.add(entry);
-    this.acked = Math.max(this.writer.head.seq, ...parts.replayed.map((e) => e.seq));
+    this.acked = parts.replayed.reduce((max, e) => Math.max(max, e.seq), this.writer.head.seq);
     this.commits.startRenewals(opts.retryInitialMs, opts.retryMaxMs);
     if (parts.replayed.length > 0) {
-      opts.logger.info({ records: parts.replayed.length, bytes: journal.usedBytes }, 'journal replayed; uploading its backlog');
+      opts.logger.info({ records: parts.replayed.length, bytes: this.journal.usedBytes }, 'journal replayed; uploading its backlog');
       this.uploader.kick();
     }
     this.compactor.maybeRun();
@@ -396,7 +280,7 @@ export class Volume implements NbdExport {
     void this.compactor.stop();
     this.hang.close();
     this.writer.failLeaseWaiters(err);
-    this.opts.onDeposed?.(this, err);
+    this.opts.onDeposed?.(err);
   }
 
   stats(): VolumeStats {
@@ -418,6 +302,7 @@ export class Volume implements NbdExport {
       deposed: this.deposedError !== undefined,
       corruptReads: this.hang.counters.storageErrors.corrupt,
       diskCache: this.opts.diskCache === undefined ? undefined : this.image.reader.counters,
+      metadataBytes: this.commits.metadataBytes,
     });
   }
 
@@ -438,51 +323,4 @@ export class Volume implements NbdExport {
       await this.commits.releaseOwnership().catch((err: unknown) => this.opts.logger.warn({ err }, 'could not hand the volume back; its lease runs out by itself'));
     }
   }
-}
-
-/** Lays pending changes over the store's allocation: a pending write is data, a pending zero a hole. */
-function overlayAllocation(stored: AllocationSpan[], offset: number, pending: PendingChanges, extentSize: number): AllocationSpan[] {
-  const length = stored.reduce((n, s) => n + s.length, 0);
-  const marks: Array<[number, number, boolean]> = [];
-  let pos = offset;
-  for (const s of stored) {
-    marks.push([pos, pos + s.length, s.hole]);
-    pos += s.length;
-  }
-  const end = offset + length;
-  const first = Math.floor(offset / extentSize);
-  const last = Math.floor((end - 1) / extentSize);
-  const seen = new Set<JournalEntry>();
-  const changes: JournalEntry[] = [];
-  for (let i = first; i <= last; i++) {
-    for (const e of pending.entries(i)) {
-      if (seen.has(e)) continue;
-      seen.add(e);
-      changes.push(e);
-    }
-  }
-  changes.sort((a, b) => a.seq - b.seq);
-  let spans = marks;
-  for (const e of changes) {
-    const s = Math.max(e.offset, offset);
-    const t = Math.min(e.offset + e.length, end);
-    if (s >= t) continue;
-    const next: Array<[number, number, boolean]> = [];
-    for (const [a, b, hole] of spans) {
-      if (b <= s || a >= t) next.push([a, b, hole]);
-      else {
-        if (a < s) next.push([a, s, hole]);
-        next.push([Math.max(a, s), Math.min(b, t), e.kind === RecordKind.Zero]);
-        if (b > t) next.push([t, b, hole]);
-      }
-    }
-    spans = next;
-  }
-  const out: AllocationSpan[] = [];
-  for (const [a, b, hole] of spans) {
-    const lastOut = out[out.length - 1];
-    if (lastOut !== undefined && lastOut.hole === hole) out[out.length - 1] = { length: lastOut.length + b - a, hole };
-    else out.push({ length: b - a, hole });
-  }
-  return out;
 }

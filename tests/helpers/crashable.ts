@@ -44,6 +44,12 @@ export class CrashSwitch {
           yield k;
         }
       },
+      async *listFolders(prefix, o) {
+        for await (const k of inner.listFolders(prefix, o)) {
+          if (dead()) await new Promise(() => undefined);
+          yield k;
+        }
+      },
     };
   }
 

@@ -97,6 +97,17 @@ export class MemoryStore implements ObjectStore {
     for (const k of [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort()) yield k;
   }
 
+  async *listFolders(prefix: string): AsyncIterable<string> {
+    this.check('list', prefix);
+    const names = new Set<string>();
+    for (const k of this.objects.keys()) {
+      if (!k.startsWith(prefix)) continue;
+      const slash = k.indexOf('/', prefix.length);
+      if (slash > prefix.length) names.add(k.slice(prefix.length, slash));
+    }
+    yield* [...names].sort();
+  }
+
   async probe(): Promise<void> {
     this.check('probe', '');
   }

@@ -131,6 +131,23 @@ export function contractSuite(name: string, setup: () => Promise<StoreFixture>):
       assert.deepEqual(await collect(fx.store.list('nothing/')), []);
     });
 
+    it('lists the folders one level below a prefix: those with objects under them, in order', async () => {
+      for (const key of ['folders/b/head', 'folders/a/x/deep', 'folders/a/head', 'folders/file', 'folders/c/gone', 'foldersx/d/k']) {
+        await fx.store.put(key, Buffer.from(key));
+      }
+      await fx.store.putIfAbsent('folders/e/head', Buffer.from('conditional'));
+      await fx.store.delete('folders/c/gone');
+      assert.deepEqual(await collect(fx.store.listFolders('folders/')), ['a', 'b', 'e']);
+      assert.deepEqual(await collect(fx.store.listFolders('folders/a/')), ['x']);
+      assert.deepEqual(await collect(fx.store.listFolders('none/')), []);
+    });
+
+    it('lists folders across pages', async () => {
+      const names = Array.from({ length: 11 }, (_, i) => `v${String(i).padStart(2, '0')}`);
+      for (const name of [...names].reverse()) await fx.store.put(`paged-folders/${name}/head`, Buffer.from(name));
+      assert.deepEqual(await collect(fx.pagedStore.listFolders('paged-folders/')), names);
+    });
+
     it('lists across pages', async () => {
       const keys = Array.from({ length: 11 }, (_, i) => `page/k${String(i).padStart(2, '0')}`);
       for (const key of [...keys].reverse()) await fx.store.put(key, Buffer.from(key));

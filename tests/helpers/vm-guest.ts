@@ -190,10 +190,18 @@ export interface ConsoleLine {
   readonly index: number;
 }
 
+/** QEMU TLS credentials for the NBD disk: a `tls-creds-*` object definition and its id. */
+export interface GuestTls {
+  readonly object: string;
+  readonly id: string;
+}
+
 export interface GuestOptions {
   readonly setup: GuestSetup;
   readonly nbdPort: number;
   readonly exportName: string;
+  /** Connect with NBD_OPT_STARTTLS using these credentials. */
+  readonly tls?: GuestTls | undefined;
 }
 
 export interface Guest {
@@ -220,14 +228,15 @@ export function bootGuest(opts: GuestOptions): Guest {
     `file.export=${opts.exportName}`,
     // QEMU's NBD client reconnects and resends unanswered requests after a gateway restart.
     'file.reconnect-delay=60',
+    ...(opts.tls === undefined ? [] : [`file.tls-creds=${opts.tls.id}`]),
     'if=virtio',
   ].join(',');
-  return startQemu(opts.setup, { append: '', drive });
+  return startQemu(opts.setup, { append: '', drive, objects: opts.tls === undefined ? [] : [opts.tls.object] });
 }
 
 function startQemu(
   setup: Pick<GuestSetup, 'kernel' | 'initrd' | 'accel'>,
-  opts: { readonly append: string; readonly drive: string | undefined },
+  opts: { readonly append: string; readonly drive: string | undefined; readonly objects?: readonly string[] },
 ): Guest {
   const args = [
     '-accel', setup.accel,
@@ -243,6 +252,7 @@ function startQemu(
     '-kernel', setup.kernel,
     '-initrd', setup.initrd,
     '-append', `console=ttyS0 quiet panic=-1 ${opts.append}`.trim(),
+    ...(opts.objects ?? []).flatMap((object) => ['-object', object]),
     ...(opts.drive === undefined ? [] : ['-drive', opts.drive]),
   ];
   const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });

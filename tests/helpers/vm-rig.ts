@@ -7,7 +7,7 @@ import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js'
 import { runCli } from './cli-process.js';
 import { type GatewayProcess, type StoreTarget, startGateway } from './gateway-process.js';
 import { type S3Server, startS3Server } from './s3-server.js';
-import { type Guest, type GuestSetup, bootGuest, requireTool } from './vm-guest.js';
+import { type Guest, type GuestSetup, type GuestTls, bootGuest, requireTool } from './vm-guest.js';
 
 /**
  * One VM acceptance scenario's world: its own S3 server (Ceph's RADOS Gateway, so that an outage touches nobody
@@ -30,6 +30,8 @@ export interface RigOptions {
   readonly setup: GuestSetup;
   /** `--hang-timeout` of the gateway. */
   readonly hangTimeout: string;
+  /** Serve with TLS: the gateway's TLS flags and the guest's QEMU credentials. */
+  readonly tls?: { readonly gatewayArgs: readonly string[]; readonly guest: GuestTls };
 }
 
 export interface Rig {
@@ -109,14 +111,14 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
         store,
         journalDir,
         createVolume: '',
-        args: ['--listen', listen, '--cache-size', CACHE_SIZE, '--upload-delay', '0', '--hang-timeout', opts.hangTimeout],
+        args: ['--listen', listen, '--cache-size', CACHE_SIZE, '--upload-delay', '0', '--hang-timeout', opts.hangTimeout, ...(opts.tls?.gatewayArgs ?? [])],
       });
       gateways.push(gateway);
       cleanups.push(() => gateway.kill());
       return gateway;
     };
     const first = await serve('127.0.0.1:0');
-    const guest = bootGuest({ setup: opts.setup, nbdPort: first.port, exportName: VOLUME });
+    const guest = bootGuest({ setup: opts.setup, nbdPort: first.port, exportName: VOLUME, tls: opts.tls?.guest });
     cleanups.push(() => guest.kill());
 
     return {

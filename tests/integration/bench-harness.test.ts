@@ -25,9 +25,10 @@ const EXPECTED: Readonly<Record<string, readonly string[]>> = {
   'qemu-nbd-wt': WRITES,
   nbdkit: [...READS, ...WRITES],
   s3backer: [...READS, 'randread-cold', ...WRITES],
+  'holdfast-tls': ['randread-warm', 'randwrite'],
 };
 /** Installed by `npm test` itself (or present on every machine): these must run. */
-const MUST_RUN = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit'];
+const MUST_RUN = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit', 'holdfast-tls'];
 
 describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
   let out: string;

@@ -240,7 +240,8 @@ describe('holdfast CLI, as an operator meets it', () => {
       await waitFor('volume held-volume hangs', async () => (await volumeStatus(gw.adminUrl, 'held-volume')).state === 'hang');
 
       // `script` gives the command a real terminal.
-      const tty = await bash(`script -qec "$HF status --admin ${admin()}" /dev/null`, tmp, { TERM: 'xterm', COLUMNS: '250' });
+      // Without CI in the environment: Node turns colours off on CI machines (CI=true), terminal or not.
+      const tty = await bash(`env -u CI script -qec "$HF status --admin ${admin()}" /dev/null`, tmp, { TERM: 'xterm', COLUMNS: '250' });
       assertExit(tty, 0, 'status on a terminal');
       const rows = tty.stdout.replaceAll('\r', '').trimEnd().split('\n');
       const held = rows.find((l) => l.startsWith('held-volume'))!;

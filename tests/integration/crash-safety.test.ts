@@ -6,6 +6,7 @@ import { openStore } from '../../gateway/store/open-store.js';
 import { type GatewayProcess, GatewayStartError, type StoreKind, type Stores, type StoreTarget, STORE_KINDS, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
 import { NbdClient, NbdConnectionError } from '../helpers/nbd-client.js';
 import { seededRandom } from '../helpers/seeded-random.js';
+import { describeWord, prefixMismatch, stampedWrite, type Write } from '../helpers/stamped-writes.js';
 
 /**
  * SIGKILLs the gateway at random moments under a stream of overlapping writes — half the time at a
@@ -27,43 +28,6 @@ const KILL_POINTS = ['compact.after-put', 'compact.before-commit', 'compact.afte
 const KILL_AFTER_MS = { min: 50, max: 1500 };
 const READ_CHUNK = 1024 * 1024;
 
-
-interface Write {
-  readonly seq: number;
-  readonly offset: number;
-  readonly data: Buffer;
-}
-
-/**
- * Every 8-byte word a write covers holds its sequence number, the number's complement and the word's
- * position in the volume, so each write's bytes are unique and a mismatch names the write that left the
- * bytes found. The complement tells a word one write left from one two unaligned writes share: a blend
- * of two stamps is not a stamp.
- */
-function stampedWrite(seq: number, offset: number, length: number): Write {
-  assert.ok(seq <= 0xffff, 'stamps hold 16-bit sequence numbers');
-  const first = Math.floor(offset / 8) * 8;
-  const words = Buffer.allocUnsafe(Math.ceil((offset + length - first) / 8) * 8);
-  for (let at = 0; at < words.length; at += 8) {
-    words.writeUInt16LE(seq, at);
-    words.writeUInt16LE(~seq & 0xffff, at + 2);
-    words.writeUInt32LE((first + at) / 8, at + 4);
-  }
-  return { seq, offset, data: words.subarray(offset - first, offset - first + length) };
-}
-
-/** The write whose stamp the word at `word` holds, or undefined for a blend (or zeros). */
-function stampAt(volume: Buffer, word: number): number | undefined {
-  const seq = volume.readUInt16LE(word);
-  return volume.readUInt16LE(word + 2) === (~seq & 0xffff) && volume.readUInt32LE(word + 4) === word / 8 ? seq : undefined;
-}
-
-/** The stamp of the volume word holding byte `at` (a write that starts mid-word leaves part of it older). */
-function describeWord(volume: Buffer, at: number): string {
-  const word = Math.floor(at / 8) * 8;
-  const seq = stampAt(volume, word);
-  return `${seq === undefined ? 'no single write' : `write #${seq}`} word ${volume.readUInt32LE(word + 4)} (${volume.subarray(word, word + 8).toString('hex')})`;
-}
 
 /** What the volume holds according to the writes the gateway acknowledged. */
 class DiskModel {
@@ -204,38 +168,10 @@ function gatewayArgs(uploadDelay: string): string[] {
   ];
 }
 
-/**
- * The store alone must be the writes in their order up to some write K (the newest stamp it shows):
- * every acknowledged write up to K, each unacknowledged one up to K wholly or not at all, nothing
- * after K. Writes on one connection are journalled in the order they were sent, which is their stamp.
- */
-function prefixMismatch(image: Buffer, log: readonly Write[], unackedSeqs: ReadonlySet<number>): string | undefined {
-  // A word tells which write left it only when that write covered all 8 of its bytes: a word two
-  // unaligned writes share is a blend of their stamps.
-  const bySeq = new Map(log.map((w) => [w.seq, w]));
-  const visible = new Set<number>();
-  for (let at = 0; at + 8 <= image.length; at += 8) {
-    const seq = stampAt(image, at);
-    const w = seq === undefined ? undefined : bySeq.get(seq);
-    if (w !== undefined && w.offset <= at && at + 8 <= w.offset + w.data.length) visible.add(w.seq);
-  }
-  const k = Math.max(0, ...visible);
-  const expected = Buffer.alloc(image.length);
-  for (const w of log) {
-    if (w.seq > k) break;
-    if (unackedSeqs.has(w.seq) && !visible.has(w.seq)) continue;
-    w.data.copy(expected, w.offset);
-  }
-  if (expected.equals(image)) return undefined;
-  let at = 0;
-  while (expected[at] === image[at]) at++;
-  const word = Math.floor(at / 8) * 8;
-  const note = (seq: number | undefined) => (seq === undefined ? 'a blend' : `#${seq} ${unackedSeqs.has(seq) ? 'unacknowledged' : 'acknowledged'}${visible.has(seq) ? ', visible elsewhere' : ''}`);
-  return `the store alone is not the writes up to #${k}: byte ${at} holds ${describeWord(image, at)}, expected ${describeWord(expected, at)} (${note(stampAt(image, word))}; ${note(stampAt(expected, word))})`;
-}
-
 async function storeAlone(target: StoreTarget): Promise<Buffer> {
   const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
+  // The store opened here finds its credentials where the gateway's does: in the environment.
+  Object.assign(process.env, target.env);
   const store = openStore({ storeUrl: arg('--store')!, ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}) });
   try {
     const { head } = await readHead(store, VOLUME);
@@ -288,7 +224,7 @@ for (const kind of STORE_KINDS) {
             gw = undefined;
             killedAtStep++;
             t.diagnostic(`cycle ${cycle}: killed at ${env.HOLDFAST_FAILPOINTS} while starting`);
-            const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked);
+            const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked).mismatch;
             assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
             continue;
           }
@@ -310,7 +246,7 @@ for (const kind of STORE_KINDS) {
           if (fromStep) killedAtStep++;
           t.diagnostic(`cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill ${fromStep ? `at ${env!.HOLDFAST_FAILPOINTS}` : `after ${killAfter} ms${env !== undefined ? ` (${env.HOLDFAST_FAILPOINTS} not reached)` : ""}`}`);
           gw = undefined;
-          const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked);
+          const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked).mismatch;
           assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
         }
 

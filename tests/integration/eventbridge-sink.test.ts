@@ -185,7 +185,10 @@ test('endpoint down for 30 s: publish stays instant, nothing is dropped, and eve
   await sink.close();
   await fake.stop();
 
-  assert.ok(slowest < 5, `slowest publish() during the outage took ${slowest.toFixed(2)} ms`);
+  // publish() never waits for the network: a call that waited for the dead endpoint would take its
+  // connect timeout (seconds). The bound is far from that and far above what a busy machine adds to a
+  // synchronous call (tens of milliseconds seen with the CPU saturated), so it cannot flake.
+  assert.ok(slowest < 500, `slowest publish() during the outage took ${slowest.toFixed(2)} ms`);
   assert.ok(catchUp < 3000, `caught up ${catchUp} ms after the endpoint returned`);
   const expected = range(seq - 1).map((i) => i + 1);
   assert.deepEqual(seqByVolume(fake.accepted), { v1: [0, ...expected], v2: expected, v3: expected });

@@ -108,12 +108,10 @@ describe('gateway NBD security and listeners', () => {
 });
 
 /**
- * What sparse-aware clients learn from a volume: holes are known to volume format 2 (issue 12),
- * whose index says which extents hold data. Format 1 reports every byte as data, so these tests
- * state the answers format 2 must give and stay marked todo until it lands.
+ * What sparse-aware clients learn from a volume: its image knows which extents hold data, so a
+ * fresh volume is one hole and a copy reads only what was written.
  */
 describe('volume allocation through base:allocation', () => {
-  const FORMAT_2 = 'needs volume format 2 (issue 12): format 1 does not know where its holes are';
   let stores: Stores;
   let gateway: GatewayProcess;
   let dir = '';
@@ -134,11 +132,11 @@ describe('volume allocation through base:allocation', () => {
     return (JSON.parse(stdout) as Array<{ offset: number; length: number; type: number }>).map((e) => [e.offset, e.length, e.type]);
   };
 
-  it('a fresh 1 GiB volume is one hole', { todo: FORMAT_2 }, async () => {
+  it('a fresh 1 GiB volume is one hole', async () => {
     assert.deepEqual(await map(), [[0, GiB, 3]]);
   });
 
-  it('after 4 MiB written at 512 MiB, nbdinfo --map and qemu-img map show data there only', { todo: FORMAT_2 }, async () => {
+  it('after 4 MiB written at 512 MiB, nbdinfo --map and qemu-img map show data there only', async () => {
     await runToolOk('qemu-io', ['-f', 'raw', gateway.uri('big'), '-c', `write -P 0x42 ${512 * MiB} ${4 * MiB}`, '-c', 'flush']);
     assert.deepEqual(await map(), [
       [0, 512 * MiB, 3],
@@ -154,7 +152,7 @@ describe('volume allocation through base:allocation', () => {
     ]);
   });
 
-  it('nbdcopy from the mostly empty volume reads the data only and leaves a sparse file', { todo: FORMAT_2 }, async () => {
+  it('nbdcopy from the mostly empty volume reads the data only and leaves a sparse file', async () => {
     const target = path.join(dir, 'big.raw');
     const reads = async (): Promise<number> => (await scrapeMetrics(gateway.adminUrl)).value('holdfast_nbd_requests_total', { command: 'read' });
     const readsBefore = await reads();

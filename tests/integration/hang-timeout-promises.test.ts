@@ -111,6 +111,8 @@ async function timeoutKeptWhileProbeAnswers(t: TestContext, gw: GatewayProcess, 
     assert.deepEqual([...states], ['hang'], 'the volume was in hang all along while writes were held');
     assert.deepEqual([...episodes], [episode.id], 'one episode');
 
+    // The EIO replies can overtake the event's log line on its way through the gateway's buffered stderr.
+    await waitFor('io-hang-timeout set in the log', () => loggedEvents(gw.logs).some((e) => e.kind === 'io-hang-timeout' && e.set));
     const events = loggedEvents(gw.logs);
     const timeout = events.find((e) => e.kind === 'io-hang-timeout' && e.set);
     assert.ok(timeout !== undefined, 'io-hang-timeout set');

@@ -219,12 +219,6 @@ async function heldCount(rig: Rig): Promise<number> {
   return (await rig.status()).held.requests;
 }
 
-/** A read of an extent never written: it needs the store (which has no object, so zeros once it answers). */
-function blankRead(client: NbdClient, extent: number): Outcome {
-  const offset = extent * MiB;
-  return track('read', offset, 64 * KiB, client.read(offset, 64 * KiB), (value) => (Buffer.isBuffer(value) && value.equals(Buffer.alloc(64 * KiB)) ? undefined : `read ${offset} of a blank extent returned non-zero bytes`));
-}
-
 /** Writes `count` blocks of `size` from `base` all at once (a deep queue) and tracks each. */
 function burst(client: NbdClient, base: number, count: number, size: number, tag: number): { outcomes: Outcome[]; data: Buffer[] } {
   const outcomes: Outcome[] = [];
@@ -374,8 +368,13 @@ class Rig {
 
   /** Writes the cold extents and waits until they are in the store and out of the journal. */
   async preload(client: NbdClient): Promise<void> {
-    for (let e = 0; e < COLD_EXTENTS; e += 4) {
-      await Promise.all([0, 1, 2, 3].map((k) => client.write((e + k) * MiB, pattern((e + k) * MiB, MiB, 0))));
+    await this.storeExtents(client, Array.from({ length: COLD_EXTENTS }, (_, e) => e));
+  }
+
+  /** Writes these extents (as `coldRead` expects them) and waits until they are in the store and out of the journal. */
+  async storeExtents(client: NbdClient, extents: readonly number[]): Promise<void> {
+    for (let i = 0; i < extents.length; i += 4) {
+      await Promise.all(extents.slice(i, i + 4).map((e) => client.write(e * MiB, pattern(e * MiB, MiB, 0))));
     }
     await waitForJournalDrained(this.journalDir, VOLUME, 30_000);
   }
@@ -892,8 +891,10 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       const a = await rig.connect();
       const b = await rig.connect();
       const model = new RegionModel(8 * MiB, 4 * MiB);
+      await rig.storeExtents(a, [13]);
       await rig.s3.kill();
-      const heldRead = blankRead(a, 40);
+      // A stored extent the cache does not hold: its read needs the store (a hole would need nothing).
+      const heldRead = coldRead(a, 13, 0, 64 * KiB);
       await waitFor('a read to be held', async () => (await heldCount(rig)) === 1);
       let seq = 1;
       const writePairs = async (pairs: number): Promise<void> => {
@@ -928,10 +929,11 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
     t.diagnostic(`seed ${seed} (IO_HANG_SEED=${seed} repeats these writes)`);
     const random = seededRandom(seed);
     await withRig(t, {}, async (rig) => {
-      const model = new RegionModel(8 * MiB, 8 * MiB);
+      const model = new RegionModel(0, 8 * MiB);
       let client = await rig.connect();
+      await rig.storeExtents(client, [13, 14]);
       await rig.s3.kill();
-      const heldRead = blankRead(client, 40);
+      const heldRead = coldRead(client, 13, 0, 64 * KiB);
       await waitFor('a read to be held', async () => (await heldCount(rig)) === 1);
       for (let seq = 1; seq <= 200; seq++) {
         const { offset, length } = model.pick(random, 128 * KiB);
@@ -947,14 +949,15 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       await Promise.all(inFlight.outcomes.map((o) => o.done));
 
       rig.gw = await rig.startGateway();
-      assert.ok(rig.gw.logs.some((l) => l.msg.startsWith('journal replayed')), 'the restarted gateway replayed its journal');
       assert.ok(rig.gw.logs.some((l) => /object store unreachable at start/.test(l.msg)), 'it started while the store was down');
       client = await rig.connect();
-      const replayedRead = blankRead(client, 41);
+      // The volume cannot be taken before its head is read: every request waits for it, held.
+      const replayedRead = coldRead(client, 14, 0, 64 * KiB);
       await waitFor('a read to be held by the restarted gateway', async () => (await heldCount(rig)) === 1);
       await rig.s3.restart();
       await replayedRead.done;
       assertOk(replayedRead, 'the read held by the restarted gateway');
+      assert.ok(rig.gw.logs.some((l) => l.msg.startsWith('journal replayed')), 'the restarted gateway replayed its journal once it took the volume');
       await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
       assert.equal(await rig.gw.stop(), 0);
 
@@ -976,11 +979,12 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
   it('on SIGTERM during a hang drops held reads with the connection, exits 0 within the grace period and keeps every acknowledged write', { timeout: 60_000 }, (t) =>
     withRig(t, { args: ['--shutdown-grace', '5s'] }, async (rig) => {
       const client = await rig.connect();
+      await rig.storeExtents(client, [10, 11, 12]);
       await rig.s3.kill();
       const writes = burst(client, 8 * MiB, 32, 64 * KiB, 10);
       await Promise.all(writes.outcomes.map((o) => o.done));
       for (const o of writes.outcomes) assertOk(o, 'a write with journal room during the outage');
-      const held = [40, 41, 42].map((extent) => blankRead(client, extent));
+      const held = [10, 11, 12].map((extent) => coldRead(client, extent, 0, 64 * KiB));
       await waitFor('the reads to be held', async () => (await heldCount(rig)) === held.length);
 
       const stopAt = now();

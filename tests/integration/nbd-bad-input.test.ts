@@ -24,17 +24,11 @@ import { NbdServer, type NbdServerOptions } from '../../gateway/nbd/server.js';
 import { InvalidArgumentError, ReadOnlyError } from '../../shared/errors.js';
 import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
 import { listenOnLoopback } from '../helpers/nbd-listen.js';
+import { encodeOption, infoRequest } from '../helpers/nbd-options.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const MiB = 1024 * 1024;
 const ALL_CLIENT_FLAGS = ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES;
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (condition()) return;
-    await delay(5);
-  }
-  assert.fail(`gave up waiting for ${what}`);
-}
 
 interface OptionReply {
   readonly option: number;
@@ -169,11 +163,7 @@ class RawClient {
   }
 
   sendOption(option: number, data: Buffer = Buffer.alloc(0), declaredLength = data.length, magic = IHAVEOPT): void {
-    const header = Buffer.alloc(16);
-    header.writeBigUInt64BE(magic, 0);
-    header.writeUInt32BE(option, 8);
-    header.writeUInt32BE(declaredLength, 12);
-    this.write(Buffer.concat([header, data]));
+    this.write(encodeOption(option, data, declaredLength, magic));
   }
 
   async optionReply(): Promise<OptionReply> {
@@ -194,13 +184,7 @@ class RawClient {
   }
 
   async go(name: string, infos: readonly number[] = [], option: number = Opt.GO): Promise<OptionReply[]> {
-    const nameBytes = Buffer.from(name, 'utf8');
-    const data = Buffer.alloc(4 + nameBytes.length + 2 + 2 * infos.length);
-    data.writeUInt32BE(nameBytes.length, 0);
-    nameBytes.copy(data, 4);
-    data.writeUInt16BE(infos.length, 4 + nameBytes.length);
-    infos.forEach((info, i) => data.writeUInt16BE(info, 6 + nameBytes.length + 2 * i));
-    this.sendOption(option, data);
+    this.sendOption(option, infoRequest(name, infos));
     const replies = await this.optionReplies();
     for (const reply of replies) {
       if (reply.type === Rep.INFO && reply.data.readUInt16BE(0) === Info.EXPORT) {

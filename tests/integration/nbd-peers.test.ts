@@ -4,13 +4,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { NbdServer } from '../../gateway/nbd/server.js';
 import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
 import { listenOnLoopback } from '../helpers/nbd-listen.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -37,14 +37,6 @@ async function runOk(command: string, args: readonly string[], cwd?: string): Pr
   const result = await run(command, args, cwd);
   assert.equal(result.code, 0, `${command} ${args.join(' ')} failed:\n${result.stdout}\n${result.stderr}`);
   return result;
-}
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (condition()) return;
-    await delay(5);
-  }
-  assert.fail(`gave up waiting for ${what}`);
 }
 
 interface FioJob {

@@ -5,7 +5,6 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { IHAVEOPT, Opt, Rep } from '../../gateway/nbd/constants.js';
@@ -16,6 +15,7 @@ import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
 import { HonestClient } from '../helpers/honest-client.js';
 import { NbdClient } from '../helpers/nbd-client.js';
 import { listenOnLoopback } from '../helpers/nbd-listen.js';
+import { waitFor } from '../helpers/wait-for.js';
 import { runTool, runToolOk } from '../helpers/run-tool.js';
 import { makePskFile, makeTlsMaterial, renewServerCertificate, type TlsMaterial } from '../helpers/tls-material.js';
 
@@ -74,14 +74,6 @@ async function rawAfterStartTls(port: number): Promise<Socket> {
   assert.equal(reply.readUInt32BE(12), Rep.ACK);
   socket.removeAllListeners('data');
   return socket;
-}
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (condition()) return;
-    await delay(10);
-  }
-  assert.fail(`gave up waiting for ${what}`);
 }
 
 function closed(socket: Socket): Promise<void> {
@@ -205,28 +197,26 @@ describe('NBD over TLS against real clients', () => {
     assert.ok(logs.some((line) => line.reason === 'TlsHandshakeFailed'));
   });
 
-  it('nbdcopy copies a file onto a volume and back over PSK', async () => {
-    const source = path.join(dir, 'psk-src.raw');
+  /** nbdcopy of random data from a file onto `name` and from `name` back into another file. */
+  const copyRoundTrip = async (name: string, uri: string): Promise<void> => {
+    const source = path.join(dir, `${name}-src.raw`);
     const data = randomBytes(8 * MiB);
     await writeFile(source, data);
-    await runToolOk('nbdcopy', [source, pskUri('alice', 'psk-copy')]);
-    assert.ok(registry.get('psk-copy').disk.equals(data));
-    const target = path.join(dir, 'psk-out.raw');
-    await runToolOk('nbdcopy', [pskUri('alice', 'psk-copy'), target]);
-    assert.ok((await readFile(target)).equals(data));
+    await runToolOk('nbdcopy', [source, uri]);
+    assert.ok(registry.get(name).disk.equals(data), `${name} after nbdcopy onto it`);
+    const target = path.join(dir, `${name}-out.raw`);
+    await runToolOk('nbdcopy', [uri, target]);
+    assert.ok((await readFile(target)).equals(data), `${name} copied back`);
+  };
+
+  it('nbdcopy copies a file onto a volume and back over PSK', async () => {
+    await copyRoundTrip('psk-copy', pskUri('alice', 'psk-copy'));
   });
 
   it('nbdinfo and nbdcopy connect with a client certificate signed by the CA (X.509)', async () => {
     const { stdout } = await runToolOk('nbdinfo', ['--json', x509Uri('carol', 'x509-copy')]);
     assert.equal((JSON.parse(stdout) as { TLS: boolean }).TLS, true);
-    const source = path.join(dir, 'x509-src.raw');
-    const data = randomBytes(8 * MiB);
-    await writeFile(source, data);
-    await runToolOk('nbdcopy', [source, x509Uri('carol', 'x509-copy')]);
-    assert.ok(registry.get('x509-copy').disk.equals(data));
-    const target = path.join(dir, 'x509-out.raw');
-    await runToolOk('nbdcopy', [x509Uri('carol', 'x509-copy'), target]);
-    assert.ok((await readFile(target)).equals(data));
+    await copyRoundTrip('x509-copy', x509Uri('carol', 'x509-copy'));
   });
 
   it('refuses a client certificate from a CA the server does not trust', async () => {

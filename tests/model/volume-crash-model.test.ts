@@ -29,7 +29,8 @@ const range = fc
   .tuple(fc.integer({ min: 0, max: SIZE - 1 }), fc.integer({ min: 1, max: 2 * EXTENT }))
   .map(([offset, length]) => ({ offset, length: Math.min(length, SIZE - offset) }));
 
-const CRASH_POINTS = FAILPOINTS.filter((f) => !f.startsWith('gc.') && !f.startsWith('snapshot.'));
+// GC and the format 1 upgrade run outside a volume: their steps are crashed in the integration tests.
+const CRASH_POINTS = FAILPOINTS.filter((f) => !f.startsWith('gc.') && !f.startsWith('upgrade.'));
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.tuple(range, fc.integer({ min: 1, max: 255 })).map(([r, fill]) => ({ kind: 'write' as const, ...r, fill })) },

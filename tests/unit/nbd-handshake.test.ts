@@ -3,11 +3,12 @@ import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { IdentityAccess, OPEN_ACCESS, type AccessPolicy } from '../../gateway/nbd/access.js';
-import { ClientFlag, IHAVEOPT, Info, Opt, REP_MAGIC, Rep, TransmissionFlag } from '../../gateway/nbd/constants.js';
+import { ClientFlag, Info, Opt, REP_MAGIC, Rep, TransmissionFlag } from '../../gateway/nbd/constants.js';
 import { ProtocolError, ProtocolErrorReason } from '../../gateway/nbd/errors.js';
 import { HandshakeInput } from '../../gateway/nbd/handshake-input.js';
 import { negotiate, type HandshakeResult, type TlsMode, type TlsPeer } from '../../gateway/nbd/handshake.js';
 import { MemoryExport, MemoryRegistry } from '../helpers/memory-export.js';
+import { encodeOption, infoRequest, metaContextRequest } from '../helpers/nbd-options.js';
 
 const MiB = 1024 * 1024;
 
@@ -15,37 +16,6 @@ interface OptionReply {
   readonly option: number;
   readonly type: number;
   readonly data: Buffer;
-}
-
-function option(type: number, data: Buffer = Buffer.alloc(0)): Buffer {
-  const header = Buffer.alloc(16);
-  header.writeBigUInt64BE(IHAVEOPT, 0);
-  header.writeUInt32BE(type, 8);
-  header.writeUInt32BE(data.length, 12);
-  return Buffer.concat([header, data]);
-}
-
-function infoRequest(name: string, infos: readonly number[] = []): Buffer {
-  const bytes = Buffer.from(name, 'utf8');
-  const data = Buffer.alloc(4 + bytes.length + 2 + 2 * infos.length);
-  data.writeUInt32BE(bytes.length, 0);
-  bytes.copy(data, 4);
-  data.writeUInt16BE(infos.length, 4 + bytes.length);
-  infos.forEach((info, i) => data.writeUInt16BE(info, 6 + bytes.length + 2 * i));
-  return data;
-}
-
-function metaContextRequest(name: string, queries: readonly string[]): Buffer {
-  const parts = [Buffer.alloc(4), Buffer.from(name, 'utf8'), Buffer.alloc(4)];
-  parts[0]!.writeUInt32BE(parts[1]!.length);
-  parts[2]!.writeUInt32BE(queries.length);
-  for (const query of queries) {
-    const length = Buffer.alloc(4);
-    const bytes = Buffer.from(query, 'utf8');
-    length.writeUInt32BE(bytes.length);
-    parts.push(length, bytes);
-  }
-  return Buffer.concat(parts);
 }
 
 /**
@@ -92,7 +62,7 @@ class Negotiation {
   }
 
   send(type: number, data?: Buffer): void {
-    this.input.push(option(type, data));
+    this.input.push(encodeOption(type, data));
   }
 
   /** The replies to one option, up to its final one. */

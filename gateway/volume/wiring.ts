@@ -1,0 +1,123 @@
+import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
+import { LogEventSink } from '../events/event-sink.js';
+import { HangMonitor } from '../hang/index.js';
+import { Compactor } from './compactor.js';
+import { ExtentBuffers } from './extent-buffers.js';
+import { ExtentCache } from './extent-cache.js';
+import { HeadCommits } from './head-commits.js';
+import { PendingChanges } from './pending-changes.js';
+import { ReadPath } from './read-path.js';
+import { Uploader } from './uploader.js';
+import type { VolumeOptions, VolumeParts } from './options.js';
+
+/** Extent buffers kept free for the next load; more go to the garbage collector. */
+const FREE_EXTENT_BUFFERS = 2;
+
+/** The parts of a served volume around its journal, image and head writer, and how they report to each other. */
+export interface VolumeComponents {
+  readonly pending: PendingChanges;
+  readonly extentCache: ExtentCache;
+  readonly hang: HangMonitor;
+  readonly reads: ReadPath;
+  readonly commits: HeadCommits;
+  readonly uploader: Uploader;
+  readonly compactor: Compactor;
+}
+
+/**
+ * Builds them in one place: every failure of the store or the journal goes to the volume's hang
+ * engine; the engine's "storage answers again" goes to the uploader and the lease renewal; each
+ * commit may start compaction.
+ */
+export function wireVolume(
+  opts: VolumeOptions,
+  parts: VolumeParts,
+  volume: { ackedSeq(): number; leaseWaiting(): { requests: number; bytes: number } },
+): VolumeComponents {
+  const { writer, image, journal } = parts;
+  const shape = image.shape;
+  const pending = new PendingChanges(shape.extentSize);
+  // Room for a base extent read whole: its data, and its tables (a CRC per 4 KiB block, its runs, a trailer).
+  const buffers = new ExtentBuffers(shape.extentSize + shape.extentSize / 1024 + 4096, FREE_EXTENT_BUFFERS);
+  const extentCache = new ExtentCache(opts.cacheBytes, buffers);
+  const reserve = (bytes: number) => extentCache.reserve(bytes);
+  // Assigned below; the hang engine calls back into them only once running.
+  let uploader: Uploader | undefined;
+  let commits: HeadCommits | undefined;
+  let compactor: Compactor | undefined;
+  const hang = new HangMonitor({
+    volume: shape.name,
+    gateway: opts.gatewayId ?? 'holdfast',
+    policy: opts.hangPolicy ?? { ...DEFAULT_HANG_POLICY, retryMaxMs: opts.retryMaxMs },
+    probe: () => opts.store.probe(),
+    journal: {
+      held: () => journal.waiting(),
+      failWaiters: (err) => journal.failWaiters(err),
+      usage: () => ({ bytes: journal.usedBytes, limit: journal.limitBytes }),
+    },
+    events: opts.events ?? new LogEventSink(opts.logger),
+    logger: opts.logger,
+    retryInitialMs: opts.retryInitialMs,
+    onStoreRecovered: () => {
+      uploader?.retryNow();
+      commits?.renewSoon();
+    },
+  });
+  // Writes durable in the journal that wait for the lease (the store unreachable longer than it).
+  hang.addHeldSource({ held: () => volume.leaseWaiting(), fail: (err) => writer.failLeaseWaiters(err), waitsOn: 'store' });
+  const reads = new ReadPath({
+    image,
+    journal,
+    pending,
+    cache: extentCache,
+    buffers,
+    logger: opts.logger,
+    hold: (op, bytes, signal) => hang.run(op, bytes, signal),
+    storeHealthy: () => hang.state === 'normal',
+  });
+  commits = new HeadCommits({
+    name: shape.name,
+    store: opts.store,
+    writer,
+    image,
+    failpoints: opts.failpoints,
+    gcGraceMs: opts.gcGraceMs,
+    ackedSeq: () => volume.ackedSeq(),
+    logger: opts.logger,
+    onStoreError: (err) => hang.storeFailed(err),
+    onStoreOk: () => hang.storeAnswered(),
+  });
+  compactor = new Compactor({
+    name: shape.name,
+    epoch: writer.head.epoch,
+    store: opts.store,
+    image,
+    commits,
+    budget: opts.compaction,
+    reserve,
+    failpoints: opts.failpoints,
+    logger: opts.logger,
+    onStoreError: (err) => hang.storeFailed(err),
+  });
+  const compacting = compactor;
+  uploader = new Uploader({
+    name: shape.name,
+    epoch: writer.head.epoch,
+    store: opts.store,
+    journal,
+    pending,
+    image,
+    commits,
+    reserve,
+    concurrency: opts.uploadConcurrency,
+    delayMs: opts.uploadDelayMs,
+    retryInitialMs: opts.retryInitialMs,
+    retryMaxMs: opts.retryMaxMs,
+    failpoints: opts.failpoints,
+    logger: opts.logger,
+    onStoreError: (err) => hang.storeFailed(err),
+    onStoreRecovered: () => hang.storeAnswered(),
+    onCommitted: () => compacting.maybeRun(),
+  });
+  return { pending, extentCache, hang, reads, commits, uploader, compactor };
+}
