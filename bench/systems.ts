@@ -143,7 +143,7 @@ export async function launchHoldfast(name: string, args: readonly string[], s3: 
       const admin = ADMIN_LINE.exec(daemon.output());
       if (serving === null || admin === null) return false;
       port = Number(serving[1]);
-      adminUrl = admin[1]!;
+      adminUrl = admin[1] ?? '';
       return true;
     },
     START_TIMEOUT_MS,

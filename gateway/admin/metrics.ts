@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DiskCacheStats } from '../disk-cache/disk-cache.js';
+import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
 import type { EventDeliveryCounters } from '../events/event-sink.js';
 import type { CommandName } from '../nbd/constants.js';
 import type { NbdStats } from '../nbd/stats.js';

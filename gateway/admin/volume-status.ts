@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ErrorClassSchema, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
 import { HangPolicyDocumentSchema, type HangPolicyDocument } from '../../shared/hang-policy.js';
-import type { DiskCacheStats } from '../disk-cache/disk-cache.js';
+import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
 import type { Volume } from '../volume/volume.js';
 import type { WaitingVolume } from '../volume/waiting-volume.js';
 

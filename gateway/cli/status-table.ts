@@ -115,7 +115,7 @@ export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
       })
       .join('  ')
       .trimEnd();
-  const table = [`gateway ${doc.gateway} — ${opts.now.toISOString()}`, line(HEADER), ...doc.volumes.map((v, i) => line(rows[i]!, v))];
+  const table = [`gateway ${doc.gateway} — ${opts.now.toISOString()}`, line(HEADER), ...rows.map((row, i) => line(row, doc.volumes[i]))];
   if (doc.diskCache !== undefined && doc.diskCache !== null) table.push(diskCacheLine(doc.diskCache));
   return table.join('\n');
 }

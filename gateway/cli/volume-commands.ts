@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { formatSize } from '../../shared/units.js';
-import { cachedBytes } from '../disk-cache/disk-cache.js';
+import { cachedBytes } from '../disk-cache/cache-directory.js';
 import { parsePage } from '../image/index-page.js';
 import { isDataObjectKey, volumePrefix } from '../image/layout.js';
 import { cloneFromSnapshot, listSnapshots, readSnapshot } from '../image/snapshots.js';

@@ -18,18 +18,18 @@
  * range GETs outlives the one filled by a single large GET (cost). A full disk is not an error: the
  * write is skipped, counted, and the bound shrinks to what fits.
  */
-import { createHash } from 'node:crypto';
-import { constants as fsConstants, readSync } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, readdir, rm, statfs, unlink } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { constants as fsConstants } from 'node:fs';
+import { type FileHandle, mkdir, open, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError, errorMessage } from '../../shared/errors.js';
+import { errorMessage } from '../../shared/errors.js';
 import type { ObjectCopies, ObjectRef } from '../image/object-reader.js';
-import { writeFileAtomic } from '../util/atomic-write.js';
 import { LogRateLimiter } from '../util/rate-limited-log.js';
 import { BLOCK, CacheEntry } from './cache-entry.js';
-import { decodeIndex, encodeIndex, type IndexedEntry, storeFingerprint } from './cache-index.js';
+import { entryName, entryPath, releaseLock, restoreEntries, SUBDIRS, subdirPath, takeLock, writeIndex } from './cache-directory.js';
+import { type IndexedEntry, storeFingerprint } from './cache-index.js';
+import type { DiskCacheCounters, DiskCacheStats } from './cache-stats.js';
+import { LoopReads } from './loop-reads.js';
 
 /** A store request's latency, in bytes of transfer it is worth (about 20 ms at 50 MiB/s). */
 const REQUEST_COST_BYTES = 1024 * 1024;
@@ -44,17 +44,6 @@ const INDEX_EVERY_MS = 30_000;
 const MIN_FREE_BYTES = 1024 * 1024 * 1024;
 const FREE_FRACTION = 0.05;
 const WARN_EVERY_MS = 10_000;
-/**
- * Small reads are done on the event loop while the page cache answers them: a few µs, where a hop
- * to the thread pool and back costs several times that in CPU. A read slower than SYNC_READ_LIMIT_MS
- * went to the disk itself (or the process was preempted: on a busy machine a few percent are). When
- * more than SLOW_SHARE of the recent ones were (a moving average over about 16), the page cache is
- * missing: reads go to the thread pool (several at once, the loop free) for SYNC_PAUSE_MS.
- */
-const SYNC_READ_MAX_BYTES = 64 * 1024;
-const SYNC_READ_LIMIT_MS = 0.2;
-const SLOW_SHARE = 0.25;
-const SYNC_PAUSE_MS = 1000;
 
 export interface DiskCacheOptions {
   readonly dir: string;
@@ -64,32 +53,6 @@ export interface DiskCacheOptions {
   readonly logger: Logger;
   /** Free space to leave on the cache's filesystem; default the larger of 1 GiB and 5 % of it. */
   readonly keepFreeBytes?: number;
-}
-
-export interface DiskCacheCounters {
-  hits: number;
-  misses: number;
-  /** Cached ranges dropped because they failed their CRC32C or their file was short. */
-  corrupt: number;
-  evictions: number;
-  /** Ranges written to the cache, and their bytes. */
-  writes: number;
-  writtenBytes: number;
-  /** Ranges not kept: no room, too much being written already, or the disk full. */
-  skipped: number;
-  /** Writes the filesystem refused for lack of space. */
-  full: number;
-  /** Reads and writes that failed otherwise (EIO …); the entry is dropped. */
-  errors: number;
-}
-
-export interface DiskCacheStats extends DiskCacheCounters {
-  readonly dir: string;
-  readonly limitBytes: number;
-  /** The bound in force: the limit, or less when the filesystem has less room. */
-  readonly effectiveLimitBytes: number;
-  readonly bytes: number;
-  readonly objects: number;
 }
 
 export class DiskCache implements ObjectCopies {
@@ -120,10 +83,7 @@ export class DiskCache implements ObjectCopies {
   private effectiveLimit: number;
   private dirty = false;
   private closed = false;
-  /** Until then (performance.now()), reads go to the thread pool: the page cache missed lately. */
-  private asyncUntil = 0;
-  /** Moving average of how many reads on the loop were slow. */
-  private slowShare = 0;
+  private readonly loopReads = new LoopReads();
   private timer: NodeJS.Timeout | undefined;
   private indexWrite: Promise<void> | undefined;
   private readonly warnings = new LogRateLimiter(WARN_EVERY_MS);
@@ -144,7 +104,7 @@ export class DiskCache implements ObjectCopies {
     const cache = new DiskCache(o, storeFingerprint(o.storeLocation));
     await mkdir(join(o.dir, 'objects'), { recursive: true });
     await takeLock(o.dir);
-    await Promise.all(Array.from({ length: 256 }, (_, i) => mkdir(cache.subdir(i.toString(16).padStart(2, '0')), { recursive: true })));
+    await Promise.all(SUBDIRS.map((prefix) => mkdir(subdirPath(o.dir, prefix), { recursive: true })));
     await cache.load();
     await cache.refreshRoom();
     cache.timer = setInterval(() => void cache.maintain(), INDEX_EVERY_MS);
@@ -161,7 +121,7 @@ export class DiskCache implements ObjectCopies {
     }
     e.users++;
     try {
-      let bytesRead = e.handle !== undefined && length <= SYNC_READ_MAX_BYTES ? this.readOnLoop(e.handle, out, at, length, offset) : -1;
+      let bytesRead = e.handle === undefined ? -1 : this.loopReads.read(e.handle.fd, out, at, length, offset);
       if (bytesRead < 0) bytesRead = (await (await this.handleOf(e)).read(out, at, length, offset)).bytesRead;
       if (bytesRead !== length) {
         this.discard(ref, `its file ends early (${bytesRead} of ${length} bytes at ${offset})`);
@@ -176,21 +136,6 @@ export class DiskCache implements ObjectCopies {
     } finally {
       this.release(e);
     }
-  }
-
-  /** -1 when the page cache missed lately: the caller reads in the thread pool instead. */
-  private readOnLoop(handle: FileHandle, out: Buffer, at: number, length: number, offset: number): number {
-    const start = performance.now();
-    if (start < this.asyncUntil) return -1;
-    const n = readSync(handle.fd, out, at, length, offset);
-    const end = performance.now();
-    this.slowShare += ((end - start > SYNC_READ_LIMIT_MS ? 1 : 0) - this.slowShare) / 16;
-    if (this.slowShare > SLOW_SHARE) {
-      this.asyncUntil = end + SYNC_PAUSE_MS;
-      // After the pause, a few slow reads are enough to pause again.
-      this.slowShare = SLOW_SHARE * 0.75;
-    }
-    return n;
   }
 
   keep(ref: ObjectRef, offset: number, bytes: Buffer): void {
@@ -258,7 +203,7 @@ export class DiskCache implements ObjectCopies {
     for (const e of [...this.handles]) await e.handle?.close().catch(() => undefined);
     this.handles.clear();
     await Promise.all(this.unlinking.values());
-    await rm(join(this.o.dir, 'LOCK'), { force: true });
+    await releaseLock(this.o.dir);
   }
 
   private async write(e: CacheEntry, offset: number, bytes: Buffer, growth: number): Promise<void> {
@@ -387,37 +332,14 @@ export class DiskCache implements ObjectCopies {
     if (handle !== undefined) void handle.close().catch(() => undefined);
   }
 
-  private subdir(prefix: string): string {
-    return join(this.o.dir, 'objects', prefix);
-  }
-
   private pathOf(name: string): string {
-    return join(this.subdir(name.slice(0, 2)), name);
+    return entryPath(this.o.dir, name);
   }
 
   private async load(): Promise<void> {
-    const byName = new Map<string, IndexedEntry>();
-    for (const ie of (await readIndex(this.o.dir, this.fingerprint)) ?? []) byName.set(entryName(ie.ref), ie);
-    // Files the index does not name hold blocks nobody knows are there (written after the last index,
-    // or another store's): they go. Entries whose file is gone are forgotten.
-    for (let i = 0; i < 256; i++) {
-      const dir = this.subdir(i.toString(16).padStart(2, '0'));
-      for (const name of await readdir(dir)) {
-        const ie = byName.get(name);
-        if (ie === undefined) {
-          await rm(join(dir, name), { force: true });
-          continue;
-        }
-        const e = new CacheEntry(ie.ref, name);
-        e.restore(ie.present, ie.tables, ie.fetches);
-        e.priority = ie.priority;
-        if (e.bytes === 0) {
-          await rm(join(dir, name), { force: true });
-          continue;
-        }
-        this.entries.set(ie.ref.key, e);
-        this.bytes += e.bytes;
-      }
+    for (const e of await restoreEntries(this.o.dir, this.fingerprint)) {
+      this.entries.set(e.ref.key, e);
+      this.bytes += e.bytes;
     }
     this.evictTo(this.o.limitBytes);
   }
@@ -453,67 +375,11 @@ export class DiskCache implements ObjectCopies {
       if (e.bytes > 0)
         entries.push({ ref: e.ref, present: e.present, tables: e.tables, fetches: e.fetches, priority: e.priority - this.clock });
     }
-    await writeFileAtomic(join(this.o.dir, 'index'), encodeIndex(this.fingerprint, entries));
+    await writeIndex(this.o.dir, this.fingerprint, entries);
   }
 
   private warn(kind: string, fields: Record<string, unknown>, message: string): void {
     const left = this.warnings.admit(kind);
     if (left !== undefined) this.o.logger.warn({ ...fields, ...(left > 0 ? { notLogged: left } : {}) }, message);
-  }
-}
-
-/**
- * What a cache directory's index says it holds, per object key: bytes on disk. For `volume inspect`,
- * without taking the directory (a gateway may be using it); as of the index's last write.
- */
-export async function cachedBytes(dir: string, storeLocation: string): Promise<ReadonlyMap<string, number> | undefined> {
-  const entries = await readIndex(dir, storeFingerprint(storeLocation));
-  if (entries === undefined) return undefined;
-  const bytes = new Map<string, number>();
-  for (const ie of entries) {
-    const e = new CacheEntry(ie.ref, '');
-    e.restore(ie.present, ie.tables, ie.fetches);
-    bytes.set(ie.ref.key, e.bytes);
-  }
-  return bytes;
-}
-
-function readIndex(dir: string, fingerprint: Buffer): Promise<IndexedEntry[] | undefined> {
-  return readFile(join(dir, 'index')).then(
-    (buf) => decodeIndex(buf, fingerprint, (metaOffset) => Math.ceil(Math.ceil(metaOffset / BLOCK) / 8)),
-    () => undefined,
-  );
-}
-
-/** A file name no other object (or other content under the same key) can have. */
-function entryName(ref: ObjectRef): string {
-  return createHash('sha256').update(`${ref.key}\0${ref.metaCrc}\0${ref.size}\0${ref.metaOffset}`).digest('hex').slice(0, 40);
-}
-
-/**
- * One process per cache directory: a second gateway pointed at it would delete the first one's files
- * as unknown. A lock left by a process that is gone (a crash, a container restart) is taken over.
- */
-async function takeLock(dir: string): Promise<void> {
-  const path = join(dir, 'LOCK');
-  const me = { host: hostname(), pid: process.pid };
-  const held = await readFile(path, 'utf8').then(
-    (text) => JSON.parse(text) as { host?: unknown; pid?: unknown },
-    () => undefined,
-  );
-  if (held !== undefined && held.host === me.host && typeof held.pid === 'number' && held.pid !== me.pid && alive(held.pid)) {
-    throw new ConfigError(`--cache-dir ${dir} is in use by process ${held.pid} on this host`, {
-      hint: 'give each gateway its own cache directory',
-    });
-  }
-  await writeFileAtomic(path, JSON.stringify(me));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: unknown }).code === 'EPERM';
   }
 }

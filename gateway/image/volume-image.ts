@@ -8,10 +8,12 @@ import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { blockSpan, CRC_BLOCK, type ObjectMeta } from './data-object.js';
+import { type AllocationSpan, baseSpans } from './base-extent.js';
+import type { ObjectMeta } from './data-object.js';
 import { type DeltaRef, type Head, type PageRef, shapeOf } from './head.js';
 import { type BaseRef, pageOf, parsePage } from './index-page.js';
 import { type ObjectCopies, ObjectReader, type ObjectRef } from './object-reader.js';
+import { fetchPieces, type Piece } from './pieces.js';
 import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
 
 /** A delta as the image holds it: its reference, its CRC table, and how many of its bytes still show. */
@@ -26,11 +28,7 @@ export interface DeltaInfo {
   readonly extents: Set<number>;
 }
 
-/** A span of the volume as `allocation` reports it: data, or a hole that reads as zeros. */
-export interface AllocationSpan {
-  readonly length: number;
-  readonly hole: boolean;
-}
+export type { AllocationSpan };
 
 /**
  * Where a materialized extent's buffer comes from and goes back to when it is not used after all
@@ -47,17 +45,6 @@ export interface VolumeImageOptions {
   readonly baseMetaBytes?: number;
   /** Local copies of object bytes to read before the store (the disk cache). */
   readonly copies?: ObjectCopies | undefined;
-}
-
-interface Piece {
-  /** Where in `out` the piece goes. */
-  readonly at: number;
-  readonly length: number;
-  /** The object and the offset in its data region. */
-  readonly ref: ObjectRef;
-  readonly dataOffset: number;
-  readonly crcs: Uint32Array;
-  readonly dataLength: number;
 }
 
 const DEFAULT_BASE_META_BYTES = 16 * 2 ** 20;
@@ -256,7 +243,7 @@ export class VolumeImage {
       });
       pos = stop;
     }
-    await Promise.all([...bases, this.fetchPieces(pieces, out, signal)]);
+    await Promise.all([...bases, fetchPieces(this.reader, pieces, out, signal)]);
   }
 
   /**
@@ -284,7 +271,7 @@ export class VolumeImage {
       data = zeroed(len, buffers);
     }
     for (const [s, t] of zeros) data.fill(0, s, t);
-    await this.fetchPieces(pieces, data, signal);
+    await fetchPieces(this.reader, pieces, data, signal);
     return data;
   }
 
@@ -344,8 +331,8 @@ export class VolumeImage {
     if (count === 1 && offset[0] === extentStart && length[0] === len && dataOffset[0] === 0) return body.subarray(0, len);
     const out = count === 0 ? null : zeroed(len, buffers);
     for (let i = 0; i < count && out !== null; i++) {
-      if (dataOffset[i]! < 0) continue;
-      body.copy(out, offset[i]! - extentStart, dataOffset[i]!, dataOffset[i]! + length[i]!);
+      const data = dataOffset[i] ?? -1;
+      if (data >= 0) body.copy(out, (offset[i] ?? 0) - extentStart, data, data + (length[i] ?? 0));
     }
     if (into !== undefined && unused === undefined) buffers?.release(into);
     return out;
@@ -379,68 +366,18 @@ export class VolumeImage {
       if (s > pos) out.fill(0, at + pos - start, at + s - start);
       const from = Math.max(s, pos);
       const to = Math.min(t, start + n);
-      if (dataOffset[i]! < 0) out.fill(0, at + from - start, at + to - start);
-      else pieces.push({ at: at + from - start, length: to - from, ref: base, dataOffset: dataOffset[i]! + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
+      const data = dataOffset[i] ?? -1;
+      if (data < 0) out.fill(0, at + from - start, at + to - start);
+      else pieces.push({ at: at + from - start, length: to - from, ref: base, dataOffset: data + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
       pos = to;
     }
     if (pos < start + n) out.fill(0, at + pos - start, at + n);
-    await this.fetchPieces(pieces, out, signal);
+    await fetchPieces(this.reader, pieces, out, signal);
   }
 
-  /**
-   * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
-   * can be checked, and copies them into place.
-   */
-  private async fetchPieces(pieces: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
-    if (pieces.length === 0) return;
-    if (pieces.length === 1) return this.fetchGroup(pieces, out, signal);
-    pieces.sort((a, b) => (a.ref.key < b.ref.key ? -1 : a.ref.key > b.ref.key ? 1 : a.dataOffset - b.dataOffset));
-    const groups: Piece[][] = [];
-    for (const p of pieces) {
-      const g = groups[groups.length - 1];
-      const last = g?.[g.length - 1];
-      // Pieces in the same or the next 4 KiB block of one object share a GET.
-      if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
-      else groups.push([p]);
-    }
-    await Promise.all(groups.map((g) => this.fetchGroup(g, out, signal)));
-  }
-
-  private async fetchGroup(group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
-    const first = group[0]!;
-    const last = group[group.length - 1]!;
-    const { start, end } = blockSpan(first.dataOffset, last.dataOffset + last.length - first.dataOffset, first.dataLength);
-    // A lone piece of whole blocks is read straight into its place: a copy's bytes land in the reply.
-    if (group.length === 1 && first.dataOffset === start && first.length === end - start) {
-      await this.reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, out, first.at);
-      return;
-    }
-    const bytes = await this.reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal);
-    for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
-  }
 }
 
 /** `len` zero bytes, in a buffer from `buffers` when there are any. */
 function zeroed(len: number, buffers: ExtentBufferSource | undefined): Buffer {
   return buffers === undefined ? Buffer.alloc(len) : buffers.take().subarray(0, len).fill(0);
-}
-
-/** The data and holes of a base extent between two offsets within the extent. */
-function baseSpans(meta: ObjectMeta, extentStart: number, s: number, t: number): AllocationSpan[] {
-  const out: AllocationSpan[] = [];
-  const { count, offset, length, dataOffset } = meta.runs;
-  let pos = s;
-  const base = extentStart;
-  for (let i = 0; i < count && pos < t; i++) {
-    const rs = offset[i]! - base;
-    const re = rs + length[i]!;
-    if (re <= pos) continue;
-    if (rs >= t) break;
-    if (rs > pos) out.push({ length: rs - pos, hole: true });
-    const to = Math.min(re, t);
-    out.push({ length: to - Math.max(rs, pos), hole: dataOffset[i]! < 0 });
-    pos = to;
-  }
-  if (pos < t) out.push({ length: t - pos, hole: true });
-  return out;
 }
