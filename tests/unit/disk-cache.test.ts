@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { DiskCache } from '../../gateway/disk-cache/disk-cache.js';
 import { isDataObjectKey } from '../../gateway/image/layout.js';
+import { readHead } from '../../gateway/image/take-volume.js';
 import type { ObjectRef } from '../../gateway/image/object-reader.js';
 import type { StoreReadOptions } from '../../gateway/store/object-store.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
@@ -58,8 +59,14 @@ async function newStore(size = 8 * MiB): Promise<CountingStore> {
 }
 
 /** No RAM cache: every read goes to the disk cache or the store. */
-function openVolume(store: CountingStore, journal: string, diskCache: DiskCache | undefined, journalId = 'journal-a'): Promise<Volume> {
-  return openTestVolume(store, journal, { name: NAME, cacheBytes: 0, diskCache, owner: testOwner(journalId) });
+function openVolume(
+  store: CountingStore,
+  journal: string,
+  diskCache: DiskCache | undefined,
+  journalId = 'journal-a',
+  leaseMs = 60_000,
+): Promise<Volume> {
+  return openTestVolume(store, journal, { name: NAME, cacheBytes: 0, diskCache, owner: testOwner(journalId), leaseMs });
 }
 
 async function cacheFiles(cacheDir: string): Promise<string[]> {
@@ -69,16 +76,19 @@ async function cacheFiles(cacheDir: string): Promise<string[]> {
   return files;
 }
 
-/** Writes `data` at 0 through a fresh volume with a disk cache, and stops both: a warm cache on disk. */
-async function warmCache(data: Buffer): Promise<{ store: CountingStore; journal: string; cacheDir: string }> {
+/**
+ * Writes `data` at 0 through a fresh volume with a disk cache, and stops both: a warm cache on disk.
+ * With a lease, the volume is not handed back: another gateway must wait the lease out and take it over.
+ */
+async function warmCache(data: Buffer, leaseMs?: number): Promise<{ store: CountingStore; journal: string; cacheDir: string }> {
   const store = await newStore();
   const journal = place('journal');
   const cacheDir = place('cache');
   const cache = await openCache(cacheDir);
-  const volume = await openVolume(store, journal, cache);
+  const volume = await openVolume(store, journal, cache, 'journal-a', leaseMs);
   await volume.write(0, data, false);
   await volume.drain();
-  await volume.close({ release: true });
+  await volume.close({ release: leaseMs === undefined });
   await cache.close();
   return { store, journal, cacheDir };
 }
@@ -134,26 +144,41 @@ describe('disk cache tier', () => {
     });
   }
 
-  it('never reads old content after another gateway changed the volume', async () => {
+  it('never reads old content after another gateway took the volume over and changed it', async () => {
+    const LEASE_MS = 300;
     const first = randomBytes(3 * MiB);
-    const { store, journal, cacheDir } = await warmCache(first);
-    // Gateway B, with its own journal and no disk cache, takes the volume and rewrites its first MiB.
+    // Gateway A stops without handing the volume back: its lease must run out before anyone takes it.
+    const { store, journal, cacheDir } = await warmCache(first, LEASE_MS);
+    const epochA = (await readHead(store, NAME)).head.epoch;
+    // Gateway B, with its own journal and no disk cache, takes the volume over once A's lease is over,
+    // rewrites its first MiB and a piece of its third, and stops without handing it back either.
     const changed = randomBytes(MiB);
-    const other = await openVolume(store, place('journal-b'), undefined, 'journal-b');
+    const patch = randomBytes(8192);
+    const other = await openVolume(store, place('journal-b'), undefined, 'journal-b', LEASE_MS);
+    assert.ok(other.head.epoch > epochA, `B took the volume over (epoch ${epochA} -> ${other.head.epoch})`);
     await other.write(0, changed, false);
+    await other.write(2 * MiB + 4096, patch, false);
     await other.drain();
-    await other.close({ release: true });
-    // Gateway A comes back with its cache, which still holds the old bytes of that MiB.
+    await other.close();
+    // Gateway A comes back with its cache, which still holds the old bytes of what B changed, and takes
+    // the volume over from B in turn.
     const cache = await openCache(cacheDir);
     const cachedBefore = cache.stats().bytes;
     assert.ok(cachedBefore >= first.length, 'the old content is still in the cache');
-    const volume = await openVolume(store, journal, cache);
+    const volume = await openVolume(store, journal, cache, 'journal-a', LEASE_MS);
+    assert.ok(volume.head.epoch > other.head.epoch, 'A took it back over');
+    const expected = Buffer.from(first);
+    changed.copy(expected, 0);
+    patch.copy(expected, 2 * MiB + 4096);
     const read = await volume.read(0, first.length);
     assert.ok(read.subarray(0, MiB).equals(changed), "the other gateway's write is read, not the cached old bytes");
-    assert.ok(read.subarray(MiB).equals(first.subarray(MiB)), 'the unchanged rest is read as before');
-    const s = volume.stats().diskCache!;
-    assert.ok(s.hits > 0, 'the unchanged rest came from the disk cache');
-    assert.ok(s.misses > 0, 'the new delta was not in it: fetched from the store');
+    assert.ok(read.equals(expected), "every byte is the volume's current content: B's writes, and A's where B wrote nothing");
+    const small = await volume.read(2 * MiB, 16384);
+    assert.ok(small.equals(expected.subarray(2 * MiB, 2 * MiB + 16384)), 'a small read across the patch is current too');
+    const s = volume.stats().diskCache;
+    assert.ok(s !== undefined && s.hits > 0, 'the unchanged rest came from the disk cache');
+    assert.ok(s.misses > 0, "B's deltas were not in it: fetched from the store");
+    assert.equal(cache.stats().corrupt, 0, 'no cached copy was even read for content it does not hold');
     await volume.close({ release: true });
     await cache.close();
   });
