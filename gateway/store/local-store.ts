@@ -1,17 +1,13 @@
-import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type StoreReadOptions, type VersionedObject } from './object-store.js';
+import { makeDirectoryDurably, readInto, TEMP_FILE_MARKER, writeTemp } from './local-files.js';
 import { syncDirectory } from '../util/sync-directory.js';
 
-/**
- * Marks the name of a file that `put` is still writing. Keys may not contain it, so a temp file
- * left behind by a crash can never be mistaken for an object.
- */
-export const TEMP_FILE_MARKER = '.holdfast-tmp.';
+export { TEMP_FILE_MARKER };
 
 /**
  * A conditionally written object is a directory of numbered versions, `KEY.hfcas/0000000000000007`:
@@ -345,37 +341,6 @@ async function pruneVersions(dir: string, newest: number): Promise<void> {
   }
 }
 
-/** Writes `body` to a fresh temp file beside `file`, synced; returns its path. */
-async function writeTemp(file: string, body: Buffer): Promise<string> {
-  const temp = `${file}${TEMP_FILE_MARKER}${randomBytes(6).toString('hex')}`;
-  const handle = await open(temp, 'wx');
-  try {
-    await handle.writeFile(body);
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-  return temp;
-}
-
-/** The whole file, in `into` when it fits. */
-async function readInto(file: string, into: Buffer): Promise<Buffer> {
-  const handle = await open(file, 'r');
-  try {
-    const { size } = await handle.stat();
-    if (size > into.length) return await handle.readFile();
-    let done = 0;
-    while (done < size) {
-      const { bytesRead } = await handle.read(into, done, size - done, done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return into.subarray(0, done);
-  } finally {
-    await handle.close();
-  }
-}
-
 function checkAborted(opts: StoreCallOptions | undefined): void {
   opts?.signal?.throwIfAborted();
 }
@@ -408,17 +373,3 @@ function isNoSuchObject(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
 }
-
-/**
- * A new directory only survives power loss once its parent has been fsynced, so every
- * directory that mkdir created is synced through its parent.
- */
-async function makeDirectoryDurably(dir: string): Promise<void> {
-  const firstCreated = await mkdir(dir, { recursive: true });
-  if (firstCreated === undefined) return;
-  for (let created = dir; ; created = path.dirname(created)) {
-    await syncDirectory(path.dirname(created));
-    if (created === firstCreated || created === path.dirname(created)) break;
-  }
-}
-
