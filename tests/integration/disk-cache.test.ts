@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { open, readdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { type VolumesResponse, VolumesResponseSchema } from '../../gateway/admin/volume-status.js';
 import { scrapeMetrics } from '../helpers/admin-api.js';
 import { type GatewayProcess, type Stores, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
@@ -68,7 +68,7 @@ describe('disk cache tier (gateway processes, local store)', () => {
   it(
     'is warm after a restart: every object read comes from it, and damage done while stopped is fetched again, never served',
     { timeout: 300_000 },
-    async () => {
+    async (t: TestContext) => {
       const store = await stores.fresh();
       const journalDir = await stores.tempDir('journal');
       const cacheDir = await stores.tempDir('cache');
@@ -105,6 +105,9 @@ describe('disk cache tier (gateway processes, local store)', () => {
         const { volume, gateway } = await diskCacheOf(warm);
         assert.ok(volume.hits > 0, `the volume's reads were answered by the disk cache (${volume.hits} hits)`);
         assert.equal(volume.misses, 0, 'no object read went to the store');
+        t.diagnostic(
+          `after the restart: ${before.gateway.objects} objects, ${before.gateway.bytes} bytes cached; the volume read: ${volume.hits} disk cache hits, ${volume.misses} misses`,
+        );
         assert.equal(gateway.corrupt, 0);
         const metrics = await scrapeMetrics(warm.adminUrl);
         assert.equal(metrics.value('holdfast_disk_cache_hits_total', { volume: VOLUME }), volume.hits);
@@ -138,6 +141,9 @@ describe('disk cache tier (gateway processes, local store)', () => {
         assert.ok(gateway.corrupt > 0, `the damage was detected (${gateway.corrupt} copies dropped)`);
         assert.ok(volume.misses > 0, 'what was dropped was fetched from the store again');
         assert.equal(gateway.errors, 0, 'damage is not an I/O error');
+        t.diagnostic(
+          `damaged ${files.length} files: ${gateway.corrupt} copies dropped, ${volume.misses} object reads refetched, ${volume.hits} hits`,
+        );
         assert.equal(await damaged.stop(), 0);
       } finally {
         await damaged.kill('SIGKILL');
