@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { randomUUID } from 'node:crypto';
+import { volumeDeposedEvent } from './events/volume-deposed.js';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
 import { diskCacheStatus, volumeStatus, waitingStatus } from './admin/volume-status.js';
@@ -14,7 +14,6 @@ import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
 import { processFailpoints } from './failpoints.js';
 import { collectGarbage, type GcReport } from './image/gc.js';
-import { deleteSnapshot, listSnapshots, storeSnapshot } from './image/snapshots.js';
 import type { VolumeStorage } from './admin/storage-routes.js';
 import { ownerIdentity } from './image/take-volume.js';
 import type { ExportRegistry, NbdExport } from './nbd/export.js';
@@ -26,8 +25,9 @@ import { VolumeCatalog } from './volume/catalog.js';
 import { journalIdentity } from './volume/journal-identity.js';
 import { openVolume } from './volume/open-volume.js';
 import { Volume } from './volume/volume.js';
-import { loadShape, saveShape, WaitingVolume } from './volume/waiting-volume.js';
-import { readdir } from 'node:fs/promises';
+import { loadShape, saveShape, volumesServedBefore, WaitingVolume } from './volume/waiting-volume.js';
+import { servedVolumeStorage } from './served-volume-storage.js';
+import { VolumeWatcher } from './volume/volume-watcher.js';
 
 import { configuredHangPolicy } from './config/volume-options.js';
 
@@ -46,6 +46,9 @@ export class Gateway implements ExportRegistry {
   private readonly waiting = new Set<string>();
   /** Volumes served here before whose store does not answer now: offered to clients, their requests held. */
   private readonly standIns = new Map<string, WaitingVolume>();
+  /** Volumes being deleted: no longer served, not to be taken again meanwhile. */
+  private readonly retiring = new Set<string>();
+  private watcher: VolumeWatcher | undefined;
   private nbd: NbdServer | undefined;
   private security: FileSecurity | undefined;
   private admin: AdminServer | undefined;
@@ -132,6 +135,7 @@ export class Gateway implements ExportRegistry {
       gateway.nbd = nbd;
       for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
       gateway.scheduleGc();
+      gateway.watchForVolumes();
     } catch (err) {
       await gateway.shutdown(0);
       throw err;
@@ -153,19 +157,43 @@ export class Gateway implements ExportRegistry {
     return this.served.get(name);
   }
 
-  /** What the admin API may do with a served volume's storage: snapshots and compaction. */
+  /** What the admin API may do with a served volume's storage: snapshots, compaction, resize, delete. */
   storageOf(name: string): VolumeStorage | undefined {
     const volume = this.served.get(name);
     if (volume === undefined) return undefined;
-    return {
-      snapshot: async (snapshot) => storeSnapshot(this.store, await volume.committedHead(), snapshot),
-      listSnapshots: () => listSnapshots(this.store, name),
-      deleteSnapshot: (snapshot) => deleteSnapshot(this.store, name, snapshot),
-      compact: async () => {
-        await volume.compact();
-        return volume.stats().deltas;
-      },
-    };
+    return servedVolumeStorage(volume, {
+      store: this.store,
+      journalRoot: this.config.journalRoot,
+      retire: (v) => this.retire(v),
+      forgotten: (n) => this.retiring.delete(n),
+      resized: (v) => this.saveShapeOf(v),
+    });
+  }
+
+  /** A gateway told to serve every volume serves those created while it runs, too (docs/volume-format-2.md, "Live volumes"). */
+  private watchForVolumes(): void {
+    if (this.config.volumes.length > 0 || this.config.volumePoll <= 0) return;
+    this.watcher = new VolumeWatcher({
+      store: this.store,
+      intervalMs: this.config.volumePoll,
+      logger: this.logger,
+      known: (name) => this.served.has(name) || this.waiting.has(name) || this.waiting.has('*') || this.retiring.has(name),
+      take: (name) => this.open(name),
+    });
+    this.watcher.start();
+  }
+
+  private async retire(volume: Volume): Promise<number> {
+    this.retiring.add(volume.name);
+    if (this.served.get(volume.name) === volume) this.served.delete(volume.name);
+    const closed = (await this.nbd?.withdraw(volume.name, this.config.shutdownGrace)) ?? 0;
+    await volume.close();
+    return closed;
+  }
+
+  private async saveShapeOf(volume: Volume): Promise<void> {
+    const { name, size, extentSize, head } = volume;
+    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size, extentSize, readOnly: head.readOnly, createdAt: head.createdAt });
   }
 
   /** Volumes configured but not served yet: their store did not answer. */
@@ -204,7 +232,7 @@ export class Gateway implements ExportRegistry {
     } catch (err) {
       if (!(err instanceof StoreError)) throw err;
       this.logger.warn({ err: errorMessage(err) }, 'object store unreachable at start; volumes are served once it answers');
-      const known = this.config.volumes.length > 0 ? [...this.config.volumes] : await this.volumesServedBefore();
+      const known = this.config.volumes.length > 0 ? [...this.config.volumes] : await volumesServedBefore(this.config.journalRoot);
       for (const name of known) await this.waitFor(name);
       if (this.config.volumes.length === 0) this.waiting.add('*');
       this.scheduleReopen();
@@ -230,16 +258,7 @@ export class Gateway implements ExportRegistry {
     this.waiting.add(name);
     if (this.standIns.has(name)) return;
     const shape = await loadShape(Volume.journalDirFor(this.config.journalRoot, name));
-    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout));
-  }
-
-  /** The volumes whose journal directory says they were served here. */
-  private async volumesServedBefore(): Promise<string[]> {
-    // The journal root also holds files of its own (journal-id): only directories are volumes.
-    const entries = await readdir(this.config.journalRoot, { withFileTypes: true }).catch(() => []);
-    const out: string[] = [];
-    for (const e of entries) if (e.isDirectory() && (await loadShape(Volume.journalDirFor(this.config.journalRoot, e.name))) !== undefined) out.push(e.name);
-    return out;
+    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout, (event) => { this.events.publish(event); }, this.gatewayId));
   }
 
   private async volumeNames(): Promise<string[]> {
@@ -275,7 +294,11 @@ export class Gateway implements ExportRegistry {
       }),
     );
     opened = volume;
-    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size: volume.size, extentSize: volume.extentSize, readOnly: volume.head.readOnly, createdAt: volume.head.createdAt });
+    if (this.stopping !== undefined) {
+      await volume.close({ release: true });
+      return;
+    }
+    await this.saveShapeOf(volume);
     this.served.set(name, volume);
     this.waiting.delete(name);
     const standIn = this.standIns.get(name);
@@ -322,20 +345,8 @@ export class Gateway implements ExportRegistry {
   private deposed(volume: Volume, err: VolumeDeposedError): void {
     if (this.served.get(volume.name) !== volume) return;
     this.served.delete(volume.name);
-    this.nbd?.withdraw(volume.name);
-    this.events.publish({
-      kind: 'volume-deposed',
-      id: randomUUID(),
-      volume: volume.name,
-      gateway: this.gatewayId,
-      episode: 'none',
-      time: new Date().toISOString(),
-      held: { requests: 0, bytes: 0 },
-      errorClass: null,
-      lastError: null,
-      epoch: volume.head.epoch,
-      reason: err.message,
-    });
+    void this.nbd?.withdraw(volume.name, this.config.shutdownGrace);
+    this.events.publish(volumeDeposedEvent(volume.name, this.gatewayId, volume.head.epoch, err.message));
     void volume.close().catch((e: unknown) => this.logger.warn({ err: e, volume: volume.name }, 'closing a deposed volume failed'));
   }
 
@@ -374,6 +385,7 @@ export class Gateway implements ExportRegistry {
     this.stopping ??= Promise.resolve();
     if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer);
     if (this.gcTimer !== undefined) clearTimeout(this.gcTimer);
+    this.watcher?.stop();
     for (const volume of this.served.values()) volume.hang.close();
     for (const standIn of this.standIns.values()) standIn.abandon('gateway shutting down before the volume could be taken');
     await this.nbd?.close(graceMs);

@@ -192,6 +192,8 @@ export const GatewayConfigSchema = z
     deltaBudget: size('delta budget').optional(),
     /** Unreferenced objects younger than this are kept by garbage collection. */
     gcGrace: duration.default(3_600_000),
+    /** How often a gateway serving every volume looks for volumes created since; 0 for never. */
+    volumePoll: duration.default(1_000),
     /** How often the gateway collects garbage in the background; 0 for never. */
     gcInterval: duration.default(900_000),
     /** How long guest I/O is held through a storage failure: off, forever, or a duration. */

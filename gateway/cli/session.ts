@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { HoldfastError, InvalidArgumentError, errorMessage } from '../../shared/errors.js';
+import { HoldfastError, InvalidArgumentError, VolumeBusyError, errorMessage } from '../../shared/errors.js';
 import { VOLUME_NAME } from '../../shared/volume-manifest.js';
 import type { ResolvedConfig } from '../config/load-config.js';
 import { volumeOptions } from '../config/volume-options.js';
@@ -103,6 +103,8 @@ export async function askOwner(session: Session, head: Head, path: string, metho
     json = { error: text };
   }
   if (res.status === 404 && /is served here/.test(text)) return undefined;
+  // Clients are attached and the change would pull the volume from under them.
+  if (res.status === 423) throw new VolumeBusyError((json as { error?: string }).error ?? text);
   if (!res.ok) throw new OwnerRefusedError(`gateway ${head.owner?.gateway} (${admin}) answered ${res.status}: ${(json as { error?: string }).error ?? text}`);
   return json;
 }

@@ -42,6 +42,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   indexMemory: { arg: 'size', help: "memory for a volume's delta index; compaction keeps it below this (default 64MiB)" },
   deltaBudget: { arg: 'size', help: 'delta bytes a volume may keep before the oldest are compacted (default the larger of 1GiB and half the volume)' },
   gcGrace: { arg: 'duration', help: 'garbage collection keeps unreferenced objects younger than this, and deleted snapshots this long (default 1h)' },
+  volumePoll: { arg: 'duration', help: 'without --volumes: how often the gateway looks for volumes created since it started; 0 for never (default 1s)' },
   gcInterval: { arg: 'duration', help: 'how often the gateway collects garbage in the store; 0 for never (default 15m)' },
   hangTimeout: { arg: 'timeout', help: 'how long guest I/O is held through a storage failure: off, forever or a duration (default 120s)' },
   hangPolicy: { arg: 'class=action,...', help: 'hold or fail per error class, e.g. denied=hold (default transient, io, no-space hold; denied, missing, invalid fail)' },

@@ -1,5 +1,6 @@
 import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { formatSize } from '../../shared/units.js';
 import { cachedBytes } from '../disk-cache/cache-directory.js';
 import { parsePage } from '../image/index-page.js';
@@ -18,10 +19,13 @@ import { askOwner, checkVolumeName, parseVolumeRef, withSession, withTakenVolume
 import { STORE_SETTINGS } from './settings-help.js';
 import { temporarySnapshot } from './snapshot-commands.js';
 import { printTable } from './table.js';
+import { registerResizeCommand } from './resize-command.js';
 
+
+const DeleteAnswer = z.object({ snapshots: z.number(), disconnected: z.number() });
 
 export function registerVolumeCommands(program: Command): void {
-  const volume = program.command('volume').description('create, list, inspect, clone, upgrade and delete volumes in the store');
+  const volume = program.command('volume').description('create, list, inspect, resize, clone, upgrade and delete volumes in the store');
 
   addSettingOptions(
     volume
@@ -143,13 +147,22 @@ export function registerVolumeCommands(program: Command): void {
     volume
       .command('delete <name>')
       .description('delete a volume and its snapshots (data no clone uses is freed by the next garbage collection)')
-      .option('--force', 'delete it even while a gateway serves it (that gateway stops serving it)'),
-    STORE_SETTINGS,
+      .option('--force', 'delete it even while clients are attached (they are disconnected) or a gateway that does not answer holds it'),
+    [...STORE_SETTINGS, 'adminToken'],
   ).action(async (name: string, opts: { force?: boolean }, cmd: Command) => {
     checkVolumeName(name);
     await withSession(cmd, async (session) => {
       const catalog = new VolumeCatalog(session.store);
       const head = await catalog.get(name);
+      // The gateway serving it deletes it: it refuses while clients are attached, or disconnects them with --force.
+      const answer = await askOwner(session, head, `/v1/volumes/${encodeURIComponent(name)}${opts.force === true ? '?force=true' : ''}`, 'DELETE');
+      if (answer !== undefined) {
+        const { snapshots, disconnected } = DeleteAnswer.parse(answer);
+        process.stdout.write(
+          `deleted volume ${name}${snapshots > 0 ? ` and ${snapshots} snapshot(s)` : ''}; gateway ${head.owner?.gateway} stopped serving it${disconnected > 0 ? ` and disconnected ${disconnected} client(s)` : ''}; its data is freed by the next garbage collection\n`,
+        );
+        return;
+      }
       // Taking it first refuses a volume a live gateway serves, as that gateway's lease says.
       if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, async () => undefined);
       const { snapshots } = await catalog.delete(name);
@@ -158,6 +171,8 @@ export function registerVolumeCommands(program: Command): void {
       process.stdout.write(`deleted volume ${name}${snapshots > 0 ? ` and ${snapshots} snapshot(s)` : ''}; its data is freed by the next garbage collection\n`);
     });
   });
+
+  registerResizeCommand(volume);
 
   addSettingOptions(
     volume

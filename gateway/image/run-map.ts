@@ -13,6 +13,8 @@ export const NO_SOURCE = -1;
 const STRIDE = 4;
 /** Rough cost of an extent's entry besides its runs (map slot, typed array, object). */
 const EXTENT_OVERHEAD = 160;
+/** Run counts at or above this share the last histogram bucket when the busiest extents are picked. */
+const HISTOGRAM_BUCKETS = 1024;
 
 interface ExtentRuns {
   n: number;
@@ -150,12 +152,30 @@ export class RunMap {
     if (pos < end) visit(pos, end, NO_SOURCE, 0);
   }
 
-  /** Extents ordered by how many runs they hold, most first (what compaction saves most memory on). */
+  /**
+   * Up to `limit` extents holding the most runs (what compaction saves most memory on): a histogram
+   * of run counts gives the threshold, then one pass collects the extents above it and enough at it,
+   * stopping as soon as it has them — linear at worst, where sorting every extent would be n log n.
+   */
   busiestExtents(limit: number): number[] {
-    return [...this.extents.entries()]
-      .sort((x, y) => y[1].n - x[1].n)
-      .slice(0, limit)
-      .map(([extent]) => extent);
+    const counts = new Uint32Array(HISTOGRAM_BUCKETS);
+    for (const e of this.extents.values()) counts[Math.min(e.n, HISTOGRAM_BUCKETS - 1)]!++;
+    let threshold = HISTOGRAM_BUCKETS - 1;
+    let above = 0;
+    for (; threshold > 0; threshold--) {
+      if (above + counts[threshold]! >= limit) break;
+      above += counts[threshold]!;
+    }
+    const atThreshold = Math.min(limit - above, counts[threshold]!);
+    const high: number[] = [];
+    const equal: number[] = [];
+    for (const [extent, e] of this.extents) {
+      const n = Math.min(e.n, HISTOGRAM_BUCKETS - 1);
+      if (n > threshold) high.push(extent);
+      else if (n === threshold && equal.length < atThreshold) equal.push(extent);
+      if (high.length === above && equal.length === atThreshold) break;
+    }
+    return [...high, ...equal];
   }
 
   private ensureCapacity(e: ExtentRuns, runs: number): Uint32Array {

@@ -188,6 +188,24 @@ export class VolumeImage {
     return old;
   }
 
+  /**
+   * The extent reads as zeros as of `seq`: no base, and the runs of every delta up to `seq` dropped
+   * (what compaction does instead of writing a base of zeros). Returns the base it had, if any.
+   */
+  clearExtent(extent: number, seq: number): BaseRef | undefined {
+    const old = this.bases.get(extent);
+    if (old !== undefined) {
+      this.bases.delete(extent);
+      this.baseMeta.delete(old.key);
+      this.dirtyPages.add(pageOf(extent));
+    }
+    this.runs.removeWhere(extent, (slot) => {
+      const d = this.deltas.get(slot);
+      return d === undefined || d.ref.seqTo <= seq;
+    });
+    return old;
+  }
+
   /** Removes deltas none of whose bytes show any more; returns them (their objects are released). */
   takeDeadDeltas(): DeltaInfo[] {
     const dead = [...this.deltas.values()].filter((d) => d.liveBytes <= 0);

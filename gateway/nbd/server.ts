@@ -139,21 +139,17 @@ export class NbdServer {
    * The export went away (deleted, or taken by another gateway): its connections stop taking requests,
    * answer those in flight and close, as after NBD_CMD_DISC; every other connection goes on.
    */
-  withdraw(name: string): number {
-    let n = 0;
-    for (const connection of this.connections) {
-      if (connection.exportName !== name) continue;
-      connection.shutdown();
-      n++;
-    }
-    if (n > 0) this.log.info({ export: name, connections: n }, 'export withdrawn: its connections are closed');
-    return n;
+  async withdraw(name: string, graceMs: number): Promise<number> {
+    const gone = [...this.connections].filter((c) => c.exportName === name);
+    for (const connection of gone) connection.shutdown();
+    if (gone.length === 0) return 0;
+    this.log.info({ export: name, connections: gone.length }, 'export withdrawn: its connections are closed');
+    await this.closeWithin(gone, graceMs);
+    return gone.length;
   }
 
-  private async shutdown(graceMs: number): Promise<void> {
-    const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => { resolve(); }))));
-    const open = [...this.connections];
-    for (const connection of open) connection.shutdown();
+  /** Waits for the connections to close after their requests in flight, and destroys what is left after `graceMs`. */
+  private async closeWithin(open: readonly Connection[], graceMs: number): Promise<void> {
     const allClosed = Promise.all(open.map((connection) => connection.closed));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'grace-over'>((resolve) => {
@@ -162,10 +158,17 @@ export class NbdServer {
     const outcome = await Promise.race([allClosed, graceOver]);
     clearTimeout(timer);
     if (outcome === 'grace-over') {
-      this.log.warn({ connections: this.connections.size }, 'nbd grace period over, destroying connections');
-      for (const connection of this.connections) connection.destroy();
+      this.log.warn({ connections: open.length }, 'nbd grace period over, destroying connections');
+      for (const connection of open) connection.destroy();
       await allClosed;
     }
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => { resolve(); }))));
+    const open = [...this.connections];
+    for (const connection of open) connection.shutdown();
+    await this.closeWithin(open, graceMs);
     await listenersClosed;
     this.log.info('nbd server closed');
   }

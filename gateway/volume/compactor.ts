@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
-import { buildBaseExtent } from '../image/base-extent.js';
+import { buildBaseExtent, isAllZero } from '../image/base-extent.js';
 import type { BaseRef } from '../image/index-page.js';
 import { baseExtentKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
@@ -9,8 +9,12 @@ import type { ObjectStore } from '../store/object-store.js';
 import type { CacheReservation } from './extent-cache.js';
 import type { HeadCommits } from './head-commits.js';
 
-/** Extents compacted per head commit. */
+/** Base extents written per head commit. */
 const BATCH = 8;
+/** Extents that turn out to be all zeros need no object: this many may go in one head commit. */
+const ZERO_BATCH = 1024;
+/** Extents taken from one scan of the run map when the index is too big (the scan is linear in extents). */
+const CANDIDATES = 4096;
 
 export interface CompactionBudget {
   /** Run map plus delta CRC tables; compaction starts at 3/4 of it and stops at 1/2. */
@@ -52,6 +56,8 @@ type Reason = 'index-memory' | 'delta-count' | 'delta-bytes';
 export class Compactor {
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** The busiest extents of the last scan, still to be compacted while the index is too big. */
+  private candidates: number[] = [];
   readonly stats: CompactorStats = { runs: 0, extents: 0, bytesWritten: 0, failures: 0 };
 
   constructor(private readonly opts: CompactorOptions) {}
@@ -94,7 +100,8 @@ export class Compactor {
       const extents = this.choose(reason, everything);
       if (extents.length === 0) break;
       try {
-        await this.compact(extents);
+        const done = await this.compact(extents);
+        if (reason === 'index-memory' && !everything) this.candidates.unshift(...extents.slice(done));
       } catch (err) {
         if (err instanceof VolumeDeposedError) return;
         this.stats.failures++;
@@ -108,7 +115,11 @@ export class Compactor {
 
   private choose(reason: Reason, everything: boolean): number[] {
     const image = this.opts.image;
-    if (reason === 'index-memory' && !everything) return image.runs.busiestExtents(BATCH);
+    if (reason === 'index-memory' && !everything) {
+      this.candidates = this.candidates.filter((e) => image.runs.runsOf(e) > 0);
+      if (this.candidates.length === 0) this.candidates = image.runs.busiestExtents(CANDIDATES);
+      return this.candidates.splice(0, ZERO_BATCH);
+    }
     // Deltas whose every byte newer ones overwrote go without any work.
     for (const dead of image.takeDeadDeltas()) this.opts.commits.release(dead.ref.key);
     const oldest = image.deltas.values().next().value;
@@ -120,20 +131,32 @@ export class Compactor {
         if (src === oldest.slot) shows = true;
       });
       if (shows) chosen.push(extent);
-      if (chosen.length >= BATCH) break;
+      if (chosen.length >= ZERO_BATCH) break;
     }
     return chosen;
   }
 
-  private async compact(extents: number[]): Promise<void> {
+  /**
+   * Folds the extents, in order, until BATCH bases were written (extents that read as zeros need none,
+   * up to ZERO_BATCH of them), and commits; resolves with how many of `extents` it did.
+   */
+  private async compact(extents: readonly number[]): Promise<number> {
     const o = this.opts;
     const built: Array<[number, BaseRef]> = [];
+    const zeros: Array<[number, number]> = [];
+    let done = 0;
     for (const extent of extents) {
+      if (built.length >= BATCH) break;
+      done++;
       const reservation = o.reserve(o.image.extentLength(extent));
       try {
         // The state the content is read from: every delta up to this sequence.
         const seq = o.commits.committedSeq;
         const content = await o.image.materialize(extent);
+        if (content === null || isAllZero(content)) {
+          zeros.push([extent, seq]);
+          continue;
+        }
         const { body, ref } = buildBaseExtent(content, extent * o.image.shape.extentSize, baseExtentKey(o.name, extent, o.epoch, seq), o.epoch, seq);
         await o.store.put(ref.key, body);
         o.failpoints.hit('compact.after-put');
@@ -147,12 +170,17 @@ export class Compactor {
     for (const [extent, ref] of built) {
       const old = o.image.setBase(extent, ref);
       if (old !== undefined) o.commits.release(old.key);
-      this.stats.extents++;
     }
+    for (const [extent, seq] of zeros) {
+      const old = o.image.clearExtent(extent, seq);
+      if (old !== undefined) o.commits.release(old.key);
+    }
+    this.stats.extents += built.length + zeros.length;
     for (const dead of o.image.takeDeadDeltas()) o.commits.release(dead.ref.key);
     o.failpoints.hit('compact.before-commit');
     await o.commits.flush();
     o.failpoints.hit('compact.after-commit');
+    return done;
   }
 
   async stop(): Promise<void> {

@@ -203,6 +203,8 @@ export class ReadPath {
       while (this.o.pending.generation(index) === generation) {
         const newer = firstNewer(this.o.pending.entries(index), extent.seq);
         if (newer === undefined) {
+          // Loaded before a resize changed this extent's length: load it again at the new length.
+          if (extent.data !== null && extent.data.length !== this.extentLength(index)) break;
           // Checked and cached with no await in between, so no write can slip in unseen.
           reservation.release();
           this.o.cache.set(index, extent);

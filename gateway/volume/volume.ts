@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { InvalidArgumentError, ReadOnlyError, RequestAbortedError, RequestDroppedError, VolumeDeposedError } from '../../shared/errors.js';
+import { InvalidArgumentError, ReadOnlyError, RequestAbortedError, RequestDroppedError, VolumeBusyError, VolumeDeposedError } from '../../shared/errors.js';
 import type { HangMonitor } from '../hang/index.js';
 import type { Head } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
@@ -37,7 +37,6 @@ export type { VolumeOptions, VolumeParts } from './options.js';
 export class Volume implements NbdExport {
   readonly name: string;
   readonly description: string;
-  readonly size: number;
   readonly readOnly: boolean;
   readonly canMultiConn = true;
   readonly minimumBlockSize = 1;
@@ -67,7 +66,6 @@ export class Volume implements NbdExport {
     ({ writer: this.writer, image: this.image, journal: this.journal } = parts);
     const shape = this.image.shape;
     this.name = shape.name;
-    this.size = shape.size;
     this.extentSize = shape.extentSize;
     this.readOnly = shape.readOnly || opts.forceReadOnly === true;
     this.description = `Holdfast volume ${shape.name}`;
@@ -106,6 +104,41 @@ export class Volume implements NbdExport {
 
   get deposed(): VolumeDeposedError | undefined {
     return this.deposedError;
+  }
+
+  /** The size the committed head records; a resize changes it for connections made after. */
+  get size(): number {
+    return this.image.shape.size;
+  }
+
+  /** NBD connections attached to the volume now. */
+  get clientCount(): number {
+    return this.clients;
+  }
+
+  /**
+   * Changes the volume's size. A grow is recorded in the head before anything past the old end can be
+   * written; attached clients keep the size they negotiated until they reconnect. A shrink cuts data
+   * off, so it is refused while clients are attached: the cut part of the new last extent is zeroed
+   * (a later grow reads zeros there), everything is uploaded, then the head records the new size and
+   * releases the extents past it.
+   */
+  async resize(size: number): Promise<void> {
+    this.checkWritable();
+    const old = this.size;
+    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new InvalidArgumentError(`volume size must be a positive multiple of 512 bytes, not ${size}`);
+    if (size === old) return;
+    const lastExtent = (bytes: number): number => Math.ceil(bytes / this.extentSize) - 1;
+    if (size < old) {
+      if (this.clients > 0) throw new VolumeBusyError(`volume ${this.name} has ${this.clients} client(s) attached: disconnect them before shrinking it`);
+      const cutEnd = Math.min(old, (lastExtent(size) + 1) * this.extentSize);
+      if (cutEnd > size) await this.commit(RecordKind.Zero, size, cutEnd - size, undefined);
+      await this.drain();
+    }
+    await this.commits.resize(size);
+    // Cached extents past the new end, and a last extent whose length changed, are read afresh.
+    for (let i = Math.min(lastExtent(old), lastExtent(size)); i <= Math.max(lastExtent(old), lastExtent(size)); i++) this.extentCache.delete(i);
+    this.opts.logger.info({ volume: this.name, from: old, to: size }, 'volume resized');
   }
 
   attach(): void {

@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import type { IoHangEvent } from '../../shared/events.js';
 import { join } from 'node:path';
 import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
 import type { HangTimeout } from '../../shared/hang-policy.js';
@@ -25,6 +27,15 @@ export async function loadShape(journalDir: string): Promise<VolumeShape | undef
   }
 }
 
+/** The volumes whose journal directory under `journalRoot` says they were served here. */
+export async function volumesServedBefore(journalRoot: string): Promise<string[]> {
+  // The journal root also holds files of its own (journal-id): only directories are volumes.
+  const entries = await readdir(journalRoot, { withFileTypes: true }).catch(() => []);
+  const out: string[] = [];
+  for (const e of entries) if (e.isDirectory() && (await loadShape(join(journalRoot, e.name))) !== undefined) out.push(e.name);
+  return out;
+}
+
 /**
  * A volume this gateway served before, whose store does not answer now that it restarted: it cannot be
  * taken (its head cannot be read), so nothing is acknowledged — but a client that reconnects (QEMU's
@@ -44,10 +55,15 @@ export class WaitingVolume implements NbdExport {
   private attached = 0;
   private readonly waiters = new Set<{ resolve: (e: NbdExport) => void; reject: (err: Error) => void }>();
   private readonly since = performance.now();
+  /** The hang episode its waiting requests are, from the first held request until the volume is taken. */
+  private episode: { id: string; startedAt: number } | undefined;
 
   constructor(
     shape: VolumeShape,
     private readonly timeout: () => HangTimeout,
+    /** Told of the io-hang episode (set and clear), as a served volume's hang monitor reports one. */
+    private readonly onHang: (event: IoHangEvent) => void = () => undefined,
+    private readonly gatewayId = 'gateway',
   ) {
     this.name = shape.name;
     this.size = shape.size;
@@ -63,6 +79,7 @@ export class WaitingVolume implements NbdExport {
   ready(volume: NbdExport): void {
     this.target = volume;
     for (let i = 0; i < this.attached; i++) volume.attach();
+    this.endEpisode();
     for (const w of this.waiters) w.resolve(volume);
     this.waiters.clear();
   }
@@ -70,6 +87,7 @@ export class WaitingVolume implements NbdExport {
   /** The gateway stops, or the volume cannot be served after all: waiting requests get no answer. */
   abandon(reason: string): void {
     this.failure = new RequestDroppedError(reason);
+    this.endEpisode();
     for (const w of this.waiters) w.reject(this.failure);
     this.waiters.clear();
   }
@@ -100,7 +118,34 @@ export class WaitingVolume implements NbdExport {
       };
       ctx?.signal.addEventListener('abort', onAbort, { once: true });
       this.waiters.add(waiter);
+      this.startEpisode();
     });
+  }
+
+  private startEpisode(): void {
+    if (this.episode !== undefined) return;
+    this.episode = { id: randomUUID(), startedAt: Date.now() };
+    this.onHang({ ...this.eventBase(this.episode, 'set'), kind: 'io-hang', set: true });
+  }
+
+  private endEpisode(): void {
+    const episode = this.episode;
+    if (episode === undefined) return;
+    this.episode = undefined;
+    this.onHang({ ...this.eventBase(episode, 'clear'), kind: 'io-hang', set: false, durationMs: Math.max(0, Date.now() - episode.startedAt) });
+  }
+
+  private eventBase(episode: { id: string }, what: string): Omit<IoHangEvent, 'kind' | 'set'> {
+    return {
+      id: `${episode.id}-${what}`,
+      volume: this.name,
+      gateway: this.gatewayId,
+      episode: episode.id,
+      time: new Date().toISOString(),
+      held: { requests: this.waiters.size, bytes: 0 },
+      errorClass: 'transient',
+      lastError: 'the object store did not answer when the gateway started: the volume is not taken yet',
+    };
   }
 
   async read(offset: number, length: number, ctx: RequestContext): Promise<Buffer> {

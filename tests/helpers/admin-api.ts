@@ -11,6 +11,8 @@ const HeldSchema = z.object({ requests: z.number().int().nonnegative(), bytes: z
 
 export const VolumeStatusSchema = z.object({
   name: z.string(),
+  size: z.number().int().positive(),
+  clients: z.number().int().nonnegative(),
   state: z.enum(['normal', 'hang', 'timed-out']),
   paused: z.boolean(),
   held: HeldSchema,

@@ -143,7 +143,7 @@ describe('admin server', () => {
       ['GET', '/v1/volumes/nope', undefined, 404, /no volume named nope/],
       ['GET', '/v2/anything', undefined, 404, /no such endpoint/],
       ['GET', '/v1/volumes/%E0%A4%A', undefined, 400, /not valid percent-encoding/],
-      ['DELETE', '/v1/volumes/v1', undefined, 405, /use GET/],
+      ['PATCH', '/v1/volumes/v1', undefined, 405, /use GET/],
       ['POST', '/v1/volumes/v1/hang-policy', undefined, 405, /use GET or PUT/],
       ['GET', '/v1/volumes/v1/pause', undefined, 405, /use POST/],
       ['PUT', '/v1/volumes/v1/hang-policy', '{"timeout":', 400, /not valid JSON/],

@@ -15,7 +15,7 @@ import { RecordKind } from '../../gateway/journal/record.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import type { Volume } from '../../gateway/volume/volume.js';
 import type { HoldfastEvent } from '../../shared/events.js';
-import { DataCorruptError } from '../../shared/errors.js';
+import { DataCorruptError, InvalidArgumentError, VolumeBusyError } from '../../shared/errors.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
 
@@ -160,6 +160,97 @@ describe('corruption', () => {
       events.filter((e) => e.kind === 'data-corrupt').map((e) => e.volume),
       ['c'],
     );
+    await volume.close();
+  });
+});
+
+describe('resize', () => {
+  /** Random bytes at random places, written to the volume and to a plain Buffer alike. */
+  async function scribble(volume: Volume, model: Buffer, seed: number, count: number): Promise<void> {
+    let x = seed;
+    const next = (n: number): number => {
+      x = (x * 1103515245 + 12345) % 2 ** 31;
+      return x % n;
+    };
+    for (let i = 0; i < count; i++) {
+      const length = 512 * (1 + next(256));
+      const offset = 512 * next((model.length - length) / 512);
+      const data = Buffer.alloc(length, 1 + next(255));
+      await volume.write(offset, data, false);
+      data.copy(model, offset);
+    }
+  }
+
+  it('grows and shrinks to sizes inside an extent: the volume, a reopened volume and the store alone all equal a Buffer', async () => {
+    const { store, volume: first } = await newVolume('resized');
+    let volume = first;
+    const reopen = async (): Promise<void> => {
+      await volume.close({ release: true });
+      volume = await openTestVolume(store, join(dir, `j-resized-${Date.now()}`), { name: 'resized', cacheBytes: 64 * MiB });
+    };
+    await reopen();
+    let model = Buffer.alloc(8 * MiB);
+    const check = async (what: string): Promise<void> => {
+      assert.equal(volume.size, model.length, `${what}: size`);
+      assert.ok((await volume.read(0, model.length)).equals(model), `${what}: the volume reads as the model`);
+      await volume.drain();
+      assert.ok((await storeAlone(store, 'resized')).equals(model), `${what}: the store alone is the model`);
+    };
+    await scribble(volume, model, 1, 40);
+    await volume.read(0, model.length); // every extent cached at its old length
+    await volume.resize(8.5 * MiB);
+    model = Buffer.concat([model, Buffer.alloc(MiB / 2)]);
+    await check('grown into a partial extent');
+    await scribble(volume, model, 2, 40);
+    await volume.resize(10 * MiB);
+    model = Buffer.concat([model, Buffer.alloc(1.5 * MiB)]);
+    await scribble(volume, model, 3, 40);
+    await check('grown past it');
+    await volume.compact();
+    await reopen();
+    await check('grown, compacted and reopened');
+
+    volume.attach();
+    await assert.rejects(volume.resize(5.5 * MiB), VolumeBusyError, 'a shrink with a client attached is refused');
+    volume.detach();
+    await volume.resize(5.5 * MiB);
+    model = model.subarray(0, 5.5 * MiB);
+    await check('shrunk');
+    assert.ok((await readHead(store, 'resized')).head.released.length > 0, 'the base extents past the new end are released for GC');
+    await volume.resize(9 * MiB);
+    model = Buffer.concat([model, Buffer.alloc(3.5 * MiB)]);
+    await check('grown again: the cut part reads as zeros');
+    await reopen();
+    await check('reopened');
+    await assert.rejects(volume.resize(1000), InvalidArgumentError);
+    await volume.close();
+  });
+});
+
+describe('compaction of trimmed extents', () => {
+  it('an extent that reads as zeros loses its base and its runs without an object written for it', async () => {
+    const { store, volume } = await newVolume('trimmed', 16 * MiB);
+    await volume.write(0, Buffer.alloc(4 * MiB, 5), false);
+    await volume.drain();
+    await volume.compact();
+    const before = (await readHead(store, 'trimmed')).head;
+    assert.equal(before.pages.length > 0, true, 'the written extents have bases');
+    await volume.trim(0, 16 * MiB, false);
+    await volume.write(8 * MiB, Buffer.alloc(4096, 6), false);
+    await volume.drain();
+    const puts = store.puts;
+    await volume.compact();
+    const stats = volume.stats();
+    assert.equal(stats.deltas, 0, 'every delta folded');
+    assert.equal(stats.indexBytes < 64 * 1024, true, `index ${stats.indexBytes} bytes after compaction`);
+    const expected = Buffer.alloc(16 * MiB);
+    expected.fill(6, 8 * MiB, 8 * MiB + 4096);
+    assert.ok((await storeAlone(store, 'trimmed')).equals(expected));
+    assert.ok((await volume.read(0, 16 * MiB)).equals(expected));
+    const head = (await readHead(store, 'trimmed')).head;
+    assert.ok(head.released.length >= 4, 'the bases of the trimmed extents are released');
+    // One base (extent 8), the index page and the head: the 15 zero extents cost no object.
+    assert.ok(store.puts - puts <= 4, `${store.puts - puts} objects written by the compaction`);
     await volume.close();
   });
 });
