@@ -8,7 +8,7 @@ import { diskCacheStatus, volumeStatus, waitingStatus } from './admin/volume-sta
 import { policyDocument } from '../shared/hang-policy.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
-import { DiskCache } from './disk-cache/disk-cache.js';
+import { type DiskCache, openDiskCache } from './disk-cache/disk-cache.js';
 import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
 import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
@@ -57,8 +57,7 @@ export class Gateway implements ExportRegistry {
   private gcTimer: NodeJS.Timeout | undefined;
   private gcRunning: Promise<GcReport> | undefined;
   private journalId = '';
-  /** The disk cache tier all volumes share (`--cache-dir`); undefined when off. */
-  diskCache: DiskCache | undefined;
+  private diskCache: DiskCache | undefined;
   readonly startedAt = new Date();
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
@@ -75,12 +74,8 @@ export class Gateway implements ExportRegistry {
   ) {
     this.gatewayId = config.gatewayId ?? hostname();
     this.events = new EventBus(sinks, logger);
-    this.metrics = new GatewayMetrics({
-      volumes: () => [...this.served.values()],
-      nbd: () => this.nbd?.stats,
-      events: () => this.events.deliveryCounters(),
-      diskCache: () => this.diskCache?.stats(),
-    });
+    const sources = { volumes: () => [...this.served.values()], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() };
+    this.metrics = new GatewayMetrics({ ...sources, diskCache: () => this.diskCache?.stats() });
   }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
@@ -117,9 +112,7 @@ export class Gateway implements ExportRegistry {
       });
       gateway.adminAddress = await gateway.admin.listen(config.admin.host, config.admin.port);
       gateway.journalId = await journalIdentity(config.journalRoot);
-      if (config.diskCache !== undefined) {
-        gateway.diskCache = await DiskCache.open({ ...config.diskCache, storeLocation: store.location, logger: logger.child({ component: 'disk-cache' }) });
-      }
+      gateway.diskCache = await openDiskCache(config.diskCache, store.location, logger);
       await gateway.openVolumes();
       const nbd = new NbdServer({
         registry: gateway,
@@ -199,10 +192,6 @@ export class Gateway implements ExportRegistry {
   /** Volumes configured but not served yet: their store did not answer. */
   get pending(): readonly string[] {
     return [...this.waiting];
-  }
-
-  get nbdStats(): NbdServer['stats'] | undefined {
-    return this.nbd?.stats;
   }
 
   private adminEndpoint(): string | null {

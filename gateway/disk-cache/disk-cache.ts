@@ -55,6 +55,17 @@ export interface DiskCacheOptions {
   readonly keepFreeBytes?: number;
 }
 
+/** The disk cache tier all of a gateway's volumes share, as `--cache-dir` and `--disk-cache-size` set it; none when they are off. */
+export function openDiskCache(
+  settings: { readonly dir: string; readonly limitBytes: number } | undefined,
+  storeLocation: string,
+  logger: Logger,
+): Promise<DiskCache | undefined> {
+  return settings === undefined
+    ? Promise.resolve(undefined)
+    : DiskCache.open({ ...settings, storeLocation, logger: logger.child({ component: 'disk-cache' }) });
+}
+
 export class DiskCache implements ObjectCopies {
   private readonly entries = new Map<string, CacheEntry>();
   /** Entries with an open file, least recently used first. */

@@ -13,6 +13,7 @@ import type { ObjectMeta } from './data-object.js';
 import { type DeltaRef, type Head, type PageRef, shapeOf } from './head.js';
 import { type BaseRef, pageOf, parsePage } from './index-page.js';
 import { type ObjectCopies, ObjectReader, type ObjectRef } from './object-reader.js';
+import { type ExtentBufferSource, zeroed } from './extent-buffer-source.js';
 import { fetchPieces, type Piece } from './pieces.js';
 import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
 
@@ -29,16 +30,6 @@ export interface DeltaInfo {
 }
 
 export type { AllocationSpan };
-
-/**
- * Where a materialized extent's buffer comes from and goes back to when it is not used after all
- * (volume/extent-buffers.ts): buffers of `size` bytes, at least an extent and its tables.
- */
-export interface ExtentBufferSource {
-  readonly size: number;
-  take(): Buffer;
-  release(buf: Buffer): void;
-}
 
 export interface VolumeImageOptions {
   /** Bound on the cached tables of base extents (each about 1/1000 of the extent). */
@@ -393,9 +384,4 @@ export class VolumeImage {
     await fetchPieces(this.reader, pieces, out, signal);
   }
 
-}
-
-/** `len` zero bytes, in a buffer from `buffers` when there are any. */
-function zeroed(len: number, buffers: ExtentBufferSource | undefined): Buffer {
-  return buffers === undefined ? Buffer.alloc(len) : buffers.take().subarray(0, len).fill(0);
 }
