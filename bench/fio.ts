@@ -50,7 +50,8 @@ function targetArgs(target: FioTarget): string[] {
   return target.engine === 'nbd' ? ['--ioengine=nbd', `--uri=${target.uri}`] : ['--ioengine=libaio', '--direct=1', `--filename=${target.file}`];
 }
 
-async function fio(name: string, target: FioTarget, args: readonly string[], cwd: string, timeoutMs: number): Promise<FioResult> {
+/** One fio job (`--name`, the target, JSON output and random offsets added) and what it measured. */
+export async function fio(name: string, target: FioTarget, args: readonly string[], cwd: string, timeoutMs: number): Promise<FioResult> {
   const full = [`--name=${name}`, ...targetArgs(target), '--output-format=json', '--randrepeat=0', '--norandommap', ...args];
   const r = await run('fio', full, { cwd, timeoutMs, ...(target.engine === 'nbd' && target.env !== undefined ? { env: target.env } : {}) });
   // The nbd engine prints "fio: connected to NBD server" ahead of the report.

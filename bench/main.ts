@@ -1,15 +1,17 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type S3Server, startS3Server } from '../tests/helpers/s3-server.js';
 import { prefill, runWorkload, warmRegion, warmUp, type FioRunOptions } from './fio.js';
-import { type BenchOptions, parseOptions, type SystemName, USAGE, type Workload } from './options.js';
+import { type BenchOptions, LARGE_WORKLOADS, type LargeWorkload, parseOptions, type SystemName, USAGE, type Workload } from './options.js';
+import { largeVolumeTargets } from './large-report.js';
+import { type LargeVolumeResult, runLargeVolume } from './large-volume.js';
 import { plotRecovery } from './plot.js';
 import { GatewayExitedError, runOutageWrites, type OutageWritesResult } from './outage-writes.js';
 import { ProcessMeter, run } from './proc.js';
+import { fillRawFile } from './raw-file.js';
 import { runRecovery } from './recovery.js';
 import { type BenchReport, evaluateTargets, markdown, median, type OutageWritesTarget, type RunRecord, type SystemStatus, summarize, uploadRates, type UploadRecord } from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
@@ -42,21 +44,6 @@ const TOOL: Readonly<Record<SystemName, string | undefined>> = {
 const T0 = performance.now();
 const log = (line: string): void => void process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)} s] ${line}\n`);
 
-async function fillRawFile(file: string, size: number): Promise<void> {
-  const block = randomBytes(MiB);
-  const fh = await open(file, 'w');
-  try {
-    for (let at = 0; at < size; at += MiB) {
-      // Every MiB differs, so no layer below can share or compress them.
-      block.writeUInt32LE(at / MiB, 0);
-      await fh.write(block, 0, MiB, at);
-    }
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 async function machine(): Promise<BenchReport['machine']> {
   const fio = await run('fio', ['--version']);
   return { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, fio: fio.stdout.trim() };
@@ -74,6 +61,7 @@ class Bench {
   private readonly s3Runs: (S3Ceiling & { round: number })[] = [];
   private readonly failures: string[] = [];
   private outageWrites: OutageWritesResult | null = null;
+  private largeVolume: LargeVolumeResult | null = null;
   /** Set once outage-writes was tried on holdfast-s3, whatever came of it: its RSS target counts. */
   private outageWritesTarget: OutageWritesTarget | undefined;
   private readonly fioOptions: FioRunOptions;
@@ -145,6 +133,29 @@ class Bench {
 
   /** The workloads too long for every round, each once after them. */
   async once(): Promise<void> {
+    await this.outageWritesOnce();
+    await this.largeVolumeOnce();
+  }
+
+  /**
+   * The large-* workloads on their own data set, after the other systems are stopped: they are idle
+   * by then, and their memory would only take page cache from the large data set.
+   */
+  private async largeVolumeOnce(): Promise<void> {
+    const asked = this.opts.onceWorkloads.filter((w): w is LargeWorkload => (LARGE_WORKLOADS as readonly string[]).includes(w));
+    if (asked.length === 0) return;
+    await this.stop();
+    try {
+      this.largeVolume = await runLargeVolume({ opts: this.opts, workDir: this.workDir, log }, asked);
+      this.failures.push(...this.largeVolume.failures);
+    } catch (err) {
+      const why = `the large-volume workloads failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.failures.push(why);
+      log(`bench: ${why}`);
+    }
+  }
+
+  private async outageWritesOnce(): Promise<void> {
     if (!this.opts.onceWorkloads.includes('outage-writes')) return;
     const system = this.systems.find((s) => s.name === 'holdfast-s3');
     if (system === undefined) return;
@@ -241,8 +252,9 @@ class Bench {
       uploads: this.uploads,
       uploadMiBps,
       rows,
-      targets: evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize, this.outageWritesTarget),
+      targets: [...evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize, this.outageWritesTarget), ...largeVolumeTargets(this.largeVolume, this.opts.cacheSize)],
       outageWrites: this.outageWrites,
+      largeVolume: this.largeVolume,
       failures: this.failures,
     };
     const files = {

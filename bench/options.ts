@@ -3,8 +3,11 @@ import { S3_SERVER_KINDS, type S3ServerKind } from '../tests/helpers/s3-server.j
 
 export const WORKLOADS = ['randread-warm', 'randread-cold', 'seqread', 'recovery', 'randwrite', 'seqwrite', 'flush-heavy'] as const;
 export type Workload = (typeof WORKLOADS)[number];
+/** On one large data set (bench/large-volume.ts), after the rounds. */
+export const LARGE_WORKLOADS = ['large-randread', 'large-zipf', 'large-restart'] as const;
+export type LargeWorkload = (typeof LARGE_WORKLOADS)[number];
 /** Too long to repeat every round: run once, after the rounds. */
-export const ONCE_WORKLOADS = ['outage-writes'] as const;
+export const ONCE_WORKLOADS = ['outage-writes', ...LARGE_WORKLOADS] as const;
 export type OnceWorkload = (typeof ONCE_WORKLOADS)[number];
 const ALL_WORKLOADS: readonly (Workload | OnceWorkload)[] = [...WORKLOADS, ...ONCE_WORKLOADS];
 
@@ -24,6 +27,10 @@ export interface BenchOptions {
   readonly longOutage: number;
   /** Holdfast's `--cache-size` and s3backer's block cache, in bytes. */
   readonly cacheSize: number;
+  /** Bytes of the large-volume data set (the large-* workloads). */
+  readonly largeSize: number;
+  /** Holdfast's `--disk-cache-size` on the large volume. */
+  readonly diskCacheSize: number;
   /** Holdfast's `--upload-delay`; undefined keeps the gateway's default. */
   readonly uploadDelay: string | undefined;
   /** Concurrent requests of the S3 server's own GET/PUT measurement. */
@@ -52,6 +59,11 @@ export const USAGE = `usage: npm run bench -- [options]
                        how long the S3 server is down in outage-writes, run once after the rounds on
                        holdfast-s3: 4 KiB random writes, peak RSS during and after it (default 300)
   --cache-size SIZE    Holdfast --cache-size and s3backer's block cache (default 256M)
+  --large-size SIZE    the data set of the large-* workloads, run once after the rounds against
+                       qemu-nbd and nbdkit on the same data: 4 KiB random reads, a zipf 70/30 mix, and
+                       random reads after a gateway restart (default 16G, 64M with --quick)
+  --disk-cache-size SIZE
+                       Holdfast --disk-cache-size on the large volume (default 1.25 × --large-size)
   --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 1s with --quick)
   --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
   --s3-server KIND     the S3 server: rgw (Ceph's RADOS Gateway, one node, objects in memory; the
@@ -102,6 +114,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
       outage: { type: 'string' },
       'long-outage': { type: 'string' },
       'cache-size': { type: 'string' },
+      'large-size': { type: 'string' },
+      'disk-cache-size': { type: 'string' },
       'upload-delay': { type: 'string' },
       's3-parallelism': { type: 'string' },
       's3-server': { type: 'string' },
@@ -118,6 +132,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
   const size = parseSize(values.size ?? (quick ? '32M' : '1G'));
   if (size % 2 ** 20 !== 0) throw new Error('--size: must be a whole number of MiB (the 1 MiB sequential workloads and s3backer need it)');
   const workloads = values.workloads === undefined ? [...ALL_WORKLOADS] : list('workloads', values.workloads, ALL_WORKLOADS);
+  const largeSize = parseSize(values['large-size'] ?? (quick ? '64M' : '16G'));
+  if (largeSize % 2 ** 20 !== 0) throw new Error('--large-size: must be a whole number of MiB');
   return {
     quick,
     rounds: Math.round(positive('rounds', values.rounds ?? (quick ? '1' : '3'))),
@@ -126,6 +142,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     outage: positive('outage', values.outage ?? (quick ? '2' : '10')),
     longOutage: positive('long-outage', values['long-outage'] ?? (quick ? '3' : '300')),
     cacheSize: parseSize(values['cache-size'] ?? '256M'),
+    largeSize,
+    diskCacheSize: values['disk-cache-size'] === undefined ? Math.ceil((largeSize * 1.25) / 2 ** 20) * 2 ** 20 : parseSize(values['disk-cache-size']),
     uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
     s3Server: oneOf('s3-server', values['s3-server'] ?? 'rgw', S3_SERVER_KINDS),

@@ -1,6 +1,8 @@
 import type { BenchOptions, SystemName, Workload } from './options.js';
 import { SYSTEMS, WORKLOADS } from './options.js';
 import type { OutageWritesResult } from './outage-writes.js';
+import { largeVolumeSection } from './large-report.js';
+import type { LargeVolumeResult } from './large-volume.js';
 import type { S3Ceiling } from './s3-ceiling.js';
 import type { RecoveryResult } from './recovery.js';
 import type { UploadDrain } from './systems.js';
@@ -83,6 +85,8 @@ export interface BenchReport {
   readonly targets: readonly TargetResult[];
   /** The outage-writes workload on holdfast-s3 (run once, after the rounds); null where it did not run or failed. */
   readonly outageWrites: OutageWritesResult | null;
+  /** The large-* workloads (run once, after the rounds); null where they were not asked for or failed. */
+  readonly largeVolume: LargeVolumeResult | null;
   /** Runs that failed, each with why; their rows are medians of the rounds that did run. */
   readonly failures: readonly string[];
   readonly files: { readonly json: string; readonly markdown: string; readonly plot: string | null };
@@ -315,7 +319,8 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     '',
     ...(workloads.length === 0 ? [] : ['Peak RSS of the server process (highest round) · CPU seconds per GiB moved (workload plus the upload of what it wrote):', '', resources, '']),
     ...outage,
-    'Targets (issues 6 and 13):',
+    ...largeVolumeSection(report.largeVolume),
+    'Targets (issues 6, 13 and 15):',
     '',
     targets,
     '',

@@ -99,6 +99,59 @@ export async function startSystem(name: SystemName, ctx: SystemContext): Promise
   }
 }
 
+/** A gateway process the harness started: where it serves NBD and its admin API. */
+export interface HoldfastProcess {
+  readonly daemon: Daemon;
+  readonly port: number;
+  readonly adminUrl: string;
+}
+
+/** `holdfast` with these arguments (a command, then its options) in the environment the harness measures. */
+export function holdfastCommand(args: readonly string[], s3: S3Server): { args: string[]; env: NodeJS.ProcessEnv } {
+  const env: NodeJS.ProcessEnv = {};
+  // A HOLDFAST_* setting in the caller's environment would change what is measured.
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_')) env[k] = v;
+  Object.assign(env, s3.env);
+  // Started as the container image starts it (shared/runtime-tuning.ts): what it uses is measured as deployed.
+  return { args: [...GATEWAY_NODE_FLAGS, HOLDFAST_BIN, ...args], env };
+}
+
+/** The arguments every benchmarked gateway takes: ephemeral ports, JSON warnings only. */
+export const SERVE_ARGS: readonly string[] = [
+  'serve',
+  '--listen',
+  '127.0.0.1:0',
+  '--admin',
+  '127.0.0.1:0',
+  '--log-format',
+  'json',
+  // Warnings only: the bench measures the data path, not the logger.
+  '--log-level',
+  'warn',
+];
+
+/** Starts `holdfast serve` with `args` after SERVE_ARGS and waits until it serves. */
+export async function launchHoldfast(name: string, args: readonly string[], s3: S3Server): Promise<HoldfastProcess> {
+  const command = holdfastCommand([...SERVE_ARGS, ...args], s3);
+  const daemon = startDaemon(process.execPath, command.args, command.env);
+  let port = 0;
+  let adminUrl = '';
+  await waitFor(
+    `${name} serving`,
+    () => {
+      const serving = SERVING_LINE.exec(daemon.output());
+      const admin = ADMIN_LINE.exec(daemon.output());
+      if (serving === null || admin === null) return false;
+      port = Number(serving[1]);
+      adminUrl = admin[1] ?? '';
+      return true;
+    },
+    START_TIMEOUT_MS,
+    daemon,
+  );
+  return { daemon, port, adminUrl };
+}
+
 /**
  * holdfast-local's setup with TLS required, to measure what TLS costs. fio's nbd engine cannot be
  * given key files in its URI, so it trusts the gateway's CA the way libnbd does by default: from
@@ -131,17 +184,6 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-
   await mkdir(dir, { recursive: true });
   const store = name === 'holdfast-s3' ? ['--store', `s3://${s3.bucket}/holdfast`, '--s3-endpoint', s3.endpoint] : ['--store', path.join(dir, 'store')];
   const args = [
-    HOLDFAST_BIN,
-    'serve',
-    '--listen',
-    '127.0.0.1:0',
-    '--admin',
-    '127.0.0.1:0',
-    '--log-format',
-    'json',
-    // Warnings only: the bench measures the data path, not the logger.
-    '--log-level',
-    'warn',
     ...store,
     '--journal-dir',
     path.join(dir, 'journal'),
@@ -152,31 +194,7 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-
     ...(opts.uploadDelay === undefined ? [] : ['--upload-delay', opts.uploadDelay]),
     ...variant.args,
   ];
-  const env: NodeJS.ProcessEnv = {};
-  // A HOLDFAST_* setting in the caller's environment would change what is measured.
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_')) env[k] = v;
-  Object.assign(env, s3.env);
-
-  // Started as the container image starts it (shared/runtime-tuning.ts): what it uses is measured as deployed.
-  const launch = async (): Promise<{ daemon: Daemon; port: number; adminUrl: string }> => {
-    const daemon = startDaemon(process.execPath, [...GATEWAY_NODE_FLAGS, ...args], env);
-    let port = 0;
-    let adminUrl = '';
-    await waitFor(
-      `${name} serving`,
-      () => {
-        const serving = SERVING_LINE.exec(daemon.output());
-        const admin = ADMIN_LINE.exec(daemon.output());
-        if (serving === null || admin === null) return false;
-        port = Number(serving[1]);
-        adminUrl = admin[1]!;
-        return true;
-      },
-      START_TIMEOUT_MS,
-      daemon,
-    );
-    return { daemon, port, adminUrl };
-  };
+  const launch = (): Promise<HoldfastProcess> => launchHoldfast(name, args, s3);
   let current = await launch();
 
   return {
@@ -201,16 +219,16 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-
  * time uploads were running: `--upload-delay` holds a young change back on purpose, and that wait
  * says nothing about how fast the backlog moves once it goes.
  */
-async function drainJournal(adminUrl: string, name: string, size: number): Promise<UploadDrain> {
+export async function drainJournal(adminUrl: string, name: string, size: number, volume = VOLUME): Promise<UploadDrain> {
   const timeoutMs = 120_000 + (size / 2 ** 20) * 1_000;
   const deadline = Date.now() + timeoutMs;
-  let last = await fetchVolume(adminUrl, VOLUME);
+  let last = await fetchVolume(adminUrl, volume);
   let lastAt = performance.now();
   const firstBytes = last.uploadBytes;
   let activeMs = 0;
   for (;;) {
     await sleep(SETTLE_POLL_MS);
-    const v = await fetchVolume(adminUrl, VOLUME);
+    const v = await fetchVolume(adminUrl, volume);
     const now = performance.now();
     if (last.uploadsInFlight > 0 || v.uploadsInFlight > 0 || v.uploadBytes > last.uploadBytes) activeMs += now - lastAt;
     last = v;

@@ -4,10 +4,11 @@ import type { Logger } from 'pino';
 import { volumeDeposedEvent } from './events/volume-deposed.js';
 import { AdminServer } from './admin/admin-server.js';
 import { GatewayMetrics } from './admin/metrics.js';
-import { volumeStatus, waitingStatus } from './admin/volume-status.js';
+import { diskCacheStatus, volumeStatus, waitingStatus } from './admin/volume-status.js';
 import { policyDocument } from '../shared/hang-policy.js';
 import { EventBus, type EventSink } from './events/event-sink.js';
 import { openEventSinks } from './events/open-sinks.js';
+import { type DiskCache, openDiskCache } from './disk-cache/disk-cache.js';
 import { VolumeDeposedError, VolumeExistsError, errorMessage } from '../shared/errors.js';
 import type { ResolvedConfig } from './config/load-config.js';
 import { volumeOptions } from './config/volume-options.js';
@@ -56,6 +57,7 @@ export class Gateway implements ExportRegistry {
   private gcTimer: NodeJS.Timeout | undefined;
   private gcRunning: Promise<GcReport> | undefined;
   private journalId = '';
+  private diskCache: DiskCache | undefined;
   readonly startedAt = new Date();
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
@@ -72,7 +74,8 @@ export class Gateway implements ExportRegistry {
   ) {
     this.gatewayId = config.gatewayId ?? hostname();
     this.events = new EventBus(sinks, logger);
-    this.metrics = new GatewayMetrics({ volumes: () => [...this.served.values()], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() });
+    const sources = { volumes: () => [...this.served.values()], nbd: () => this.nbd?.stats, events: () => this.events.deliveryCounters() };
+    this.metrics = new GatewayMetrics({ ...sources, diskCache: () => this.diskCache?.stats() });
   }
 
   static async start(config: ResolvedConfig, logger: Logger): Promise<Gateway> {
@@ -101,6 +104,7 @@ export class Gateway implements ExportRegistry {
           events: (volume) => gateway.events.history(volume),
           gatewayId: gateway.gatewayId,
           gc: (dryRun) => gateway.collectGarbage(dryRun),
+          diskCache: () => (gateway.diskCache === undefined ? undefined : diskCacheStatus(gateway.diskCache.stats())),
         },
         metrics: gateway.metrics,
         logger: logger.child({ component: 'admin' }),
@@ -108,6 +112,7 @@ export class Gateway implements ExportRegistry {
       });
       gateway.adminAddress = await gateway.admin.listen(config.admin.host, config.admin.port);
       gateway.journalId = await journalIdentity(config.journalRoot);
+      gateway.diskCache = await openDiskCache(config.diskCache, store.location, logger);
       await gateway.openVolumes();
       const nbd = new NbdServer({
         registry: gateway,
@@ -187,10 +192,6 @@ export class Gateway implements ExportRegistry {
   /** Volumes configured but not served yet: their store did not answer. */
   get pending(): readonly string[] {
     return [...this.waiting];
-  }
-
-  get nbdStats(): NbdServer['stats'] | undefined {
-    return this.nbd?.stats;
   }
 
   private adminEndpoint(): string | null {
@@ -278,6 +279,7 @@ export class Gateway implements ExportRegistry {
         onDeposed: (err) => {
           if (opened !== undefined) this.deposed(opened, err);
         },
+        diskCache: this.diskCache,
       }),
     );
     opened = volume;
@@ -386,6 +388,7 @@ export class Gateway implements ExportRegistry {
       }),
     );
     this.served.clear();
+    await this.diskCache?.close();
     await this.gcRunning?.catch(() => undefined);
     await this.admin?.close();
     await this.events.close();

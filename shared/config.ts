@@ -163,6 +163,10 @@ export const GatewayConfigSchema = z
     /** Default: DATA_DIR/journal. EFS in production. */
     journalDir: z.string().min(1).optional(),
     cacheSize: size('cache size').default(256 * 2 ** 20),
+    /** The disk cache tier's directory; with neither this nor diskCacheSize there is no disk cache. */
+    cacheDir: z.string().min(1).optional(),
+    /** The disk cache's bound (all volumes together); 0 turns it off. Default 10GiB once cacheDir is set. */
+    diskCacheSize: size('disk cache size').optional(),
     journalLimit: size('journal limit').default(2 ** 30),
     segmentSize: size('segment size')
       .default(64 * 2 ** 20)

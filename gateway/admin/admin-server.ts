@@ -7,7 +7,7 @@ import { HangPolicyPatchSchema, applyPolicyPatch, policyDocument } from '../../s
 import type { HangControl } from '../hang/index.js';
 import { allow, HttpError, pathSegment, readJson, send } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
-import type { VolumeStatus } from './volume-status.js';
+import { type DiskCacheStatus, type VolumeStatus } from './volume-status.js';
 import { storageRoute, type StorageSources } from './storage-routes.js';
 
 /** What the admin API reads and controls; the gateway provides it, tests provide their own. */
@@ -20,6 +20,8 @@ export interface AdminSources extends StorageSources {
   readonly healthy: () => boolean;
   readonly events: (volume?: string) => readonly HoldfastEvent[];
   readonly gatewayId: string;
+  /** The disk cache tier; undefined when the gateway has none. */
+  readonly diskCache?: () => DiskCacheStatus | undefined;
 }
 
 export interface AdminServerOptions {
@@ -101,7 +103,7 @@ export class AdminServer {
     if (path === '/v1/volumes') {
       allow(method, ['GET']);
       const volumes = sources.volumeNames().flatMap((name) => sources.status(name) ?? []);
-      send(res, 200, { gateway: sources.gatewayId, volumes });
+      send(res, 200, { gateway: sources.gatewayId, volumes, diskCache: sources.diskCache?.() ?? null });
       return;
     }
     if (path === '/v1/events') {

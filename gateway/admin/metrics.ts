@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
 import type { EventDeliveryCounters } from '../events/event-sink.js';
 import type { CommandName } from '../nbd/constants.js';
 import type { NbdStats } from '../nbd/stats.js';
@@ -22,6 +23,8 @@ export interface MetricsSources {
   readonly volumes: () => readonly Volume[];
   readonly nbd: () => NbdStats | undefined;
   readonly events?: () => readonly EventDeliveryCounters[];
+  /** The disk cache tier, when the gateway has one. */
+  readonly diskCache?: () => DiskCacheStats | undefined;
 }
 
 /**
@@ -72,6 +75,8 @@ export class GatewayMetrics {
     perVolume('holdfast_upload_bytes_total', 'bytes uploaded', (v) => v.stats().bytesUploaded, 'counter');
     perVolume('holdfast_upload_failures_total', 'failed extent uploads', (v) => v.stats().uploadFailures, 'counter');
     perVolume('holdfast_clients', 'NBD connections using the volume', (v) => v.stats().clients);
+    perVolume('holdfast_disk_cache_hits_total', "object reads the disk cache answered for the volume", (v) => v.stats().diskCache?.hits ?? 0, 'counter');
+    perVolume('holdfast_disk_cache_misses_total', 'object reads the disk cache did not hold, fetched from the store', (v) => v.stats().diskCache?.misses ?? 0, 'counter');
 
     new Gauge({
       name: 'holdfast_hang_state',
@@ -122,6 +127,30 @@ export class GatewayMetrics {
       },
     });
     this.eventMetrics(r, sources);
+    this.diskCacheMetrics(r, sources);
+  }
+
+  private diskCacheMetrics(r: Registry, sources: MetricsSources): void {
+    const stat = (name: string, help: string, read: (s: DiskCacheStats) => number, kind: 'gauge' | 'counter') => {
+      const collect = function (this: Gauge | Counter) {
+        this.reset();
+        const s = sources.diskCache?.();
+        if (s === undefined) return;
+        if (this instanceof Gauge) this.set(read(s));
+        else this.inc(read(s));
+      };
+      if (kind === 'gauge') new Gauge({ name, help, registers: [r], collect });
+      else new Counter({ name, help, registers: [r], collect });
+    };
+    stat('holdfast_disk_cache_bytes', 'bytes the disk cache holds', (s) => s.bytes, 'gauge');
+    stat('holdfast_disk_cache_limit_bytes', 'the disk cache bound in force (--disk-cache-size, or less when its disk has less room)', (s) => s.effectiveLimitBytes, 'gauge');
+    stat('holdfast_disk_cache_objects', 'store objects the disk cache holds bytes of', (s) => s.objects, 'gauge');
+    stat('holdfast_disk_cache_corrupt_total', 'cached ranges that failed their CRC32C or were cut short, dropped and fetched again', (s) => s.corrupt, 'counter');
+    stat('holdfast_disk_cache_evictions_total', 'objects evicted from the disk cache', (s) => s.evictions, 'counter');
+    stat('holdfast_disk_cache_written_bytes_total', 'bytes written to the disk cache', (s) => s.writtenBytes, 'counter');
+    stat('holdfast_disk_cache_skipped_total', 'ranges not kept: no room, too much being written, or the disk full', (s) => s.skipped, 'counter');
+    stat('holdfast_disk_cache_full_total', 'disk cache writes refused by a full disk', (s) => s.full, 'counter');
+    stat('holdfast_disk_cache_errors_total', 'disk cache reads and writes that failed otherwise', (s) => s.errors, 'counter');
   }
 
   private eventMetrics(r: Registry, sources: MetricsSources): void {

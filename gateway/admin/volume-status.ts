@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ErrorClassSchema, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
 import { HangPolicyDocumentSchema, type HangPolicyDocument } from '../../shared/hang-policy.js';
+import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
 import type { Volume } from '../volume/volume.js';
 import type { WaitingVolume } from '../volume/waiting-volume.js';
 
@@ -28,6 +29,8 @@ export const VolumeStatusSchema = z.object({
   policy: HangPolicyDocumentSchema,
   journal: z.object({ bytes: count, limit: count, pressure: z.enum(JOURNAL_PRESSURE_LEVELS), backlogRecords: count, dirtyExtents: count }),
   cache: z.object({ bytes: count, hits: count, misses: count }),
+  /** The volume's object reads the disk cache answered and did not; null without a disk cache. */
+  diskCache: z.object({ hits: count, misses: count }).nullable(),
   uploads: z.object({ done: count, bytes: count, failures: count, inFlight: count }),
   /** The volume in the store (format 2): its head, deltas, index and compaction. */
   image: z.object({
@@ -47,8 +50,43 @@ export const VolumeStatusSchema = z.object({
 });
 export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 
+/** The gateway's disk cache tier, which all its volumes share. */
+export const DiskCacheStatusSchema = z.object({
+  dir: z.string(),
+  limit: count,
+  /** The bound in force: less than the limit when the disk has less room. */
+  effectiveLimit: count,
+  bytes: count,
+  objects: count,
+  hits: count,
+  misses: count,
+  corrupt: count,
+  evictions: count,
+  skipped: count,
+  full: count,
+  errors: count,
+});
+export type DiskCacheStatus = z.infer<typeof DiskCacheStatusSchema>;
+
 /** `GET /v1/volumes`. */
-export const VolumesResponseSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeStatusSchema) });
+export const VolumesResponseSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeStatusSchema), diskCache: DiskCacheStatusSchema.nullable() });
+
+export function diskCacheStatus(s: DiskCacheStats): DiskCacheStatus {
+  return {
+    dir: s.dir,
+    limit: s.limitBytes,
+    effectiveLimit: s.effectiveLimitBytes,
+    bytes: s.bytes,
+    objects: s.objects,
+    hits: s.hits,
+    misses: s.misses,
+    corrupt: s.corrupt,
+    evictions: s.evictions,
+    skipped: s.skipped,
+    full: s.full,
+    errors: s.errors,
+  };
+}
 export type VolumesResponse = z.infer<typeof VolumesResponseSchema>;
 
 /**
@@ -74,6 +112,7 @@ export function waitingStatus(v: WaitingVolume, policy: HangPolicyDocument, sinc
     policy,
     journal: { bytes: 0, limit: 0, pressure: 'normal', backlogRecords: 0, dirtyExtents: 0 },
     cache: { bytes: 0, hits: 0, misses: 0 },
+    diskCache: null,
     uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
     image: { epoch: 0, headSeq: 0, ackedSeq: 0, leaseRemainingMs: 0, deltas: 0, deltaBytes: 0, baseExtents: 0, indexBytes: 0, compactedExtents: 0, compactionBytes: 0, metadataBytes: 0, corruptReads: 0 },
   };
@@ -96,6 +135,7 @@ export function volumeStatus(v: Volume): VolumeStatus {
       dirtyExtents: s.dirtyExtents,
     },
     cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
+    diskCache: s.diskCache ?? null,
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },
     image: {
       epoch: s.epoch,

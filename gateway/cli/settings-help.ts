@@ -25,6 +25,8 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   s3Region: { arg: 'region', help: 'S3 region (default from the AWS environment, us-east-1 with --s3-endpoint)' },
   journalDir: { arg: 'dir', help: 'write journal directory, EFS in production (default DATA_DIR/journal)' },
   cacheSize: { arg: 'size', help: 'extent memory per volume: cache plus extents being loaded or uploaded (default 256MiB)' },
+  cacheDir: { arg: 'dir', help: 'disk cache of store objects under the RAM cache, for all volumes; off unless this or --disk-cache-size is set (default DATA_DIR/cache)' },
+  diskCacheSize: { arg: 'size', help: 'disk cache bound, all volumes together; 0 for none (default 10GiB once --cache-dir is set)' },
   journalLimit: { arg: 'size', help: 'journal bytes per volume before writes wait for uploads (default 1GiB)' },
   segmentSize: { arg: 'size', help: 'journal segment file size (default 64MiB)' },
   uploadConcurrency: { arg: 'n', help: 'deltas being built and uploaded at once per volume (default 4)' },

@@ -23,7 +23,18 @@ const VolumeRowSchema = z.object({
   clients: z.number(),
 });
 
-export const StatusDocumentSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeRowSchema) });
+const DiskCacheSchema = z.object({
+  dir: z.string(),
+  limit: z.number(),
+  effectiveLimit: z.number(),
+  bytes: z.number(),
+  objects: z.number(),
+  hits: z.number(),
+  misses: z.number(),
+  corrupt: z.number(),
+});
+
+export const StatusDocumentSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeRowSchema), diskCache: DiskCacheSchema.nullable().optional() });
 export type StatusDocument = z.infer<typeof StatusDocumentSchema>;
 type VolumeRow = StatusDocument['volumes'][number];
 
@@ -104,5 +115,18 @@ export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
       })
       .join('  ')
       .trimEnd();
-  return [`gateway ${doc.gateway} — ${opts.now.toISOString()}`, line(HEADER), ...doc.volumes.map((v, i) => line(rows[i]!, v))].join('\n');
+  const table = [`gateway ${doc.gateway} — ${opts.now.toISOString()}`, line(HEADER), ...rows.map((row, i) => line(row, doc.volumes[i]))];
+  if (doc.diskCache !== undefined && doc.diskCache !== null) table.push(diskCacheLine(doc.diskCache));
+  return table.join('\n');
+}
+
+/** The disk cache tier under the table: how full, and how much of what missed RAM it answered. */
+function diskCacheLine(c: z.infer<typeof DiskCacheSchema>): string {
+  const reads = c.hits + c.misses;
+  const bound = c.effectiveLimit < c.limit ? `${formatSize(c.effectiveLimit)} (its disk has room for no more of the ${formatSize(c.limit)} limit)` : formatSize(c.limit);
+  return [
+    `disk cache ${oneLine(c.dir)}: ${formatSize(c.bytes)} of ${bound}, ${c.objects} objects`,
+    reads === 0 ? 'no reads yet' : `${((100 * c.hits) / reads).toFixed(1)}% of ${reads} reads answered`,
+    `${c.corrupt} dropped as damaged`,
+  ].join(', ');
 }

@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatSize } from '../../shared/units.js';
+import { cachedBytes } from '../disk-cache/cache-directory.js';
 import { parsePage } from '../image/index-page.js';
 import { isDataObjectKey, volumePrefix } from '../image/layout.js';
 import { cloneFromSnapshot, listSnapshots, readSnapshot } from '../image/snapshots.js';
@@ -61,7 +62,10 @@ export function registerVolumeCommands(program: Command): void {
     },
   );
 
-  addSettingOptions(volume.command('inspect <name>').description('show a volume: its head, owner, deltas, snapshots, bytes stored').option('--json', 'machine-readable output'), STORE_SETTINGS).action(
+  addSettingOptions(
+    volume.command('inspect <name>').description('show a volume: its head, owner, deltas, snapshots, bytes stored, bytes in the disk cache').option('--json', 'machine-readable output'),
+    [...STORE_SETTINGS, 'cacheDir', 'diskCacheSize'],
+  ).action(
     async (name: string, opts: { json?: boolean }, cmd: Command) => {
       checkVolumeName(name);
       await withSession(cmd, async (session) => {
@@ -76,10 +80,15 @@ export function registerVolumeCommands(program: Command): void {
         }
         const deltaBytes = head.deltas.reduce((n, d) => n + d.size, 0);
         let baseExtents = 0;
+        const objects = new Map<string, number>(head.deltas.map((d) => [d.key, d.size]));
         for (const p of head.pages) {
           const body = await session.store.get(p.key);
-          if (body !== undefined) baseExtents += parsePage(body, p.crc, p.page, p.key).size;
+          if (body === undefined) continue;
+          const bases = parsePage(body, p.crc, p.page, p.key);
+          baseExtents += bases.size;
+          for (const b of bases.values()) objects.set(b.key, b.size);
         }
+        const diskCache = session.config.diskCache === undefined ? null : await diskCacheShare(session.config.diskCache.dir, session.store.location, objects);
         const info = {
           name,
           location: `${session.store.location}${volumePrefix(name)}`,
@@ -100,6 +109,7 @@ export function registerVolumeCommands(program: Command): void {
           snapshots: snapshots.map((s) => ({ name: s.name, createdAt: s.createdAt, seq: s.seq })),
           storedObjects,
           storedBytes,
+          diskCache,
         };
         if (opts.json === true) {
           process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
@@ -118,6 +128,15 @@ export function registerVolumeCommands(program: Command): void {
           `base extents:  ${baseExtents} (in ${head.pages.length} index page${head.pages.length === 1 ? '' : 's'})`,
           `snapshots:     ${snapshots.length === 0 ? 'none' : snapshots.map((s) => s.name).join(', ')}`,
           `stored:        ${storedObjects} objects, ${formatSize(storedBytes)} under this volume (holdfast gc frees what nothing refers to)`,
+          ...(diskCache === null
+            ? []
+            : [
+                `disk cache:    ${diskCache.dir}: ${
+                  diskCache.indexed
+                    ? `${formatSize(diskCache.bytes)} of the ${formatSize(diskCache.objectBytes)} the head names (${diskCache.objects} of ${objects.size} objects), as of its index`
+                    : 'no index yet (a gateway writes it every 30 s and when it stops)'
+                }`,
+              ]),
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
       });
@@ -215,4 +234,21 @@ export function registerVolumeCommands(program: Command): void {
       });
     },
   );
+}
+
+/** How much of the objects a head names the disk cache holds, by its index. */
+async function diskCacheShare(
+  dir: string,
+  storeLocation: string,
+  objects: ReadonlyMap<string, number>,
+): Promise<{ dir: string; indexed: boolean; bytes: number; objects: number; objectBytes: number }> {
+  const held = await cachedBytes(dir, storeLocation);
+  let bytes = 0;
+  let count = 0;
+  for (const key of objects.keys()) {
+    const n = held?.get(key) ?? 0;
+    bytes += n;
+    if (n > 0) count++;
+  }
+  return { dir, indexed: held !== undefined, bytes, objects: count, objectBytes: [...objects.values()].reduce((a, b) => a + b, 0) };
 }

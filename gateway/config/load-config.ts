@@ -30,7 +30,11 @@ export interface ConfigSources {
 export interface ResolvedConfig extends GatewayConfig {
   readonly storeUrl: string;
   readonly journalRoot: string;
+  /** The disk cache tier, when on: either setting turns it on (the other then has its default). */
+  readonly diskCache: { readonly dir: string; readonly limitBytes: number } | undefined;
 }
+
+const DEFAULT_DISK_CACHE_BYTES = 10 * 2 ** 30;
 
 /**
  * Merges defaults < config file < environment < flags, validates once, and reports a bad setting
@@ -73,7 +77,9 @@ export function loadConfig(sources: ConfigSources): ResolvedConfig {
   const dataDir = resolve(c.dataDir);
   const storeUrl = c.store ?? `file://${join(dataDir, 'store')}`;
   const journalRoot = resolve(c.journalDir ?? join(dataDir, 'journal'));
-  return { ...c, dataDir, storeUrl, journalRoot };
+  const diskCacheOn = c.diskCacheSize !== 0 && (c.cacheDir !== undefined || c.diskCacheSize !== undefined);
+  const diskCache = diskCacheOn ? { dir: resolve(c.cacheDir ?? join(dataDir, 'cache')), limitBytes: c.diskCacheSize ?? DEFAULT_DISK_CACHE_BYTES } : undefined;
+  return { ...c, dataDir, storeUrl, journalRoot, diskCache };
 }
 
 function describe(key: string, source: Source | undefined, file: string | undefined): string {

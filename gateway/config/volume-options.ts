@@ -31,7 +31,7 @@ export function volumeOptions(
   store: ObjectStore,
   owner: Owner,
   logger: Logger,
-  extra: { events?: EventSink; gatewayId?: string; onDeposed?: VolumeOptions['onDeposed'] } = {},
+  extra: { events?: EventSink; gatewayId?: string; onDeposed?: VolumeOptions['onDeposed']; diskCache?: VolumeOptions['diskCache'] } = {},
 ): VolumeOptions {
   return {
     name,

@@ -6,6 +6,7 @@
  */
 import { CRC_BLOCK, DataObjectWriter, ObjectKind } from './data-object.js';
 import type { BaseRef } from './index-page.js';
+import type { ObjectMeta } from './data-object.js';
 
 export function buildBaseExtent(content: Buffer | null, extentStart: number, key: string, epoch: number, seq: number): { body: Buffer; ref: BaseRef } {
   const spans: Array<[number, number]> = [];
@@ -23,7 +24,8 @@ export function buildBaseExtent(content: Buffer | null, extentStart: number, key
   const writer = new DataObjectWriter(ObjectKind.Base, dataLength, spans.length, epoch, seq, seq);
   for (const [s, t] of spans) {
     const at = writer.addRun(extentStart + s, t - s, false);
-    content!.copy(writer.body, at, s, t);
+    // Spans come only from content: there are none without it.
+    content?.copy(writer.body, at, s, t);
   }
   const built = writer.finish();
   return { body: built.body, ref: { key, seq, size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc } };
@@ -41,4 +43,30 @@ export function isAllZero(buf: Buffer, start = 0, end = buf.length): boolean {
   }
   for (; i < end; i++) if (buf[i] !== 0) return false;
   return true;
+}
+
+/** A span of the volume as `allocation` reports it: data, or a hole that reads as zeros. */
+export interface AllocationSpan {
+  readonly length: number;
+  readonly hole: boolean;
+}
+
+/** The data and holes of a base extent between two offsets within the extent. */
+export function baseSpans(meta: ObjectMeta, extentStart: number, s: number, t: number): AllocationSpan[] {
+  const out: AllocationSpan[] = [];
+  const { count, offset, length, dataOffset } = meta.runs;
+  let pos = s;
+  const base = extentStart;
+  for (let i = 0; i < count && pos < t; i++) {
+    const rs = (offset[i] ?? 0) - base;
+    const re = rs + (length[i] ?? 0);
+    if (re <= pos) continue;
+    if (rs >= t) break;
+    if (rs > pos) out.push({ length: rs - pos, hole: true });
+    const to = Math.min(re, t);
+    out.push({ length: to - Math.max(rs, pos), hole: (dataOffset[i] ?? -1) < 0 });
+    pos = to;
+  }
+  if (pos < t) out.push({ length: t - pos, hole: true });
+  return out;
 }

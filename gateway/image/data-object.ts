@@ -166,13 +166,19 @@ export function blockSpan(from: number, length: number, dataLength: number): { s
 
 /** Checks fetched data blocks (`bytes` starts at block-aligned `start`) against the CRC table. */
 export function verifyBlocks(crcs: Uint32Array, dataLength: number, start: number, bytes: Buffer, where: string): void {
+  const block = firstBadBlock(crcs, dataLength, start, bytes);
+  if (block < 0) return;
+  const from = block * CRC_BLOCK;
+  throw new DataCorruptError(`${where}: data block ${block} (bytes ${from}..${Math.min(from + CRC_BLOCK, start + bytes.length)}) fails its CRC32C`);
+}
+
+/** The first data block of `bytes` (starting at block-aligned `start`) that fails its CRC32C, or -1. */
+export function firstBadBlock(crcs: Uint32Array, dataLength: number, start: number, bytes: Buffer): number {
   for (let at = 0; at < bytes.length; at += CRC_BLOCK) {
-    const block = (start + at) / CRC_BLOCK;
     const end = Math.min(at + CRC_BLOCK, bytes.length);
-    if (start + end > dataLength || crc32c(bytes.subarray(at, end)) !== crcs[block]) {
-      throw new DataCorruptError(`${where}: data block ${block} (bytes ${start + at}..${start + end}) fails its CRC32C`);
-    }
+    if (start + end > dataLength || crc32c(bytes.subarray(at, end)) !== crcs[(start + at) / CRC_BLOCK]) return (start + at) / CRC_BLOCK;
   }
+  return -1;
 }
 
 function writeU64(buf: Buffer, at: number, n: number): void {

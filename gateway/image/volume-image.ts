@@ -8,9 +8,13 @@ import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { blockSpan, CRC_BLOCK, type ObjectMeta, parseMeta, verifyBlocks } from './data-object.js';
+import { type AllocationSpan, baseSpans } from './base-extent.js';
+import type { ObjectMeta } from './data-object.js';
 import { type DeltaRef, type Head, type PageRef, shapeOf } from './head.js';
 import { type BaseRef, pageOf, parsePage } from './index-page.js';
+import { type ObjectCopies, ObjectReader, type ObjectRef } from './object-reader.js';
+import { type ExtentBufferSource, zeroed } from './extent-buffer-source.js';
+import { fetchPieces, type Piece } from './pieces.js';
 import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
 
 /** A delta as the image holds it: its reference, its CRC table, and how many of its bytes still show. */
@@ -25,26 +29,13 @@ export interface DeltaInfo {
   readonly extents: Set<number>;
 }
 
-/** A span of the volume as `allocation` reports it: data, or a hole that reads as zeros. */
-export interface AllocationSpan {
-  readonly length: number;
-  readonly hole: boolean;
-}
+export type { AllocationSpan };
 
 export interface VolumeImageOptions {
   /** Bound on the cached tables of base extents (each about 1/1000 of the extent). */
   readonly baseMetaBytes?: number;
-}
-
-interface Piece {
-  /** Where in `out` the piece goes. */
-  readonly at: number;
-  readonly length: number;
-  /** The object and the offset in its data region; undefined for zeros. */
-  readonly key: string | undefined;
-  readonly dataOffset: number;
-  readonly crcs: Uint32Array | undefined;
-  readonly dataLength: number;
+  /** Local copies of object bytes to read before the store (the disk cache). */
+  readonly copies?: ObjectCopies | undefined;
 }
 
 const DEFAULT_BASE_META_BYTES = 16 * 2 ** 20;
@@ -65,6 +56,8 @@ export class VolumeImage {
   private nextSlot = 0;
   private crcBytes = 0;
   private readonly baseMeta: LRUCache<string, ObjectMeta>;
+  /** Where object bytes come from: the local copies first, if any, then the store. */
+  readonly reader: ObjectReader;
 
   private constructor(
     readonly store: ObjectStore,
@@ -72,6 +65,7 @@ export class VolumeImage {
     opts: VolumeImageOptions,
   ) {
     this.currentShape = shapeOf(head);
+    this.reader = new ObjectReader(store, opts.copies, head.name);
     this.runs = new RunMap((slot, bytes) => {
       const d = this.deltas.get(slot);
       if (d !== undefined) d.liveBytes -= bytes;
@@ -139,10 +133,8 @@ export class VolumeImage {
   }
 
   /** Fetches and checks an object's tables. */
-  async fetchMeta(ref: { key: string; size: number; metaOffset: number; metaCrc: number }, signal?: AbortSignal): Promise<ObjectMeta> {
-    const meta = await this.store.getRange(ref.key, ref.metaOffset, ref.size - ref.metaOffset, { signal });
-    if (meta === undefined) throw new DataCorruptError(`object ${ref.key} named by the head of ${this.shape.name} is missing`);
-    return parseMeta(meta, ref.metaCrc, ref.key);
+  fetchMeta(ref: ObjectRef, signal?: AbortSignal): Promise<ObjectMeta> {
+    return this.reader.meta(ref, signal);
   }
 
   /**
@@ -286,19 +278,19 @@ export class VolumeImage {
         else if (dataOffset === ZERO_DATA) out.fill(0, at, at + t - s);
         else {
           const d = this.deltas.get(src)!;
-          pieces.push({ at, length: t - s, key: d.ref.key, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+          pieces.push({ at, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
         }
       });
       pos = stop;
     }
-    await Promise.all([...bases, this.fetchPieces(pieces, out, signal)]);
+    await Promise.all([...bases, fetchPieces(this.reader, pieces, out, signal)]);
   }
 
   /**
    * The extent's contents as the store holds them; null when it is all zeros (holes). What it reads
    * is decided synchronously, at the call: a caller may pair the result with the state it saw then.
    */
-  async materialize(extent: number, signal?: AbortSignal): Promise<Buffer | null> {
+  async materialize(extent: number, signal?: AbortSignal, buffers?: ExtentBufferSource): Promise<Buffer | null> {
     const len = this.extentLength(extent);
     const pieces: Piece[] = [];
     const zeros: Array<[number, number]> = [];
@@ -309,17 +301,17 @@ export class VolumeImage {
         return;
       }
       const d = this.deltas.get(src)!;
-      pieces.push({ at: s, length: t - s, key: d.ref.key, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+      pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
     });
     const base = this.bases.get(extent);
-    let data = base === undefined ? null : await this.loadBase(extent, base, signal);
+    let data = base === undefined ? null : await this.loadBase(extent, base, signal, buffers);
     if (pieces.length === 0 && zeros.length === 0) return data;
     if (data === null) {
       if (pieces.length === 0) return null;
-      data = Buffer.alloc(len);
+      data = zeroed(len, buffers);
     }
     for (const [s, t] of zeros) data.fill(0, s, t);
-    await this.fetchPieces(pieces, data, signal);
+    await fetchPieces(this.reader, pieces, data, signal);
     return data;
   }
 
@@ -358,24 +350,31 @@ export class VolumeImage {
     return spans;
   }
 
-  private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal): Promise<Buffer | null> {
-    const body = await this.store.get(base.key, { signal });
-    if (body === undefined) throw new DataCorruptError(`base extent ${base.key} named by the index of ${this.shape.name} is missing`);
-    if (body.length !== base.size) throw new DataCorruptError(`base extent ${base.key} has ${body.length} bytes, the index says ${base.size}`);
-    const meta = parseMeta(body.subarray(base.metaOffset), base.metaCrc, base.key);
+  private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal, buffers?: ExtentBufferSource): Promise<Buffer | null> {
+    const into = buffers?.take();
+    let body: Buffer;
+    let meta: ObjectMeta;
+    try {
+      ({ body, meta } = await this.reader.whole(base, signal, into));
+    } catch (err) {
+      if (into !== undefined) buffers?.release(into);
+      throw err;
+    }
+    // Read into the buffer taken for it, or not (it did not fit): the result holds on to one of them.
+    const unused = into !== undefined && body.buffer !== into.buffer ? into : undefined;
+    if (unused !== undefined) buffers?.release(unused);
     this.baseMeta.set(base.key, meta);
-    verifyBlocks(meta.crcs, meta.dataLength, 0, body.subarray(0, meta.dataLength), base.key);
     const len = this.extentLength(extent);
     const { count, offset, length, dataOffset } = meta.runs;
     const extentStart = extent * this.shape.extentSize;
     // A dense base (one run over the whole extent) is its own data region: no copy.
     if (count === 1 && offset[0] === extentStart && length[0] === len && dataOffset[0] === 0) return body.subarray(0, len);
-    if (count === 0) return null;
-    const out = Buffer.alloc(len);
-    for (let i = 0; i < count; i++) {
-      if (dataOffset[i]! < 0) continue;
-      body.copy(out, offset[i]! - extentStart, dataOffset[i]!, dataOffset[i]! + length[i]!);
+    const out = count === 0 ? null : zeroed(len, buffers);
+    for (let i = 0; i < count && out !== null; i++) {
+      const data = dataOffset[i] ?? -1;
+      if (data >= 0) body.copy(out, (offset[i] ?? 0) - extentStart, data, data + (length[i] ?? 0));
     }
+    if (into !== undefined && unused === undefined) buffers?.release(into);
     return out;
   }
 
@@ -407,60 +406,13 @@ export class VolumeImage {
       if (s > pos) out.fill(0, at + pos - start, at + s - start);
       const from = Math.max(s, pos);
       const to = Math.min(t, start + n);
-      if (dataOffset[i]! < 0) out.fill(0, at + from - start, at + to - start);
-      else pieces.push({ at: at + from - start, length: to - from, key: base.key, dataOffset: dataOffset[i]! + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
+      const data = dataOffset[i] ?? -1;
+      if (data < 0) out.fill(0, at + from - start, at + to - start);
+      else pieces.push({ at: at + from - start, length: to - from, ref: base, dataOffset: data + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
       pos = to;
     }
     if (pos < start + n) out.fill(0, at + pos - start, at + n);
-    await this.fetchPieces(pieces, out, signal);
+    await fetchPieces(this.reader, pieces, out, signal);
   }
 
-  /**
-   * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
-   * can be checked, and copies them into place.
-   */
-  private async fetchPieces(pieces: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
-    if (pieces.length === 0) return;
-    pieces.sort((a, b) => (a.key! < b.key! ? -1 : a.key! > b.key! ? 1 : a.dataOffset - b.dataOffset));
-    const groups: Piece[][] = [];
-    for (const p of pieces) {
-      const g = groups[groups.length - 1];
-      const last = g?.[g.length - 1];
-      // Pieces in the same or the next 4 KiB block of one object share a GET.
-      if (g !== undefined && last !== undefined && last.key === p.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
-      else groups.push([p]);
-    }
-    await Promise.all(groups.map((g) => this.fetchGroup(g, out, signal)));
-  }
-
-  private async fetchGroup(group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
-    const first = group[0]!;
-    const last = group[group.length - 1]!;
-    const { start, end } = blockSpan(first.dataOffset, last.dataOffset + last.length - first.dataOffset, first.dataLength);
-    const bytes = await this.store.getRange(first.key!, start, end - start, { signal });
-    if (bytes === undefined) throw new DataCorruptError(`object ${first.key} named by the head of ${this.shape.name} is missing`);
-    if (bytes.length !== end - start) throw new DataCorruptError(`object ${first.key}: read ${bytes.length} bytes at ${start}, expected ${end - start}`);
-    verifyBlocks(first.crcs!, first.dataLength, start, bytes, first.key!);
-    for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
-  }
-}
-
-/** The data and holes of a base extent between two offsets within the extent. */
-function baseSpans(meta: ObjectMeta, extentStart: number, s: number, t: number): AllocationSpan[] {
-  const out: AllocationSpan[] = [];
-  const { count, offset, length, dataOffset } = meta.runs;
-  let pos = s;
-  const base = extentStart;
-  for (let i = 0; i < count && pos < t; i++) {
-    const rs = offset[i]! - base;
-    const re = rs + length[i]!;
-    if (re <= pos) continue;
-    if (rs >= t) break;
-    if (rs > pos) out.push({ length: rs - pos, hole: true });
-    const to = Math.min(re, t);
-    out.push({ length: to - Math.max(rs, pos), hole: dataOffset[i]! < 0 });
-    pos = to;
-  }
-  if (pos < t) out.push({ length: t - pos, hole: true });
-  return out;
 }

@@ -46,6 +46,11 @@ export interface NbdExport {
    */
   read(offset: number, length: number, ctx: RequestContext): Promise<Buffer>;
   /**
+   * Called once with what `read` returned, when its reply has been handed to the kernel or dropped:
+   * an export that returned a view of memory it reuses may reuse it from then on.
+   */
+  readDone?(data: Buffer): void;
+  /**
    * Writes `data` at `offset`; on return the data is durable. The export may keep a reference to
    * `data` until then (it is queued for the journal without a copy), so the server hands over a
    * buffer it will not reuse.

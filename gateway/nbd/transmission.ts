@@ -1,10 +1,8 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
-import { allocationDescriptors } from './block-status.js';
 import type { BufferAccount, BufferBudget } from './buffer-budget.js';
 import {
-  encodeBlockStatusChunk,
   encodeErrorChunk,
   encodeReadChunkHeader,
   encodeSimpleReply,
@@ -12,11 +10,13 @@ import {
   type NbdRequest,
   type RequestSink,
 } from './codec.js';
-import { Cmd, CmdFlag, commandName, Errno, MAX_BLOCK_SIZE } from './constants.js';
-import { errnoFor, ExportContractError, ProtocolError, ProtocolErrorReason } from './errors.js';
+import { Cmd, commandName, Errno } from './constants.js';
+import { errnoFor, ProtocolError, ProtocolErrorReason } from './errors.js';
 import type { NbdExport, RequestContext } from './export.js';
 import type { Session } from './handshake.js';
+import { ERROR_MESSAGE_BYTES, requestBytes, validateRequest } from './request-rules.js';
 import type { NbdStats } from './stats.js';
+import { DONE, executeRequest, type Outcome } from './execute-request.js';
 import { LogRateLimiter } from '../util/rate-limited-log.js';
 
 export interface TransmissionLimits {
@@ -45,57 +45,6 @@ const FAILURE_LOG_INTERVAL_MS = 1000;
  * after its queued requests had been run for nobody.
  */
 const READ_AHEAD_BYTES = 64 * 1024;
-
-/** Command flags each command accepts. FUA is valid on every command once SEND_FUA is advertised. */
-function allowedFlags(type: Cmd, structuredReplies: boolean): number {
-  switch (type) {
-    case Cmd.WRITE_ZEROES:
-      return CmdFlag.FUA | CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO;
-    case Cmd.READ:
-      return structuredReplies ? CmdFlag.FUA | CmdFlag.DF : CmdFlag.FUA;
-    case Cmd.BLOCK_STATUS:
-      return CmdFlag.FUA | CmdFlag.REQ_ONE;
-    default:
-      return CmdFlag.FUA;
-  }
-}
-
-/** What a structured error reply tells a person, by error number. */
-const ERROR_MESSAGES: Readonly<Record<Errno, string>> = {
-  [Errno.OK]: '',
-  [Errno.EPERM]: 'the export is read-only for this client',
-  [Errno.EIO]: 'input/output error',
-  [Errno.ENOMEM]: 'out of memory',
-  [Errno.EINVAL]: 'invalid request',
-  [Errno.ENOSPC]: 'no space left, or beyond the end of the export',
-  [Errno.EOVERFLOW]: 'value too large',
-  [Errno.ENOTSUP]: 'operation not supported',
-  [Errno.ESHUTDOWN]: 'the server is shutting down',
-};
-const ERROR_MESSAGE_BYTES = Object.fromEntries(
-  Object.entries(ERROR_MESSAGES).map(([errno, text]) => [errno, Buffer.from(text, 'utf8')]),
-) as Record<string, Buffer>;
-
-/** What a request holds in memory until it is answered: its payload or its reply data. */
-function requestBytes(request: NbdRequest): number {
-  if (request.error !== Errno.OK) return 0;
-  switch (request.type) {
-    case Cmd.READ:
-    case Cmd.WRITE:
-    case Cmd.CACHE:
-      return request.length;
-    default:
-      return 0;
-  }
-}
-
-/** A finished request's answer. */
-type Outcome =
-  | { readonly kind: 'done' }
-  | { readonly kind: 'data'; readonly data: Buffer }
-  | { readonly kind: 'status'; readonly chunk: Buffer };
-
-const DONE: Outcome = { kind: 'done' };
 
 /**
  * The request loop of one connection after negotiation. Requests run concurrently and are answered
@@ -199,37 +148,7 @@ export class Transmission implements RequestSink {
   }
 
   validate(request: NbdRequest): Errno {
-    const { type } = request;
-    switch (type) {
-      case Cmd.DISC:
-        return Errno.OK;
-      case Cmd.READ:
-      case Cmd.WRITE:
-      case Cmd.FLUSH:
-      case Cmd.TRIM:
-      case Cmd.WRITE_ZEROES:
-      case Cmd.CACHE:
-      case Cmd.BLOCK_STATUS:
-        break;
-      default:
-        return Errno.EINVAL;
-    }
-    if ((request.flags & ~allowedFlags(type, this.session.structuredReplies)) !== 0) return Errno.EINVAL;
-    if (type === Cmd.FLUSH) {
-      return request.offset === 0 && request.length === 0 ? Errno.OK : Errno.EINVAL;
-    }
-    // Without a selected context there is nothing to report; with one, an answer needs a range.
-    if (type === Cmd.BLOCK_STATUS && (this.session.allocationContext === undefined || request.length === 0)) return Errno.EINVAL;
-    if ((type === Cmd.WRITE || type === Cmd.TRIM || type === Cmd.WRITE_ZEROES) && this.session.readOnly) return Errno.EPERM;
-    // TRIM and WRITE_ZEROES carry no payload and are cheap journal records: any length is fine.
-    if ((type === Cmd.READ || type === Cmd.WRITE || type === Cmd.CACHE) && request.length > MAX_BLOCK_SIZE) {
-      return Errno.EINVAL;
-    }
-    if (request.offset + request.length > this.exp.size) {
-      // The spec's answers: ENOSPC for writing past the end, EINVAL for reading or trimming there.
-      return type === Cmd.WRITE || type === Cmd.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;
-    }
-    return Errno.OK;
+    return validateRequest(request, this.session, this.exp.size);
   }
 
   admit(request: NbdRequest): boolean {
@@ -291,7 +210,7 @@ export class Transmission implements RequestSink {
     let error: Errno = Errno.OK;
     let outcome: Outcome = DONE;
     try {
-      outcome = await this.execute(request);
+      outcome = await executeRequest(this.exp, request, this.context, this.session);
     } catch (err) {
       if (err instanceof RequestDroppedError) {
         this.log.info({ reason: err.message }, 'closing NBD connection without answering a dropped request');
@@ -326,50 +245,6 @@ export class Transmission implements RequestSink {
     this.log.warn({ err, type: commandName(request.type), offset: request.offset, length: request.length, error, failuresNotLogged: notLogged }, 'nbd request failed');
   }
 
-  private async execute(request: NbdRequest): Promise<Outcome> {
-    const { offset, length } = request;
-    const fua = (request.flags & CmdFlag.FUA) !== 0;
-    switch (request.type) {
-      case Cmd.READ: {
-        const data = await this.exp.read(offset, length, this.context);
-        // A short buffer would desynchronise the stream: the client reads exactly `length` bytes.
-        if (!Buffer.isBuffer(data) || data.length !== length) {
-          const got = Buffer.isBuffer(data) ? `${data.length} bytes` : typeof data;
-          throw new ExportContractError(`export ${this.exp.name} returned ${got} for a ${length}-byte read`);
-        }
-        return { kind: 'data', data };
-      }
-      case Cmd.WRITE: {
-        const payload = request.payload;
-        if (payload === undefined) throw new ExportContractError('WRITE reached the export without its payload');
-        await this.exp.write(offset, payload, fua, this.context);
-        return DONE;
-      }
-      case Cmd.FLUSH:
-        await this.exp.flush(this.context);
-        return DONE;
-      case Cmd.TRIM:
-        await this.exp.trim(offset, length, fua, this.context);
-        return DONE;
-      case Cmd.WRITE_ZEROES:
-        // FAST_ZERO needs no special case: zeroes are journal records, always faster than the equivalent write.
-        await this.exp.writeZeroes(offset, length, { fua, noHole: (request.flags & CmdFlag.NO_HOLE) !== 0 }, this.context);
-        return DONE;
-      case Cmd.CACHE:
-        await this.exp.prefetch(offset, length, this.context);
-        return DONE;
-      case Cmd.BLOCK_STATUS: {
-        const extents = await this.exp.allocation(offset, length, this.context);
-        const descriptors = allocationDescriptors(extents, length, (request.flags & CmdFlag.REQ_ONE) !== 0);
-        const context = this.session.allocationContext ?? 0;
-        return { kind: 'status', chunk: encodeBlockStatusChunk(request.handleHi, request.handleLo, context, descriptors) };
-      }
-      default:
-        // validate() lets nothing else through.
-        throw new ExportContractError(`command ${request.wireType} reached execution`);
-    }
-  }
-
   /**
    * Sends the reply and gives `bytes` back to the buffer budget once the kernel has taken it, so
    * that a client that does not read its replies keeps holding what they cost.
@@ -377,8 +252,9 @@ export class Transmission implements RequestSink {
   private reply(request: NbdRequest, error: Errno, outcome: Outcome, bytes: number): void {
     if (error !== Errno.OK) this.stats.errorReplies++;
     const socket = this.socket;
+    const data = error === Errno.OK && outcome.kind === 'data' ? outcome.data : undefined;
     if (this.closed || socket.destroyed || !socket.writable) {
-      this.account.release(bytes);
+      this.sent(bytes, data);
       return;
     }
     // Requests that finish together (a group commit, reads of one chunk of requests) are answered in
@@ -390,7 +266,12 @@ export class Transmission implements RequestSink {
     }
     const { handleHi, handleLo } = request;
     const structured = this.session.structuredReplies;
-    const released = bytes === 0 ? undefined : () => { this.account.release(bytes); };
+    const released =
+      bytes === 0 && data === undefined
+        ? undefined
+        : () => {
+            this.sent(bytes, data);
+          };
     let accepted: boolean;
     if (error !== Errno.OK) {
       // With structured replies a READ must not get a simple reply, and errors carry a message.
@@ -410,6 +291,12 @@ export class Transmission implements RequestSink {
       this.writeBlocked = true;
       this.updateFlow();
     }
+  }
+
+  /** A reply was handed to the kernel, or dropped with its connection: its bytes are free, its READ data back with the export. */
+  private sent(bytes: number, data: Buffer | undefined): void {
+    this.account.release(bytes);
+    if (data !== undefined) this.exp.readDone?.(data);
   }
 
   private updateFlow(): void {

@@ -1,17 +1,13 @@
-import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
-import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
+import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type StoreReadOptions, type VersionedObject } from './object-store.js';
+import { makeDirectoryDurably, readInto, TEMP_FILE_MARKER, writeTemp } from './local-files.js';
 import { syncDirectory } from '../util/sync-directory.js';
 
-/**
- * Marks the name of a file that `put` is still writing. Keys may not contain it, so a temp file
- * left behind by a crash can never be mistaken for an object.
- */
-export const TEMP_FILE_MARKER = '.holdfast-tmp.';
+export { TEMP_FILE_MARKER };
 
 /**
  * A conditionally written object is a directory of numbered versions, `KEY.hfcas/0000000000000007`:
@@ -39,11 +35,11 @@ export class LocalDirectoryStore implements ObjectStore {
     this.location = `file://${this.root}/`;
   }
 
-  async get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+  async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     const file = this.pathOf(key);
     try {
       checkAborted(opts);
-      return await readFile(file);
+      return opts?.into === undefined ? await readFile(file) : await readInto(file, opts.into);
     } catch (err) {
       if (isNoSuchObject(err)) return (await this.getVersioned(key, opts))?.body;
       throw new StoreError('get', key, { cause: err });
@@ -345,19 +341,6 @@ async function pruneVersions(dir: string, newest: number): Promise<void> {
   }
 }
 
-/** Writes `body` to a fresh temp file beside `file`, synced; returns its path. */
-async function writeTemp(file: string, body: Buffer): Promise<string> {
-  const temp = `${file}${TEMP_FILE_MARKER}${randomBytes(6).toString('hex')}`;
-  const handle = await open(temp, 'wx');
-  try {
-    await handle.writeFile(body);
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-  return temp;
-}
-
 function checkAborted(opts: StoreCallOptions | undefined): void {
   opts?.signal?.throwIfAborted();
 }
@@ -390,17 +373,3 @@ function isNoSuchObject(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
 }
-
-/**
- * A new directory only survives power loss once its parent has been fsynced, so every
- * directory that mkdir created is synced through its parent.
- */
-async function makeDirectoryDurably(dir: string): Promise<void> {
-  const firstCreated = await mkdir(dir, { recursive: true });
-  if (firstCreated === undefined) return;
-  for (let created = dir; ; created = path.dirname(created)) {
-    await syncDirectory(path.dirname(created));
-    if (created === firstCreated || created === path.dirname(created)) break;
-  }
-}
-

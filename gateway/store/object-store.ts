@@ -15,7 +15,7 @@ export interface ObjectStore {
   /** Human-readable location, for logs: `s3://bucket/prefix` or `file:///path`. */
   readonly location: string;
   /** The object's bytes, or undefined when no object has that key. */
-  get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined>;
+  get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined>;
   /**
    * `length` bytes of the object from `offset` (fewer if it ends sooner), or undefined when no
    * object has that key. Lets a cold small read fetch what it needs instead of a whole object.
@@ -48,6 +48,15 @@ export interface ObjectStore {
 export interface StoreCallOptions {
   /** Aborts the request: the call rejects at once and the request is not retried. */
   readonly signal?: AbortSignal | undefined;
+}
+
+export interface StoreReadOptions extends StoreCallOptions {
+  /**
+   * A buffer the bytes may be read into when they fit (one the caller reuses, instead of a new one
+   * each time): the result is then a view of it. An implementation may ignore it; the caller uses
+   * what is returned either way.
+   */
+  readonly into?: Buffer | undefined;
 }
 
 export interface ObjectInfo {

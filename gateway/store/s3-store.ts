@@ -17,7 +17,7 @@ import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { failFastHttpHandler } from '../util/fail-fast-http.js';
-import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type VersionedObject } from './object-store.js';
+import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type StoreReadOptions, type VersionedObject } from './object-store.js';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -90,7 +90,7 @@ export class S3ObjectStore implements ObjectStore {
     this.conditionalClient = new S3Client({ ...config, maxAttempts: 1 });
   }
 
-  async get(key: string, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+  async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     return (await this.fetch('get', key, undefined, opts))?.body;
   }
 
@@ -111,13 +111,13 @@ export class S3ObjectStore implements ObjectStore {
     operation: 'get' | 'get-range',
     key: string,
     range: string | undefined,
-    opts: StoreCallOptions | undefined,
+    opts: StoreReadOptions | undefined,
   ): Promise<{ body: Buffer; etag: string | undefined } | undefined> {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }), { abortSignal: opts?.signal });
       const etag = out.ETag === undefined ? undefined : unquote(out.ETag);
       if (out.Body === undefined) return { body: Buffer.alloc(0), etag };
-      return { body: await readBody(out.Body, out.ContentLength), etag };
+      return { body: await readBody(out.Body, out.ContentLength, opts?.into), etag };
     } catch (err) {
       if (isNoSuchKey(err)) return undefined;
       throw new StoreError(operation, key, { cause: err });
@@ -299,12 +299,12 @@ function unquote(etag: string): string {
  * collector keeps every chunk and then concatenates them, which holds each extent twice at its peak
  * and leaves twice the garbage; a gateway that reads extents all day would carry that in its RSS.
  */
-async function readBody(body: NonNullable<GetObjectCommandOutput['Body']>, contentLength: number | undefined): Promise<Buffer> {
+async function readBody(body: NonNullable<GetObjectCommandOutput['Body']>, contentLength: number | undefined, into: Buffer | undefined): Promise<Buffer> {
   if (!(body instanceof Readable) || contentLength === undefined) {
     const bytes = await body.transformToByteArray();
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
-  const buf = Buffer.allocUnsafe(contentLength);
+  const buf = into !== undefined && contentLength <= into.length ? into.subarray(0, contentLength) : Buffer.allocUnsafe(contentLength);
   let at = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
     if (at + chunk.length > contentLength) throw new Error(`response body is longer than its Content-Length ${contentLength}`);

@@ -171,6 +171,7 @@ export class Compactor {
         const { body, ref } = buildBaseExtent(content, extent * o.image.shape.extentSize, baseExtentKey(o.name, extent, o.epoch, seq), o.epoch, seq);
         await o.store.put(ref.key, body);
         o.failpoints.hit('compact.after-put');
+        o.image.reader.copies?.keep(ref, 0, body);
         this.stats.bytesWritten += body.length;
         built.push([extent, ref]);
       } finally {

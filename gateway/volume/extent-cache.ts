@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import type { ExtentBuffers } from './extent-buffers.js';
 
 /** The current contents of one extent: stored base with every journal change up to `seq` applied. */
 export interface MaterializedExtent {
@@ -19,20 +20,29 @@ const ZERO_EXTENT_COST = 64;
  * LRU cache of materialized extents, bounded in bytes. An entry is the extent as the guest sees it
  * now, so a cache hit needs neither the store nor the journal. Entries are changed in place when a
  * write lands; evicting one is always safe because the journal still holds every change it carries.
+ * The cache owns the buffers of its entries: one it drops goes back to `buffers` (if it came from there).
  */
 export class ExtentCache {
   private readonly lru: LRUCache<number, MaterializedExtent> | undefined;
   /** Extents in memory outside the cache (being loaded, being uploaded), counted against the bound. */
   private reservedBytes = 0;
+  /** Set while an entry is taken out and put back (set): its buffer stays its own. */
+  private reinserting = false;
   hits = 0;
   misses = 0;
 
-  constructor(readonly maxBytes: number) {
+  constructor(
+    readonly maxBytes: number,
+    private readonly buffers?: ExtentBuffers,
+  ) {
     this.lru =
       maxBytes > 0
         ? new LRUCache<number, MaterializedExtent>({
             maxSize: maxBytes,
             sizeCalculation: (e) => (e.data === null ? ZERO_EXTENT_COST : e.data.length),
+            dispose: (e) => {
+              if (!this.reinserting && e.data !== null) this.buffers?.release(e.data);
+            },
           })
         : undefined;
   }
@@ -57,9 +67,18 @@ export class ExtentCache {
    */
   set(index: number, extent: MaterializedExtent): void {
     if (this.lru === undefined) return;
-    if (this.lru.peek(index) === extent) this.lru.delete(index);
+    if (this.lru.peek(index) === extent) {
+      this.reinserting = true;
+      this.lru.delete(index);
+      this.reinserting = false;
+    }
     this.lru.set(index, extent);
     this.trim();
+  }
+
+  /** A cached extent's buffer was replaced or dropped (by a write): the old one goes back. */
+  dropped(data: Buffer): void {
+    this.buffers?.release(data);
   }
 
   /**

@@ -63,6 +63,7 @@ export class HeadCommits {
   /** An object the next head no longer names. */
   release(key: string): void {
     this.released.push({ key, at: new Date().toISOString() });
+    this.opts.image.reader.copies?.forget(key);
   }
 
   /**

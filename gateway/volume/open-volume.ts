@@ -23,7 +23,7 @@ export async function openVolume(opts: VolumeOptions): Promise<Volume> {
   });
   opts.failpoints.hit('takeover.after-head');
   const head = taken.writer.head;
-  const image = await VolumeImage.load(opts.store, head);
+  const image = await VolumeImage.load(opts.store, head, { copies: opts.diskCache });
   const { journal, entries } = await Journal.open({
     dir: opts.journalDir,
     segmentBytes: opts.segmentBytes,

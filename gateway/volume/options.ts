@@ -5,6 +5,7 @@ import type { EventSink } from '../events/event-sink.js';
 import type { Failpoints } from '../failpoints.js';
 import type { Owner } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
+import type { ObjectCopies } from '../image/object-reader.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
@@ -22,6 +23,8 @@ export interface VolumeOptions {
   /** Take the volume even if another journal holds acknowledged writes (they are lost). */
   readonly forceTakeover?: boolean;
   readonly cacheBytes: number;
+  /** The gateway's disk cache tier, shared by its volumes; none when undefined. */
+  readonly diskCache?: ObjectCopies | undefined;
   readonly journalLimitBytes: number;
   readonly segmentBytes: number;
   readonly uploadConcurrency: number;

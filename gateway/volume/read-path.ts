@@ -4,6 +4,7 @@ import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { RequestContext } from '../nbd/export.js';
+import type { ExtentBuffers } from './extent-buffers.js';
 import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import type { PendingChanges } from './pending-changes.js';
 import { Semaphore } from '../util/semaphore.js';
@@ -27,6 +28,8 @@ export interface ReadPathOptions {
   readonly journal: Journal;
   readonly pending: PendingChanges;
   readonly cache: ExtentCache;
+  /** Where extent buffers come from, and go back to (the cache gives back those it drops). */
+  readonly buffers: ExtentBuffers;
   readonly logger: Logger;
   /** Runs a store read a guest request depends on, holding it through failures (the hang engine). */
   readonly hold: <T>(op: (attempt: AbortSignal) => Promise<T>, bytes: number, signal: AbortSignal | undefined) => Promise<T>;
@@ -76,7 +79,10 @@ export class ReadPath {
     return out;
   }
 
-  /** A read inside one cached extent is answered from the cache's own bytes, without a copy. */
+  /**
+   * A read inside one cached extent is answered from the cache's own bytes, without a copy: the view
+   * is lent, and its buffer is not used again until `readDone` says the reply is sent.
+   */
   private cachedView(offset: number, length: number): Buffer | undefined {
     const index = Math.floor(offset / this.extentSize);
     const inExtent = offset - index * this.extentSize;
@@ -84,7 +90,20 @@ export class ReadPath {
     // peek first: a miss is counted once, by the read itself.
     if (this.o.cache.peek(index) === undefined) return undefined;
     const cached = this.o.cache.get(index)!;
-    return cached.data === null ? Buffer.alloc(length) : cached.data.subarray(inExtent, inExtent + length);
+    if (cached.data === null) return Buffer.alloc(length);
+    const view = cached.data.subarray(inExtent, inExtent + length);
+    this.o.buffers.lend(view);
+    return view;
+  }
+
+  /** The data a read returned is no longer used by its reader (the NBD reply left). */
+  readDone(data: Buffer): void {
+    this.o.buffers.returned(data);
+  }
+
+  /** An extent's worth of zeros, in a buffer of the pool. */
+  private zeroed(index: number): Buffer {
+    return this.o.buffers.take().subarray(0, this.extentLength(index)).fill(0);
   }
 
   /** Loads the extent into the cache (NBD_CMD_CACHE, read-ahead); resolves when it is there. */
@@ -116,6 +135,7 @@ export class ReadPath {
     if (entry.kind === RecordKind.Zero) {
       if (target.data === null) return false;
       if (start === extentStart && end === extentStart + this.extentLength(index)) {
+        this.o.cache.dropped(target.data);
         target.data = null;
         return true;
       }
@@ -124,7 +144,7 @@ export class ReadPath {
     }
     let resized = false;
     if (target.data === null) {
-      target.data = Buffer.alloc(this.extentLength(index));
+      target.data = this.zeroed(index);
       resized = true;
     }
     entry.data!.copy(target.data, start - extentStart, start - entry.offset, end - entry.offset);
@@ -137,7 +157,7 @@ export class ReadPath {
       return;
     }
     const { start, end, extentStart } = this.overlap(index, entry);
-    if (target.data === null) target.data = Buffer.alloc(this.extentLength(index));
+    target.data ??= this.zeroed(index);
     await this.o.journal.readPayload(entry, start - entry.offset, end - start, target.data, start - extentStart);
   }
 
@@ -179,7 +199,7 @@ export class ReadPath {
       const start = index * this.extentSize;
       // Pending writes that cover the whole extent make the stored bytes irrelevant: no GET.
       const overwritten = covers(this.o.pending.entries(index), start, start + this.extentLength(index));
-      const extent: MaterializedExtent = { data: overwritten ? Buffer.alloc(this.extentLength(index)) : await this.o.image.materialize(index), seq: 0 };
+      const extent: MaterializedExtent = { data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, undefined, this.o.buffers), seq: 0 };
       while (this.o.pending.generation(index) === generation) {
         const newer = firstNewer(this.o.pending.entries(index), extent.seq);
         if (newer === undefined) {

@@ -157,6 +157,8 @@ export class Uploader {
         o.failpoints.hit('upload.before-put');
         await o.store.put(key, job.built.body);
         o.failpoints.hit('upload.after-put');
+        // What was just written is what is likely read next: the disk cache gets it without a GET.
+        o.image.reader.copies?.keep(job.built.ref, 0, job.built.body);
         job.put = true;
         this.stats.deltas++;
         this.stats.bytesUploaded += job.built.body.length;

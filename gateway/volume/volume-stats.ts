@@ -43,6 +43,8 @@ export interface VolumeStats {
   readonly compactionBytes: number;
   /** Reads that failed because stored bytes failed their CRC32C. */
   readonly corruptReads: number;
+  /** Object reads the disk cache answered, and those it did not hold; undefined without a disk cache. */
+  readonly diskCache: { readonly hits: number; readonly misses: number } | undefined;
   /** Bytes of heads and index pages sent to the store. */
   readonly metadataBytes: number;
 }
@@ -64,6 +66,7 @@ export function volumeStats(v: {
   leaseRemainingMs: number;
   deposed: boolean;
   corruptReads: number;
+  diskCache: { readonly hits: number; readonly misses: number } | undefined;
   metadataBytes: number;
 }): VolumeStats {
   const u = v.uploader.stats;
@@ -101,6 +104,7 @@ export function volumeStats(v: {
     compactedExtents: c.extents,
     compactionBytes: c.bytesWritten,
     corruptReads: v.corruptReads,
+    diskCache: v.diskCache === undefined ? undefined : { hits: v.diskCache.hits, misses: v.diskCache.misses },
     metadataBytes: v.metadataBytes,
   };
 }

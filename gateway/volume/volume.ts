@@ -155,6 +155,11 @@ export class Volume implements NbdExport {
     return this.reads.read(offset, length, ctx);
   }
 
+  /** The NBD reply carrying what `read` returned has left: a lent cache view may be reused. */
+  readDone(data: Buffer): void {
+    this.reads.readDone(data);
+  }
+
   async write(offset: number, data: Buffer, _fua: boolean, ctx?: RequestContext): Promise<void> {
     this.checkWritable();
     this.checkRange(offset, data.length);
@@ -329,6 +334,7 @@ export class Volume implements NbdExport {
       leaseRemainingMs: this.writer.leaseRemaining(),
       deposed: this.deposedError !== undefined,
       corruptReads: this.hang.counters.storageErrors.corrupt,
+      diskCache: this.opts.diskCache === undefined ? undefined : this.image.reader.counters,
       metadataBytes: this.commits.metadataBytes,
     });
   }

@@ -2,12 +2,16 @@ import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
 import { LogEventSink } from '../events/event-sink.js';
 import { HangMonitor } from '../hang/index.js';
 import { Compactor } from './compactor.js';
+import { ExtentBuffers } from './extent-buffers.js';
 import { ExtentCache } from './extent-cache.js';
 import { HeadCommits } from './head-commits.js';
 import { PendingChanges } from './pending-changes.js';
 import { ReadPath } from './read-path.js';
 import { Uploader } from './uploader.js';
 import type { VolumeOptions, VolumeParts } from './options.js';
+
+/** Extent buffers kept free for the next load; more go to the garbage collector. */
+const FREE_EXTENT_BUFFERS = 2;
 
 /** The parts of a served volume around its journal, image and head writer, and how they report to each other. */
 export interface VolumeComponents {
@@ -33,7 +37,9 @@ export function wireVolume(
   const { writer, image, journal } = parts;
   const shape = image.shape;
   const pending = new PendingChanges(shape.extentSize);
-  const extentCache = new ExtentCache(opts.cacheBytes);
+  // Room for a base extent read whole: its data, and its tables (a CRC per 4 KiB block, its runs, a trailer).
+  const buffers = new ExtentBuffers(shape.extentSize + shape.extentSize / 1024 + 4096, FREE_EXTENT_BUFFERS);
+  const extentCache = new ExtentCache(opts.cacheBytes, buffers);
   const reserve = (bytes: number) => extentCache.reserve(bytes);
   // Assigned below; the hang engine calls back into them only once running.
   let uploader: Uploader | undefined;
@@ -64,6 +70,7 @@ export function wireVolume(
     journal,
     pending,
     cache: extentCache,
+    buffers,
     logger: opts.logger,
     hold: (op, bytes, signal) => hang.run(op, bytes, signal),
     storeHealthy: () => hang.state === 'normal',

@@ -1,5 +1,5 @@
 import { crc32c } from '@node-rs/crc32';
-import type { ObjectInfo, ObjectStore, StoreOperation, VersionedObject } from '../../gateway/store/object-store.js';
+import type { ObjectInfo, ObjectStore, StoreOperation, StoreReadOptions, VersionedObject } from '../../gateway/store/object-store.js';
 import { PreconditionFailedError, StoreError } from '../../gateway/store/object-store.js';
 
 /** An in-memory ObjectStore for model tests; `failing` makes every call fail like an unreachable server. */
@@ -19,12 +19,15 @@ export class MemoryStore implements ObjectStore {
     if (this.failing) throw new StoreError(op, key, { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
   }
 
-  async get(key: string): Promise<Buffer | undefined> {
+  async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     await Promise.resolve();
     this.check('get', key);
     this.gets++;
     const b = this.objects.get(key);
-    return b === undefined ? undefined : Buffer.from(b);
+    if (b === undefined) return undefined;
+    if (opts?.into === undefined || b.length > opts.into.length) return Buffer.from(b);
+    b.copy(opts.into);
+    return opts.into.subarray(0, b.length);
   }
 
   async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {

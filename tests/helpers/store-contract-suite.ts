@@ -58,6 +58,20 @@ export function contractSuite(name: string, setup: () => Promise<StoreFixture>):
       assert.ok(read.equals(body));
     });
 
+    it('reads an object into a buffer it fits in, and into a new one when it does not', async () => {
+      const body = randomBytes(256 * 1024);
+      await fx.store.put('into/obj', body);
+      const roomy = Buffer.alloc(body.length + 4096, 0xee);
+      const read = await fx.store.get('into/obj', { into: roomy });
+      assert.ok(read !== undefined && read.equals(body));
+      assert.equal(read.buffer, roomy.buffer, 'the bytes went into the buffer given');
+      assert.equal(roomy[body.length], 0xee, 'nothing written past the object');
+      const small = Buffer.alloc(1024);
+      const other = await fx.store.get('into/obj', { into: small });
+      assert.ok(other !== undefined && other.equals(body));
+      assert.equal(await fx.store.get('into/missing', { into: roomy }), undefined);
+    });
+
     it('reads a byte range of an object, and nothing of a missing one', async () => {
       const body = randomBytes(1024 * 1024);
       await fx.store.put('range/obj', body);

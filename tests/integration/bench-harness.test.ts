@@ -14,7 +14,7 @@ import type { BenchReport } from '../../bench/report.js';
  */
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const ARGS = ['--quick', '--size', '16M', '--runtime', '1', '--rounds', '1', '--outage', '1', '--long-outage', '2'];
+const ARGS = ['--quick', '--size', '16M', '--runtime', '1', '--rounds', '1', '--outage', '1', '--long-outage', '2', '--large-size', '32M'];
 const READS = ['randread-warm', 'seqread'];
 const WRITES = ['randwrite', 'seqwrite', 'flush-heavy'];
 /** The rows each system must have: the issue's table, minus what a system has no use for. */
@@ -30,7 +30,7 @@ const EXPECTED: Readonly<Record<string, readonly string[]>> = {
 /** Installed by `npm test` itself (or present on every machine): these must run. */
 const MUST_RUN = ['holdfast-local', 'holdfast-s3', 'qemu-nbd', 'qemu-nbd-wt', 'nbdkit', 'holdfast-tls'];
 
-describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
+describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
   let out: string;
   let stdout = '';
   let stderr = '';
@@ -83,7 +83,7 @@ describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
   });
 
   it('runs outage-writes once on holdfast-s3: RSS measured, writes held not failed, the backlog drained', () => {
-    assert.deepEqual(report.options.onceWorkloads, ['outage-writes'], 'a default workload');
+    assert.deepEqual(report.options.onceWorkloads, ['outage-writes', 'large-randread', 'large-zipf', 'large-restart'], 'default workloads');
     const ow = report.outageWrites;
     assert.ok(ow !== null, 'outage-writes ran');
     assert.ok(ow.upAt > ow.downAt && ow.fioEndAt > ow.upAt && ow.drainedAt >= ow.fioEndAt, `timeline ${ow.downAt} ${ow.upAt} ${ow.fioEndAt} ${ow.drainedAt}`);
@@ -93,6 +93,25 @@ describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
     assert.ok(ow.samples.length > 0);
     const target = report.targets.find((t) => t.target.includes('outage under writes'));
     assert.equal(target?.measured, ow.peakRssMiB, 'the RSS target counts the outage');
+  });
+
+  it('runs the large-volume workloads once on one data set: Holdfast with its disk cache, qemu-nbd and nbdkit', () => {
+    const large = report.largeVolume;
+    assert.ok(large !== null, 'the large-volume workloads ran');
+    assert.equal(large.size, 32 * 2 ** 20);
+    assert.ok(large.diskCacheBytes > 0, 'the sequential read filled the disk cache');
+    for (const workload of ['large-randread', 'large-zipf']) {
+      const systems: string[] = large.rows.filter((r) => r.workload === workload).map((r) => r.system);
+      assert.deepEqual(systems, ['holdfast', 'qemu-nbd', 'nbdkit'], `${workload} rows`);
+    }
+    for (const row of large.rows) assert.ok(row.iops > 0 && row.peakRssMiB > 0, `${row.system} ${row.workload}: ${row.iops} IOPS, ${row.peakRssMiB} MiB`);
+    const restart = large.restart;
+    assert.ok(restart !== null, 'the restart ran');
+    assert.ok(restart.firstWindowIops > 0 && restart.perSecondIops.length > 0, `restart: ${restart.firstWindowIops} IOPS`);
+    assert.ok(restart.diskCacheHits > 0, 'after the restart, the disk cache answered reads');
+    for (const name of ['large-randread', 'large-zipf', 'large-restart', 'large-volume workloads']) {
+      assert.ok(report.targets.some((t) => t.target.includes(name)), `a target for ${name}`);
+    }
   });
 
   it('prints the Markdown table and writes it, and plots the recovery as a PNG', async () => {
@@ -107,6 +126,8 @@ describe('npm run bench (tiny)', { timeout: 300_000 }, () => {
     }
     assert.match(markdown, /\| target \| measured \| needed \| result \|/);
     assert.match(markdown, /^Outage under writes \(holdfast-s3/m);
+    assert.match(markdown, /^Large volume \(once, after the rounds\)/m);
+    assert.match(markdown, /^\| large-restart, first \d+ s \| IOPS \|/m);
     const png = await readFile(path.join(out, 'tiny-recovery.png'));
     assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     assert.ok(png.length > 1000, 'the plot has content');

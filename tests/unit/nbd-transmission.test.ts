@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { duplexPair, type Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, it } from 'node:test';
@@ -117,8 +118,8 @@ interface Setup {
 }
 
 /** A Transmission on one end of an in-memory duplex pair, wired as Connection wires it to a socket. */
-function open(options: { session?: Partial<Omit<Session, 'export'>>; exp?: MemoryExport; limits?: Partial<TransmissionLimits>; budget?: BufferBudget } = {}): Setup {
-  const [server, clientEnd] = duplexPair();
+function open(options: { session?: Partial<Omit<Session, 'export'>>; exp?: MemoryExport; limits?: Partial<TransmissionLimits>; budget?: BufferBudget; server?: Duplex; clientEnd?: Duplex } = {}): Setup {
+  const [server, clientEnd] = options.server !== undefined && options.clientEnd !== undefined ? [options.server, options.clientEnd] : duplexPair();
   const exp = options.exp ?? new MemoryExport({ name: 'disk', size: 16 * MiB });
   const session: Session = { export: exp, readOnly: false, structuredReplies: false, allocationContext: undefined, tls: undefined, ...options.session };
   const stats = new NbdStats();
@@ -309,6 +310,30 @@ describe('Transmission memory bounds', () => {
     assert.equal(stats.requestsInFlight, 0, 'the READs are done; their replies wait in the socket');
     server.destroy();
     await waitFor(() => budget.sharedInUse === 0, 'the budget to be whole again');
+  });
+
+  it("tells the export when each READ's data has left: once the kernel took it, or once the connection dropped it", async () => {
+    const done: Buffer[] = [];
+    const exp = Object.assign(new MemoryExport({ name: 'lending', size: 64 * MiB }), { readDone: (data: Buffer) => done.push(data) });
+    // A real TCP connection: what "the kernel took it" means is the socket's, not an in-memory pair's.
+    const listener = createServer();
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const accepted = new Promise<Socket>((resolve) => listener.once('connection', resolve));
+    const clientEnd = connect((listener.address() as AddressInfo).port, '127.0.0.1');
+    const { client, server } = open({ exp, server: await accepted, clientEnd });
+    listener.close();
+    await client.request(Cmd.READ, { offset: 0, length: 4096 });
+    await waitFor(() => done.length === 1, 'the first READ to be done');
+    assert.equal(done[0]?.length, 4096);
+    // A client that does not read: the replies fill the socket buffers and wait, their data not done with.
+    client.end.pause();
+    for (let i = 0; i < 32; i++) client.send(Cmd.READ, { offset: i * MiB, length: MiB });
+    await waitFor(() => exp.operations.length >= 4, 'READs to run');
+    await delay(100);
+    assert.ok(done.length < exp.operations.length, `of ${exp.operations.length} READs, ${done.length} are done: the rest wait unread`);
+    server.destroy();
+    await waitFor(() => done.length === exp.operations.length, 'every READ to be done once the connection is gone');
+    clientEnd.destroy();
   });
 
   it('drops the waiting requests of a client that closes its side without NBD_CMD_DISC', async () => {

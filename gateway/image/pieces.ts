@@ -1,0 +1,50 @@
+/**
+ * Pieces of a read that come from data objects, and how they are fetched: whole 4 KiB blocks (so each
+ * can be checked), one read per run of adjacent pieces of one object.
+ */
+import { blockSpan, CRC_BLOCK } from './data-object.js';
+import type { ObjectReader, ObjectRef } from './object-reader.js';
+
+export interface Piece {
+  /** Where in `out` the piece goes. */
+  readonly at: number;
+  readonly length: number;
+  /** The object and the offset in its data region. */
+  readonly ref: ObjectRef;
+  readonly dataOffset: number;
+  readonly crcs: Uint32Array;
+  readonly dataLength: number;
+}
+
+/**
+ * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
+ * can be checked, and copies them into place.
+ */
+export async function fetchPieces(reader: ObjectReader, pieces: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
+  if (pieces.length === 0) return;
+  if (pieces.length === 1) return fetchGroup(reader, pieces, out, signal);
+  pieces.sort((a, b) => (a.ref.key < b.ref.key ? -1 : a.ref.key > b.ref.key ? 1 : a.dataOffset - b.dataOffset));
+  const groups: Piece[][] = [];
+  for (const p of pieces) {
+    const g = groups[groups.length - 1];
+    const last = g?.[g.length - 1];
+    // Pieces in the same or the next 4 KiB block of one object share a GET.
+    if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
+    else groups.push([p]);
+  }
+  await Promise.all(groups.map((g) => fetchGroup(reader, g, out, signal)));
+}
+
+async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
+  const first = group[0];
+  const last = group[group.length - 1];
+  if (first === undefined || last === undefined) return;
+  const { start, end } = blockSpan(first.dataOffset, last.dataOffset + last.length - first.dataOffset, first.dataLength);
+  // A lone piece of whole blocks is read straight into its place: a copy's bytes land in the reply.
+  if (group.length === 1 && first.dataOffset === start && first.length === end - start) {
+    await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, out, first.at);
+    return;
+  }
+  const bytes = await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal);
+  for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
+}

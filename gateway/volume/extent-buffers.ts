@@ -1,0 +1,96 @@
+/**
+ * Extent buffers used again instead of left to the garbage collector. A 4 MiB Buffer lives outside
+ * V8's heap; V8 collects dead ones only at a major GC, which it starts once external memory grew by
+ * about 64 MiB, and glibc then keeps much of what they freed: evicted extents waiting for the
+ * collector were what held the gateway's RSS tens of MiB above `--cache-size`. Here an evicted
+ * extent's buffer goes to a short free list and the next load reads into it.
+ *
+ * Reuse is safe only once nothing still reads the old contents:
+ * - a view lent out (a zero-copy read reply) counts until its reader says it is done (`returned`,
+ *   when the NBD reply was handed to the kernel); a buffer released while lent is left to the GC,
+ *   so a reader that never says so costs a reuse, never correctness;
+ * - code that awaited a load copies from the extent in the continuation, which can run after a
+ *   later eviction in the same turn: released buffers become free only at setImmediate, after
+ *   the continuations already queued.
+ * Only buffers this pool allocated are taken back; any other Buffer passed in is ignored.
+ */
+interface Slot {
+  /** Taken and not released: an owner uses it. */
+  inUse: boolean;
+  /** Views lent out and not returned. */
+  views: number;
+}
+
+export class ExtentBuffers {
+  /** The buffers this pool made, by their memory. */
+  private readonly slots = new WeakMap<ArrayBufferLike, Slot>();
+  private readonly free: Buffer[] = [];
+  private releasing: Buffer[] = [];
+  private immediate: NodeJS.Immediate | undefined;
+  /** Buffers taken from the free list instead of allocated. */
+  reused = 0;
+  allocated = 0;
+
+  constructor(
+    /** Room for an extent and, when it is read whole from the store, its object's tables. */
+    readonly size: number,
+    private readonly maxFree: number,
+  ) {}
+
+  /** A buffer of `size` bytes, contents undefined; the caller owns it until it releases it. */
+  take(): Buffer {
+    const reusable = this.free.pop();
+    if (reusable !== undefined) this.reused++;
+    const buf = reusable ?? this.allocate();
+    const slot = this.slots.get(buf.buffer);
+    if (slot !== undefined) slot.inUse = true;
+    return buf;
+  }
+
+  private allocate(): Buffer {
+    this.allocated++;
+    const fresh = Buffer.allocUnsafeSlow(this.size);
+    this.slots.set(fresh.buffer, { inUse: false, views: 0 });
+    return fresh;
+  }
+
+  /** A view of a pool buffer goes to a reader that will say when it is done with it. */
+  lend(view: Buffer): void {
+    const slot = this.slots.get(view.buffer);
+    if (slot !== undefined) slot.views++;
+  }
+
+  /** The reader of a lent view is done with it. */
+  returned(view: Buffer): void {
+    const slot = this.slots.get(view.buffer);
+    if (slot !== undefined && slot.views > 0) slot.views--;
+  }
+
+  /** Its owner no longer needs the buffer (given by any view of it): used again once nothing reads it. */
+  release(view: Buffer): void {
+    const slot = this.slots.get(view.buffer);
+    if (slot?.inUse !== true) return;
+    slot.inUse = false;
+    this.releasing.push(Buffer.from(view.buffer, 0, this.size));
+    this.immediate ??= setImmediate(() => {
+      this.settle();
+    });
+  }
+
+  private settle(): void {
+    this.immediate = undefined;
+    const released = this.releasing;
+    this.releasing = [];
+    for (const buf of released) {
+      const slot = this.slots.get(buf.buffer);
+      // Lent out still, or taken again meanwhile: not free. Beyond the free list's room: the GC's.
+      if (slot === undefined || slot.inUse || slot.views > 0 || this.free.length >= this.maxFree) continue;
+      this.free.push(buf);
+    }
+  }
+
+  /** Bytes waiting on the free list. */
+  get freeBytes(): number {
+    return this.free.length * this.size;
+  }
+}
