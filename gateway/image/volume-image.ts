@@ -12,31 +12,13 @@ import { type AllocationSpan, baseSpans } from './base-extent.js';
 import type { ObjectMeta } from './data-object.js';
 import { type DeltaRef, type Head, type PageRef, shapeOf } from './head.js';
 import { type BaseRef, pageOf, parsePage } from './index-page.js';
-import { type ObjectCopies, ObjectReader, type ObjectRef } from './object-reader.js';
+import { ObjectReader, type ObjectRef } from './object-reader.js';
+import type { DeltaInfo, VolumeImageOptions } from './image-types.js';
 import { type ExtentBufferSource, zeroed } from './extent-buffer-source.js';
 import { fetchPieces, type Piece } from './pieces.js';
 import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
 
-/** A delta as the image holds it: its reference, its CRC table, and how many of its bytes still show. */
-export interface DeltaInfo {
-  readonly ref: DeltaRef;
-  readonly slot: number;
-  readonly dataLength: number;
-  readonly crcs: Uint32Array;
-  /** Bytes of its runs (zero runs included) no newer delta or base has taken over; at 0 it can leave the head. */
-  liveBytes: number;
-  /** Extents it has runs in (live or not), for compaction's choice of what to fold. */
-  readonly extents: Set<number>;
-}
-
-export type { AllocationSpan };
-
-export interface VolumeImageOptions {
-  /** Bound on the cached tables of base extents (each about 1/1000 of the extent). */
-  readonly baseMetaBytes?: number;
-  /** Local copies of object bytes to read before the store (the disk cache). */
-  readonly copies?: ObjectCopies | undefined;
-}
+export type { AllocationSpan, DeltaInfo, VolumeImageOptions };
 
 const DEFAULT_BASE_META_BYTES = 16 * 2 ** 20;
 
@@ -161,7 +143,10 @@ export class VolumeImage {
           // with no base and no runs, so a maximal TRIM costs no index memory for the extents it
           // empties. The head naming this delta describes the same disk with the old base, so the
           // base is dropped in the next head's index page, not before.
-          this.zeroWhole(extent, base, ref.seqTo);
+          if (base === undefined || base.seq < ref.seqTo) {
+            const old = this.clearExtent(extent, ref.seqTo);
+            if (old !== undefined) this.obsoleteBases.push(old.key);
+          }
           pos = stop;
           continue;
         }
@@ -208,17 +193,6 @@ export class VolumeImage {
       return d === undefined || d.ref.seqTo <= seq;
     });
     return old;
-  }
-
-  private zeroWhole(extent: number, base: BaseRef | undefined, seqTo: number): void {
-    if (base !== undefined && base.seq >= seqTo) return;
-    if (base !== undefined) {
-      this.bases.delete(extent);
-      this.baseMeta.delete(base.key);
-      this.dirtyPages.add(pageOf(extent));
-      this.obsoleteBases.push(base.key);
-    }
-    this.runs.removeWhere(extent, () => true);
   }
 
   /** Bases dropped by whole-extent zero runs since the last call: the head about to be written releases them. */
