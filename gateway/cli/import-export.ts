@@ -12,7 +12,7 @@ import { VolumeCatalog } from '../volume/catalog.js';
 import { addSettingOptions } from './options.js';
 import { range, runInOrder, runPool } from './pool.js';
 import { rateText, startProgress } from './progress.js';
-import { checkVolumeName, parseVolumeRef, type Session, withSession, withTakenVolume } from './session.js';
+import { checkVolumeName, cliOwner, parseVolumeRef, type Session, withSession, withTakenVolume } from './session.js';
 import { type ImageInput, openImageInput } from './image-input.js';
 import { exportOutputPath } from './image-output.js';
 import { STORE_SETTINGS } from './settings-help.js';
@@ -145,7 +145,8 @@ async function importTarget(
   const size = req.size ?? Math.ceil(req.fileSize / 512) * 512;
   if (size === 0) throw new InvalidArgumentError(`${req.file} is empty; give --size to create an empty volume`);
   if (size < req.fileSize) throw new InvalidArgumentError(`--size ${size} is smaller than ${req.file} (${req.fileSize} bytes)`);
-  await catalog.create({ name: req.name, size, extentSize: req.extentSize ?? session.config.extentSize });
+  // Created as this command's: a gateway serving every volume leaves it alone until the import is done.
+  await catalog.create({ name: req.name, size, extentSize: req.extentSize ?? session.config.extentSize, owner: await cliOwner(session) });
 }
 
 /** Fills `buf` from `position`, zero-filling what lies past the end of the file; returns the bytes read. */

@@ -1,11 +1,12 @@
 import { hostname } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { HoldfastError, InvalidArgumentError, VolumeBusyError, errorMessage } from '../../shared/errors.js';
 import { VOLUME_NAME } from '../../shared/volume-manifest.js';
 import type { ResolvedConfig } from '../config/load-config.js';
 import { volumeOptions } from '../config/volume-options.js';
-import type { Head } from '../image/head.js';
+import type { Head, Owner } from '../image/head.js';
 import { ownerIdentity } from '../image/take-volume.js';
 import { createLogger } from '../logger.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -61,7 +62,7 @@ export async function withSession<T>(cmd: Command, fn: (session: Session) => Pro
 export async function withTakenVolume<T>(session: Session, name: string, fn: (volume: Volume) => Promise<T>): Promise<T> {
   const { config, store, logger } = session;
   const head = await new VolumeCatalog(store).get(name);
-  const owner = ownerIdentity(`cli@${hostname()}`, await journalIdentity(config.journalRoot), null);
+  const owner = await cliOwner(session);
   const volume = await openVolume(volumeOptions(config, name, head.size, store, owner, logger.child({ command: true }), { gatewayId: owner.gateway }));
   try {
     const backlog = volume.stats().pendingEntries;
@@ -75,12 +76,30 @@ export async function withTakenVolume<T>(session: Session, name: string, fn: (vo
   }
 }
 
+/** Who a command that takes a volume is, in the head: its journal directory's, on this host, this process. */
+export async function cliOwner(session: Session): Promise<Owner> {
+  return ownerIdentity(`cli@${hostname()}`, await journalIdentity(session.config.journalRoot), null);
+}
+
 /**
  * Sends a request to the gateway that owns the volume (its admin address is in the head). Undefined
  * when nobody owns it or the owner does not answer: the caller then takes the volume itself, which
  * waits out or refuses a live owner as a gateway would.
  */
 export async function askOwner(session: Session, head: Head, path: string, method: 'GET' | 'POST' | 'DELETE', body?: unknown): Promise<unknown> {
+  // A gateway that has just taken the volume answers 404 until it has opened it (a second or so).
+  for (let attempt = 1; ; attempt++) {
+    const answer = await askOwnerOnce(session, head, path, method, body);
+    if (answer !== OPENING || attempt >= OPENING_ATTEMPTS) return answer === OPENING ? undefined : answer;
+    await delay(OPENING_RETRY_MS, undefined, { signal: session.signal });
+  }
+}
+
+const OPENING: unique symbol = Symbol('not served yet');
+const OPENING_ATTEMPTS = 20;
+const OPENING_RETRY_MS = 250;
+
+async function askOwnerOnce(session: Session, head: Head, path: string, method: 'GET' | 'POST' | 'DELETE', body?: unknown): Promise<unknown> {
   const admin = head.owner?.admin;
   if (admin === null || admin === undefined) return undefined;
   let res: Response;
@@ -102,7 +121,7 @@ export async function askOwner(session: Session, head: Head, path: string, metho
   } catch {
     json = { error: text };
   }
-  if (res.status === 404 && /is served here/.test(text)) return undefined;
+  if (res.status === 404 && /is served here/.test(text)) return OPENING;
   // Clients are attached and the change would pull the volume from under them.
   if (res.status === 423) throw new VolumeBusyError((json as { error?: string }).error ?? text);
   if (!res.ok) throw new OwnerRefusedError(`gateway ${head.owner?.gateway} (${admin}) answered ${res.status}: ${(json as { error?: string }).error ?? text}`);

@@ -72,7 +72,8 @@ export async function takeVolume(opts: TakeVolumeOptions): Promise<TakenVolume> 
     opts.signal?.throwIfAborted();
     const prev = head.owner;
     const sameJournal = prev !== null && prev.journalId === opts.owner.journalId;
-    const free = prev === null || (sameJournal && prev.host === opts.owner.host && !processAlive(prev));
+    // A head this very process wrote as its own (a volume created to be filled) is ours already.
+    const free = prev === null || prev.instance === opts.owner.instance || (sameJournal && prev.host === opts.owner.host && !processAlive(prev));
     const expired = now() - watched.since >= head.leaseMs * (1 + LEASE_MARGIN);
     if (free || expired) {
       if (prev !== null && !sameJournal && head.ackedSeq > head.seq && opts.force !== true) {

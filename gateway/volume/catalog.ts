@@ -1,6 +1,6 @@
 import { InvalidArgumentError, VolumeExistsError } from '../../shared/errors.js';
 import { DEFAULT_EXTENT_SIZE, LegacyManifestSchema, VOLUME_NAME, type VolumeShape, isValidExtentSize } from '../../shared/volume-manifest.js';
-import { emptyHead, encodeHead, type Head, parseHead, shapeOf } from '../image/head.js';
+import { emptyHead, encodeHead, type Head, type Owner, parseHead, shapeOf } from '../image/head.js';
 import { headKey, legacyManifestKey, snapshotsPrefix, trashKey, VOLUMES_PREFIX } from '../image/layout.js';
 import { readHead } from '../image/take-volume.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/object-store.js';
@@ -11,6 +11,8 @@ export interface CreateVolumeRequest {
   readonly size: number;
   readonly extentSize?: number;
   readonly readOnly?: boolean;
+  /** Created as taken by this owner (a command that fills the volume before anyone serves it). */
+  readonly owner?: Owner;
 }
 
 /** A volume as `volume list` shows it: format 2 with its head, or format 1 still waiting for an upgrade. */
@@ -29,7 +31,8 @@ export class VolumeCatalog {
     if ((await this.store.get(legacyManifestKey(req.name))) !== undefined) throw new VolumeExistsError(`volume ${req.name} already exists (in format 1)`);
     // The conditional create below is what decides; this read only gives the plain answer early.
     if ((await this.store.get(headKey(req.name))) !== undefined) throw new VolumeExistsError(`volume ${req.name} already exists`);
-    const head = emptyHead({ name: req.name, size: req.size, extentSize, readOnly: req.readOnly ?? false, createdAt: new Date().toISOString() }, DEFAULT_LEASE_MS);
+    const empty = emptyHead({ name: req.name, size: req.size, extentSize, readOnly: req.readOnly ?? false, createdAt: new Date().toISOString() }, DEFAULT_LEASE_MS);
+    const head = req.owner === undefined ? empty : { ...empty, owner: req.owner };
     try {
       await this.store.putIfAbsent(headKey(req.name), encodeHead(head));
     } catch (err) {

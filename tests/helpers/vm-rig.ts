@@ -36,6 +36,10 @@ export interface RigOptions {
 
 export interface Rig {
   readonly s3: S3Server;
+  /** The store settings a CLI command needs to reach the volume. */
+  readonly store: StoreTarget;
+  /** A directory of the rig's own, removed with it. */
+  readonly dir: string;
   readonly guest: Guest;
   /** The gateway serving now (replaced by restartGateway). */
   readonly gateway: GatewayProcess;
@@ -123,6 +127,8 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
 
     return {
       s3,
+      store,
+      dir,
       guest,
       get gateway() {
         return gateways.at(-1)!;

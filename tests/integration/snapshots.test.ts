@@ -48,7 +48,8 @@ describe('snapshots and clones (S3 store)', () => {
   });
 
   it('a snapshot taken under load is the volume as of one instant', { timeout: 900_000 }, async (t: TestContext) => {
-    gw = await startGateway({ store, journalDir: path.join(work, 'journal'), createVolume: `${VOLUME}=${SIZE}`, args: ARGS });
+    // Only this volume: the clone below is served by a gateway of its own.
+    gw = await startGateway({ store, journalDir: path.join(work, 'journal'), createVolume: `${VOLUME}=${SIZE}`, args: [...ARGS, '--volumes', VOLUME] });
     const fio = runTool('fio', [
       '--name=load', '--ioengine=nbd', `--uri=${gw.uri(VOLUME)}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=16M', '--offset=0',
       '--loops=2', '--verify=crc32c', '--do_verify=1', '--output-format=json',
