@@ -24,9 +24,15 @@ const ARGS = ['--lease-ttl', `${LEASE_MS}ms`, '--extent-size', '1MiB', '--cache-
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The store as the gateway opens it; its S3 credentials are found where the gateway's are: in the environment. */
+function openTarget(target: StoreTarget): ReturnType<typeof openStore> {
+  const arg = (flag: string): string => target.args[target.args.indexOf(flag) + 1] ?? '';
+  Object.assign(process.env, target.env);
+  return openStore({ storeUrl: arg('--store'), ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint') } : {}) });
+}
+
 async function storeAlone(target: StoreTarget): Promise<Buffer> {
-  const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1]!;
-  const store = openStore({ storeUrl: arg('--store'), ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint') } : {}) });
+  const store = openTarget(target);
   try {
     const { head } = await readHead(store, VOLUME);
     const image = await VolumeImage.load(store, head);
@@ -39,8 +45,7 @@ async function storeAlone(target: StoreTarget): Promise<Buffer> {
 }
 
 async function headEpoch(target: StoreTarget): Promise<number> {
-  const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1]!;
-  const store = openStore({ storeUrl: arg('--store') });
+  const store = openTarget(target);
   try {
     return (await readHead(store, VOLUME)).head.epoch;
   } finally {
@@ -59,10 +64,11 @@ function continueIfStopped(gw: GatewayProcess): void {
 
 const connect = (gw: GatewayProcess) => NbdClient.connect({ host: '127.0.0.1', port: gw.port, exportName: VOLUME });
 
-describe('fencing (local store)', () => {
+// On the real S3 server (conditional writes enforced by RGW) and on the local directory store (by its own compare-and-swap).
+for (const kind of ['s3', 'local'] as const) describe(`fencing (${kind === 's3' ? 'S3' : 'local'} store)`, () => {
   let stores: Stores;
   before(async () => {
-    stores = await startStores('local');
+    stores = await startStores(kind);
   });
   after(async () => {
     await stores.dispose();
