@@ -90,8 +90,12 @@ function positive(name: string, text: string): number {
 }
 
 function list<T extends string>(name: string, text: string, allowed: readonly T[]): T[] {
-  const items = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const item of items) if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${name}: unknown "${item}" (one of ${allowed.join(', ')})`);
+  const items = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const item of items)
+    if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${name}: unknown "${item}" (one of ${allowed.join(', ')})`);
   return items as T[];
 }
 
@@ -143,7 +147,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     longOutage: positive('long-outage', values['long-outage'] ?? (quick ? '3' : '300')),
     cacheSize: parseSize(values['cache-size'] ?? '256M'),
     largeSize,
-    diskCacheSize: values['disk-cache-size'] === undefined ? Math.ceil((largeSize * 1.25) / 2 ** 20) * 2 ** 20 : parseSize(values['disk-cache-size']),
+    diskCacheSize:
+      values['disk-cache-size'] === undefined ? Math.ceil((largeSize * 1.25) / 2 ** 20) * 2 ** 20 : parseSize(values['disk-cache-size']),
     uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
     s3Server: oneOf('s3-server', values['s3-server'] ?? 'rgw', S3_SERVER_KINDS),

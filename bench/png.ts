@@ -85,7 +85,8 @@ export class Raster {
   }
 
   fillRect(x: number, y: number, w: number, h: number, color: Rgb): void {
-    for (let py = Math.round(y); py < Math.round(y + h); py++) for (let px = Math.round(x); px < Math.round(x + w); px++) this.setPixel(px, py, color);
+    for (let py = Math.round(y); py < Math.round(y + h); py++)
+      for (let px = Math.round(x); px < Math.round(x + w); px++) this.setPixel(px, py, color);
   }
 
   /** A line `thickness` pixels wide, stepped one pixel along its longer axis. */
@@ -108,7 +109,8 @@ export class Raster {
     [...text].forEach((ch, i) => {
       const rows = GLYPHS[ch]?.split(' ') ?? [];
       rows.forEach((row, ry) => {
-        for (let rx = 0; rx < row.length; rx++) if (row[rx] === '#') this.fillRect(x + (i * GLYPH_WIDTH + rx) * scale, y + ry * scale, scale, scale, color);
+        for (let rx = 0; rx < row.length; rx++)
+          if (row[rx] === '#') this.fillRect(x + (i * GLYPH_WIDTH + rx) * scale, y + ry * scale, scale, scale, color);
       });
     });
   }
@@ -123,7 +125,12 @@ export class Raster {
     header.writeUInt32BE(this.height, 4);
     header[8] = 8; // bits per channel
     header[9] = 2; // truecolour RGB
-    return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+    return Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk('IHDR', header),
+      chunk('IDAT', deflateSync(raw)),
+      chunk('IEND', Buffer.alloc(0)),
+    ]);
   }
 }
 

@@ -12,7 +12,11 @@ export interface RunResult {
 }
 
 /** Runs a command to its end (killed after `timeoutMs`), capturing its output. */
-export function run(cmd: string, args: readonly string[], opts: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
     track(child);
@@ -104,7 +108,8 @@ export async function waitFor(what: string, check: () => boolean | Promise<boole
   for (;;) {
     if (await check()) return;
     if (daemon !== undefined && !isRunning(daemon)) throw new Error(`${what}: the process exited: ${daemon.output().trim()}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${daemon === undefined ? '' : `: ${daemon.output().trim()}`}`);
+    if (Date.now() > deadline)
+      throw new Error(`${what}: not within ${timeoutMs} ms${daemon === undefined ? '' : `: ${daemon.output().trim()}`}`);
     await sleep(50);
   }
 }

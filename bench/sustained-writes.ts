@@ -44,20 +44,34 @@ function options(): Options {
     },
   });
   if (values.help) {
-    process.stdout.write('npm run bench:sustained -- [--size 16G] [--runtime 300s] [--journal-limit 256MiB] [--cache-size 256MiB] [--out DIR] [--name NAME]\n');
+    process.stdout.write(
+      'npm run bench:sustained -- [--size 16G] [--runtime 300s] [--journal-limit 256MiB] [--cache-size 256MiB] [--out DIR] [--name NAME]\n',
+    );
     process.exit(0);
   }
   const size = parseSize(values.size);
   const runtime = parseDuration(values.runtime);
   if (size === undefined || runtime === undefined) throw new Error('--size and --runtime take a size (16G) and a duration (300s)');
-  return { size, runtime: runtime / 1000, journalLimit: values['journal-limit'], cacheSize: values['cache-size'], out: values.out, name: values.name };
+  return {
+    size,
+    runtime: runtime / 1000,
+    journalLimit: values['journal-limit'],
+    cacheSize: values['cache-size'],
+    out: values.out,
+    name: values.name,
+  };
 }
 
 const log = (line: string): void => void process.stderr.write(`[sustained-writes] ${line}\n`);
 
 interface ImageStatus {
   readonly uploads: { readonly bytes: number };
-  readonly image: { readonly metadataBytes: number; readonly compactedExtents: number; readonly deltas: number; readonly indexBytes: number };
+  readonly image: {
+    readonly metadataBytes: number;
+    readonly compactedExtents: number;
+    readonly deltas: number;
+    readonly indexBytes: number;
+  };
   readonly journal: { readonly backlogRecords: number; readonly bytes: number };
 }
 
@@ -73,10 +87,29 @@ async function main(): Promise<void> {
   const gateway = startDaemon(
     process.execPath,
     [
-      '--max-semi-space-size=4', path.join(REPO, 'bin', 'holdfast.js'), 'serve',
-      '--store', `s3://${s3.bucket}/sustained`, '--s3-endpoint', s3.endpoint, '--journal-dir', path.join(work, 'journal'),
-      '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn',
-      '--create-volume', `bench=${o.size}`, '--journal-limit', o.journalLimit, '--cache-size', o.cacheSize,
+      '--max-semi-space-size=4',
+      path.join(REPO, 'bin', 'holdfast.js'),
+      'serve',
+      '--store',
+      `s3://${s3.bucket}/sustained`,
+      '--s3-endpoint',
+      s3.endpoint,
+      '--journal-dir',
+      path.join(work, 'journal'),
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      '127.0.0.1:0',
+      '--log-format',
+      'json',
+      '--log-level',
+      'warn',
+      '--create-volume',
+      `bench=${o.size}`,
+      '--journal-limit',
+      o.journalLimit,
+      '--cache-size',
+      o.cacheSize,
     ],
     { ...process.env, ...s3.env },
   );
@@ -89,9 +122,20 @@ async function main(): Promise<void> {
     const iopsLog = path.join(work, 'fio');
     log(`fio: 4 KiB random writes, iodepth 32, over ${o.size / 2 ** 30} GiB for ${o.runtime} s, journal limit ${o.journalLimit}`);
     const fio = await runFio([
-      '--name=sustained', '--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/bench`, '--rw=randwrite', '--bs=4k', '--iodepth=32',
-      `--size=${o.size}`, '--time_based', `--runtime=${o.runtime}`, '--norandommap', '--randrepeat=0',
-      `--write_iops_log=${iopsLog}`, `--log_avg_msec=${WINDOW_S * 1000}`, '--output-format=json',
+      '--name=sustained',
+      '--ioengine=nbd',
+      `--uri=nbd://127.0.0.1:${port}/bench`,
+      '--rw=randwrite',
+      '--bs=4k',
+      '--iodepth=32',
+      `--size=${o.size}`,
+      '--time_based',
+      `--runtime=${o.runtime}`,
+      '--norandommap',
+      '--randrepeat=0',
+      `--write_iops_log=${iopsLog}`,
+      `--log_avg_msec=${WINDOW_S * 1000}`,
+      '--output-format=json',
     ]);
     const written = fio.jobs[0]!.write.io_bytes;
     const afterRun = await status(adminUrl);

@@ -36,7 +36,10 @@ export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind)
     const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
     // Each package alone, so that one the mirror lacks does not keep the others out.
     for (const pkg of packages) {
-      const r = update.status === 0 ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' }) : update;
+      const r =
+        update.status === 0
+          ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' })
+          : update;
       if (r.status !== 0) {
         const reason = `apt-get ${update.status === 0 ? `install ${pkg}` : 'update'} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`;
         for (const cmd of missing) if (tools[cmd] === pkg) why.set(cmd, reason);

@@ -96,7 +96,9 @@ export class Gateway implements ExportRegistry {
             const volume = gateway.volume(name);
             if (volume !== undefined) return volumeStatus(volume);
             const standIn = gateway.standIns.get(name);
-            return standIn === undefined ? undefined : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
+            return standIn === undefined
+              ? undefined
+              : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
           },
           hangControl: (name) => gateway.volume(name)?.hang,
           storage: (name) => gateway.storageOf(name),
@@ -186,7 +188,13 @@ export class Gateway implements ExportRegistry {
 
   private async saveShapeOf(volume: Volume): Promise<void> {
     const { name, size, extentSize, head } = volume;
-    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size, extentSize, readOnly: head.readOnly, createdAt: head.createdAt });
+    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), {
+      name,
+      size,
+      extentSize,
+      readOnly: head.readOnly,
+      createdAt: head.createdAt,
+    });
   }
 
   /** Volumes configured but not served yet: their store did not answer. */
@@ -247,7 +255,18 @@ export class Gateway implements ExportRegistry {
     this.waiting.add(name);
     if (this.standIns.has(name)) return;
     const shape = await loadShape(Volume.journalDirFor(this.config.journalRoot, name));
-    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout, (event) => { this.events.publish(event); }, this.gatewayId));
+    if (shape !== undefined)
+      this.standIns.set(
+        name,
+        new WaitingVolume(
+          shape,
+          () => this.config.hangTimeout,
+          (event) => {
+            this.events.publish(event);
+          },
+          this.gatewayId,
+        ),
+      );
   }
 
   private async volumeNames(): Promise<string[]> {
@@ -341,7 +360,12 @@ export class Gateway implements ExportRegistry {
 
   /** Collects garbage in the whole store now (one at a time). */
   collectGarbage(dryRun = false): Promise<GcReport> {
-    this.gcRunning ??= collectGarbage(this.store, { graceMs: this.config.gcGrace, dryRun, logger: this.logger.child({ component: 'gc' }), failpoints: processFailpoints }).finally(() => {
+    this.gcRunning ??= collectGarbage(this.store, {
+      graceMs: this.config.gcGrace,
+      dryRun,
+      logger: this.logger.child({ component: 'gc' }),
+      failpoints: processFailpoints,
+    }).finally(() => {
       this.gcRunning = undefined;
     });
     return this.gcRunning;
@@ -351,11 +375,14 @@ export class Gateway implements ExportRegistry {
     const every = this.config.gcInterval;
     if (every <= 0 || this.stopping !== undefined) return;
     // Jittered, so that gateways started together do not list the bucket together.
-    this.gcTimer = setTimeout(() => {
-      this.collectGarbage()
-        .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again'))
-        .finally(() => this.scheduleGc());
-    }, every * (0.75 + Math.random() / 2));
+    this.gcTimer = setTimeout(
+      () => {
+        this.collectGarbage()
+          .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again'))
+          .finally(() => this.scheduleGc());
+      },
+      every * (0.75 + Math.random() / 2),
+    );
     this.gcTimer.unref();
   }
 

@@ -13,11 +13,23 @@ export type LogFormat = 'pretty' | 'json' | 'auto';
 export function createLogger(level: string, format: LogFormat): Logger {
   const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
   if (usePretty) {
-    return pino({ level, serializers: { err: errorSerializer(level) } }, pretty({ destination: 2, colorize: process.stderr.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }));
+    return pino(
+      { level, serializers: { err: errorSerializer(level) } },
+      pretty({
+        destination: 2,
+        colorize: process.stderr.isTTY === true,
+        translateTime: 'SYS:HH:MM:ss.l',
+        ignore: 'pid,hostname',
+        sync: true,
+      }),
+    );
   }
   // Asynchronous so that a slow log reader does not stall the data path, but bounded: past
   // LOG_BUFFER_BYTES waiting to be written, lines are dropped rather than held in memory.
-  return pino({ level, base: { pid: process.pid }, serializers: { err: errorSerializer(level) } }, pino.destination({ dest: 2, sync: false, maxLength: LOG_BUFFER_BYTES }));
+  return pino(
+    { level, base: { pid: process.pid }, serializers: { err: errorSerializer(level) } },
+    pino.destination({ dest: 2, sync: false, maxLength: LOG_BUFFER_BYTES }),
+  );
 }
 
 /**

@@ -37,7 +37,13 @@ stop = (signal: NodeJS.Signals): void => {
 if (stopped !== undefined) {
   stop(stopped);
 } else {
-  const lines = [`endpoint=${server.endpoint}`, `bucket=${server.bucket}`, ...Object.entries(server.env).map(([name, value]) => `${name}=${value}`)];
+  const lines = [
+    `endpoint=${server.endpoint}`,
+    `bucket=${server.bucket}`,
+    ...Object.entries(server.env).map(([name, value]) => `${name}=${value}`),
+  ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  log(`Ceph RADOS Gateway ready in ${(server.startMs / 1000).toFixed(1)} s: radosgw pid ${server.pid} (kill -STOP it for an outage), data in memory under ${server.dir}; Ctrl-C stops it`);
+  log(
+    `Ceph RADOS Gateway ready in ${(server.startMs / 1000).toFixed(1)} s: radosgw pid ${server.pid} (kill -STOP it for an outage), data in memory under ${server.dir}; Ctrl-C stops it`,
+  );
 }

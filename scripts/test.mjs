@@ -57,7 +57,10 @@ function ensureTools() {
     console.error(`test: could not install ${missing.join(' ')} (apt-get needs root and Debian's package mirror); the tests need them`);
     process.exit(1);
   }
-  const still = [...Object.keys(TOOLS).filter((cmd) => !onPath(cmd)), ...FILES.filter((file) => !present(file)).map((file) => `${file.dir}/${file.prefix}*${file.suffix}`)];
+  const still = [
+    ...Object.keys(TOOLS).filter((cmd) => !onPath(cmd)),
+    ...FILES.filter((file) => !present(file)).map((file) => `${file.dir}/${file.prefix}*${file.suffix}`),
+  ];
   if (still.length > 0) {
     console.error(`test: still missing after apt-get: ${still.join(' ')}`);
     process.exit(1);
@@ -92,11 +95,14 @@ for (const phase of PHASES) {
   console.log(`\n=== ${phase.name} tests (${files.length} files) ===`);
   const tap = join(tapDir, `${phase.name}.tap`);
   const status = run(process.execPath, [
-    '--import', 'tsx',
+    '--import',
+    'tsx',
     '--test',
     '--test-concurrency=1',
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tap}`,
     ...files,
   ]);
   const text = existsSync(tap) ? readFileSync(tap, 'utf8') : '';

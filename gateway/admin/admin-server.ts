@@ -128,7 +128,8 @@ export class AdminServer {
     }
     // A volume waiting for its store to answer has a status but no hang controls yet.
     const control = sources.hangControl(name);
-    if (control === undefined) throw new HttpError(409, `volume ${name} is not taken yet (its store does not answer): its hang handling cannot be changed`);
+    if (control === undefined)
+      throw new HttpError(409, `volume ${name} is not taken yet (its store does not answer): its hang handling cannot be changed`);
     switch (m[2]) {
       case 'hang-policy':
         allow(method, ['GET', 'PUT']);

@@ -30,7 +30,10 @@ export interface ImageInput {
 export async function openImageInput(file: string, volume: string): Promise<ImageInput> {
   const stdin = file === '-';
   const label = stdin ? 'stdin' : file;
-  if (stdin && process.stdin.isTTY === true) throw new InvalidArgumentError('stdin is a terminal, not an image', { hint: 'Pipe or redirect the image into holdfast import - NAME, or give its file name.' });
+  if (stdin && process.stdin.isTTY === true)
+    throw new InvalidArgumentError('stdin is a terminal, not an image', {
+      hint: 'Pipe or redirect the image into holdfast import - NAME, or give its file name.',
+    });
   const fh = await open(stdin ? '/dev/stdin' : file, 'r').catch((cause: unknown) => {
     throw new InvalidArgumentError(`cannot open ${label}: ${errorMessage(cause)}`, { cause });
   });
@@ -44,7 +47,9 @@ export async function openImageInput(file: string, volume: string): Promise<Imag
     const { bytesRead } = await input.read(head, 0, head.length, 0);
     const format = sniffImageFormat(head.subarray(0, bytesRead));
     if (format !== undefined) {
-      throw new InvalidArgumentError(`${label} is a ${format.name} image, not a raw one: import copies its bytes as they are`, { hint: convertHint(format, stdin ? 'IMAGE' : file, volume) });
+      throw new InvalidArgumentError(`${label} is a ${format.name} image, not a raw one: import copies its bytes as they are`, {
+        hint: convertHint(format, stdin ? 'IMAGE' : file, volume),
+      });
     }
   } catch (err) {
     await fh.close();

@@ -24,7 +24,11 @@ function barProgress(label: string, total: number): Progress {
     gracefulExit: false,
     etaBuffer: 50,
   });
-  const payload = (done: number) => ({ doneText: formatSize(done), totalText: formatSize(total), rateText: `${mibPerSecond(done, Date.now() - started)} MiB/s` });
+  const payload = (done: number) => ({
+    doneText: formatSize(done),
+    totalText: formatSize(total),
+    rateText: `${mibPerSecond(done, Date.now() - started)} MiB/s`,
+  });
   let done = 0;
   bar.start(total, 0, payload(0));
   return {
@@ -43,7 +47,9 @@ function lineProgress(label: string, total: number): Progress {
     const elapsed = Date.now() - started;
     const rate = done / Math.max(elapsed, 1);
     const eta = rate > 0 ? `, ETA ${Math.ceil((total - done) / rate / 1000)} s` : '';
-    process.stderr.write(`${label}: ${formatSize(done)} of ${formatSize(total)} (${Math.floor((done / Math.max(total, 1)) * 100)}%), ${mibPerSecond(done, elapsed)} MiB/s${eta}\n`);
+    process.stderr.write(
+      `${label}: ${formatSize(done)} of ${formatSize(total)} (${Math.floor((done / Math.max(total, 1)) * 100)}%), ${mibPerSecond(done, elapsed)} MiB/s${eta}\n`,
+    );
   }, PROGRESS_LINE_EVERY_MS);
   timer.unref();
   return {

@@ -19,7 +19,13 @@ const VolumeRowSchema = z.object({
   errorClass: z.enum(ERROR_CLASSES).nullable(),
   lastError: z.string().nullable(),
   policy: z.object({ timeout: z.union([z.number(), z.string()]) }),
-  journal: z.object({ bytes: z.number(), limit: z.number(), pressure: z.enum(JOURNAL_PRESSURE_LEVELS), backlogRecords: z.number(), dirtyExtents: z.number() }),
+  journal: z.object({
+    bytes: z.number(),
+    limit: z.number(),
+    pressure: z.enum(JOURNAL_PRESSURE_LEVELS),
+    backlogRecords: z.number(),
+    dirtyExtents: z.number(),
+  }),
   clients: z.number(),
 });
 
@@ -34,7 +40,11 @@ const DiskCacheSchema = z.object({
   corrupt: z.number(),
 });
 
-export const StatusDocumentSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeRowSchema), diskCache: DiskCacheSchema.nullable().optional() });
+export const StatusDocumentSchema = z.object({
+  gateway: z.string(),
+  volumes: z.array(VolumeRowSchema),
+  diskCache: DiskCacheSchema.nullable().optional(),
+});
 export type StatusDocument = z.infer<typeof StatusDocumentSchema>;
 type VolumeRow = StatusDocument['volumes'][number];
 
@@ -49,7 +59,19 @@ export interface RenderOptions {
   readonly columns?: number | undefined;
 }
 
-const HEADER = ['VOLUME', 'STATE', 'STORAGE', 'HELD', 'HELD BYTES', 'EPISODE', 'TIMEOUT', 'JOURNAL', 'BACKLOG', 'CLIENTS', 'LAST ERROR'] as const;
+const HEADER = [
+  'VOLUME',
+  'STATE',
+  'STORAGE',
+  'HELD',
+  'HELD BYTES',
+  'EPISODE',
+  'TIMEOUT',
+  'JOURNAL',
+  'BACKLOG',
+  'CLIENTS',
+  'LAST ERROR',
+] as const;
 const MIN_LAST_COLUMN = 20;
 
 /** `hang`, `timed-out` or `normal`, with `,paused` when an operator paused the volume: one word, no spaces. */
@@ -123,7 +145,10 @@ export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
 /** The disk cache tier under the table: how full, and how much of what missed RAM it answered. */
 function diskCacheLine(c: z.infer<typeof DiskCacheSchema>): string {
   const reads = c.hits + c.misses;
-  const bound = c.effectiveLimit < c.limit ? `${formatSize(c.effectiveLimit)} (its disk has room for no more of the ${formatSize(c.limit)} limit)` : formatSize(c.limit);
+  const bound =
+    c.effectiveLimit < c.limit
+      ? `${formatSize(c.effectiveLimit)} (its disk has room for no more of the ${formatSize(c.limit)} limit)`
+      : formatSize(c.limit);
   return [
     `disk cache ${oneLine(c.dir)}: ${formatSize(c.bytes)} of ${bound}, ${c.objects} objects`,
     reads === 0 ? 'no reads yet' : `${((100 * c.hits) / reads).toFixed(1)}% of ${reads} reads answered`,

@@ -78,7 +78,9 @@ export function loadConfig(sources: ConfigSources): ResolvedConfig {
   const storeUrl = c.store ?? `file://${join(dataDir, 'store')}`;
   const journalRoot = resolve(c.journalDir ?? join(dataDir, 'journal'));
   const diskCacheOn = c.diskCacheSize !== 0 && (c.cacheDir !== undefined || c.diskCacheSize !== undefined);
-  const diskCache = diskCacheOn ? { dir: resolve(c.cacheDir ?? join(dataDir, 'cache')), limitBytes: c.diskCacheSize ?? DEFAULT_DISK_CACHE_BYTES } : undefined;
+  const diskCache = diskCacheOn
+    ? { dir: resolve(c.cacheDir ?? join(dataDir, 'cache')), limitBytes: c.diskCacheSize ?? DEFAULT_DISK_CACHE_BYTES }
+    : undefined;
   return { ...c, dataDir, storeUrl, journalRoot, diskCache };
 }
 
@@ -97,7 +99,8 @@ function describe(key: string, source: Source | undefined, file: string | undefi
 
 function fromEnv(setting: SettingName, raw: string): unknown {
   if (setting === 'volumes') return splitList(raw);
-  if (setting === 'readOnly' || setting === 'eventsSpill') return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
+  if (setting === 'readOnly' || setting === 'eventsSpill')
+    return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
   return raw;
 }
 

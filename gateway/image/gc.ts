@@ -75,7 +75,8 @@ export async function collectGarbage(store: ObjectStore, opts: GcOptions): Promi
     else await collect(parseHead(body, key));
   }
   // A head or snapshot deleted since the listing went to the trash first: read that volume's trash again.
-  for (const volume of vanished) for await (const info of store.listDetailed(trashPrefix(volume))) if (!trash.some((t) => t.key === info.key)) trash.push(info);
+  for (const volume of vanished)
+    for await (const info of store.listDetailed(trashPrefix(volume))) if (!trash.some((t) => t.key === info.key)) trash.push(info);
   let trashDeleted = 0;
   for (const t of trash) {
     const at = trashTime(t.key) ?? t.lastModified;

@@ -153,7 +153,11 @@ export class HeadWriter {
         this.uncertain = false;
         return;
       }
-      this.depose(new VolumeDeposedError(`volume ${mine.name} was taken by ${stored.owner === null ? 'nobody (its head was released)' : `gateway ${stored.owner.gateway} on ${stored.owner.host}`} (epoch ${stored.epoch}, ours ${mine.epoch})`));
+      this.depose(
+        new VolumeDeposedError(
+          `volume ${mine.name} was taken by ${stored.owner === null ? 'nobody (its head was released)' : `gateway ${stored.owner.gateway} on ${stored.owner.host}`} (epoch ${stored.epoch}, ours ${mine.epoch})`,
+        ),
+      );
     } else {
       this.depose(new VolumeDeposedError(`volume ${mine.name} was deleted while this gateway served it`));
     }

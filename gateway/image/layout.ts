@@ -80,7 +80,9 @@ export const DATA_FOLDERS = ['extents/', 'deltas/', 'index/'] as const;
 
 /** True for a format 2 data object key (format 1 extents are the upgrade's business, never GC's). */
 export function isDataObjectKey(key: string): boolean {
-  return /^volumes\/[^/]+\/(extents\/[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|deltas\/[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|index\/[0-9a-f]{6}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8})$/.test(key);
+  return /^volumes\/[^/]+\/(extents\/[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|deltas\/[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|index\/[0-9a-f]{6}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8})$/.test(
+    key,
+  );
 }
 
 function hex(n: number, width: number): string {

@@ -382,11 +382,18 @@ export class VolumeImage {
       const to = Math.min(t, start + n);
       const data = dataOffset[i] ?? -1;
       if (data < 0) out.fill(0, at + from - start, at + to - start);
-      else pieces.push({ at: at + from - start, length: to - from, ref: base, dataOffset: data + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
+      else
+        pieces.push({
+          at: at + from - start,
+          length: to - from,
+          ref: base,
+          dataOffset: data + (from - s),
+          crcs: meta.crcs,
+          dataLength: meta.dataLength,
+        });
       pos = to;
     }
     if (pos < start + n) out.fill(0, at + pos - start, at + n);
     await fetchPieces(this.reader, pieces, out, signal);
   }
-
 }

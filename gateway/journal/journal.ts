@@ -2,14 +2,7 @@ import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError, RequestAbortedError } from '../../shared/errors.js';
-import {
-  RECORD_HEADER_SIZE,
-  RECORD_MAGIC,
-  RecordKind,
-  decodeRecordHeader,
-  encodeRecordHeader,
-  recordChecksumOk,
-} from './record.js';
+import { RECORD_HEADER_SIZE, RECORD_MAGIC, RecordKind, decodeRecordHeader, encodeRecordHeader, recordChecksumOk } from './record.js';
 import { backoffMs } from '../util/backoff.js';
 import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
 import { syncDirectory } from '../util/sync-directory.js';
@@ -379,13 +372,15 @@ export class Journal {
   }
 
   private scheduleRetirement(): void {
-    this.retirement = this.retirement.then(() => this.retireSegments()).catch((err: unknown) => {
-      this.opts.logger.error({ err }, 'could not delete a retired journal segment; will retry');
-      // An idle volume would never come back to it, and the journal's room waits for it.
-      setTimeout(() => {
-        if (!this.closed) this.scheduleRetirement();
-      }, this.opts.retryMaxMs ?? 1000).unref();
-    });
+    this.retirement = this.retirement
+      .then(() => this.retireSegments())
+      .catch((err: unknown) => {
+        this.opts.logger.error({ err }, 'could not delete a retired journal segment; will retry');
+        // An idle volume would never come back to it, and the journal's room waits for it.
+        setTimeout(() => {
+          if (!this.closed) this.scheduleRetirement();
+        }, this.opts.retryMaxMs ?? 1000).unref();
+      });
   }
 
   /**
@@ -597,7 +592,8 @@ async function readSeal(path: string): Promise<number> {
   } catch (cause) {
     throw new JournalCorruptError(`journal seal ${path} is not JSON`, { cause });
   }
-  if (typeof maxSeq !== 'number' || !Number.isSafeInteger(maxSeq) || maxSeq < 0) throw new JournalCorruptError(`journal seal ${path} has no valid maxSeq`);
+  if (typeof maxSeq !== 'number' || !Number.isSafeInteger(maxSeq) || maxSeq < 0)
+    throw new JournalCorruptError(`journal seal ${path} has no valid maxSeq`);
   return maxSeq;
 }
 
@@ -639,7 +635,9 @@ async function scanSegment(segment: Segment, maxPayload: number): Promise<Journa
       // A torn tail (crash mid-append, or the unsynced end of an abandoned segment) is expected and
       // dropped; a damaged record followed by good ones means the disk lost data we had synced.
       if (await anyGoodRecordAfter(segment.file, pos, fileSize, maxPayload)) {
-        throw new JournalCorruptError(`journal segment ${segment.path}: record at byte ${pos} is corrupt (${bad}) and later records are intact`);
+        throw new JournalCorruptError(
+          `journal segment ${segment.path}: record at byte ${pos} is corrupt (${bad}) and later records are intact`,
+        );
       }
       break;
     }
@@ -699,7 +697,6 @@ async function anyGoodRecordAfter(file: SegmentFile, damagedAt: number, fileSize
   }
   return false;
 }
-
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -158,7 +158,13 @@ export class RequestParser {
     // The rest of the request under way: a WRITE payload waiting for admission, or one being read or skipped.
     const current = this.current;
     const pendingPayload =
-      this.state === 'admission' && current?.type === Cmd.WRITE ? current.length : this.state === 'payload' && current !== undefined ? current.length - this.assemblyFill : this.state === 'skip' ? this.skipLeft : 0;
+      this.state === 'admission' && current?.type === Cmd.WRITE
+        ? current.length
+        : this.state === 'payload' && current !== undefined
+          ? current.length - this.assemblyFill
+          : this.state === 'skip'
+            ? this.skipLeft
+            : 0;
     if (!consume(pendingPayload)) return false;
     while (consume(REQUEST_HEADER_SIZE, header)) {
       if (header.readUInt32BE(0) !== REQUEST_MAGIC) return false;
@@ -245,9 +251,7 @@ export class RequestParser {
     const magic = buf.readUInt32BE(at);
     if (magic !== REQUEST_MAGIC) {
       this.stop();
-      this.sink.onProtocolError(
-        new ProtocolError(ProtocolErrorReason.BadMagic, `request magic 0x${magic.toString(16)}`),
-      );
+      this.sink.onProtocolError(new ProtocolError(ProtocolErrorReason.BadMagic, `request magic 0x${magic.toString(16)}`));
       return undefined;
     }
     const wireType = buf.readUInt16BE(at + 6);
@@ -395,7 +399,12 @@ export function encodeErrorChunk(error: Errno, handleHi: number, handleLo: numbe
 }
 
 /** A final NBD_REPLY_TYPE_BLOCK_STATUS chunk: (length, flags) descriptors for one metadata context. */
-export function encodeBlockStatusChunk(handleHi: number, handleLo: number, contextId: number, descriptors: readonly { readonly length: number; readonly flags: number }[]): Buffer {
+export function encodeBlockStatusChunk(
+  handleHi: number,
+  handleLo: number,
+  contextId: number,
+  descriptors: readonly { readonly length: number; readonly flags: number }[],
+): Buffer {
   const size = 4 + 8 * descriptors.length;
   const chunk = encodeStructuredHeader(ReplyType.BLOCK_STATUS, handleHi, handleLo, size, size);
   let at = STRUCTURED_REPLY_HEADER_SIZE;

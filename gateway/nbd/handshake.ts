@@ -74,7 +74,10 @@ const MINIMUM_BLOCK_SIZE = 1;
 const ALLOCATION_CONTEXT_ID = 1;
 
 /** Transmission flags of `exp` as this client will use it. */
-export function transmissionFlags(exp: NbdExport, access: { readonly readOnly: boolean; readonly structuredReplies: boolean } = { readOnly: false, structuredReplies: false }): number {
+export function transmissionFlags(
+  exp: NbdExport,
+  access: { readonly readOnly: boolean; readonly structuredReplies: boolean } = { readOnly: false, structuredReplies: false },
+): number {
   let flags =
     TransmissionFlag.HAS_FLAGS |
     TransmissionFlag.SEND_FLUSH |
@@ -252,7 +255,10 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
       if (tls === undefined && access.needsIdentity && policy.tls() !== 'off') {
         return { ok: false, reply: Rep.ERR_TLS_REQD, message: 'start TLS and authenticate to open exports' };
       }
-      log.warn({ identity: tls?.identity ?? null, export: name, tls: tls?.method ?? 'none' }, 'nbd access refused: the client may not open this export');
+      log.warn(
+        { identity: tls?.identity ?? null, export: name, tls: tls?.method ?? 'none' },
+        'nbd access refused: the client may not open this export',
+      );
       return { ok: false, reply: Rep.ERR_POLICY, message: `access to export ${quoted(name)} is not allowed for this client` };
     }
     // Checked after access, so a client learns nothing about exports it may not open.
@@ -281,8 +287,12 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
     }
     log.debug({ option, length }, 'nbd option');
 
-    const reply = (type: number, payload?: Buffer): void => { io.write(encodeOptionReply(option, type, payload)); };
-    const replyError = (type: number, message: string): void => { reply(type, limitedString(message)); };
+    const reply = (type: number, payload?: Buffer): void => {
+      io.write(encodeOptionReply(option, type, payload));
+    };
+    const replyError = (type: number, message: string): void => {
+      reply(type, limitedString(message));
+    };
     /** Options that carry no data refuse some (skipped unread) with NBD_REP_ERR_INVALID. */
     const refusedData = async (name: string): Promise<boolean> => {
       if (length === 0) return false;

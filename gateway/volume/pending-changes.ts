@@ -31,7 +31,10 @@ export class PendingChanges {
     const last = Math.floor((entry.offset + entry.length - 1) / this.extentSize);
     if (last - first + 1 > WIDE_EXTENTS) {
       // A wide zero record makes older wide zero records inside its range invisible to every read.
-      if (entry.kind === RecordKind.Zero) this.wide = this.wide.filter((w) => !(w.kind === RecordKind.Zero && w.offset >= entry.offset && w.offset + w.length <= entry.offset + entry.length));
+      if (entry.kind === RecordKind.Zero)
+        this.wide = this.wide.filter(
+          (w) => !(w.kind === RecordKind.Zero && w.offset >= entry.offset && w.offset + w.length <= entry.offset + entry.length),
+        );
       this.wide.push(entry);
       return;
     }

@@ -199,7 +199,10 @@ export class ReadPath {
       const start = index * this.extentSize;
       // Pending writes that cover the whole extent make the stored bytes irrelevant: no GET.
       const overwritten = covers(this.o.pending.entries(index), start, start + this.extentLength(index));
-      const extent: MaterializedExtent = { data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, undefined, this.o.buffers), seq: 0 };
+      const extent: MaterializedExtent = {
+        data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, undefined, this.o.buffers),
+        seq: 0,
+      };
       while (this.o.pending.generation(index) === generation) {
         const newer = firstNewer(this.o.pending.entries(index), extent.seq);
         if (newer === undefined) {
@@ -233,7 +236,14 @@ export class ReadPath {
    * bytes from the store image and lays the pending changes over them; a read of most of an extent
    * loads and caches the extent.
    */
-  private async readCold(index: number, pos: number, n: number, out: Buffer, outOffset: number, ctx: RequestContext | undefined): Promise<void> {
+  private async readCold(
+    index: number,
+    pos: number,
+    n: number,
+    out: Buffer,
+    outOffset: number,
+    ctx: RequestContext | undefined,
+  ): Promise<void> {
     const inExtent = pos - index * this.extentSize;
     if (n * 2 >= this.extentLength(index) || this.o.cache.maxBytes === 0 || this.materializing.has(index)) {
       copyExtent(await this.o.hold(() => this.materialize(index), n, ctx?.signal), out, outOffset, inExtent, n);

@@ -131,7 +131,13 @@ export class Uploader {
         break;
       }
       this.shipped += entries.length;
-      const job: Job = { entries, seqTo: entries[entries.length - 1]!.seq, built: undefined, put: false, reservation: this.opts.reserve(bytes) };
+      const job: Job = {
+        entries,
+        seqTo: entries[entries.length - 1]!.seq,
+        built: undefined,
+        put: false,
+        reservation: this.opts.reserve(bytes),
+      };
       this.jobs.push(job);
       void this.ship(job);
     }
@@ -140,10 +146,13 @@ export class Uploader {
 
   private schedule(ms: number): void {
     if (this.timer !== undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.pump();
-    }, Math.max(0, ms));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.pump();
+      },
+      Math.max(0, ms),
+    );
   }
 
   /** Builds and PUTs one delta, retrying until it is in the store (or the uploader stops). */

@@ -50,7 +50,11 @@ export function cleanEnv(extra: Readonly<Record<string, string>> = {}): NodeJS.P
 }
 
 function spawnCli(args: readonly string[], opts: CliOptions): ChildProcess {
-  const child = spawn(process.execPath, [HOLDFAST_BIN, ...args], { cwd: opts.cwd, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [HOLDFAST_BIN, ...args], {
+    cwd: opts.cwd,
+    env: cleanEnv(opts.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   track(child);
   return child;
 }

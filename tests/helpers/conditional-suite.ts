@@ -55,7 +55,9 @@ export function conditionalSuite(name: string, setup: () => Promise<ConditionalF
 
     it('lets exactly one of many writers racing from the same tag win', async () => {
       const base = await store.putIfAbsent('cas/race', Buffer.from('base'));
-      const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => store.putIfMatch('cas/race', Buffer.from(`w${i}`), base)));
+      const results = await Promise.allSettled(
+        Array.from({ length: 12 }, (_, i) => store.putIfMatch('cas/race', Buffer.from(`w${i}`), base)),
+      );
       const won = results.filter((r) => r.status === 'fulfilled');
       assert.equal(won.length, 1, 'exactly one writer wins');
       const lost = (err: unknown): boolean => err instanceof PreconditionFailedError || (ambiguousLosers && err instanceof StoreError);
@@ -90,4 +92,3 @@ export function conditionalSuite(name: string, setup: () => Promise<ConditionalF
     });
   });
 }
-

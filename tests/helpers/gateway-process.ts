@@ -129,7 +129,11 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     opts.createVolume,
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...childEnv(opts.store), ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    cwd: REPO,
+    env: { ...childEnv(opts.store), ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const untrack = reapOnExit(child);
   const exitedRaw = new Promise<ExitStatus>((resolve) => {
     // 'close', not 'exit': by then stderr has been read to its end, so the logs are complete.

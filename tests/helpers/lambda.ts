@@ -45,7 +45,9 @@ export function lambdaContext(functionName: string): Context {
  * Runs `fn` and returns how it settled and what it printed as JSON lines on stdout and stderr (the
  * functions' structured logs — errors go to stderr — and their EMF metric records).
  */
-export async function capturingOutput<T>(fn: () => Promise<T>): Promise<{ settled: PromiseSettledResult<T>; lines: Record<string, unknown>[] }> {
+export async function capturingOutput<T>(
+  fn: () => Promise<T>,
+): Promise<{ settled: PromiseSettledResult<T>; lines: Record<string, unknown>[] }> {
   let text = '';
   const streams = [process.stdout, process.stderr];
   const originals = streams.map((s) => s.write.bind(s));

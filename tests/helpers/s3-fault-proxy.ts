@@ -108,15 +108,18 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(req.headers)) if (value !== undefined && !HOP_HEADERS.has(name)) headers[name] = value;
     const lose = loseAnswer();
-    const upstream = request({ host: target.host, port: target.port, method: req.method, path: req.url, headers, agent: upstreamAgent }, (up) => {
-      if (lose) {
-        up.resume();
-        up.once('end', () => answer(req, res, INTERNAL));
-        return;
-      }
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
+    const upstream = request(
+      { host: target.host, port: target.port, method: req.method, path: req.url, headers, agent: upstreamAgent },
+      (up) => {
+        if (lose) {
+          up.resume();
+          up.once('end', () => answer(req, res, INTERNAL));
+          return;
+        }
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
     // The server behind is down: the client sees its connection reset, as it would without the proxy.
     upstream.once('error', () => {
       counts.upstreamErrors++;

@@ -52,7 +52,16 @@ async function spawnServer(port: number, dir: string, bucket: string): Promise<D
   // through its legacy provider; without it every truncated listing is a 500.
   const daemon = spawnDaemon('s3rver', process.execPath, ['--openssl-legacy-provider', RUNNER, String(port), dir, bucket]);
   try {
-    await waitUntil(`s3rver ready on port ${port}`, () => daemon.output().split('\n').some((line) => line.trim() === `READY ${port}`), READY_TIMEOUT_MS, daemon);
+    await waitUntil(
+      `s3rver ready on port ${port}`,
+      () =>
+        daemon
+          .output()
+          .split('\n')
+          .some((line) => line.trim() === `READY ${port}`),
+      READY_TIMEOUT_MS,
+      daemon,
+    );
   } catch (err) {
     await daemon.stop('SIGKILL');
     throw err;

@@ -80,5 +80,8 @@ test('the hint is a qemu-img command line that writes the image into the volume 
   const hint = convertHint({ name: 'qcow2', virtualSize: 10 * 2 ** 30 }, "/images/my disk's.qcow2", 'vm1');
   assert.match(hint, /holdfast volume create vm1 --size 10737418240\b/);
   assert.match(hint, /^ {2}qemu-img convert -n -f qcow2 -O raw '\/images\/my disk'\\''s\.qcow2' nbd:\/\/127\.0\.0\.1:10809\/vm1$/m);
-  assert.match(convertHint({ name: 'vhdx' }, 'a.vhdx', 'vm2', '10.0.0.5:10809'), /--size SIZE \(qemu-img info shows its virtual size\).*\n {2}qemu-img convert -n -f vhdx -O raw a\.vhdx nbd:\/\/10\.0\.0\.5:10809\/vm2$/);
+  assert.match(
+    convertHint({ name: 'vhdx' }, 'a.vhdx', 'vm2', '10.0.0.5:10809'),
+    /--size SIZE \(qemu-img info shows its virtual size\).*\n {2}qemu-img convert -n -f vhdx -O raw a\.vhdx nbd:\/\/10\.0\.0\.5:10809\/vm2$/,
+  );
 });

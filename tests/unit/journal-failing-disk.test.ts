@@ -53,7 +53,16 @@ function disk(room: () => number, eio: () => boolean = () => false): SegmentFile
 }
 
 function open(fileOps: SegmentFileOps) {
-  return Journal.open({ dir, segmentBytes: 1024 * KiB, limitBytes: 64 * 1024 * KiB, maxPayload: 1024 * KiB, logger, retryInitialMs: 1, retryMaxMs: 5, fileOps });
+  return Journal.open({
+    dir,
+    segmentBytes: 1024 * KiB,
+    limitBytes: 64 * 1024 * KiB,
+    maxPayload: 1024 * KiB,
+    logger,
+    retryInitialMs: 1,
+    retryMaxMs: 5,
+    fileOps,
+  });
 }
 
 test('a batch larger than the free space is committed in parts, in order', async () => {
@@ -71,7 +80,10 @@ test('a batch larger than the free space is committed in parts, in order', async
   await journal.close();
 
   const { journal: again, entries } = await open(fsSegmentFileOps);
-  assert.deepEqual(entries.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.deepEqual(
+    entries.map((e) => e.seq),
+    [1, 2, 3, 4, 5, 6, 7, 8],
+  );
   for (const [i, e] of entries.entries()) {
     const out = Buffer.alloc(e.length);
     await again.readPayload(e, 0, e.length, out, 0);
@@ -82,7 +94,12 @@ test('a batch larger than the free space is committed in parts, in order', async
 
 test('the uploader waits for durability, except while the journal is failing', async () => {
   let failing = false;
-  const { journal } = await open(disk(() => Infinity, () => failing));
+  const { journal } = await open(
+    disk(
+      () => Infinity,
+      () => failing,
+    ),
+  );
   const first = journal.append(RecordKind.Write, 0, 4, Buffer.alloc(4, 1));
   const ready = journal.waitDurableOrFailing(first.seq);
   assert.ok(ready !== undefined, 'a record being written is waited for');

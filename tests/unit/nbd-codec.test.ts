@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeOptionReply, encodeSimpleReply, RequestParser, writeUInt64, type NbdRequest, type PayloadCounters, type RequestSink } from '../../gateway/nbd/codec.js';
+import {
+  encodeOptionReply,
+  encodeSimpleReply,
+  RequestParser,
+  writeUInt64,
+  type NbdRequest,
+  type PayloadCounters,
+  type RequestSink,
+} from '../../gateway/nbd/codec.js';
 import { Cmd, CmdFlag, Errno, Opt, Rep, REQUEST_MAGIC, TransmissionFlag } from '../../gateway/nbd/constants.js';
 import { errnoFor, ProtocolError, ProtocolErrorReason } from '../../gateway/nbd/errors.js';
 import { transmissionFlags } from '../../gateway/nbd/handshake.js';
@@ -128,7 +136,10 @@ describe('RequestParser', () => {
     ]);
     parser.push(chunk);
     assert.deepEqual(sink.requests.map(handleOf), [1n, 2n, 3n, 4n]);
-    assert.deepEqual(sink.requests.map((r) => r.type), [Cmd.READ, Cmd.WRITE, Cmd.FLUSH, Cmd.WRITE_ZEROES]);
+    assert.deepEqual(
+      sink.requests.map((r) => r.type),
+      [Cmd.READ, Cmd.WRITE, Cmd.FLUSH, Cmd.WRITE_ZEROES],
+    );
     const payload = sink.requests[1]?.payload;
     assert.ok(payload !== undefined);
     assert.deepEqual(payload, data);
@@ -166,7 +177,10 @@ describe('RequestParser', () => {
     const payload2 = sink.requests[1]?.payload;
     assert.ok(payload1 !== undefined && payload2 !== undefined);
     assert.equal(payload1.length, first.length);
-    assert.ok(pieces.every((piece) => piece.buffer !== payload1.buffer), 'spanning payload must be its own buffer');
+    assert.ok(
+      pieces.every((piece) => piece.buffer !== payload1.buffer),
+      'spanning payload must be its own buffer',
+    );
     // Scribbling over the input chunks must not change payloads already handed on.
     for (const piece of pieces) piece.fill(0xee);
     assert.deepEqual(payload1, first);
@@ -248,7 +262,10 @@ describe('RequestParser', () => {
     assert.deepEqual(sink.eofs, []);
     sink.onEach = () => undefined;
     parser.resume();
-    assert.deepEqual(sink.requests.map((r) => r.type), [Cmd.FLUSH, Cmd.DISC]);
+    assert.deepEqual(
+      sink.requests.map((r) => r.type),
+      [Cmd.FLUSH, Cmd.DISC],
+    );
     assert.deepEqual(sink.eofs, [false]);
   });
 });
@@ -307,7 +324,9 @@ describe('RequestParser.disconnectBuffered', () => {
     const payload = Buffer.alloc(5000, 0x02);
     // A payload holding what looks like a DISC header must not count.
     encodeRequest({ type: Cmd.DISC }).copy(payload, 100);
-    parser.push(Buffer.concat([encodeRequest({ type: Cmd.WRITE, handle: 1n, payload }), encodeRequest({ type: Cmd.READ, handle: 2n, length: 10 })]));
+    parser.push(
+      Buffer.concat([encodeRequest({ type: Cmd.WRITE, handle: 1n, payload }), encodeRequest({ type: Cmd.READ, handle: 2n, length: 10 })]),
+    );
     assert.equal(parser.disconnectBuffered, false);
     parser.push(encodeRequest({ type: Cmd.DISC, handle: 3n }).subarray(0, 20));
     assert.equal(parser.disconnectBuffered, false, 'a header cut off is not a request yet');
