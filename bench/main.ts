@@ -267,7 +267,9 @@ class Bench {
 
   async stop(): Promise<void> {
     for (const system of this.systems.splice(0))
-      await system.stop().catch((err: unknown) => log(`bench: stopping ${system.name}: ${String(err)}`));
+      await system.stop().catch((err: unknown) => {
+        log(`bench: stopping ${system.name}: ${String(err)}`);
+      });
   }
 
   async report(startedAt: Date): Promise<{ report: BenchReport; text: string; png: Buffer | null }> {

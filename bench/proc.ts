@@ -76,9 +76,14 @@ export function startDaemon(cmd: string, args: readonly string[], env?: NodeJS.P
   child.stderr?.setEncoding('utf8').on('data', keep);
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('close', () => resolve());
+    else
+      child.once('close', () => {
+        resolve();
+      });
   });
-  child.once('error', (err) => keep(`\n${cmd} could not be started: ${err.message}`));
+  child.once('error', (err) => {
+    keep(`\n${cmd} could not be started: ${err.message}`);
+  });
   return {
     child,
     pid: child.pid ?? -1,
@@ -121,7 +126,9 @@ export function portOpen(port: number): Promise<boolean> {
       socket.destroy();
       resolve(true);
     });
-    socket.once('error', () => resolve(false));
+    socket.once('error', () => {
+      resolve(false);
+    });
   });
 }
 
@@ -171,7 +178,9 @@ export class ProcessMeter {
     }
     this.cpuStart = cpuSeconds(pid);
     this.peakKiB = statusKiB(pid, 'VmRSS');
-    this.timer = setInterval(() => this.sample(), 100);
+    this.timer = setInterval(() => {
+      this.sample();
+    }, 100);
   }
 
   private sample(): void {

@@ -295,7 +295,7 @@ function num(n: number): string {
 }
 
 function secondsOrNever(ms: number | null | undefined): string {
-  return ms === null || ms === undefined ? 'never' : `${(ms / 1000).toFixed(2)}`;
+  return ms === null || ms === undefined ? 'never' : (ms / 1000).toFixed(2);
 }
 
 function table(header: readonly string[], body: readonly (readonly string[])[], rightFrom: number): string {

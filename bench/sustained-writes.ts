@@ -249,7 +249,9 @@ function plot(windows: { t: number; iops: number }[], o: Options): Buffer {
     img.line(M.left, y(v), M.left + plotW, y(v), [225, 225, 225]);
     img.text(M.left - 8 - img.textWidth(String(v), 2), y(v) - GLYPH_HEIGHT, String(v), ink, 2);
   }
-  windows.forEach((w, i) => img.fillRect(M.left + i * bar + 2, y(w.iops), Math.max(bar - 4, 1), M.top + plotH - y(w.iops), [31, 100, 200]));
+  windows.forEach((w, i) => {
+    img.fillRect(M.left + i * bar + 2, y(w.iops), Math.max(bar - 4, 1), M.top + plotH - y(w.iops), [31, 100, 200]);
+  });
   img.line(M.left, y(TARGET_IOPS), M.left + plotW, y(TARGET_IOPS), [200, 40, 40], 2);
   img.line(M.left, M.top, M.left, M.top + plotH, ink);
   img.line(M.left, M.top + plotH, M.left + plotW, M.top + plotH, ink);

@@ -125,7 +125,9 @@ export class Gateway implements ExportRegistry {
         maxConnectionsPerPeer: config.nbdMaxConnectionsPerPeer,
         limits: { idleTimeoutMs: config.nbdIdleTimeout },
         bufferMemory: config.nbdBufferMemory,
-        observeLatency: (volume, cmd, s) => gateway.metrics.observeNbdLatency(volume, cmd, s),
+        observeLatency: (volume, cmd, s) => {
+          gateway.metrics.observeNbdLatency(volume, cmd, s);
+        },
       });
       gateway.nbd = nbd;
       for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
@@ -355,7 +357,9 @@ export class Gateway implements ExportRegistry {
     this.served.delete(volume.name);
     void this.nbd?.withdraw(volume.name, this.config.shutdownGrace);
     this.events.publish(volumeDeposedEvent(volume.name, this.gatewayId, volume.head.epoch, err.message));
-    void volume.close().catch((e: unknown) => this.logger.warn({ err: e, volume: volume.name }, 'closing a deposed volume failed'));
+    void volume.close().catch((e: unknown) => {
+      this.logger.warn({ err: e, volume: volume.name }, 'closing a deposed volume failed');
+    });
   }
 
   /** Collects garbage in the whole store now (one at a time). */
@@ -378,8 +382,12 @@ export class Gateway implements ExportRegistry {
     this.gcTimer = setTimeout(
       () => {
         this.collectGarbage()
-          .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again'))
-          .finally(() => this.scheduleGc());
+          .catch((err: unknown) => {
+            this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again');
+          })
+          .finally(() => {
+            this.scheduleGc();
+          });
       },
       every * (0.75 + Math.random() / 2),
     );

@@ -11,13 +11,14 @@ export type LogFormat = 'pretty' | 'json' | 'auto';
  * terminal and JSON (one object per line) everywhere else, as log shippers want.
  */
 export function createLogger(level: string, format: LogFormat): Logger {
-  const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
+  const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY);
   if (usePretty) {
     return pino(
       { level, serializers: { err: errorSerializer(level) } },
       pretty({
         destination: 2,
-        colorize: process.stderr.isTTY === true,
+        // isTTY is undefined (not false) on a pipe at run time, whatever its type says; pino-pretty would then guess.
+        colorize: Boolean(process.stderr.isTTY),
         translateTime: 'SYS:HH:MM:ss.l',
         ignore: 'pid,hostname',
         sync: true,

@@ -20,14 +20,20 @@ let stop = (signal: NodeJS.Signals): void => {
   // A signal during the start: the cluster is stopped as soon as it is there to stop.
   stopped = signal;
 };
-process.once('SIGINT', (signal) => stop(signal));
-process.once('SIGTERM', (signal) => stop(signal));
+process.once('SIGINT', (signal) => {
+  stop(signal);
+});
+process.once('SIGTERM', (signal) => {
+  stop(signal);
+});
 
 const server = await startRgwServer({ bucket: 'holdfast' });
 stop = (signal: NodeJS.Signals): void => {
   log(`${signal}: stopping`);
   void server.close().then(
-    () => clearInterval(keepAlive),
+    () => {
+      clearInterval(keepAlive);
+    },
     (err: unknown) => {
       log(`stopping failed: ${String(err)}`);
       process.exit(1);

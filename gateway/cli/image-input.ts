@@ -30,7 +30,7 @@ export interface ImageInput {
 export async function openImageInput(file: string, volume: string): Promise<ImageInput> {
   const stdin = file === '-';
   const label = stdin ? 'stdin' : file;
-  if (stdin && process.stdin.isTTY === true)
+  if (stdin && process.stdin.isTTY)
     throw new InvalidArgumentError('stdin is a terminal, not an image', {
       hint: 'Pipe or redirect the image into holdfast import - NAME, or give its file name.',
     });

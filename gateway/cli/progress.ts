@@ -11,7 +11,7 @@ export interface Progress {
 
 /** A bar on a terminal; elsewhere (logs, CI) a plain line every few seconds. */
 export function startProgress(label: string, total: number): Progress {
-  return process.stderr.isTTY === true ? barProgress(label, total) : lineProgress(label, total);
+  return process.stderr.isTTY ? barProgress(label, total) : lineProgress(label, total);
 }
 
 function barProgress(label: string, total: number): Progress {
@@ -36,7 +36,9 @@ function barProgress(label: string, total: number): Progress {
       done += bytes;
       bar.update(done, payload(done));
     },
-    stop: () => bar.stop(),
+    stop: () => {
+      bar.stop();
+    },
   };
 }
 
@@ -56,7 +58,9 @@ function lineProgress(label: string, total: number): Progress {
     advance(bytes) {
       done += bytes;
     },
-    stop: () => clearInterval(timer),
+    stop: () => {
+      clearInterval(timer);
+    },
   };
 }
 

@@ -78,8 +78,12 @@ export function registerServe(program: Command): void {
       process.on('SIGINT', onSignal);
       process.on('SIGHUP', () => {
         gateway.reloadSecurity().then(
-          () => logger.info('SIGHUP: TLS credentials and access rules reloaded'),
-          (err: unknown) => logger.error({ err }, 'SIGHUP: reload failed; the previous TLS credentials and access rules stay in use'),
+          () => {
+            logger.info('SIGHUP: TLS credentials and access rules reloaded');
+          },
+          (err: unknown) => {
+            logger.error({ err }, 'SIGHUP: reload failed; the previous TLS credentials and access rules stay in use');
+          },
         );
       });
     });

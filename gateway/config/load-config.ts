@@ -87,7 +87,7 @@ export function loadConfig(sources: ConfigSources): ResolvedConfig {
 function describe(key: string, source: Source | undefined, file: string | undefined): string {
   switch (source) {
     case 'flag':
-      return `${flagName(key)}`;
+      return flagName(key);
     case 'env':
       return `${envName(key)} (environment)`;
     case 'file':

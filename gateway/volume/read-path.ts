@@ -281,7 +281,9 @@ export class ReadPath {
   }
 
   private loadInBackground(index: number): void {
-    this.materialize(index).catch((err: unknown) => this.o.logger.debug({ err, extent: index }, 'background extent load failed'));
+    this.materialize(index).catch((err: unknown) => {
+      this.o.logger.debug({ err, extent: index }, 'background extent load failed');
+    });
   }
 
   /**

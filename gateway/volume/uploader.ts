@@ -195,7 +195,9 @@ export class Uploader {
           await this.opts.commits.commit(
             batch.map((j) => j.built!),
             seqTo,
-            () => this.applyCommitted(batch, seqTo),
+            () => {
+              this.applyCommitted(batch, seqTo);
+            },
           );
           this.stats.commits++;
           this.succeeded();

@@ -364,9 +364,9 @@ export class Volume implements NbdExport {
     await this.uploader.stop();
     await this.journal.close();
     if (opts.release === true && this.deposedError === undefined && this.pending.count === 0) {
-      await this.commits
-        .releaseOwnership()
-        .catch((err: unknown) => this.opts.logger.warn({ err }, 'could not hand the volume back; its lease runs out by itself'));
+      await this.commits.releaseOwnership().catch((err: unknown) => {
+        this.opts.logger.warn({ err }, 'could not hand the volume back; its lease runs out by itself');
+      });
     }
   }
 }

@@ -108,12 +108,16 @@ export class WaitingVolume implements NbdExport {
           reject(err);
         },
       };
-      const onAbort = () => waiter.reject(new RequestAbortedError('client disconnected while waiting for its volume'));
+      const onAbort = () => {
+        waiter.reject(new RequestAbortedError('client disconnected while waiting for its volume'));
+      };
       // The episode began when the gateway found the store silent: the timeout counts from then.
       const timer =
         typeof timeout === 'number'
           ? setTimeout(
-              () => waiter.reject(new StorageFailedError('timeout', 'transient')),
+              () => {
+                waiter.reject(new StorageFailedError('timeout', 'transient'));
+              },
               Math.max(0, this.since + timeout - performance.now()),
             )
           : undefined;

@@ -52,7 +52,9 @@ export function wireVolume(
     probe: () => opts.store.probe(),
     journal: {
       held: () => journal.waiting(),
-      failWaiters: (err) => journal.failWaiters(err),
+      failWaiters: (err) => {
+        journal.failWaiters(err);
+      },
       usage: () => ({ bytes: journal.usedBytes, limit: journal.limitBytes }),
     },
     events: opts.events ?? new LogEventSink(opts.logger),
@@ -64,7 +66,13 @@ export function wireVolume(
     },
   });
   // Writes durable in the journal that wait for the lease (the store unreachable longer than it).
-  hang.addHeldSource({ held: () => volume.leaseWaiting(), fail: (err) => writer.failLeaseWaiters(err), waitsOn: 'store' });
+  hang.addHeldSource({
+    held: () => volume.leaseWaiting(),
+    fail: (err) => {
+      writer.failLeaseWaiters(err);
+    },
+    waitsOn: 'store',
+  });
   const reads = new ReadPath({
     image,
     journal,
@@ -84,8 +92,12 @@ export function wireVolume(
     gcGraceMs: opts.gcGraceMs,
     ackedSeq: () => volume.ackedSeq(),
     logger: opts.logger,
-    onStoreError: (err) => hang.storeFailed(err),
-    onStoreOk: () => hang.storeAnswered(),
+    onStoreError: (err) => {
+      hang.storeFailed(err);
+    },
+    onStoreOk: () => {
+      hang.storeAnswered();
+    },
   });
   compactor = new Compactor({
     name: shape.name,
@@ -97,7 +109,9 @@ export function wireVolume(
     reserve,
     failpoints: opts.failpoints,
     logger: opts.logger,
-    onStoreError: (err) => hang.storeFailed(err),
+    onStoreError: (err) => {
+      hang.storeFailed(err);
+    },
   });
   const compacting = compactor;
   uploader = new Uploader({
@@ -115,9 +129,15 @@ export function wireVolume(
     retryMaxMs: opts.retryMaxMs,
     failpoints: opts.failpoints,
     logger: opts.logger,
-    onStoreError: (err) => hang.storeFailed(err),
-    onStoreRecovered: () => hang.storeAnswered(),
-    onCommitted: () => compacting.maybeRun(),
+    onStoreError: (err) => {
+      hang.storeFailed(err);
+    },
+    onStoreRecovered: () => {
+      hang.storeAnswered();
+    },
+    onCommitted: () => {
+      compacting.maybeRun();
+    },
   });
   return { pending, extentCache, hang, reads, commits, uploader, compactor };
 }

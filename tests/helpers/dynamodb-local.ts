@@ -26,7 +26,9 @@ interface DynaliteServer {
 
 export async function startLocalDynamo(): Promise<LocalDynamo> {
   const server = (dynalite as (opts: Record<string, number>) => DynaliteServer)({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => {
+    server.listen(0, '127.0.0.1', resolve);
+  });
   const endpoint = `http://127.0.0.1:${server.address().port}`;
   Object.assign(process.env, {
     AWS_ENDPOINT_URL_DYNAMODB: endpoint,
@@ -54,7 +56,11 @@ export async function startLocalDynamo(): Promise<LocalDynamo> {
     },
     async close() {
       client.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
     },
   };
 }

@@ -74,7 +74,9 @@ export class FakeEventBridge {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
+      server.listen(this.port, '127.0.0.1', () => {
+        resolve();
+      });
     });
     this.port = (server.address() as AddressInfo).port;
     this.server = server;
@@ -86,7 +88,11 @@ export class FakeEventBridge {
     this.server = undefined;
     if (server === undefined) return;
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -78,7 +78,11 @@ export async function mountFailingDisk(dir: string, work: string): Promise<Faili
     );
     let nbdfuseErr = '';
     nbdfuse.stderr?.setEncoding('utf8').on('data', (chunk: string) => (nbdfuseErr = (nbdfuseErr + chunk).slice(-2000)));
-    const exited = new Promise<void>((resolve) => nbdfuse.once('close', () => resolve()));
+    const exited = new Promise<void>((resolve) =>
+      nbdfuse.once('close', () => {
+        resolve();
+      }),
+    );
     const spawnFailed = new Promise<Error>((resolve) => nbdfuse.once('error', resolve));
     steps.push(async () => {
       // Unmounting the FUSE file system ends nbdfuse; the kill is for a mount that never came up.
@@ -93,7 +97,14 @@ export async function mountFailingDisk(dir: string, work: string): Promise<Faili
         () => false,
       );
       if (ready) break;
-      const failed = await Promise.race([spawnFailed, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 50))]);
+      const failed = await Promise.race([
+        spawnFailed,
+        new Promise<undefined>((resolve) =>
+          setTimeout(() => {
+            resolve(undefined);
+          }, 50),
+        ),
+      ]);
       if (failed !== undefined) throw new Error(`a failing journal disk needs nbdfuse (libnbd-bin) and nbdkit: ${failed.message}`);
       if (nbdfuse.exitCode !== null || Date.now() > deadline)
         throw new Error(`nbdfuse did not expose ${image} (it needs /dev/fuse): ${nbdfuseErr}`);

@@ -52,10 +52,10 @@ export async function capturingOutput<T>(
   const streams = [process.stdout, process.stderr];
   const originals = streams.map((s) => s.write.bind(s));
   for (const s of streams) {
-    s.write = ((chunk: string | Uint8Array) => {
+    s.write = (chunk: string | Uint8Array) => {
       text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
       return true;
-    }) as typeof s.write;
+    };
   }
   let settled: PromiseSettledResult<T>;
   try {

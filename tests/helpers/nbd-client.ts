@@ -92,11 +92,19 @@ export class NbdClient {
 
   private constructor(socket: Socket) {
     this.socket = socket;
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        resolve();
+      }),
+    );
     socket.setNoDelay(true);
     socket.on('data', this.onData);
-    socket.on('error', (err) => this.fail(new NbdConnectionError(`NBD connection failed: ${err.message}`, { cause: err })));
-    socket.on('close', () => this.fail(new NbdConnectionError('NBD connection closed')));
+    socket.on('error', (err) => {
+      this.fail(new NbdConnectionError(`NBD connection failed: ${err.message}`, { cause: err }));
+    });
+    socket.on('close', () => {
+      this.fail(new NbdConnectionError('NBD connection closed'));
+    });
   }
 
   /** Export size in bytes, from NBD_INFO_EXPORT. */
@@ -151,7 +159,9 @@ export class NbdClient {
       secure.once('error', reject);
     });
     secure.on('data', this.onData);
-    secure.on('error', (err) => this.fail(new NbdConnectionError(`NBD TLS connection failed: ${err.message}`, { cause: err })));
+    secure.on('error', (err) => {
+      this.fail(new NbdConnectionError(`NBD TLS connection failed: ${err.message}`, { cause: err }));
+    });
     this.socket = secure;
     this.tlsSocket = secure;
   }

@@ -71,7 +71,11 @@ export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwSer
   const guard = new OrphanGuard();
   const daemons: Daemon[] = [];
   const spawnCeph = (name: string, cmd: string, args: readonly string[]): Daemon => {
-    const daemon = spawnDaemon(name, cmd, ['-c', conf, '-d', ...args], { onSpawn: (pid) => guard.watch(pid) });
+    const daemon = spawnDaemon(name, cmd, ['-c', conf, '-d', ...args], {
+      onSpawn: (pid) => {
+        guard.watch(pid);
+      },
+    });
     daemons.push(daemon);
     return daemon;
   };
@@ -137,8 +141,12 @@ export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwSer
       return radosgw.pid;
     },
     kill: () => radosgw.stop('SIGKILL'),
-    freeze: () => radosgw.signal('SIGSTOP'),
-    thaw: () => radosgw.signal('SIGCONT'),
+    freeze: () => {
+      radosgw.signal('SIGSTOP');
+    },
+    thaw: () => {
+      radosgw.signal('SIGCONT');
+    },
     async restart(): Promise<void> {
       await radosgw.stop('SIGKILL');
       daemons.splice(daemons.indexOf(radosgw), 1);

@@ -93,7 +93,9 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   const inject = (req: IncomingMessage, res: ServerResponse, fault: InjectedError): void => {
     // The request body is read to its end first, so the connection stays usable for the next request.
     req.resume();
-    req.once('end', () => answer(req, res, fault));
+    req.once('end', () => {
+      answer(req, res, fault);
+    });
   };
 
   /** Whether this forwarded request's answer is to be replaced (and counts it off). */
@@ -113,7 +115,9 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
       (up) => {
         if (lose) {
           up.resume();
-          up.once('end', () => answer(req, res, INTERNAL));
+          up.once('end', () => {
+            answer(req, res, INTERNAL);
+          });
           return;
         }
         res.writeHead(up.statusCode ?? 502, up.headers);
@@ -142,7 +146,9 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, '127.0.0.1', () => {
+      resolve();
+    });
   });
   const { port } = server.address() as AddressInfo;
 
@@ -153,7 +159,11 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
       mode = next;
     },
     async close(): Promise<void> {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
       for (const socket of sockets) socket.destroy();
       upstreamAgent.destroy();
       await closed;

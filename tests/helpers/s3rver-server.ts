@@ -34,8 +34,12 @@ export async function startS3rver(opts: S3ServerOptions = {}): Promise<S3Server>
       return daemon.pid;
     },
     kill: () => daemon.stop('SIGKILL'),
-    freeze: () => daemon.signal('SIGSTOP'),
-    thaw: () => daemon.signal('SIGCONT'),
+    freeze: () => {
+      daemon.signal('SIGSTOP');
+    },
+    thaw: () => {
+      daemon.signal('SIGCONT');
+    },
     async restart(): Promise<void> {
       await daemon.stop('SIGKILL');
       daemon = await spawnServer(port, dir, bucket);

@@ -335,16 +335,21 @@ function startQemu(
   const waitForLine = (pattern: RegExp, timeoutMs: number, from = 0): Promise<ConsoleLine> =>
     new Promise((resolve, reject) => {
       let next = from;
-      const timer = setTimeout(
-        () => finish(new Error(`no guest console line matching ${pattern} within ${timeoutMs} ms\n${transcript()}`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => {
+        finish(new Error(`no guest console line matching ${pattern} within ${timeoutMs} ms\n${transcript()}`));
+      }, timeoutMs);
       const check = (): void => {
         for (; next < lines.length; next++) {
           const line = lines[next]!;
-          if (pattern.test(line.text)) return finish(undefined, line);
+          if (pattern.test(line.text)) {
+            finish(undefined, line);
+            return;
+          }
         }
-        if (spawnError !== undefined) return finish(spawnError);
+        if (spawnError !== undefined) {
+          finish(spawnError);
+          return;
+        }
         if (!running) finish(new Error(`the guest exited before printing a line matching ${pattern}\n${transcript()}`));
       };
       const finish = (err: Error | undefined, line?: ConsoleLine): void => {

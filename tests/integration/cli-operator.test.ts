@@ -139,7 +139,9 @@ describe('holdfast CLI, as an operator meets it', () => {
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
       child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-      child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+      child.once('close', (code, signal) => {
+        resolve({ code, signal, stdout, stderr });
+      });
     });
     assertUsageError(
       r,

@@ -299,7 +299,7 @@ for (const kind of STORE_KINDS) {
             const fromStep = env !== undefined && victim.otherStderr.some((l) => l.includes(`failpoint ${point}: crashing`));
             if (fromStep) killedAtStep++;
             t.diagnostic(
-              `cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill ${fromStep ? `at ${env!.HOLDFAST_FAILPOINTS}` : `after ${killAfter} ms${env !== undefined ? ` (${env.HOLDFAST_FAILPOINTS} not reached)` : ''}`}`,
+              `cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill ${fromStep ? `at ${env.HOLDFAST_FAILPOINTS}` : `after ${killAfter} ms${env !== undefined ? ` (${env.HOLDFAST_FAILPOINTS} not reached)` : ''}`}`,
             );
             gw = undefined;
             const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked).mismatch;

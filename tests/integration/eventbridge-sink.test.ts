@@ -62,8 +62,15 @@ function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     p,
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms))),
-  ]).finally(() => clearTimeout(timer));
+    new Promise<never>(
+      (_, reject) =>
+        (timer = setTimeout(() => {
+          reject(new Error(`${what} took over ${ms} ms`));
+        }, ms)),
+    ),
+  ]).finally(() => {
+    clearTimeout(timer);
+  });
 }
 
 test('events are put with the holdfast Source, a DetailType per kind and the event as Detail, in calls of at most 10 entries', async () => {

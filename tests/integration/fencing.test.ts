@@ -201,8 +201,8 @@ describe('fencing (local store)', () => {
             args: [...ARGS, '--volumes', VOLUME],
           }),
         ]);
-        const served = [x, y].filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<GatewayProcess>).value);
-        const refused = [x, y].filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as unknown);
+        const served = [x, y].filter((r) => r.status === 'fulfilled').map((r) => r.value);
+        const refused = [x, y].filter((r) => r.status === 'rejected').map((r) => r.reason as unknown);
         outcomes.push(`${served.length}/${refused.length}`);
         try {
           assert.equal(served.length, 1, `round ${round}: ${served.length} gateways serve the volume`);

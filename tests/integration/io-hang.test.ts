@@ -200,7 +200,9 @@ class Workload {
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms);
+    timer = setTimeout(() => {
+      reject(new Error(`${what}: not done after ${ms} ms`));
+    }, ms);
   });
   try {
     return await Promise.race([promise, expired]);

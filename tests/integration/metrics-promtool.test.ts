@@ -26,10 +26,12 @@ function promtool(text: string): Promise<{ code: number | null; output: string }
   child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
   child.stdin.end(text);
   return new Promise((resolve) => {
-    child.once('error', (err) =>
-      resolve({ code: null, output: `promtool could not run (npm test installs Debian's prometheus package): ${err.message}` }),
-    );
-    child.once('close', (code) => resolve({ code, output }));
+    child.once('error', (err) => {
+      resolve({ code: null, output: `promtool could not run (npm test installs Debian's prometheus package): ${err.message}` });
+    });
+    child.once('close', (code) => {
+      resolve({ code, output });
+    });
   });
 }
 

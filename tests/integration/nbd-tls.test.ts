@@ -77,7 +77,13 @@ async function rawAfterStartTls(port: number): Promise<Socket> {
 }
 
 function closed(socket: Socket): Promise<void> {
-  return socket.destroyed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
+  return socket.destroyed
+    ? Promise.resolve()
+    : new Promise((resolve) =>
+        socket.once('close', () => {
+          resolve();
+        }),
+      );
 }
 
 describe('NBD over TLS against real clients', () => {

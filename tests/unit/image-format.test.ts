@@ -44,7 +44,9 @@ describe('data objects', () => {
     const flipped = Buffer.from(built.body);
     flipped[CRC_BLOCK + 17]! ^= 1;
     assert.throws(
-      () => verifyBlocks(meta.crcs, meta.dataLength, 0, flipped.subarray(0, 3 * CRC_BLOCK), 'obj'),
+      () => {
+        verifyBlocks(meta.crcs, meta.dataLength, 0, flipped.subarray(0, 3 * CRC_BLOCK), 'obj');
+      },
       (err: unknown) => err instanceof DataCorruptError && /block 1\b/.test(err.message),
     );
     const badMeta = Buffer.from(built.body.subarray(built.metaOffset));

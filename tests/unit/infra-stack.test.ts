@@ -21,7 +21,9 @@ import { delivered } from '../helpers/lambda.js';
 
 // Synthesized once for the whole file: bundling the functions and staging the image take seconds.
 const outdir = mkdtempSync(join(tmpdir(), 'holdfast-cdk-'));
-after(() => rmSync(outdir, { recursive: true, force: true }));
+after(() => {
+  rmSync(outdir, { recursive: true, force: true });
+});
 // cdk.json's context, as `npx cdk synth` gives it: its feature flags and the defaults it sets.
 const cdkJson = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Record<string, unknown> };
 const app = new App({ outdir, context: cdkJson.context });
@@ -371,11 +373,12 @@ test('the image asset holds only what the Dockerfile copies, and the Dockerfile 
 });
 
 test('deployment settings are checked before anything is synthesized', () => {
-  const bad = (input: Record<string, unknown>, message: RegExp) =>
+  const bad = (input: Record<string, unknown>, message: RegExp) => {
     assert.throws(
       () => parseDeployment(input),
       (e: unknown) => e instanceof ConfigError && message.test(e.message),
     );
+  };
   bad({ volumes: 'vm1' }, /allowedCidrs: required/);
   bad({ allowedCidrs: '0.0.0.0/0x', volumes: 'vm1' }, /allowedCidrs\.0: not an IPv4 CIDR/);
   bad({ allowedCidrs: '10.0.0.0/8', volumes: '' }, /volumes: name the volumes/);

@@ -11,7 +11,9 @@ import { parseDeployment } from '../../infra/stack-config.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const outdir = mkdtempSync(join(tmpdir(), 'holdfast-cdk-tls-'));
-after(() => rmSync(outdir, { recursive: true, force: true }));
+after(() => {
+  rmSync(outdir, { recursive: true, force: true });
+});
 const app = new App({ outdir });
 const stack = new HoldfastStack(app, 'HoldfastTls', {
   deployment: parseDeployment({

@@ -122,7 +122,7 @@ describe('RequestParser', () => {
     assert.equal(sink.requests[0]?.type, Cmd.TRIM);
     assert.equal(sink.requests[0]?.offset, 4096);
     assert.equal(sink.requests[0]?.length, 8192);
-    assert.equal(handleOf(sink.requests[0] as NbdRequest), 42n);
+    assert.equal(handleOf(sink.requests[0]), 42n);
   });
 
   it('parses several requests from one chunk and hands an enclosed payload on without copying', () => {
@@ -256,7 +256,9 @@ describe('RequestParser', () => {
 
   it('reports EOF only after a paused backlog has been parsed', () => {
     const { sink, parser } = setup();
-    sink.onEach = () => parser.pause();
+    sink.onEach = () => {
+      parser.pause();
+    };
     parser.push(Buffer.concat([encodeRequest({ type: Cmd.FLUSH, handle: 1n }), encodeRequest({ type: Cmd.DISC, handle: 2n })]));
     parser.end();
     assert.deepEqual(sink.eofs, []);

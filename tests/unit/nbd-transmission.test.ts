@@ -156,16 +156,22 @@ function open(
     options.budget ?? new BufferBudget(256 * MiB, 256 * 1024),
   );
   exp.attach();
-  server.on('data', (chunk: Buffer) => transmission.push(chunk));
-  server.on('end', () => transmission.end());
-  server.on('close', () => transmission.onClose());
+  server.on('data', (chunk: Buffer) => {
+    transmission.push(chunk);
+  });
+  server.on('end', () => {
+    transmission.end();
+  });
+  server.on('close', () => {
+    transmission.onClose();
+  });
   transmission.start([]);
   return { client: new Client(clientEnd, session.structuredReplies), transmission, exp, stats, server };
 }
 
 function structured(reply: Reply): Extract<Reply, { kind: 'structured' }> {
   assert.equal(reply.kind, 'structured', 'expected a structured reply');
-  return reply as Extract<Reply, { kind: 'structured' }>;
+  return reply;
 }
 
 function descriptors(payload: Buffer): Array<[number, number]> {
