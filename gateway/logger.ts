@@ -17,8 +17,9 @@ export function createLogger(level: string, format: LogFormat): Logger {
       { level, serializers: { err: errorSerializer(level) } },
       pretty({
         destination: 2,
-        // isTTY is undefined (not false) on a pipe at run time, whatever its type says; pino-pretty would then guess.
-        colorize: Boolean(process.stderr.isTTY),
+        // @types/node says boolean, but isTTY is undefined on a pipe, and pino-pretty would then guess colours.
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-boolean-literal-compare -- the type is wrong here
+        colorize: process.stderr.isTTY === true,
         translateTime: 'SYS:HH:MM:ss.l',
         ignore: 'pid,hostname',
         sync: true,

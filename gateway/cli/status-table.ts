@@ -1,3 +1,4 @@
+import { elementAt } from '../util/element-at.js';
 import { stripVTControlCharacters } from 'node:util';
 import { z } from 'zod';
 import { ERROR_CLASSES, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
@@ -123,7 +124,7 @@ function highlightOf(v: VolumeRow, column: number): Highlight | undefined {
  */
 export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
   const rows = doc.volumes.map((v) => cells(v, opts.now));
-  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => [...r[i]!].length)));
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => [...elementAt(r, i)].length)));
   const last = HEADER.length - 1;
   const lead = widths.slice(0, last).reduce((sum, w) => sum + w + 2, 0);
   const room = opts.columns === undefined ? Infinity : Math.max(MIN_LAST_COLUMN, opts.columns - lead - 1);
@@ -131,7 +132,7 @@ export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
     row
       .map((text, i) => {
         if (i === last) return [...text].length > room ? `${[...text].slice(0, room - 1).join('')}…` : text;
-        const pad = ' '.repeat(widths[i]! - [...text].length);
+        const pad = ' '.repeat(elementAt(widths, i) - [...text].length);
         const highlight = v === undefined ? undefined : highlightOf(v, i);
         return `${highlight === undefined ? text : opts.style(highlight, text)}${pad}`;
       })

@@ -4,6 +4,7 @@
  * suffix too — so no key is ever written twice, and a deposed writer cannot collide with its successor.
  * Numbers are fixed-width hex so that a listing comes back in order.
  */
+import { elementAt } from '../util/element-at.js';
 import { randomBytes } from 'node:crypto';
 
 export const VOLUMES_PREFIX = 'volumes/';
@@ -35,7 +36,7 @@ export function trashKey(name: string, what: string, at: Date): string {
 
 export function trashTime(key: string): Date | undefined {
   const m = /\/trash\/([0-9a-f]{12})-[^/]+$/.exec(key);
-  return m === null ? undefined : new Date(parseInt(m[1]!, 16));
+  return m === null ? undefined : new Date(parseInt(elementAt(m, 1), 16));
 }
 
 /** Format 1's manifest: present without a head, the volume still needs `holdfast volume upgrade`. */

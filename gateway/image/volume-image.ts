@@ -4,6 +4,7 @@
  * every 4 KiB block checked against its CRC32C on the way. It knows nothing of journals or caches:
  * the served Volume layers those on top, and export, clone and GC use it alone.
  */
+import { elementAt } from '../util/element-at.js';
 import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
@@ -130,9 +131,9 @@ export class VolumeImage {
     const es = this.shape.extentSize;
     const { count, offset, length, dataOffset } = meta.runs;
     for (let i = 0; i < count; i++) {
-      let pos = offset[i]!;
-      const end = pos + length[i]!;
-      const zero = dataOffset[i]! < 0;
+      let pos = elementAt(offset, i);
+      const end = pos + elementAt(length, i);
+      const zero = elementAt(dataOffset, i) < 0;
       while (pos < end) {
         const extent = Math.floor(pos / es);
         const extentStart = extent * es;
@@ -152,7 +153,13 @@ export class VolumeImage {
         }
         if (base === undefined || base.seq < ref.seqTo) {
           info.liveBytes += stop - pos;
-          this.runs.apply(extent, pos - extentStart, stop - extentStart, info.slot, zero ? ZERO_DATA : dataOffset[i]! + (pos - offset[i]!));
+          this.runs.apply(
+            extent,
+            pos - extentStart,
+            stop - extentStart,
+            info.slot,
+            zero ? ZERO_DATA : elementAt(dataOffset, i) + (pos - elementAt(offset, i)),
+          );
           info.extents.add(extent);
         }
         pos = stop;
@@ -373,8 +380,8 @@ export class VolumeImage {
     let pos = start;
     const { count, offset, length, dataOffset } = meta.runs;
     for (let i = 0; i < count && pos < start + n; i++) {
-      const s = offset[i]! - extentStart;
-      const t = s + length[i]!;
+      const s = elementAt(offset, i) - extentStart;
+      const t = s + elementAt(length, i);
       if (t <= pos) continue;
       if (s >= start + n) break;
       if (s > pos) out.fill(0, at + pos - start, at + s - start);

@@ -1,3 +1,4 @@
+import { elementAt } from '../util/element-at.js';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -155,7 +156,7 @@ export class Journal {
     const dirNames = await readdir(opts.dir);
     const seals = new Map<number, number>();
     for (const m of dirNames.map((n) => SEAL_NAME.exec(n))) {
-      if (m !== null) seals.set(parseInt(m[1]!, 16), await readSeal(join(opts.dir, m[0])));
+      if (m !== null) seals.set(parseInt(elementAt(m, 1), 16), await readSeal(join(opts.dir, m[0])));
     }
     const names = dirNames
       .map((n) => SEGMENT_NAME.exec(n))
@@ -192,7 +193,7 @@ export class Journal {
     if (sealed) await syncDirectory(opts.dir);
     const entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
     for (const e of entries) e.segment!.live++;
-    const lastSeq = Math.max(committed, entries.length > 0 ? entries[entries.length - 1]!.seq : 0, ...adopted.values());
+    const lastSeq = Math.max(committed, entries.length > 0 ? elementAt(entries, entries.length - 1).seq : 0, ...adopted.values());
     const lastNo = names.reduce((n, s) => Math.max(n, s.no), 0);
     const journal = new Journal(opts, lastSeq, lastNo);
     journal.liveEntryBytes = entries.length * ENTRY_MEMORY_COST;
@@ -396,7 +397,7 @@ export class Journal {
     let removed = false;
     try {
       while (this.segments.length > 0) {
-        const oldest = this.segments[0]!;
+        const oldest = elementAt(this.segments, 0);
         if (!oldest.sealed || oldest.live > 0) break;
         await oldest.file.close().catch(() => undefined);
         // Unlinked before it leaves the list: when that fails (a failing disk) it stays first, to be
@@ -419,7 +420,7 @@ export class Journal {
 
   private wakeSpaceWaiters(): void {
     while (this.spaceWaiters.length > 0) {
-      const w = this.spaceWaiters[0]!;
+      const w = elementAt(this.spaceWaiters, 0);
       if (!this.fits(w.bytes)) break;
       this.spaceWaiters.shift();
       this.queuedBytes += w.bytes;
@@ -443,7 +444,7 @@ export class Journal {
     let bytes = 0;
     let n = 0;
     while (n < this.queue.length && n < MAX_BATCH_RECORDS) {
-      const size = RECORD_HEADER_SIZE + (this.queue[n]!.data?.length ?? 0);
+      const size = RECORD_HEADER_SIZE + (elementAt(this.queue, n).data?.length ?? 0);
       if (n > 0 && bytes + size > MAX_BATCH_BYTES) break;
       bytes += size;
       n++;
@@ -484,7 +485,7 @@ export class Journal {
           this.failedAttempts = 0;
           this.opts.onIoRecovered?.();
         }
-        this.markDurable(batch[batch.length - 1]!.seq);
+        this.markDurable(elementAt(batch, batch.length - 1).seq);
         return;
       } catch (cause) {
         if (segment !== undefined) this.queuedBytes += batchBytes;
@@ -552,8 +553,8 @@ export class Journal {
     this.durableSeq = seq;
     this.wakeUploadWaiters(seq);
     let n = 0;
-    while (n < this.durableWaiters.length && this.durableWaiters[n]!.seq <= seq) {
-      this.durableWaiters[n]!.resolve();
+    while (n < this.durableWaiters.length && elementAt(this.durableWaiters, n).seq <= seq) {
+      elementAt(this.durableWaiters, n).resolve();
       n++;
     }
     if (n > 0) this.durableWaiters.splice(0, n);
@@ -603,7 +604,7 @@ function encodeBatch(batch: readonly JournalEntry[]): { iov: Buffer[]; bytes: nu
   const headers = Buffer.allocUnsafe(batch.length * RECORD_HEADER_SIZE);
   const iov: Buffer[] = [];
   for (let i = 0; i < batch.length; i++) {
-    const e = batch[i]!;
+    const e = elementAt(batch, i);
     const at = i * RECORD_HEADER_SIZE;
     const payloadLength = e.kind === RecordKind.Write ? e.length : 0;
     encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);

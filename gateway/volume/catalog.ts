@@ -1,3 +1,4 @@
+import { elementAt } from '../util/element-at.js';
 import { InvalidArgumentError, VolumeExistsError } from '../../shared/errors.js';
 import {
   DEFAULT_EXTENT_SIZE,
@@ -68,7 +69,7 @@ export class VolumeCatalog {
     for await (const key of this.store.list(VOLUMES_PREFIX)) {
       const m = /^volumes\/([^/]+)\/(head|manifest\.json)$/.exec(key);
       if (m === null) continue;
-      (m[2] === 'head' ? heads : legacy).add(m[1]!);
+      (m[2] === 'head' ? heads : legacy).add(elementAt(m, 1));
     }
     const out: VolumeListing[] = [];
     for (const name of [...new Set([...heads, ...legacy])].sort()) {

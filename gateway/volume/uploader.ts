@@ -1,3 +1,4 @@
+import { elementAt } from '../util/element-at.js';
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
@@ -125,7 +126,7 @@ export class Uploader {
       }
       if (entries.length === 0) break;
       const pressure = this.urgent || this.opts.journal.usedBytes > this.opts.journal.limitBytes / 2;
-      const waited = performance.now() - entries[0]!.arrivedAt;
+      const waited = performance.now() - elementAt(entries, 0).arrivedAt;
       if (!pressure && bytes < DELTA_TARGET_BYTES && waited < this.opts.delayMs) {
         this.schedule(this.opts.delayMs - waited);
         break;
@@ -133,7 +134,7 @@ export class Uploader {
       this.shipped += entries.length;
       const job: Job = {
         entries,
-        seqTo: entries[entries.length - 1]!.seq,
+        seqTo: elementAt(entries, entries.length - 1).seq,
         built: undefined,
         put: false,
         reservation: this.opts.reserve(bytes),
@@ -184,10 +185,10 @@ export class Uploader {
   private commitReady(): void {
     if (this.committing || this.stopped) return;
     let n = 0;
-    while (n < this.jobs.length && this.jobs[n]!.put) n++;
+    while (n < this.jobs.length && elementAt(this.jobs, n).put) n++;
     if (n === 0) return;
     const batch = this.jobs.slice(0, n);
-    const seqTo = batch[n - 1]!.seqTo;
+    const seqTo = elementAt(batch, n - 1).seqTo;
     this.committing = true;
     void (async () => {
       for (let attempt = 0; !this.stopped; attempt++) {
