@@ -1,6 +1,7 @@
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { describeError, type ErrorFields } from '../shared/errors.js';
+import { valueOf } from '../shared/checked.js';
 
 const LOG_BUFFER_BYTES = 16 * 1024 * 1024;
 
@@ -41,6 +42,6 @@ export function createLogger(level: string, format: LogFormat): Logger {
  * something); the stack only at debug or trace, so a long outage costs one short line per retry.
  */
 export function errorSerializer(level: string): (err: unknown) => ErrorFields {
-  const withStack = (pino.levels.values[level] ?? Infinity) <= pino.levels.values.debug!;
+  const withStack = (pino.levels.values[level] ?? Infinity) <= valueOf(pino.levels.values, 'debug');
   return (err) => describeError(err, withStack);
 }

@@ -1,3 +1,4 @@
+import { elementAt } from './checked.js';
 import { z } from 'zod';
 import { DEFAULT_EXTENT_SIZE, isValidExtentSize, VOLUME_NAME } from './volume-manifest.js';
 import { parseDuration, parseSize } from './units.js';
@@ -37,7 +38,7 @@ function parseHostPort(v: string): { host: string; port: number } | undefined {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) return undefined;
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  return { host: elementAt(m, 1).replace(/^\[|\]$/g, ''), port };
 }
 
 const hostPort = z.string().transform((v, ctx) => {
@@ -230,7 +231,7 @@ export const GatewayConfigSchema = z
   })
   .strict()
   .refine((c) => c.journalLimit >= 2 * c.segmentSize, {
-    message: 'journal limit must be at least twice the segment size',
+    error: 'journal limit must be at least twice the segment size',
     path: ['journalLimit'],
   })
   .superRefine((c, ctx) => {

@@ -29,13 +29,13 @@ const shapeFields = {
 /** The shape of a volume: what the NBD server, the CLI and the admin API show of it. */
 export const VolumeShapeSchema = z
   .object(shapeFields)
-  .refine((m) => m.size % 512 === 0, { message: 'size must be a multiple of 512 bytes', path: ['size'] });
+  .refine((m) => m.size % 512 === 0, { error: 'size must be a multiple of 512 bytes', path: ['size'] });
 export type VolumeShape = z.infer<typeof VolumeShapeSchema>;
 
 /** A format 1 `manifest.json`. */
 export const LegacyManifestSchema = z
   .object({ format: z.literal(LEGACY_VOLUME_FORMAT_VERSION), ...shapeFields })
-  .refine((m) => m.size % 512 === 0, { message: 'size must be a multiple of 512 bytes', path: ['size'] });
+  .refine((m) => m.size % 512 === 0, { error: 'size must be a multiple of 512 bytes', path: ['size'] });
 export type LegacyManifest = z.infer<typeof LegacyManifestSchema>;
 
 export function isValidExtentSize(n: number): boolean {

@@ -1,3 +1,4 @@
+import { elementAt } from '../../shared/checked.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { HoldfastError, InvalidArgumentError, errorMessage } from '../../shared/errors.js';
 import { SNIFF_BYTES, convertHint, sniffImageFormat } from './image-format.js';
@@ -138,19 +139,20 @@ class StreamInput implements ImageInput {
       for (;;) {
         const i = this.waiting.findIndex((r) => this.ended || r.position <= this.consumed);
         if (i < 0) return;
-        const [r] = this.waiting.splice(i, 1);
-        if (r!.position < this.consumed) {
-          r!.reject(new StreamOrderError(`${this.label} is a stream: byte ${r!.position} was read already`));
+        const r = elementAt(this.waiting, i);
+        this.waiting.splice(i, 1);
+        if (r.position < this.consumed) {
+          r.reject(new StreamOrderError(`${this.label} is a stream: byte ${r.position} was read already`));
         } else if (this.ended) {
-          r!.resolve({ bytesRead: 0 });
+          r.resolve({ bytesRead: 0 });
         } else {
           try {
-            const { bytesRead } = await this.fh.read(r!.buffer, r!.offset, r!.length, null);
+            const { bytesRead } = await this.fh.read(r.buffer, r.offset, r.length, null);
             this.consumed += bytesRead;
             if (bytesRead === 0) this.ended = true;
-            r!.resolve({ bytesRead });
+            r.resolve({ bytesRead });
           } catch (err) {
-            r!.reject(new InvalidArgumentError(`cannot read ${this.label}: ${errorMessage(err)}`, { cause: err }));
+            r.reject(new InvalidArgumentError(`cannot read ${this.label}: ${errorMessage(err)}`, { cause: err }));
           }
         }
       }

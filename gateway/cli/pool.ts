@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 
 /** Bounded concurrency for the long-running commands (import, export, upgrade). */
 
@@ -46,9 +46,9 @@ export async function runInOrder(
   };
   let next = 0;
   while (next < items.length && ahead.length < concurrency) start(elementAt(items, next++));
-  while (ahead.length > 0) {
+  for (let head = ahead.shift(); head !== undefined; head = ahead.shift()) {
     signal.throwIfAborted();
-    const data = await ahead.shift()!;
+    const data = await head;
     if (next < items.length) start(elementAt(items, next++));
     await consume(data);
   }

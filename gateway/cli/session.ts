@@ -151,6 +151,8 @@ async function askOwnerOnce(
 export function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => {
+      // The abort reason is whatever the aborter chose (an Error everywhere in Holdfast); passed on as is.
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- AbortSignal.reason is typed any
       reject(signal.reason);
     };
     if (signal.aborted) onAbort();

@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 import { stripVTControlCharacters } from 'node:util';
 import { z } from 'zod';
 import { ERROR_CLASSES, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
@@ -124,15 +124,20 @@ function highlightOf(v: VolumeRow, column: number): Highlight | undefined {
  */
 export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
   const rows = doc.volumes.map((v) => cells(v, opts.now));
-  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => [...elementAt(r, i)].length)));
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => Array.from(elementAt(r, i)).length)));
   const last = HEADER.length - 1;
   const lead = widths.slice(0, last).reduce((sum, w) => sum + w + 2, 0);
   const room = opts.columns === undefined ? Infinity : Math.max(MIN_LAST_COLUMN, opts.columns - lead - 1);
   const line = (row: readonly string[], v?: VolumeRow): string =>
     row
       .map((text, i) => {
-        if (i === last) return [...text].length > room ? `${[...text].slice(0, room - 1).join('')}…` : text;
-        const pad = ' '.repeat(elementAt(widths, i) - [...text].length);
+        if (i === last)
+          return Array.from(text).length > room
+            ? `${Array.from(text)
+                .slice(0, room - 1)
+                .join('')}…`
+            : text;
+        const pad = ' '.repeat(elementAt(widths, i) - Array.from(text).length);
         const highlight = v === undefined ? undefined : highlightOf(v, i);
         return `${highlight === undefined ? text : opts.style(highlight, text)}${pad}`;
       })

@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 
 /** Prints rows under a header, columns padded to the widest cell. */
 export function printTable(header: string[], rows: string[][]): void {

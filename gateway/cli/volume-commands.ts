@@ -190,7 +190,7 @@ export function registerVolumeCommands(program: Command): void {
         return;
       }
       // Taking it first refuses a volume a live gateway serves, as that gateway's lease says.
-      if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, async () => undefined);
+      if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, () => Promise.resolve(undefined));
       const { snapshots } = await catalog.delete(name);
       // Old journal records must never be replayed into a new volume of the same name.
       await rm(Volume.journalDirFor(session.config.journalRoot, name), { recursive: true, force: true });
@@ -240,7 +240,10 @@ export function registerVolumeCommands(program: Command): void {
         journalId: await journalIdentity(session.config.journalRoot),
         failpoints: processFailpoints,
         signal: session.signal,
-        run: (items, work) => runPool(items, concurrency, session.signal, () => async (i) => void (await work(i))),
+        run: (items, work) =>
+          runPool(items, concurrency, session.signal, () => async (i) => {
+            await work(i);
+          }),
         onExtent: (done, of) => {
           progress ??= startProgress('upgrade', of);
           progress.advance(done - last);
@@ -249,7 +252,7 @@ export function registerVolumeCommands(program: Command): void {
       });
       progress?.stop();
       // What a format 1 gateway acknowledged and left in this journal goes into the volume now.
-      if (report.backlog > 0) await withTakenVolume(session, name, async () => undefined);
+      if (report.backlog > 0) await withTakenVolume(session, name, () => Promise.resolve(undefined));
       process.stdout.write(
         `upgraded volume ${name} to format 2: ${report.converted} extents converted, ${report.reused} found converted already, ${report.legacyDeleted} format 1 objects removed${report.backlog > 0 ? ', its journal backlog uploaded' : ''}\n`,
       );

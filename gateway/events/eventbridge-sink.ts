@@ -275,6 +275,8 @@ export class EventBridgeSink implements EventSink {
       this.stats.retried += again;
       const attempt = ++this.consecutiveFailures;
       const delay = backoffMs(attempt - 1, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000);
+      // stop() may have run during the await above; TypeScript keeps the loop condition's narrowing.
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- narrowing does not survive an await
       if (!this.stopped)
         this.logFailedAttempt(outcome, { attempt, retryInMs: Math.round(delay), events: again, queued: this.queue.length });
       this.backoff = sleep(delay);
@@ -402,6 +404,8 @@ export class EventBridgeSink implements EventSink {
         } catch (err) {
           this.logRateLimited('spill', 'warn', { err, file }, 'could not update the event spill file');
         }
+        // Set again by callers while this one awaited; TypeScript keeps the `= false` narrowing above.
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- narrowing does not survive an await
       } while (this.spillDirty && !this.stopped);
     })().finally(() => (this.spillWriting = undefined));
   }

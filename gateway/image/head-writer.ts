@@ -4,6 +4,7 @@
  * the moment the write was *sent* (docs/volume-format-2.md, "Fencing"). A write that loses means another
  * gateway took the volume: the writer is deposed for good.
  */
+import { defined } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/object-store.js';
@@ -161,7 +162,7 @@ export class HeadWriter {
     } else {
       this.depose(new VolumeDeposedError(`volume ${mine.name} was deleted while this gateway served it`));
     }
-    throw this.deposedError!;
+    throw defined(this.deposedError, 'deposed error');
   }
 
   private depose(err: VolumeDeposedError): void {

@@ -4,7 +4,7 @@
  * suffix too — so no key is ever written twice, and a deposed writer cannot collide with its successor.
  * Numbers are fixed-width hex so that a listing comes back in order.
  */
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 import { randomBytes } from 'node:crypto';
 
 export const VOLUMES_PREFIX = 'volumes/';

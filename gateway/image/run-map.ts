@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 
 /**
  * Per extent, which delta holds each byte newer than the extent's base: the in-memory index a read
@@ -161,7 +161,10 @@ export class RunMap {
    */
   busiestExtents(limit: number): number[] {
     const counts = new Uint32Array(HISTOGRAM_BUCKETS);
-    for (const e of this.extents.values()) counts[Math.min(e.n, HISTOGRAM_BUCKETS - 1)]!++;
+    for (const e of this.extents.values()) {
+      const bucket = Math.min(e.n, HISTOGRAM_BUCKETS - 1);
+      counts[bucket] = elementAt(counts, bucket) + 1;
+    }
     let threshold = HISTOGRAM_BUCKETS - 1;
     let above = 0;
     for (; threshold > 0; threshold--) {

@@ -130,7 +130,7 @@ export async function takeVolume(opts: TakeVolumeOptions): Promise<TakenVolume> 
     const again = await readHead(opts.store, opts.name, opts.signal);
     if (again.etag !== watched.etag) {
       const owner = again.head.owner;
-      if (owner !== null && prev !== null && owner.instance === prev.instance && again.head.epoch === head.epoch) {
+      if (owner !== null && owner.instance === prev.instance && again.head.epoch === head.epoch) {
         throw new VolumeLockedError(
           `volume ${opts.name} is served by gateway ${owner.gateway} (${owner.host}, pid ${owner.pid}${owner.admin !== null ? `, admin ${owner.admin}` : ''}): it renewed its lease`,
         );

@@ -4,7 +4,7 @@
  * every 4 KiB block checked against its CRC32C on the way. It knows nothing of journals or caches:
  * the served Volume layers those on top, and export, clone and GC use it alone.
  */
-import { elementAt } from '../util/element-at.js';
+import { elementAt, mapValue } from '../../shared/checked.js';
 import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
@@ -258,7 +258,7 @@ export class VolumeImage {
         if (src === NO_SOURCE) bases.push(this.readBase(extent, s, t - s, out, at, signal));
         else if (dataOffset === ZERO_DATA) out.fill(0, at, at + t - s);
         else {
-          const d = this.deltas.get(src)!;
+          const d = mapValue(this.deltas, src);
           pieces.push({ at, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
         }
       });
@@ -281,7 +281,7 @@ export class VolumeImage {
         zeros.push([s, t]);
         return;
       }
-      const d = this.deltas.get(src)!;
+      const d = mapValue(this.deltas, src);
       pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
     });
     const base = this.bases.get(extent);

@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { defined, elementAt } from '../../shared/checked.js';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -192,7 +192,7 @@ export class Journal {
     }
     if (sealed) await syncDirectory(opts.dir);
     const entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
-    for (const e of entries) e.segment!.live++;
+    for (const e of entries) defined(e.segment, 'replayed entry segment').live++;
     const lastSeq = Math.max(committed, entries.length > 0 ? elementAt(entries, entries.length - 1).seq : 0, ...adopted.values());
     const lastNo = names.reduce((n, s) => Math.max(n, s.no), 0);
     const journal = new Journal(opts, lastSeq, lastNo);

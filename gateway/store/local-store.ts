@@ -136,7 +136,6 @@ export class LocalDirectoryStore implements ObjectStore {
   ): Promise<string> {
     const dir = this.casDirOf(key);
     let temp: string | undefined;
-    let next = 0;
     try {
       checkAborted(opts);
       let base = 0;
@@ -153,7 +152,7 @@ export class LocalDirectoryStore implements ObjectStore {
         throw new PreconditionFailedError(key);
       }
       await makeDirectoryDurably(dir);
-      next = base + 1;
+      const next = base + 1;
       temp = await writeTemp(path.join(dir, versionName(next)), body);
       try {
         await link(temp, path.join(dir, versionName(next)));

@@ -257,10 +257,11 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     // They share one request handler; destroying it a second time does nothing.
     this.client.destroy();
     this.conditionalClient.destroy();
+    return Promise.resolve();
   }
 }
 

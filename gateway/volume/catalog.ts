@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 import { InvalidArgumentError, VolumeExistsError } from '../../shared/errors.js';
 import {
   DEFAULT_EXTENT_SIZE,

@@ -130,6 +130,7 @@ export class Compactor {
       image.runs.resolve(extent, 0, image.extentLength(extent), (_s, _t, src) => {
         if (src === oldest.slot) shows = true;
       });
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set in the callback, which TypeScript does not follow
       if (shows) chosen.push(extent);
       if (chosen.length >= ZERO_BATCH) break;
     }

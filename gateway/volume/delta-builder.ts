@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 import { DataObjectWriter, type ObjectMeta, ObjectKind, parseMeta } from '../image/data-object.js';
 import type { DeltaRef } from '../image/head.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';

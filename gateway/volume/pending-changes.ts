@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { elementAt } from '../../shared/checked.js';
 import type { JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 

@@ -1,3 +1,4 @@
+import { defined } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { RequestAbortedError } from '../../shared/errors.js';
 import type { VolumeImage } from '../image/volume-image.js';
@@ -89,7 +90,8 @@ export class ReadPath {
     if (length === 0 || inExtent + length > this.extentLength(index)) return undefined;
     // peek first: a miss is counted once, by the read itself.
     if (this.o.cache.peek(index) === undefined) return undefined;
-    const cached = this.o.cache.get(index)!;
+    const cached = this.o.cache.get(index);
+    if (cached === undefined) return undefined;
     if (cached.data === null) return Buffer.alloc(length);
     const view = cached.data.subarray(inExtent, inExtent + length);
     this.o.buffers.lend(view);
@@ -147,7 +149,7 @@ export class ReadPath {
       target.data = this.zeroed(index);
       resized = true;
     }
-    entry.data!.copy(target.data, start - extentStart, start - entry.offset, end - entry.offset);
+    defined(entry.data, 'in-memory journal payload').copy(target.data, start - extentStart, start - entry.offset, end - entry.offset);
     return resized;
   }
 

@@ -1,4 +1,4 @@
-import { elementAt } from '../util/element-at.js';
+import { defined, elementAt } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
@@ -194,7 +194,7 @@ export class Uploader {
       for (let attempt = 0; !this.stopped; attempt++) {
         try {
           await this.opts.commits.commit(
-            batch.map((j) => j.built!),
+            batch.map((j) => defined(j.built, 'built delta')),
             seqTo,
             () => {
               this.applyCommitted(batch, seqTo);
@@ -217,7 +217,10 @@ export class Uploader {
   /** Runs the moment the head naming the batch is written: the deltas' runs go into the image first. */
   private applyCommitted(batch: readonly Job[], seqTo: number): void {
     const o = this.opts;
-    for (const job of batch) o.image.addDelta(job.built!.ref, job.built!.meta);
+    for (const job of batch) {
+      const built = defined(job.built, 'built delta');
+      o.image.addDelta(built.ref, built.meta);
+    }
     const done = o.pending.removeThrough(seqTo);
     for (const e of done) o.journal.release(e);
     this.shipped -= done.length;
@@ -240,7 +243,8 @@ export class Uploader {
   /** Reports a failure and waits out the back-off; false when the uploader must give up (deposed, stopped). */
   private async failed(err: unknown, message: string): Promise<boolean> {
     if (err instanceof VolumeDeposedError) {
-      this.stop();
+      // Not awaited: stop() waits for the commit loop to go idle, and this may be that loop.
+      void this.stop();
       for (const w of this.waiters.splice(0)) w.reject(err);
       return false;
     }

@@ -44,7 +44,6 @@ export function wireVolume(
   // Assigned below; the hang engine calls back into them only once running.
   let uploader: Uploader | undefined;
   let commits: HeadCommits | undefined;
-  let compactor: Compactor | undefined;
   const hang = new HangMonitor({
     volume: shape.name,
     gateway: opts.gatewayId ?? 'holdfast',
@@ -99,7 +98,7 @@ export function wireVolume(
       hang.storeAnswered();
     },
   });
-  compactor = new Compactor({
+  const compactor = new Compactor({
     name: shape.name,
     epoch: writer.head.epoch,
     store: opts.store,
