@@ -1,3 +1,4 @@
+import { elementAt } from '../shared/checked.js';
 import { parseArgs } from 'node:util';
 import { S3_SERVER_KINDS, type S3ServerKind } from '../tests/helpers/s3-server.js';
 
@@ -78,7 +79,7 @@ const UNITS: Readonly<Record<string, number>> = { '': 1, k: 2 ** 10, m: 2 ** 20,
 
 function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
-  const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()];
+  const unit = m === null ? undefined : UNITS[elementAt(m, 2).toLowerCase()];
   if (m === null || unit === undefined) throw new Error(`"${text}" is not a size like 64M or 1GiB`);
   return Math.round(Number(m[1]) * unit);
 }

@@ -1,3 +1,4 @@
+import { defined } from '../shared/checked.js';
 import type { S3Server } from '../tests/helpers/s3-server.js';
 import { fetchVolume, setHangTimeout } from './admin.js';
 import { ProcessMeter, residentMiB, sleep, startDaemon } from './proc.js';
@@ -198,6 +199,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
   const samples: OutageWritesSample[] = [];
   let sampling = true;
   const sampler = (async (): Promise<void> => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared by the caller while this loop awaits
     while (sampling) {
       const v = await fetchVolume(o.adminUrl, VOLUME).catch(() => undefined);
       samples.push({
@@ -244,17 +246,18 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
     if (unreadable > 0) throw new Error(`${unreadable} of fio's reports were not JSON`);
     const drain = (await o.settle()) ?? null;
     const drainedAt = now();
-    afterUsage = afterMeter!.stop();
+    afterUsage = defined(afterMeter, 'meter after the outage').stop();
+    const during = defined(outageUsage, 'meter of the outage');
     const outageBytes = writtenAt(reports, upAt, fioStart) - writtenAt(reports, downAt, fioStart);
     return {
       downAt: downAt / 1000,
       upAt: upAt / 1000,
       fioEndAt: fioEndAt / 1000,
       drainedAt: drainedAt / 1000,
-      peakRssMiB: Math.max(outageUsage!.peakRssMiB, afterUsage.peakRssMiB),
-      outagePeakRssMiB: outageUsage!.peakRssMiB,
+      peakRssMiB: Math.max(during.peakRssMiB, afterUsage.peakRssMiB),
+      outagePeakRssMiB: during.peakRssMiB,
       rssAtOutageEndMiB,
-      cpuSeconds: outageUsage!.cpuSeconds + afterUsage.cpuSeconds,
+      cpuSeconds: during.cpuSeconds + afterUsage.cpuSeconds,
       outageBytes,
       outageMiBps: outageBytes / 2 ** 20 / ((upAt - downAt) / 1000),
       bytes: final.writeBytes,

@@ -1,3 +1,4 @@
+import { elementAt } from '../shared/checked.js';
 import { deflateSync } from 'node:zlib';
 
 /**
@@ -106,7 +107,7 @@ export class Raster {
 
   /** Writes `text` with its top-left corner at (x, y); characters without a glyph leave a gap. */
   text(x: number, y: number, text: string, color: Rgb, scale = 1): void {
-    [...text].forEach((ch, i) => {
+    Array.from(text).forEach((ch, i) => {
       const rows = GLYPHS[ch]?.split(' ') ?? [];
       rows.forEach((row, ry) => {
         for (let rx = 0; rx < row.length; rx++)
@@ -142,7 +143,7 @@ const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
 
 function crc32(data: Buffer): number {
   let c = 0xffffffff;
-  for (const byte of data) c = CRC_TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8);
+  for (const byte of data) c = elementAt(CRC_TABLE, (c ^ byte) & 0xff) ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 

@@ -72,8 +72,8 @@ export function startDaemon(cmd: string, args: readonly string[], env?: NodeJS.P
   const keep = (c: string): void => {
     out = (out + c).slice(-16_384);
   };
-  child.stdout?.setEncoding('utf8').on('data', keep);
-  child.stderr?.setEncoding('utf8').on('data', keep);
+  child.stdout.setEncoding('utf8').on('data', keep);
+  child.stderr.setEncoding('utf8').on('data', keep);
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else

@@ -1,3 +1,5 @@
+import { defined } from '../shared/checked.js';
+import { elementAt } from '../shared/checked.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
 import { SYSTEMS, WORKLOADS } from './options.js';
 import type { OutageWritesResult } from './outage-writes.js';
@@ -101,7 +103,11 @@ export interface BenchReport {
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  return sorted.length === 0 ? 0 : sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return sorted.length === 0
+    ? 0
+    : sorted.length % 2 === 1
+      ? elementAt(sorted, mid)
+      : (elementAt(sorted, mid - 1) + elementAt(sorted, mid)) / 2;
 }
 
 /** null when any round never completed its held requests: a median over "never" is "never". */
@@ -134,7 +140,7 @@ export function summarize(runs: readonly RunRecord[]): Row[] {
               recoveryLastMs: medianOrNull(recoveries.map((r) => r?.lastMs)),
               recoveryLastMaxMs: recoveries.some((r) => r?.lastMs === null || r === undefined)
                 ? null
-                : Math.max(...recoveries.map((r) => r!.lastMs!)),
+                : Math.max(...recoveries.map((r) => defined(defined(r, 'recovery result').lastMs ?? undefined, 'last recovery'))),
             }
           : {}),
       });

@@ -6,6 +6,7 @@
  * heads and index pages). Targets (volume format 2): at least 5,000 IOPS in every window from the
  * first to the last, at most 3 bytes to S3 per byte written. It reports; it asserts nothing.
  */
+import { defined, elementAt } from '../shared/checked.js';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -115,8 +116,8 @@ async function main(): Promise<void> {
   );
   try {
     await waitFor('the gateway to serve', () => /serving 1 volume/.test(gateway.output()), 60_000, gateway);
-    const port = Number(/on 127\.0\.0\.1:(\d+)/.exec(gateway.output())![1]);
-    const adminUrl = /admin API: (http:\/\/[\d.]+:\d+)/.exec(gateway.output())![1]!;
+    const port = Number(elementAt(defined(/on 127\.0\.0\.1:(\d+)/.exec(gateway.output()) ?? undefined, 'gateway port line'), 1));
+    const adminUrl = elementAt(defined(/admin API: (http:\/\/[\d.]+:\d+)/.exec(gateway.output()) ?? undefined, 'admin API line'), 1);
     const meter = new ProcessMeter(gateway.pid);
     const before = await status(adminUrl);
     const iopsLog = path.join(work, 'fio');
@@ -137,7 +138,7 @@ async function main(): Promise<void> {
       `--log_avg_msec=${WINDOW_S * 1000}`,
       '--output-format=json',
     ]);
-    const written = fio.jobs[0]!.write.io_bytes;
+    const written = elementAt(fio.jobs, 0).write.io_bytes;
     const afterRun = await status(adminUrl);
     log('fio done; waiting for the journal to drain');
     await waitFor('the backlog to drain', async () => (await status(adminUrl)).journal.backlogRecords === 0, 600_000, gateway);
@@ -197,7 +198,7 @@ function parseIopsLog(text: string): { t: number; iops: number }[] {
     .trim()
     .split('\n')
     .map((line) => line.split(',').map((f) => Number(f.trim())))
-    .map(([ms, iops]) => ({ t: Math.round(ms! / 1000), iops: iops! }));
+    .map((fields) => ({ t: Math.round(elementAt(fields, 0) / 1000), iops: elementAt(fields, 1) }));
 }
 
 function markdown(r: {

@@ -320,7 +320,12 @@ async function startS3backer(ctx: SystemContext): Promise<BenchSystem> {
       await waitFor('s3backer mounted', () => mounted(mountPoint), START_TIMEOUT_MS, daemon);
     } catch (err) {
       await daemon.stop('SIGKILL');
-      throw new Error(`s3backer could not mount its FUSE file: ${daemon.output().trim().split('\n').slice(-3).join(' / ') || String(err)}`);
+      throw new Error(
+        `s3backer could not mount its FUSE file: ${daemon.output().trim().split('\n').slice(-3).join(' / ') || String(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
     return daemon;
   };

@@ -1,3 +1,4 @@
+import { valueOf } from '../shared/checked.js';
 import { spawnSync } from 'node:child_process';
 import { CEPH_TOOLS } from '../scripts/debian-tools.mjs';
 import type { S3ServerKind } from '../tests/helpers/s3-server.js';
@@ -30,7 +31,7 @@ export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind)
   const missing = Object.keys(tools).filter((cmd) => !onPath(cmd));
   const why = new Map<string, string>();
   if (missing.length > 0) {
-    const packages = [...new Set(missing.map((cmd) => tools[cmd]!))];
+    const packages = [...new Set(missing.map((cmd) => valueOf(tools, cmd)))];
     log(`bench: installing missing Debian packages: ${packages.join(' ')}`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });

@@ -1,3 +1,4 @@
+import { defined } from '../shared/checked.js';
 import { fileURLToPath } from 'node:url';
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import {
@@ -91,8 +92,9 @@ export class HoldfastStack extends Stack {
     if (d.vpcId !== undefined) {
       return Vpc.fromVpcAttributes(this, 'Vpc', {
         vpcId: d.vpcId,
-        availabilityZones: d.availabilityZones!,
-        privateSubnetIds: d.privateSubnetIds!,
+        // The config schema refuses a vpcId without these.
+        availabilityZones: defined(d.availabilityZones, 'availabilityZones'),
+        privateSubnetIds: defined(d.privateSubnetIds, 'privateSubnetIds'),
       });
     }
     const vpc = new Vpc(this, 'Vpc', {

@@ -1,3 +1,4 @@
+import { elementAt } from '../shared/checked.js';
 import { z } from 'zod';
 import { splitList } from '../shared/config.js';
 import { DEFAULT_ALERT_DEBOUNCE_MS, MAX_ALERT_DEBOUNCE_MS } from '../shared/eventbridge.js';
@@ -103,12 +104,12 @@ export const HoldfastDeploymentSchema = z
         d.privateSubnetIds.length === d.availabilityZones.length &&
         d.privateSubnetIds.length > 0),
     {
-      message: 'with vpcId, give privateSubnetIds and availabilityZones too (as many of each)',
+      error: 'with vpcId, give privateSubnetIds and availabilityZones too (as many of each)',
       path: ['vpcId'],
     },
   )
-  .refine((d) => d.createVolume === undefined || d.volumes.includes(d.createVolume.split('=')[0]!), {
-    message: 'createVolume must name one of volumes',
+  .refine((d) => d.createVolume === undefined || d.volumes.includes(elementAt(d.createVolume.split('='), 0)), {
+    error: 'createVolume must name one of volumes',
     path: ['createVolume'],
   });
 
