@@ -39,7 +39,7 @@ export function conditionalSuite(name: string, setup: () => Promise<ConditionalF
       await assert.rejects(store.putIfAbsent('cas/once', Buffer.from('second')), PreconditionFailedError);
       const got = await store.getVersioned('cas/once');
       assert.equal(got?.body.toString(), 'first');
-      assert.equal(got?.etag, etag);
+      assert.equal(got.etag, etag);
     });
 
     it('replaces only against the current tag; a stale tag fails with PreconditionFailedError', async () => {

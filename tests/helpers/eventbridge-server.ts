@@ -127,7 +127,7 @@ export class FakeEventBridge {
   private protocolProblem(req: IncomingMessage, body: Buffer): string | undefined {
     if (req.method !== 'POST' || req.url !== '/') return `unexpected ${req.method} ${req.url}`;
     if (req.headers['content-type'] !== 'application/x-amz-json-1.1') return `content-type ${req.headers['content-type']}`;
-    if (req.headers['x-amz-target'] !== 'AWSEvents.PutEvents') return `x-amz-target ${req.headers['x-amz-target']}`;
+    if (req.headers['x-amz-target'] !== 'AWSEvents.PutEvents') return `x-amz-target ${String(req.headers['x-amz-target'])}`;
     const auth =
       /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/events\/aws4_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$/.exec(
         req.headers.authorization ?? '',

@@ -159,7 +159,7 @@ export class NbdClient {
       secure.once('error', reject);
     });
     secure.on('data', this.onData);
-    secure.on('error', (err) => {
+    secure.on('error', (err: Error) => {
       this.fail(new NbdConnectionError(`NBD TLS connection failed: ${err.message}`, { cause: err }));
     });
     this.socket = secure;

@@ -279,8 +279,11 @@ describe('holdfast CLI, as an operator meets it', () => {
     });
     after(async () => {
       for (const r of readers) r.kill('SIGKILL');
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await gw?.kill('SIGKILL');
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await proxy?.close();
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await s3?.close();
     });
 
@@ -307,7 +310,9 @@ describe('holdfast CLI, as an operator meets it', () => {
       const rows = tty.stdout.replaceAll('\r', '').trimEnd().split('\n');
       const held = rows.find((l) => l.startsWith('held-volume'))!;
       const out = rows.find((l) => l.startsWith('out'))!;
+      // eslint-disable-next-line no-control-regex -- the colour escape sequences are what is under test
       assert.match(held, /\x1b\[[\d;]*m+hang\x1b\[[\d;]*m/, `hang is coloured: ${JSON.stringify(held)}`);
+      // eslint-disable-next-line no-control-regex -- the colour escape sequences are what is under test
       assert.match(out, /\x1b\[[\d;]*m+timed-out\x1b\[[\d;]*m/, `timed-out is coloured: ${JSON.stringify(out)}`);
       const plainRows = rows.map(stripVTControlCharacters);
       const header = plainRows.find((l) => l.startsWith('VOLUME'))!;

@@ -103,7 +103,9 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
     });
 
     after(async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await store?.close();
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await fx?.dispose();
       await rm(tmp, { recursive: true, force: true });
     });

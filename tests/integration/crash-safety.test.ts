@@ -159,6 +159,7 @@ async function writeUntilConnectionLost(client: NbdClient, state: WriterState): 
   }
   await Promise.all([...inFlight.values(), ...flushes]);
   // Anything but the lost connection (an error reply to a valid request) is a gateway failure.
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows whatever else the connection failed with, as is
   if (!(broken instanceof NbdConnectionError)) throw broken;
   return unacked;
 }

@@ -110,7 +110,7 @@ test('events are put with the holdfast Source, a DetailType per kind and the eve
     published[5],
   );
   assert.deepEqual(
-    kinds.map((k) => fake.accepted.find((a) => JSON.parse(a.Detail!).id === k.id)?.DetailType),
+    kinds.map((k) => fake.accepted.find((a) => (JSON.parse(a.Detail!) as HoldfastEvent).id === k.id)?.DetailType),
     ['Volume IO Hang Timeout', 'Volume Storage Unavailable', 'Volume Journal Pressure'],
   );
   assert.deepEqual(seqByVolume(fake.accepted).vol3, [0, 1]);

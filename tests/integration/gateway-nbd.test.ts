@@ -87,7 +87,7 @@ describe('gateway NBD security and listeners', () => {
     assert.notEqual(refused.code, 0);
     const line = gateway.logs.find((l) => /access refused/.test(l.msg));
     assert.equal(line?.['identity'], 'alice');
-    assert.equal(line?.['export'], 'vm2');
+    assert.equal(line['export'], 'vm2');
     const plain = await runTool('nbdinfo', ['--list', `nbd://127.0.0.1:${gateway.port}`]);
     assert.notEqual(plain.code, 0);
     assert.doesNotMatch(plain.stdout + plain.stderr, /vm1|vm2/);

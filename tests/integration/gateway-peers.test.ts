@@ -179,6 +179,7 @@ async function writeUntilClosed(
     if (inFlight.size >= 16) await Promise.race(inFlight);
   }
   await Promise.all(inFlight);
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows whatever else the connection failed with, as is
   if (broken !== undefined && !(broken instanceof NbdConnectionError)) throw broken;
   return acked;
 }
@@ -201,8 +202,10 @@ for (const kind of STORE_KINDS) {
     });
     after(async () => {
       try {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
         if (gw !== undefined) assert.equal(await gw.stop(), 0);
       } finally {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
         await stores?.dispose();
       }
     });

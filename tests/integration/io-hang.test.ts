@@ -76,11 +76,11 @@ interface Outcome {
   readonly issuedAt: number;
   doneAt: number | undefined;
   /** undefined: success; else the NBD errno, 'closed' for a lost connection, or what else went wrong. */
-  error: number | 'closed' | string | undefined;
+  error: number | string | undefined;
   readonly done: Promise<void>;
 }
 
-function describeError(err: unknown): number | 'closed' | string {
+function describeError(err: unknown): number | string {
   if (err instanceof NbdReplyError) return err.errno;
   if (err instanceof NbdConnectionError) return 'closed';
   return err instanceof Error ? err.message : String(err);

@@ -15,7 +15,9 @@ before(async () => {
   gw = await startGateway({ store: await stores.fresh(), journalDir: await stores.tempDir('journal'), createVolume: 'metrics-vol=64MiB' });
 });
 after(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
   await gw?.stop();
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
   await stores?.dispose();
 });
 

@@ -142,9 +142,9 @@ describe('NBD over TLS against real clients', () => {
     assert.equal(info.TLS, true);
     assert.equal(info.structured, true);
     assert.equal(info.exports[0]?.['export-name'], 'alpha-disk');
-    assert.equal(info.exports[0]?.['export-size'], 16 * MiB);
-    assert.equal(info.exports[0]?.['is_read_only'], false);
-    assert.deepEqual(info.exports[0]?.['contexts'], ['base:allocation']);
+    assert.equal(info.exports[0]['export-size'], 16 * MiB);
+    assert.equal(info.exports[0]['is_read_only'], false);
+    assert.deepEqual(info.exports[0]['contexts'], ['base:allocation']);
   });
 
   it('lists to each identity only the volumes it may open, read-only where so granted', async () => {

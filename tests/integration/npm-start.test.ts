@@ -88,6 +88,7 @@ describe('npm start', () => {
     stores = await startStores('s3');
   });
   after(async () => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
     await stores?.dispose();
   });
 

@@ -62,7 +62,7 @@ describe('volume upgrade from format 1', () => {
       [23 * MiB + 4096, 0x66],
     ] as const) {
       const data = Buffer.alloc(8192, fill);
-      journal.reserve(data.length);
+      void journal.reserve(data.length);
       journal.append(RecordKind.Write, offset, data.length, data);
       data.copy(expected, offset);
     }

@@ -56,7 +56,7 @@ for (const c of CASES) {
   test(`a ${c.qemu} image${c.options ? ` (${c.options.join(' ')})` : ''} from qemu-img is recognised as ${c.name}`, async () => {
     const format = sniffImageFormat(await head(await qemuImage(c.qemu, '100M', c.options)));
     assert.equal(format?.name, c.name);
-    if (c.size !== undefined) assert.equal(format?.virtualSize, c.size);
+    if (c.size !== undefined) assert.equal(format.virtualSize, c.size);
   });
 }
 

@@ -48,7 +48,7 @@ function disk(room: () => number, eio: () => boolean = () => false): SegmentFile
         close: f.close.bind(f),
       };
     },
-    remove: fsSegmentFileOps.remove,
+    remove: (p: string) => fsSegmentFileOps.remove(p),
   };
 }
 
@@ -107,7 +107,7 @@ test('the uploader waits for durability, except while the journal is failing', a
   assert.equal(journal.durableSequence, first.seq);
 
   failing = true;
-  journal.reserve(4);
+  void journal.reserve(4);
   const second = journal.append(RecordKind.Write, 0, 4, Buffer.alloc(4, 2));
   const acked = journal.waitDurable(second.seq);
   await journal.waitDurableOrFailing(second.seq);

@@ -57,7 +57,7 @@ test('records written are replayed in order with their payloads', async () => {
   const b = Buffer.alloc(100, 2);
   await appendWrite(journal, 0, a);
   await appendWrite(journal, 4096, b);
-  journal.reserve(0);
+  void journal.reserve(0);
   journal.append(RecordKind.Zero, 8192, 1 << 20, undefined);
   await journal.sync();
   await journal.close();
@@ -91,7 +91,7 @@ test('concurrent appends share one fdatasync (group commit)', async () => {
         },
       };
     },
-    remove: fsSegmentFileOps.remove,
+    remove: (p: string) => fsSegmentFileOps.remove(p),
   };
   const { journal } = await open({ fileOps: counting });
   await Promise.all(Array.from({ length: 64 }, (_, i) => appendWrite(journal, i * 4096, Buffer.alloc(4096, i))));
@@ -164,7 +164,7 @@ test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledg
         },
       };
     },
-    remove: fsSegmentFileOps.remove,
+    remove: (p: string) => fsSegmentFileOps.remove(p),
   };
   const { journal } = await open({ fileOps: flaky, onIoError: (e) => errors.push(e), onIoRecovered: () => recovered++ });
   await appendWrite(journal, 0, Buffer.alloc(300, 1));

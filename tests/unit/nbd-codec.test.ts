@@ -120,8 +120,8 @@ describe('RequestParser', () => {
     }
     assert.equal(sink.requests.length, 1);
     assert.equal(sink.requests[0]?.type, Cmd.TRIM);
-    assert.equal(sink.requests[0]?.offset, 4096);
-    assert.equal(sink.requests[0]?.length, 8192);
+    assert.equal(sink.requests[0].offset, 4096);
+    assert.equal(sink.requests[0].length, 8192);
     assert.equal(handleOf(sink.requests[0]), 42n);
   });
 
@@ -199,11 +199,11 @@ describe('RequestParser', () => {
     for (const piece of split(stream, 10, 65536, 65536, 65536)) parser.push(piece);
     assert.deepEqual(sink.requests.map(handleOf), [20n, 21n]);
     assert.equal(sink.requests[0]?.error, Errno.EINVAL);
-    assert.equal(sink.requests[0]?.payload, undefined);
+    assert.equal(sink.requests[0].payload, undefined);
     assert.equal(counters.payloadBytesSkipped, big.length);
     assert.equal(counters.payloadBytesAssembled, 0);
     assert.equal(sink.requests[1]?.type, Cmd.READ);
-    assert.equal(sink.requests[1]?.error, 0);
+    assert.equal(sink.requests[1].error, 0);
   });
 
   it('stops at a bad magic and ignores everything after it', () => {

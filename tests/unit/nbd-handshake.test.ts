@@ -156,7 +156,7 @@ describe('negotiation with TLS required (FORCEDTLS)', () => {
     assert.equal(go.at(-1)?.type, Rep.ACK);
     const result = await n.result;
     assert.equal(result.kind, 'transmission');
-    assert.equal(result.kind === 'transmission' && result.session.tls?.identity, 'alice');
+    assert.equal(result.session.tls?.identity, 'alice');
   });
 
   it('refuses STARTTLS with data, and on a server without TLS with NBD_REP_ERR_POLICY', async () => {
@@ -206,7 +206,7 @@ describe('negotiation with per-identity access', () => {
     );
     const refusal = n.logs.find((line) => /access refused/.test(line.msg));
     assert.equal(refusal?.identity, 'alice');
-    assert.equal(refusal?.export, 'b');
+    assert.equal(refusal.export, 'b');
     // An export that does not exist is refused the same way, so names cannot be probed.
     assert.deepEqual(
       (await n.ask(Opt.INFO, infoRequest('no-such-volume'))).map((r) => r.type),

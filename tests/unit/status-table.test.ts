@@ -78,7 +78,7 @@ test('on a narrow terminal the last column is cut so that no row wraps', () => {
   const widths = text
     .split('\n')
     .slice(1)
-    .map((l) => [...stripVTControlCharacters(l)].length);
+    .map((l) => Array.from(stripVTControlCharacters(l)).length);
   assert.ok(Math.max(...widths) < 160, `widths ${widths.join(', ')}\n${text}`);
   assert.match(text, / 1 {8}transient: object st…$/m);
 });

@@ -32,7 +32,7 @@ after(async () => {
 
 async function appendAll(journal: Journal, n: number, at = 0): Promise<void> {
   for (let i = 0; i < n; i++) {
-    journal.reserve(4);
+    void journal.reserve(4);
     journal.append(RecordKind.Write, at + i * 4, 4, Buffer.alloc(4, i + 1));
   }
   await journal.sync();
