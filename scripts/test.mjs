@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: installs the Debian tools the suite drives (when missing), builds the bundle the
-// integration tests run, type-checks, then runs the phases in order — unit and model tests first,
+// integration tests run, type-checks, lints (`npm run lint`: ESLint and Prettier; `node scripts/test.mjs
+// lint` runs only that), then runs the phases in order — unit and model tests first,
 // real-peer integration tests after, the VM suite last — and prints one combined result line.
 // Servers (Ceph's RADOS Gateway, gateways, peers) are started and stopped by the tests themselves.
 import { spawnSync } from 'node:child_process';
@@ -82,6 +83,13 @@ if (run('npm', ['run', '--silent', 'build']) !== 0) process.exit(1);
 if (only.length === 0 && run('npx', ['tsc', '-p', 'tsconfig.json']) !== 0) {
   console.error('test: type check failed');
   process.exit(1);
+}
+if (only.length === 0 || only.includes('lint')) {
+  if (run('npm', ['run', '--silent', 'lint']) !== 0) {
+    console.error('test: lint failed (`npm run lint` lists the problems; `npx eslint --fix` and `npx prettier --write` fix many)');
+    process.exit(1);
+  }
+  if (only.length === 1) process.exit(0);
 }
 
 const tapDir = mkdtempSync(join(tmpdir(), 'holdfast-tap-'));
