@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { formatSize } from '../../shared/units.js';
 import type { AccessMode, AccessPolicy } from './access.js';
-import { encodeOptionReply, writeUInt64 } from './codec.js';
+import { encodeOptionReply, writeUInt64 } from './reply-encoding.js';
 import {
   BASE_ALLOCATION,
   ClientFlag,

@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  encodeOptionReply,
-  encodeSimpleReply,
-  RequestParser,
-  writeUInt64,
-  type NbdRequest,
-  type PayloadCounters,
-  type RequestSink,
-} from '../../gateway/nbd/codec.js';
+import { RequestParser, type NbdRequest, type PayloadCounters, type RequestSink } from '../../gateway/nbd/codec.js';
+import { encodeOptionReply, encodeSimpleReply, writeUInt64 } from '../../gateway/nbd/reply-encoding.js';
 import { Cmd, CmdFlag, Errno, Opt, Rep, REQUEST_MAGIC, TransmissionFlag } from '../../gateway/nbd/constants.js';
 import { errnoFor, ProtocolError, ProtocolErrorReason } from '../../gateway/nbd/errors.js';
 import { transmissionFlags } from '../../gateway/nbd/handshake.js';
