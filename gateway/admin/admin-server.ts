@@ -1,3 +1,6 @@
+// gateway/admin owns the admin HTTP API: this server and its routes (volume status, hang control,
+// storage operations in storage-routes.ts), the JSON request/response edge (http.ts), the status
+// schema shared with `holdfast status` (volume-status.ts) and the Prometheus metrics (metrics.ts).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -1,3 +1,5 @@
+// gateway/config owns turning settings (flags, environment, config file; schema in shared/config.ts)
+// into the gateway's resolved configuration, and the per-volume options derived from it.
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { z } from 'zod';

@@ -1,3 +1,6 @@
+// gateway/image owns volume format 2 in the store: heads (written conditionally, with the lease that
+// fences other gateways), base extents, index pages and delta objects, the run map that resolves
+// reads, taking a volume, snapshots and clones, and garbage collection. Start with this file.
 /**
  * A volume as its head describes it: the base extents (from the index pages), the deltas newer than
  * them (their runs in a RunMap, their CRC tables in memory) and the reads that turn those into bytes,

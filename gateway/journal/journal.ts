@@ -1,3 +1,6 @@
+// gateway/journal owns the write-ahead journal of a served volume: durable group commits before a
+// write is acknowledged, replay on open, and retiring segments once uploaded. This file is the
+// Journal; segment-format.ts and record.ts are the on-disk format, segment-file.ts the file I/O.
 import { defined, elementAt } from '../../shared/checked.js';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -1,3 +1,6 @@
+// gateway/nbd owns the NBD server: listening (this file), TLS and access rules, the handshake
+// (handshake.ts, handshake-messages.ts), the transmission phase (transmission.ts, codec.ts,
+// reply-encoding.ts, execute-request.ts) and their limits, against the narrow export.ts interface.
 import { unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';

@@ -1,3 +1,6 @@
+// gateway/volume owns a served volume: this Volume (reads, writes, flush, status), opening and
+// wiring its parts (open-volume.ts, wiring.ts), the extent cache and read path, pending changes,
+// delta building and upload, head commits, compaction, the catalog and format 1 upgrade.
 import { join } from 'node:path';
 import {
   InvalidArgumentError,
