@@ -13,6 +13,11 @@ export default defineConfig(
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     rules: {
+      // `let x: T | undefined` declared before the closures that read it and assigned once below (the
+      // wiring of components that call each other): a const there would throw in its temporal dead zone.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
+      // `const { dropped: _, ...rest } = o` is how a field is left out of a copy.
+      '@typescript-eslint/no-unused-vars': ['error', { ignoreRestSiblings: true }],
       // Numbers and booleans read naturally in messages; objects and undefined do not.
       '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true, allowBoolean: true }],
       // `void promise` marks a deliberately unawaited task; the rule then checks everything else.
@@ -32,7 +37,7 @@ export default defineConfig(
   {
     files: ['**/*.js', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly', Buffer: 'readonly' } },
   },
   prettier,
 );

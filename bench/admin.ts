@@ -38,7 +38,12 @@ export async function setHangTimeout(adminUrl: string, volume: string, timeout: 
   if (!before.ok) throw new Error(`GET ${url} answered ${before.status}`);
   const previous = ((await before.json()) as { timeout?: unknown }).timeout;
   if (typeof previous !== 'string') throw new Error(`GET ${url}: no timeout in the policy`);
-  const res = await fetch(url, { method: 'PUT', body: JSON.stringify({ timeout }), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(5_000) });
+  const res = await fetch(url, {
+    method: 'PUT',
+    body: JSON.stringify({ timeout }),
+    headers: { 'content-type': 'application/json' },
+    signal: AbortSignal.timeout(5_000),
+  });
   if (!res.ok) throw new Error(`PUT ${url} answered ${res.status}: ${await res.text()}`);
   return previous;
 }

@@ -47,7 +47,9 @@ interface FioReport {
 }
 
 function targetArgs(target: FioTarget): string[] {
-  return target.engine === 'nbd' ? ['--ioengine=nbd', `--uri=${target.uri}`] : ['--ioengine=libaio', '--direct=1', `--filename=${target.file}`];
+  return target.engine === 'nbd'
+    ? ['--ioengine=nbd', `--uri=${target.uri}`]
+    : ['--ioengine=libaio', '--direct=1', `--filename=${target.file}`];
 }
 
 /** One fio job (`--name`, the target, JSON output and random offsets added) and what it measured. */
@@ -56,7 +58,8 @@ export async function fio(name: string, target: FioTarget, args: readonly string
   const r = await run('fio', full, { cwd, timeoutMs, ...(target.engine === 'nbd' && target.env !== undefined ? { env: target.env } : {}) });
   // The nbd engine prints "fio: connected to NBD server" ahead of the report.
   const start = r.stdout.search(/^\{/m);
-  if (r.code !== 0 || start < 0) throw new Error(`fio ${full.join(' ')} exited with ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);
+  if (r.code !== 0 || start < 0)
+    throw new Error(`fio ${full.join(' ')} exited with ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);
   const job = (JSON.parse(r.stdout.slice(start)) as FioReport).jobs[0];
   if (job === undefined || job.error !== 0) throw new Error(`fio ${name} failed (error ${job?.error}): ${r.stderr.trim()}`);
   const dir = job.write.io_bytes > job.read.io_bytes ? job.write : job.read;
@@ -94,7 +97,15 @@ export function runWorkload(workload: FioWorkload, target: FioTarget, o: FioRunO
   return fio(
     workload,
     target,
-    [`--rw=${spec.rw}`, `--bs=${spec.bs}`, `--iodepth=${spec.iodepth}`, `--size=${region}`, ...(cold ? [] : ['--time_based']), `--runtime=${o.runtime}`, ...(spec.extra ?? [])],
+    [
+      `--rw=${spec.rw}`,
+      `--bs=${spec.bs}`,
+      `--iodepth=${spec.iodepth}`,
+      `--size=${region}`,
+      ...(cold ? [] : ['--time_based']),
+      `--runtime=${o.runtime}`,
+      ...(spec.extra ?? []),
+    ],
     o.cwd,
     // Generous: a store-backed system's first cold reads can take a while to start flowing.
     o.runtime * 1000 + 300_000,

@@ -13,7 +13,18 @@ import { GatewayExitedError, runOutageWrites, type OutageWritesResult } from './
 import { ProcessMeter, run } from './proc.js';
 import { fillRawFile } from './raw-file.js';
 import { runRecovery } from './recovery.js';
-import { type BenchReport, evaluateTargets, markdown, median, type OutageWritesTarget, type RunRecord, type SystemStatus, summarize, uploadRates, type UploadRecord } from './report.js';
+import {
+  type BenchReport,
+  evaluateTargets,
+  markdown,
+  median,
+  type OutageWritesTarget,
+  type RunRecord,
+  type SystemStatus,
+  summarize,
+  uploadRates,
+  type UploadRecord,
+} from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
 import { type BenchSystem, describeSystem, startSystem } from './systems.js';
 import { ensureTools } from './tools.js';
@@ -46,11 +57,20 @@ const log = (line: string): void => void process.stderr.write(`[${((performance.
 
 async function machine(): Promise<BenchReport['machine']> {
   const fio = await run('fio', ['--version']);
-  return { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version, fio: fio.stdout.trim() };
+  return {
+    cpus: os.cpus().length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    fio: fio.stdout.trim(),
+  };
 }
 
 function stamp(date: Date): string {
-  return date.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  return date
+    .toISOString()
+    .replace(/\.\d+Z$/, 'Z')
+    .replace(/:/g, '-');
 }
 
 class Bench {
@@ -76,7 +96,8 @@ class Bench {
 
   async start(toolMissing: ReadonlyMap<string, string>): Promise<void> {
     const rawFile = path.join(this.workDir, 'raw.img');
-    if (this.opts.systems.some((s) => s === 'qemu-nbd' || s === 'qemu-nbd-wt' || s === 'nbdkit')) await fillRawFile(rawFile, this.opts.size);
+    if (this.opts.systems.some((s) => s === 'qemu-nbd' || s === 'qemu-nbd-wt' || s === 'nbdkit'))
+      await fillRawFile(rawFile, this.opts.size);
     for (const name of this.opts.systems) {
       const tool = TOOL[name];
       const missing = tool === undefined ? undefined : toolMissing.get(tool);
@@ -119,7 +140,10 @@ class Bench {
           try {
             const record = await this.measure(round, system, workload);
             this.runs.push(record);
-            const what = workload === 'recovery' ? `last held read ${record.recovery?.lastMs === null ? 'never done' : `done ${((record.recovery?.lastMs ?? 0) / 1000).toFixed(2)} s after`}` : `${Math.round(record.iops)} IOPS, ${record.mibPerSecond.toFixed(1)} MiB/s`;
+            const what =
+              workload === 'recovery'
+                ? `last held read ${record.recovery?.lastMs === null ? 'never done' : `done ${((record.recovery?.lastMs ?? 0) / 1000).toFixed(2)} s after`}`
+                : `${Math.round(record.iops)} IOPS, ${record.mibPerSecond.toFixed(1)} MiB/s`;
             log(`bench: round ${round}: ${workload} on ${system.name}: ${what}, peak RSS ${Math.round(record.peakRssMiB)} MiB`);
           } catch (err) {
             const why = `round ${round}: ${workload} on ${system.name} failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -205,9 +229,23 @@ class Bench {
       const target = system.target();
       const adminUrl = system.adminUrl?.();
       if (target.engine !== 'nbd' || adminUrl === undefined) throw new Error('recovery needs an NBD server with an admin API');
-      recovery = await runRecovery({ port: Number(new URL(target.uri).port), adminUrl, s3: this.s3, size: this.opts.size, before: this.leadIn(), outage: this.opts.outage });
+      recovery = await runRecovery({
+        port: Number(new URL(target.uri).port),
+        adminUrl,
+        s3: this.s3,
+        size: this.opts.size,
+        before: this.leadIn(),
+        outage: this.opts.outage,
+      });
       const mibPerSecond = recovery.bytes / MiB / recovery.seconds;
-      result = { bytes: recovery.bytes, seconds: recovery.seconds, iops: (mibPerSecond * MiB) / 4096, mibPerSecond, latP50Ms: 0, latP99Ms: 0 };
+      result = {
+        bytes: recovery.bytes,
+        seconds: recovery.seconds,
+        iops: (mibPerSecond * MiB) / 4096,
+        mibPerSecond,
+        latP50Ms: 0,
+        latP99Ms: 0,
+      };
     } else {
       result = await runWorkload(workload, system.target(), this.fioOptions, cold);
       if (WRITES.has(workload)) {
@@ -228,12 +266,18 @@ class Bench {
   }
 
   async stop(): Promise<void> {
-    for (const system of this.systems.splice(0)) await system.stop().catch((err: unknown) => log(`bench: stopping ${system.name}: ${String(err)}`));
+    for (const system of this.systems.splice(0))
+      await system.stop().catch((err: unknown) => {
+        log(`bench: stopping ${system.name}: ${String(err)}`);
+      });
   }
 
   async report(startedAt: Date): Promise<{ report: BenchReport; text: string; png: Buffer | null }> {
     const rows = summarize(this.runs);
-    const s3Median = this.s3Runs.length === 0 ? null : { getMiBps: median(this.s3Runs.map((r) => r.getMiBps)), putMiBps: median(this.s3Runs.map((r) => r.putMiBps)) };
+    const s3Median =
+      this.s3Runs.length === 0
+        ? null
+        : { getMiBps: median(this.s3Runs.map((r) => r.getMiBps)), putMiBps: median(this.s3Runs.map((r) => r.putMiBps)) };
     const uploadMiBps = uploadRates(this.uploads);
     const base = this.opts.name ?? `bench-${stamp(startedAt)}`;
     const recoveries = this.runs.flatMap((r) => (r.recovery === undefined ? [] : [r.recovery]));
@@ -252,7 +296,10 @@ class Bench {
       uploads: this.uploads,
       uploadMiBps,
       rows,
-      targets: [...evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize, this.outageWritesTarget), ...largeVolumeTargets(this.largeVolume, this.opts.cacheSize)],
+      targets: [
+        ...evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize, this.outageWritesTarget),
+        ...largeVolumeTargets(this.largeVolume, this.opts.cacheSize),
+      ],
       outageWrites: this.outageWrites,
       largeVolume: this.largeVolume,
       failures: this.failures,
@@ -310,7 +357,9 @@ async function main(): Promise<number> {
   await writeFile(report.files.json, `${JSON.stringify(report, null, 2)}\n`);
   await writeFile(report.files.markdown, text);
   if (report.files.plot !== null && png !== null) await writeFile(report.files.plot, png);
-  process.stdout.write(`${text}\nresults: ${report.files.json}\n          ${report.files.markdown}\n${report.files.plot === null ? '' : `          ${report.files.plot}\n`}`);
+  process.stdout.write(
+    `${text}\nresults: ${report.files.json}\n          ${report.files.markdown}\n${report.files.plot === null ? '' : `          ${report.files.plot}\n`}`,
+  );
   return 0;
 }
 

@@ -1,3 +1,4 @@
+import { elementAt } from '../shared/checked.js';
 import { parseArgs } from 'node:util';
 import { S3_SERVER_KINDS, type S3ServerKind } from '../tests/helpers/s3-server.js';
 
@@ -78,7 +79,7 @@ const UNITS: Readonly<Record<string, number>> = { '': 1, k: 2 ** 10, m: 2 ** 20,
 
 function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
-  const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()];
+  const unit = m === null ? undefined : UNITS[elementAt(m, 2).toLowerCase()];
   if (m === null || unit === undefined) throw new Error(`"${text}" is not a size like 64M or 1GiB`);
   return Math.round(Number(m[1]) * unit);
 }
@@ -90,8 +91,12 @@ function positive(name: string, text: string): number {
 }
 
 function list<T extends string>(name: string, text: string, allowed: readonly T[]): T[] {
-  const items = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  for (const item of items) if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${name}: unknown "${item}" (one of ${allowed.join(', ')})`);
+  const items = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const item of items)
+    if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${name}: unknown "${item}" (one of ${allowed.join(', ')})`);
   return items as T[];
 }
 
@@ -143,7 +148,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     longOutage: positive('long-outage', values['long-outage'] ?? (quick ? '3' : '300')),
     cacheSize: parseSize(values['cache-size'] ?? '256M'),
     largeSize,
-    diskCacheSize: values['disk-cache-size'] === undefined ? Math.ceil((largeSize * 1.25) / 2 ** 20) * 2 ** 20 : parseSize(values['disk-cache-size']),
+    diskCacheSize:
+      values['disk-cache-size'] === undefined ? Math.ceil((largeSize * 1.25) / 2 ** 20) * 2 ** 20 : parseSize(values['disk-cache-size']),
     uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
     s3Server: oneOf('s3-server', values['s3-server'] ?? 'rgw', S3_SERVER_KINDS),

@@ -1,3 +1,4 @@
+import { defined } from '../shared/checked.js';
 import type { S3Server } from '../tests/helpers/s3-server.js';
 import { fetchVolume, setHangTimeout } from './admin.js';
 import { ProcessMeter, residentMiB, sleep, startDaemon } from './proc.js';
@@ -126,7 +127,8 @@ function stopQuietly(meter: ProcessMeter | undefined): void {
 function writtenAt(reports: readonly FioStatus[], at: number, fioStart: number): number {
   let prev: Pick<FioStatus, 'at' | 'writeBytes'> = { at: fioStart, writeBytes: 0 };
   for (const r of reports) {
-    if (r.at >= at) return r.at === prev.at ? r.writeBytes : prev.writeBytes + ((r.writeBytes - prev.writeBytes) * (at - prev.at)) / (r.at - prev.at);
+    if (r.at >= at)
+      return r.at === prev.at ? r.writeBytes : prev.writeBytes + ((r.writeBytes - prev.writeBytes) * (at - prev.at)) / (r.at - prev.at);
     prev = r;
   }
   return prev.writeBytes;
@@ -180,7 +182,8 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
       pending = pending.slice(end + 1);
       try {
         const job = (JSON.parse(text) as { jobs: readonly FioJob[] }).jobs[0];
-        if (job !== undefined) reports.push({ at: now(), writeBytes: job.write.io_bytes, errors: Math.max(job.total_err ?? 0, job.error === 0 ? 0 : 1) });
+        if (job !== undefined)
+          reports.push({ at: now(), writeBytes: job.write.io_bytes, errors: Math.max(job.total_err ?? 0, job.error === 0 ? 0 : 1) });
       } catch {
         unreadable++;
       }
@@ -196,6 +199,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
   const samples: OutageWritesSample[] = [];
   let sampling = true;
   const sampler = (async (): Promise<void> => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared by the caller while this loop awaits
     while (sampling) {
       const v = await fetchVolume(o.adminUrl, VOLUME).catch(() => undefined);
       samples.push({
@@ -237,21 +241,23 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
     await fio.stop('SIGINT', STOP_GRACE_MS);
     const fioEndAt = now();
     const final = reports.at(-1);
-    if (fio.child.signalCode !== null || final === undefined) throw new Error(`fio gave no final report (${fio.child.signalCode ?? 'no output'}): ${why()}`);
+    if (fio.child.signalCode !== null || final === undefined)
+      throw new Error(`fio gave no final report (${fio.child.signalCode ?? 'no output'}): ${why()}`);
     if (unreadable > 0) throw new Error(`${unreadable} of fio's reports were not JSON`);
     const drain = (await o.settle()) ?? null;
     const drainedAt = now();
-    afterUsage = afterMeter!.stop();
+    afterUsage = defined(afterMeter, 'meter after the outage').stop();
+    const during = defined(outageUsage, 'meter of the outage');
     const outageBytes = writtenAt(reports, upAt, fioStart) - writtenAt(reports, downAt, fioStart);
     return {
       downAt: downAt / 1000,
       upAt: upAt / 1000,
       fioEndAt: fioEndAt / 1000,
       drainedAt: drainedAt / 1000,
-      peakRssMiB: Math.max(outageUsage!.peakRssMiB, afterUsage.peakRssMiB),
-      outagePeakRssMiB: outageUsage!.peakRssMiB,
+      peakRssMiB: Math.max(during.peakRssMiB, afterUsage.peakRssMiB),
+      outagePeakRssMiB: during.peakRssMiB,
       rssAtOutageEndMiB,
-      cpuSeconds: outageUsage!.cpuSeconds + afterUsage.cpuSeconds,
+      cpuSeconds: during.cpuSeconds + afterUsage.cpuSeconds,
       outageBytes,
       outageMiBps: outageBytes / 2 ** 20 / ((upAt - downAt) / 1000),
       bytes: final.writeBytes,
@@ -266,7 +272,10 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
     // Whatever failed next, the cause is the gateway's end: say when, and what it was doing.
     const last = samples.findLast((s) => s.rssMiB !== null);
     const highest = Math.max(0, ...samples.map((s) => s.rssMiB ?? 0));
-    const when = downAt === undefined ? 'before the outage' : `within ${((last?.t ?? 0) + SAMPLE_MS / 1000 - downAt / 1000).toFixed(0)} s after the S3 server went down`;
+    const when =
+      downAt === undefined
+        ? 'before the outage'
+        : `within ${((last?.t ?? 0) + SAMPLE_MS / 1000 - downAt / 1000).toFixed(0)} s after the S3 server went down`;
     throw new GatewayExitedError(
       `the gateway (pid ${o.pid}) exited ${when}: its last RSS sample ${Math.round(last?.rssMiB ?? 0)} MiB, highest ${Math.round(highest)} MiB; fio had counted ${reports.at(-1)?.errors ?? 0} errors`,
       highest,

@@ -1,3 +1,4 @@
+import { elementAt } from '../shared/checked.js';
 import { deflateSync } from 'node:zlib';
 
 /**
@@ -85,7 +86,8 @@ export class Raster {
   }
 
   fillRect(x: number, y: number, w: number, h: number, color: Rgb): void {
-    for (let py = Math.round(y); py < Math.round(y + h); py++) for (let px = Math.round(x); px < Math.round(x + w); px++) this.setPixel(px, py, color);
+    for (let py = Math.round(y); py < Math.round(y + h); py++)
+      for (let px = Math.round(x); px < Math.round(x + w); px++) this.setPixel(px, py, color);
   }
 
   /** A line `thickness` pixels wide, stepped one pixel along its longer axis. */
@@ -105,10 +107,11 @@ export class Raster {
 
   /** Writes `text` with its top-left corner at (x, y); characters without a glyph leave a gap. */
   text(x: number, y: number, text: string, color: Rgb, scale = 1): void {
-    [...text].forEach((ch, i) => {
+    Array.from(text).forEach((ch, i) => {
       const rows = GLYPHS[ch]?.split(' ') ?? [];
       rows.forEach((row, ry) => {
-        for (let rx = 0; rx < row.length; rx++) if (row[rx] === '#') this.fillRect(x + (i * GLYPH_WIDTH + rx) * scale, y + ry * scale, scale, scale, color);
+        for (let rx = 0; rx < row.length; rx++)
+          if (row[rx] === '#') this.fillRect(x + (i * GLYPH_WIDTH + rx) * scale, y + ry * scale, scale, scale, color);
       });
     });
   }
@@ -123,7 +126,12 @@ export class Raster {
     header.writeUInt32BE(this.height, 4);
     header[8] = 8; // bits per channel
     header[9] = 2; // truecolour RGB
-    return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+    return Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk('IHDR', header),
+      chunk('IDAT', deflateSync(raw)),
+      chunk('IEND', Buffer.alloc(0)),
+    ]);
   }
 }
 
@@ -135,7 +143,7 @@ const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
 
 function crc32(data: Buffer): number {
   let c = 0xffffffff;
-  for (const byte of data) c = CRC_TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8);
+  for (const byte of data) c = elementAt(CRC_TABLE, (c ^ byte) & 0xff) ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 

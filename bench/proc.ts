@@ -12,7 +12,11 @@ export interface RunResult {
 }
 
 /** Runs a command to its end (killed after `timeoutMs`), capturing its output. */
-export function run(cmd: string, args: readonly string[], opts: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
     track(child);
@@ -68,13 +72,18 @@ export function startDaemon(cmd: string, args: readonly string[], env?: NodeJS.P
   const keep = (c: string): void => {
     out = (out + c).slice(-16_384);
   };
-  child.stdout?.setEncoding('utf8').on('data', keep);
-  child.stderr?.setEncoding('utf8').on('data', keep);
+  child.stdout.setEncoding('utf8').on('data', keep);
+  child.stderr.setEncoding('utf8').on('data', keep);
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('close', () => resolve());
+    else
+      child.once('close', () => {
+        resolve();
+      });
   });
-  child.once('error', (err) => keep(`\n${cmd} could not be started: ${err.message}`));
+  child.once('error', (err) => {
+    keep(`\n${cmd} could not be started: ${err.message}`);
+  });
   return {
     child,
     pid: child.pid ?? -1,
@@ -104,7 +113,8 @@ export async function waitFor(what: string, check: () => boolean | Promise<boole
   for (;;) {
     if (await check()) return;
     if (daemon !== undefined && !isRunning(daemon)) throw new Error(`${what}: the process exited: ${daemon.output().trim()}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${daemon === undefined ? '' : `: ${daemon.output().trim()}`}`);
+    if (Date.now() > deadline)
+      throw new Error(`${what}: not within ${timeoutMs} ms${daemon === undefined ? '' : `: ${daemon.output().trim()}`}`);
     await sleep(50);
   }
 }
@@ -116,7 +126,9 @@ export function portOpen(port: number): Promise<boolean> {
       socket.destroy();
       resolve(true);
     });
-    socket.once('error', () => resolve(false));
+    socket.once('error', () => {
+      resolve(false);
+    });
   });
 }
 
@@ -166,7 +178,9 @@ export class ProcessMeter {
     }
     this.cpuStart = cpuSeconds(pid);
     this.peakKiB = statusKiB(pid, 'VmRSS');
-    this.timer = setInterval(() => this.sample(), 100);
+    this.timer = setInterval(() => {
+      this.sample();
+    }, 100);
   }
 
   private sample(): void {

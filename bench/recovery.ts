@@ -108,6 +108,7 @@ export async function runRecovery(o: RecoveryOptions): Promise<RecoveryResult> {
   let sampling = true;
   const sampler = (async (): Promise<void> => {
     let last = now();
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared by the caller while this loop awaits
     while (sampling) {
       await sleep(SAMPLE_MS);
       const heldNow = (await fetchVolume(o.adminUrl, VOLUME).catch(() => undefined))?.heldRequests ?? 0;
@@ -119,7 +120,7 @@ export async function runRecovery(o: RecoveryOptions): Promise<RecoveryResult> {
   })();
 
   const workers = Array.from({ length: IODEPTH }, () => worker());
-  let downAt = 0;
+  let downAt: number;
   let upAt = 0;
   try {
     await sleep(o.before * 1000);
@@ -140,11 +141,11 @@ export async function runRecovery(o: RecoveryOptions): Promise<RecoveryResult> {
   }
 
   const done = [...completedAt.values()];
-  const allDone = done.length === (held?.size ?? 0) && done.length > 0;
+  const allDone = done.length === held.size && done.length > 0;
   return {
     downAt: downAt / 1000,
     upAt: upAt / 1000,
-    heldAtReturn: held?.size ?? 0,
+    heldAtReturn: held.size,
     firstMs: done.length > 0 ? Math.min(...done) - upAt : null,
     lastMs: allDone ? Math.max(...done) - upAt : null,
     errors,

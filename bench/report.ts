@@ -1,3 +1,5 @@
+import { defined } from '../shared/checked.js';
+import { elementAt } from '../shared/checked.js';
 import type { BenchOptions, SystemName, Workload } from './options.js';
 import { SYSTEMS, WORKLOADS } from './options.js';
 import type { OutageWritesResult } from './outage-writes.js';
@@ -73,7 +75,13 @@ export interface BenchReport {
   readonly version: 1;
   readonly startedAt: string;
   readonly finishedAt: string;
-  readonly machine: { readonly cpus: number; readonly memoryGiB: number; readonly kernel: string; readonly node: string; readonly fio: string };
+  readonly machine: {
+    readonly cpus: number;
+    readonly memoryGiB: number;
+    readonly kernel: string;
+    readonly node: string;
+    readonly fio: string;
+  };
   readonly options: BenchOptions;
   readonly systems: readonly SystemStatus[];
   readonly s3Server: { readonly runs: readonly (S3Ceiling & { readonly round: number })[]; readonly median: S3Ceiling | null };
@@ -95,7 +103,11 @@ export interface BenchReport {
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  return sorted.length === 0 ? 0 : sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return sorted.length === 0
+    ? 0
+    : sorted.length % 2 === 1
+      ? elementAt(sorted, mid)
+      : (elementAt(sorted, mid - 1) + elementAt(sorted, mid)) / 2;
 }
 
 /** null when any round never completed its held requests: a median over "never" is "never". */
@@ -126,7 +138,9 @@ export function summarize(runs: readonly RunRecord[]): Row[] {
               recoveryHeld: median(recoveries.map((r) => r?.heldAtReturn ?? 0)),
               recoveryFirstMs: medianOrNull(recoveries.map((r) => r?.firstMs)),
               recoveryLastMs: medianOrNull(recoveries.map((r) => r?.lastMs)),
-              recoveryLastMaxMs: recoveries.some((r) => r?.lastMs === null || r === undefined) ? null : Math.max(...recoveries.map((r) => r!.lastMs!)),
+              recoveryLastMaxMs: recoveries.some((r) => r?.lastMs === null || r === undefined)
+                ? null
+                : Math.max(...recoveries.map((r) => defined(defined(r, 'recovery result').lastMs ?? undefined, 'last recovery'))),
             }
           : {}),
       });
@@ -157,7 +171,11 @@ export function uploadRates(uploads: readonly UploadRecord[]): Partial<Record<Sy
     const mine = uploads.filter((u) => u.system === system);
     const wholeExtents = rate(mine.filter((u) => WHOLE_EXTENT_BACKLOGS.has(u.after)));
     const partialExtents = rate(mine.filter((u) => !WHOLE_EXTENT_BACKLOGS.has(u.after)));
-    if (wholeExtents !== undefined || partialExtents !== undefined) rates[system] = { ...(wholeExtents === undefined ? {} : { wholeExtents }), ...(partialExtents === undefined ? {} : { partialExtents }) };
+    if (wholeExtents !== undefined || partialExtents !== undefined)
+      rates[system] = {
+        ...(wholeExtents === undefined ? {} : { wholeExtents }),
+        ...(partialExtents === undefined ? {} : { partialExtents }),
+      };
   }
   return rates;
 }
@@ -179,8 +197,15 @@ export interface OutageWritesTarget {
   readonly gatewayExited: boolean;
 }
 
-export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uploadMiBps: Partial<Record<SystemName, UploadRates>>, cacheSize: number, outageWrites?: OutageWritesTarget): TargetResult[] {
-  const value = (system: SystemName, workload: Workload): number | undefined => rows.find((r) => r.system === system && r.workload === workload)?.mibPerSecond;
+export function evaluateTargets(
+  rows: readonly Row[],
+  s3: S3Ceiling | null,
+  uploadMiBps: Partial<Record<SystemName, UploadRates>>,
+  cacheSize: number,
+  outageWrites?: OutageWritesTarget,
+): TargetResult[] {
+  const value = (system: SystemName, workload: Workload): number | undefined =>
+    rows.find((r) => r.system === system && r.workload === workload)?.mibPerSecond;
   const ratio = (target: string, num: number | undefined, den: number | undefined, min: number): TargetResult => {
     const measured = num === undefined || den === undefined || den === 0 ? null : num / den;
     return { target, measured, needed: `≥ ${min}×`, met: measured === null ? null : measured >= min };
@@ -194,13 +219,29 @@ export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uplo
   }
   // What TLS costs: the same gateway and store with and without it (issue 13).
   if (rows.some((r) => r.system === 'holdfast-tls')) {
-    out.push(ratio('holdfast-tls randread-warm / holdfast-local', value('holdfast-tls', 'randread-warm'), value('holdfast-local', 'randread-warm'), 0.7));
-    out.push(ratio('holdfast-tls randwrite / holdfast-local', value('holdfast-tls', 'randwrite'), value('holdfast-local', 'randwrite'), 0.7));
+    out.push(
+      ratio(
+        'holdfast-tls randread-warm / holdfast-local',
+        value('holdfast-tls', 'randread-warm'),
+        value('holdfast-local', 'randread-warm'),
+        0.7,
+      ),
+    );
+    out.push(
+      ratio('holdfast-tls randwrite / holdfast-local', value('holdfast-tls', 'randwrite'), value('holdfast-local', 'randwrite'), 0.7),
+    );
   }
   if (rows.some((r) => r.system === 'holdfast-s3')) {
     out.push(ratio('holdfast-s3 seqread (cold) / S3 GET', value('holdfast-s3', 'seqread'), s3?.getMiBps, 0.8));
     out.push(ratio('holdfast-s3 upload drain, whole extents / S3 PUT', uploadMiBps['holdfast-s3']?.wholeExtents, s3?.putMiBps, 0.8));
-    out.push(ratio('holdfast-s3 upload drain, extents changed in part / S3 GET then PUT', uploadMiBps['holdfast-s3']?.partialExtents, readModifyWriteCeiling(s3), 0.8));
+    out.push(
+      ratio(
+        'holdfast-s3 upload drain, extents changed in part / S3 GET then PUT',
+        uploadMiBps['holdfast-s3']?.partialExtents,
+        readModifyWriteCeiling(s3),
+        0.8,
+      ),
+    );
     out.push(ratio('holdfast-s3 randwrite / s3backer', value('holdfast-s3', 'randwrite'), value('s3backer', 'randwrite'), 2));
     out.push(ratio('holdfast-s3 seqwrite / s3backer', value('holdfast-s3', 'seqwrite'), value('s3backer', 'seqwrite'), 2));
     const rec = rows.find((r) => r.system === 'holdfast-s3' && r.workload === 'recovery');
@@ -208,8 +249,18 @@ export function evaluateTargets(rows: readonly Row[], s3: S3Ceiling | null, uplo
     if (rec !== undefined && rec.recoveryHeld !== 0) {
       const last = rec.recoveryLastMaxMs ?? null;
       const med = rec.recoveryLastMs ?? null;
-      out.push({ target: 'recovery: last held request done (slowest round, s)', measured: last === null ? null : last / 1000, needed: '≤ 1.5 s', met: last !== null && last <= 1500 });
-      out.push({ target: 'recovery: last held request done (median, s)', measured: med === null ? null : med / 1000, needed: '≤ 0.5 s', met: med !== null && med <= 500 });
+      out.push({
+        target: 'recovery: last held request done (slowest round, s)',
+        measured: last === null ? null : last / 1000,
+        needed: '≤ 1.5 s',
+        met: last !== null && last <= 1500,
+      });
+      out.push({
+        target: 'recovery: last held request done (median, s)',
+        measured: med === null ? null : med / 1000,
+        needed: '≤ 0.5 s',
+        met: med !== null && med <= 500,
+      });
     }
   }
   const limit = cacheSize / MiB + 150;
@@ -250,7 +301,7 @@ function num(n: number): string {
 }
 
 function secondsOrNever(ms: number | null | undefined): string {
-  return ms === null || ms === undefined ? 'never' : `${(ms / 1000).toFixed(2)}`;
+  return ms === null || ms === undefined ? 'never' : (ms / 1000).toFixed(2);
 }
 
 function table(header: readonly string[], body: readonly (readonly string[])[], rightFrom: number): string {
@@ -272,24 +323,39 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
       w,
       w === 'recovery' ? 's to first / last held read' : UNIT[w],
       ...systems.map((s) =>
-        cell(s, w, (r) => (w !== 'recovery' ? num(UNIT[w] === 'IOPS' ? r.iops : r.mibPerSecond) : r.recoveryHeld === 0 ? 'none held' : `${secondsOrNever(r.recoveryFirstMs)} / ${secondsOrNever(r.recoveryLastMs)} (${r.recoveryHeld} held)`)),
+        cell(s, w, (r) =>
+          w !== 'recovery'
+            ? num(UNIT[w] === 'IOPS' ? r.iops : r.mibPerSecond)
+            : r.recoveryHeld === 0
+              ? 'none held'
+              : `${secondsOrNever(r.recoveryFirstMs)} / ${secondsOrNever(r.recoveryLastMs)} (${r.recoveryHeld} held)`,
+        ),
       ),
     ]),
     2,
   );
   const resources = table(
     ['workload', ...systems],
-    workloads.map((w) => [w, ...systems.map((s) => cell(s, w, (r) => `${Math.round(r.peakRssMiB)} MiB · ${num(r.cpuSecondsPerGiB)} s/GiB`))]),
+    workloads.map((w) => [
+      w,
+      ...systems.map((s) => cell(s, w, (r) => `${Math.round(r.peakRssMiB)} MiB · ${num(r.cpuSecondsPerGiB)} s/GiB`)),
+    ]),
     1,
   );
   const targets = table(
     ['target', 'measured', 'needed', 'result'],
-    report.targets.map((t) => [t.target, t.measured === null ? 'n/a' : num(t.measured), t.needed, t.met === null ? 'n/a' : t.met ? 'met' : '**missed**']),
+    report.targets.map((t) => [
+      t.target,
+      t.measured === null ? 'n/a' : num(t.measured),
+      t.needed,
+      t.met === null ? 'n/a' : t.met ? 'met' : '**missed**',
+    ]),
     1,
   );
   const s3 = report.s3Server.median;
   const uploads = Object.entries(report.uploadMiBps).map(
-    ([s, v]) => `${s} ${v.wholeExtents === undefined ? '—' : num(v.wholeExtents)} MiB/s for whole extents, ${v.partialExtents === undefined ? '—' : num(v.partialExtents)} MiB/s for extents changed in part`,
+    ([s, v]) =>
+      `${s} ${v.wholeExtents === undefined ? '—' : num(v.wholeExtents)} MiB/s for whole extents, ${v.partialExtents === undefined ? '—' : num(v.partialExtents)} MiB/s for extents changed in part`,
   );
   const rmw = readModifyWriteCeiling(s3);
   const unavailable = report.systems.filter((s) => !s.available).map((s) => `- ${s.name} did not run: ${s.why ?? 'unknown'}`);
@@ -317,7 +383,14 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     ...(unavailable.length > 0 ? ['', ...unavailable] : []),
     ...(report.failures.length > 0 ? ['', ...report.failures.map((f) => `- ${f}`)] : []),
     '',
-    ...(workloads.length === 0 ? [] : ['Peak RSS of the server process (highest round) · CPU seconds per GiB moved (workload plus the upload of what it wrote):', '', resources, '']),
+    ...(workloads.length === 0
+      ? []
+      : [
+          'Peak RSS of the server process (highest round) · CPU seconds per GiB moved (workload plus the upload of what it wrote):',
+          '',
+          resources,
+          '',
+        ]),
     ...outage,
     ...largeVolumeSection(report.largeVolume),
     'Targets (issues 6, 13 and 15):',

@@ -23,7 +23,9 @@ export async function measureS3(s3: S3Server, parallelism: number, seconds: numb
   try {
     // Every key exists before the clock starts: the GETs read only written keys however few PUTs
     // a slow server managed, and every timed PUT overwrites.
-    await Promise.all(Array.from({ length: parallelism * KEYS_PER_WORKER }, (_, i) => store.put(key(i % parallelism, Math.floor(i / parallelism)), body)));
+    await Promise.all(
+      Array.from({ length: parallelism * KEYS_PER_WORKER }, (_, i) => store.put(key(i % parallelism, Math.floor(i / parallelism)), body)),
+    );
     const putMiBps = await timed(parallelism, seconds, async (worker, n) => {
       await store.put(key(worker, n), body);
       return body.length;

@@ -60,9 +60,21 @@ async function main(): Promise<void> {
     const fh = await open(source, 'w');
     await fh.truncate(VOLUME_SIZE);
     // 64 chunks of 4 MiB spread over the volume: 256 MiB of data, the rest holes.
-    for (let i = 0; i < DATA_CHUNKS; i++) await fh.write(randomBytes(CHUNK), 0, CHUNK, Math.floor((i * VOLUME_SIZE) / DATA_CHUNKS / CHUNK) * CHUNK + (i % 3) * CHUNK);
+    for (let i = 0; i < DATA_CHUNKS; i++)
+      await fh.write(randomBytes(CHUNK), 0, CHUNK, Math.floor((i * VOLUME_SIZE) / DATA_CHUNKS / CHUNK) * CHUNK + (i % 3) * CHUNK);
     await fh.close();
-    const args = ['--store', `s3://${s3.bucket}/sparse`, '--s3-endpoint', s3.endpoint, '--journal-dir', path.join(work, 'journal'), '--create-volume', `bench=${VOLUME_SIZE}`, '--cache-size', '256MiB'];
+    const args = [
+      '--store',
+      `s3://${s3.bucket}/sparse`,
+      '--s3-endpoint',
+      s3.endpoint,
+      '--journal-dir',
+      path.join(work, 'journal'),
+      '--create-volume',
+      `bench=${VOLUME_SIZE}`,
+      '--cache-size',
+      '256MiB',
+    ];
     gateway = await launchHoldfast('holdfast-s3', args, s3);
     const uri = (g: HoldfastProcess): string => `nbd://127.0.0.1:${g.port}/bench`;
     log(`writing ${(DATA_CHUNKS * CHUNK) / MiB} MiB of data into a ${VOLUME_SIZE / GiB} GiB volume`);
@@ -96,7 +108,10 @@ async function main(): Promise<void> {
     const outDir = path.join(REPO, 'bench', 'results');
     await mkdir(outDir, { recursive: true });
     await writeFile(path.join(outDir, 'sparse-copy.md'), md);
-    await writeFile(path.join(outDir, 'sparse-copy.json'), `${JSON.stringify({ volumeSize: VOLUME_SIZE, dataBytes: DATA_CHUNKS * CHUNK, s3Server: s3.kind, rows }, null, 2)}\n`);
+    await writeFile(
+      path.join(outDir, 'sparse-copy.json'),
+      `${JSON.stringify({ volumeSize: VOLUME_SIZE, dataBytes: DATA_CHUNKS * CHUNK, s3Server: s3.kind, rows }, null, 2)}\n`,
+    );
     process.stdout.write(md);
   } finally {
     await gateway?.daemon.stop('SIGTERM', 30_000);

@@ -6,6 +6,7 @@
  * heads and index pages). Targets (volume format 2): at least 5,000 IOPS in every window from the
  * first to the last, at most 3 bytes to S3 per byte written. It reports; it asserts nothing.
  */
+import { defined, elementAt } from '../shared/checked.js';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -44,20 +45,34 @@ function options(): Options {
     },
   });
   if (values.help) {
-    process.stdout.write('npm run bench:sustained -- [--size 16G] [--runtime 300s] [--journal-limit 256MiB] [--cache-size 256MiB] [--out DIR] [--name NAME]\n');
+    process.stdout.write(
+      'npm run bench:sustained -- [--size 16G] [--runtime 300s] [--journal-limit 256MiB] [--cache-size 256MiB] [--out DIR] [--name NAME]\n',
+    );
     process.exit(0);
   }
   const size = parseSize(values.size);
   const runtime = parseDuration(values.runtime);
   if (size === undefined || runtime === undefined) throw new Error('--size and --runtime take a size (16G) and a duration (300s)');
-  return { size, runtime: runtime / 1000, journalLimit: values['journal-limit'], cacheSize: values['cache-size'], out: values.out, name: values.name };
+  return {
+    size,
+    runtime: runtime / 1000,
+    journalLimit: values['journal-limit'],
+    cacheSize: values['cache-size'],
+    out: values.out,
+    name: values.name,
+  };
 }
 
 const log = (line: string): void => void process.stderr.write(`[sustained-writes] ${line}\n`);
 
 interface ImageStatus {
   readonly uploads: { readonly bytes: number };
-  readonly image: { readonly metadataBytes: number; readonly compactedExtents: number; readonly deltas: number; readonly indexBytes: number };
+  readonly image: {
+    readonly metadataBytes: number;
+    readonly compactedExtents: number;
+    readonly deltas: number;
+    readonly indexBytes: number;
+  };
   readonly journal: { readonly backlogRecords: number; readonly bytes: number };
 }
 
@@ -73,27 +88,57 @@ async function main(): Promise<void> {
   const gateway = startDaemon(
     process.execPath,
     [
-      '--max-semi-space-size=4', path.join(REPO, 'bin', 'holdfast.js'), 'serve',
-      '--store', `s3://${s3.bucket}/sustained`, '--s3-endpoint', s3.endpoint, '--journal-dir', path.join(work, 'journal'),
-      '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--log-format', 'json', '--log-level', 'warn',
-      '--create-volume', `bench=${o.size}`, '--journal-limit', o.journalLimit, '--cache-size', o.cacheSize,
+      '--max-semi-space-size=4',
+      path.join(REPO, 'bin', 'holdfast.js'),
+      'serve',
+      '--store',
+      `s3://${s3.bucket}/sustained`,
+      '--s3-endpoint',
+      s3.endpoint,
+      '--journal-dir',
+      path.join(work, 'journal'),
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      '127.0.0.1:0',
+      '--log-format',
+      'json',
+      '--log-level',
+      'warn',
+      '--create-volume',
+      `bench=${o.size}`,
+      '--journal-limit',
+      o.journalLimit,
+      '--cache-size',
+      o.cacheSize,
     ],
     { ...process.env, ...s3.env },
   );
   try {
     await waitFor('the gateway to serve', () => /serving 1 volume/.test(gateway.output()), 60_000, gateway);
-    const port = Number(/on 127\.0\.0\.1:(\d+)/.exec(gateway.output())![1]);
-    const adminUrl = /admin API: (http:\/\/[\d.]+:\d+)/.exec(gateway.output())![1]!;
+    const port = Number(elementAt(defined(/on 127\.0\.0\.1:(\d+)/.exec(gateway.output()) ?? undefined, 'gateway port line'), 1));
+    const adminUrl = elementAt(defined(/admin API: (http:\/\/[\d.]+:\d+)/.exec(gateway.output()) ?? undefined, 'admin API line'), 1);
     const meter = new ProcessMeter(gateway.pid);
     const before = await status(adminUrl);
     const iopsLog = path.join(work, 'fio');
     log(`fio: 4 KiB random writes, iodepth 32, over ${o.size / 2 ** 30} GiB for ${o.runtime} s, journal limit ${o.journalLimit}`);
     const fio = await runFio([
-      '--name=sustained', '--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/bench`, '--rw=randwrite', '--bs=4k', '--iodepth=32',
-      `--size=${o.size}`, '--time_based', `--runtime=${o.runtime}`, '--norandommap', '--randrepeat=0',
-      `--write_iops_log=${iopsLog}`, `--log_avg_msec=${WINDOW_S * 1000}`, '--output-format=json',
+      '--name=sustained',
+      '--ioengine=nbd',
+      `--uri=nbd://127.0.0.1:${port}/bench`,
+      '--rw=randwrite',
+      '--bs=4k',
+      '--iodepth=32',
+      `--size=${o.size}`,
+      '--time_based',
+      `--runtime=${o.runtime}`,
+      '--norandommap',
+      '--randrepeat=0',
+      `--write_iops_log=${iopsLog}`,
+      `--log_avg_msec=${WINDOW_S * 1000}`,
+      '--output-format=json',
     ]);
-    const written = fio.jobs[0]!.write.io_bytes;
+    const written = elementAt(fio.jobs, 0).write.io_bytes;
     const afterRun = await status(adminUrl);
     log('fio done; waiting for the journal to drain');
     await waitFor('the backlog to drain', async () => (await status(adminUrl)).journal.backlogRecords === 0, 600_000, gateway);
@@ -153,7 +198,7 @@ function parseIopsLog(text: string): { t: number; iops: number }[] {
     .trim()
     .split('\n')
     .map((line) => line.split(',').map((f) => Number(f.trim())))
-    .map(([ms, iops]) => ({ t: Math.round(ms! / 1000), iops: iops! }));
+    .map((fields) => ({ t: Math.round(elementAt(fields, 0) / 1000), iops: elementAt(fields, 1) }));
 }
 
 function markdown(r: {
@@ -205,7 +250,9 @@ function plot(windows: { t: number; iops: number }[], o: Options): Buffer {
     img.line(M.left, y(v), M.left + plotW, y(v), [225, 225, 225]);
     img.text(M.left - 8 - img.textWidth(String(v), 2), y(v) - GLYPH_HEIGHT, String(v), ink, 2);
   }
-  windows.forEach((w, i) => img.fillRect(M.left + i * bar + 2, y(w.iops), Math.max(bar - 4, 1), M.top + plotH - y(w.iops), [31, 100, 200]));
+  windows.forEach((w, i) => {
+    img.fillRect(M.left + i * bar + 2, y(w.iops), Math.max(bar - 4, 1), M.top + plotH - y(w.iops), [31, 100, 200]);
+  });
   img.line(M.left, y(TARGET_IOPS), M.left + plotW, y(TARGET_IOPS), [200, 40, 40], 2);
   img.line(M.left, M.top, M.left, M.top + plotH, ink);
   img.line(M.left, M.top + plotH, M.left + plotW, M.top + plotH, ink);

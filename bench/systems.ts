@@ -22,7 +22,8 @@ const ADMIN_LINE = /^ {2}admin API: (http:\/\/127\.0\.0\.1:\d+)/m;
 const SETTLE_POLL_MS = 100;
 
 /** `env`: fio's environment, where libnbd finds TLS certificates ($HOME/.pki/libnbd). */
-export type FioTarget = { readonly engine: 'nbd'; readonly uri: string; readonly env?: NodeJS.ProcessEnv } | { readonly engine: 'libaio'; readonly file: string };
+export type FioTarget =
+  { readonly engine: 'nbd'; readonly uri: string; readonly env?: NodeJS.ProcessEnv } | { readonly engine: 'libaio'; readonly file: string };
 
 /** What the upload of a backlog measured: bytes PUT over the time uploads were actually running. */
 export interface UploadDrain {
@@ -178,11 +179,16 @@ interface HoldfastVariant {
   readonly workloads?: readonly Workload[];
 }
 
-async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-tls', ctx: SystemContext, variant: HoldfastVariant = { args: [], scheme: 'nbd' }): Promise<BenchSystem> {
+async function startHoldfast(
+  name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-tls',
+  ctx: SystemContext,
+  variant: HoldfastVariant = { args: [], scheme: 'nbd' },
+): Promise<BenchSystem> {
   const { opts, s3 } = ctx;
   const dir = path.join(ctx.workDir, name);
   await mkdir(dir, { recursive: true });
-  const store = name === 'holdfast-s3' ? ['--store', `s3://${s3.bucket}/holdfast`, '--s3-endpoint', s3.endpoint] : ['--store', path.join(dir, 'store')];
+  const store =
+    name === 'holdfast-s3' ? ['--store', `s3://${s3.bucket}/holdfast`, '--s3-endpoint', s3.endpoint] : ['--store', path.join(dir, 'store')];
   const args = [
     ...store,
     '--journal-dir',
@@ -200,9 +206,15 @@ async function startHoldfast(name: 'holdfast-local' | 'holdfast-s3' | 'holdfast-
   return {
     name,
     description: describeSystem(name, s3.kind),
-    workloads: new Set<Workload>(variant.workloads ?? [...READS, 'randread-cold', ...WRITES, ...(name === 'holdfast-s3' ? (['recovery'] as const) : [])]),
+    workloads: new Set<Workload>(
+      variant.workloads ?? [...READS, 'randread-cold', ...WRITES, ...(name === 'holdfast-s3' ? (['recovery'] as const) : [])],
+    ),
     storeBacked: true,
-    target: () => ({ engine: 'nbd', uri: `${variant.scheme}://127.0.0.1:${current.port}/${VOLUME}`, ...(variant.fioEnv === undefined ? {} : { env: variant.fioEnv }) }),
+    target: () => ({
+      engine: 'nbd',
+      uri: `${variant.scheme}://127.0.0.1:${current.port}/${VOLUME}`,
+      ...(variant.fioEnv === undefined ? {} : { env: variant.fioEnv }),
+    }),
     pid: () => current.daemon.pid,
     async dropCache(): Promise<void> {
       await current.daemon.stop('SIGTERM', 30_000);
@@ -247,7 +259,22 @@ async function startRawServer(name: 'qemu-nbd' | 'qemu-nbd-wt' | 'nbdkit', ctx: 
   const [cmd, args] =
     name === 'nbdkit'
       ? ['nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'file', `file=${ctx.rawFile}`]]
-      : ['qemu-nbd', ['--image-opts', image, '-x', VOLUME, '-b', '127.0.0.1', '-p', String(port), '--persistent', '--shared=16', ...(name === 'qemu-nbd-wt' ? ['--cache=writethrough'] : [])]];
+      : [
+          'qemu-nbd',
+          [
+            '--image-opts',
+            image,
+            '-x',
+            VOLUME,
+            '-b',
+            '127.0.0.1',
+            '-p',
+            String(port),
+            '--persistent',
+            '--shared=16',
+            ...(name === 'qemu-nbd-wt' ? ['--cache=writethrough'] : []),
+          ],
+        ];
   const daemon = startDaemon(cmd, args);
   await waitFor(`${name} listening on ${port}`, () => portOpen(port), START_TIMEOUT_MS, daemon);
   return {
@@ -293,7 +320,12 @@ async function startS3backer(ctx: SystemContext): Promise<BenchSystem> {
       await waitFor('s3backer mounted', () => mounted(mountPoint), START_TIMEOUT_MS, daemon);
     } catch (err) {
       await daemon.stop('SIGKILL');
-      throw new Error(`s3backer could not mount its FUSE file: ${daemon.output().trim().split('\n').slice(-3).join(' / ') || String(err)}`);
+      throw new Error(
+        `s3backer could not mount its FUSE file: ${daemon.output().trim().split('\n').slice(-3).join(' / ') || String(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
     return daemon;
   };

@@ -1,3 +1,4 @@
+import { valueOf } from '../shared/checked.js';
 import { spawnSync } from 'node:child_process';
 import { CEPH_TOOLS } from '../scripts/debian-tools.mjs';
 import type { S3ServerKind } from '../tests/helpers/s3-server.js';
@@ -30,13 +31,16 @@ export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind)
   const missing = Object.keys(tools).filter((cmd) => !onPath(cmd));
   const why = new Map<string, string>();
   if (missing.length > 0) {
-    const packages = [...new Set(missing.map((cmd) => tools[cmd]!))];
+    const packages = [...new Set(missing.map((cmd) => valueOf(tools, cmd)))];
     log(`bench: installing missing Debian packages: ${packages.join(' ')}`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
     // Each package alone, so that one the mirror lacks does not keep the others out.
     for (const pkg of packages) {
-      const r = update.status === 0 ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' }) : update;
+      const r =
+        update.status === 0
+          ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' })
+          : update;
       if (r.status !== 0) {
         const reason = `apt-get ${update.status === 0 ? `install ${pkg}` : 'update'} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`;
         for (const cmd of missing) if (tools[cmd] === pkg) why.set(cmd, reason);

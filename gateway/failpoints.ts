@@ -38,10 +38,21 @@ export class Failpoints {
 
   static fromEnv(text: string | undefined): Failpoints {
     const fp = new Failpoints();
-    for (const part of (text ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    for (const part of (text ?? '')
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== '')) {
       const m = /^([a-z.-]+)=(error|crash)(?:\*(\d+)|@(\d+))?$/.exec(part);
-      if (m === null || !FAILPOINTS.includes(m[1] as FailpointName)) throw new RangeError(`HOLDFAST_FAILPOINTS: ${JSON.stringify(part)} is not NAME=error|crash[*TIMES|@NTH] with NAME one of ${FAILPOINTS.join(', ')}`);
-      fp.arm(m[1] as FailpointName, m[2] as FailpointAction, m[3] === undefined ? 1 : Number(m[3]), m[4] === undefined ? 0 : Number(m[4]) - 1);
+      if (m === null || !FAILPOINTS.includes(m[1] as FailpointName))
+        throw new RangeError(
+          `HOLDFAST_FAILPOINTS: ${JSON.stringify(part)} is not NAME=error|crash[*TIMES|@NTH] with NAME one of ${FAILPOINTS.join(', ')}`,
+        );
+      fp.arm(
+        m[1] as FailpointName,
+        m[2] as FailpointAction,
+        m[3] === undefined ? 1 : Number(m[3]),
+        m[4] === undefined ? 0 : Number(m[4]) - 1,
+      );
     }
     return fp;
   }

@@ -96,7 +96,9 @@ export class Gateway implements ExportRegistry {
             const volume = gateway.volume(name);
             if (volume !== undefined) return volumeStatus(volume);
             const standIn = gateway.standIns.get(name);
-            return standIn === undefined ? undefined : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
+            return standIn === undefined
+              ? undefined
+              : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
           },
           hangControl: (name) => gateway.volume(name)?.hang,
           storage: (name) => gateway.storageOf(name),
@@ -123,7 +125,9 @@ export class Gateway implements ExportRegistry {
         maxConnectionsPerPeer: config.nbdMaxConnectionsPerPeer,
         limits: { idleTimeoutMs: config.nbdIdleTimeout },
         bufferMemory: config.nbdBufferMemory,
-        observeLatency: (volume, cmd, s) => gateway.metrics.observeNbdLatency(volume, cmd, s),
+        observeLatency: (volume, cmd, s) => {
+          gateway.metrics.observeNbdLatency(volume, cmd, s);
+        },
       });
       gateway.nbd = nbd;
       for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
@@ -186,7 +190,13 @@ export class Gateway implements ExportRegistry {
 
   private async saveShapeOf(volume: Volume): Promise<void> {
     const { name, size, extentSize, head } = volume;
-    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), { name, size, extentSize, readOnly: head.readOnly, createdAt: head.createdAt });
+    await saveShape(Volume.journalDirFor(this.config.journalRoot, name), {
+      name,
+      size,
+      extentSize,
+      readOnly: head.readOnly,
+      createdAt: head.createdAt,
+    });
   }
 
   /** Volumes configured but not served yet: their store did not answer. */
@@ -247,7 +257,18 @@ export class Gateway implements ExportRegistry {
     this.waiting.add(name);
     if (this.standIns.has(name)) return;
     const shape = await loadShape(Volume.journalDirFor(this.config.journalRoot, name));
-    if (shape !== undefined) this.standIns.set(name, new WaitingVolume(shape, () => this.config.hangTimeout, (event) => { this.events.publish(event); }, this.gatewayId));
+    if (shape !== undefined)
+      this.standIns.set(
+        name,
+        new WaitingVolume(
+          shape,
+          () => this.config.hangTimeout,
+          (event) => {
+            this.events.publish(event);
+          },
+          this.gatewayId,
+        ),
+      );
   }
 
   private async volumeNames(): Promise<string[]> {
@@ -336,12 +357,19 @@ export class Gateway implements ExportRegistry {
     this.served.delete(volume.name);
     void this.nbd?.withdraw(volume.name, this.config.shutdownGrace);
     this.events.publish(volumeDeposedEvent(volume.name, this.gatewayId, volume.head.epoch, err.message));
-    void volume.close().catch((e: unknown) => this.logger.warn({ err: e, volume: volume.name }, 'closing a deposed volume failed'));
+    void volume.close().catch((e: unknown) => {
+      this.logger.warn({ err: e, volume: volume.name }, 'closing a deposed volume failed');
+    });
   }
 
   /** Collects garbage in the whole store now (one at a time). */
   collectGarbage(dryRun = false): Promise<GcReport> {
-    this.gcRunning ??= collectGarbage(this.store, { graceMs: this.config.gcGrace, dryRun, logger: this.logger.child({ component: 'gc' }), failpoints: processFailpoints }).finally(() => {
+    this.gcRunning ??= collectGarbage(this.store, {
+      graceMs: this.config.gcGrace,
+      dryRun,
+      logger: this.logger.child({ component: 'gc' }),
+      failpoints: processFailpoints,
+    }).finally(() => {
       this.gcRunning = undefined;
     });
     return this.gcRunning;
@@ -351,11 +379,18 @@ export class Gateway implements ExportRegistry {
     const every = this.config.gcInterval;
     if (every <= 0 || this.stopping !== undefined) return;
     // Jittered, so that gateways started together do not list the bucket together.
-    this.gcTimer = setTimeout(() => {
-      this.collectGarbage()
-        .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again'))
-        .finally(() => this.scheduleGc());
-    }, every * (0.75 + Math.random() / 2));
+    this.gcTimer = setTimeout(
+      () => {
+        this.collectGarbage()
+          .catch((err: unknown) => {
+            this.logger.warn({ err: errorMessage(err) }, 'garbage collection failed; will try again');
+          })
+          .finally(() => {
+            this.scheduleGc();
+          });
+      },
+      every * (0.75 + Math.random() / 2),
+    );
     this.gcTimer.unref();
   }
 

@@ -45,7 +45,8 @@ export function servedVolumeStorage(volume: Volume, gateway: ServingGateway): Vo
     },
     delete: async (force) => {
       const clients = volume.clientCount;
-      if (clients > 0 && !force) throw new VolumeBusyError(`volume ${name} has ${clients} client(s) attached; deleting it with --force disconnects them`);
+      if (clients > 0 && !force)
+        throw new VolumeBusyError(`volume ${name} has ${clients} client(s) attached; deleting it with --force disconnects them`);
       const disconnected = await gateway.retire(volume);
       try {
         const { snapshots } = await new VolumeCatalog(store).delete(name);

@@ -1,6 +1,15 @@
+import { defined } from '../shared/checked.js';
 import { fileURLToPath } from 'node:url';
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
-import { FlowLogDestination, FlowLogTrafficType, GatewayVpcEndpointAwsService, SubnetType, Vpc, type IVpc, type SubnetSelection } from 'aws-cdk-lib/aws-ec2';
+import {
+  FlowLogDestination,
+  FlowLogTrafficType,
+  GatewayVpcEndpointAwsService,
+  SubnetType,
+  Vpc,
+  type IVpc,
+  type SubnetSelection,
+} from 'aws-cdk-lib/aws-ec2';
 import type { Construct } from 'constructs';
 import { Alerting } from './constructs/alerting.js';
 import { ExtentStore } from './constructs/extent-store.js';
@@ -34,11 +43,18 @@ export class HoldfastStack extends Stack {
     const projectRoot = props.projectRoot ?? PROJECT_ROOT;
     const gatewayId = d.gatewayId ?? this.stackName;
     const vpc = this.network(d);
-    const subnets: SubnetSelection = d.vpcId === undefined ? { subnetType: SubnetType.PRIVATE_WITH_EGRESS } : { subnets: vpc.privateSubnets };
+    const subnets: SubnetSelection =
+      d.vpcId === undefined ? { subnetType: SubnetType.PRIVATE_WITH_EGRESS } : { subnets: vpc.privateSubnets };
 
     this.store = new ExtentStore(this, 'ExtentStore', { prefix: d.storePrefix });
     this.journal = new Journal(this, 'Journal', { vpc, subnets });
-    this.alerting = new Alerting(this, 'Alerting', { projectRoot, gatewayId, alertEmail: d.alertEmail, dashboardUrl: d.dashboardUrl, alertDebounceMs: d.alertDebounce });
+    this.alerting = new Alerting(this, 'Alerting', {
+      projectRoot,
+      gatewayId,
+      alertEmail: d.alertEmail,
+      dashboardUrl: d.dashboardUrl,
+      alertDebounceMs: d.alertDebounce,
+    });
     this.gateway = new GatewayService(this, 'Gateway', {
       vpc,
       subnets,
@@ -56,9 +72,15 @@ export class HoldfastStack extends Stack {
       tls: { mode: d.tls, cert: d.tlsCert, key: d.tlsKey, ca: d.tlsCa, psk: d.tlsPsk, access: d.nbdAccess },
     });
 
-    new CfnOutput(this, 'NbdEndpoint', { description: 'NBD address for VMs: nbd://HOST:10809/VOLUME', value: `${this.gateway.loadBalancer.loadBalancerDnsName}:${NBD_PORT}` });
+    new CfnOutput(this, 'NbdEndpoint', {
+      description: 'NBD address for VMs: nbd://HOST:10809/VOLUME',
+      value: `${this.gateway.loadBalancer.loadBalancerDnsName}:${NBD_PORT}`,
+    });
     new CfnOutput(this, 'AlertTopicArn', { description: 'SNS topic the alerts arrive on', value: this.alerting.topic.topicArn });
-    new CfnOutput(this, 'EventBusName', { description: 'EventBridge bus the gateway puts its events on', value: this.alerting.bus.eventBusName });
+    new CfnOutput(this, 'EventBusName', {
+      description: 'EventBridge bus the gateway puts its events on',
+      value: this.alerting.bus.eventBusName,
+    });
     new CfnOutput(this, 'ExtentBucket', { description: 'S3 bucket holding the volumes', value: this.store.bucket.bucketName });
   }
 
@@ -68,7 +90,12 @@ export class HoldfastStack extends Stack {
    */
   private network(d: HoldfastDeployment): IVpc {
     if (d.vpcId !== undefined) {
-      return Vpc.fromVpcAttributes(this, 'Vpc', { vpcId: d.vpcId, availabilityZones: d.availabilityZones!, privateSubnetIds: d.privateSubnetIds! });
+      return Vpc.fromVpcAttributes(this, 'Vpc', {
+        vpcId: d.vpcId,
+        // The config schema refuses a vpcId without these.
+        availabilityZones: defined(d.availabilityZones, 'availabilityZones'),
+        privateSubnetIds: defined(d.privateSubnetIds, 'privateSubnetIds'),
+      });
     }
     const vpc = new Vpc(this, 'Vpc', {
       maxAzs: 2,

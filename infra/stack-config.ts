@@ -1,3 +1,4 @@
+import { elementAt } from '../shared/checked.js';
 import { z } from 'zod';
 import { splitList } from '../shared/config.js';
 import { DEFAULT_ALERT_DEBOUNCE_MS, MAX_ALERT_DEBOUNCE_MS } from '../shared/eventbridge.js';
@@ -23,8 +24,15 @@ export const HoldfastDeploymentSchema = z
     /** Networks whose hosts may connect to NBD through the load balancer. */
     allowedCidrs: list.pipe(z.array(cidr).min(1, 'name at least one network that may connect to NBD')),
     /** The volume set the task serves (HOLDFAST_VOLUMES); one task per volume set. */
-    volumes: list.pipe(z.array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)')).min(1, 'name the volumes this gateway serves')),
-    hangTimeout: z.string().default('120s').refine((v) => HangTimeoutSchema.safeParse(v).success, 'not a hang timeout: off, forever or a duration like 120s'),
+    volumes: list.pipe(
+      z
+        .array(z.string().regex(VOLUME_NAME, 'volume names are letters, digits, . _ - (max 63)'))
+        .min(1, 'name the volumes this gateway serves'),
+    ),
+    hangTimeout: z
+      .string()
+      .default('120s')
+      .refine((v) => HangTimeoutSchema.safeParse(v).success, 'not a hang timeout: off, forever or a duration like 120s'),
     /** A hang or storage outage shorter than this pages nobody (the alert function waits this long). */
     alertDebounce: z
       .string()
@@ -44,9 +52,15 @@ export const HoldfastDeploymentSchema = z
     availabilityZones: list.optional(),
     /** Names the gateway in events, metrics and alarms; default: the stack name. */
     gatewayId: z.string().min(1).optional(),
-    storePrefix: z.string().regex(/^([A-Za-z0-9._-]+\/)+$/, 'a key prefix like holdfast/ (ending in /)').default('holdfast/'),
+    storePrefix: z
+      .string()
+      .regex(/^([A-Za-z0-9._-]+\/)+$/, 'a key prefix like holdfast/ (ending in /)')
+      .default('holdfast/'),
     /** Volume created on first start (NAME=SIZE), one of `volumes`. */
-    createVolume: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}=\d+[KMGT]?i?B?$/, 'NAME=SIZE like vm1=20G').optional(),
+    createVolume: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}=\d+[KMGT]?i?B?$/, 'NAME=SIZE like vm1=20G')
+      .optional(),
     dashboardUrl: z.url().optional(),
     cpu: z.coerce.number().int().default(1024),
     memoryMiB: z.coerce.number().int().default(2048),
@@ -60,7 +74,9 @@ export const HoldfastDeploymentSchema = z
     /** TLS-PSK keys, psktool format. */
     tlsPsk: secretSource.optional(),
     /** Which volumes each TLS identity may open: JSON given inline, or a secret / parameter holding it. */
-    nbdAccess: z.union([secretSource, z.string().startsWith('{', 'inline JSON, secretsmanager:NAME_OR_ARN or ssm:/PARAMETER/NAME')]).optional(),
+    nbdAccess: z
+      .union([secretSource, z.string().startsWith('{', 'inline JSON, secretsmanager:NAME_OR_ARN or ssm:/PARAMETER/NAME')])
+      .optional(),
   })
   .superRefine((d, ctx) => {
     if (d.tls === 'off') {
@@ -69,16 +85,31 @@ export const HoldfastDeploymentSchema = z
       }
       return;
     }
-    if ((d.tlsCert === undefined) !== (d.tlsKey === undefined)) ctx.addIssue({ code: 'custom', path: ['tlsCert'], message: 'give tlsCert and tlsKey together' });
-    if (d.tlsCert === undefined && d.tlsPsk === undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS needs tlsCert and tlsKey, or tlsPsk' });
-    if (d.tlsCa !== undefined && d.tlsCert === undefined) ctx.addIssue({ code: 'custom', path: ['tlsCa'], message: 'client certificates are checked only with a server certificate (tlsCert, tlsKey)' });
+    if ((d.tlsCert === undefined) !== (d.tlsKey === undefined))
+      ctx.addIssue({ code: 'custom', path: ['tlsCert'], message: 'give tlsCert and tlsKey together' });
+    if (d.tlsCert === undefined && d.tlsPsk === undefined)
+      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS needs tlsCert and tlsKey, or tlsPsk' });
+    if (d.tlsCa !== undefined && d.tlsCert === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tlsCa'],
+        message: 'client certificates are checked only with a server certificate (tlsCert, tlsKey)',
+      });
   })
-  .refine((d) => d.vpcId === undefined || (d.privateSubnetIds !== undefined && d.availabilityZones !== undefined && d.privateSubnetIds.length === d.availabilityZones.length && d.privateSubnetIds.length > 0), {
-    message: 'with vpcId, give privateSubnetIds and availabilityZones too (as many of each)',
-    path: ['vpcId'],
-  })
-  .refine((d) => d.createVolume === undefined || d.volumes.includes(d.createVolume.split('=')[0]!), {
-    message: 'createVolume must name one of volumes',
+  .refine(
+    (d) =>
+      d.vpcId === undefined ||
+      (d.privateSubnetIds !== undefined &&
+        d.availabilityZones !== undefined &&
+        d.privateSubnetIds.length === d.availabilityZones.length &&
+        d.privateSubnetIds.length > 0),
+    {
+      error: 'with vpcId, give privateSubnetIds and availabilityZones too (as many of each)',
+      path: ['vpcId'],
+    },
+  )
+  .refine((d) => d.createVolume === undefined || d.volumes.includes(elementAt(d.createVolume.split('='), 0)), {
+    error: 'createVolume must name one of volumes',
     path: ['createVolume'],
   });
 
@@ -89,6 +120,9 @@ export const DEPLOYMENT_KEYS = Object.keys(HoldfastDeploymentSchema.shape) as (k
 
 export function parseDeployment(input: Record<string, unknown>): HoldfastDeployment {
   const parsed = HoldfastDeploymentSchema.safeParse(input);
-  if (!parsed.success) throw new ConfigError(`invalid Holdfast deployment settings:\n  ${parsed.error.issues.map((i) => `${i.path.join('.') || '(settings)'}: ${i.message}`).join('\n  ')}`);
+  if (!parsed.success)
+    throw new ConfigError(
+      `invalid Holdfast deployment settings:\n  ${parsed.error.issues.map((i) => `${i.path.join('.') || '(settings)'}: ${i.message}`).join('\n  ')}`,
+    );
   return parsed.data;
 }

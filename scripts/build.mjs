@@ -10,7 +10,8 @@ const GATEWAY_EXTERNALS = ['@node-rs/crc32', 'pino', 'pino-pretty'];
 const FUNCTIONS = ['hang-alert', 'hang-metrics'];
 
 /** Bundled CommonJS dependencies (the AWS SDK, commander) still call require(). */
-const requireShim = "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);";
+const requireShim =
+  "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);";
 
 /**
  * Bundles the gateway into one ESM file. Native and dynamically-loaded packages stay external:
@@ -41,7 +42,10 @@ const runtimeDependencies = Object.fromEntries(
     return [name, version];
   }),
 );
-writeFileSync('dist/runtime-package.json', `${JSON.stringify({ name: 'holdfast-gateway', private: true, type: 'module', dependencies: runtimeDependencies }, null, 2)}\n`);
+writeFileSync(
+  'dist/runtime-package.json',
+  `${JSON.stringify({ name: 'holdfast-gateway', private: true, type: 'module', dependencies: runtimeDependencies }, null, 2)}\n`,
+);
 
 /**
  * Each function in its own minified bundle with everything inside, the AWS SDK too, so that what

@@ -18,7 +18,13 @@ export function onPath(cmd) {
 
 /** The packages of the commands in `tools` (command → package) that are not on PATH. */
 export function missingPackages(tools) {
-  return [...new Set(Object.entries(tools).filter(([cmd]) => !onPath(cmd)).map(([, pkg]) => pkg))];
+  return [
+    ...new Set(
+      Object.entries(tools)
+        .filter(([cmd]) => !onPath(cmd))
+        .map(([, pkg]) => pkg),
+    ),
+  ];
 }
 
 /** Installs `packages` with apt-get (root and Debian's mirror needed); false if apt-get failed. */

@@ -20,14 +20,20 @@ let stop = (signal: NodeJS.Signals): void => {
   // A signal during the start: the cluster is stopped as soon as it is there to stop.
   stopped = signal;
 };
-process.once('SIGINT', (signal) => stop(signal));
-process.once('SIGTERM', (signal) => stop(signal));
+process.once('SIGINT', (signal) => {
+  stop(signal);
+});
+process.once('SIGTERM', (signal) => {
+  stop(signal);
+});
 
 const server = await startRgwServer({ bucket: 'holdfast' });
 stop = (signal: NodeJS.Signals): void => {
   log(`${signal}: stopping`);
   void server.close().then(
-    () => clearInterval(keepAlive),
+    () => {
+      clearInterval(keepAlive);
+    },
     (err: unknown) => {
       log(`stopping failed: ${String(err)}`);
       process.exit(1);
@@ -37,7 +43,13 @@ stop = (signal: NodeJS.Signals): void => {
 if (stopped !== undefined) {
   stop(stopped);
 } else {
-  const lines = [`endpoint=${server.endpoint}`, `bucket=${server.bucket}`, ...Object.entries(server.env).map(([name, value]) => `${name}=${value}`)];
+  const lines = [
+    `endpoint=${server.endpoint}`,
+    `bucket=${server.bucket}`,
+    ...Object.entries(server.env).map(([name, value]) => `${name}=${value}`),
+  ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  log(`Ceph RADOS Gateway ready in ${(server.startMs / 1000).toFixed(1)} s: radosgw pid ${server.pid} (kill -STOP it for an outage), data in memory under ${server.dir}; Ctrl-C stops it`);
+  log(
+    `Ceph RADOS Gateway ready in ${(server.startMs / 1000).toFixed(1)} s: radosgw pid ${server.pid} (kill -STOP it for an outage), data in memory under ${server.dir}; Ctrl-C stops it`,
+  );
 }

@@ -36,7 +36,9 @@ const stopLoad = () => {
 };
 process.on('exit', stopLoad);
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
-console.log(`soak: ${runs} runs of ${phases.length === 0 ? 'the whole suite' : `the ${phases.join(', ')} phase(s)`} under ${load} CPU-bound sha256sum process(es); logs in ${values.logs}`);
+console.log(
+  `soak: ${runs} runs of ${phases.length === 0 ? 'the whole suite' : `the ${phases.join(', ')} phase(s)`} under ${load} CPU-bound sha256sum process(es); logs in ${values.logs}`,
+);
 
 function runSuite(k) {
   return new Promise((resolve) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: installs the Debian tools the suite drives (when missing), builds the bundle the
-// integration tests run, type-checks, then runs the phases in order — unit and model tests first,
+// integration tests run, type-checks, lints (`npm run lint`: ESLint and Prettier; `node scripts/test.mjs
+// lint` runs only that), then runs the phases in order — unit and model tests first,
 // real-peer integration tests after, the VM suite last — and prints one combined result line.
 // Servers (Ceph's RADOS Gateway, gateways, peers) are started and stopped by the tests themselves.
 import { spawnSync } from 'node:child_process';
@@ -57,7 +58,10 @@ function ensureTools() {
     console.error(`test: could not install ${missing.join(' ')} (apt-get needs root and Debian's package mirror); the tests need them`);
     process.exit(1);
   }
-  const still = [...Object.keys(TOOLS).filter((cmd) => !onPath(cmd)), ...FILES.filter((file) => !present(file)).map((file) => `${file.dir}/${file.prefix}*${file.suffix}`)];
+  const still = [
+    ...Object.keys(TOOLS).filter((cmd) => !onPath(cmd)),
+    ...FILES.filter((file) => !present(file)).map((file) => `${file.dir}/${file.prefix}*${file.suffix}`),
+  ];
   if (still.length > 0) {
     console.error(`test: still missing after apt-get: ${still.join(' ')}`);
     process.exit(1);
@@ -80,6 +84,13 @@ if (only.length === 0 && run('npx', ['tsc', '-p', 'tsconfig.json']) !== 0) {
   console.error('test: type check failed');
   process.exit(1);
 }
+if (only.length === 0 || only.includes('lint')) {
+  if (run('npm', ['run', '--silent', 'lint']) !== 0) {
+    console.error('test: lint failed (`npm run lint` lists the problems; `npx eslint --fix` and `npx prettier --write` fix many)');
+    process.exit(1);
+  }
+  if (only.length === 1) process.exit(0);
+}
 
 const tapDir = mkdtempSync(join(tmpdir(), 'holdfast-tap-'));
 let passed = 0;
@@ -92,11 +103,14 @@ for (const phase of PHASES) {
   console.log(`\n=== ${phase.name} tests (${files.length} files) ===`);
   const tap = join(tapDir, `${phase.name}.tap`);
   const status = run(process.execPath, [
-    '--import', 'tsx',
+    '--import',
+    'tsx',
     '--test',
     '--test-concurrency=1',
-    '--test-reporter=spec', '--test-reporter-destination=stdout',
-    '--test-reporter=tap', `--test-reporter-destination=${tap}`,
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tap}`,
     ...files,
   ]);
   const text = existsSync(tap) ? readFileSync(tap, 'utf8') : '';

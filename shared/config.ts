@@ -1,3 +1,4 @@
+import { elementAt } from './checked.js';
 import { z } from 'zod';
 import { DEFAULT_EXTENT_SIZE, isValidExtentSize, VOLUME_NAME } from './volume-manifest.js';
 import { parseDuration, parseSize } from './units.js';
@@ -6,7 +7,10 @@ import { EVENT_BUS_NAME } from './eventbridge.js';
 
 /** `a, b,c` → ['a', 'b', 'c']: how lists are written in flags, environment variables and CDK context. */
 export function splitList(text: string): string[] {
-  return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 /** A size given as a number of bytes or as text like `256MiB`. */
@@ -34,7 +38,7 @@ function parseHostPort(v: string): { host: string; port: number } | undefined {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) return undefined;
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+  return { host: elementAt(m, 1).replace(/^\[|\]$/g, ''), port };
 }
 
 const hostPort = z.string().transform((v, ctx) => {
@@ -47,11 +51,15 @@ const hostPort = z.string().transform((v, ctx) => {
 });
 
 /** An NBD listen address: TCP `HOST:PORT` or a Unix socket `unix:/path`. */
-export type ListenTarget = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+export type ListenTarget =
+  { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
 /** One or more listen addresses, as a list or comma-separated (the environment's form). */
 const listenTargets = z.union([z.string(), z.array(z.string())]).transform((v, ctx): ListenTarget[] => {
-  const items = (Array.isArray(v) ? v : [v]).flatMap((item) => item.split(',')).map((item) => item.trim()).filter((item) => item !== '');
+  const items = (Array.isArray(v) ? v : [v])
+    .flatMap((item) => item.split(','))
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
   const targets: ListenTarget[] = [];
   for (const item of items) {
     if (item.startsWith('unix:')) {
@@ -94,7 +102,10 @@ const autoCreate = z.string().transform((v, ctx) => {
   const [name, sizeText] = v.split('=');
   const bytes = sizeText === undefined ? undefined : parseSize(sizeText);
   if (name === undefined || !VOLUME_NAME.test(name) || bytes === undefined || bytes <= 0 || bytes % 512 !== 0) {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not NAME=SIZE with a valid volume name and a size that is a multiple of 512 (e.g. demo=1G), or empty to create nothing` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `${JSON.stringify(v)} is not NAME=SIZE with a valid volume name and a size that is a multiple of 512 (e.g. demo=1G), or empty to create nothing`,
+    });
     return z.NEVER;
   }
   return { name, size: bytes };
@@ -107,7 +118,10 @@ const eventsTarget = z.string().transform((v, ctx): EventsTarget => {
   if (v === 'log') return { kind: 'log' };
   const bus = v.startsWith('eventbridge:') ? v.slice('eventbridge:'.length) : undefined;
   if (bus === undefined || !EVENT_BUS_NAME.test(bus)) {
-    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not log or eventbridge:BUS (a bus name or ARN, e.g. eventbridge:holdfast)` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `${JSON.stringify(v)} is not log or eventbridge:BUS (a bus name or ARN, e.g. eventbridge:holdfast)`,
+    });
     return z.NEVER;
   }
   return { kind: 'eventbridge', bus };
@@ -217,7 +231,7 @@ export const GatewayConfigSchema = z
   })
   .strict()
   .refine((c) => c.journalLimit >= 2 * c.segmentSize, {
-    message: 'journal limit must be at least twice the segment size',
+    error: 'journal limit must be at least twice the segment size',
     path: ['journalLimit'],
   })
   .superRefine((c, ctx) => {
@@ -229,13 +243,25 @@ export const GatewayConfigSchema = z
       return;
     }
     if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
-      ctx.addIssue({ code: 'custom', path: [c.tlsCert === undefined ? 'tlsKey' : 'tlsCert'], message: 'a certificate needs its key (--tls-cert with --tls-key)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: [c.tlsCert === undefined ? 'tlsKey' : 'tlsCert'],
+        message: 'a certificate needs its key (--tls-cert with --tls-key)',
+      });
     }
     if (c.tlsCert === undefined && c.tlsPsk === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['tls'], message: 'TLS needs a certificate and key (--tls-cert, --tls-key) or a PSK file (--tls-psk)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tls'],
+        message: 'TLS needs a certificate and key (--tls-cert, --tls-key) or a PSK file (--tls-psk)',
+      });
     }
     if (c.tlsCa !== undefined && c.tlsCert === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['tlsCa'], message: 'client certificates are checked only with a server certificate (--tls-cert, --tls-key)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tlsCa'],
+        message: 'client certificates are checked only with a server certificate (--tls-cert, --tls-key)',
+      });
     }
   });
 

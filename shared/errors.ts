@@ -87,7 +87,8 @@ const MAX_CAUSES = 3;
  * for (at debug), so that a retried failure costs one short line per attempt.
  */
 export function describeError(err: unknown, withStack: boolean, depth = 0): ErrorFields {
-  if (!(err instanceof Error)) return { class: typeof err, message: typeof err === 'object' && err !== null ? JSON.stringify(err) : String(err) };
+  if (!(err instanceof Error))
+    return { class: typeof err, message: typeof err === 'object' && err !== null ? JSON.stringify(err) : String(err) };
   const code = (err as { code?: unknown }).code;
   const cause = depth < MAX_CAUSES && err.cause !== undefined ? describeError(err.cause, withStack, depth + 1) : undefined;
   return {

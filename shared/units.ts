@@ -2,13 +2,16 @@
  * Human sizes and durations as operators type them: `10G`, `256MiB`, `4096`; `25s`, `250ms`.
  * Size suffixes are binary (K = KiB = 1024), as for disks.
  */
+
+import { elementAt, valueOf } from './checked.js';
+
 const SIZE = /^(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?$/i;
 const SIZE_FACTORS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50 };
 
 export function parseSize(text: string): number | undefined {
   const m = SIZE.exec(text.trim());
   if (m === null) return undefined;
-  const bytes = Number(m[1]) * SIZE_FACTORS[m[2]!.toUpperCase()]!;
+  const bytes = Number(m[1]) * valueOf(SIZE_FACTORS, elementAt(m, 2).toUpperCase());
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
@@ -19,7 +22,7 @@ const DURATION_FACTORS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h:
 export function parseDuration(text: string): number | undefined {
   const m = DURATION.exec(text.trim());
   if (m === null) return undefined;
-  const ms = Number(m[1]) * DURATION_FACTORS[m[2] ?? 's']!;
+  const ms = Number(m[1]) * valueOf(DURATION_FACTORS, m[2] ?? 's');
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
 }
 

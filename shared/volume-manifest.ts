@@ -21,24 +21,21 @@ const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
 const shapeFields = {
   name: z.string().regex(VOLUME_NAME),
   size: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
-  extentSize: z
-    .number()
-    .int()
-    .min(MIN_EXTENT_SIZE)
-    .max(MAX_EXTENT_SIZE)
-    .refine(isPowerOfTwo, 'extentSize must be a power of two'),
+  extentSize: z.number().int().min(MIN_EXTENT_SIZE).max(MAX_EXTENT_SIZE).refine(isPowerOfTwo, 'extentSize must be a power of two'),
   readOnly: z.boolean(),
   createdAt: z.string(),
 };
 
 /** The shape of a volume: what the NBD server, the CLI and the admin API show of it. */
-export const VolumeShapeSchema = z.object(shapeFields).refine((m) => m.size % 512 === 0, { message: 'size must be a multiple of 512 bytes', path: ['size'] });
+export const VolumeShapeSchema = z
+  .object(shapeFields)
+  .refine((m) => m.size % 512 === 0, { error: 'size must be a multiple of 512 bytes', path: ['size'] });
 export type VolumeShape = z.infer<typeof VolumeShapeSchema>;
 
 /** A format 1 `manifest.json`. */
 export const LegacyManifestSchema = z
   .object({ format: z.literal(LEGACY_VOLUME_FORMAT_VERSION), ...shapeFields })
-  .refine((m) => m.size % 512 === 0, { message: 'size must be a multiple of 512 bytes', path: ['size'] });
+  .refine((m) => m.size % 512 === 0, { error: 'size must be a multiple of 512 bytes', path: ['size'] });
 export type LegacyManifest = z.infer<typeof LegacyManifestSchema>;
 
 export function isValidExtentSize(n: number): boolean {

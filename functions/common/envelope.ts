@@ -13,7 +13,7 @@ export const HoldfastEnvelopeSchema = EventBridgeSchema.extend({
   source: z.literal(EVENT_SOURCE),
   detail: HoldfastEventSchema,
 }).refine((e) => e['detail-type'] === DETAIL_TYPES[e.detail.kind], {
-  message: 'detail-type does not match the kind of the event in detail',
+  error: 'detail-type does not match the kind of the event in detail',
   path: ['detail-type'],
 });
 

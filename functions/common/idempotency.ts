@@ -18,6 +18,10 @@ export const REMEMBER_EVENTS_SECONDS = 24 * 3600;
 export function idempotentOnEventId(client: DynamoDBClient, tableName: string) {
   return makeHandlerIdempotent({
     persistenceStore: new DynamoDBPersistenceLayer({ tableName, awsSdkV3Client: client }),
-    config: new IdempotencyConfig({ eventKeyJmesPath: 'detail.id', expiresAfterSeconds: REMEMBER_EVENTS_SECONDS, throwOnNoIdempotencyKey: true }),
+    config: new IdempotencyConfig({
+      eventKeyJmesPath: 'detail.id',
+      expiresAfterSeconds: REMEMBER_EVENTS_SECONDS,
+      throwOnNoIdempotencyKey: true,
+    }),
   });
 }

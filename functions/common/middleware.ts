@@ -21,7 +21,9 @@ interface SchemaIssue {
 /** "detail.volume: Invalid input: expected string, received undefined", one per issue. */
 function issuesOf(error: Error): string[] {
   if (!Array.isArray(error.cause)) return [error.message];
-  return (error.cause as SchemaIssue[]).map((i) => `${(i.path ?? []).map((p) => String(typeof p === 'object' ? p.key : p)).join('.') || '(event)'}: ${i.message}`);
+  return (error.cause as SchemaIssue[]).map(
+    (i) => `${(i.path ?? []).map((p) => String(typeof p === 'object' ? p.key : p)).join('.') || '(event)'}: ${i.message}`,
+  );
 }
 
 /**
@@ -65,7 +67,9 @@ export function logErrors<E, R>(logger: Logger): MiddlewareObj<E, R> {
   return {
     name: 'logErrors',
     onError: (request) => {
-      logger.error('handler failed; the delivery will be retried', { err: describeError(request.error, logger.getLevelName() === 'DEBUG' || logger.getLevelName() === 'TRACE') });
+      logger.error('handler failed; the delivery will be retried', {
+        err: describeError(request.error, logger.getLevelName() === 'DEBUG' || logger.getLevelName() === 'TRACE'),
+      });
     },
   };
 }

@@ -59,7 +59,10 @@ export class BriefEpisodeFilter {
         UpdateExpression: 'SET #flag = :true, #expiration = :expiration',
         ...(condition === undefined ? {} : { ConditionExpression: condition }),
         ExpressionAttributeNames: { '#flag': flag, '#expiration': 'expiration' },
-        ExpressionAttributeValues: { ':true': { BOOL: true }, ':expiration': { N: String(Math.floor(Date.now() / 1000) + REMEMBER_EVENTS_SECONDS) } },
+        ExpressionAttributeValues: {
+          ':true': { BOOL: true },
+          ':expiration': { N: String(Math.floor(Date.now() / 1000) + REMEMBER_EVENTS_SECONDS) },
+        },
         ReturnValues: 'ALL_OLD',
       }),
     );

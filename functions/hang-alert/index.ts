@@ -43,7 +43,8 @@ const logger = new Logger({ serviceName: 'holdfast-hang-alert' });
 
 function settings(): Settings {
   const parsed = SettingsSchema.safeParse(process.env);
-  if (!parsed.success) throw new ConfigError(`hang-alert is misconfigured: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new ConfigError(`hang-alert is misconfigured: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return parsed.data;
 }
 
@@ -75,7 +76,9 @@ function createHandler() {
       return { outcome: 'ignored', reason: `${event.kind} events are not alerted on` };
     }
     if (ALERT_ROUTES[event.kind] === 'page-unless-brief') {
-      const page = event.set ? await episodes.raise(event, context.getRemainingTimeInMillis() - PUBLISH_MARGIN_MS) : await episodes.clear(event);
+      const page = event.set
+        ? await episodes.raise(event, context.getRemainingTimeInMillis() - PUBLISH_MARGIN_MS)
+        : await episodes.clear(event);
       if (!page) {
         const reason = event.set ? `the episode ended within ${config.ALERT_DEBOUNCE_MS} ms` : 'its start paged nobody (a brief episode)';
         logger.info('brief episode: nobody is paged', { kind: event.kind, set: event.set, reason });
@@ -102,7 +105,9 @@ function createHandler() {
       logger.info('alert sent', { subject: message.subject, messageId: out.MessageId });
       return { outcome: 'sent', subject: message.subject, messageId: out.MessageId ?? '' };
     } catch (err) {
-      throw new AlertPublishError(`could not publish the ${event.kind} alert of episode ${event.episode} to ${config.ALERT_TOPIC_ARN}`, { cause: err });
+      throw new AlertPublishError(`could not publish the ${event.kind} alert of episode ${event.episode} to ${config.ALERT_TOPIC_ARN}`, {
+        cause: err,
+      });
     }
   }
 

@@ -16,13 +16,16 @@ export interface AlertMessage {
 const WHAT: Record<AlertEvent['kind'], { title: string; raised: string; cleared: string; action: string }> = {
   'io-hang': {
     title: 'I/O HANG',
-    raised: 'is HOLDING guest I/O: the storage it needs stopped answering. The VM sees a slow disk, not errors, until storage answers or the hang timeout runs out.',
+    raised:
+      'is HOLDING guest I/O: the storage it needs stopped answering. The VM sees a slow disk, not errors, until storage answers or the hang timeout runs out.',
     cleared: 'is no longer holding guest I/O: every held request completed.',
-    action: 'Check the S3 bucket and the network path from the gateway task to it. When the hang timeout runs out, held requests fail with EIO. Pause, resume or release through the admin API (docs/io-hang.md).',
+    action:
+      'Check the S3 bucket and the network path from the gateway task to it. When the hang timeout runs out, held requests fail with EIO. Pause, resume or release through the admin API (docs/io-hang.md).',
   },
   'io-hang-timeout': {
     title: 'HANG TIMEOUT - guest I/O FAILING',
-    raised: 'hit its hang timeout: held requests were FAILED with EIO, and new requests that need the failing storage fail at once. The guest filesystem may remount read-only.',
+    raised:
+      'hit its hang timeout: held requests were FAILED with EIO, and new requests that need the failing storage fail at once. The guest filesystem may remount read-only.',
     cleared: 'answers again after a hang timeout: requests are served normally.',
     action: 'Storage is still failing. Fix it first; then check the guest (dmesg, filesystem state) — it saw I/O errors.',
   },
@@ -61,7 +64,9 @@ export function alertMessage(event: AlertEvent, dashboardUrl?: string): AlertMes
   } else {
     subject = `[Holdfast] RESOLVED ${what.title}: volume ${event.volume} after ${formatDuration(event.durationMs)}`;
     lines.push(`Volume "${event.volume}" on gateway "${event.gateway}" ${what.cleared}`, '');
-    lines.push(`Lasted:       ${formatDuration(event.durationMs)} (from ${new Date(at.getTime() - event.durationMs).toISOString()} to ${at.toISOString()})`);
+    lines.push(
+      `Lasted:       ${formatDuration(event.durationMs)} (from ${new Date(at.getTime() - event.durationMs).toISOString()} to ${at.toISOString()})`,
+    );
   }
   lines.push(`Held now:     ${event.held.requests} request${event.held.requests === 1 ? '' : 's'} (${formatBytes(event.held.bytes)})`);
   if (event.errorClass !== null) lines.push(`Error class:  ${event.errorClass}`);
@@ -76,12 +81,15 @@ export function alertMessage(event: AlertEvent, dashboardUrl?: string): AlertMes
 const INCIDENTS: Record<IncidentEvent['kind'], { title: string; what: (e: IncidentEvent) => string; action: string }> = {
   'volume-deposed': {
     title: 'VOLUME TAKEN OVER',
-    what: (e) => `was taken over by another gateway: this one stopped serving it and disconnected its clients (${e.kind === 'volume-deposed' ? `epoch ${e.epoch}: ${e.reason}` : ''}).`,
-    action: 'Check which gateway serves the volume now (holdfast volume inspect) and that exactly one should; clients reconnect to the new owner.',
+    what: (e) =>
+      `was taken over by another gateway: this one stopped serving it and disconnected its clients (${e.kind === 'volume-deposed' ? `epoch ${e.epoch}: ${e.reason}` : ''}).`,
+    action:
+      'Check which gateway serves the volume now (holdfast volume inspect) and that exactly one should; clients reconnect to the new owner.',
   },
   'data-corrupt': {
     title: 'DATA CORRUPT',
-    what: (e) => `read stored data that failed its checksum; the request failed with EIO (${e.kind === 'data-corrupt' ? (e.lastError ?? '') : ''}).`,
+    what: (e) =>
+      `read stored data that failed its checksum; the request failed with EIO (${e.kind === 'data-corrupt' ? (e.lastError ?? '') : ''}).`,
     action: 'Do not retry blindly: the object named is damaged. Restore the volume from a snapshot or a backup, and check the bucket.',
   },
 };
@@ -89,7 +97,11 @@ const INCIDENTS: Record<IncidentEvent['kind'], { title: string; what: (e: Incide
 /** The page for a one-off incident: what happened, to which volume, when, and what to do. */
 export function incidentMessage(event: IncidentEvent, dashboardUrl?: string): AlertMessage {
   const it = INCIDENTS[event.kind];
-  const lines = [`Volume "${event.volume}" on gateway "${event.gateway}" ${it.what(event)}`, '', `At:           ${new Date(event.time).toISOString()}`];
+  const lines = [
+    `Volume "${event.volume}" on gateway "${event.gateway}" ${it.what(event)}`,
+    '',
+    `At:           ${new Date(event.time).toISOString()}`,
+  ];
   if (event.errorClass !== null) lines.push(`Error class:  ${event.errorClass}`);
   if (event.lastError !== null) lines.push(`Last error:   ${event.lastError}`);
   const link = dashboardLink(dashboardUrl, event);

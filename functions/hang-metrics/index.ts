@@ -30,11 +30,18 @@ const metrics = new Metrics({ namespace: METRICS_NAMESPACE, serviceName: 'holdfa
 function measure(event: HoldfastEvent): [string, Unit, number][] {
   switch (event.kind) {
     case 'io-hang':
-      return event.set ? [['HangEpisodes', MetricUnit.Count, 1], ['HeldRequests', MetricUnit.Count, event.held.requests]] : [['HangSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
+      return event.set
+        ? [
+            ['HangEpisodes', MetricUnit.Count, 1],
+            ['HeldRequests', MetricUnit.Count, event.held.requests],
+          ]
+        : [['HangSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
     case 'io-hang-timeout':
       return event.set ? [['HangTimeouts', MetricUnit.Count, 1]] : [['TimedOutSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
     case 'storage-unavailable':
-      return event.set ? [['StorageOutages', MetricUnit.Count, 1]] : [['StorageUnavailableSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
+      return event.set
+        ? [['StorageOutages', MetricUnit.Count, 1]]
+        : [['StorageUnavailableSeconds', MetricUnit.Seconds, event.durationMs / 1000]];
     case 'journal-pressure':
       return [['JournalUsedPercent', MetricUnit.Percent, (100 * event.journalBytes) / event.journalLimitBytes]];
     case 'volume-deposed':
@@ -44,7 +51,10 @@ function measure(event: HoldfastEvent): [string, Unit, number][] {
     case 'volume-resumed':
       return [['Resumes', MetricUnit.Count, 1]];
     case 'held-released':
-      return [['Releases', MetricUnit.Count, 1], ['ReleasedRequests', MetricUnit.Count, event.failed]];
+      return [
+        ['Releases', MetricUnit.Count, 1],
+        ['ReleasedRequests', MetricUnit.Count, event.failed],
+      ];
     case 'data-corrupt':
       return [['CorruptData', MetricUnit.Count, 1]];
   }
@@ -73,7 +83,10 @@ function record(envelope: HoldfastEnvelope): MetricsResult {
  */
 function createHandler() {
   const parsed = SettingsSchema.safeParse(process.env);
-  if (!parsed.success) throw new ConfigError(`hang-metrics is misconfigured: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new ConfigError(
+      `hang-metrics is misconfigured: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const dynamo = new DynamoDBClient({});
   return middy<SafeParsed, MetricsResult>()
     .use(injectLambdaContext(logger, { resetKeys: true }))

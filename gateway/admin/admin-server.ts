@@ -1,3 +1,6 @@
+// gateway/admin owns the admin HTTP API: this server and its routes (volume status, hang control,
+// storage operations in storage-routes.ts), the JSON request/response edge (http.ts), the status
+// schema shared with `holdfast status` (volume-status.ts) and the Prometheus metrics (metrics.ts).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -128,7 +131,8 @@ export class AdminServer {
     }
     // A volume waiting for its store to answer has a status but no hang controls yet.
     const control = sources.hangControl(name);
-    if (control === undefined) throw new HttpError(409, `volume ${name} is not taken yet (its store does not answer): its hang handling cannot be changed`);
+    if (control === undefined)
+      throw new HttpError(409, `volume ${name} is not taken yet (its store does not answer): its hang handling cannot be changed`);
     switch (m[2]) {
       case 'hang-policy':
         allow(method, ['GET', 'PUT']);

@@ -42,7 +42,13 @@ export class GatewayMetrics {
     // Node's own metrics as holdfast_process_* and holdfast_nodejs_* (their names already say which).
     collectDefaultMetrics({ register: r, prefix: 'holdfast_' });
     for (const name of GAUGES_NAMED_TOTAL) r.removeSingleMetric(`holdfast_${name}`);
-    this.nbdLatency = new Histogram({ name: 'holdfast_nbd_request_duration_seconds', help: 'NBD request latency, from request parsed to reply sent', labelNames: ['volume', 'command'], buckets: LATENCY_BUCKETS, registers: [r] });
+    this.nbdLatency = new Histogram({
+      name: 'holdfast_nbd_request_duration_seconds',
+      help: 'NBD request latency, from request parsed to reply sent',
+      labelNames: ['volume', 'command'],
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
 
     const perVolume = (name: string, help: string, read: (v: Volume) => number, kind: 'gauge' | 'counter' = 'gauge') => {
       const collect = function (this: Gauge<'volume'> | Counter<'volume'>) {
@@ -75,8 +81,18 @@ export class GatewayMetrics {
     perVolume('holdfast_upload_bytes_total', 'bytes uploaded', (v) => v.stats().bytesUploaded, 'counter');
     perVolume('holdfast_upload_failures_total', 'failed extent uploads', (v) => v.stats().uploadFailures, 'counter');
     perVolume('holdfast_clients', 'NBD connections using the volume', (v) => v.stats().clients);
-    perVolume('holdfast_disk_cache_hits_total', "object reads the disk cache answered for the volume", (v) => v.stats().diskCache?.hits ?? 0, 'counter');
-    perVolume('holdfast_disk_cache_misses_total', 'object reads the disk cache did not hold, fetched from the store', (v) => v.stats().diskCache?.misses ?? 0, 'counter');
+    perVolume(
+      'holdfast_disk_cache_hits_total',
+      'object reads the disk cache answered for the volume',
+      (v) => v.stats().diskCache?.hits ?? 0,
+      'counter',
+    );
+    perVolume(
+      'holdfast_disk_cache_misses_total',
+      'object reads the disk cache did not hold, fetched from the store',
+      (v) => v.stats().diskCache?.misses ?? 0,
+      'counter',
+    );
 
     new Gauge({
       name: 'holdfast_hang_state',
@@ -85,7 +101,8 @@ export class GatewayMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const v of sources.volumes()) for (const s of ['normal', 'hang', 'timed-out'] as const) this.set({ volume: v.name, state: s }, v.hang.state === s ? 1 : 0);
+        for (const v of sources.volumes())
+          for (const s of ['normal', 'hang', 'timed-out'] as const) this.set({ volume: v.name, state: s }, v.hang.state === s ? 1 : 0);
       },
     });
     new Counter({
@@ -95,7 +112,8 @@ export class GatewayMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const v of sources.volumes()) for (const [cls, n] of Object.entries(v.hang.counters.storageErrors)) this.inc({ volume: v.name, class: cls }, n);
+        for (const v of sources.volumes())
+          for (const [cls, n] of Object.entries(v.hang.counters.storageErrors)) this.inc({ volume: v.name, class: cls }, n);
       },
     });
     new Counter({
@@ -143,12 +161,27 @@ export class GatewayMetrics {
       else new Counter({ name, help, registers: [r], collect });
     };
     stat('holdfast_disk_cache_bytes', 'bytes the disk cache holds', (s) => s.bytes, 'gauge');
-    stat('holdfast_disk_cache_limit_bytes', 'the disk cache bound in force (--disk-cache-size, or less when its disk has less room)', (s) => s.effectiveLimitBytes, 'gauge');
+    stat(
+      'holdfast_disk_cache_limit_bytes',
+      'the disk cache bound in force (--disk-cache-size, or less when its disk has less room)',
+      (s) => s.effectiveLimitBytes,
+      'gauge',
+    );
     stat('holdfast_disk_cache_objects', 'store objects the disk cache holds bytes of', (s) => s.objects, 'gauge');
-    stat('holdfast_disk_cache_corrupt_total', 'cached ranges that failed their CRC32C or were cut short, dropped and fetched again', (s) => s.corrupt, 'counter');
+    stat(
+      'holdfast_disk_cache_corrupt_total',
+      'cached ranges that failed their CRC32C or were cut short, dropped and fetched again',
+      (s) => s.corrupt,
+      'counter',
+    );
     stat('holdfast_disk_cache_evictions_total', 'objects evicted from the disk cache', (s) => s.evictions, 'counter');
     stat('holdfast_disk_cache_written_bytes_total', 'bytes written to the disk cache', (s) => s.writtenBytes, 'counter');
-    stat('holdfast_disk_cache_skipped_total', 'ranges not kept: no room, too much being written, or the disk full', (s) => s.skipped, 'counter');
+    stat(
+      'holdfast_disk_cache_skipped_total',
+      'ranges not kept: no room, too much being written, or the disk full',
+      (s) => s.skipped,
+      'counter',
+    );
     stat('holdfast_disk_cache_full_total', 'disk cache writes refused by a full disk', (s) => s.full, 'counter');
     stat('holdfast_disk_cache_errors_total', 'disk cache reads and writes that failed otherwise', (s) => s.errors, 'counter');
   }

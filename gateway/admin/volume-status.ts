@@ -69,7 +69,11 @@ export const DiskCacheStatusSchema = z.object({
 export type DiskCacheStatus = z.infer<typeof DiskCacheStatusSchema>;
 
 /** `GET /v1/volumes`. */
-export const VolumesResponseSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeStatusSchema), diskCache: DiskCacheStatusSchema.nullable() });
+export const VolumesResponseSchema = z.object({
+  gateway: z.string(),
+  volumes: z.array(VolumeStatusSchema),
+  diskCache: DiskCacheStatusSchema.nullable(),
+});
 
 export function diskCacheStatus(s: DiskCacheStats): DiskCacheStatus {
   return {
@@ -114,7 +118,20 @@ export function waitingStatus(v: WaitingVolume, policy: HangPolicyDocument, sinc
     cache: { bytes: 0, hits: 0, misses: 0 },
     diskCache: null,
     uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
-    image: { epoch: 0, headSeq: 0, ackedSeq: 0, leaseRemainingMs: 0, deltas: 0, deltaBytes: 0, baseExtents: 0, indexBytes: 0, compactedExtents: 0, compactionBytes: 0, metadataBytes: 0, corruptReads: 0 },
+    image: {
+      epoch: 0,
+      headSeq: 0,
+      ackedSeq: 0,
+      leaseRemainingMs: 0,
+      deltas: 0,
+      deltaBytes: 0,
+      baseExtents: 0,
+      indexBytes: 0,
+      compactedExtents: 0,
+      compactionBytes: 0,
+      metadataBytes: 0,
+      corruptReads: 0,
+    },
   };
 }
 

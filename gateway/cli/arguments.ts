@@ -14,7 +14,8 @@ export function sizeArgument(text: string, what: string): number {
 
 export function concurrencyArgument(text: string): number {
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY) throw new InvalidArgumentError(`--concurrency "${text}" must be a whole number from 1 to ${MAX_CONCURRENCY}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY)
+    throw new InvalidArgumentError(`--concurrency "${text}" must be a whole number from 1 to ${MAX_CONCURRENCY}`);
   return n;
 }
 

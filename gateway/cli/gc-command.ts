@@ -12,7 +12,10 @@ export function registerGcCommand(program: Command): void {
       .command('gc')
       .description('delete the objects no volume, snapshot or clone refers to any more')
       .option('--dry-run', 'only report what would be deleted')
-      .addHelpText('after', '\nObjects younger than --gc-grace (default 1h) are kept, and so are objects a volume stopped using less than\nthat ago: a reader that started before may still need them. Gateways run this every --gc-interval.'),
+      .addHelpText(
+        'after',
+        '\nObjects younger than --gc-grace (default 1h) are kept, and so are objects a volume stopped using less than\nthat ago: a reader that started before may still need them. Gateways run this every --gc-interval.',
+      ),
     [...STORE_SETTINGS, 'gcGrace'],
   ).action(async (opts: { dryRun?: boolean }, cmd: Command) => {
     await withSession(cmd, async (session) => {
@@ -38,4 +41,3 @@ export function registerGcCommand(program: Command): void {
     });
   });
 }
-

@@ -16,7 +16,8 @@ export interface ImageFormat {
   readonly virtualSize?: number;
 }
 
-const ascii = (head: Buffer, at: number, text: string): boolean => head.length >= at + text.length && head.toString('latin1', at, at + text.length) === text;
+const ascii = (head: Buffer, at: number, text: string): boolean =>
+  head.length >= at + text.length && head.toString('latin1', at, at + text.length) === text;
 
 function u64(head: Buffer, at: number, endian: 'BE' | 'LE'): number | undefined {
   if (head.length < at + 8) return undefined;
@@ -31,7 +32,8 @@ function withSize(name: ImageFormatName, size: number | undefined): ImageFormat 
 /** The format of an image starting with `head`, or undefined when it is none of these (raw). */
 export function sniffImageFormat(head: Buffer): ImageFormat | undefined {
   // QEMU copy-on-write: "QFI\xfb", version (1 = qcow, 2 and 3 = qcow2), size at 24 (big-endian).
-  if (head.length >= 8 && head.readUInt32BE(0) === 0x514649fb) return withSize(head.readUInt32BE(4) === 1 ? 'qcow' : 'qcow2', u64(head, 24, 'BE'));
+  if (head.length >= 8 && head.readUInt32BE(0) === 0x514649fb)
+    return withSize(head.readUInt32BE(4) === 1 ? 'qcow' : 'qcow2', u64(head, 24, 'BE'));
   // QED: "QED\0", image size at 48 (little-endian).
   if (ascii(head, 0, 'QED\0')) return withSize('qed', u64(head, 48, 'LE'));
   // VMDK hosted sparse extent ("KDMV", capacity in sectors at 12), the ESX "COWD" one, or a descriptor file.

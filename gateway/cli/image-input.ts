@@ -1,3 +1,4 @@
+import { elementAt } from '../../shared/checked.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { HoldfastError, InvalidArgumentError, errorMessage } from '../../shared/errors.js';
 import { SNIFF_BYTES, convertHint, sniffImageFormat } from './image-format.js';
@@ -30,7 +31,10 @@ export interface ImageInput {
 export async function openImageInput(file: string, volume: string): Promise<ImageInput> {
   const stdin = file === '-';
   const label = stdin ? 'stdin' : file;
-  if (stdin && process.stdin.isTTY === true) throw new InvalidArgumentError('stdin is a terminal, not an image', { hint: 'Pipe or redirect the image into holdfast import - NAME, or give its file name.' });
+  if (stdin && process.stdin.isTTY)
+    throw new InvalidArgumentError('stdin is a terminal, not an image', {
+      hint: 'Pipe or redirect the image into holdfast import - NAME, or give its file name.',
+    });
   const fh = await open(stdin ? '/dev/stdin' : file, 'r').catch((cause: unknown) => {
     throw new InvalidArgumentError(`cannot open ${label}: ${errorMessage(cause)}`, { cause });
   });
@@ -44,7 +48,9 @@ export async function openImageInput(file: string, volume: string): Promise<Imag
     const { bytesRead } = await input.read(head, 0, head.length, 0);
     const format = sniffImageFormat(head.subarray(0, bytesRead));
     if (format !== undefined) {
-      throw new InvalidArgumentError(`${label} is a ${format.name} image, not a raw one: import copies its bytes as they are`, { hint: convertHint(format, stdin ? 'IMAGE' : file, volume) });
+      throw new InvalidArgumentError(`${label} is a ${format.name} image, not a raw one: import copies its bytes as they are`, {
+        hint: convertHint(format, stdin ? 'IMAGE' : file, volume),
+      });
     }
   } catch (err) {
     await fh.close();
@@ -133,19 +139,20 @@ class StreamInput implements ImageInput {
       for (;;) {
         const i = this.waiting.findIndex((r) => this.ended || r.position <= this.consumed);
         if (i < 0) return;
-        const [r] = this.waiting.splice(i, 1);
-        if (r!.position < this.consumed) {
-          r!.reject(new StreamOrderError(`${this.label} is a stream: byte ${r!.position} was read already`));
+        const r = elementAt(this.waiting, i);
+        this.waiting.splice(i, 1);
+        if (r.position < this.consumed) {
+          r.reject(new StreamOrderError(`${this.label} is a stream: byte ${r.position} was read already`));
         } else if (this.ended) {
-          r!.resolve({ bytesRead: 0 });
+          r.resolve({ bytesRead: 0 });
         } else {
           try {
-            const { bytesRead } = await this.fh.read(r!.buffer, r!.offset, r!.length, null);
+            const { bytesRead } = await this.fh.read(r.buffer, r.offset, r.length, null);
             this.consumed += bytesRead;
             if (bytesRead === 0) this.ended = true;
-            r!.resolve({ bytesRead });
+            r.resolve({ bytesRead });
           } catch (err) {
-            r!.reject(new InvalidArgumentError(`cannot read ${this.label}: ${errorMessage(err)}`, { cause: err }));
+            r.reject(new InvalidArgumentError(`cannot read ${this.label}: ${errorMessage(err)}`, { cause: err }));
           }
         }
       }

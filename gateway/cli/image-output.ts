@@ -6,6 +6,9 @@ import { InvalidArgumentError } from '../../shared/errors.js';
  */
 export function exportOutputPath(file: string): string {
   if (file !== '-') return file;
-  if (process.stdout.isTTY === true) throw new InvalidArgumentError('stdout is a terminal, not a place for a disk image', { hint: 'Redirect or pipe it (holdfast export NAME - > disk.img), or give a file name.' });
+  if (process.stdout.isTTY)
+    throw new InvalidArgumentError('stdout is a terminal, not a place for a disk image', {
+      hint: 'Redirect or pipe it (holdfast export NAME - > disk.img), or give a file name.',
+    });
   return '/dev/stdout';
 }

@@ -83,7 +83,8 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
   const fh = await openImageInput(file, name);
   try {
     // A stream's length is known only at its end: it fills the volume, of --size or the existing one's.
-    if (fh.size === undefined && size === undefined && opts.force !== true) throw new InvalidArgumentError(`${fh.label} is a stream: give --size for the new volume`);
+    if (fh.size === undefined && size === undefined && opts.force !== true)
+      throw new InvalidArgumentError(`${fh.label} is a stream: give --size for the new volume`);
     const fileSize = fh.size ?? size ?? 0;
     await withSession(cmd, async (session) => {
       await importTarget(session, { file, name, fileSize, size, extentSize, force: opts.force === true });
@@ -135,10 +136,14 @@ async function importTarget(
   if (await catalog.exists(req.name)) {
     const m = await catalog.get(req.name);
     if (!req.force) throw new VolumeExistsError(`volume ${req.name} already exists; use --force to replace its contents with ${req.file}`);
-    if (m.size < req.fileSize) throw new InvalidArgumentError(`${req.file} (${req.fileSize} bytes) does not fit in volume ${req.name} (${m.size} bytes)`);
-    if (req.size !== undefined && req.size !== m.size) throw new InvalidArgumentError(`--size cannot resize existing volume ${req.name} (${m.size} bytes)`);
+    if (m.size < req.fileSize)
+      throw new InvalidArgumentError(`${req.file} (${req.fileSize} bytes) does not fit in volume ${req.name} (${m.size} bytes)`);
+    if (req.size !== undefined && req.size !== m.size)
+      throw new InvalidArgumentError(`--size cannot resize existing volume ${req.name} (${m.size} bytes)`);
     if (req.extentSize !== undefined && req.extentSize !== m.extentSize) {
-      throw new InvalidArgumentError(`--extent-size cannot change the extent size of existing volume ${req.name} (${formatSize(m.extentSize)})`);
+      throw new InvalidArgumentError(
+        `--extent-size cannot change the extent size of existing volume ${req.name} (${formatSize(m.extentSize)})`,
+      );
     }
     return;
   }
@@ -193,7 +198,8 @@ async function exportCommand(refText: string, fileArg: string, opts: ExportOptio
         `exported ${label} to ${file}: ${formatSize(head.size)}, ${downloaded} extents with data, ${extents - downloaded} empty extents ${out.kind === 'sparse' ? 'left as holes' : 'written as zeros'}, ${rateText(head.size, Date.now() - started)}\n`,
       );
     };
-    if (ref.snapshot !== undefined) await run(await readHeadOrSnapshot(session.store, ref.volume, ref.snapshot), `volume ${ref.volume} snapshot ${ref.snapshot}`);
+    if (ref.snapshot !== undefined)
+      await run(await readHeadOrSnapshot(session.store, ref.volume, ref.snapshot), `volume ${ref.volume} snapshot ${ref.snapshot}`);
     else await temporarySnapshot(session, ref.volume, 'export', (head) => run(head, `volume ${ref.volume}`));
   });
 }
@@ -212,10 +218,16 @@ async function exportToOutput(session: Session, image: VolumeImage, out: Output,
     };
     const extents = [...range(image.extentCount)];
     if (out.kind === 'stream') {
-      await runInOrder(extents, concurrency, session.signal, async (i) => (await load(i)) ?? Buffer.alloc(image.extentLength(i)), async (data) => {
-        await writeFully(out.fh, data, null);
-        progress.advance(data.length);
-      });
+      await runInOrder(
+        extents,
+        concurrency,
+        session.signal,
+        async (i) => (await load(i)) ?? Buffer.alloc(image.extentLength(i)),
+        async (data) => {
+          await writeFully(out.fh, data, null);
+          progress.advance(data.length);
+        },
+      );
     } else {
       await runPool(extents, concurrency, session.signal, () => async (index) => {
         const data = await load(index);

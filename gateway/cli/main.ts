@@ -1,3 +1,6 @@
+// gateway/cli owns the `holdfast` command line: this entry point (commands, exit codes), `serve`,
+// the volume, snapshot, import/export, resize, gc and status commands, their argument parsing,
+// settings help and progress output. Commands reach volumes through session.ts.
 import { Command, CommanderError } from 'commander';
 import packageJson from '../../package.json' with { type: 'json' };
 import {

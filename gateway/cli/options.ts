@@ -9,7 +9,8 @@ export function addSettingOptions(cmd: Command, settings: readonly (keyof typeof
     const { arg, help, list } = SETTINGS_HELP[s];
     const flags = arg === undefined ? flagName(s) : `${flagName(s)} <${arg}>`;
     // Lists take commas, as their environment variable and the CDK context do, and add up when repeated.
-    if (list === true) cmd.option(flags, help, (value: string, previous: string[] | undefined) => [...(previous ?? []), ...splitList(value)]);
+    if (list === true)
+      cmd.option(flags, help, (value: string, previous: string[] | undefined) => [...(previous ?? []), ...splitList(value)]);
     else cmd.option(flags, help);
   }
   cmd.option('--config <file>', 'JSON config file with the same settings (camelCase); also HOLDFAST_CONFIG');
@@ -26,4 +27,3 @@ export function configFrom(cmd: Command): ResolvedConfig {
   }
   return loadConfig({ flags, env: process.env, file: typeof opts.config === 'string' ? opts.config : undefined });
 }
-

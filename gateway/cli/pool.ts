@@ -1,3 +1,5 @@
+import { elementAt } from '../../shared/checked.js';
+
 /** Bounded concurrency for the long-running commands (import, export, upgrade). */
 
 /**
@@ -16,7 +18,7 @@ export async function runPool(
   const work = async (task: (item: number) => Promise<void>): Promise<void> => {
     while (failure === undefined && !signal.aborted && next < items.length) {
       try {
-        await task(items[next++]!);
+        await task(elementAt(items, next++));
       } catch (err) {
         failure ??= { err };
       }
@@ -43,11 +45,11 @@ export async function runInOrder(
     ahead.push(p);
   };
   let next = 0;
-  while (next < items.length && ahead.length < concurrency) start(items[next++]!);
-  while (ahead.length > 0) {
+  while (next < items.length && ahead.length < concurrency) start(elementAt(items, next++));
+  for (let head = ahead.shift(); head !== undefined; head = ahead.shift()) {
     signal.throwIfAborted();
-    const data = await ahead.shift()!;
-    if (next < items.length) start(items[next++]!);
+    const data = await head;
+    if (next < items.length) start(elementAt(items, next++));
     await consume(data);
   }
 }

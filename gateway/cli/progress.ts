@@ -11,7 +11,7 @@ export interface Progress {
 
 /** A bar on a terminal; elsewhere (logs, CI) a plain line every few seconds. */
 export function startProgress(label: string, total: number): Progress {
-  return process.stderr.isTTY === true ? barProgress(label, total) : lineProgress(label, total);
+  return process.stderr.isTTY ? barProgress(label, total) : lineProgress(label, total);
 }
 
 function barProgress(label: string, total: number): Progress {
@@ -24,7 +24,11 @@ function barProgress(label: string, total: number): Progress {
     gracefulExit: false,
     etaBuffer: 50,
   });
-  const payload = (done: number) => ({ doneText: formatSize(done), totalText: formatSize(total), rateText: `${mibPerSecond(done, Date.now() - started)} MiB/s` });
+  const payload = (done: number) => ({
+    doneText: formatSize(done),
+    totalText: formatSize(total),
+    rateText: `${mibPerSecond(done, Date.now() - started)} MiB/s`,
+  });
   let done = 0;
   bar.start(total, 0, payload(0));
   return {
@@ -32,7 +36,9 @@ function barProgress(label: string, total: number): Progress {
       done += bytes;
       bar.update(done, payload(done));
     },
-    stop: () => bar.stop(),
+    stop: () => {
+      bar.stop();
+    },
   };
 }
 
@@ -43,14 +49,18 @@ function lineProgress(label: string, total: number): Progress {
     const elapsed = Date.now() - started;
     const rate = done / Math.max(elapsed, 1);
     const eta = rate > 0 ? `, ETA ${Math.ceil((total - done) / rate / 1000)} s` : '';
-    process.stderr.write(`${label}: ${formatSize(done)} of ${formatSize(total)} (${Math.floor((done / Math.max(total, 1)) * 100)}%), ${mibPerSecond(done, elapsed)} MiB/s${eta}\n`);
+    process.stderr.write(
+      `${label}: ${formatSize(done)} of ${formatSize(total)} (${Math.floor((done / Math.max(total, 1)) * 100)}%), ${mibPerSecond(done, elapsed)} MiB/s${eta}\n`,
+    );
   }, PROGRESS_LINE_EVERY_MS);
   timer.unref();
   return {
     advance(bytes) {
       done += bytes;
     },
-    stop: () => clearInterval(timer),
+    stop: () => {
+      clearInterval(timer);
+    },
   };
 }
 

@@ -35,14 +35,18 @@ export function registerResizeCommand(volume: Command): void {
       }
       if (size < head.size) {
         if (opts.shrink !== true) {
-          throw new UsageError(`${formatSize(size)} is smaller than volume ${name} (${formatSize(head.size)}); shrinking loses the data past the new size: pass --shrink to do it`);
+          throw new UsageError(
+            `${formatSize(size)} is smaller than volume ${name} (${formatSize(head.size)}); shrinking loses the data past the new size: pass --shrink to do it`,
+          );
         }
         if (opts.yes !== true) await confirmShrink(name, head.size, size);
       }
       const answer = await askOwner(session, head, `/v1/volumes/${encodeURIComponent(name)}/resize`, 'POST', { size });
       if (answer === undefined) await withTakenVolume(session, name, (v) => v.resize(size));
       else ResizeAnswer.parse(answer);
-      process.stdout.write(`resized volume ${name}: ${formatSize(head.size)} → ${formatSize(size)}${answer !== undefined ? ' (clients see it when they reconnect)' : ''}\n`);
+      process.stdout.write(
+        `resized volume ${name}: ${formatSize(head.size)} → ${formatSize(size)}${answer !== undefined ? ' (clients see it when they reconnect)' : ''}\n`,
+      );
     });
   });
 }
@@ -52,7 +56,9 @@ async function confirmShrink(name: string, from: number, to: number): Promise<vo
   if (!process.stdin.isTTY) throw new UsageError(`shrinking volume ${name} needs --yes when not run on a terminal`);
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
-    const typed = await rl.question(`Shrinking ${name} from ${formatSize(from)} to ${formatSize(to)} destroys the data past ${formatSize(to)}. Type the volume name to go on: `);
+    const typed = await rl.question(
+      `Shrinking ${name} from ${formatSize(from)} to ${formatSize(to)} destroys the data past ${formatSize(to)}. Type the volume name to go on: `,
+    );
     if (typed.trim() !== name) throw new UsageError(`not confirmed: volume ${name} was not resized`);
   } finally {
     rl.close();

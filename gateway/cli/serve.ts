@@ -7,13 +7,25 @@ import { addSettingOptions, configFrom } from './options.js';
 import type { BoundAddress } from '../nbd/server.js';
 
 /** How a listener is named in the start-up message, and the client URL for a volume on it. */
-function describeListener(listener: BoundAddress): { where: string; tcp: string | undefined; url: (scheme: string, volume: string) => string } {
+function describeListener(listener: BoundAddress): {
+  where: string;
+  tcp: string | undefined;
+  url: (scheme: string, volume: string) => string;
+} {
   if (listener.kind === 'unix') {
-    return { where: `unix:${listener.path}`, tcp: undefined, url: (scheme, volume) => `${scheme}+unix:///${volume}?socket=${listener.path}` };
+    return {
+      where: `unix:${listener.path}`,
+      tcp: undefined,
+      url: (scheme, volume) => `${scheme}+unix:///${volume}?socket=${listener.path}`,
+    };
   }
   const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
   const tcp = `${host}:${listener.port}`;
-  return { where: tcp, tcp, url: (scheme, volume) => (listener.port === 10809 ? `${scheme}://${host}/${volume}` : `${scheme}://${tcp}/${volume}`) };
+  return {
+    where: tcp,
+    tcp,
+    url: (scheme, volume) => (listener.port === 10809 ? `${scheme}://${host}/${volume}` : `${scheme}://${tcp}/${volume}`),
+  };
 }
 
 export function registerServe(program: Command): void {
@@ -32,10 +44,14 @@ export function registerServe(program: Command): void {
     for (const v of gateway.list()) {
       lines.push(`  ${v.name} (${formatSize(v.size)}${v.readOnly ? ', read-only' : ''}):`);
       if (first !== undefined) lines.push(`    nbdinfo ${first.url(scheme, v.name)}`);
-      if (first?.tcp !== undefined && config.tls === 'off') lines.push(`    qemu-system-x86_64 -drive file=nbd://${first.tcp}/${v.name},format=raw`);
+      if (first?.tcp !== undefined && config.tls === 'off')
+        lines.push(`    qemu-system-x86_64 -drive file=nbd://${first.tcp}/${v.name},format=raw`);
     }
     const admin = gateway.adminAddress;
-    if (admin !== undefined) lines.push(`  admin API: http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}  (holdfast status --watch)`);
+    if (admin !== undefined)
+      lines.push(
+        `  admin API: http://${admin.address.includes(':') ? `[${admin.address}]` : admin.address}:${admin.port}  (holdfast status --watch)`,
+      );
     process.stdout.write(`${lines.join('\n')}\n`);
 
     await new Promise<void>((resolve) => {
@@ -62,8 +78,12 @@ export function registerServe(program: Command): void {
       process.on('SIGINT', onSignal);
       process.on('SIGHUP', () => {
         gateway.reloadSecurity().then(
-          () => logger.info('SIGHUP: TLS credentials and access rules reloaded'),
-          (err: unknown) => logger.error({ err }, 'SIGHUP: reload failed; the previous TLS credentials and access rules stay in use'),
+          () => {
+            logger.info('SIGHUP: TLS credentials and access rules reloaded');
+          },
+          (err: unknown) => {
+            logger.error({ err }, 'SIGHUP: reload failed; the previous TLS credentials and access rules stay in use');
+          },
         );
       });
     });

@@ -17,7 +17,10 @@ export function registerSnapshotCommands(program: Command): void {
     snapshot
       .command('create <volume> <name>')
       .description('snapshot the volume as of now: every write acknowledged before the command is in it')
-      .addHelpText('after', '\nA volume served by a gateway is snapshotted by that gateway (it holds the acknowledged writes not yet\nin the store); freeze the guest filesystem first (fsfreeze) for an application-consistent snapshot.'),
+      .addHelpText(
+        'after',
+        '\nA volume served by a gateway is snapshotted by that gateway (it holds the acknowledged writes not yet\nin the store); freeze the guest filesystem first (fsfreeze) for an application-consistent snapshot.',
+      ),
     [...STORE_SETTINGS, 'adminToken'],
   ).action(async (volume: string, name: string, _opts: unknown, cmd: Command) => {
     checkVolumeName(volume);
@@ -28,28 +31,36 @@ export function registerSnapshotCommands(program: Command): void {
     });
   });
 
-  addSettingOptions(snapshot.command('list <volume>').description("list a volume's snapshots").option('--json', 'machine-readable output'), STORE_SETTINGS).action(
-    async (volume: string, opts: { json?: boolean }, cmd: Command) => {
-      checkVolumeName(volume);
-      await withSession(cmd, async (session) => {
-        await new VolumeCatalog(session.store).get(volume);
-        const list = await listSnapshots(session.store, volume);
-        if (opts.json === true) process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
-        else if (list.length === 0) process.stdout.write(`volume ${volume} has no snapshots\n`);
-        else printTable(['NAME', 'CREATED', 'SEQ', 'SIZE'], list.map((s) => [s.name, s.createdAt, String(s.seq), formatSize(s.size)]));
-      });
-    },
-  );
+  addSettingOptions(
+    snapshot.command('list <volume>').description("list a volume's snapshots").option('--json', 'machine-readable output'),
+    STORE_SETTINGS,
+  ).action(async (volume: string, opts: { json?: boolean }, cmd: Command) => {
+    checkVolumeName(volume);
+    await withSession(cmd, async (session) => {
+      await new VolumeCatalog(session.store).get(volume);
+      const list = await listSnapshots(session.store, volume);
+      if (opts.json === true) process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+      else if (list.length === 0) process.stdout.write(`volume ${volume} has no snapshots\n`);
+      else
+        printTable(
+          ['NAME', 'CREATED', 'SEQ', 'SIZE'],
+          list.map((s) => [s.name, s.createdAt, String(s.seq), formatSize(s.size)]),
+        );
+    });
+  });
 
-  addSettingOptions(snapshot.command('delete <volume> <name>').description('delete a snapshot (its data goes once no clone uses it, at the next garbage collection)'), STORE_SETTINGS).action(
-    async (volume: string, name: string, _opts: unknown, cmd: Command) => {
-      checkVolumeName(volume);
-      await withSession(cmd, async (session) => {
-        await deleteSnapshot(session.store, volume, name);
-        process.stdout.write(`deleted snapshot ${volume}@${name}\n`);
-      });
-    },
-  );
+  addSettingOptions(
+    snapshot
+      .command('delete <volume> <name>')
+      .description('delete a snapshot (its data goes once no clone uses it, at the next garbage collection)'),
+    STORE_SETTINGS,
+  ).action(async (volume: string, name: string, _opts: unknown, cmd: Command) => {
+    checkVolumeName(volume);
+    await withSession(cmd, async (session) => {
+      await deleteSnapshot(session.store, volume, name);
+      process.stdout.write(`deleted snapshot ${volume}@${name}\n`);
+    });
+  });
 }
 
 /**

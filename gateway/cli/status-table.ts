@@ -1,3 +1,4 @@
+import { elementAt } from '../../shared/checked.js';
 import { stripVTControlCharacters } from 'node:util';
 import { z } from 'zod';
 import { ERROR_CLASSES, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
@@ -19,7 +20,13 @@ const VolumeRowSchema = z.object({
   errorClass: z.enum(ERROR_CLASSES).nullable(),
   lastError: z.string().nullable(),
   policy: z.object({ timeout: z.union([z.number(), z.string()]) }),
-  journal: z.object({ bytes: z.number(), limit: z.number(), pressure: z.enum(JOURNAL_PRESSURE_LEVELS), backlogRecords: z.number(), dirtyExtents: z.number() }),
+  journal: z.object({
+    bytes: z.number(),
+    limit: z.number(),
+    pressure: z.enum(JOURNAL_PRESSURE_LEVELS),
+    backlogRecords: z.number(),
+    dirtyExtents: z.number(),
+  }),
   clients: z.number(),
 });
 
@@ -34,7 +41,11 @@ const DiskCacheSchema = z.object({
   corrupt: z.number(),
 });
 
-export const StatusDocumentSchema = z.object({ gateway: z.string(), volumes: z.array(VolumeRowSchema), diskCache: DiskCacheSchema.nullable().optional() });
+export const StatusDocumentSchema = z.object({
+  gateway: z.string(),
+  volumes: z.array(VolumeRowSchema),
+  diskCache: DiskCacheSchema.nullable().optional(),
+});
 export type StatusDocument = z.infer<typeof StatusDocumentSchema>;
 type VolumeRow = StatusDocument['volumes'][number];
 
@@ -49,7 +60,19 @@ export interface RenderOptions {
   readonly columns?: number | undefined;
 }
 
-const HEADER = ['VOLUME', 'STATE', 'STORAGE', 'HELD', 'HELD BYTES', 'EPISODE', 'TIMEOUT', 'JOURNAL', 'BACKLOG', 'CLIENTS', 'LAST ERROR'] as const;
+const HEADER = [
+  'VOLUME',
+  'STATE',
+  'STORAGE',
+  'HELD',
+  'HELD BYTES',
+  'EPISODE',
+  'TIMEOUT',
+  'JOURNAL',
+  'BACKLOG',
+  'CLIENTS',
+  'LAST ERROR',
+] as const;
 const MIN_LAST_COLUMN = 20;
 
 /** `hang`, `timed-out` or `normal`, with `,paused` when an operator paused the volume: one word, no spaces. */
@@ -101,15 +124,20 @@ function highlightOf(v: VolumeRow, column: number): Highlight | undefined {
  */
 export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
   const rows = doc.volumes.map((v) => cells(v, opts.now));
-  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => [...r[i]!].length)));
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => Array.from(elementAt(r, i)).length)));
   const last = HEADER.length - 1;
   const lead = widths.slice(0, last).reduce((sum, w) => sum + w + 2, 0);
   const room = opts.columns === undefined ? Infinity : Math.max(MIN_LAST_COLUMN, opts.columns - lead - 1);
   const line = (row: readonly string[], v?: VolumeRow): string =>
     row
       .map((text, i) => {
-        if (i === last) return [...text].length > room ? `${[...text].slice(0, room - 1).join('')}…` : text;
-        const pad = ' '.repeat(widths[i]! - [...text].length);
+        if (i === last)
+          return Array.from(text).length > room
+            ? `${Array.from(text)
+                .slice(0, room - 1)
+                .join('')}…`
+            : text;
+        const pad = ' '.repeat(elementAt(widths, i) - Array.from(text).length);
         const highlight = v === undefined ? undefined : highlightOf(v, i);
         return `${highlight === undefined ? text : opts.style(highlight, text)}${pad}`;
       })
@@ -123,7 +151,10 @@ export function renderStatus(doc: StatusDocument, opts: RenderOptions): string {
 /** The disk cache tier under the table: how full, and how much of what missed RAM it answered. */
 function diskCacheLine(c: z.infer<typeof DiskCacheSchema>): string {
   const reads = c.hits + c.misses;
-  const bound = c.effectiveLimit < c.limit ? `${formatSize(c.effectiveLimit)} (its disk has room for no more of the ${formatSize(c.limit)} limit)` : formatSize(c.limit);
+  const bound =
+    c.effectiveLimit < c.limit
+      ? `${formatSize(c.effectiveLimit)} (its disk has room for no more of the ${formatSize(c.limit)} limit)`
+      : formatSize(c.limit);
   return [
     `disk cache ${oneLine(c.dir)}: ${formatSize(c.bytes)} of ${bound}, ${c.objects} objects`,
     reads === 0 ? 'no reads yet' : `${((100 * c.hits) / reads).toFixed(1)}% of ${reads} reads answered`,

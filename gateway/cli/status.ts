@@ -26,18 +26,35 @@ export function watchInterval(value: string | boolean): number {
 async function fetchStatus(base: string, token: string | undefined): Promise<{ raw: unknown; doc: StatusDocument }> {
   let res: Response;
   try {
-    res = await fetch(`${base}/v1/volumes`, { headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(5000) });
+    res = await fetch(`${base}/v1/volumes`, {
+      headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(5000),
+    });
   } catch (cause) {
-    throw new AdminUnreachableError(`cannot reach the gateway's admin API at ${base}`, { cause, hint: 'Is the gateway running? Give its admin address with --admin HOST:PORT (or HOLDFAST_ADMIN).' });
+    throw new AdminUnreachableError(`cannot reach the gateway's admin API at ${base}`, {
+      cause,
+      hint: 'Is the gateway running? Give its admin address with --admin HOST:PORT (or HOLDFAST_ADMIN).',
+    });
   }
-  if (!res.ok) throw new AdminUnreachableError(`admin API at ${base} answered ${res.status}: ${(await res.text()).slice(0, 200)}`, res.status === 401 ? { hint: 'Give the token with --admin-token (or HOLDFAST_ADMIN_TOKEN).' } : undefined);
+  if (!res.ok)
+    throw new AdminUnreachableError(
+      `admin API at ${base} answered ${res.status}: ${(await res.text()).slice(0, 200)}`,
+      res.status === 401 ? { hint: 'Give the token with --admin-token (or HOLDFAST_ADMIN_TOKEN).' } : undefined,
+    );
   const raw: unknown = await res.json().catch(() => undefined);
   const parsed = StatusDocumentSchema.safeParse(raw);
-  if (!parsed.success) throw new AdminUnreachableError(`${base}/v1/volumes did not answer a Holdfast status document: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success)
+    throw new AdminUnreachableError(
+      `${base}/v1/volumes did not answer a Holdfast status document: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`,
+    );
   return { raw, doc: parsed.data };
 }
 
-const COLOURS: Record<Highlight, Parameters<typeof styleText>[0]> = { hang: ['bold', 'yellow'], 'timed-out': ['bold', 'red'], attention: 'yellow' };
+const COLOURS: Record<Highlight, Parameters<typeof styleText>[0]> = {
+  hang: ['bold', 'yellow'],
+  'timed-out': ['bold', 'red'],
+  attention: 'yellow',
+};
 
 /** Colours only when stdout is a terminal that has them (and NO_COLOR is unset); FORCE_COLOR forces them. */
 function style(highlight: Highlight, text: string): string {
@@ -56,7 +73,13 @@ export function registerStatus(program: Command): void {
     const base = `http://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${config.admin.port}`;
     const show = async () => {
       const { raw, doc } = await fetchStatus(base, config.adminToken);
-      return opts.json === true ? JSON.stringify(raw, null, 2) : renderStatus(doc, { now: new Date(), style, columns: process.stdout.isTTY && process.stdout.columns > 0 ? process.stdout.columns : undefined });
+      return opts.json === true
+        ? JSON.stringify(raw, null, 2)
+        : renderStatus(doc, {
+            now: new Date(),
+            style,
+            columns: process.stdout.isTTY && process.stdout.columns > 0 ? process.stdout.columns : undefined,
+          });
     };
     if (interval === undefined) {
       process.stdout.write(`${await show()}\n`);
@@ -67,7 +90,12 @@ export function registerStatus(program: Command): void {
       try {
         text = await show();
       } catch (err) {
-        text = err instanceof HoldfastError && err.hint !== undefined ? `${err.message}\n${err.hint}` : err instanceof Error ? err.message : String(err);
+        text =
+          err instanceof HoldfastError && err.hint !== undefined
+            ? `${err.message}\n${err.hint}`
+            : err instanceof Error
+              ? err.message
+              : String(err);
       }
       // Clear the screen on a terminal; append otherwise, so a log of the watch stays readable.
       process.stdout.write(process.stdout.isTTY ? `\x1b[H\x1b[2J${text}\n` : `${text}\n\n`);

@@ -38,7 +38,8 @@ export function reportUsageErrors(program: Command): void {
   // `holdfast frob` would otherwise reach the default command (serve) as an argument it does not take.
   const defaultCommand = program.commands.find((c) => c.name() === 'serve');
   defaultCommand?.allowExcessArguments(true).hook('preAction', (serve) => {
-    if (serve.args.length > 0) throw new UsageError(`holdfast: unknown command '${serve.args[0]}' (commands: ${names(program)})`, { hint: helpHint(program) });
+    if (serve.args.length > 0)
+      throw new UsageError(`holdfast: unknown command '${serve.args[0]}' (commands: ${names(program)})`, { hint: helpHint(program) });
   });
 }
 
@@ -50,7 +51,10 @@ function groupAction(group: Command): void {
 }
 
 function names(cmd: Command): string {
-  return cmd.commands.map((c) => c.name()).filter((n) => n !== 'help').join(', ');
+  return cmd.commands
+    .map((c) => c.name())
+    .filter((n) => n !== 'help')
+    .join(', ');
 }
 
 /** Commander's messages start with "error: " and put a suggestion on a line of its own. */

@@ -21,7 +21,6 @@ import { temporarySnapshot } from './snapshot-commands.js';
 import { printTable } from './table.js';
 import { registerResizeCommand } from './resize-command.js';
 
-
 const DeleteAnswer = z.object({ snapshots: z.number(), disconnected: z.number() });
 
 export function registerVolumeCommands(program: Command): void {
@@ -40,108 +39,130 @@ export function registerVolumeCommands(program: Command): void {
     const extentSize = sizeArgument(opts.extentSize, '--extent-size');
     await withSession(cmd, async (session) => {
       const m = await new VolumeCatalog(session.store).create({ name, size, extentSize, readOnly: opts.readOnly === true });
-      process.stdout.write(`created volume ${m.name}: ${formatSize(m.size)}, extents of ${formatSize(m.extentSize)}${m.readOnly ? ', read-only' : ''}\n`);
+      process.stdout.write(
+        `created volume ${m.name}: ${formatSize(m.size)}, extents of ${formatSize(m.extentSize)}${m.readOnly ? ', read-only' : ''}\n`,
+      );
     });
   });
 
-  addSettingOptions(volume.command('list').description('list the volumes in the store').option('--json', 'machine-readable output'), STORE_SETTINGS).action(
-    async (opts: { json?: boolean }, cmd: Command) => {
-      await withSession(cmd, async (session) => {
-        const volumes = await new VolumeCatalog(session.store).list();
-        if (opts.json === true) {
-          process.stdout.write(`${JSON.stringify(volumes.map((v) => ({ format: v.format, ...v.shape, ...(v.format === 2 ? { epoch: v.head.epoch, served: v.head.owner !== null, origin: v.head.origin ?? null } : {}) })), null, 2)}\n`);
-          return;
-        }
-        if (volumes.length === 0) {
-          process.stdout.write('no volumes\n');
-          return;
-        }
-        const rows = volumes.map((v) => [v.shape.name, formatSize(v.shape.size), formatSize(v.shape.extentSize), v.shape.readOnly ? 'ro' : 'rw', v.format === 1 ? '1 (upgrade)' : '2', v.shape.createdAt]);
-        printTable(['NAME', 'SIZE', 'EXTENT', 'MODE', 'FORMAT', 'CREATED'], rows);
-      });
-    },
-  );
+  addSettingOptions(
+    volume.command('list').description('list the volumes in the store').option('--json', 'machine-readable output'),
+    STORE_SETTINGS,
+  ).action(async (opts: { json?: boolean }, cmd: Command) => {
+    await withSession(cmd, async (session) => {
+      const volumes = await new VolumeCatalog(session.store).list();
+      if (opts.json === true) {
+        process.stdout.write(
+          `${JSON.stringify(
+            volumes.map((v) => ({
+              format: v.format,
+              ...v.shape,
+              ...(v.format === 2 ? { epoch: v.head.epoch, served: v.head.owner !== null, origin: v.head.origin ?? null } : {}),
+            })),
+            null,
+            2,
+          )}\n`,
+        );
+        return;
+      }
+      if (volumes.length === 0) {
+        process.stdout.write('no volumes\n');
+        return;
+      }
+      const rows = volumes.map((v) => [
+        v.shape.name,
+        formatSize(v.shape.size),
+        formatSize(v.shape.extentSize),
+        v.shape.readOnly ? 'ro' : 'rw',
+        v.format === 1 ? '1 (upgrade)' : '2',
+        v.shape.createdAt,
+      ]);
+      printTable(['NAME', 'SIZE', 'EXTENT', 'MODE', 'FORMAT', 'CREATED'], rows);
+    });
+  });
 
   addSettingOptions(
-    volume.command('inspect <name>').description('show a volume: its head, owner, deltas, snapshots, bytes stored, bytes in the disk cache').option('--json', 'machine-readable output'),
+    volume
+      .command('inspect <name>')
+      .description('show a volume: its head, owner, deltas, snapshots, bytes stored, bytes in the disk cache')
+      .option('--json', 'machine-readable output'),
     [...STORE_SETTINGS, 'cacheDir', 'diskCacheSize'],
-  ).action(
-    async (name: string, opts: { json?: boolean }, cmd: Command) => {
-      checkVolumeName(name);
-      await withSession(cmd, async (session) => {
-        const head = await new VolumeCatalog(session.store).get(name);
-        const snapshots = await listSnapshots(session.store, name);
-        let storedBytes = 0;
-        let storedObjects = 0;
-        for await (const info of session.store.listDetailed(volumePrefix(name))) {
-          if (!isDataObjectKey(info.key)) continue;
-          storedBytes += info.size;
-          storedObjects++;
-        }
-        const deltaBytes = head.deltas.reduce((n, d) => n + d.size, 0);
-        let baseExtents = 0;
-        const objects = new Map<string, number>(head.deltas.map((d) => [d.key, d.size]));
-        for (const p of head.pages) {
-          const body = await session.store.get(p.key);
-          if (body === undefined) continue;
-          const bases = parsePage(body, p.crc, p.page, p.key);
-          baseExtents += bases.size;
-          for (const b of bases.values()) objects.set(b.key, b.size);
-        }
-        const diskCache = session.config.diskCache === undefined ? null : await diskCacheShare(session.config.diskCache.dir, session.store.location, objects);
-        const info = {
-          name,
-          location: `${session.store.location}${volumePrefix(name)}`,
-          size: head.size,
-          extentSize: head.extentSize,
-          readOnly: head.readOnly,
-          createdAt: head.createdAt,
-          origin: head.origin ?? null,
-          epoch: head.epoch,
-          owner: head.owner,
-          seq: head.seq,
-          ackedSeq: head.ackedSeq,
-          deltas: head.deltas.length,
-          deltaBytes,
-          indexPages: head.pages.length,
-          baseExtents,
-          released: head.released.length,
-          snapshots: snapshots.map((s) => ({ name: s.name, createdAt: s.createdAt, seq: s.seq })),
-          storedObjects,
-          storedBytes,
-          diskCache,
-        };
-        if (opts.json === true) {
-          process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
-          return;
-        }
-        const o = head.owner;
-        const lines = [
-          `volume:        ${name}${head.origin ? ` (clone of ${head.origin.volume}@${head.origin.snapshot})` : ''}`,
-          `location:      ${info.location}`,
-          `size:          ${formatSize(head.size)} (${head.size} bytes), extents of ${formatSize(head.extentSize)}, ${head.readOnly ? 'read-only' : 'read-write'}`,
-          `created:       ${head.createdAt}`,
-          `epoch:         ${head.epoch}`,
-          `owner:         ${o === null ? 'none (not served)' : `gateway ${o.gateway} on ${o.host}, pid ${o.pid}${o.admin ? `, admin ${o.admin}` : ''}`}`,
-          `head sequence: ${head.seq} (acknowledged by its owner: ${head.ackedSeq})`,
-          `deltas:        ${head.deltas.length} (${formatSize(deltaBytes)})`,
-          `base extents:  ${baseExtents} (in ${head.pages.length} index page${head.pages.length === 1 ? '' : 's'})`,
-          `snapshots:     ${snapshots.length === 0 ? 'none' : snapshots.map((s) => s.name).join(', ')}`,
-          `stored:        ${storedObjects} objects, ${formatSize(storedBytes)} under this volume (holdfast gc frees what nothing refers to)`,
-          ...(diskCache === null
-            ? []
-            : [
-                `disk cache:    ${diskCache.dir}: ${
-                  diskCache.indexed
-                    ? `${formatSize(diskCache.bytes)} of the ${formatSize(diskCache.objectBytes)} the head names (${diskCache.objects} of ${objects.size} objects), as of its index`
-                    : 'no index yet (a gateway writes it every 30 s and when it stops)'
-                }`,
-              ]),
-        ];
-        process.stdout.write(`${lines.join('\n')}\n`);
-      });
-    },
-  );
+  ).action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
+    checkVolumeName(name);
+    await withSession(cmd, async (session) => {
+      const head = await new VolumeCatalog(session.store).get(name);
+      const snapshots = await listSnapshots(session.store, name);
+      let storedBytes = 0;
+      let storedObjects = 0;
+      for await (const info of session.store.listDetailed(volumePrefix(name))) {
+        if (!isDataObjectKey(info.key)) continue;
+        storedBytes += info.size;
+        storedObjects++;
+      }
+      const deltaBytes = head.deltas.reduce((n, d) => n + d.size, 0);
+      let baseExtents = 0;
+      const objects = new Map<string, number>(head.deltas.map((d) => [d.key, d.size]));
+      for (const p of head.pages) {
+        const body = await session.store.get(p.key);
+        if (body === undefined) continue;
+        const bases = parsePage(body, p.crc, p.page, p.key);
+        baseExtents += bases.size;
+        for (const b of bases.values()) objects.set(b.key, b.size);
+      }
+      const diskCache =
+        session.config.diskCache === undefined ? null : await diskCacheShare(session.config.diskCache.dir, session.store.location, objects);
+      const info = {
+        name,
+        location: `${session.store.location}${volumePrefix(name)}`,
+        size: head.size,
+        extentSize: head.extentSize,
+        readOnly: head.readOnly,
+        createdAt: head.createdAt,
+        origin: head.origin ?? null,
+        epoch: head.epoch,
+        owner: head.owner,
+        seq: head.seq,
+        ackedSeq: head.ackedSeq,
+        deltas: head.deltas.length,
+        deltaBytes,
+        indexPages: head.pages.length,
+        baseExtents,
+        released: head.released.length,
+        snapshots: snapshots.map((s) => ({ name: s.name, createdAt: s.createdAt, seq: s.seq })),
+        storedObjects,
+        storedBytes,
+        diskCache,
+      };
+      if (opts.json === true) {
+        process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+        return;
+      }
+      const o = head.owner;
+      const lines = [
+        `volume:        ${name}${head.origin ? ` (clone of ${head.origin.volume}@${head.origin.snapshot})` : ''}`,
+        `location:      ${info.location}`,
+        `size:          ${formatSize(head.size)} (${head.size} bytes), extents of ${formatSize(head.extentSize)}, ${head.readOnly ? 'read-only' : 'read-write'}`,
+        `created:       ${head.createdAt}`,
+        `epoch:         ${head.epoch}`,
+        `owner:         ${o === null ? 'none (not served)' : `gateway ${o.gateway} on ${o.host}, pid ${o.pid}${o.admin ? `, admin ${o.admin}` : ''}`}`,
+        `head sequence: ${head.seq} (acknowledged by its owner: ${head.ackedSeq})`,
+        `deltas:        ${head.deltas.length} (${formatSize(deltaBytes)})`,
+        `base extents:  ${baseExtents} (in ${head.pages.length} index page${head.pages.length === 1 ? '' : 's'})`,
+        `snapshots:     ${snapshots.length === 0 ? 'none' : snapshots.map((s) => s.name).join(', ')}`,
+        `stored:        ${storedObjects} objects, ${formatSize(storedBytes)} under this volume (holdfast gc frees what nothing refers to)`,
+        ...(diskCache === null
+          ? []
+          : [
+              `disk cache:    ${diskCache.dir}: ${
+                diskCache.indexed
+                  ? `${formatSize(diskCache.bytes)} of the ${formatSize(diskCache.objectBytes)} the head names (${diskCache.objects} of ${objects.size} objects), as of its index`
+                  : 'no index yet (a gateway writes it every 30 s and when it stops)'
+              }`,
+            ]),
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+  });
 
   addSettingOptions(
     volume
@@ -155,7 +176,12 @@ export function registerVolumeCommands(program: Command): void {
       const catalog = new VolumeCatalog(session.store);
       const head = await catalog.get(name);
       // The gateway serving it deletes it: it refuses while clients are attached, or disconnects them with --force.
-      const answer = await askOwner(session, head, `/v1/volumes/${encodeURIComponent(name)}${opts.force === true ? '?force=true' : ''}`, 'DELETE');
+      const answer = await askOwner(
+        session,
+        head,
+        `/v1/volumes/${encodeURIComponent(name)}${opts.force === true ? '?force=true' : ''}`,
+        'DELETE',
+      );
       if (answer !== undefined) {
         const { snapshots, disconnected } = DeleteAnswer.parse(answer);
         process.stdout.write(
@@ -164,11 +190,13 @@ export function registerVolumeCommands(program: Command): void {
         return;
       }
       // Taking it first refuses a volume a live gateway serves, as that gateway's lease says.
-      if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, async () => undefined);
+      if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, () => Promise.resolve(undefined));
       const { snapshots } = await catalog.delete(name);
       // Old journal records must never be replayed into a new volume of the same name.
       await rm(Volume.journalDirFor(session.config.journalRoot, name), { recursive: true, force: true });
-      process.stdout.write(`deleted volume ${name}${snapshots > 0 ? ` and ${snapshots} snapshot(s)` : ''}; its data is freed by the next garbage collection\n`);
+      process.stdout.write(
+        `deleted volume ${name}${snapshots > 0 ? ` and ${snapshots} snapshot(s)` : ''}; its data is freed by the next garbage collection\n`,
+      );
     });
   });
 
@@ -184,8 +212,13 @@ export function registerVolumeCommands(program: Command): void {
     checkVolumeName(name);
     await withSession(cmd, async (session) => {
       const clone = async (head: Parameters<typeof cloneFromSnapshot>[1]) => cloneFromSnapshot(session.store, head, name);
-      const head = ref.snapshot !== undefined ? await clone(await readSnapshot(session.store, ref.volume, ref.snapshot)) : await temporarySnapshot(session, ref.volume, 'clone', clone);
-      process.stdout.write(`created volume ${name} (${formatSize(head.size)}) as a clone of ${ref.volume}${ref.snapshot !== undefined ? `@${ref.snapshot}` : ''}\n`);
+      const head =
+        ref.snapshot !== undefined
+          ? await clone(await readSnapshot(session.store, ref.volume, ref.snapshot))
+          : await temporarySnapshot(session, ref.volume, 'clone', clone);
+      process.stdout.write(
+        `created volume ${name} (${formatSize(head.size)}) as a clone of ${ref.volume}${ref.snapshot !== undefined ? `@${ref.snapshot}` : ''}\n`,
+      );
     });
   });
 
@@ -207,7 +240,10 @@ export function registerVolumeCommands(program: Command): void {
         journalId: await journalIdentity(session.config.journalRoot),
         failpoints: processFailpoints,
         signal: session.signal,
-        run: (items, work) => runPool(items, concurrency, session.signal, () => async (i) => void (await work(i))),
+        run: (items, work) =>
+          runPool(items, concurrency, session.signal, () => async (i) => {
+            await work(i);
+          }),
         onExtent: (done, of) => {
           progress ??= startProgress('upgrade', of);
           progress.advance(done - last);
@@ -216,24 +252,25 @@ export function registerVolumeCommands(program: Command): void {
       });
       progress?.stop();
       // What a format 1 gateway acknowledged and left in this journal goes into the volume now.
-      if (report.backlog > 0) await withTakenVolume(session, name, async () => undefined);
+      if (report.backlog > 0) await withTakenVolume(session, name, () => Promise.resolve(undefined));
       process.stdout.write(
         `upgraded volume ${name} to format 2: ${report.converted} extents converted, ${report.reused} found converted already, ${report.legacyDeleted} format 1 objects removed${report.backlog > 0 ? ', its journal backlog uploaded' : ''}\n`,
       );
     });
   });
 
-  addSettingOptions(volume.command('compact <name>').description('fold every delta of the volume into base extents now'), [...STORE_SETTINGS, 'adminToken']).action(
-    async (name: string, _opts: unknown, cmd: Command) => {
-      checkVolumeName(name);
-      await withSession(cmd, async (session) => {
-        const head = await new VolumeCatalog(session.store).get(name);
-        const answer = await askOwner(session, head, `/v1/volumes/${encodeURIComponent(name)}/compact`, 'POST');
-        if (answer === undefined) await withTakenVolume(session, name, (v) => v.compact());
-        process.stdout.write(`compacted volume ${name}\n`);
-      });
-    },
-  );
+  addSettingOptions(volume.command('compact <name>').description('fold every delta of the volume into base extents now'), [
+    ...STORE_SETTINGS,
+    'adminToken',
+  ]).action(async (name: string, _opts: unknown, cmd: Command) => {
+    checkVolumeName(name);
+    await withSession(cmd, async (session) => {
+      const head = await new VolumeCatalog(session.store).get(name);
+      const answer = await askOwner(session, head, `/v1/volumes/${encodeURIComponent(name)}/compact`, 'POST');
+      if (answer === undefined) await withTakenVolume(session, name, (v) => v.compact());
+      process.stdout.write(`compacted volume ${name}\n`);
+    });
+  });
 }
 
 /** How much of the objects a head names the disk cache holds, by its index. */

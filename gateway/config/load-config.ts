@@ -1,3 +1,5 @@
+// gateway/config owns turning settings (flags, environment, config file; schema in shared/config.ts)
+// into the gateway's resolved configuration, and the per-volume options derived from it.
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { z } from 'zod';
@@ -78,14 +80,16 @@ export function loadConfig(sources: ConfigSources): ResolvedConfig {
   const storeUrl = c.store ?? `file://${join(dataDir, 'store')}`;
   const journalRoot = resolve(c.journalDir ?? join(dataDir, 'journal'));
   const diskCacheOn = c.diskCacheSize !== 0 && (c.cacheDir !== undefined || c.diskCacheSize !== undefined);
-  const diskCache = diskCacheOn ? { dir: resolve(c.cacheDir ?? join(dataDir, 'cache')), limitBytes: c.diskCacheSize ?? DEFAULT_DISK_CACHE_BYTES } : undefined;
+  const diskCache = diskCacheOn
+    ? { dir: resolve(c.cacheDir ?? join(dataDir, 'cache')), limitBytes: c.diskCacheSize ?? DEFAULT_DISK_CACHE_BYTES }
+    : undefined;
   return { ...c, dataDir, storeUrl, journalRoot, diskCache };
 }
 
 function describe(key: string, source: Source | undefined, file: string | undefined): string {
   switch (source) {
     case 'flag':
-      return `${flagName(key)}`;
+      return flagName(key);
     case 'env':
       return `${envName(key)} (environment)`;
     case 'file':
@@ -97,7 +101,8 @@ function describe(key: string, source: Source | undefined, file: string | undefi
 
 function fromEnv(setting: SettingName, raw: string): unknown {
   if (setting === 'volumes') return splitList(raw);
-  if (setting === 'readOnly' || setting === 'eventsSpill') return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
+  if (setting === 'readOnly' || setting === 'eventsSpill')
+    return raw === 'true' || raw === '1' ? true : raw === 'false' || raw === '0' ? false : raw;
   return raw;
 }
 

@@ -47,7 +47,11 @@ export function volumeOptions(
     uploadDelayMs: config.uploadDelay,
     retryInitialMs: RETRY_INITIAL_MS,
     retryMaxMs: config.retryMax,
-    compaction: { indexMemoryBytes: config.indexMemory, deltaBytes: config.deltaBudget ?? Math.max(GiB, Math.floor(size / 2)), deltaCount: MAX_DELTAS },
+    compaction: {
+      indexMemoryBytes: config.indexMemory,
+      deltaBytes: config.deltaBudget ?? Math.max(GiB, Math.floor(size / 2)),
+      deltaCount: MAX_DELTAS,
+    },
     gcGraceMs: config.gcGrace,
     logger: logger.child({ volume: name }),
     failpoints: processFailpoints,

@@ -1,3 +1,5 @@
+// gateway/disk-cache owns the optional on-disk cache of store objects between RAM and the store:
+// its directory and index, entries, statistics, and reads that stay on the event loop while the page cache answers.
 /**
  * The disk cache tier (`--cache-dir`, `--disk-cache-size`): byte ranges of store objects kept on local
  * disk, below each volume's RAM cache of extents and above the store. It caches what cannot go stale:

@@ -1,3 +1,5 @@
+// gateway/events owns where the gateway's events go (the log, an EventBridge bus with its spill
+// file) and which sinks a configuration opens; the event schema itself is shared/events.ts.
 import type { Logger } from 'pino';
 import type { HoldfastEvent } from '../../shared/events.js';
 

@@ -1,5 +1,11 @@
 import { readFile, rm } from 'node:fs/promises';
-import { EventBridgeClient, PutEventsCommand, type EventBridgeClientConfig, type PutEventsRequestEntry, type PutEventsResultEntry } from '@aws-sdk/client-eventbridge';
+import {
+  EventBridgeClient,
+  PutEventsCommand,
+  type EventBridgeClientConfig,
+  type PutEventsRequestEntry,
+  type PutEventsResultEntry,
+} from '@aws-sdk/client-eventbridge';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../shared/errors.js';
 import { EVENT_SOURCE, detailTypeOf } from '../../shared/eventbridge.js';
@@ -52,7 +58,10 @@ export function createEventBridgeClient(options: EventBridgeClientOptions = {}):
 
 /** The PutEvents entry for one event: what the CDK rules match and the functions validate. */
 export function toPutEventsEntry(event: HoldfastEvent, busName: string): PutEventsRequestEntry {
-  const detail = event.lastError !== null && event.lastError.length > MAX_LAST_ERROR_CHARS ? { ...event, lastError: `${event.lastError.slice(0, MAX_LAST_ERROR_CHARS)}… (cut)` } : event;
+  const detail =
+    event.lastError !== null && event.lastError.length > MAX_LAST_ERROR_CHARS
+      ? { ...event, lastError: `${event.lastError.slice(0, MAX_LAST_ERROR_CHARS)}… (cut)` }
+      : event;
   return {
     Source: EVENT_SOURCE,
     DetailType: detailTypeOf(event),
@@ -66,7 +75,13 @@ export function toPutEventsEntry(event: HoldfastEvent, busName: string): PutEven
 /** An entry's size as EventBridge counts it against the 256 KiB limit of one PutEvents call. */
 export function entrySize(entry: PutEventsRequestEntry): number {
   const bytes = (s: string | undefined) => (s === undefined ? 0 : Buffer.byteLength(s, 'utf8'));
-  return (entry.Time === undefined ? 0 : 14) + bytes(entry.Source) + bytes(entry.DetailType) + bytes(entry.Detail) + (entry.Resources ?? []).reduce((n, r) => n + bytes(r), 0);
+  return (
+    (entry.Time === undefined ? 0 : 14) +
+    bytes(entry.Source) +
+    bytes(entry.DetailType) +
+    bytes(entry.Detail) +
+    (entry.Resources ?? []).reduce((n, r) => n + bytes(r), 0)
+  );
 }
 
 export interface EventBridgeSinkOptions {
@@ -113,7 +128,12 @@ export class EventBridgeSink implements EventSink {
   private queuedBytes = 0;
   private readonly maxEvents: number;
   private readonly maxBytes: number;
-  private readonly stats = { delivered: 0, retried: 0, failedCalls: 0, dropped: { 'queue-full': 0, rejected: 0, shutdown: 0 } satisfies Record<DropReason, number> };
+  private readonly stats = {
+    delivered: 0,
+    retried: 0,
+    failedCalls: 0,
+    dropped: { 'queue-full': 0, rejected: 0, shutdown: 0 } satisfies Record<DropReason, number>,
+  };
   private loop: Promise<void> | undefined;
   private backoff: Sleep | undefined;
   private readonly idleWaiters: (() => void)[] = [];
@@ -156,7 +176,14 @@ export class EventBridgeSink implements EventSink {
   }
 
   counters(): EventDeliveryCounters {
-    return { sink: 'eventbridge', delivered: this.stats.delivered, retried: this.stats.retried, failedCalls: this.stats.failedCalls, queued: this.queue.length, dropped: { ...this.stats.dropped } };
+    return {
+      sink: 'eventbridge',
+      delivered: this.stats.delivered,
+      retried: this.stats.retried,
+      failedCalls: this.stats.failedCalls,
+      queued: this.queue.length,
+      dropped: { ...this.stats.dropped },
+    };
   }
 
   /** Resolves when everything queued so far has been delivered or dropped. */
@@ -186,7 +213,10 @@ export class EventBridgeSink implements EventSink {
     if (left > 0 && this.opts.spillFile !== undefined) {
       try {
         await this.writeSpill(this.opts.spillFile);
-        this.opts.logger.warn({ events: left, file: this.opts.spillFile }, 'EventBridge sink closed with undelivered events; they are kept in the spill file and sent at the next start');
+        this.opts.logger.warn(
+          { events: left, file: this.opts.spillFile },
+          'EventBridge sink closed with undelivered events; they are kept in the spill file and sent at the next start',
+        );
       } catch (err) {
         for (const p of this.queue) this.drop('shutdown', p.event, `spill file not written: ${errorMessage(err)}`);
       }
@@ -228,7 +258,6 @@ export class EventBridgeSink implements EventSink {
       });
   }
 
-
   private async deliver(): Promise<void> {
     while (this.queue.length > 0 && !this.stopped) {
       const batch = this.nextBatch();
@@ -246,7 +275,10 @@ export class EventBridgeSink implements EventSink {
       this.stats.retried += again;
       const attempt = ++this.consecutiveFailures;
       const delay = backoffMs(attempt - 1, this.opts.retryInitialMs ?? 200, this.opts.retryMaxMs ?? 10_000);
-      if (!this.stopped) this.logFailedAttempt(outcome, { attempt, retryInMs: Math.round(delay), events: again, queued: this.queue.length });
+      // stop() may have run during the await above; TypeScript keeps the loop condition's narrowing.
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- narrowing does not survive an await
+      if (!this.stopped)
+        this.logFailedAttempt(outcome, { attempt, retryInMs: Math.round(delay), events: again, queued: this.queue.length });
       this.backoff = sleep(delay);
       await this.backoff.done;
       this.backoff = undefined;
@@ -256,7 +288,8 @@ export class EventBridgeSink implements EventSink {
   /** One line per failed attempt: what failed (the call's error class and message, or the entry codes), and when it is tried again. */
   private logFailedAttempt(outcome: SendOutcome, fields: Record<string, number>): void {
     const log = this.opts.logger;
-    if (outcome.error !== undefined) log.warn({ err: outcome.error, ...fields }, 'EventBridge PutEvents failed; the events stay queued and are sent again');
+    if (outcome.error !== undefined)
+      log.warn({ err: outcome.error, ...fields }, 'EventBridge PutEvents failed; the events stay queued and are sent again');
     else log.warn({ refused: outcome.refused, ...fields }, 'EventBridge refused events; they are sent again');
   }
 
@@ -283,7 +316,9 @@ export class EventBridgeSink implements EventSink {
   private async send(batch: Pending[]): Promise<SendOutcome> {
     let results: PutEventsResultEntry[];
     try {
-      const out = await this.opts.client.send(new PutEventsCommand({ Entries: batch.map((p) => p.entry) }), { abortSignal: this.abort.signal });
+      const out = await this.opts.client.send(new PutEventsCommand({ Entries: batch.map((p) => p.entry) }), {
+        abortSignal: this.abort.signal,
+      });
       results = out.Entries ?? [];
     } catch (err) {
       this.stats.failedCalls++;
@@ -330,7 +365,12 @@ export class EventBridgeSink implements EventSink {
 
   private drop(reason: DropReason, event: HoldfastEvent, why: string): void {
     this.stats.dropped[reason]++;
-    this.logRateLimited(`drop:${reason}`, 'error', { reason, why, kind: event.kind, volume: event.volume, episode: event.episode, droppedSoFar: this.stats.dropped[reason] }, 'event dropped: it will not reach EventBridge');
+    this.logRateLimited(
+      `drop:${reason}`,
+      'error',
+      { reason, why, kind: event.kind, volume: event.volume, episode: event.episode, droppedSoFar: this.stats.dropped[reason] },
+      'event dropped: it will not reach EventBridge',
+    );
   }
 
   private logRateLimited(key: string, level: 'warn' | 'error', fields: Record<string, unknown>, msg: string): void {
@@ -364,6 +404,8 @@ export class EventBridgeSink implements EventSink {
         } catch (err) {
           this.logRateLimited('spill', 'warn', { err, file }, 'could not update the event spill file');
         }
+        // Set again by callers while this one awaited; TypeScript keeps the `= false` narrowing above.
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- narrowing does not survive an await
       } while (this.spillDirty && !this.stopped);
     })().finally(() => (this.spillWriting = undefined));
   }
@@ -394,6 +436,9 @@ export class EventBridgeSink implements EventSink {
       if (parsed.success) this.enqueue(parsed.data);
       else bad++;
     }
-    this.opts.logger.info({ events: this.queue.length, unreadable: bad, file }, 'events left undelivered by the previous run are sent first');
+    this.opts.logger.info(
+      { events: this.queue.length, unreadable: bad, file },
+      'events left undelivered by the previous run are sent first',
+    );
   }
 }

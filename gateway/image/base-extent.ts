@@ -8,7 +8,13 @@ import { CRC_BLOCK, DataObjectWriter, ObjectKind } from './data-object.js';
 import type { BaseRef } from './index-page.js';
 import type { ObjectMeta } from './data-object.js';
 
-export function buildBaseExtent(content: Buffer | null, extentStart: number, key: string, epoch: number, seq: number): { body: Buffer; ref: BaseRef } {
+export function buildBaseExtent(
+  content: Buffer | null,
+  extentStart: number,
+  key: string,
+  epoch: number,
+  seq: number,
+): { body: Buffer; ref: BaseRef } {
   const spans: Array<[number, number]> = [];
   if (content !== null) {
     for (let at = 0; at < content.length; at += CRC_BLOCK) {

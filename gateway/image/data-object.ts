@@ -98,7 +98,8 @@ export class DataObjectWriter {
   }
 
   finish(): BuiltObject {
-    if (this.runs !== this.runCount || this.dataAt !== this.dataLength) throw new RangeError('object finished before all its runs were added');
+    if (this.runs !== this.runCount || this.dataAt !== this.dataLength)
+      throw new RangeError('object finished before all its runs were added');
     const body = this.body;
     for (let block = 0, at = this.metaOffset; block * CRC_BLOCK < this.dataLength; block++, at += 4) {
       const start = block * CRC_BLOCK;
@@ -129,10 +130,13 @@ export function parseMeta(meta: Buffer, expectedCrc: number, where: string): Obj
   const crc = crc32c(meta.subarray(0, meta.length - 4));
   const stored = meta.readUInt32LE(meta.length - 4);
   if (crc !== expectedCrc || stored !== expectedCrc) {
-    throw new DataCorruptError(`${where}: tables fail their CRC32C (computed ${hex(crc)}, stored ${hex(stored)}, expected ${hex(expectedCrc)})`);
+    throw new DataCorruptError(
+      `${where}: tables fail their CRC32C (computed ${hex(crc)}, stored ${hex(stored)}, expected ${hex(expectedCrc)})`,
+    );
   }
   const t = meta.length - TRAILER_SIZE;
-  if (meta.readUInt32LE(t) !== MAGIC || meta.readUInt32LE(t + 4) !== VERSION) throw new DataCorruptError(`${where}: not a Holdfast data object`);
+  if (meta.readUInt32LE(t) !== MAGIC || meta.readUInt32LE(t + 4) !== VERSION)
+    throw new DataCorruptError(`${where}: not a Holdfast data object`);
   const kind = meta.readUInt32LE(t + 8);
   if (kind !== ObjectKind.Delta && kind !== ObjectKind.Base) throw new DataCorruptError(`${where}: unknown object kind ${kind}`);
   const runCount = meta.readUInt32LE(t + 12);
@@ -141,14 +145,20 @@ export function parseMeta(meta: Buffer, expectedCrc: number, where: string): Obj
   if (4 * blocks + RUN_SIZE * runCount + TRAILER_SIZE !== meta.length) throw new DataCorruptError(`${where}: table sizes do not add up`);
   const crcs = new Uint32Array(blocks);
   for (let i = 0; i < blocks; i++) crcs[i] = meta.readUInt32LE(4 * i);
-  const runs = { count: runCount, offset: new Float64Array(runCount), length: new Float64Array(runCount), dataOffset: new Float64Array(runCount) };
+  const runs = {
+    count: runCount,
+    offset: new Float64Array(runCount),
+    length: new Float64Array(runCount),
+    dataOffset: new Float64Array(runCount),
+  };
   let end = -1;
   for (let i = 0, at = 4 * blocks; i < runCount; i++, at += RUN_SIZE) {
     const offset = readU64(meta, at);
     const length = readU64(meta, at + 8);
     const zero = (meta.readUInt32LE(at + 20) & ZERO_FLAG) !== 0;
     const dataOffset = meta.readUInt32LE(at + 16);
-    if (offset < end || length <= 0 || (!zero && dataOffset + length > dataLength)) throw new DataCorruptError(`${where}: run ${i} is out of order or out of bounds`);
+    if (offset < end || length <= 0 || (!zero && dataOffset + length > dataLength))
+      throw new DataCorruptError(`${where}: run ${i} is out of order or out of bounds`);
     end = offset + length;
     runs.offset[i] = offset;
     runs.length[i] = length;
@@ -169,7 +179,9 @@ export function verifyBlocks(crcs: Uint32Array, dataLength: number, start: numbe
   const block = firstBadBlock(crcs, dataLength, start, bytes);
   if (block < 0) return;
   const from = block * CRC_BLOCK;
-  throw new DataCorruptError(`${where}: data block ${block} (bytes ${from}..${Math.min(from + CRC_BLOCK, start + bytes.length)}) fails its CRC32C`);
+  throw new DataCorruptError(
+    `${where}: data block ${block} (bytes ${from}..${Math.min(from + CRC_BLOCK, start + bytes.length)}) fails its CRC32C`,
+  );
 }
 
 /** The first data block of `bytes` (starting at block-aligned `start`) that fails its CRC32C, or -1. */

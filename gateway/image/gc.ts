@@ -3,6 +3,7 @@
  * data object that no head, snapshot or trash entry names, and that is older than the grace period,
  * is deleted. Clones name their parents' objects, so references are collected across all volumes.
  */
+import { elementAt } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import type { Failpoints } from '../failpoints.js';
 import type { ObjectInfo, ObjectStore } from '../store/object-store.js';
@@ -71,11 +72,12 @@ export async function collectGarbage(store: ObjectStore, opts: GcOptions): Promi
   const vanished = new Set<string>();
   for (const key of named) {
     const body = await store.get(key);
-    if (body === undefined) vanished.add(key.split('/')[1]!);
+    if (body === undefined) vanished.add(elementAt(key.split('/'), 1));
     else await collect(parseHead(body, key));
   }
   // A head or snapshot deleted since the listing went to the trash first: read that volume's trash again.
-  for (const volume of vanished) for await (const info of store.listDetailed(trashPrefix(volume))) if (!trash.some((t) => t.key === info.key)) trash.push(info);
+  for (const volume of vanished)
+    for await (const info of store.listDetailed(trashPrefix(volume))) if (!trash.some((t) => t.key === info.key)) trash.push(info);
   let trashDeleted = 0;
   for (const t of trash) {
     const at = trashTime(t.key) ?? t.lastModified;

@@ -4,6 +4,7 @@
  * the moment the write was *sent* (docs/volume-format-2.md, "Fencing"). A write that loses means another
  * gateway took the volume: the writer is deposed for good.
  */
+import { defined } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/object-store.js';
@@ -153,11 +154,15 @@ export class HeadWriter {
         this.uncertain = false;
         return;
       }
-      this.depose(new VolumeDeposedError(`volume ${mine.name} was taken by ${stored.owner === null ? 'nobody (its head was released)' : `gateway ${stored.owner.gateway} on ${stored.owner.host}`} (epoch ${stored.epoch}, ours ${mine.epoch})`));
+      this.depose(
+        new VolumeDeposedError(
+          `volume ${mine.name} was taken by ${stored.owner === null ? 'nobody (its head was released)' : `gateway ${stored.owner.gateway} on ${stored.owner.host}`} (epoch ${stored.epoch}, ours ${mine.epoch})`,
+        ),
+      );
     } else {
       this.depose(new VolumeDeposedError(`volume ${mine.name} was deleted while this gateway served it`));
     }
-    throw this.deposedError!;
+    throw defined(this.deposedError, 'deposed error');
   }
 
   private depose(err: VolumeDeposedError): void {

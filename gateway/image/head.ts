@@ -37,7 +37,12 @@ const objectRef = {
 export const DeltaRefSchema = z.object({ ...objectRef, seqFrom: seq, seqTo: seq });
 export type DeltaRef = z.infer<typeof DeltaRefSchema>;
 
-export const PageRefSchema = z.object({ page: z.number().int().nonnegative(), key: z.string().min(1), size: z.number().int().positive(), crc });
+export const PageRefSchema = z.object({
+  page: z.number().int().nonnegative(),
+  key: z.string().min(1),
+  size: z.number().int().positive(),
+  crc,
+});
 export type PageRef = z.infer<typeof PageRefSchema>;
 
 export const ReleasedSchema = z.object({ key: z.string().min(1), at: z.iso.datetime() });
@@ -100,7 +105,9 @@ export function parseHead(body: Buffer, where: string): Head {
   }
   const parsed = HeadSchema.safeParse(json);
   if (!parsed.success) {
-    throw new VolumeCorruptError(`${where} is not a Holdfast format ${VOLUME_FORMAT_VERSION} head: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    throw new VolumeCorruptError(
+      `${where} is not a Holdfast format ${VOLUME_FORMAT_VERSION} head: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   }
   return parsed.data;
 }

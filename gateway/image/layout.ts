@@ -4,6 +4,7 @@
  * suffix too — so no key is ever written twice, and a deposed writer cannot collide with its successor.
  * Numbers are fixed-width hex so that a listing comes back in order.
  */
+import { elementAt } from '../../shared/checked.js';
 import { randomBytes } from 'node:crypto';
 
 export const VOLUMES_PREFIX = 'volumes/';
@@ -35,7 +36,7 @@ export function trashKey(name: string, what: string, at: Date): string {
 
 export function trashTime(key: string): Date | undefined {
   const m = /\/trash\/([0-9a-f]{12})-[^/]+$/.exec(key);
-  return m === null ? undefined : new Date(parseInt(m[1]!, 16));
+  return m === null ? undefined : new Date(parseInt(elementAt(m, 1), 16));
 }
 
 /** Format 1's manifest: present without a head, the volume still needs `holdfast volume upgrade`. */
@@ -80,7 +81,9 @@ export const DATA_FOLDERS = ['extents/', 'deltas/', 'index/'] as const;
 
 /** True for a format 2 data object key (format 1 extents are the upgrade's business, never GC's). */
 export function isDataObjectKey(key: string): boolean {
-  return /^volumes\/[^/]+\/(extents\/[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|deltas\/[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|index\/[0-9a-f]{6}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8})$/.test(key);
+  return /^volumes\/[^/]+\/(extents\/[0-9a-f]{12}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|deltas\/[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8}|index\/[0-9a-f]{6}-[0-9a-f]{8}-[0-9a-f]{16}-[0-9a-f]{8})$/.test(
+    key,
+  );
 }
 
 function hex(n: number, width: number): string {

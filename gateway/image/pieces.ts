@@ -29,7 +29,8 @@ export async function fetchPieces(reader: ObjectReader, pieces: Piece[], out: Bu
     const g = groups[groups.length - 1];
     const last = g?.[g.length - 1];
     // Pieces in the same or the next 4 KiB block of one object share a GET.
-    if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK) g.push(p);
+    if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK)
+      g.push(p);
     else groups.push([p]);
   }
   await Promise.all(groups.map((g) => fetchGroup(reader, g, out, signal)));

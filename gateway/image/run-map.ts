@@ -1,3 +1,5 @@
+import { elementAt } from '../../shared/checked.js';
+
 /**
  * Per extent, which delta holds each byte newer than the extent's base: the in-memory index a read
  * consults before the base. Runs are kept sorted and non-overlapping, newest winning, four 32-bit
@@ -63,17 +65,17 @@ export class RunMap {
     // First run ending after start, and first run starting at or after end: [lo, hi) overlap.
     const lo = firstEndingAfter(e, start);
     let hi = lo;
-    while (hi < e.n && a[hi * STRIDE]! < end) hi++;
+    while (hi < e.n && elementAt(a, hi * STRIDE) < end) hi++;
     let keepLeft = false;
     let right: number[] | undefined;
     for (let i = lo; i < hi; i++) {
       const at = i * STRIDE;
-      const s = a[at]!;
-      const t = a[at + 1]!;
-      const src = a[at + 2]!;
+      const s = elementAt(a, at);
+      const t = elementAt(a, at + 1);
+      const src = elementAt(a, at + 2);
       this.onDropped(src, Math.min(t, end) - Math.max(s, start));
       if (i === lo && s < start) keepLeft = true;
-      if (i === hi - 1 && t > end) right = [end, t, src, a[at + 3] === ZERO_DATA ? ZERO_DATA : a[at + 3]! + (end - s)];
+      if (i === hi - 1 && t > end) right = [end, t, src, a[at + 3] === ZERO_DATA ? ZERO_DATA : elementAt(a, at + 3) + (end - s)];
     }
     const insert = (keepLeft ? 1 : 0) + 1 + (right !== undefined ? 1 : 0);
     const removed = hi - lo;
@@ -108,9 +110,9 @@ export class RunMap {
     let w = 0;
     for (let i = 0; i < e.n; i++) {
       const at = i * STRIDE;
-      const src = a[at + 2]!;
+      const src = elementAt(a, at + 2);
       if (folded(src)) {
-        this.onDropped(src, a[at + 1]! - a[at]!);
+        this.onDropped(src, elementAt(a, at + 1) - elementAt(a, at));
         continue;
       }
       if (w !== i) a.copyWithin(w * STRIDE, at, at + STRIDE);
@@ -139,13 +141,13 @@ export class RunMap {
       const a = e.a;
       for (let i = firstEndingAfter(e, start); i < e.n && pos < end; i++) {
         const at = i * STRIDE;
-        const s = a[at]!;
+        const s = elementAt(a, at);
         if (s >= end) break;
         if (s > pos) visit(pos, s, NO_SOURCE, 0);
         const from = Math.max(s, pos);
-        const to = Math.min(a[at + 1]!, end);
-        const off = a[at + 3]!;
-        visit(from, to, a[at + 2]!, off === ZERO_DATA ? ZERO_DATA : off + (from - s));
+        const to = Math.min(elementAt(a, at + 1), end);
+        const off = elementAt(a, at + 3);
+        visit(from, to, elementAt(a, at + 2), off === ZERO_DATA ? ZERO_DATA : off + (from - s));
         pos = to;
       }
     }
@@ -159,14 +161,17 @@ export class RunMap {
    */
   busiestExtents(limit: number): number[] {
     const counts = new Uint32Array(HISTOGRAM_BUCKETS);
-    for (const e of this.extents.values()) counts[Math.min(e.n, HISTOGRAM_BUCKETS - 1)]!++;
+    for (const e of this.extents.values()) {
+      const bucket = Math.min(e.n, HISTOGRAM_BUCKETS - 1);
+      counts[bucket] = elementAt(counts, bucket) + 1;
+    }
     let threshold = HISTOGRAM_BUCKETS - 1;
     let above = 0;
     for (; threshold > 0; threshold--) {
-      if (above + counts[threshold]! >= limit) break;
-      above += counts[threshold]!;
+      if (above + elementAt(counts, threshold) >= limit) break;
+      above += elementAt(counts, threshold);
     }
-    const atThreshold = Math.min(limit - above, counts[threshold]!);
+    const atThreshold = Math.min(limit - above, elementAt(counts, threshold));
     const high: number[] = [];
     const equal: number[] = [];
     for (const [extent, e] of this.extents) {
@@ -193,7 +198,7 @@ function firstEndingAfter(e: ExtentRuns, pos: number): number {
   let hi = e.n;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (e.a[mid * STRIDE + 1]! <= pos) lo = mid + 1;
+    if (elementAt(e.a, mid * STRIDE + 1) <= pos) lo = mid + 1;
     else hi = mid;
   }
   return lo;

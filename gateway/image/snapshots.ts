@@ -20,7 +20,8 @@ export interface SnapshotInfo {
 }
 
 export function checkSnapshotName(name: string): void {
-  if (!SNAPSHOT_NAME.test(name)) throw new InvalidArgumentError(`"${name}" is not a valid snapshot name (letters, digits, . _ -; at most 63)`);
+  if (!SNAPSHOT_NAME.test(name))
+    throw new InvalidArgumentError(`"${name}" is not a valid snapshot name (letters, digits, . _ -; at most 63)`);
 }
 
 /** Stores `head` (a committed head of the volume) as snapshot `name`. */
@@ -30,7 +31,8 @@ export async function storeSnapshot(store: ObjectStore, head: Head, name: string
   try {
     await store.putIfAbsent(snapshotKey(head.name, name), encodeHead(snapshot));
   } catch (err) {
-    if (err instanceof PreconditionFailedError) throw new VolumeExistsError(`volume ${head.name} already has a snapshot ${name}`, { cause: err });
+    if (err instanceof PreconditionFailedError)
+      throw new VolumeExistsError(`volume ${head.name} already has a snapshot ${name}`, { cause: err });
     throw err;
   }
   return infoOf(snapshot);
@@ -89,5 +91,12 @@ export async function cloneFromSnapshot(store: ObjectStore, snapshot: Head, name
 }
 
 function infoOf(head: Head): SnapshotInfo {
-  return { volume: head.name, name: head.snapshot?.name ?? '', createdAt: head.snapshot?.createdAt ?? head.createdAt, seq: head.seq, size: head.size, deltas: head.deltas.length };
+  return {
+    volume: head.name,
+    name: head.snapshot?.name ?? '',
+    createdAt: head.snapshot?.createdAt ?? head.createdAt,
+    seq: head.seq,
+    size: head.size,
+    deltas: head.deltas.length,
+  };
 }

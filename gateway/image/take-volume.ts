@@ -55,7 +55,9 @@ export async function readHead(store: ObjectStore, name: string, signal?: AbortS
   const got = await store.getVersioned(headKey(name), { signal });
   if (got === undefined) {
     if ((await store.get(legacyManifestKey(name), { signal })) !== undefined) {
-      throw new VolumeFormatError(`volume ${name} is in format 1, which this version no longer serves; convert it with: holdfast volume upgrade ${name}`);
+      throw new VolumeFormatError(
+        `volume ${name} is in format 1, which this version no longer serves; convert it with: holdfast volume upgrade ${name}`,
+      );
     }
     throw new VolumeNotFoundError(`volume ${name} does not exist in ${store.location}`);
   }
@@ -73,7 +75,8 @@ export async function takeVolume(opts: TakeVolumeOptions): Promise<TakenVolume> 
     const prev = head.owner;
     const sameJournal = prev !== null && prev.journalId === opts.owner.journalId;
     // A head this very process wrote as its own (a volume created to be filled) is ours already.
-    const free = prev === null || prev.instance === opts.owner.instance || (sameJournal && prev.host === opts.owner.host && !processAlive(prev));
+    const free =
+      prev === null || prev.instance === opts.owner.instance || (sameJournal && prev.host === opts.owner.host && !processAlive(prev));
     const expired = now() - watched.since >= head.leaseMs * (1 + LEASE_MARGIN);
     if (free || expired) {
       if (prev !== null && !sameJournal && head.ackedSeq > head.seq && opts.force !== true) {
@@ -86,17 +89,37 @@ export async function takeVolume(opts: TakeVolumeOptions): Promise<TakenVolume> 
       const epoch = head.epoch + 1;
       // A released head had everything committed: nothing older in any journal is ours to replay.
       const journalSince = prev !== null && sameJournal ? head.journalSince : epoch;
-      const taken: Head = { ...head, epoch, version: head.version + 1, owner: opts.owner, journalSince, leaseMs: opts.leaseMs, ackedSeq: head.seq };
+      const taken: Head = {
+        ...head,
+        epoch,
+        version: head.version + 1,
+        owner: opts.owner,
+        journalSince,
+        leaseMs: opts.leaseMs,
+        ackedSeq: head.seq,
+      };
       const body = encodeHead(taken);
       const sentAt = now();
       try {
         const newEtag = await opts.store.putIfMatch(headKey(opts.name), body, etag, { signal: opts.signal });
         if (prev !== null) opts.logger.info({ volume: opts.name, epoch: taken.epoch, previous: prev, sameJournal }, 'took over the volume');
-        const writer = new HeadWriter({ store: opts.store, key: headKey(opts.name), logger: opts.logger, now, ...(opts.onDeposed ? { onDeposed: opts.onDeposed } : {}) }, taken, newEtag, sentAt);
+        const writer = new HeadWriter(
+          {
+            store: opts.store,
+            key: headKey(opts.name),
+            logger: opts.logger,
+            now,
+            ...(opts.onDeposed ? { onDeposed: opts.onDeposed } : {}),
+          },
+          taken,
+          newEtag,
+          sentAt,
+        );
         return { writer, previous: head, sameJournal: prev === null || sameJournal };
       } catch (err) {
         // Lost a race (or RGW's 500 for one): read again and decide anew.
-        if (!(err instanceof PreconditionFailedError)) opts.logger.debug({ err, volume: opts.name }, 'taking the volume failed; reading its head again');
+        if (!(err instanceof PreconditionFailedError))
+          opts.logger.debug({ err, volume: opts.name }, 'taking the volume failed; reading its head again');
         ({ head, etag } = await readHead(opts.store, opts.name, opts.signal));
         watched = { etag, since: now() };
         if (!(err instanceof PreconditionFailedError)) await sleep(Math.min(1000, head.leaseMs / 10));
@@ -107,7 +130,7 @@ export async function takeVolume(opts: TakeVolumeOptions): Promise<TakenVolume> 
     const again = await readHead(opts.store, opts.name, opts.signal);
     if (again.etag !== watched.etag) {
       const owner = again.head.owner;
-      if (owner !== null && prev !== null && owner.instance === prev.instance && again.head.epoch === head.epoch) {
+      if (owner !== null && owner.instance === prev.instance && again.head.epoch === head.epoch) {
         throw new VolumeLockedError(
           `volume ${opts.name} is served by gateway ${owner.gateway} (${owner.host}, pid ${owner.pid}${owner.admin !== null ? `, admin ${owner.admin}` : ''}): it renewed its lease`,
         );

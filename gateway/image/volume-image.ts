@@ -1,9 +1,13 @@
+// gateway/image owns volume format 2 in the store: heads (written conditionally, with the lease that
+// fences other gateways), base extents, index pages and delta objects, the run map that resolves
+// reads, taking a volume, snapshots and clones, and garbage collection. Start with this file.
 /**
  * A volume as its head describes it: the base extents (from the index pages), the deltas newer than
  * them (their runs in a RunMap, their CRC tables in memory) and the reads that turn those into bytes,
  * every 4 KiB block checked against its CRC32C on the way. It knows nothing of journals or caches:
  * the served Volume layers those on top, and export, clone and GC use it alone.
  */
+import { elementAt, mapValue } from '../../shared/checked.js';
 import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
@@ -130,9 +134,9 @@ export class VolumeImage {
     const es = this.shape.extentSize;
     const { count, offset, length, dataOffset } = meta.runs;
     for (let i = 0; i < count; i++) {
-      let pos = offset[i]!;
-      const end = pos + length[i]!;
-      const zero = dataOffset[i]! < 0;
+      let pos = elementAt(offset, i);
+      const end = pos + elementAt(length, i);
+      const zero = elementAt(dataOffset, i) < 0;
       while (pos < end) {
         const extent = Math.floor(pos / es);
         const extentStart = extent * es;
@@ -152,7 +156,13 @@ export class VolumeImage {
         }
         if (base === undefined || base.seq < ref.seqTo) {
           info.liveBytes += stop - pos;
-          this.runs.apply(extent, pos - extentStart, stop - extentStart, info.slot, zero ? ZERO_DATA : dataOffset[i]! + (pos - offset[i]!));
+          this.runs.apply(
+            extent,
+            pos - extentStart,
+            stop - extentStart,
+            info.slot,
+            zero ? ZERO_DATA : elementAt(dataOffset, i) + (pos - elementAt(offset, i)),
+          );
           info.extents.add(extent);
         }
         pos = stop;
@@ -251,7 +261,7 @@ export class VolumeImage {
         if (src === NO_SOURCE) bases.push(this.readBase(extent, s, t - s, out, at, signal));
         else if (dataOffset === ZERO_DATA) out.fill(0, at, at + t - s);
         else {
-          const d = this.deltas.get(src)!;
+          const d = mapValue(this.deltas, src);
           pieces.push({ at, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
         }
       });
@@ -274,7 +284,7 @@ export class VolumeImage {
         zeros.push([s, t]);
         return;
       }
-      const d = this.deltas.get(src)!;
+      const d = mapValue(this.deltas, src);
       pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
     });
     const base = this.bases.get(extent);
@@ -373,8 +383,8 @@ export class VolumeImage {
     let pos = start;
     const { count, offset, length, dataOffset } = meta.runs;
     for (let i = 0; i < count && pos < start + n; i++) {
-      const s = offset[i]! - extentStart;
-      const t = s + length[i]!;
+      const s = elementAt(offset, i) - extentStart;
+      const t = s + elementAt(length, i);
       if (t <= pos) continue;
       if (s >= start + n) break;
       if (s > pos) out.fill(0, at + pos - start, at + s - start);
@@ -382,11 +392,18 @@ export class VolumeImage {
       const to = Math.min(t, start + n);
       const data = dataOffset[i] ?? -1;
       if (data < 0) out.fill(0, at + from - start, at + to - start);
-      else pieces.push({ at: at + from - start, length: to - from, ref: base, dataOffset: data + (from - s), crcs: meta.crcs, dataLength: meta.dataLength });
+      else
+        pieces.push({
+          at: at + from - start,
+          length: to - from,
+          ref: base,
+          dataOffset: data + (from - s),
+          crcs: meta.crcs,
+          dataLength: meta.dataLength,
+        });
       pos = to;
     }
     if (pos < start + n) out.fill(0, at + pos - start, at + n);
     await fetchPieces(this.reader, pieces, out, signal);
   }
-
 }

@@ -1,27 +1,32 @@
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+// gateway/journal owns the write-ahead journal of a served volume: durable group commits before a
+// write is acknowledged, replay on open, and retiring segments once uploaded. This file is the
+// Journal; segment-format.ts and record.ts are the on-disk format, segment-file.ts the file I/O.
+import { defined, elementAt } from '../../shared/checked.js';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError, RequestAbortedError } from '../../shared/errors.js';
-import {
-  RECORD_HEADER_SIZE,
-  RECORD_MAGIC,
-  RecordKind,
-  decodeRecordHeader,
-  encodeRecordHeader,
-  recordChecksumOk,
-} from './record.js';
+import { RECORD_HEADER_SIZE, RecordKind } from './record.js';
 import { backoffMs } from '../util/backoff.js';
-import { fsSegmentFileOps, type SegmentFile, type SegmentFileOps } from './segment-file.js';
+import { fsSegmentFileOps, type SegmentFileOps } from './segment-file.js';
 import { syncDirectory } from '../util/sync-directory.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import {
+  SEAL_NAME,
+  SEGMENT_HEADER_SIZE,
+  SEGMENT_MAGIC,
+  SEGMENT_NAME,
+  SEGMENT_VERSION,
+  Segment,
+  encodeBatch,
+  readSeal,
+  scanSegment,
+  sealName,
+  type JournalEntry,
+} from './segment-format.js';
 
-const SEGMENT_MAGIC = 0x48464a53;
-const SEGMENT_VERSION = 1;
-const SEGMENT_HEADER_SIZE = 16;
-/** `<writer epoch, 8 hex>-<number, 16 digits>.seg`; format 1 journals have no epoch (read as epoch 0). */
-const SEGMENT_NAME = /^(?:([0-9a-f]{8})-)?(\d{16})\.seg$/;
-/** `seal-<epoch>`: the highest sequence a later owner adopted from that epoch's segments. */
-const SEAL_NAME = /^seal-([0-9a-f]{8})$/;
+export type { JournalEntry } from './segment-format.js';
+
 /**
  * What one record costs in memory until it is uploaded (its entry and its place in the pending
  * lists), charged against the journal limit with its bytes on disk: a flood of tiny records (TRIMs)
@@ -62,39 +67,6 @@ export interface JournalOptions {
   /** Told of every failed write/sync attempt and of the first success after failures. */
   readonly onIoError?: (err: JournalIoError) => void;
   readonly onIoRecovered?: () => void;
-}
-
-export class Segment {
-  /** Records in this segment that are durable and not yet released (uploaded). */
-  live = 0;
-  sealed = false;
-  retired = false;
-  constructor(
-    readonly epoch: number,
-    readonly no: number,
-    readonly path: string,
-    readonly file: SegmentFile,
-    /** Bytes of the file that hold records (or were attempted), header included. */
-    public size: number,
-  ) {}
-}
-
-/**
- * One change owed to the object store. Until it is durable its payload is held here (it is queued
- * for the next group commit); afterwards it is read back from its segment file on demand, so that
- * the backlog lives on disk, not in memory.
- */
-export interface JournalEntry {
-  readonly seq: number;
-  readonly kind: RecordKind;
-  readonly offset: number;
-  readonly length: number;
-  data: Buffer | undefined;
-  segment: Segment | undefined;
-  payloadPosition: number;
-  durable: boolean;
-  /** When it was appended (monotonic ms; 0 when replayed): how long it has waited for an upload. */
-  readonly arrivedAt: number;
 }
 
 interface DurableWaiter {
@@ -162,7 +134,7 @@ export class Journal {
     const dirNames = await readdir(opts.dir);
     const seals = new Map<number, number>();
     for (const m of dirNames.map((n) => SEAL_NAME.exec(n))) {
-      if (m !== null) seals.set(parseInt(m[1]!, 16), await readSeal(join(opts.dir, m[0])));
+      if (m !== null) seals.set(parseInt(elementAt(m, 1), 16), await readSeal(join(opts.dir, m[0])));
     }
     const names = dirNames
       .map((n) => SEGMENT_NAME.exec(n))
@@ -198,8 +170,8 @@ export class Journal {
     }
     if (sealed) await syncDirectory(opts.dir);
     const entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
-    for (const e of entries) e.segment!.live++;
-    const lastSeq = Math.max(committed, entries.length > 0 ? entries[entries.length - 1]!.seq : 0, ...adopted.values());
+    for (const e of entries) defined(e.segment, 'replayed entry segment').live++;
+    const lastSeq = Math.max(committed, entries.length > 0 ? elementAt(entries, entries.length - 1).seq : 0, ...adopted.values());
     const lastNo = names.reduce((n, s) => Math.max(n, s.no), 0);
     const journal = new Journal(opts, lastSeq, lastNo);
     journal.liveEntryBytes = entries.length * ENTRY_MEMORY_COST;
@@ -379,13 +351,15 @@ export class Journal {
   }
 
   private scheduleRetirement(): void {
-    this.retirement = this.retirement.then(() => this.retireSegments()).catch((err: unknown) => {
-      this.opts.logger.error({ err }, 'could not delete a retired journal segment; will retry');
-      // An idle volume would never come back to it, and the journal's room waits for it.
-      setTimeout(() => {
-        if (!this.closed) this.scheduleRetirement();
-      }, this.opts.retryMaxMs ?? 1000).unref();
-    });
+    this.retirement = this.retirement
+      .then(() => this.retireSegments())
+      .catch((err: unknown) => {
+        this.opts.logger.error({ err }, 'could not delete a retired journal segment; will retry');
+        // An idle volume would never come back to it, and the journal's room waits for it.
+        setTimeout(() => {
+          if (!this.closed) this.scheduleRetirement();
+        }, this.opts.retryMaxMs ?? 1000).unref();
+      });
   }
 
   /**
@@ -401,7 +375,7 @@ export class Journal {
     let removed = false;
     try {
       while (this.segments.length > 0) {
-        const oldest = this.segments[0]!;
+        const oldest = elementAt(this.segments, 0);
         if (!oldest.sealed || oldest.live > 0) break;
         await oldest.file.close().catch(() => undefined);
         // Unlinked before it leaves the list: when that fails (a failing disk) it stays first, to be
@@ -424,7 +398,7 @@ export class Journal {
 
   private wakeSpaceWaiters(): void {
     while (this.spaceWaiters.length > 0) {
-      const w = this.spaceWaiters[0]!;
+      const w = elementAt(this.spaceWaiters, 0);
       if (!this.fits(w.bytes)) break;
       this.spaceWaiters.shift();
       this.queuedBytes += w.bytes;
@@ -448,7 +422,7 @@ export class Journal {
     let bytes = 0;
     let n = 0;
     while (n < this.queue.length && n < MAX_BATCH_RECORDS) {
-      const size = RECORD_HEADER_SIZE + (this.queue[n]!.data?.length ?? 0);
+      const size = RECORD_HEADER_SIZE + (elementAt(this.queue, n).data?.length ?? 0);
       if (n > 0 && bytes + size > MAX_BATCH_BYTES) break;
       bytes += size;
       n++;
@@ -489,7 +463,7 @@ export class Journal {
           this.failedAttempts = 0;
           this.opts.onIoRecovered?.();
         }
-        this.markDurable(batch[batch.length - 1]!.seq);
+        this.markDurable(elementAt(batch, batch.length - 1).seq);
         return;
       } catch (cause) {
         if (segment !== undefined) this.queuedBytes += batchBytes;
@@ -557,8 +531,8 @@ export class Journal {
     this.durableSeq = seq;
     this.wakeUploadWaiters(seq);
     let n = 0;
-    while (n < this.durableWaiters.length && this.durableWaiters[n]!.seq <= seq) {
-      this.durableWaiters[n]!.resolve();
+    while (n < this.durableWaiters.length && elementAt(this.durableWaiters, n).seq <= seq) {
+      elementAt(this.durableWaiters, n).resolve();
       n++;
     }
     if (n > 0) this.durableWaiters.splice(0, n);
@@ -584,122 +558,6 @@ export class Journal {
 function chargeOf(payloadLength: number): number {
   return RECORD_HEADER_SIZE + payloadLength + ENTRY_MEMORY_COST;
 }
-
-function sealName(epoch: number): string {
-  return `seal-${epoch.toString(16).padStart(8, '0')}`;
-}
-
-async function readSeal(path: string): Promise<number> {
-  const text = await readFile(path, 'utf8');
-  let maxSeq: unknown;
-  try {
-    maxSeq = (JSON.parse(text) as { maxSeq?: unknown }).maxSeq;
-  } catch (cause) {
-    throw new JournalCorruptError(`journal seal ${path} is not JSON`, { cause });
-  }
-  if (typeof maxSeq !== 'number' || !Number.isSafeInteger(maxSeq) || maxSeq < 0) throw new JournalCorruptError(`journal seal ${path} has no valid maxSeq`);
-  return maxSeq;
-}
-
-/** The records of a batch as one writev: header, payload, header, payload ... */
-function encodeBatch(batch: readonly JournalEntry[]): { iov: Buffer[]; bytes: number } {
-  let bytes = 0;
-  const headers = Buffer.allocUnsafe(batch.length * RECORD_HEADER_SIZE);
-  const iov: Buffer[] = [];
-  for (let i = 0; i < batch.length; i++) {
-    const e = batch[i]!;
-    const at = i * RECORD_HEADER_SIZE;
-    const payloadLength = e.kind === RecordKind.Write ? e.length : 0;
-    encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);
-    iov.push(headers.subarray(at, at + RECORD_HEADER_SIZE));
-    if (e.data !== undefined && e.data.length > 0) iov.push(e.data);
-    bytes += RECORD_HEADER_SIZE + (e.data?.length ?? 0);
-  }
-  return { iov, bytes };
-}
-
-/** Reads a segment's records, sets `segment.size` to the end of the last good record. */
-async function scanSegment(segment: Segment, maxPayload: number): Promise<JournalEntry[]> {
-  const fileSize = await segment.file.size();
-  const entries: JournalEntry[] = [];
-  if (fileSize < SEGMENT_HEADER_SIZE) {
-    segment.size = fileSize;
-    return entries;
-  }
-  const head = Buffer.alloc(SEGMENT_HEADER_SIZE);
-  await segment.file.read(head, 0, SEGMENT_HEADER_SIZE, 0);
-  if (head.readUInt32LE(0) !== SEGMENT_MAGIC || head.readUInt32LE(4) !== SEGMENT_VERSION) {
-    throw new JournalCorruptError(`${segment.path} is not a Holdfast journal segment (bad header)`);
-  }
-  const header = Buffer.alloc(RECORD_HEADER_SIZE);
-  let pos = SEGMENT_HEADER_SIZE;
-  while (pos < fileSize) {
-    const bad = await readRecordAt(segment.file, pos, fileSize, header, maxPayload);
-    if (typeof bad === 'string') {
-      // A torn tail (crash mid-append, or the unsynced end of an abandoned segment) is expected and
-      // dropped; a damaged record followed by good ones means the disk lost data we had synced.
-      if (await anyGoodRecordAfter(segment.file, pos, fileSize, maxPayload)) {
-        throw new JournalCorruptError(`journal segment ${segment.path}: record at byte ${pos} is corrupt (${bad}) and later records are intact`);
-      }
-      break;
-    }
-    entries.push({
-      seq: bad.seq,
-      kind: bad.kind,
-      offset: bad.offset,
-      length: bad.length,
-      data: undefined,
-      segment,
-      payloadPosition: pos + RECORD_HEADER_SIZE,
-      durable: true,
-      arrivedAt: 0,
-    });
-    pos += RECORD_HEADER_SIZE + bad.payloadLength;
-  }
-  segment.size = Math.min(pos, fileSize);
-  return entries;
-}
-
-type ScannedRecord = { seq: number; kind: RecordKind; offset: number; length: number; payloadLength: number };
-
-async function readRecordAt(
-  file: SegmentFile,
-  pos: number,
-  fileSize: number,
-  header: Buffer,
-  maxPayload: number,
-): Promise<ScannedRecord | string> {
-  if (pos + RECORD_HEADER_SIZE > fileSize) return 'truncated header';
-  await file.read(header, 0, RECORD_HEADER_SIZE, pos);
-  const check = decodeRecordHeader(header, 0, maxPayload);
-  if (!check.ok) return check.reason;
-  const h = check.header;
-  if (pos + RECORD_HEADER_SIZE + h.payloadLength > fileSize) return 'truncated payload';
-  const payload = Buffer.allocUnsafe(h.payloadLength);
-  await file.read(payload, 0, h.payloadLength, pos + RECORD_HEADER_SIZE);
-  if (!recordChecksumOk(header, 0, payload)) return 'checksum mismatch';
-  return h;
-}
-
-/**
- * Looks for an intact record anywhere after a damaged one. Records start on no fixed boundary,
- * so every byte position is tried; this runs only on the rare damaged segment.
- */
-async function anyGoodRecordAfter(file: SegmentFile, damagedAt: number, fileSize: number, maxPayload: number): Promise<boolean> {
-  const length = fileSize - damagedAt;
-  const rest = Buffer.allocUnsafe(length);
-  await file.read(rest, 0, length, damagedAt);
-  for (let at = 1; at + RECORD_HEADER_SIZE <= length; at++) {
-    if (rest.readUInt32LE(at) !== RECORD_MAGIC) continue;
-    const check = decodeRecordHeader(rest, at, maxPayload);
-    if (!check.ok) continue;
-    const end = at + RECORD_HEADER_SIZE + check.header.payloadLength;
-    if (end > length) continue;
-    if (recordChecksumOk(rest, at, rest.subarray(at + RECORD_HEADER_SIZE, end))) return true;
-  }
-  return false;
-}
-
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

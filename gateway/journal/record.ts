@@ -47,8 +47,7 @@ export function encodeRecordHeader(buf: Buffer, at: number, rec: RecordHeader, p
 }
 
 export type HeaderCheck =
-  | { readonly ok: true; readonly header: RecordHeader }
-  | { readonly ok: false; readonly reason: 'bad-magic' | 'bad-kind' | 'bad-length' };
+  { readonly ok: true; readonly header: RecordHeader } | { readonly ok: false; readonly reason: 'bad-magic' | 'bad-kind' | 'bad-length' };
 
 /** Parses the fixed header at `at`; the checksum is verified separately once the payload is read. */
 export function decodeRecordHeader(buf: Buffer, at: number, maxPayload: number): HeaderCheck {

@@ -24,18 +24,15 @@ export const OPEN_ACCESS: AccessPolicy = {
 
 const WILDCARD = '*';
 
-const AccessFileSchema = z
-  .record(
-    z.string().min(1, 'an identity must not be empty').max(4096),
-    z
-      .record(z.string(), z.enum(['rw', 'ro'], { error: 'access must be "rw" or "ro"' }))
-      .superRefine((volumes, ctx) => {
-        // Checked here rather than in the key schema, whose failures zod reports without this message.
-        for (const name of Object.keys(volumes)) {
-          if (name !== WILDCARD && !VOLUME_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'a volume name or "*"' });
-        }
-      }),
-  );
+const AccessFileSchema = z.record(
+  z.string().min(1, 'an identity must not be empty').max(4096),
+  z.record(z.string(), z.enum(['rw', 'ro'], { error: 'access must be "rw" or "ro"' })).superRefine((volumes, ctx) => {
+    // Checked here rather than in the key schema, whose failures zod reports without this message.
+    for (const name of Object.keys(volumes)) {
+      if (name !== WILDCARD && !VOLUME_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'a volume name or "*"' });
+    }
+  }),
+);
 
 /**
  * Access rules from a JSON file mapping identities to volumes, `"*"` standing for every volume:

@@ -43,9 +43,15 @@ export class Connection {
   private chosen: string | undefined;
   private isClosed = false;
   private timedOut = false;
-  private readonly onData = (chunk: Buffer): void => { this.receive(chunk); };
-  private readonly onEnd = (): void => { this.receiveEnd(); };
-  private readonly onClose = (): void => { this.close(); };
+  private readonly onData = (chunk: Buffer): void => {
+    this.receive(chunk);
+  };
+  private readonly onEnd = (): void => {
+    this.receiveEnd();
+  };
+  private readonly onClose = (): void => {
+    this.close();
+  };
 
   constructor(
     private readonly raw: Socket,
@@ -57,7 +63,9 @@ export class Connection {
     });
     this.input = new HandshakeInput({ pause: () => this.socket.pause(), resume: () => this.socket.resume() }, HANDSHAKE_HIGH_WATER);
     raw.setNoDelay(true);
-    raw.on('error', (err) => { options.log.debug({ err }, 'nbd socket error'); });
+    raw.on('error', (err) => {
+      options.log.debug({ err }, 'nbd socket error');
+    });
     this.listen(raw);
     void this.negotiate();
   }
@@ -106,7 +114,9 @@ export class Connection {
       if (this.isClosed) return;
       if (result.kind === 'aborted') {
         log.debug('client aborted negotiation');
-        this.socket.end(() => { this.destroy(); });
+        this.socket.end(() => {
+          this.destroy();
+        });
         return;
       }
       const { session } = result;
@@ -146,7 +156,10 @@ export class Connection {
     const credentials = this.options.credentials();
     if (credentials === undefined) throw new ProtocolError(ProtocolErrorReason.TlsHandshakeFailed, 'TLS is not configured');
     if (this.input.buffered > 0) {
-      throw new ProtocolError(ProtocolErrorReason.DataBeforeTls, `${this.input.buffered} bytes arrived behind NBD_OPT_STARTTLS before its reply`);
+      throw new ProtocolError(
+        ProtocolErrorReason.DataBeforeTls,
+        `${this.input.buffered} bytes arrived behind NBD_OPT_STARTTLS before its reply`,
+      );
     }
     const raw = this.socket;
     raw.off('data', this.onData);
@@ -154,7 +167,9 @@ export class Connection {
     try {
       const { socket, peer } = await credentials.upgrade(raw);
       this.socket = socket;
-      socket.on('error', (err) => { this.options.log.debug({ err }, 'nbd TLS socket error'); });
+      socket.on('error', (err) => {
+        this.options.log.debug({ err }, 'nbd TLS socket error');
+      });
       this.listen(socket);
       if (socket.destroyed) this.close();
       this.options.stats.tlsSessions++;

@@ -7,6 +7,8 @@
 export const INIT_PASSWD = Buffer.from('NBDMAGIC', 'latin1');
 /** 'IHAVEOPT': sent by the server after INIT_PASSWD and by the client before every option. */
 export const IHAVEOPT = 0x49484156454f5054n;
+/** 64-bit wire integers (offsets) are read and written as two 32-bit halves; offsets stay below 2^53. */
+export const TWO_POW_32 = 2 ** 32;
 /** Magic of every option reply in fixed newstyle negotiation. */
 export const REP_MAGIC = 0x3e889045565a9n;
 export const REQUEST_MAGIC = 0x25609513;

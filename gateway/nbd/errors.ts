@@ -1,9 +1,4 @@
-import {
-  HoldfastError,
-  InvalidArgumentError,
-  ReadOnlyError,
-  RequestAbortedError,
-} from '../../shared/errors.js';
+import { HoldfastError, InvalidArgumentError, ReadOnlyError, RequestAbortedError } from '../../shared/errors.js';
 import { isNoSpace } from '../util/classify-error.js';
 import { Errno } from './constants.js';
 

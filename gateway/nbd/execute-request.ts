@@ -1,6 +1,7 @@
 /** What each NBD command does to the export once it is validated and admitted. */
 import { allocationDescriptors } from './block-status.js';
-import { encodeBlockStatusChunk, type NbdRequest } from './codec.js';
+import type { NbdRequest } from './codec.js';
+import { encodeBlockStatusChunk } from './reply-encoding.js';
 import { Cmd, CmdFlag } from './constants.js';
 import { ExportContractError } from './errors.js';
 import type { NbdExport, RequestContext } from './export.js';

@@ -1,25 +1,34 @@
 import type { Logger } from 'pino';
-import { formatSize } from '../../shared/units.js';
 import type { AccessMode, AccessPolicy } from './access.js';
-import { encodeOptionReply, writeUInt64 } from './codec.js';
+import { encodeOptionReply, writeUInt64 } from './reply-encoding.js';
 import {
   BASE_ALLOCATION,
   ClientFlag,
   EXPORT_NAME_ZEROES,
-  HandshakeFlag,
   IHAVEOPT,
-  INIT_PASSWD,
   Info,
-  MAX_BLOCK_SIZE,
   MAX_OPTION_LENGTH,
   MAX_OPTIONS,
-  MAX_STRING_LENGTH,
   OPTION_HEADER_SIZE,
   Opt,
   Rep,
   TransmissionFlag,
 } from './constants.js';
 import { ProtocolError, ProtocolErrorReason } from './errors.js';
+import {
+  exportDescription,
+  limitedString,
+  greeting,
+  infoExport,
+  infoBlockSize,
+  infoString,
+  serverEntry,
+  metaContextEntry,
+  parseInfoRequest,
+  parseMetaContextRequest,
+  selectsAllocation,
+  quoted,
+} from './handshake-messages.js';
 import type { ExportRegistry, NbdExport } from './export.js';
 
 /** `off`: no STARTTLS. `on`: TLS at the client's choice. `require`: no option but STARTTLS before TLS. */
@@ -66,15 +75,15 @@ export interface Session {
 
 export type HandshakeResult = { readonly kind: 'transmission'; readonly session: Session } | { readonly kind: 'aborted' };
 
-const SERVER_HANDSHAKE_FLAGS = HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES;
 const KNOWN_CLIENT_FLAGS = ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES;
-/** NBD_INFO_BLOCK_SIZE minimum: the volume accepts any alignment (it reads, modifies, writes). */
-const MINIMUM_BLOCK_SIZE = 1;
 /** The id base:allocation gets when selected: transient per connection, any non-zero value does. */
 const ALLOCATION_CONTEXT_ID = 1;
 
 /** Transmission flags of `exp` as this client will use it. */
-export function transmissionFlags(exp: NbdExport, access: { readonly readOnly: boolean; readonly structuredReplies: boolean } = { readOnly: false, structuredReplies: false }): number {
+export function transmissionFlags(
+  exp: NbdExport,
+  access: { readonly readOnly: boolean; readonly structuredReplies: boolean } = { readOnly: false, structuredReplies: false },
+): number {
   let flags =
     TransmissionFlag.HAS_FLAGS |
     TransmissionFlag.SEND_FLUSH |
@@ -88,135 +97,6 @@ export function transmissionFlags(exp: NbdExport, access: { readonly readOnly: b
   // Every READ is answered with one data chunk, so "do not fragment" always holds.
   if (access.structuredReplies) flags |= TransmissionFlag.SEND_DF;
   return flags;
-}
-
-/**
- * What clients are told about an export: its name and size, nothing about where it is stored
- * (the store location or bucket is none of a client's business).
- */
-export function exportDescription(exp: NbdExport): string {
-  return `Holdfast volume ${exp.name}, ${formatSize(exp.size)}`;
-}
-
-/** UTF-8 bytes of `text` cut to the spec's string limit without splitting a character. */
-export function limitedString(text: string): Buffer {
-  const bytes = Buffer.from(text, 'utf8');
-  if (bytes.length <= MAX_STRING_LENGTH) return bytes;
-  let end = MAX_STRING_LENGTH;
-  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end);
-}
-
-function greeting(): Buffer {
-  const message = Buffer.allocUnsafe(18);
-  INIT_PASSWD.copy(message, 0);
-  message.writeBigUInt64BE(IHAVEOPT, 8);
-  message.writeUInt16BE(SERVER_HANDSHAKE_FLAGS, 16);
-  return message;
-}
-
-function infoExport(exp: NbdExport, flags: number): Buffer {
-  const payload = Buffer.allocUnsafe(12);
-  payload.writeUInt16BE(Info.EXPORT, 0);
-  writeUInt64(payload, exp.size, 2);
-  payload.writeUInt16BE(flags, 10);
-  return payload;
-}
-
-function infoBlockSize(exp: NbdExport): Buffer {
-  const payload = Buffer.allocUnsafe(14);
-  payload.writeUInt16BE(Info.BLOCK_SIZE, 0);
-  payload.writeUInt32BE(MINIMUM_BLOCK_SIZE, 2);
-  payload.writeUInt32BE(exp.preferredBlockSize, 6);
-  payload.writeUInt32BE(MAX_BLOCK_SIZE, 10);
-  return payload;
-}
-
-function infoString(type: number, text: string): Buffer {
-  const bytes = limitedString(text);
-  const payload = Buffer.allocUnsafe(2 + bytes.length);
-  payload.writeUInt16BE(type, 0);
-  bytes.copy(payload, 2);
-  return payload;
-}
-
-function serverEntry(exp: NbdExport): Buffer {
-  const name = Buffer.from(exp.name, 'utf8');
-  const description = limitedString(exportDescription(exp));
-  const payload = Buffer.allocUnsafe(4 + name.length + description.length);
-  payload.writeUInt32BE(name.length, 0);
-  name.copy(payload, 4);
-  description.copy(payload, 4 + name.length);
-  return payload;
-}
-
-function metaContextEntry(id: number, name: string): Buffer {
-  const bytes = Buffer.from(name, 'utf8');
-  const payload = Buffer.allocUnsafe(4 + bytes.length);
-  payload.writeUInt32BE(id, 0);
-  bytes.copy(payload, 4);
-  return payload;
-}
-
-interface InfoRequest {
-  readonly name: string;
-  readonly wantsName: boolean;
-  readonly wantsDescription: boolean;
-}
-
-/** Parses NBD_OPT_INFO / NBD_OPT_GO data, or returns why it is invalid. */
-function parseInfoRequest(data: Buffer): InfoRequest | string {
-  if (data.length < 6) return 'option data shorter than 6 bytes';
-  const nameLength = data.readUInt32BE(0);
-  if (nameLength > data.length - 6) return 'export name length exceeds the option data';
-  const nameBytes = data.subarray(4, 4 + nameLength);
-  if (nameBytes.includes(0)) return 'export name contains NUL';
-  const count = data.readUInt16BE(4 + nameLength);
-  if (data.length !== 4 + nameLength + 2 + 2 * count) return 'number of information requests does not match the option length';
-  let wantsName = false;
-  let wantsDescription = false;
-  for (let i = 0; i < count; i++) {
-    const type = data.readUInt16BE(6 + nameLength + 2 * i);
-    if (type === Info.NAME) wantsName = true;
-    if (type === Info.DESCRIPTION) wantsDescription = true;
-  }
-  return { name: nameBytes.toString('utf8'), wantsName, wantsDescription };
-}
-
-interface MetaContextRequest {
-  readonly name: string;
-  readonly queries: readonly string[];
-}
-
-/** Parses NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT data, or returns why it is invalid. */
-function parseMetaContextRequest(data: Buffer): MetaContextRequest | string {
-  if (data.length < 8) return 'option data shorter than 8 bytes';
-  const nameLength = data.readUInt32BE(0);
-  if (nameLength > data.length - 8 || nameLength > MAX_STRING_LENGTH) return 'export name length exceeds the option data';
-  const name = data.subarray(4, 4 + nameLength);
-  let at = 4 + nameLength;
-  const count = data.readUInt32BE(at);
-  at += 4;
-  const queries: string[] = [];
-  for (let i = 0; i < count; i++) {
-    if (at + 4 > data.length) return 'number of queries exceeds the option data';
-    const length = data.readUInt32BE(at);
-    at += 4;
-    if (length > data.length - at || length > MAX_STRING_LENGTH) return 'query length exceeds the option data';
-    queries.push(data.subarray(at, at + length).toString('utf8'));
-    at += length;
-  }
-  if (at !== data.length) return 'option data longer than its queries';
-  return { name: name.toString('utf8'), queries };
-}
-
-/** Whether a query names base:allocation; `listing` also accepts the namespace alone as a wildcard. */
-function selectsAllocation(query: string, listing: boolean): boolean {
-  return query === BASE_ALLOCATION || (listing && query === 'base:');
-}
-
-function quoted(name: string): string {
-  return JSON.stringify(name.length > 256 ? `${name.slice(0, 256)}…` : name);
 }
 
 /** The export a client asked for and its access to it, or the option reply that refuses it. */
@@ -252,7 +132,10 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
       if (tls === undefined && access.needsIdentity && policy.tls() !== 'off') {
         return { ok: false, reply: Rep.ERR_TLS_REQD, message: 'start TLS and authenticate to open exports' };
       }
-      log.warn({ identity: tls?.identity ?? null, export: name, tls: tls?.method ?? 'none' }, 'nbd access refused: the client may not open this export');
+      log.warn(
+        { identity: tls?.identity ?? null, export: name, tls: tls?.method ?? 'none' },
+        'nbd access refused: the client may not open this export',
+      );
       return { ok: false, reply: Rep.ERR_POLICY, message: `access to export ${quoted(name)} is not allowed for this client` };
     }
     // Checked after access, so a client learns nothing about exports it may not open.
@@ -281,8 +164,12 @@ export async function negotiate(io: HandshakeIo, policy: NegotiationPolicy, log:
     }
     log.debug({ option, length }, 'nbd option');
 
-    const reply = (type: number, payload?: Buffer): void => { io.write(encodeOptionReply(option, type, payload)); };
-    const replyError = (type: number, message: string): void => { reply(type, limitedString(message)); };
+    const reply = (type: number, payload?: Buffer): void => {
+      io.write(encodeOptionReply(option, type, payload));
+    };
+    const replyError = (type: number, message: string): void => {
+      reply(type, limitedString(message));
+    };
     /** Options that carry no data refuse some (skipped unread) with NBD_REP_ERR_INVALID. */
     const refusedData = async (name: string): Promise<boolean> => {
       if (length === 0) return false;

@@ -20,7 +20,10 @@ export function parsePskFile(text: string, path: string): Map<string, Buffer> {
     const identity = line.slice(0, colon);
     const hex = line.slice(colon + 1);
     if (!HEX.test(hex)) throw new ConfigError(`${where}: the key of ${JSON.stringify(identity)} is not hexadecimal bytes`);
-    if (hex.length / 2 < MIN_KEY_BYTES) throw new ConfigError(`${where}: the key of ${JSON.stringify(identity)} has ${hex.length / 2} bytes, at least ${MIN_KEY_BYTES} are needed`);
+    if (hex.length / 2 < MIN_KEY_BYTES)
+      throw new ConfigError(
+        `${where}: the key of ${JSON.stringify(identity)} has ${hex.length / 2} bytes, at least ${MIN_KEY_BYTES} are needed`,
+      );
     if (keys.has(identity)) throw new ConfigError(`${where}: identity ${JSON.stringify(identity)} appears twice`);
     keys.set(identity, Buffer.from(hex, 'hex'));
   }

@@ -1,3 +1,6 @@
+// gateway/nbd owns the NBD server: listening (this file), TLS and access rules, the handshake
+// (handshake.ts, handshake-messages.ts), the transmission phase (transmission.ts, codec.ts,
+// reply-encoding.ts, execute-request.ts) and their limits, against the narrow export.ts interface.
 import { unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -10,7 +13,8 @@ import { NbdStats } from './stats.js';
 import { DEFAULT_TRANSMISSION_LIMITS, type TransmissionLimits } from './transmission.js';
 
 /** Where the server accepts clients: a TCP address or a Unix socket path. */
-export type ListenAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+export type ListenAddress =
+  { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
 export interface NbdServerOptions {
   readonly registry: ExportRegistry;
@@ -42,7 +46,8 @@ export const NBD_SERVER_DEFAULTS = {
 } as const;
 
 /** A bound listener: the TCP port actually used (port 0 picks one) or the socket path. */
-export type BoundAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+export type BoundAddress =
+  { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
 
 /** The peer a connection counts against; IPv4-mapped IPv6 addresses count as their IPv4 address. */
 function peerKey(socket: Socket): string | undefined {
@@ -59,7 +64,9 @@ async function removeStaleSocket(path: string): Promise<boolean> {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', () => { resolve(false); });
+    probe.once('error', () => {
+      resolve(false);
+    });
   });
   if (alive) return false;
   await unlink(path).catch(() => undefined);
@@ -89,7 +96,10 @@ export class NbdServer {
     this.maxConnections = options.maxConnections ?? NBD_SERVER_DEFAULTS.maxConnections;
     this.maxConnectionsPerPeer = options.maxConnectionsPerPeer ?? NBD_SERVER_DEFAULTS.maxConnectionsPerPeer;
     this.limits = { ...DEFAULT_TRANSMISSION_LIMITS, ...options.limits };
-    this.budget = new BufferBudget(options.bufferMemory ?? NBD_SERVER_DEFAULTS.bufferMemory, options.bufferReservePerConnection ?? NBD_SERVER_DEFAULTS.bufferReservePerConnection);
+    this.budget = new BufferBudget(
+      options.bufferMemory ?? NBD_SERVER_DEFAULTS.bufferMemory,
+      options.bufferReservePerConnection ?? NBD_SERVER_DEFAULTS.bufferReservePerConnection,
+    );
     this.stats.observeLatency = options.observeLatency;
   }
 
@@ -97,11 +107,17 @@ export class NbdServer {
   async listen(address: ListenAddress): Promise<BoundAddress> {
     // Half-open: a client may shut down its sending side right after NBD_CMD_DISC and still
     // expect the replies to the requests before it.
-    const server = createServer({ allowHalfOpen: true }, (socket) => { this.accept(socket); });
-    server.on('error', (err) => { this.log.error({ err }, 'nbd listener error'); });
+    const server = createServer({ allowHalfOpen: true }, (socket) => {
+      this.accept(socket);
+    });
+    server.on('error', (err) => {
+      this.log.error({ err }, 'nbd listener error');
+    });
     const bind = (): Promise<void> =>
       new Promise<void>((resolve, reject) => {
-        const onError = (err: Error): void => { reject(err); };
+        const onError = (err: Error): void => {
+          reject(err);
+        };
         server.once('error', onError);
         const done = (): void => {
           server.off('error', onError);
@@ -113,7 +129,8 @@ export class NbdServer {
     try {
       await bind();
     } catch (err) {
-      if (address.kind !== 'unix' || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !(await removeStaleSocket(address.path))) throw err;
+      if (address.kind !== 'unix' || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || !(await removeStaleSocket(address.path)))
+        throw err;
       await bind();
     }
     this.servers.push(server);
@@ -153,7 +170,9 @@ export class NbdServer {
     const allClosed = Promise.all(open.map((connection) => connection.closed));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'grace-over'>((resolve) => {
-      timer = setTimeout(() => { resolve('grace-over'); }, graceMs);
+      timer = setTimeout(() => {
+        resolve('grace-over');
+      }, graceMs);
     });
     const outcome = await Promise.race([allClosed, graceOver]);
     clearTimeout(timer);
@@ -165,7 +184,16 @@ export class NbdServer {
   }
 
   private async shutdown(graceMs: number): Promise<void> {
-    const listenersClosed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => { resolve(); }))));
+    const listenersClosed = Promise.all(
+      this.servers.map(
+        (server) =>
+          new Promise<void>((resolve) =>
+            server.close(() => {
+              resolve();
+            }),
+          ),
+      ),
+    );
     const open = [...this.connections];
     for (const connection of open) connection.shutdown();
     await this.closeWithin(open, graceMs);
@@ -189,7 +217,10 @@ export class NbdServer {
     if (peer !== undefined && fromPeer >= this.maxConnectionsPerPeer) {
       this.stats.connectionsRejectedPerPeer++;
       // Debug: a client opening connections in a loop would otherwise flood the log.
-      this.log.debug({ remote: peer, maxConnectionsPerPeer: this.maxConnectionsPerPeer }, 'nbd connection refused: too many connections from this address');
+      this.log.debug(
+        { remote: peer, maxConnectionsPerPeer: this.maxConnectionsPerPeer },
+        'nbd connection refused: too many connections from this address',
+      );
       socket.destroy();
       return;
     }

@@ -65,7 +65,10 @@ async function loadMaterial(files: TlsFiles): Promise<Material> {
   }
   let pskKeys: Map<string, Buffer> | undefined;
   if (files.psk !== undefined) {
-    pskKeys = parsePskFile((await readMaterial(files.psk, 'TLS PSK file', looksLikePskKeys)).toString('utf8'), describeSource(files.psk, looksLikePskKeys));
+    pskKeys = parsePskFile(
+      (await readMaterial(files.psk, 'TLS PSK file', looksLikePskKeys)).toString('utf8'),
+      describeSource(files.psk, looksLikePskKeys),
+    );
     options.ciphers = PSK_CIPHERS;
     options.honorCipherOrder = true;
   }

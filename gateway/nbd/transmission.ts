@@ -2,14 +2,8 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { RequestAbortedError, RequestDroppedError } from '../../shared/errors.js';
 import type { BufferAccount, BufferBudget } from './buffer-budget.js';
-import {
-  encodeErrorChunk,
-  encodeReadChunkHeader,
-  encodeSimpleReply,
-  RequestParser,
-  type NbdRequest,
-  type RequestSink,
-} from './codec.js';
+import { RequestParser, type NbdRequest, type RequestSink } from './codec.js';
+import { encodeErrorChunk, encodeReadChunkHeader, encodeSimpleReply } from './reply-encoding.js';
 import { Cmd, commandName, Errno } from './constants.js';
 import { errnoFor, ProtocolError, ProtocolErrorReason } from './errors.js';
 import type { NbdExport, RequestContext } from './export.js';
@@ -242,7 +236,10 @@ export class Transmission implements RequestSink {
   private logFailure(err: unknown, request: NbdRequest, error: Errno): void {
     const notLogged = this.failureLog.admit();
     if (notLogged === undefined) return;
-    this.log.warn({ err, type: commandName(request.type), offset: request.offset, length: request.length, error, failuresNotLogged: notLogged }, 'nbd request failed');
+    this.log.warn(
+      { err, type: commandName(request.type), offset: request.offset, length: request.length, error, failuresNotLogged: notLogged },
+      'nbd request failed',
+    );
   }
 
   /**
@@ -275,9 +272,16 @@ export class Transmission implements RequestSink {
     let accepted: boolean;
     if (error !== Errno.OK) {
       // With structured replies a READ must not get a simple reply, and errors carry a message.
-      accepted = socket.write(structured ? encodeErrorChunk(error, handleHi, handleLo, ERROR_MESSAGE_BYTES[error] ?? Buffer.alloc(0)) : encodeSimpleReply(error, handleHi, handleLo), released);
+      accepted = socket.write(
+        structured
+          ? encodeErrorChunk(error, handleHi, handleLo, ERROR_MESSAGE_BYTES[error] ?? Buffer.alloc(0))
+          : encodeSimpleReply(error, handleHi, handleLo),
+        released,
+      );
     } else if (outcome.kind === 'data') {
-      const header = structured ? encodeReadChunkHeader(handleHi, handleLo, request.offset, outcome.data.length) : encodeSimpleReply(Errno.OK, handleHi, handleLo);
+      const header = structured
+        ? encodeReadChunkHeader(handleHi, handleLo, request.offset, outcome.data.length)
+        : encodeSimpleReply(Errno.OK, handleHi, handleLo);
       // Header and data leave in the same writev, without concatenating them.
       socket.write(header);
       accepted = socket.write(outcome.data, released);
@@ -342,7 +346,12 @@ export class Transmission implements RequestSink {
       this.socket.destroy();
       return;
     }
-    this.idleTimer = setTimeout(() => { this.armIdleTimer(); }, busy ? timeout : timeout - idleFor);
+    this.idleTimer = setTimeout(
+      () => {
+        this.armIdleTimer();
+      },
+      busy ? timeout : timeout - idleFor,
+    );
     this.idleTimer.unref();
   }
 

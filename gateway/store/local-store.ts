@@ -3,7 +3,15 @@ import path from 'node:path';
 
 import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
-import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type StoreReadOptions, type VersionedObject } from './object-store.js';
+import {
+  type ObjectInfo,
+  type ObjectStore,
+  PreconditionFailedError,
+  type StoreCallOptions,
+  StoreError,
+  type StoreReadOptions,
+  type VersionedObject,
+} from './object-store.js';
 import { makeDirectoryDurably, readInto, TEMP_FILE_MARKER, writeTemp } from './local-files.js';
 import { syncDirectory } from '../util/sync-directory.js';
 
@@ -128,7 +136,6 @@ export class LocalDirectoryStore implements ObjectStore {
   ): Promise<string> {
     const dir = this.casDirOf(key);
     let temp: string | undefined;
-    let next = 0;
     try {
       checkAborted(opts);
       let base = 0;
@@ -145,7 +152,7 @@ export class LocalDirectoryStore implements ObjectStore {
         throw new PreconditionFailedError(key);
       }
       await makeDirectoryDurably(dir);
-      next = base + 1;
+      const next = base + 1;
       temp = await writeTemp(path.join(dir, versionName(next)), body);
       try {
         await link(temp, path.join(dir, versionName(next)));
@@ -231,7 +238,9 @@ export class LocalDirectoryStore implements ObjectStore {
       if (isNoSuchObject(err)) return;
       throw new StoreError('list', prefix, { cause: err });
     }
-    const names = entries.filter((e) => e.isDirectory() && !e.name.endsWith(CAS_SUFFIX) && !e.name.includes(TEMP_FILE_MARKER)).map((e) => e.name);
+    const names = entries
+      .filter((e) => e.isDirectory() && !e.name.endsWith(CAS_SUFFIX) && !e.name.includes(TEMP_FILE_MARKER))
+      .map((e) => e.name);
     // A directory left empty by deletions has no objects under it: S3 would not list it.
     for (const name of names.sort()) {
       if (await this.hasObjects(`${prefix}${name}/`)) yield name;
@@ -262,7 +271,12 @@ export class LocalDirectoryStore implements ObjectStore {
     for (const entry of entries) {
       if (entry.name.includes(TEMP_FILE_MARKER)) continue;
       if (!entry.isDirectory()) return true;
-      if (entry.name.endsWith(CAS_SUFFIX) ? (await newestVersion(path.join(this.root, dirKey, entry.name))) !== 0 : await this.hasObjects(`${dirKey}${entry.name}/`)) return true;
+      if (
+        entry.name.endsWith(CAS_SUFFIX)
+          ? (await newestVersion(path.join(this.root, dirKey, entry.name))) !== 0
+          : await this.hasObjects(`${dirKey}${entry.name}/`)
+      )
+        return true;
     }
     return false;
   }
@@ -358,9 +372,7 @@ function validateKey(key: string): void {
   }
   for (const segment of key.split('/')) {
     if (segment === '' || segment === '.' || segment === '..') {
-      throw new InvalidArgumentError(
-        `object key ${JSON.stringify(key)} has an empty, '.' or '..' path segment`,
-      );
+      throw new InvalidArgumentError(`object key ${JSON.stringify(key)} has an empty, '.' or '..' path segment`);
     }
   }
 }

@@ -1,3 +1,5 @@
+// gateway/store owns the object store interface (this file) and its implementations: S3
+// (s3-store.ts), a local directory (local-store.ts), a retrying wrapper, and opening the configured one.
 import { HoldfastError } from '../../shared/errors.js';
 
 /**

@@ -44,12 +44,17 @@ export function retryingStore(store: ObjectStore, opts: RetryOptions): ObjectSto
     probe: (o) => store.probe(o),
     close: () => store.close(),
     list: (prefix, o) => retryListing(() => store.list(prefix, o), retry, `list ${prefix}`),
-    listDetailed: (prefix, o?: StoreCallOptions): AsyncIterable<ObjectInfo> => retryListing(() => store.listDetailed(prefix, o), retry, `list ${prefix}`),
+    listDetailed: (prefix, o?: StoreCallOptions): AsyncIterable<ObjectInfo> =>
+      retryListing(() => store.listDetailed(prefix, o), retry, `list ${prefix}`),
     listFolders: (prefix, o) => retryListing(() => store.listFolders(prefix, o), retry, `list ${prefix}`),
   };
 }
 
-async function* retryListing<T>(open: () => AsyncIterable<T>, retry: <R>(what: string, call: () => Promise<R>) => Promise<R>, what: string): AsyncIterable<T> {
+async function* retryListing<T>(
+  open: () => AsyncIterable<T>,
+  retry: <R>(what: string, call: () => Promise<R>) => Promise<R>,
+  what: string,
+): AsyncIterable<T> {
   let iterator = open()[Symbol.asyncIterator]();
   // The first page is retried by opening the listing again; once keys were yielded, a failure ends it.
   let first = await retry(what, async () => {

@@ -17,7 +17,15 @@ import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { failFastHttpHandler } from '../util/fail-fast-http.js';
-import { type ObjectInfo, type ObjectStore, PreconditionFailedError, type StoreCallOptions, StoreError, type StoreReadOptions, type VersionedObject } from './object-store.js';
+import {
+  type ObjectInfo,
+  type ObjectStore,
+  PreconditionFailedError,
+  type StoreCallOptions,
+  StoreError,
+  type StoreReadOptions,
+  type VersionedObject,
+} from './object-store.js';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -102,7 +110,8 @@ export class S3ObjectStore implements ObjectStore {
   async getVersioned(key: string, opts?: StoreCallOptions): Promise<VersionedObject | undefined> {
     const got = await this.fetch('get', key, undefined, opts);
     if (got === undefined) return undefined;
-    if (got.etag === undefined) throw new StoreError('get', key, { cause: new Error('the response carries no ETag; conditional writes need one') });
+    if (got.etag === undefined)
+      throw new StoreError('get', key, { cause: new Error('the response carries no ETag; conditional writes need one') });
     return { body: got.body, etag: got.etag };
   }
 
@@ -114,7 +123,9 @@ export class S3ObjectStore implements ObjectStore {
     opts: StoreReadOptions | undefined,
   ): Promise<{ body: Buffer; etag: string | undefined } | undefined> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }), { abortSignal: opts?.signal });
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }), {
+        abortSignal: opts?.signal,
+      });
       const etag = out.ETag === undefined ? undefined : unquote(out.ETag);
       if (out.Body === undefined) return { body: Buffer.alloc(0), etag };
       return { body: await readBody(out.Body, out.ContentLength, opts?.into), etag };
@@ -164,7 +175,8 @@ export class S3ObjectStore implements ObjectStore {
     } catch (err) {
       if (operation !== 'put' && isPreconditionFailure(err)) throw new PreconditionFailedError(key, { cause: err });
       // AWS answers an If-Match on a key that is gone (a deleted volume's head) with 404: the condition failed.
-      if (operation === 'put-if-match' && (isNoSuchKey(err) || httpStatus(err) === 404)) throw new PreconditionFailedError(key, { cause: err });
+      if (operation === 'put-if-match' && (isNoSuchKey(err) || httpStatus(err) === 404))
+        throw new PreconditionFailedError(key, { cause: err });
       throw new StoreError(operation, key, { cause: err });
     }
   }
@@ -214,7 +226,13 @@ export class S3ObjectStore implements ObjectStore {
       let page;
       try {
         page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, Delimiter: '/', ContinuationToken: continuationToken, MaxKeys: this.listPageSize }),
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: full,
+            Delimiter: '/',
+            ContinuationToken: continuationToken,
+            MaxKeys: this.listPageSize,
+          }),
           { abortSignal: opts?.signal },
         );
       } catch (err) {
@@ -231,16 +249,19 @@ export class S3ObjectStore implements ObjectStore {
     // A one-key listing of our own prefix rather than HeadBucket: it also proves we may read
     // the prefix, which is what the volumes need.
     try {
-      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }), { abortSignal: opts?.signal });
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }), {
+        abortSignal: opts?.signal,
+      });
     } catch (err) {
       throw new StoreError('probe', this.prefix, { cause: err });
     }
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     // They share one request handler; destroying it a second time does nothing.
     this.client.destroy();
     this.conditionalClient.destroy();
+    return Promise.resolve();
   }
 }
 
@@ -249,9 +270,7 @@ export function parseS3Url(url: string): { bucket: string; prefix: string } {
   const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
   const bucket = match?.[1];
   if (match === null || bucket === undefined || !BUCKET_NAME.test(bucket)) {
-    throw new InvalidArgumentError(
-      `${JSON.stringify(url)} is not an S3 location of the form s3://bucket/prefix`,
-    );
+    throw new InvalidArgumentError(`${JSON.stringify(url)} is not an S3 location of the form s3://bucket/prefix`);
   }
   return { bucket, prefix: normalisePrefix(match[2] ?? '') };
 }
@@ -299,7 +318,11 @@ function unquote(etag: string): string {
  * collector keeps every chunk and then concatenates them, which holds each extent twice at its peak
  * and leaves twice the garbage; a gateway that reads extents all day would carry that in its RSS.
  */
-async function readBody(body: NonNullable<GetObjectCommandOutput['Body']>, contentLength: number | undefined, into: Buffer | undefined): Promise<Buffer> {
+async function readBody(
+  body: NonNullable<GetObjectCommandOutput['Body']>,
+  contentLength: number | undefined,
+  into: Buffer | undefined,
+): Promise<Buffer> {
   if (!(body instanceof Readable) || contentLength === undefined) {
     const bytes = await body.transformToByteArray();
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -1,5 +1,12 @@
+import { elementAt } from '../../shared/checked.js';
 import { InvalidArgumentError, VolumeExistsError } from '../../shared/errors.js';
-import { DEFAULT_EXTENT_SIZE, LegacyManifestSchema, VOLUME_NAME, type VolumeShape, isValidExtentSize } from '../../shared/volume-manifest.js';
+import {
+  DEFAULT_EXTENT_SIZE,
+  LegacyManifestSchema,
+  VOLUME_NAME,
+  type VolumeShape,
+  isValidExtentSize,
+} from '../../shared/volume-manifest.js';
 import { emptyHead, encodeHead, type Head, type Owner, parseHead, shapeOf } from '../image/head.js';
 import { headKey, legacyManifestKey, snapshotsPrefix, trashKey, VOLUMES_PREFIX } from '../image/layout.js';
 import { readHead } from '../image/take-volume.js';
@@ -16,7 +23,8 @@ export interface CreateVolumeRequest {
 }
 
 /** A volume as `volume list` shows it: format 2 with its head, or format 1 still waiting for an upgrade. */
-export type VolumeListing = { readonly format: 2; readonly shape: VolumeShape; readonly head: Head } | { readonly format: 1; readonly shape: VolumeShape };
+export type VolumeListing =
+  { readonly format: 2; readonly shape: VolumeShape; readonly head: Head } | { readonly format: 1; readonly shape: VolumeShape };
 
 /** The lease a volume's first head carries until a gateway takes it with its own. */
 export const DEFAULT_LEASE_MS = 30_000;
@@ -28,10 +36,14 @@ export class VolumeCatalog {
   async create(req: CreateVolumeRequest): Promise<Head> {
     const extentSize = req.extentSize ?? DEFAULT_EXTENT_SIZE;
     checkShape(req.name, req.size, extentSize);
-    if ((await this.store.get(legacyManifestKey(req.name))) !== undefined) throw new VolumeExistsError(`volume ${req.name} already exists (in format 1)`);
+    if ((await this.store.get(legacyManifestKey(req.name))) !== undefined)
+      throw new VolumeExistsError(`volume ${req.name} already exists (in format 1)`);
     // The conditional create below is what decides; this read only gives the plain answer early.
     if ((await this.store.get(headKey(req.name))) !== undefined) throw new VolumeExistsError(`volume ${req.name} already exists`);
-    const empty = emptyHead({ name: req.name, size: req.size, extentSize, readOnly: req.readOnly ?? false, createdAt: new Date().toISOString() }, DEFAULT_LEASE_MS);
+    const empty = emptyHead(
+      { name: req.name, size: req.size, extentSize, readOnly: req.readOnly ?? false, createdAt: new Date().toISOString() },
+      DEFAULT_LEASE_MS,
+    );
     const head = req.owner === undefined ? empty : { ...empty, owner: req.owner };
     try {
       await this.store.putIfAbsent(headKey(req.name), encodeHead(head));
@@ -57,7 +69,7 @@ export class VolumeCatalog {
     for await (const key of this.store.list(VOLUMES_PREFIX)) {
       const m = /^volumes\/([^/]+)\/(head|manifest\.json)$/.exec(key);
       if (m === null) continue;
-      (m[2] === 'head' ? heads : legacy).add(m[1]!);
+      (m[2] === 'head' ? heads : legacy).add(elementAt(m, 1));
     }
     const out: VolumeListing[] = [];
     for (const name of [...new Set([...heads, ...legacy])].sort()) {
@@ -68,7 +80,8 @@ export class VolumeCatalog {
         out.push({ format: 2, shape: shapeOf(head), head });
       } else {
         const body = await this.store.get(legacyManifestKey(name));
-        if (body !== undefined) out.push({ format: 1, shape: parseLegacyManifest(body, `${this.store.location}${legacyManifestKey(name)}`) });
+        if (body !== undefined)
+          out.push({ format: 1, shape: parseLegacyManifest(body, `${this.store.location}${legacyManifestKey(name)}`) });
       }
     }
     return out;
@@ -97,8 +110,10 @@ export class VolumeCatalog {
 
 export function checkShape(name: string, size: number, extentSize: number): void {
   if (!VOLUME_NAME.test(name)) throw new InvalidArgumentError(`"${name}" is not a valid volume name (letters, digits, . _ -; at most 63)`);
-  if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new InvalidArgumentError(`volume size ${size} must be a positive multiple of 512 bytes`);
-  if (!isValidExtentSize(extentSize)) throw new InvalidArgumentError(`extent size ${extentSize} must be a power of two from 64KiB to 64MiB`);
+  if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0)
+    throw new InvalidArgumentError(`volume size ${size} must be a positive multiple of 512 bytes`);
+  if (!isValidExtentSize(extentSize))
+    throw new InvalidArgumentError(`extent size ${extentSize} must be a power of two from 64KiB to 64MiB`);
 }
 
 export function parseLegacyManifest(body: Buffer, where: string): VolumeShape {
@@ -109,9 +124,10 @@ export function parseLegacyManifest(body: Buffer, where: string): VolumeShape {
     throw new VolumeCorruptError(`manifest ${where} is not JSON`, { cause });
   }
   const parsed = LegacyManifestSchema.safeParse(json);
-  if (!parsed.success) throw new VolumeCorruptError(`manifest ${where} is not a Holdfast format 1 manifest: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new VolumeCorruptError(
+      `manifest ${where} is not a Holdfast format 1 manifest: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const { name, size, extentSize, readOnly, createdAt } = parsed.data;
   return { name, size, extentSize, readOnly, createdAt };
 }
-
-

@@ -95,7 +95,7 @@ export class Compactor {
 
   private async run(everything = false): Promise<void> {
     this.stats.runs++;
-    let reason = everything ? this.reason(false) ?? 'delta-count' : this.reason(false);
+    let reason = everything ? (this.reason(false) ?? 'delta-count') : this.reason(false);
     while (reason !== undefined && !this.stopped) {
       const extents = this.choose(reason, everything);
       if (extents.length === 0) break;
@@ -130,6 +130,7 @@ export class Compactor {
       image.runs.resolve(extent, 0, image.extentLength(extent), (_s, _t, src) => {
         if (src === oldest.slot) shows = true;
       });
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set in the callback, which TypeScript does not follow
       if (shows) chosen.push(extent);
       if (chosen.length >= ZERO_BATCH) break;
     }
@@ -168,7 +169,13 @@ export class Compactor {
           zeros.push([extent, seq]);
           continue;
         }
-        const { body, ref } = buildBaseExtent(content, extent * o.image.shape.extentSize, baseExtentKey(o.name, extent, o.epoch, seq), o.epoch, seq);
+        const { body, ref } = buildBaseExtent(
+          content,
+          extent * o.image.shape.extentSize,
+          baseExtentKey(o.name, extent, o.epoch, seq),
+          o.epoch,
+          seq,
+        );
         await o.store.put(ref.key, body);
         o.failpoints.hit('compact.after-put');
         o.image.reader.copies?.keep(ref, 0, body);

@@ -1,3 +1,4 @@
+import { elementAt } from '../../shared/checked.js';
 import { DataObjectWriter, type ObjectMeta, ObjectKind, parseMeta } from '../image/data-object.js';
 import type { DeltaRef } from '../image/head.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
@@ -40,8 +41,8 @@ export async function buildDelta(entries: readonly JournalEntry[], journal: Jour
   }
   let dataLength = 0;
   for (const r of runs) if (!r.zero) dataLength += r.length;
-  const seqFrom = entries[0]!.seq;
-  const seqTo = entries[entries.length - 1]!.seq;
+  const seqFrom = elementAt(entries, 0).seq;
+  const seqTo = elementAt(entries, entries.length - 1).seq;
   const writer = new DataObjectWriter(ObjectKind.Delta, dataLength, runs.length, epoch, seqFrom, seqTo);
   const reads: Array<() => Promise<void>> = [];
   for (const r of runs) {
@@ -75,9 +76,9 @@ function newestPieces(entries: readonly JournalEntry[]): Piece[] {
   const out: Piece[] = [];
   let next = 0;
   for (let b = 0; b + 1 < bounds.length; b++) {
-    const s = bounds[b]!;
-    const t = bounds[b + 1]!;
-    while (next < byStart.length && byStart[next]!.offset <= s) open.push(byStart[next++]!);
+    const s = elementAt(bounds, b);
+    const t = elementAt(bounds, b + 1);
+    while (next < byStart.length && elementAt(byStart, next).offset <= s) open.push(elementAt(byStart, next++));
     let top = open.peek();
     while (top !== undefined && top.offset + top.length <= s) {
       open.pop();
@@ -101,8 +102,8 @@ class MaxHeap {
     let i = a.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (a[parent]!.seq >= a[i]!.seq) break;
-      [a[parent], a[i]] = [a[i]!, a[parent]!];
+      if (elementAt(a, parent).seq >= elementAt(a, i).seq) break;
+      [a[parent], a[i]] = [elementAt(a, i), elementAt(a, parent)];
       i = parent;
     }
   }
@@ -121,10 +122,10 @@ class MaxHeap {
       const l = 2 * i + 1;
       const r = l + 1;
       let m = i;
-      if (l < a.length && a[l]!.seq > a[m]!.seq) m = l;
-      if (r < a.length && a[r]!.seq > a[m]!.seq) m = r;
+      if (l < a.length && elementAt(a, l).seq > elementAt(a, m).seq) m = l;
+      if (r < a.length && elementAt(a, r).seq > elementAt(a, m).seq) m = r;
       if (m === i) break;
-      [a[m], a[i]] = [a[i]!, a[m]!];
+      [a[m], a[i]] = [elementAt(a, i), elementAt(a, m)];
       i = m;
     }
   }

@@ -106,7 +106,9 @@ export class HeadCommits {
     }
     return this.opts.writer.write(
       async (cur) => ({ ...(await this.compose(cur, [], cur.seq)), size }),
-      () => release(image.resize(size)),
+      () => {
+        release(image.resize(size));
+      },
     );
   }
 

@@ -52,4 +52,3 @@ export interface VolumeParts {
   readonly journal: Journal;
   readonly replayed: readonly JournalEntry[];
 }
-

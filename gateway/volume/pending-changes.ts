@@ -1,3 +1,4 @@
+import { elementAt } from '../../shared/checked.js';
 import type { JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 
@@ -31,7 +32,10 @@ export class PendingChanges {
     const last = Math.floor((entry.offset + entry.length - 1) / this.extentSize);
     if (last - first + 1 > WIDE_EXTENTS) {
       // A wide zero record makes older wide zero records inside its range invisible to every read.
-      if (entry.kind === RecordKind.Zero) this.wide = this.wide.filter((w) => !(w.kind === RecordKind.Zero && w.offset >= entry.offset && w.offset + w.length <= entry.offset + entry.length));
+      if (entry.kind === RecordKind.Zero)
+        this.wide = this.wide.filter(
+          (w) => !(w.kind === RecordKind.Zero && w.offset >= entry.offset && w.offset + w.length <= entry.offset + entry.length),
+        );
       this.wide.push(entry);
       return;
     }
@@ -54,7 +58,7 @@ export class PendingChanges {
     const wide: JournalEntry[] = [];
     let floor = 0;
     for (let i = this.wide.length - 1; i >= 0; i--) {
-      const w = this.wide[i]!;
+      const w = elementAt(this.wide, i);
       if (w.offset >= end || w.offset + w.length <= start) continue;
       wide.push(w);
       if (w.kind === RecordKind.Zero && w.offset <= start && w.offset + w.length >= end) {
@@ -68,10 +72,10 @@ export class PendingChanges {
     let j = 0;
     for (const e of narrow) {
       if (e.seq < floor) continue;
-      while (j < wide.length && wide[j]!.seq < e.seq) out.push(wide[j++]!);
+      while (j < wide.length && elementAt(wide, j).seq < e.seq) out.push(elementAt(wide, j++));
       out.push(e);
     }
-    while (j < wide.length) out.push(wide[j++]!);
+    while (j < wide.length) out.push(elementAt(wide, j++));
     return out;
   }
 
@@ -82,13 +86,13 @@ export class PendingChanges {
 
   /** The oldest pending entries, in sequence order, starting `skip` entries in. */
   *oldest(skip = 0): IterableIterator<JournalEntry> {
-    for (let i = this.first + skip; i < this.all.length; i++) yield this.all[i]!;
+    for (let i = this.first + skip; i < this.all.length; i++) yield elementAt(this.all, i);
   }
 
   /** Removes every entry up to `seq` (a committed head covers them); returns them, oldest first. */
   removeThrough(seq: number): JournalEntry[] {
     const done: JournalEntry[] = [];
-    while (this.first < this.all.length && this.all[this.first]!.seq <= seq) done.push(this.all[this.first++]!);
+    while (this.first < this.all.length && elementAt(this.all, this.first).seq <= seq) done.push(elementAt(this.all, this.first++));
     if (this.first > 1024 && this.first * 2 > this.all.length) {
       this.all.splice(0, this.first);
       this.first = 0;
@@ -106,7 +110,7 @@ export class PendingChanges {
         const list = this.byExtent.get(i);
         if (list === undefined) continue;
         let n = 0;
-        while (n < list.length && list[n]!.seq <= seq) n++;
+        while (n < list.length && elementAt(list, n).seq <= seq) n++;
         if (n === 0) continue;
         if (n === list.length) this.byExtent.delete(i);
         else list.splice(0, n);

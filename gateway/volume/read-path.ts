@@ -1,3 +1,4 @@
+import { defined } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { RequestAbortedError } from '../../shared/errors.js';
 import type { VolumeImage } from '../image/volume-image.js';
@@ -89,7 +90,8 @@ export class ReadPath {
     if (length === 0 || inExtent + length > this.extentLength(index)) return undefined;
     // peek first: a miss is counted once, by the read itself.
     if (this.o.cache.peek(index) === undefined) return undefined;
-    const cached = this.o.cache.get(index)!;
+    const cached = this.o.cache.get(index);
+    if (cached === undefined) return undefined;
     if (cached.data === null) return Buffer.alloc(length);
     const view = cached.data.subarray(inExtent, inExtent + length);
     this.o.buffers.lend(view);
@@ -147,7 +149,7 @@ export class ReadPath {
       target.data = this.zeroed(index);
       resized = true;
     }
-    entry.data!.copy(target.data, start - extentStart, start - entry.offset, end - entry.offset);
+    defined(entry.data, 'in-memory journal payload').copy(target.data, start - extentStart, start - entry.offset, end - entry.offset);
     return resized;
   }
 
@@ -199,7 +201,10 @@ export class ReadPath {
       const start = index * this.extentSize;
       // Pending writes that cover the whole extent make the stored bytes irrelevant: no GET.
       const overwritten = covers(this.o.pending.entries(index), start, start + this.extentLength(index));
-      const extent: MaterializedExtent = { data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, undefined, this.o.buffers), seq: 0 };
+      const extent: MaterializedExtent = {
+        data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, undefined, this.o.buffers),
+        seq: 0,
+      };
       while (this.o.pending.generation(index) === generation) {
         const newer = firstNewer(this.o.pending.entries(index), extent.seq);
         if (newer === undefined) {
@@ -233,7 +238,14 @@ export class ReadPath {
    * bytes from the store image and lays the pending changes over them; a read of most of an extent
    * loads and caches the extent.
    */
-  private async readCold(index: number, pos: number, n: number, out: Buffer, outOffset: number, ctx: RequestContext | undefined): Promise<void> {
+  private async readCold(
+    index: number,
+    pos: number,
+    n: number,
+    out: Buffer,
+    outOffset: number,
+    ctx: RequestContext | undefined,
+  ): Promise<void> {
     const inExtent = pos - index * this.extentSize;
     if (n * 2 >= this.extentLength(index) || this.o.cache.maxBytes === 0 || this.materializing.has(index)) {
       copyExtent(await this.o.hold(() => this.materialize(index), n, ctx?.signal), out, outOffset, inExtent, n);
@@ -271,7 +283,9 @@ export class ReadPath {
   }
 
   private loadInBackground(index: number): void {
-    this.materialize(index).catch((err: unknown) => this.o.logger.debug({ err, extent: index }, 'background extent load failed'));
+    this.materialize(index).catch((err: unknown) => {
+      this.o.logger.debug({ err, extent: index }, 'background extent load failed');
+    });
   }
 
   /**

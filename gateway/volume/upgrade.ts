@@ -10,7 +10,16 @@ import { buildBaseExtent } from '../image/base-extent.js';
 import { parseMeta } from '../image/data-object.js';
 import { emptyHead, encodeHead, type Head, type Owner, type PageRef } from '../image/head.js';
 import { type BaseRef, encodePage, pageOf } from '../image/index-page.js';
-import { baseExtentKey, headKey, indexPageKey, legacyExtentIndex, legacyExtentKey, legacyLeaseKey, legacyManifestKey, volumePrefix } from '../image/layout.js';
+import {
+  baseExtentKey,
+  headKey,
+  indexPageKey,
+  legacyExtentIndex,
+  legacyExtentKey,
+  legacyLeaseKey,
+  legacyManifestKey,
+  volumePrefix,
+} from '../image/layout.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/object-store.js';
 import { DEFAULT_LEASE_MS, parseLegacyManifest } from './catalog.js';
 import { MAX_WRITE_BYTES } from './volume.js';
@@ -91,7 +100,17 @@ export async function upgradeVolume(store: ObjectStore, name: string, opts: Upgr
     const head = await headFor(store, name, shape, bases);
     // A format 1 backlog in this journal directory: the head names this journal as its owner's, so the
     // first taker with it replays the backlog and one without it refuses rather than lose it.
-    const owner: Owner | null = backlogSeq > 0 && opts.journalId !== undefined ? { gateway: 'upgrade', journalId: opts.journalId, host: hostname(), pid: process.pid, instance: `upgrade-${randomUUID()}`, admin: null } : null;
+    const owner: Owner | null =
+      backlogSeq > 0 && opts.journalId !== undefined
+        ? {
+            gateway: 'upgrade',
+            journalId: opts.journalId,
+            host: hostname(),
+            pid: process.pid,
+            instance: `upgrade-${randomUUID()}`,
+            admin: null,
+          }
+        : null;
     await store.putIfAbsent(headKey(name), encodeHead({ ...head, owner, ackedSeq: backlogSeq })).catch((err: unknown) => {
       // Another run of the upgrade finished first: its head stands.
       if (!(err instanceof PreconditionFailedError)) throw err;
@@ -112,7 +131,13 @@ export async function upgradeVolume(store: ObjectStore, name: string, opts: Upgr
 async function legacyBacklog(dir: string, logger: Logger): Promise<number> {
   const names = await readdir(dir).catch(() => [] as string[]);
   if (!names.some((n) => /^\d{16}\.seg$/.test(n))) return 0;
-  const { journal, entries } = await Journal.open({ dir, segmentBytes: 64 * 2 ** 20, limitBytes: 2 ** 62, maxPayload: MAX_WRITE_BYTES, logger });
+  const { journal, entries } = await Journal.open({
+    dir,
+    segmentBytes: 64 * 2 ** 20,
+    limitBytes: 2 ** 62,
+    maxPayload: MAX_WRITE_BYTES,
+    logger,
+  });
   await journal.close();
   return entries.reduce((max, e) => Math.max(max, e.seq), 0);
 }
@@ -127,7 +152,9 @@ async function refuseLiveLegacyGateway(store: ObjectStore, name: string): Promis
     return;
   }
   if (typeof renewedAt === 'number' && Date.now() - renewedAt < LEGACY_LEASE_MS) {
-    throw new VolumeLockedError(`volume ${name} is served by a format 1 gateway (its lease was renewed ${Math.round((Date.now() - renewedAt) / 1000)} s ago); stop it first`);
+    throw new VolumeLockedError(
+      `volume ${name} is served by a format 1 gateway (its lease was renewed ${Math.round((Date.now() - renewedAt) / 1000)} s ago); stop it first`,
+    );
   }
 }
 

@@ -1,3 +1,4 @@
+import { defined, elementAt } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
@@ -125,13 +126,19 @@ export class Uploader {
       }
       if (entries.length === 0) break;
       const pressure = this.urgent || this.opts.journal.usedBytes > this.opts.journal.limitBytes / 2;
-      const waited = performance.now() - entries[0]!.arrivedAt;
+      const waited = performance.now() - elementAt(entries, 0).arrivedAt;
       if (!pressure && bytes < DELTA_TARGET_BYTES && waited < this.opts.delayMs) {
         this.schedule(this.opts.delayMs - waited);
         break;
       }
       this.shipped += entries.length;
-      const job: Job = { entries, seqTo: entries[entries.length - 1]!.seq, built: undefined, put: false, reservation: this.opts.reserve(bytes) };
+      const job: Job = {
+        entries,
+        seqTo: elementAt(entries, entries.length - 1).seq,
+        built: undefined,
+        put: false,
+        reservation: this.opts.reserve(bytes),
+      };
       this.jobs.push(job);
       void this.ship(job);
     }
@@ -140,10 +147,13 @@ export class Uploader {
 
   private schedule(ms: number): void {
     if (this.timer !== undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.pump();
-    }, Math.max(0, ms));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.pump();
+      },
+      Math.max(0, ms),
+    );
   }
 
   /** Builds and PUTs one delta, retrying until it is in the store (or the uploader stops). */
@@ -175,18 +185,20 @@ export class Uploader {
   private commitReady(): void {
     if (this.committing || this.stopped) return;
     let n = 0;
-    while (n < this.jobs.length && this.jobs[n]!.put) n++;
+    while (n < this.jobs.length && elementAt(this.jobs, n).put) n++;
     if (n === 0) return;
     const batch = this.jobs.slice(0, n);
-    const seqTo = batch[n - 1]!.seqTo;
+    const seqTo = elementAt(batch, n - 1).seqTo;
     this.committing = true;
     void (async () => {
       for (let attempt = 0; !this.stopped; attempt++) {
         try {
           await this.opts.commits.commit(
-            batch.map((j) => j.built!),
+            batch.map((j) => defined(j.built, 'built delta')),
             seqTo,
-            () => this.applyCommitted(batch, seqTo),
+            () => {
+              this.applyCommitted(batch, seqTo);
+            },
           );
           this.stats.commits++;
           this.succeeded();
@@ -205,7 +217,10 @@ export class Uploader {
   /** Runs the moment the head naming the batch is written: the deltas' runs go into the image first. */
   private applyCommitted(batch: readonly Job[], seqTo: number): void {
     const o = this.opts;
-    for (const job of batch) o.image.addDelta(job.built!.ref, job.built!.meta);
+    for (const job of batch) {
+      const built = defined(job.built, 'built delta');
+      o.image.addDelta(built.ref, built.meta);
+    }
     const done = o.pending.removeThrough(seqTo);
     for (const e of done) o.journal.release(e);
     this.shipped -= done.length;
@@ -228,7 +243,8 @@ export class Uploader {
   /** Reports a failure and waits out the back-off; false when the uploader must give up (deposed, stopped). */
   private async failed(err: unknown, message: string): Promise<boolean> {
     if (err instanceof VolumeDeposedError) {
-      this.stop();
+      // Not awaited: stop() waits for the commit loop to go idle, and this may be that loop.
+      void this.stop();
       for (const w of this.waiters.splice(0)) w.reject(err);
       return false;
     }

@@ -46,7 +46,9 @@ export class VolumeWatcher {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      void this.poll().finally(() => { this.schedule(); });
+      void this.poll().finally(() => {
+        this.schedule();
+      });
     }, this.o.intervalMs);
     this.timer.unref();
   }
@@ -61,7 +63,12 @@ export class VolumeWatcher {
         this.taking.add(name);
         void this.o
           .take(name)
-          .then(() => this.refused.delete(name), (err: unknown) => { this.refuse(name, err); })
+          .then(
+            () => this.refused.delete(name),
+            (err: unknown) => {
+              this.refuse(name, err);
+            },
+          )
           .finally(() => this.taking.delete(name));
       }
     } catch (err) {
@@ -72,7 +79,11 @@ export class VolumeWatcher {
 
   private refuse(name: string, err: unknown): void {
     if (err instanceof VolumeNotFoundError || err instanceof StoreError) return;
-    if (!this.refused.has(name)) this.o.logger.info({ volume: name, err: errorMessage(err) }, `volume not served here; looked at again every ${REFUSED_RECHECK_MS / 1000} s`);
+    if (!this.refused.has(name))
+      this.o.logger.info(
+        { volume: name, err: errorMessage(err) },
+        `volume not served here; looked at again every ${REFUSED_RECHECK_MS / 1000} s`,
+      );
     this.refused.set(name, performance.now() + REFUSED_RECHECK_MS);
   }
 }

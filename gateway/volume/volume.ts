@@ -1,5 +1,15 @@
+// gateway/volume owns a served volume: this Volume (reads, writes, flush, status), opening and
+// wiring its parts (open-volume.ts, wiring.ts), the extent cache and read path, pending changes,
+// delta building and upload, head commits, compaction, the catalog and format 1 upgrade.
 import { join } from 'node:path';
-import { InvalidArgumentError, ReadOnlyError, RequestAbortedError, RequestDroppedError, VolumeBusyError, VolumeDeposedError } from '../../shared/errors.js';
+import {
+  InvalidArgumentError,
+  ReadOnlyError,
+  RequestAbortedError,
+  RequestDroppedError,
+  VolumeBusyError,
+  VolumeDeposedError,
+} from '../../shared/errors.js';
 import type { HangMonitor } from '../hang/index.js';
 import type { Head } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
@@ -126,18 +136,21 @@ export class Volume implements NbdExport {
   async resize(size: number): Promise<void> {
     this.checkWritable();
     const old = this.size;
-    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) throw new InvalidArgumentError(`volume size must be a positive multiple of 512 bytes, not ${size}`);
+    if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0)
+      throw new InvalidArgumentError(`volume size must be a positive multiple of 512 bytes, not ${size}`);
     if (size === old) return;
     const lastExtent = (bytes: number): number => Math.ceil(bytes / this.extentSize) - 1;
     if (size < old) {
-      if (this.clients > 0) throw new VolumeBusyError(`volume ${this.name} has ${this.clients} client(s) attached: disconnect them before shrinking it`);
+      if (this.clients > 0)
+        throw new VolumeBusyError(`volume ${this.name} has ${this.clients} client(s) attached: disconnect them before shrinking it`);
       const cutEnd = Math.min(old, (lastExtent(size) + 1) * this.extentSize);
       if (cutEnd > size) await this.commit(RecordKind.Zero, size, cutEnd - size, undefined);
       await this.drain();
     }
     await this.commits.resize(size);
     // Cached extents past the new end, and a last extent whose length changed, are read afresh.
-    for (let i = Math.min(lastExtent(old), lastExtent(size)); i <= Math.max(lastExtent(old), lastExtent(size)); i++) this.extentCache.delete(i);
+    for (let i = Math.min(lastExtent(old), lastExtent(size)); i <= Math.max(lastExtent(old), lastExtent(size)); i++)
+      this.extentCache.delete(i);
     this.opts.logger.info({ volume: this.name, from: old, to: size }, 'volume resized');
   }
 
@@ -192,7 +205,8 @@ export class Volume implements NbdExport {
     this.checkRange(offset, length);
     const first = Math.floor(offset / this.extentSize);
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.extentSize);
-    for (let i = first; i <= last && i - first < Math.max(1, Math.floor(this.extentCache.maxBytes / this.extentSize)); i++) await this.reads.prefetch(i, ctx);
+    for (let i = first; i <= last && i - first < Math.max(1, Math.floor(this.extentCache.maxBytes / this.extentSize)); i++)
+      await this.reads.prefetch(i, ctx);
   }
 
   /**
@@ -353,7 +367,9 @@ export class Volume implements NbdExport {
     await this.uploader.stop();
     await this.journal.close();
     if (opts.release === true && this.deposedError === undefined && this.pending.count === 0) {
-      await this.commits.releaseOwnership().catch((err: unknown) => this.opts.logger.warn({ err }, 'could not hand the volume back; its lease runs out by itself'));
+      await this.commits.releaseOwnership().catch((err: unknown) => {
+        this.opts.logger.warn({ err }, 'could not hand the volume back; its lease runs out by itself');
+      });
     }
   }
 }

@@ -108,9 +108,19 @@ export class WaitingVolume implements NbdExport {
           reject(err);
         },
       };
-      const onAbort = () => waiter.reject(new RequestAbortedError('client disconnected while waiting for its volume'));
+      const onAbort = () => {
+        waiter.reject(new RequestAbortedError('client disconnected while waiting for its volume'));
+      };
       // The episode began when the gateway found the store silent: the timeout counts from then.
-      const timer = typeof timeout === 'number' ? setTimeout(() => waiter.reject(new StorageFailedError('timeout', 'transient')), Math.max(0, this.since + timeout - performance.now())) : undefined;
+      const timer =
+        typeof timeout === 'number'
+          ? setTimeout(
+              () => {
+                waiter.reject(new StorageFailedError('timeout', 'transient'));
+              },
+              Math.max(0, this.since + timeout - performance.now()),
+            )
+          : undefined;
       const cleanup = () => {
         this.waiters.delete(waiter);
         clearTimeout(timer);
@@ -132,7 +142,12 @@ export class WaitingVolume implements NbdExport {
     const episode = this.episode;
     if (episode === undefined) return;
     this.episode = undefined;
-    this.onHang({ ...this.eventBase(episode, 'clear'), kind: 'io-hang', set: false, durationMs: Math.max(0, Date.now() - episode.startedAt) });
+    this.onHang({
+      ...this.eventBase(episode, 'clear'),
+      kind: 'io-hang',
+      set: false,
+      durationMs: Math.max(0, Date.now() - episode.startedAt),
+    });
   }
 
   private eventBase(episode: { id: string }, what: string): Omit<IoHangEvent, 'kind' | 'set'> {

@@ -44,7 +44,6 @@ export function wireVolume(
   // Assigned below; the hang engine calls back into them only once running.
   let uploader: Uploader | undefined;
   let commits: HeadCommits | undefined;
-  let compactor: Compactor | undefined;
   const hang = new HangMonitor({
     volume: shape.name,
     gateway: opts.gatewayId ?? 'holdfast',
@@ -52,7 +51,9 @@ export function wireVolume(
     probe: () => opts.store.probe(),
     journal: {
       held: () => journal.waiting(),
-      failWaiters: (err) => journal.failWaiters(err),
+      failWaiters: (err) => {
+        journal.failWaiters(err);
+      },
       usage: () => ({ bytes: journal.usedBytes, limit: journal.limitBytes }),
     },
     events: opts.events ?? new LogEventSink(opts.logger),
@@ -64,7 +65,13 @@ export function wireVolume(
     },
   });
   // Writes durable in the journal that wait for the lease (the store unreachable longer than it).
-  hang.addHeldSource({ held: () => volume.leaseWaiting(), fail: (err) => writer.failLeaseWaiters(err), waitsOn: 'store' });
+  hang.addHeldSource({
+    held: () => volume.leaseWaiting(),
+    fail: (err) => {
+      writer.failLeaseWaiters(err);
+    },
+    waitsOn: 'store',
+  });
   const reads = new ReadPath({
     image,
     journal,
@@ -84,10 +91,14 @@ export function wireVolume(
     gcGraceMs: opts.gcGraceMs,
     ackedSeq: () => volume.ackedSeq(),
     logger: opts.logger,
-    onStoreError: (err) => hang.storeFailed(err),
-    onStoreOk: () => hang.storeAnswered(),
+    onStoreError: (err) => {
+      hang.storeFailed(err);
+    },
+    onStoreOk: () => {
+      hang.storeAnswered();
+    },
   });
-  compactor = new Compactor({
+  const compactor = new Compactor({
     name: shape.name,
     epoch: writer.head.epoch,
     store: opts.store,
@@ -97,7 +108,9 @@ export function wireVolume(
     reserve,
     failpoints: opts.failpoints,
     logger: opts.logger,
-    onStoreError: (err) => hang.storeFailed(err),
+    onStoreError: (err) => {
+      hang.storeFailed(err);
+    },
   });
   const compacting = compactor;
   uploader = new Uploader({
@@ -115,9 +128,15 @@ export function wireVolume(
     retryMaxMs: opts.retryMaxMs,
     failpoints: opts.failpoints,
     logger: opts.logger,
-    onStoreError: (err) => hang.storeFailed(err),
-    onStoreRecovered: () => hang.storeAnswered(),
-    onCommitted: () => compacting.maybeRun(),
+    onStoreError: (err) => {
+      hang.storeFailed(err);
+    },
+    onStoreRecovered: () => {
+      hang.storeAnswered();
+    },
+    onCommitted: () => {
+      compacting.maybeRun();
+    },
   });
   return { pending, extentCache, hang, reads, commits, uploader, compactor };
 }

@@ -21,7 +21,8 @@ import { ESBUILD_NODE_TARGET, LAMBDA_NODE_RUNTIME } from '../../shared/node-runt
 /** The CDK's own Runtime object for shared/node-runtime.ts's line, so that CDK knows its family and bundling defaults. */
 function lambdaRuntime(): Runtime {
   const runtime = Runtime.ALL.find((r) => r.name === LAMBDA_NODE_RUNTIME);
-  if (runtime === undefined) throw new ConfigError(`aws-cdk-lib does not know the Lambda runtime ${LAMBDA_NODE_RUNTIME}; update aws-cdk-lib`);
+  if (runtime === undefined)
+    throw new ConfigError(`aws-cdk-lib does not know the Lambda runtime ${LAMBDA_NODE_RUNTIME}; update aws-cdk-lib`);
   return runtime;
 }
 
@@ -59,7 +60,11 @@ export class Alerting extends Construct {
     this.bus = new EventBus(this, 'Bus');
 
     // A customer-managed key: CloudWatch alarms cannot publish to a topic under the AWS-managed SNS key.
-    const topicKey = new Key(this, 'TopicKey', { enableKeyRotation: true, description: 'Holdfast alert topic', removalPolicy: RemovalPolicy.DESTROY });
+    const topicKey = new Key(this, 'TopicKey', {
+      enableKeyRotation: true,
+      description: 'Holdfast alert topic',
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
     topicKey.grant(new ServicePrincipal('cloudwatch.amazonaws.com'), 'kms:Decrypt', 'kms:GenerateDataKey*');
     this.topic = new Topic(this, 'Alerts', { displayName: 'Holdfast alerts', masterKey: topicKey, enforceSSL: true });
     if (props.alertEmail !== undefined) this.topic.addSubscription(new EmailSubscription(props.alertEmail));
@@ -82,12 +87,21 @@ export class Alerting extends Construct {
     });
     this.topic.grantPublish(this.alertFunction);
     this.metricsFunction = this.fn('HangMetrics', 'hang-metrics', props.projectRoot, { IDEMPOTENCY_TABLE: idempotency.tableName });
-    for (const fn of [this.alertFunction, this.metricsFunction]) idempotency.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem');
+    for (const fn of [this.alertFunction, this.metricsFunction])
+      idempotency.grant(fn, 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem');
 
     // Events that could not be handed to a function after EventBridge's retries land here, not nowhere.
-    const deadLetters = new Queue(this, 'UndeliveredEvents', { encryption: QueueEncryption.SQS_MANAGED, enforceSSL: true, retentionPeriod: Duration.days(14) });
-    Validations.of(deadLetters).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is itself the dead-letter queue of the EventBridge rule targets.' });
-    const target = (fn: NodejsFunction) => new LambdaFunction(fn, { deadLetterQueue: deadLetters, retryAttempts: 8, maxEventAge: Duration.hours(2) });
+    const deadLetters = new Queue(this, 'UndeliveredEvents', {
+      encryption: QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    Validations.of(deadLetters).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the EventBridge rule targets.',
+    });
+    const target = (fn: NodejsFunction) =>
+      new LambdaFunction(fn, { deadLetterQueue: deadLetters, retryAttempts: 8, maxEventAge: Duration.hours(2) });
 
     this.alertRule = new Rule(this, 'AlertRule', {
       eventBus: this.bus,
@@ -105,7 +119,13 @@ export class Alerting extends Construct {
     const page = new SnsAction(this.topic);
     this.timeoutAlarm = new Alarm(this, 'HangTimeoutAlarm', {
       alarmDescription: `A Holdfast volume on gateway ${props.gatewayId} hit its hang timeout: guest I/O is failing with EIO.`,
-      metric: new Metric({ namespace: METRICS_NAMESPACE, metricName: 'HangTimeouts', dimensionsMap: { service: METRICS_SERVICE, Gateway: props.gatewayId }, statistic: 'Sum', period: Duration.minutes(1) }),
+      metric: new Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: 'HangTimeouts',
+        dimensionsMap: { service: METRICS_SERVICE, Gateway: props.gatewayId },
+        statistic: 'Sum',
+        period: Duration.minutes(1),
+      }),
       threshold: 1,
       evaluationPeriods: 1,
       comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -113,7 +133,8 @@ export class Alerting extends Construct {
     });
     this.timeoutAlarm.addAlarmAction(page);
     const undelivered = new Alarm(this, 'UndeliveredEventsAlarm', {
-      alarmDescription: 'Holdfast events could not be delivered to the alert or metrics function (see the dead-letter queue): alerts may be missing.',
+      alarmDescription:
+        'Holdfast events could not be delivered to the alert or metrics function (see the dead-letter queue): alerts may be missing.',
       metric: deadLetters.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }),
       threshold: 1,
       evaluationPeriods: 1,
@@ -159,7 +180,8 @@ export class Alerting extends Construct {
         target: ESBUILD_NODE_TARGET,
         mainFields: ['module', 'main'],
         externalModules: [],
-        banner: "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);",
+        banner:
+          "import { createRequire as __holdfastCreateRequire } from 'node:module'; const require = __holdfastCreateRequire(import.meta.url);",
       },
     });
     Validations.of(fn).acknowledge({
@@ -168,7 +190,8 @@ export class Alerting extends Construct {
     });
     Validations.of(fn).acknowledge({
       id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
-      reason: 'kms:GenerateDataKey* on the alert topic key is what publishing to an encrypted topic needs (granted by topic.grantPublish, on that one key).',
+      reason:
+        'kms:GenerateDataKey* on the alert topic key is what publishing to an encrypted topic needs (granted by topic.grantPublish, on that one key).',
     });
     return fn;
   }

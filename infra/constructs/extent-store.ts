@@ -26,7 +26,8 @@ export class ExtentStore extends Construct {
     });
     Validations.of(this.bucket).acknowledge({
       id: 'AwsSolutions-S1',
-      reason: 'Server access logs would record every extent GET and PUT of every volume (thousands per second under load) for no operational use; enable CloudTrail S3 data events on the prefix where an audit trail is required.',
+      reason:
+        'Server access logs would record every extent GET and PUT of every volume (thousands per second under load) for no operational use; enable CloudTrail S3 data events on the prefix where an audit trail is required.',
     });
   }
 
@@ -51,7 +52,8 @@ export class ExtentStore extends Construct {
     const bucketId = Stack.of(this).getLogicalId(this.bucket.node.defaultChild as CfnBucket);
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::<${bucketId}.Arn>/${this.prefix}*]`,
-      reason: 'Extent objects are created at run time under the volume prefix, so object access is granted on prefix/* — the prefix only, not the bucket.',
+      reason:
+        'Extent objects are created at run time under the volume prefix, so object access is granted on prefix/* — the prefix only, not the bucket.',
     });
   }
 }

@@ -1,7 +1,18 @@
 import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import { Peer, Port, SecurityGroup, type IVpc, type SubnetSelection } from 'aws-cdk-lib/aws-ec2';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
-import { Cluster, ContainerImage, ContainerInsights, CpuArchitecture, FargatePlatformVersion, FargateService, FargateTaskDefinition, LogDrivers, OperatingSystemFamily, Secret as EcsSecret } from 'aws-cdk-lib/aws-ecs';
+import {
+  Cluster,
+  ContainerImage,
+  ContainerInsights,
+  CpuArchitecture,
+  FargatePlatformVersion,
+  FargateService,
+  FargateTaskDefinition,
+  LogDrivers,
+  OperatingSystemFamily,
+  Secret as EcsSecret,
+} from 'aws-cdk-lib/aws-ecs';
 import { NetworkLoadBalancer, Protocol } from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { IEventBus } from 'aws-cdk-lib/aws-events';
 import { LogGroup, RetentionDays } from 'aws-cdk-lib/aws-logs';
@@ -112,16 +123,30 @@ export class GatewayService extends Construct {
       },
       secrets: this.tlsSecrets(props.tls),
       portMappings: [{ containerPort: NBD_PORT }, { containerPort: ADMIN_PORT }],
-      healthCheck: { command: ['CMD-SHELL', HEALTHCHECK_COMMAND], interval: Duration.seconds(15), timeout: Duration.seconds(5), startPeriod: Duration.seconds(60), retries: 3 },
+      healthCheck: {
+        command: ['CMD-SHELL', HEALTHCHECK_COMMAND],
+        interval: Duration.seconds(15),
+        timeout: Duration.seconds(5),
+        startPeriod: Duration.seconds(60),
+        retries: 3,
+      },
       // The gateway's own --shutdown-grace is 25 s; ECS must not SIGKILL before it has synced.
       stopTimeout: Duration.seconds(40),
       logging: LogDrivers.awsLogs({ streamPrefix: 'gateway', logGroup: this.logGroup }),
     });
     container.addMountPoints({ containerPath: JOURNAL_MOUNT, sourceVolume: 'journal', readOnly: false });
 
-    const lbSecurityGroup = new SecurityGroup(this, 'LoadBalancerSecurityGroup', { vpc: props.vpc, description: 'Holdfast NBD load balancer: NBD from the allowed networks only', allowAllOutbound: false });
+    const lbSecurityGroup = new SecurityGroup(this, 'LoadBalancerSecurityGroup', {
+      vpc: props.vpc,
+      description: 'Holdfast NBD load balancer: NBD from the allowed networks only',
+      allowAllOutbound: false,
+    });
     for (const cidr of props.allowedCidrs) lbSecurityGroup.addIngressRule(Peer.ipv4(cidr), Port.tcp(NBD_PORT), `NBD from ${cidr}`);
-    const taskSecurityGroup = new SecurityGroup(this, 'TaskSecurityGroup', { vpc: props.vpc, description: 'Holdfast gateway task: NBD and health checks from its load balancer only', allowAllOutbound: true });
+    const taskSecurityGroup = new SecurityGroup(this, 'TaskSecurityGroup', {
+      vpc: props.vpc,
+      description: 'Holdfast gateway task: NBD and health checks from its load balancer only',
+      allowAllOutbound: true,
+    });
     taskSecurityGroup.addIngressRule(lbSecurityGroup, Port.tcp(NBD_PORT), 'NBD from the load balancer');
     taskSecurityGroup.addIngressRule(lbSecurityGroup, Port.tcp(ADMIN_PORT), 'health checks from the load balancer');
     lbSecurityGroup.addEgressRule(taskSecurityGroup, Port.tcp(NBD_PORT), 'NBD to the gateway task');
@@ -169,7 +194,8 @@ export class GatewayService extends Construct {
 
     Validations.of(this.loadBalancer).acknowledge({
       id: 'AwsSolutions-ELB2',
-      reason: 'NLB access logs are written only for TLS listeners; NBD is a plain TCP listener, so there is nothing to log. VPC flow logs cover the connections.',
+      reason:
+        'NLB access logs are written only for TLS listeners; NBD is a plain TCP listener, so there is nothing to log. VPC flow logs cover the connections.',
     });
     Validations.of(this.taskDefinition).acknowledge({
       id: 'AwsSolutions-IAM5[Resource::*]',
@@ -177,7 +203,8 @@ export class GatewayService extends Construct {
     });
     Validations.of(this.taskDefinition).acknowledge({
       id: 'AwsSolutions-ECS2',
-      reason: 'The environment holds configuration only (addresses, bucket, bus, volume names, timeouts, the NBD access rules); TLS keys come as ECS secrets from Secrets Manager or SSM, AWS credentials from the task role.',
+      reason:
+        'The environment holds configuration only (addresses, bucket, bus, volume names, timeouts, the NBD access rules); TLS keys come as ECS secrets from Secrets Manager or SSM, AWS credentials from the task role.',
     });
   }
 
@@ -200,10 +227,14 @@ export class GatewayService extends Construct {
       if (source === undefined) continue;
       const id = `TlsSource${variable}`;
       if (source.startsWith('ssm:')) {
-        secrets[variable] = EcsSecret.fromSsmParameter(StringParameter.fromSecureStringParameterAttributes(this, id, { parameterName: source.slice('ssm:'.length) }));
+        secrets[variable] = EcsSecret.fromSsmParameter(
+          StringParameter.fromSecureStringParameterAttributes(this, id, { parameterName: source.slice('ssm:'.length) }),
+        );
       } else {
         const nameOrArn = source.slice('secretsmanager:'.length);
-        const secret = nameOrArn.startsWith('arn:') ? Secret.fromSecretCompleteArn(this, id, nameOrArn) : Secret.fromSecretNameV2(this, id, nameOrArn);
+        const secret = nameOrArn.startsWith('arn:')
+          ? Secret.fromSecretCompleteArn(this, id, nameOrArn)
+          : Secret.fromSecretNameV2(this, id, nameOrArn);
         secrets[variable] = EcsSecret.fromSecretsManager(secret);
       }
     }

@@ -16,12 +16,20 @@ export const VolumeStatusSchema = z.object({
   state: z.enum(['normal', 'hang', 'timed-out']),
   paused: z.boolean(),
   held: HeldSchema,
-  episode: z.object({ id: z.string(), startedAt: z.iso.datetime(), durationMs: z.number(), deadline: z.iso.datetime().nullable() }).nullable(),
+  episode: z
+    .object({ id: z.string(), startedAt: z.iso.datetime(), durationMs: z.number(), deadline: z.iso.datetime().nullable() })
+    .nullable(),
   timedOutSince: z.string().nullable(),
   storageUnavailableSince: z.string().nullable(),
   errorClass: z.string().nullable(),
   lastError: z.string().nullable(),
-  journal: z.object({ bytes: z.number(), limit: z.number(), pressure: z.enum(['normal', 'high', 'full']), backlogRecords: z.number(), dirtyExtents: z.number() }),
+  journal: z.object({
+    bytes: z.number(),
+    limit: z.number(),
+    pressure: z.enum(['normal', 'high', 'full']),
+    backlogRecords: z.number(),
+    dirtyExtents: z.number(),
+  }),
 });
 export type VolumeStatus = z.infer<typeof VolumeStatusSchema>;
 
@@ -56,7 +64,9 @@ export async function setHangPolicy(adminUrl: string, volume: string, patch: Rec
 
 /** pause and release answer how many held requests they failed; resume answers nothing of note. */
 export async function volumeAction(adminUrl: string, volume: string, action: 'pause' | 'resume' | 'release'): Promise<number> {
-  const body = z.object({ failed: z.number().int().nonnegative().optional() }).parse(await call(adminUrl, 'POST', `/v1/volumes/${encodeURIComponent(volume)}/${action}`));
+  const body = z
+    .object({ failed: z.number().int().nonnegative().optional() })
+    .parse(await call(adminUrl, 'POST', `/v1/volumes/${encodeURIComponent(volume)}/${action}`));
   return body.failed ?? 0;
 }
 

@@ -50,7 +50,11 @@ export function cleanEnv(extra: Readonly<Record<string, string>> = {}): NodeJS.P
 }
 
 function spawnCli(args: readonly string[], opts: CliOptions): ChildProcess {
-  const child = spawn(process.execPath, [HOLDFAST_BIN, ...args], { cwd: opts.cwd, env: cleanEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [HOLDFAST_BIN, ...args], {
+    cwd: opts.cwd,
+    env: cleanEnv(opts.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   track(child);
   return child;
 }
@@ -92,7 +96,9 @@ export async function startServe(args: readonly string[], opts: CliOptions): Pro
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('close', (code, signal) => resolve({ code, signal }));
+    child.once('close', (code, signal) => {
+      resolve({ code, signal });
+    });
   });
   await new Promise<void>((resolve, reject) => {
     let settled = false;
@@ -100,16 +106,25 @@ export async function startServe(args: readonly string[], opts: CliOptions): Pro
       if (settled) return;
       settled = true;
       clearTimeout(limit);
-      if (err === undefined) return resolve();
+      if (err === undefined) {
+        resolve();
+        return;
+      }
       child.kill('SIGKILL');
       reject(err);
     };
-    const fail = (why: string): void => settle(new CliProcessError(`holdfast serve ${why}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-    const limit = setTimeout(() => fail(`did not report "serving" within ${RUN_LIMIT_MS} ms`), RUN_LIMIT_MS);
+    const fail = (why: string): void => {
+      settle(new CliProcessError(`holdfast serve ${why}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+    };
+    const limit = setTimeout(() => {
+      fail(`did not report "serving" within ${RUN_LIMIT_MS} ms`);
+    }, RUN_LIMIT_MS);
     child.stdout!.on('data', () => {
       if (stdout.includes('serving')) settle();
     });
-    void closed.then(({ code, signal }) => fail(`exited before serving (code ${code}, signal ${signal})`));
+    void closed.then(({ code, signal }) => {
+      fail(`exited before serving (code ${code}, signal ${signal})`);
+    });
   });
   return {
     child,

@@ -39,7 +39,7 @@ export function conditionalSuite(name: string, setup: () => Promise<ConditionalF
       await assert.rejects(store.putIfAbsent('cas/once', Buffer.from('second')), PreconditionFailedError);
       const got = await store.getVersioned('cas/once');
       assert.equal(got?.body.toString(), 'first');
-      assert.equal(got?.etag, etag);
+      assert.equal(got.etag, etag);
     });
 
     it('replaces only against the current tag; a stale tag fails with PreconditionFailedError', async () => {
@@ -55,7 +55,9 @@ export function conditionalSuite(name: string, setup: () => Promise<ConditionalF
 
     it('lets exactly one of many writers racing from the same tag win', async () => {
       const base = await store.putIfAbsent('cas/race', Buffer.from('base'));
-      const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => store.putIfMatch('cas/race', Buffer.from(`w${i}`), base)));
+      const results = await Promise.allSettled(
+        Array.from({ length: 12 }, (_, i) => store.putIfMatch('cas/race', Buffer.from(`w${i}`), base)),
+      );
       const won = results.filter((r) => r.status === 'fulfilled');
       assert.equal(won.length, 1, 'exactly one writer wins');
       const lost = (err: unknown): boolean => err instanceof PreconditionFailedError || (ambiguousLosers && err instanceof StoreError);
@@ -90,4 +92,3 @@ export function conditionalSuite(name: string, setup: () => Promise<ConditionalF
     });
   });
 }
-

@@ -32,7 +32,12 @@ export class DaemonStartError extends Error {
 const OUTPUT_LIMIT = 16 * 1024;
 const DEFAULT_GRACE_MS = 10_000;
 
-export function spawnDaemon(name: string, cmd: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; onSpawn?: (pid: number) => void } = {}): Daemon {
+export function spawnDaemon(
+  name: string,
+  cmd: string,
+  args: readonly string[],
+  opts: { env?: NodeJS.ProcessEnv; onSpawn?: (pid: number) => void } = {},
+): Daemon {
   const child: ChildProcess = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
   const untrack = reapOnExit(child);
   let output = '';
@@ -91,7 +96,8 @@ export async function waitUntil(what: string, check: () => Promise<boolean> | bo
   for (;;) {
     if (await check()) return;
     if (!daemon.isRunning()) throw new DaemonStartError(`${daemon.name} exited before ${what}; its output:\n${daemon.output()}`);
-    if (Date.now() > deadline) throw new DaemonStartError(`${what}: not within ${timeoutMs} ms; ${daemon.name}'s output:\n${daemon.output()}`);
+    if (Date.now() > deadline)
+      throw new DaemonStartError(`${what}: not within ${timeoutMs} ms; ${daemon.name}'s output:\n${daemon.output()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

@@ -59,9 +59,19 @@ function matchValue(value: Json, rule: unknown): boolean {
   const [op, arg] = entries[0]!;
   switch (op) {
     case 'prefix':
-      return typeof value === 'string' && (isObject(arg) ? typeof arg['equals-ignore-case'] === 'string' && value.toLowerCase().startsWith(arg['equals-ignore-case'].toLowerCase()) : typeof arg === 'string' && value.startsWith(arg));
+      return (
+        typeof value === 'string' &&
+        (isObject(arg)
+          ? typeof arg['equals-ignore-case'] === 'string' && value.toLowerCase().startsWith(arg['equals-ignore-case'].toLowerCase())
+          : typeof arg === 'string' && value.startsWith(arg))
+      );
     case 'suffix':
-      return typeof value === 'string' && (isObject(arg) ? typeof arg['equals-ignore-case'] === 'string' && value.toLowerCase().endsWith(arg['equals-ignore-case'].toLowerCase()) : typeof arg === 'string' && value.endsWith(arg));
+      return (
+        typeof value === 'string' &&
+        (isObject(arg)
+          ? typeof arg['equals-ignore-case'] === 'string' && value.toLowerCase().endsWith(arg['equals-ignore-case'].toLowerCase())
+          : typeof arg === 'string' && value.endsWith(arg))
+      );
     case 'equals-ignore-case':
       return typeof value === 'string' && typeof arg === 'string' && value.toLowerCase() === arg.toLowerCase();
     case 'wildcard':
@@ -82,7 +92,13 @@ function anythingButExcludes(value: Json, arg: unknown): boolean {
 }
 
 function wildcard(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's');
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+    's',
+  );
 }
 
 function numeric(value: number, conditions: readonly unknown[]): boolean {
@@ -90,7 +106,18 @@ function numeric(value: number, conditions: readonly unknown[]): boolean {
     const op = conditions[i];
     const bound = conditions[i + 1];
     if (typeof bound !== 'number') throw new UnsupportedPatternError(`numeric bound ${JSON.stringify(bound)} is not a number`);
-    const ok = op === '=' ? value === bound : op === '<' ? value < bound : op === '<=' ? value <= bound : op === '>' ? value > bound : op === '>=' ? value >= bound : undefined;
+    const ok =
+      op === '='
+        ? value === bound
+        : op === '<'
+          ? value < bound
+          : op === '<='
+            ? value <= bound
+            : op === '>'
+              ? value > bound
+              : op === '>='
+                ? value >= bound
+                : undefined;
     if (ok === undefined) throw new UnsupportedPatternError(`numeric operator ${String(op)}`);
     if (!ok) return false;
   }

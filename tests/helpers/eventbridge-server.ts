@@ -74,7 +74,9 @@ export class FakeEventBridge {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', () => resolve());
+      server.listen(this.port, '127.0.0.1', () => {
+        resolve();
+      });
     });
     this.port = (server.address() as AddressInfo).port;
     this.server = server;
@@ -86,7 +88,11 @@ export class FakeEventBridge {
     this.server = undefined;
     if (server === undefined) return;
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await new Promise<void>((resolve) =>
+      server.close(() => {
+        resolve();
+      }),
+    );
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -121,8 +127,11 @@ export class FakeEventBridge {
   private protocolProblem(req: IncomingMessage, body: Buffer): string | undefined {
     if (req.method !== 'POST' || req.url !== '/') return `unexpected ${req.method} ${req.url}`;
     if (req.headers['content-type'] !== 'application/x-amz-json-1.1') return `content-type ${req.headers['content-type']}`;
-    if (req.headers['x-amz-target'] !== 'AWSEvents.PutEvents') return `x-amz-target ${req.headers['x-amz-target']}`;
-    const auth = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/events\/aws4_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$/.exec(req.headers.authorization ?? '');
+    if (req.headers['x-amz-target'] !== 'AWSEvents.PutEvents') return `x-amz-target ${String(req.headers['x-amz-target'])}`;
+    const auth =
+      /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/events\/aws4_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})$/.exec(
+        req.headers.authorization ?? '',
+      );
     if (auth === null) return `authorization header ${req.headers.authorization}`;
     const [, keyId, date, region, signedHeaders, signature] = auth as unknown as [string, string, string, string, string, string];
     if (keyId !== this.credentials.accessKeyId) return `unknown access key ${keyId}`;
@@ -140,9 +149,21 @@ const sha256 = (data: string | Buffer) => createHash('sha256').update(data).dige
 const hmac = (key: string | Buffer, data: string) => createHmac('sha256', key).update(data).digest();
 
 /** The SigV4 signature the request should carry, computed independently of the SDK. */
-function sigV4(req: IncomingMessage, body: Buffer, secretAccessKey: string, scope: { date: string; region: string; signedHeaders: string }): string {
+function sigV4(
+  req: IncomingMessage,
+  body: Buffer,
+  secretAccessKey: string,
+  scope: { date: string; region: string; signedHeaders: string },
+): string {
   const headers = scope.signedHeaders.split(';');
-  const canonicalHeaders = headers.map((h) => `${h}:${String(req.headers[h] ?? '').trim().replace(/\s+/g, ' ')}\n`).join('');
+  const canonicalHeaders = headers
+    .map(
+      (h) =>
+        `${h}:${String(req.headers[h] ?? '')
+          .trim()
+          .replace(/\s+/g, ' ')}\n`,
+    )
+    .join('');
   const canonicalRequest = ['POST', '/', '', canonicalHeaders, scope.signedHeaders, sha256(body)].join('\n');
   const credentialScope = `${scope.date}/${scope.region}/events/aws4_request`;
   const stringToSign = ['AWS4-HMAC-SHA256', String(req.headers['x-amz-date']), credentialScope, sha256(canonicalRequest)].join('\n');

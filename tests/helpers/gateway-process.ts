@@ -129,7 +129,11 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     opts.createVolume,
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...childEnv(opts.store), ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    cwd: REPO,
+    env: { ...childEnv(opts.store), ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const untrack = reapOnExit(child);
   const exitedRaw = new Promise<ExitStatus>((resolve) => {
     // 'close', not 'exit': by then stderr has been read to its end, so the logs are complete.
@@ -172,8 +176,12 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
       child.kill('SIGKILL');
       reject(new GatewayStartError(`holdfast serve ${why}`, code, stderrText));
     };
-    const timer = setTimeout(() => fail(`did not serve within ${SERVE_TIMEOUT_MS} ms`, null), SERVE_TIMEOUT_MS);
-    const onError = (err: Error): void => fail(`could not be spawned (${err.message})`, null);
+    const timer = setTimeout(() => {
+      fail(`did not serve within ${SERVE_TIMEOUT_MS} ms`, null);
+    }, SERVE_TIMEOUT_MS);
+    const onError = (err: Error): void => {
+      fail(`could not be spawned (${err.message})`, null);
+    };
     const cleanup = (): void => {
       settled = true;
       clearTimeout(timer);
@@ -182,7 +190,9 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     };
     child.stdout.setEncoding('utf8').on('data', onData);
     child.once('error', onError);
-    void exitedRaw.then(({ code, signal }) => fail(`exited before serving (code ${code}, signal ${signal})`, code));
+    void exitedRaw.then(({ code, signal }) => {
+      fail(`exited before serving (code ${code}, signal ${signal})`, code);
+    });
   });
 
   // The pipes must keep draining, or the gateway blocks on its next log line.

@@ -21,7 +21,11 @@ export type Unmount = () => Promise<void>;
 /** Mounts a tmpfs of `bytes` on `dir` (created). */
 export async function mountTmpfs(dir: string, bytes: number): Promise<Unmount> {
   await mkdir(dir, { recursive: true });
-  await mustRun('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], `a ${bytes}-byte tmpfs for the journal needs mount privileges (root or CAP_SYS_ADMIN)`);
+  await mustRun(
+    'mount',
+    ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir],
+    `a ${bytes}-byte tmpfs for the journal needs mount privileges (root or CAP_SYS_ADMIN)`,
+  );
   return async () => {
     await mustRun('umount', [dir], `unmounting the tmpfs on ${dir}`);
   };
@@ -58,12 +62,27 @@ export async function mountFailingDisk(dir: string, work: string): Promise<Faili
   try {
     const nbdfuse: ChildProcess = spawn(
       'nbdfuse',
-      [image, '--command', 'nbdkit', '-s', '--filter=error', 'memory', String(FAILING_DISK_BYTES), 'error=EIO', 'error-rate=100%', `error-file=${trigger}`],
+      [
+        image,
+        '--command',
+        'nbdkit',
+        '-s',
+        '--filter=error',
+        'memory',
+        String(FAILING_DISK_BYTES),
+        'error=EIO',
+        'error-rate=100%',
+        `error-file=${trigger}`,
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let nbdfuseErr = '';
     nbdfuse.stderr?.setEncoding('utf8').on('data', (chunk: string) => (nbdfuseErr = (nbdfuseErr + chunk).slice(-2000)));
-    const exited = new Promise<void>((resolve) => nbdfuse.once('close', () => resolve()));
+    const exited = new Promise<void>((resolve) =>
+      nbdfuse.once('close', () => {
+        resolve();
+      }),
+    );
     const spawnFailed = new Promise<Error>((resolve) => nbdfuse.once('error', resolve));
     steps.push(async () => {
       // Unmounting the FUSE file system ends nbdfuse; the kill is for a mount that never came up.
@@ -78,11 +97,21 @@ export async function mountFailingDisk(dir: string, work: string): Promise<Faili
         () => false,
       );
       if (ready) break;
-      const failed = await Promise.race([spawnFailed, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 50))]);
+      const failed = await Promise.race([
+        spawnFailed,
+        new Promise<undefined>((resolve) =>
+          setTimeout(() => {
+            resolve(undefined);
+          }, 50),
+        ),
+      ]);
       if (failed !== undefined) throw new Error(`a failing journal disk needs nbdfuse (libnbd-bin) and nbdkit: ${failed.message}`);
-      if (nbdfuse.exitCode !== null || Date.now() > deadline) throw new Error(`nbdfuse did not expose ${image} (it needs /dev/fuse): ${nbdfuseErr}`);
+      if (nbdfuse.exitCode !== null || Date.now() > deadline)
+        throw new Error(`nbdfuse did not expose ${image} (it needs /dev/fuse): ${nbdfuseErr}`);
     }
-    const loop = (await mustRun('losetup', ['--find', '--show', '--direct-io=on', image], 'a failing journal disk needs a loop device')).trim();
+    const loop = (
+      await mustRun('losetup', ['--find', '--show', '--direct-io=on', image], 'a failing journal disk needs a loop device')
+    ).trim();
     steps.push(async () => {
       await mustRun('losetup', ['--detach', loop], `detaching ${loop}`);
     });

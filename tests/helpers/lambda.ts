@@ -35,9 +35,12 @@ export function lambdaContext(functionName: string): Context {
     logGroupName: `/aws/lambda/${functionName}`,
     logStreamName: '2026/11/25/[$LATEST]test',
     getRemainingTimeInMillis: () => 30_000,
+    /* eslint-disable @typescript-eslint/no-deprecated */
+    // Deprecated, but the Context type still declares them.
     done: () => undefined,
     fail: () => undefined,
     succeed: () => undefined,
+    /* eslint-enable @typescript-eslint/no-deprecated */
   };
 }
 
@@ -45,15 +48,17 @@ export function lambdaContext(functionName: string): Context {
  * Runs `fn` and returns how it settled and what it printed as JSON lines on stdout and stderr (the
  * functions' structured logs — errors go to stderr — and their EMF metric records).
  */
-export async function capturingOutput<T>(fn: () => Promise<T>): Promise<{ settled: PromiseSettledResult<T>; lines: Record<string, unknown>[] }> {
+export async function capturingOutput<T>(
+  fn: () => Promise<T>,
+): Promise<{ settled: PromiseSettledResult<T>; lines: Record<string, unknown>[] }> {
   let text = '';
   const streams = [process.stdout, process.stderr];
   const originals = streams.map((s) => s.write.bind(s));
   for (const s of streams) {
-    s.write = ((chunk: string | Uint8Array) => {
+    s.write = (chunk: string | Uint8Array) => {
       text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
       return true;
-    }) as typeof s.write;
+    };
   }
   let settled: PromiseSettledResult<T>;
   try {

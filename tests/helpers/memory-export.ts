@@ -158,7 +158,7 @@ export class MemoryExport implements NbdExport {
   extents(offset: number, length: number): AllocationExtent[] {
     const out: { length: number; hole: boolean; zero: boolean }[] = [];
     const end = offset + length;
-    for (let at = offset; at < end; ) {
+    for (let at = offset; at < end;) {
       const block = Math.floor(at / this.allocationBlockSize);
       const next = Math.min(end, (block + 1) * this.allocationBlockSize);
       const zero = this.disk.subarray(at, next).equals(this.zeroBlock.subarray(0, next - at));

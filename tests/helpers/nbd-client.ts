@@ -92,11 +92,19 @@ export class NbdClient {
 
   private constructor(socket: Socket) {
     this.socket = socket;
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        resolve();
+      }),
+    );
     socket.setNoDelay(true);
     socket.on('data', this.onData);
-    socket.on('error', (err) => this.fail(new NbdConnectionError(`NBD connection failed: ${err.message}`, { cause: err })));
-    socket.on('close', () => this.fail(new NbdConnectionError('NBD connection closed')));
+    socket.on('error', (err) => {
+      this.fail(new NbdConnectionError(`NBD connection failed: ${err.message}`, { cause: err }));
+    });
+    socket.on('close', () => {
+      this.fail(new NbdConnectionError('NBD connection closed'));
+    });
   }
 
   /** Export size in bytes, from NBD_INFO_EXPORT. */
@@ -105,7 +113,11 @@ export class NbdClient {
   }
 
   static async connect(opts: NbdConnectOptions): Promise<NbdClient> {
-    const socket = connect({ host: opts.host, port: opts.port, ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }) });
+    const socket = connect({
+      host: opts.host,
+      port: opts.port,
+      ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }),
+    });
     const client = new NbdClient(socket);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -135,14 +147,21 @@ export class NbdClient {
     raw.off('data', this.onData);
     const secure =
       'psk' in tls
-        ? tlsConnect({ socket: raw, pskCallback: () => ({ identity: tls.psk.identity, psk: tls.psk.key }), ciphers: 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256', checkServerIdentity: () => undefined })
+        ? tlsConnect({
+            socket: raw,
+            pskCallback: () => ({ identity: tls.psk.identity, psk: tls.psk.key }),
+            ciphers: 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256',
+            checkServerIdentity: () => undefined,
+          })
         : tlsConnect({ socket: raw, ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername ?? 'localhost' });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', resolve);
       secure.once('error', reject);
     });
     secure.on('data', this.onData);
-    secure.on('error', (err) => this.fail(new NbdConnectionError(`NBD TLS connection failed: ${err.message}`, { cause: err })));
+    secure.on('error', (err: Error) => {
+      this.fail(new NbdConnectionError(`NBD TLS connection failed: ${err.message}`, { cause: err }));
+    });
     this.socket = secure;
     this.tlsSocket = secure;
   }
@@ -176,7 +195,9 @@ export class NbdClient {
       const type = header.readUInt32BE(12);
       const data = await this.readExact(header.readUInt32BE(16));
       if (type >= REP_ERROR_BIT) {
-        throw new NbdConnectionError(`NBD_OPT_GO for export "${exportName}" refused (reply 0x${type.toString(16)}: ${data.toString('utf8')})`);
+        throw new NbdConnectionError(
+          `NBD_OPT_GO for export "${exportName}" refused (reply 0x${type.toString(16)}: ${data.toString('utf8')})`,
+        );
       }
       if (type === REP_INFO && data.length >= 12 && data.readUInt16BE(0) === INFO_EXPORT) {
         this.exportSize = Number(data.readBigUInt64BE(2));

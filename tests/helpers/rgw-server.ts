@@ -35,7 +35,15 @@ const OSD_ID = 0;
  * otherwise), 8 placement groups each: at the default 32 the seven pools would pass the 250 PGs
  * one OSD may hold.
  */
-const RGW_POOLS = ['.rgw.root', 'default.rgw.control', 'default.rgw.meta', 'default.rgw.log', 'default.rgw.buckets.index', 'default.rgw.buckets.data', 'default.rgw.buckets.non-ec'];
+const RGW_POOLS = [
+  '.rgw.root',
+  'default.rgw.control',
+  'default.rgw.meta',
+  'default.rgw.log',
+  'default.rgw.buckets.index',
+  'default.rgw.buckets.data',
+  'default.rgw.buckets.non-ec',
+];
 const PG_NUM = 8;
 /** The capacity memstore reports (it allocates only what is stored): room for the bench's volumes. */
 const MEMSTORE_BYTES = 16 * 2 ** 30;
@@ -46,19 +54,28 @@ const READY_TIMEOUT_MS = STEP_TIMEOUT_S * 1000;
 export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwServer> {
   const missing = missingPackages(CEPH_TOOLS);
   if (missing.length > 0) {
-    throw new RgwStartError(`Ceph is not installed (missing Debian packages: ${missing.join(' ')}); \`npm test\` installs them, or apt-get install --no-install-recommends ${missing.join(' ')}`);
+    throw new RgwStartError(
+      `Ceph is not installed (missing Debian packages: ${missing.join(' ')}); \`npm test\` installs them, or apt-get install --no-install-recommends ${missing.join(' ')}`,
+    );
   }
   const started = performance.now();
   const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'holdfast-rgw-')));
   const bucket = opts.bucket ?? 'holdfast-test';
-  const credentials = { accessKeyId: randomBytes(10).toString('hex').toUpperCase(), secretAccessKey: randomBytes(20).toString('base64url') };
+  const credentials = {
+    accessKeyId: randomBytes(10).toString('hex').toUpperCase(),
+    secretAccessKey: randomBytes(20).toString('base64url'),
+  };
   const [monPort, port] = [await findFreePort(), await findFreePort()];
   const conf = path.join(dir, 'ceph.conf');
   const endpoint = `http://127.0.0.1:${port}`;
   const guard = new OrphanGuard();
   const daemons: Daemon[] = [];
   const spawnCeph = (name: string, cmd: string, args: readonly string[]): Daemon => {
-    const daemon = spawnDaemon(name, cmd, ['-c', conf, '-d', ...args], { onSpawn: (pid) => guard.watch(pid) });
+    const daemon = spawnDaemon(name, cmd, ['-c', conf, '-d', ...args], {
+      onSpawn: (pid) => {
+        guard.watch(pid);
+      },
+    });
     daemons.push(daemon);
     return daemon;
   };
@@ -92,7 +109,16 @@ export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwSer
     await tool('ceph-osd', ['-c', conf, '-i', String(OSD_ID), '--mkfs', '--osd-uuid', osdUuid]);
     spawnCeph('ceph-osd', 'ceph-osd', ['-i', String(OSD_ID)]);
     // Waits for the OSD to serve, and makes the default zone before radosgw would race to make it too.
-    await tool('radosgw-admin', ['-c', conf, 'user', 'create', '--uid=holdfast', '--display-name=holdfast', `--access-key=${credentials.accessKeyId}`, `--secret-key=${credentials.secretAccessKey}`]);
+    await tool('radosgw-admin', [
+      '-c',
+      conf,
+      'user',
+      'create',
+      '--uid=holdfast',
+      '--display-name=holdfast',
+      `--access-key=${credentials.accessKeyId}`,
+      `--secret-key=${credentials.secretAccessKey}`,
+    ]);
     radosgw = await startRadosgw();
     await createBucket(endpoint, bucket, credentials);
   } catch (err) {
@@ -115,8 +141,12 @@ export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwSer
       return radosgw.pid;
     },
     kill: () => radosgw.stop('SIGKILL'),
-    freeze: () => radosgw.signal('SIGSTOP'),
-    thaw: () => radosgw.signal('SIGCONT'),
+    freeze: () => {
+      radosgw.signal('SIGSTOP');
+    },
+    thaw: () => {
+      radosgw.signal('SIGCONT');
+    },
     async restart(): Promise<void> {
       await radosgw.stop('SIGKILL');
       daemons.splice(daemons.indexOf(radosgw), 1);
@@ -182,7 +212,9 @@ debug rgw = 0/5
 async function tool(cmd: string, args: readonly string[], input?: string, daemon?: Daemon): Promise<string> {
   const r = await runTool(cmd, args, input === undefined ? {} : { input });
   if (r.code !== 0) {
-    throw new RgwStartError(`${cmd} ${args.join(' ')} exited with ${r.code}:\n${r.stdout}${r.stderr}${daemon === undefined ? '' : `\n${daemon.name}'s output:\n${daemon.output()}`}`);
+    throw new RgwStartError(
+      `${cmd} ${args.join(' ')} exited with ${r.code}:\n${r.stdout}${r.stderr}${daemon === undefined ? '' : `\n${daemon.name}'s output:\n${daemon.output()}`}`,
+    );
   }
   return r.stdout + r.stderr;
 }
@@ -216,7 +248,8 @@ class OrphanGuard {
   private readonly child: ChildProcess;
 
   constructor() {
-    const script = 'pids=" "; while read -r op pid; do if [ "$op" = add ]; then pids="$pids$pid "; else pids=$(echo "$pids" | sed "s/ $pid / /"); fi; done; kill -KILL $pids 2>/dev/null';
+    const script =
+      'pids=" "; while read -r op pid; do if [ "$op" = add ]; then pids="$pids$pid "; else pids=$(echo "$pids" | sed "s/ $pid / /"); fi; done; kill -KILL $pids 2>/dev/null';
     this.child = spawn('sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
     this.child.stdin?.on('error', () => undefined);
     this.child.unref();

@@ -21,8 +21,12 @@ export function runTool(cmd: string, args: readonly string[], opts: { input?: st
     child.stdin?.end(opts.input);
   }
   return new Promise((resolve) => {
-    child.once('error', (err) => resolve({ code: null, stdout, stderr: err.message }));
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
+    child.once('error', (err) => {
+      resolve({ code: null, stdout, stderr: err.message });
+    });
+    child.once('close', (code) => {
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 

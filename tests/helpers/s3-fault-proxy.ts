@@ -93,7 +93,9 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   const inject = (req: IncomingMessage, res: ServerResponse, fault: InjectedError): void => {
     // The request body is read to its end first, so the connection stays usable for the next request.
     req.resume();
-    req.once('end', () => answer(req, res, fault));
+    req.once('end', () => {
+      answer(req, res, fault);
+    });
   };
 
   /** Whether this forwarded request's answer is to be replaced (and counts it off). */
@@ -108,15 +110,20 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(req.headers)) if (value !== undefined && !HOP_HEADERS.has(name)) headers[name] = value;
     const lose = loseAnswer();
-    const upstream = request({ host: target.host, port: target.port, method: req.method, path: req.url, headers, agent: upstreamAgent }, (up) => {
-      if (lose) {
-        up.resume();
-        up.once('end', () => answer(req, res, INTERNAL));
-        return;
-      }
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
+    const upstream = request(
+      { host: target.host, port: target.port, method: req.method, path: req.url, headers, agent: upstreamAgent },
+      (up) => {
+        if (lose) {
+          up.resume();
+          up.once('end', () => {
+            answer(req, res, INTERNAL);
+          });
+          return;
+        }
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
     // The server behind is down: the client sees its connection reset, as it would without the proxy.
     upstream.once('error', () => {
       counts.upstreamErrors++;
@@ -139,7 +146,9 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, '127.0.0.1', () => {
+      resolve();
+    });
   });
   const { port } = server.address() as AddressInfo;
 
@@ -150,7 +159,11 @@ export async function startS3FaultProxy(target: { readonly host: string; readonl
       mode = next;
     },
     async close(): Promise<void> {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
       for (const socket of sockets) socket.destroy();
       upstreamAgent.destroy();
       await closed;

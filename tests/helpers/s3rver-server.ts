@@ -34,8 +34,12 @@ export async function startS3rver(opts: S3ServerOptions = {}): Promise<S3Server>
       return daemon.pid;
     },
     kill: () => daemon.stop('SIGKILL'),
-    freeze: () => daemon.signal('SIGSTOP'),
-    thaw: () => daemon.signal('SIGCONT'),
+    freeze: () => {
+      daemon.signal('SIGSTOP');
+    },
+    thaw: () => {
+      daemon.signal('SIGCONT');
+    },
     async restart(): Promise<void> {
       await daemon.stop('SIGKILL');
       daemon = await spawnServer(port, dir, bucket);
@@ -52,7 +56,16 @@ async function spawnServer(port: number, dir: string, bucket: string): Promise<D
   // through its legacy provider; without it every truncated listing is a 500.
   const daemon = spawnDaemon('s3rver', process.execPath, ['--openssl-legacy-provider', RUNNER, String(port), dir, bucket]);
   try {
-    await waitUntil(`s3rver ready on port ${port}`, () => daemon.output().split('\n').some((line) => line.trim() === `READY ${port}`), READY_TIMEOUT_MS, daemon);
+    await waitUntil(
+      `s3rver ready on port ${port}`,
+      () =>
+        daemon
+          .output()
+          .split('\n')
+          .some((line) => line.trim() === `READY ${port}`),
+      READY_TIMEOUT_MS,
+      daemon,
+    );
   } catch (err) {
     await daemon.stop('SIGKILL');
     throw err;

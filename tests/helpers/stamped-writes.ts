@@ -75,7 +75,10 @@ export function prefixMismatch(
   let at = window.start;
   while (expected[at] === image[at]) at++;
   const word = Math.floor(at / 8) * 8;
-  const note = (seq: number | undefined) => (seq === undefined ? 'a blend' : `#${seq} ${unackedSeqs.has(seq) ? 'unacknowledged' : 'acknowledged'}${visible.has(seq) ? ', visible elsewhere' : ''}`);
+  const note = (seq: number | undefined) =>
+    seq === undefined
+      ? 'a blend'
+      : `#${seq} ${unackedSeqs.has(seq) ? 'unacknowledged' : 'acknowledged'}${visible.has(seq) ? ', visible elsewhere' : ''}`;
   return {
     k,
     mismatch: `the store alone is not the writes up to #${k}: byte ${at} holds ${describeWord(image, at)}, expected ${describeWord(expected, at)} (${note(stampAt(image, word))}; ${note(stampAt(expected, word))})`,

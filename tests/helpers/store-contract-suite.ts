@@ -22,10 +22,7 @@ export async function collect(keys: AsyncIterable<string>): Promise<string[]> {
   return out;
 }
 
-export function assertStoreError(
-  err: unknown,
-  operation: StoreError['operation'],
-): asserts err is StoreError & { cause: Error } {
+export function assertStoreError(err: unknown, operation: StoreError['operation']): asserts err is StoreError & { cause: Error } {
   assert.ok(err instanceof StoreError, `expected a StoreError, got ${String(err)}`);
   assert.equal(err.operation, operation);
   assert.ok(err.cause instanceof Error, 'the cause is the underlying failure');
@@ -114,20 +111,9 @@ export function contractSuite(name: string, setup: () => Promise<StoreFixture>):
       for (const key of ['list/c/x/y', 'list/b', 'list/a/2', 'list/a/1', 'listing', 'other/a']) {
         await fx.store.put(key, Buffer.from(key));
       }
-      assert.deepEqual(await collect(fx.store.list('list/')), [
-        'list/a/1',
-        'list/a/2',
-        'list/b',
-        'list/c/x/y',
-      ]);
+      assert.deepEqual(await collect(fx.store.list('list/')), ['list/a/1', 'list/a/2', 'list/b', 'list/c/x/y']);
       assert.deepEqual(await collect(fx.store.list('list/a')), ['list/a/1', 'list/a/2']);
-      assert.deepEqual(await collect(fx.store.list('list')), [
-        'list/a/1',
-        'list/a/2',
-        'list/b',
-        'list/c/x/y',
-        'listing',
-      ]);
+      assert.deepEqual(await collect(fx.store.list('list')), ['list/a/1', 'list/a/2', 'list/b', 'list/c/x/y', 'listing']);
       assert.deepEqual(await collect(fx.store.list('nothing/')), []);
     });
 

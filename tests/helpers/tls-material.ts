@@ -37,15 +37,40 @@ async function makeCa(dir: string, name: string): Promise<{ cert: string; key: s
   const key = path.join(dir, `${name}-key.pem`);
   const cert = path.join(dir, `${name}-cert.pem`);
   await certtool(['--generate-privkey', '--key-type=ecdsa', '--outfile', key]);
-  await certtool(['--generate-self-signed', '--load-privkey', key, '--template', await template(dir, name, [`cn = ${name}`, 'ca', 'cert_signing_key', 'expiration_days = 2']), '--outfile', cert]);
+  await certtool([
+    '--generate-self-signed',
+    '--load-privkey',
+    key,
+    '--template',
+    await template(dir, name, [`cn = ${name}`, 'ca', 'cert_signing_key', 'expiration_days = 2']),
+    '--outfile',
+    cert,
+  ]);
   return { cert, key };
 }
 
-async function signed(dir: string, name: string, ca: { cert: string; key: string }, lines: readonly string[]): Promise<{ cert: string; key: string }> {
+async function signed(
+  dir: string,
+  name: string,
+  ca: { cert: string; key: string },
+  lines: readonly string[],
+): Promise<{ cert: string; key: string }> {
   const key = path.join(dir, `${name}-key.pem`);
   const cert = path.join(dir, `${name}-cert.pem`);
   await certtool(['--generate-privkey', '--key-type=ecdsa', '--outfile', key]);
-  await certtool(['--generate-certificate', '--load-privkey', key, '--load-ca-certificate', ca.cert, '--load-ca-privkey', ca.key, '--template', await template(dir, name, lines), '--outfile', cert]);
+  await certtool([
+    '--generate-certificate',
+    '--load-privkey',
+    key,
+    '--load-ca-certificate',
+    ca.cert,
+    '--load-ca-privkey',
+    ca.key,
+    '--template',
+    await template(dir, name, lines),
+    '--outfile',
+    cert,
+  ]);
   return { cert, key };
 }
 
@@ -75,7 +100,10 @@ export async function makePskFile(file: string, identities: readonly string[]): 
  * A CA, a server certificate for localhost and 127.0.0.1, client certificates for `clients`
  * (and `untrusted` ones from a CA the server does not know), and PSK keys for `pskIdentities`.
  */
-export async function makeTlsMaterial(dir: string, options: { clients: readonly string[]; untrusted?: readonly string[]; pskIdentities: readonly string[] }): Promise<TlsMaterial> {
+export async function makeTlsMaterial(
+  dir: string,
+  options: { clients: readonly string[]; untrusted?: readonly string[]; pskIdentities: readonly string[] },
+): Promise<TlsMaterial> {
   await mkdir(dir, { recursive: true });
   const ca = await makeCa(dir, 'holdfast-test-ca');
   const server = await signed(dir, 'server', ca, SERVER_TEMPLATE);
@@ -92,7 +120,14 @@ export async function makeTlsMaterial(dir: string, options: { clients: readonly 
   return { dir, caCert: ca.cert, caKey: ca.key, serverCert: server.cert, serverKey: server.key, pskFile, pskDir, pskKeys, clientDirs };
 }
 
-const SERVER_TEMPLATE = ['cn = localhost', 'dns_name = localhost', 'ip_address = 127.0.0.1', 'tls_www_server', 'signing_key', 'expiration_days = 2'];
+const SERVER_TEMPLATE = [
+  'cn = localhost',
+  'dns_name = localhost',
+  'ip_address = 127.0.0.1',
+  'tls_www_server',
+  'signing_key',
+  'expiration_days = 2',
+];
 
 /** A new key and certificate for the server, from the same CA, written over the old files (a renewal). */
 export async function renewServerCertificate(material: TlsMaterial): Promise<void> {

@@ -91,7 +91,11 @@ function isStaticElf(elf: Buffer): boolean {
  */
 async function modulesToLoad(version: string): Promise<string[]> {
   const root = path.join('/lib/modules', version);
-  const nameOf = (file: string): string => path.basename(file).replace(/\.ko(\.\w+)?$/, '').replaceAll('-', '_');
+  const nameOf = (file: string): string =>
+    path
+      .basename(file)
+      .replace(/\.ko(\.\w+)?$/, '')
+      .replaceAll('-', '_');
   const builtin = new Set((await readFile(path.join(root, 'modules.builtin'), 'utf8')).split('\n').filter(Boolean).map(nameOf));
   const deps = new Map<string, { file: string; deps: string[] }>();
   for (const line of (await readFile(path.join(root, 'modules.dep'), 'utf8')).split('\n')) {
@@ -122,14 +126,21 @@ async function buildInitrd(): Promise<{ kernel: string; initrd: string; kernelVe
   const { kernel, version } = await findKernel();
   const busyboxPath = requireTool('busybox');
   const busybox = await readFile(busyboxPath);
-  if (!isStaticElf(busybox)) throw new VmPrerequisiteError(`${busyboxPath} is not statically linked (the busybox package instead of busybox-static)`);
+  if (!isStaticElf(busybox))
+    throw new VmPrerequisiteError(`${busyboxPath} is not statically linked (the busybox package instead of busybox-static)`);
   const modules = await modulesToLoad(version);
   const init = await readFile(INIT_SCRIPT);
 
   const key = createHash('sha256').update(version).update(busybox).update(init);
   for (const m of modules) key.update(m).update(await readFile(m));
   const initrd = path.join(CACHE_DIR, `initrd-${key.digest('hex').slice(0, 16)}.img`);
-  if (await stat(initrd).then(() => true, () => false)) return { kernel, initrd, kernelVersion: version };
+  if (
+    await stat(initrd).then(
+      () => true,
+      () => false,
+    )
+  )
+    return { kernel, initrd, kernelVersion: version };
 
   await mkdir(CACHE_DIR, { recursive: true });
   const staging = await mkdtemp(path.join(CACHE_DIR, 'staging-'));
@@ -140,13 +151,18 @@ async function buildInitrd(): Promise<{ kernel: string; initrd: string; kernelVe
     for (const m of modules) await copyFile(m, path.join(staging, 'lib', 'modules', path.basename(m)));
     await writeFile(path.join(staging, 'lib', 'modules', 'load-order'), modules.map((m) => `${path.basename(m)}\n`).join(''));
     const files = (await readdir(staging, { recursive: true })).map(String).sort();
-    const cpio = spawnSync('cpio', ['--quiet', '-o', '-H', 'newc', '-R', '0:0'], { cwd: staging, input: `${files.join('\n')}\n`, maxBuffer: 256 * 1024 * 1024 });
+    const cpio = spawnSync('cpio', ['--quiet', '-o', '-H', 'newc', '-R', '0:0'], {
+      cwd: staging,
+      input: `${files.join('\n')}\n`,
+      maxBuffer: 256 * 1024 * 1024,
+    });
     if (cpio.status !== 0) throw new Error(`cpio failed (${cpio.status ?? cpio.signal}): ${cpio.stderr.toString()}`);
     const tmp = `${initrd}.${process.pid}.tmp`;
     await writeFile(tmp, gzipSync(cpio.stdout));
     await rename(tmp, initrd);
     // One initramfs in the cache, so that the README's `.cache/vm/initrd-*.img` names it.
-    for (const old of await readdir(CACHE_DIR)) if (/^initrd-.*\.img$/.test(old) && old !== path.basename(initrd)) await rm(path.join(CACHE_DIR, old), { force: true });
+    for (const old of await readdir(CACHE_DIR))
+      if (/^initrd-.*\.img$/.test(old) && old !== path.basename(initrd)) await rm(path.join(CACHE_DIR, old), { force: true });
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -175,7 +191,11 @@ export async function prepareGuest(): Promise<GuestSetup> {
     return { ...images, accel: 'kvm', accelReason: 'KVM boots the guest' };
   } catch {
     const qemuSaid = probe.transcript().split('--- qemu stderr ---\n')[1]?.trim().split('\n').at(-1) ?? '';
-    return { ...images, accel: 'tcg', accelReason: `/dev/kvm opens, but a KVM guest did not reach its init within ${KVM_PROBE_TIMEOUT_MS} ms${qemuSaid === '' ? '' : ` (${qemuSaid})`}` };
+    return {
+      ...images,
+      accel: 'tcg',
+      accelReason: `/dev/kvm opens, but a KVM guest did not reach its init within ${KVM_PROBE_TIMEOUT_MS} ms${qemuSaid === '' ? '' : ` (${qemuSaid})`}`,
+    };
   } finally {
     await probe.kill();
   }
@@ -239,19 +259,28 @@ function startQemu(
   opts: { readonly append: string; readonly drive: string | undefined; readonly objects?: readonly string[] },
 ): Guest {
   const args = [
-    '-accel', setup.accel,
-    '-smp', '1',
-    '-m', '256',
+    '-accel',
+    setup.accel,
+    '-smp',
+    '1',
+    '-m',
+    '256',
     // No default VGA, NIC or option ROMs: less to emulate, and no firmware files to need.
     '-nodefaults',
     '-no-user-config',
-    '-display', 'none',
-    '-monitor', 'none',
-    '-serial', 'stdio',
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
     '-no-reboot',
-    '-kernel', setup.kernel,
-    '-initrd', setup.initrd,
-    '-append', `console=ttyS0 quiet panic=-1 ${opts.append}`.trim(),
+    '-kernel',
+    setup.kernel,
+    '-initrd',
+    setup.initrd,
+    '-append',
+    `console=ttyS0 quiet panic=-1 ${opts.append}`.trim(),
     ...(opts.objects ?? []).flatMap((object) => ['-object', object]),
     ...(opts.drive === undefined ? [] : ['-drive', opts.drive]),
   ];
@@ -306,13 +335,21 @@ function startQemu(
   const waitForLine = (pattern: RegExp, timeoutMs: number, from = 0): Promise<ConsoleLine> =>
     new Promise((resolve, reject) => {
       let next = from;
-      const timer = setTimeout(() => finish(new Error(`no guest console line matching ${pattern} within ${timeoutMs} ms\n${transcript()}`)), timeoutMs);
+      const timer = setTimeout(() => {
+        finish(new Error(`no guest console line matching ${pattern} within ${timeoutMs} ms\n${transcript()}`));
+      }, timeoutMs);
       const check = (): void => {
         for (; next < lines.length; next++) {
           const line = lines[next]!;
-          if (pattern.test(line.text)) return finish(undefined, line);
+          if (pattern.test(line.text)) {
+            finish(undefined, line);
+            return;
+          }
         }
-        if (spawnError !== undefined) return finish(spawnError);
+        if (spawnError !== undefined) {
+          finish(spawnError);
+          return;
+        }
         if (!running) finish(new Error(`the guest exited before printing a line matching ${pattern}\n${transcript()}`));
       };
       const finish = (err: Error | undefined, line?: ConsoleLine): void => {

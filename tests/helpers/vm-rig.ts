@@ -88,9 +88,25 @@ async function makeVolume(dir: string, store: StoreTarget, journalDir: string): 
   const image = path.join(dir, 'disk.img');
   await writeFile(image, '');
   await truncate(image, VOLUME_SIZE);
-  await runTool('mkfs.ext4', ['-q', '-F', '-b', '4096', '-e', 'remount-ro', '-E', 'lazy_itable_init=0,lazy_journal_init=0', '-d', content, image]);
-  const imported = await runCli(['import', image, VOLUME, '--extent-size', EXTENT_SIZE, ...store.args, '--journal-dir', journalDir], { cwd: dir, env: store.env });
-  if (imported.code !== 0) throw new Error(`holdfast import exited with ${imported.code ?? imported.signal}:\n${imported.stdout}${imported.stderr}`);
+  await runTool('mkfs.ext4', [
+    '-q',
+    '-F',
+    '-b',
+    '4096',
+    '-e',
+    'remount-ro',
+    '-E',
+    'lazy_itable_init=0,lazy_journal_init=0',
+    '-d',
+    content,
+    image,
+  ]);
+  const imported = await runCli(['import', image, VOLUME, '--extent-size', EXTENT_SIZE, ...store.args, '--journal-dir', journalDir], {
+    cwd: dir,
+    env: store.env,
+  });
+  if (imported.code !== 0)
+    throw new Error(`holdfast import exited with ${imported.code ?? imported.signal}:\n${imported.stdout}${imported.stderr}`);
   await rm(image);
   await rm(content, { recursive: true });
   return seed;
@@ -115,7 +131,17 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
         store,
         journalDir,
         createVolume: '',
-        args: ['--listen', listen, '--cache-size', CACHE_SIZE, '--upload-delay', '0', '--hang-timeout', opts.hangTimeout, ...(opts.tls?.gatewayArgs ?? [])],
+        args: [
+          '--listen',
+          listen,
+          '--cache-size',
+          CACHE_SIZE,
+          '--upload-delay',
+          '0',
+          '--hang-timeout',
+          opts.hangTimeout,
+          ...(opts.tls?.gatewayArgs ?? []),
+        ],
       });
       gateways.push(gateway);
       cleanups.push(() => gateway.kill());

@@ -39,7 +39,10 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
 
   before(async () => {
     out = await mkdtemp(path.join(os.tmpdir(), 'holdfast-bench-test-'));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts', ...ARGS, '--out', out, '--name', 'tiny'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/main.ts', ...ARGS, '--out', out, '--name', 'tiny'], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     code = await new Promise<number | null>((resolve) => child.once('close', resolve));
@@ -86,7 +89,10 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
     assert.deepEqual(report.options.onceWorkloads, ['outage-writes', 'large-randread', 'large-zipf', 'large-restart'], 'default workloads');
     const ow = report.outageWrites;
     assert.ok(ow !== null, 'outage-writes ran');
-    assert.ok(ow.upAt > ow.downAt && ow.fioEndAt > ow.upAt && ow.drainedAt >= ow.fioEndAt, `timeline ${ow.downAt} ${ow.upAt} ${ow.fioEndAt} ${ow.drainedAt}`);
+    assert.ok(
+      ow.upAt > ow.downAt && ow.fioEndAt > ow.upAt && ow.drainedAt >= ow.fioEndAt,
+      `timeline ${ow.downAt} ${ow.upAt} ${ow.fioEndAt} ${ow.drainedAt}`,
+    );
     assert.ok(ow.rssAtOutageEndMiB > 0 && ow.peakRssMiB >= ow.rssAtOutageEndMiB, `RSS ${ow.peakRssMiB} / ${ow.rssAtOutageEndMiB}`);
     assert.ok(ow.outageBytes > 0 && ow.bytes >= ow.outageBytes, `${ow.outageBytes} bytes acknowledged during the outage`);
     assert.equal(ow.errors, 0, 'no write failed');
@@ -104,13 +110,17 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
       const systems: string[] = large.rows.filter((r) => r.workload === workload).map((r) => r.system);
       assert.deepEqual(systems, ['holdfast', 'qemu-nbd', 'nbdkit'], `${workload} rows`);
     }
-    for (const row of large.rows) assert.ok(row.iops > 0 && row.peakRssMiB > 0, `${row.system} ${row.workload}: ${row.iops} IOPS, ${row.peakRssMiB} MiB`);
+    for (const row of large.rows)
+      assert.ok(row.iops > 0 && row.peakRssMiB > 0, `${row.system} ${row.workload}: ${row.iops} IOPS, ${row.peakRssMiB} MiB`);
     const restart = large.restart;
     assert.ok(restart !== null, 'the restart ran');
     assert.ok(restart.firstWindowIops > 0 && restart.perSecondIops.length > 0, `restart: ${restart.firstWindowIops} IOPS`);
     assert.ok(restart.diskCacheHits > 0, 'after the restart, the disk cache answered reads');
     for (const name of ['large-randread', 'large-zipf', 'large-restart', 'large-volume workloads']) {
-      assert.ok(report.targets.some((t) => t.target.includes(name)), `a target for ${name}`);
+      assert.ok(
+        report.targets.some((t) => t.target.includes(name)),
+        `a target for ${name}`,
+      );
     }
   });
 

@@ -30,7 +30,12 @@ function assertExit(r: CliResult, code: number, what: string): void {
 }
 
 /** A usage error: exit 2, nothing on stdout, the message and a hint on stderr, never the help page. */
-function assertUsageError(r: CliResult, what: string, message: RegExp, hint: RegExp = /^Try 'holdfast[\w -]* --help' for more information\.$/): void {
+function assertUsageError(
+  r: CliResult,
+  what: string,
+  message: RegExp,
+  hint: RegExp = /^Try 'holdfast[\w -]* --help' for more information\.$/,
+): void {
   assertExit(r, 2, what);
   assert.equal(r.stdout, '', `${what}: stdout`);
   const lines = r.stderr.trimEnd().split('\n');
@@ -41,7 +46,11 @@ function assertUsageError(r: CliResult, what: string, message: RegExp, hint: Reg
 
 /** Runs a bash pipeline with $HF set to the holdfast command; `$?`s are the script's business. */
 function bash(script: string, cwd: string, env: Record<string, string> = {}): Promise<CliResult> {
-  const child = spawn('bash', ['-c', script], { cwd, env: cleanEnv({ ...env, HF: `${process.execPath} ${HOLDFAST_BIN}` }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['-c', script], {
+    cwd,
+    env: cleanEnv({ ...env, HF: `${process.execPath} ${HOLDFAST_BIN}` }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const untrack = reapOnExit(child);
   let stdout = '';
   let stderr = '';
@@ -86,7 +95,10 @@ describe('holdfast CLI, as an operator meets it', () => {
 
   it('reports every usage error in one line with a hint and exit code 2', async () => {
     const cases: [string[], RegExp][] = [
-      [['volume', 'create', 'v1', '--size', '1G', '--sise', '1G'], /^holdfast volume create: unknown option '--sise' \(did you mean --size\?\)$/],
+      [
+        ['volume', 'create', 'v1', '--size', '1G', '--sise', '1G'],
+        /^holdfast volume create: unknown option '--sise' \(did you mean --size\?\)$/,
+      ],
       [['volume', 'create', 'v1'], /^holdfast volume create: required option '--size <size>' not specified$/],
       [['volume'], /^holdfast volume: missing command \(commands: create, list, inspect, delete\b[\w, -]*\)$/],
       [['volume', 'frob'], /^holdfast volume: unknown command 'frob'/],
@@ -115,16 +127,28 @@ describe('holdfast CLI, as an operator meets it', () => {
     const r = await new Promise<CliResult>((resolve) => {
       const child = spawn(process.execPath, [HOLDFAST_BIN, 'volume', 'list', '--store', 's3://holdfast-bucket/vols/'], {
         cwd: tmp,
-        env: { ...env, HOME: tmp, AWS_CONFIG_FILE: path.join(tmp, 'no-aws-config'), AWS_SHARED_CREDENTIALS_FILE: path.join(tmp, 'no-aws-credentials') },
+        env: {
+          ...env,
+          HOME: tmp,
+          AWS_CONFIG_FILE: path.join(tmp, 'no-aws-config'),
+          AWS_SHARED_CREDENTIALS_FILE: path.join(tmp, 'no-aws-credentials'),
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stdout = '';
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
       child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-      child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+      child.once('close', (code, signal) => {
+        resolve({ code, signal, stdout, stderr });
+      });
     });
-    assertUsageError(r, 'an S3 store without a region', /^holdfast: no AWS region for the store s3:\/\/holdfast-bucket\/vols\/$/, /^Give the bucket's region with --s3-region REGION/);
+    assertUsageError(
+      r,
+      'an S3 store without a region',
+      /^holdfast: no AWS region for the store s3:\/\/holdfast-bucket\/vols\/$/,
+      /^Give the bucket's region with --s3-region REGION/,
+    );
   });
 
   it('imports from stdin and exports to stdout, through pipes', async () => {
@@ -140,13 +164,20 @@ describe('holdfast CLI, as an operator meets it', () => {
     assert.match(exported.stderr, /exported volume piped to /, 'the summary goes to stderr when the image goes to stdout');
     const out = await readFile(path.join(tmp, 'out.img'));
     assert.equal(out.length, 8 * MiB);
-    assert.ok(out.subarray(0, img.length).equals(img) && out.subarray(img.length).every((b) => b === 0), 'exported bytes are the imported ones, then zeros');
+    assert.ok(
+      out.subarray(0, img.length).equals(img) && out.subarray(img.length).every((b) => b === 0),
+      'exported bytes are the imported ones, then zeros',
+    );
 
     const redirected = await bash(`$HF export piped - ${s} > redirected.img`, tmp);
     assertExit(redirected, 0, 'export - into a redirected file');
     assert.ok((await readFile(path.join(tmp, 'redirected.img'))).equals(out));
 
-    assertUsageError(await bash(`cat in.img | $HF import - newvol ${s}`, tmp), 'import - with no --size for a new volume', /^holdfast: stdin is a stream: give --size for the new volume$/);
+    assertUsageError(
+      await bash(`cat in.img | $HF import - newvol ${s}`, tmp),
+      'import - with no --size for a new volume',
+      /^holdfast: stdin is a stream: give --size for the new volume$/,
+    );
     const tooLong = await bash(`cat in.img in.img | $HF import - piped --force ${s}`, tmp);
     assertUsageError(tooLong, 'a stream longer than the volume', /^holdfast: stdin holds more than the volume's 8388608 bytes/);
   });
@@ -162,15 +193,30 @@ describe('holdfast CLI, as an operator meets it', () => {
       assert.equal(r.code, 0, `${cmd} ${args.join(' ')} (qemu-utils is needed): ${r.stderr}`);
     }
     const refused = await hf('import', qcow2, 'guest', ...local());
-    assertUsageError(refused, 'import of a qcow2 image', /^holdfast: .*guest disk\.qcow2 is a qcow2 image, not a raw one/, /^Convert it through a gateway instead: holdfast volume create guest --size 8388608, serve it, then\n {2}qemu-img convert /);
+    assertUsageError(
+      refused,
+      'import of a qcow2 image',
+      /^holdfast: .*guest disk\.qcow2 is a qcow2 image, not a raw one/,
+      /^Convert it through a gateway instead: holdfast volume create guest --size 8388608, serve it, then\n {2}qemu-img convert /,
+    );
     const fromStdin = await bash(`$HF import - guest --size 8M ${local().join(' ')} < '${qcow2}'`, tmp);
-    assertUsageError(fromStdin, 'a qcow2 image on stdin', /^holdfast: stdin is a qcow2 image/, /qemu-img convert -n -f qcow2 -O raw IMAGE nbd:/);
+    assertUsageError(
+      fromStdin,
+      'a qcow2 image on stdin',
+      /^holdfast: stdin is a qcow2 image/,
+      /qemu-img convert -n -f qcow2 -O raw IMAGE nbd:/,
+    );
     assert.equal((await hf('volume', 'inspect', 'guest', ...local())).code, 4, 'nothing was created');
 
     // Follow the hint: create the volume, serve it, run the printed command against the gateway's port.
     assertExit(await hf('volume', 'create', 'guest', '--size', '8388608', '--extent-size', '1M', ...local()), 0, 'volume create');
     const command = /qemu-img convert .*$/m.exec(refused.stderr)![0];
-    const gw = await startGateway({ store: { kind: 'local', args: ['--store', path.join(tmp, 'store')], env: {} }, journalDir: path.join(tmp, 'journal'), createVolume: '', args: ['--volumes', 'guest'] });
+    const gw = await startGateway({
+      store: { kind: 'local', args: ['--store', path.join(tmp, 'store')], env: {} },
+      journalDir: path.join(tmp, 'journal'),
+      createVolume: '',
+      args: ['--volumes', 'guest'],
+    });
     try {
       const converted = await bash(command.replace('nbd://127.0.0.1:10809/', `nbd://127.0.0.1:${gw.port}/`), tmp);
       assertExit(converted, 0, command);
@@ -178,12 +224,20 @@ describe('holdfast CLI, as an operator meets it', () => {
       assert.equal(await gw.stop(), 0);
     }
     assertExit(await hf('export', 'guest', path.join(tmp, 'guest.raw'), ...local()), 0, 'export guest');
-    assert.ok((await readFile(path.join(tmp, 'guest.raw'))).equals(await readFile(path.join(tmp, 'expected.raw'))), 'the volume holds the disk qemu-img reads from the qcow2 image');
+    assert.ok(
+      (await readFile(path.join(tmp, 'guest.raw'))).equals(await readFile(path.join(tmp, 'expected.raw'))),
+      'the volume holds the disk qemu-img reads from the qcow2 image',
+    );
   });
 
   it('serves the volumes --volumes names with commas', async () => {
     for (const v of ['c1', 'c2', 'c3']) assertExit(await hf('volume', 'create', v, '--size', '1M', ...local()), 0, `create ${v}`);
-    const gw = await startGateway({ store: { kind: 'local', args: ['--store', path.join(tmp, 'store')], env: {} }, journalDir: path.join(tmp, 'journal'), createVolume: '', args: ['--volumes', 'c1,c3', '--volumes', 'piped'] });
+    const gw = await startGateway({
+      store: { kind: 'local', args: ['--store', path.join(tmp, 'store')], env: {} },
+      journalDir: path.join(tmp, 'journal'),
+      createVolume: '',
+      args: ['--volumes', 'c1,c3', '--volumes', 'piped'],
+    });
     try {
       const r = await hf('status', '--json', '--admin', new URL(gw.adminUrl).host);
       assertExit(r, 0, 'status --json');
@@ -207,7 +261,14 @@ describe('holdfast CLI, as an operator meets it', () => {
       const journal = path.join(tmp, 'status-journal');
       await writeFile(path.join(tmp, 'status.img'), randomBytes(4 * MiB));
       for (const v of ['held-volume', 'out']) {
-        assertExit(await runCli(['import', path.join(tmp, 'status.img'), v, '--extent-size', '1M', ...store, '--journal-dir', journal], { cwd: tmp, env: s3.env }), 0, `import ${v}`);
+        assertExit(
+          await runCli(['import', path.join(tmp, 'status.img'), v, '--extent-size', '1M', ...store, '--journal-dir', journal], {
+            cwd: tmp,
+            env: s3.env,
+          }),
+          0,
+          `import ${v}`,
+        );
       }
       gw = await startGateway({
         store: { kind: 's3', args: store, env: s3.env },
@@ -218,8 +279,11 @@ describe('holdfast CLI, as an operator meets it', () => {
     });
     after(async () => {
       for (const r of readers) r.kill('SIGKILL');
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await gw?.kill('SIGKILL');
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await proxy?.close();
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await s3?.close();
     });
 
@@ -246,7 +310,9 @@ describe('holdfast CLI, as an operator meets it', () => {
       const rows = tty.stdout.replaceAll('\r', '').trimEnd().split('\n');
       const held = rows.find((l) => l.startsWith('held-volume'))!;
       const out = rows.find((l) => l.startsWith('out'))!;
+      // eslint-disable-next-line no-control-regex -- the colour escape sequences are what is under test
       assert.match(held, /\x1b\[[\d;]*m+hang\x1b\[[\d;]*m/, `hang is coloured: ${JSON.stringify(held)}`);
+      // eslint-disable-next-line no-control-regex -- the colour escape sequences are what is under test
       assert.match(out, /\x1b\[[\d;]*m+timed-out\x1b\[[\d;]*m/, `timed-out is coloured: ${JSON.stringify(out)}`);
       const plainRows = rows.map(stripVTControlCharacters);
       const header = plainRows.find((l) => l.startsWith('VOLUME'))!;
@@ -257,7 +323,10 @@ describe('holdfast CLI, as an operator meets it', () => {
           assert.notEqual(row[at], ' ', `${column} column in ${row}`);
         }
       }
-      assert.match(plainRows.find((l) => l.startsWith('out'))!, /^out +timed-out +down [\d.]+s +/);
+      assert.match(
+        plainRows.find((l) => l.startsWith('out'))!,
+        /^out +timed-out +down [\d.]+s +/,
+      );
 
       const piped = await hf('status', '--admin', admin());
       assertExit(piped, 0, 'status in a pipe');

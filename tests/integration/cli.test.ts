@@ -46,7 +46,11 @@ async function collect(keys: AsyncIterable<string>): Promise<string[]> {
 }
 
 function assertExit(result: CliResult, code: number, what: string): void {
-  assert.equal(result.code, code, `${what}: exit code ${result.code}, expected ${code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`);
+  assert.equal(
+    result.code,
+    code,
+    `${what}: exit code ${result.code}, expected ${code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`,
+  );
 }
 
 interface StoreFixture {
@@ -99,7 +103,9 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
     });
 
     after(async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await store?.close();
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
       await fx?.dispose();
       await rm(tmp, { recursive: true, force: true });
     });
@@ -246,7 +252,10 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
     });
 
     it('refuses to import into a served volume, and exports it through a snapshot the gateway takes', async () => {
-      const gateway = await startServe([...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', 'v1', '--lease-ttl', '3s'], { cwd: tmp, env: fx.env });
+      const gateway = await startServe(
+        [...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', 'v1', '--lease-ttl', '3s'],
+        { cwd: tmp, env: fx.env },
+      );
       try {
         await writeFile(file('small.img'), randomBytes(MiB));
         const refused = await hf('import', file('small.img'), 'v1', '--force');
@@ -265,7 +274,10 @@ function cliSuite(kind: string, makeFixture: (tmp: string) => Promise<StoreFixtu
     });
 
     it('stops serve with exit code 2 when a setting in the environment is invalid', async () => {
-      const r = await runCli(['serve', ...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], { cwd: tmp, env: { ...fx.env, HOLDFAST_CACHE_SIZE: 'lots' } });
+      const r = await runCli(['serve', ...fx.args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], {
+        cwd: tmp,
+        env: { ...fx.env, HOLDFAST_CACHE_SIZE: 'lots' },
+      });
       assertExit(r, EXIT.usage, 'serve with HOLDFAST_CACHE_SIZE=lots');
       assert.match(r.stderr, /HOLDFAST_CACHE_SIZE/);
     });

@@ -3,7 +3,17 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { readHead } from '../../gateway/image/take-volume.js';
 import { VolumeImage } from '../../gateway/image/volume-image.js';
 import { openStore } from '../../gateway/store/open-store.js';
-import { type GatewayProcess, GatewayStartError, type StoreKind, type Stores, type StoreTarget, STORE_KINDS, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
+import {
+  type GatewayProcess,
+  GatewayStartError,
+  type StoreKind,
+  type Stores,
+  type StoreTarget,
+  STORE_KINDS,
+  startGateway,
+  startStores,
+  waitForJournalDrained,
+} from '../helpers/gateway-process.js';
 import { NbdClient, NbdConnectionError } from '../helpers/nbd-client.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 import { describeWord, prefixMismatch, stampedWrite, type Write } from '../helpers/stamped-writes.js';
@@ -27,7 +37,6 @@ const CYCLES: Record<StoreKind, number> = { local: 20, s3: 12 };
 const KILL_POINTS = ['compact.after-put', 'compact.before-commit', 'compact.after-commit', 'gc.before-delete'] as const;
 const KILL_AFTER_MS = { min: 50, max: 1500 };
 const READ_CHUNK = 1024 * 1024;
-
 
 /** What the volume holds according to the writes the gateway acknowledged. */
 class DiskModel {
@@ -150,6 +159,7 @@ async function writeUntilConnectionLost(client: NbdClient, state: WriterState): 
   }
   await Promise.all([...inFlight.values(), ...flushes]);
   // Anything but the lost connection (an error reply to a valid request) is a gateway failure.
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows whatever else the connection failed with, as is
   if (!(broken instanceof NbdConnectionError)) throw broken;
   return unacked;
 }
@@ -162,9 +172,25 @@ async function connect(gw: GatewayProcess): Promise<NbdClient> {
 
 function gatewayArgs(uploadDelay: string): string[] {
   return [
-    '--extent-size', '256KiB', '--cache-size', '512KiB', '--segment-size', '1MiB', '--upload-delay', uploadDelay,
+    '--extent-size',
+    '256KiB',
+    '--cache-size',
+    '512KiB',
+    '--segment-size',
+    '1MiB',
+    '--upload-delay',
+    uploadDelay,
     // Tiny budgets and a short GC period: compaction and garbage collection run all the time.
-    '--delta-budget', '512KiB', '--index-memory', '64KiB', '--gc-interval', '500ms', '--gc-grace', '3s', '--lease-ttl', '6s',
+    '--delta-budget',
+    '512KiB',
+    '--index-memory',
+    '64KiB',
+    '--gc-interval',
+    '500ms',
+    '--gc-grace',
+    '3s',
+    '--lease-ttl',
+    '6s',
   ];
 }
 
@@ -172,7 +198,10 @@ async function storeAlone(target: StoreTarget): Promise<Buffer> {
   const arg = (flag: string) => target.args[target.args.indexOf(flag) + 1];
   // The store opened here finds its credentials where the gateway's does: in the environment.
   Object.assign(process.env, target.env);
-  const store = openStore({ storeUrl: arg('--store')!, ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}) });
+  const store = openStore({
+    storeUrl: arg('--store')!,
+    ...(target.args.includes('--s3-endpoint') ? { s3Endpoint: arg('--s3-endpoint')! } : {}),
+  });
   try {
     const { head } = await readHead(store, VOLUME);
     const image = await VolumeImage.load(store, head);
@@ -194,88 +223,117 @@ for (const kind of STORE_KINDS) {
       await stores.dispose();
     });
 
-    it(`keeps every acknowledged write through ${CYCLES[kind]} SIGKILLs, half of them in compaction or GC, and the store alone is always a prefix of the writes`, { timeout: 300_000 }, async (t: TestContext) => {
-      const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 32));
-      t.diagnostic(`seed ${seed} (CRASH_SEED=${seed} repeats these writes)`);
-      const store: StoreTarget = await stores.fresh();
-      const journalDir = await stores.tempDir('journal');
-      const state: WriterState = { model: new DiskModel(), random: seededRandom(seed), nextSeq: 1, acknowledged: 0, log: [], unacked: new Set() };
-      let killedAtStep = 0;
-      let unacked: Write[] = [];
-      let gw: GatewayProcess | undefined;
-      try {
-        for (let cycle = 0; cycle < CYCLES[kind]; cycle++) {
-          // One cycle in three is killed from outside at a random moment (uploads in flight); the others
-          // kill the gateway from inside, at a random hit of a compaction or GC step.
-          const uploadDelay = cycle % 2 === 0 ? '0' : '300ms';
-          const point = KILL_POINTS[Math.floor(state.random() * KILL_POINTS.length)]!;
-          const env = cycle % 3 !== 0 ? { HOLDFAST_FAILPOINTS: `${point}=crash@${1 + Math.floor(state.random() * 3)}` } : undefined;
-          let client: NbdClient;
-          let actual: Buffer;
-          try {
-            gw = await startGateway({ store, journalDir, createVolume: `${VOLUME}=${VOLUME_SIZE}`, args: gatewayArgs(uploadDelay), ...(env ? { env } : {}) });
-            client = await connect(gw);
-            actual = await readVolume(client);
-          } catch (err) {
-            // Compaction of the backlog starts at once: the failpoint may kill the gateway before the check.
-            const said = err instanceof GatewayStartError ? err.stderr : (gw?.otherStderr.join('\n') ?? '');
-            if (env === undefined || !said.includes(`failpoint ${point}: crashing`)) throw err;
-            await gw?.exited;
+    it(
+      `keeps every acknowledged write through ${CYCLES[kind]} SIGKILLs, half of them in compaction or GC, and the store alone is always a prefix of the writes`,
+      { timeout: 300_000 },
+      async (t: TestContext) => {
+        const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 32));
+        t.diagnostic(`seed ${seed} (CRASH_SEED=${seed} repeats these writes)`);
+        const store: StoreTarget = await stores.fresh();
+        const journalDir = await stores.tempDir('journal');
+        const state: WriterState = {
+          model: new DiskModel(),
+          random: seededRandom(seed),
+          nextSeq: 1,
+          acknowledged: 0,
+          log: [],
+          unacked: new Set(),
+        };
+        let killedAtStep = 0;
+        let unacked: Write[] = [];
+        let gw: GatewayProcess | undefined;
+        try {
+          for (let cycle = 0; cycle < CYCLES[kind]; cycle++) {
+            // One cycle in three is killed from outside at a random moment (uploads in flight); the others
+            // kill the gateway from inside, at a random hit of a compaction or GC step.
+            const uploadDelay = cycle % 2 === 0 ? '0' : '300ms';
+            const point = KILL_POINTS[Math.floor(state.random() * KILL_POINTS.length)]!;
+            const env = cycle % 3 !== 0 ? { HOLDFAST_FAILPOINTS: `${point}=crash@${1 + Math.floor(state.random() * 3)}` } : undefined;
+            let client: NbdClient;
+            let actual: Buffer;
+            try {
+              gw = await startGateway({
+                store,
+                journalDir,
+                createVolume: `${VOLUME}=${VOLUME_SIZE}`,
+                args: gatewayArgs(uploadDelay),
+                ...(env ? { env } : {}),
+              });
+              client = await connect(gw);
+              actual = await readVolume(client);
+            } catch (err) {
+              // Compaction of the backlog starts at once: the failpoint may kill the gateway before the check.
+              const said = err instanceof GatewayStartError ? err.stderr : (gw?.otherStderr.join('\n') ?? '');
+              if (env === undefined || !said.includes(`failpoint ${point}: crashing`)) throw err;
+              await gw?.exited;
+              gw = undefined;
+              killedAtStep++;
+              t.diagnostic(`cycle ${cycle}: killed at ${env.HOLDFAST_FAILPOINTS} while starting`);
+              const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked).mismatch;
+              assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
+              continue;
+            }
+            const diff = state.model.mismatch(actual, unacked);
+            assert.equal(diff, undefined, `cycle ${cycle}, seed ${seed}: ${diff}`);
+            state.model.adopt(actual);
+
+            const victim = gw;
+            // A failpoint kill comes from inside; the timer is the fallback when its step is not reached.
+            const killAfter =
+              env === undefined
+                ? KILL_AFTER_MS.min + Math.floor(state.random() * (KILL_AFTER_MS.max - KILL_AFTER_MS.min))
+                : 4 * KILL_AFTER_MS.max;
+            let timer: NodeJS.Timeout | undefined;
+            const killed = Promise.race([
+              victim.exited,
+              new Promise<void>((resolve) => (timer = setTimeout(resolve, killAfter))).then(() => victim.kill('SIGKILL')),
+            ]);
+            const ackedBefore = state.acknowledged;
+            unacked = await writeUntilConnectionLost(client, state);
+            const status = await killed;
+            clearTimeout(timer);
+            assert.equal(
+              status.signal,
+              'SIGKILL',
+              `the gateway died by itself (${JSON.stringify(status)}): ${victim.otherStderr.join('\n')}`,
+            );
+            const fromStep = env !== undefined && victim.otherStderr.some((l) => l.includes(`failpoint ${point}: crashing`));
+            if (fromStep) killedAtStep++;
+            t.diagnostic(
+              `cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill ${fromStep ? `at ${env.HOLDFAST_FAILPOINTS}` : `after ${killAfter} ms${env !== undefined ? ` (${env.HOLDFAST_FAILPOINTS} not reached)` : ''}`}`,
+            );
             gw = undefined;
-            killedAtStep++;
-            t.diagnostic(`cycle ${cycle}: killed at ${env.HOLDFAST_FAILPOINTS} while starting`);
             const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked).mismatch;
             assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
-            continue;
           }
-          const diff = state.model.mismatch(actual, unacked);
-          assert.equal(diff, undefined, `cycle ${cycle}, seed ${seed}: ${diff}`);
+
+          // Last restart: check once more, then let the uploader empty the journal.
+          gw = await startGateway({ store, journalDir, createVolume: '', args: gatewayArgs('0') });
+          let client = await connect(gw);
+          let actual = await readVolume(client);
+          assert.equal(state.model.mismatch(actual, unacked), undefined, `after the last kill, seed ${seed}`);
           state.model.adopt(actual);
+          await client.disconnect();
+          await waitForJournalDrained(journalDir, VOLUME);
+          assert.equal(await gw.stop(), 0);
 
-          const victim = gw;
-          // A failpoint kill comes from inside; the timer is the fallback when its step is not reached.
-          const killAfter = env === undefined ? KILL_AFTER_MS.min + Math.floor(state.random() * (KILL_AFTER_MS.max - KILL_AFTER_MS.min)) : 4 * KILL_AFTER_MS.max;
-          let timer: NodeJS.Timeout | undefined;
-          const killed = Promise.race([victim.exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, killAfter))).then(() => victim.kill('SIGKILL'))]);
-          const ackedBefore = state.acknowledged;
-          unacked = await writeUntilConnectionLost(client, state);
-          const status = await killed;
-          clearTimeout(timer);
-          assert.equal(status.signal, 'SIGKILL', `the gateway died by itself (${JSON.stringify(status)}): ${victim.otherStderr.join('\n')}`);
-          const fromStep = env !== undefined && victim.otherStderr.some((l) => l.includes(`failpoint ${point}: crashing`));
-          if (fromStep) killedAtStep++;
-          t.diagnostic(`cycle ${cycle} (upload delay ${uploadDelay}): ${state.acknowledged - ackedBefore} writes acknowledged, ${unacked.length} in flight at the kill ${fromStep ? `at ${env!.HOLDFAST_FAILPOINTS}` : `after ${killAfter} ms${env !== undefined ? ` (${env.HOLDFAST_FAILPOINTS} not reached)` : ""}`}`);
+          // A gateway with an empty journal sees only the store: it must hold everything.
+          gw = await startGateway({ store, journalDir: await stores.tempDir('empty-journal'), createVolume: '', args: gatewayArgs('0') });
+          client = await connect(gw);
+          actual = await readVolume(client);
+          assert.equal(state.model.mismatch(actual, []), undefined, `from the store alone, seed ${seed}`);
+          await client.disconnect();
+          assert.equal(await gw.stop(), 0);
           gw = undefined;
-          const alone = prefixMismatch(await storeAlone(store), state.log, state.unacked).mismatch;
-          assert.equal(alone, undefined, `cycle ${cycle}, seed ${seed}: ${alone}`);
+          t.diagnostic(`${state.acknowledged} writes acknowledged in all; ${killedAtStep} kills at a compaction or GC step`);
+          assert.ok(killedAtStep >= CYCLES[kind] / 2, `only ${killedAtStep} of ${CYCLES[kind]} kills happened inside compaction or GC`);
+        } catch (err) {
+          for (const line of gw?.logs.filter((l) => l.level >= 40) ?? []) t.diagnostic(`gateway: ${JSON.stringify(line)}`);
+          throw err;
+        } finally {
+          await gw?.kill('SIGKILL');
         }
-
-        // Last restart: check once more, then let the uploader empty the journal.
-        gw = await startGateway({ store, journalDir, createVolume: '', args: gatewayArgs('0') });
-        let client = await connect(gw);
-        let actual = await readVolume(client);
-        assert.equal(state.model.mismatch(actual, unacked), undefined, `after the last kill, seed ${seed}`);
-        state.model.adopt(actual);
-        await client.disconnect();
-        await waitForJournalDrained(journalDir, VOLUME);
-        assert.equal(await gw.stop(), 0);
-
-        // A gateway with an empty journal sees only the store: it must hold everything.
-        gw = await startGateway({ store, journalDir: await stores.tempDir('empty-journal'), createVolume: '', args: gatewayArgs('0') });
-        client = await connect(gw);
-        actual = await readVolume(client);
-        assert.equal(state.model.mismatch(actual, []), undefined, `from the store alone, seed ${seed}`);
-        await client.disconnect();
-        assert.equal(await gw.stop(), 0);
-        gw = undefined;
-        t.diagnostic(`${state.acknowledged} writes acknowledged in all; ${killedAtStep} kills at a compaction or GC step`);
-        assert.ok(killedAtStep >= CYCLES[kind] / 2, `only ${killedAtStep} of ${CYCLES[kind]} kills happened inside compaction or GC`);
-      } catch (err) {
-        for (const line of gw?.logs.filter((l) => l.level >= 40) ?? []) t.diagnostic(`gateway: ${JSON.stringify(line)}`);
-        throw err;
-      } finally {
-        await gw?.kill('SIGKILL');
-      }
-    });
+      },
+    );
   });
 }

@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { GatewayMetrics } from '../../gateway/admin/metrics.js';
-import { EventBridgeSink, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, createEventBridgeClient, entrySize, type EventBridgeSinkOptions } from '../../gateway/events/eventbridge-sink.js';
+import {
+  EventBridgeSink,
+  MAX_BATCH_BYTES,
+  MAX_BATCH_ENTRIES,
+  createEventBridgeClient,
+  entrySize,
+  type EventBridgeSinkOptions,
+} from '../../gateway/events/eventbridge-sink.js';
 import { DETAIL_TYPES, EVENT_SOURCE } from '../../shared/eventbridge.js';
 import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
 import { FakeEventBridge, TEST_CREDENTIALS, type ReceivedEntry } from '../helpers/eventbridge-server.js';
@@ -26,7 +33,12 @@ function tempDir(): string {
 function openSink(fake: FakeEventBridge, opts: Partial<EventBridgeSinkOptions> = {}): Promise<EventBridgeSink> {
   return EventBridgeSink.open({
     busName: 'holdfast-test',
-    client: createEventBridgeClient({ endpoint: fake.endpoint, region: 'eu-west-1', credentials: TEST_CREDENTIALS, requestTimeoutMs: 1000 }),
+    client: createEventBridgeClient({
+      endpoint: fake.endpoint,
+      region: 'eu-west-1',
+      credentials: TEST_CREDENTIALS,
+      requestTimeoutMs: 1000,
+    }),
     logger,
     retryInitialMs: 20,
     retryMaxMs: 300,
@@ -34,7 +46,8 @@ function openSink(fake: FakeEventBridge, opts: Partial<EventBridgeSinkOptions> =
   });
 }
 
-const details = (entries: readonly ReceivedEntry[]): HoldfastEvent[] => entries.map((e) => HoldfastEventSchema.parse(JSON.parse(e.Detail ?? 'null')));
+const details = (entries: readonly ReceivedEntry[]): HoldfastEvent[] =>
+  entries.map((e) => HoldfastEventSchema.parse(JSON.parse(e.Detail ?? 'null')));
 
 /** The `seq` numbers of each volume's events, in the order EventBridge accepted them. */
 function seqByVolume(entries: readonly ReceivedEntry[]): Record<string, number[]> {
@@ -47,7 +60,17 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<never>(
+      (_, reject) =>
+        (timer = setTimeout(() => {
+          reject(new Error(`${what} took over ${ms} ms`));
+        }, ms)),
+    ),
+  ]).finally(() => {
+    clearTimeout(timer);
+  });
 }
 
 test('events are put with the holdfast Source, a DetailType per kind and the event as Detail, in calls of at most 10 entries', async () => {
@@ -72,7 +95,10 @@ test('events are put with the holdfast Source, a DetailType per kind and the eve
   assert.deepEqual(fake.protocolErrors, []);
   assert.equal(fake.accepted.length, 27);
   assert.ok(fake.calls.every((c) => c.entries.length <= MAX_BATCH_ENTRIES));
-  assert.ok(fake.calls.some((c) => c.entries.length === MAX_BATCH_ENTRIES), 'batches are filled');
+  assert.ok(
+    fake.calls.some((c) => c.entries.length === MAX_BATCH_ENTRIES),
+    'batches are filled',
+  );
   for (const entry of fake.accepted) {
     assert.equal(entry.Source, EVENT_SOURCE);
     assert.equal(entry.EventBusName, 'holdfast-test');
@@ -84,11 +110,18 @@ test('events are put with the holdfast Source, a DetailType per kind and the eve
     published[5],
   );
   assert.deepEqual(
-    kinds.map((k) => fake.accepted.find((a) => JSON.parse(a.Detail!).id === k.id)?.DetailType),
+    kinds.map((k) => fake.accepted.find((a) => (JSON.parse(a.Detail!) as HoldfastEvent).id === k.id)?.DetailType),
     ['Volume IO Hang Timeout', 'Volume Storage Unavailable', 'Volume Journal Pressure'],
   );
   assert.deepEqual(seqByVolume(fake.accepted).vol3, [0, 1]);
-  assert.deepEqual(sink.counters(), { sink: 'eventbridge', delivered: 27, retried: 0, failedCalls: 0, queued: 0, dropped: { 'queue-full': 0, rejected: 0, shutdown: 0 } });
+  assert.deepEqual(sink.counters(), {
+    sink: 'eventbridge',
+    delivered: 27,
+    retried: 0,
+    failedCalls: 0,
+    queued: 0,
+    dropped: { 'queue-full': 0, rejected: 0, shutdown: 0 },
+  });
 });
 
 test('a call never exceeds 256 KiB, and an error text too long for one entry is cut', async () => {
@@ -148,53 +181,60 @@ test('a throttled call (400 ThrottlingException) is retried with back-off until 
   assert.equal(sink.counters().failedCalls, 4);
   assert.deepEqual(seqByVolume(fake.accepted), { x: [0, 1, 2], y: [0, 1, 2] });
   const gaps = times.slice(1, 5).map((t, i) => t - times[i]!);
-  assert.ok(gaps.every((g) => g >= 15), `back-off between attempts: ${gaps.join(', ')} ms`);
+  assert.ok(
+    gaps.every((g) => g >= 15),
+    `back-off between attempts: ${gaps.join(', ')} ms`,
+  );
   assert.ok(gaps[3]! > gaps[0]!, `back-off grows: ${gaps.join(', ')} ms`);
 });
 
-test('endpoint down for 30 s: publish stays instant, nothing is dropped, and everything arrives in order per volume once it is back', { timeout: 60_000 }, async () => {
-  const fake = await FakeEventBridge.start();
-  const spillDir = tempDir();
-  const spillFile = join(spillDir, '.events-spill.jsonl');
-  const sink = await openSink(fake, { retryMaxMs: 1000, spillFile });
-  sink.publish(sampleEvent('v1', 0));
-  await within(5000, sink.idle(), 'first delivery');
-  await fake.stop();
-  const downAt = Date.now();
+test(
+  'endpoint down for 30 s: publish stays instant, nothing is dropped, and everything arrives in order per volume once it is back',
+  { timeout: 60_000 },
+  async () => {
+    const fake = await FakeEventBridge.start();
+    const spillDir = tempDir();
+    const spillFile = join(spillDir, '.events-spill.jsonl');
+    const sink = await openSink(fake, { retryMaxMs: 1000, spillFile });
+    sink.publish(sampleEvent('v1', 0));
+    await within(5000, sink.idle(), 'first delivery');
+    await fake.stop();
+    const downAt = Date.now();
 
-  let seq = 1;
-  let slowest = 0;
-  while (Date.now() - downAt < 30_000) {
-    for (const v of ['v1', 'v2', 'v3']) {
-      const t0 = process.hrtime.bigint();
-      sink.publish(sampleEvent(v, seq));
-      slowest = Math.max(slowest, Number(process.hrtime.bigint() - t0) / 1e6);
+    let seq = 1;
+    let slowest = 0;
+    while (Date.now() - downAt < 30_000) {
+      for (const v of ['v1', 'v2', 'v3']) {
+        const t0 = process.hrtime.bigint();
+        sink.publish(sampleEvent(v, seq));
+        slowest = Math.max(slowest, Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      seq++;
+      await new Promise((r) => setTimeout(r, 2500));
     }
-    seq++;
-    await new Promise((r) => setTimeout(r, 2500));
-  }
-  assert.ok(sink.counters().queued >= 30, `queued ${sink.counters().queued}`);
-  assert.ok(sink.counters().failedCalls >= 10, `failed calls ${sink.counters().failedCalls}`);
-  const spilled = readFileSync(spillFile, 'utf8').trim().split('\n');
-  assert.ok(spilled.length >= sink.counters().queued - 3, 'the outage backlog is mirrored in the spill file');
+    assert.ok(sink.counters().queued >= 30, `queued ${sink.counters().queued}`);
+    assert.ok(sink.counters().failedCalls >= 10, `failed calls ${sink.counters().failedCalls}`);
+    const spilled = readFileSync(spillFile, 'utf8').trim().split('\n');
+    assert.ok(spilled.length >= sink.counters().queued - 3, 'the outage backlog is mirrored in the spill file');
 
-  await fake.listen();
-  const backAt = Date.now();
-  await within(10_000, sink.idle(), 'delivery after the endpoint came back');
-  const catchUp = Date.now() - backAt;
-  await sink.close();
-  await fake.stop();
+    await fake.listen();
+    const backAt = Date.now();
+    await within(10_000, sink.idle(), 'delivery after the endpoint came back');
+    const catchUp = Date.now() - backAt;
+    await sink.close();
+    await fake.stop();
 
-  // publish() never waits for the network: a call that waited for the dead endpoint would take its
-  // connect timeout (seconds). The bound is far from that and far above what a busy machine adds to a
-  // synchronous call (tens of milliseconds seen with the CPU saturated), so it cannot flake.
-  assert.ok(slowest < 500, `slowest publish() during the outage took ${slowest.toFixed(2)} ms`);
-  assert.ok(catchUp < 3000, `caught up ${catchUp} ms after the endpoint returned`);
-  const expected = range(seq - 1).map((i) => i + 1);
-  assert.deepEqual(seqByVolume(fake.accepted), { v1: [0, ...expected], v2: expected, v3: expected });
-  assert.deepEqual(sink.counters().dropped, { 'queue-full': 0, rejected: 0, shutdown: 0 });
-  assert.equal(existsSync(spillFile), false, 'the spill file is removed once everything is delivered');
-});
+    // publish() never waits for the network: a call that waited for the dead endpoint would take its
+    // connect timeout (seconds). The bound is far from that and far above what a busy machine adds to a
+    // synchronous call (tens of milliseconds seen with the CPU saturated), so it cannot flake.
+    assert.ok(slowest < 500, `slowest publish() during the outage took ${slowest.toFixed(2)} ms`);
+    assert.ok(catchUp < 3000, `caught up ${catchUp} ms after the endpoint returned`);
+    const expected = range(seq - 1).map((i) => i + 1);
+    assert.deepEqual(seqByVolume(fake.accepted), { v1: [0, ...expected], v2: expected, v3: expected });
+    assert.deepEqual(sink.counters().dropped, { 'queue-full': 0, rejected: 0, shutdown: 0 });
+    assert.equal(existsSync(spillFile), false, 'the spill file is removed once everything is delivered');
+  },
+);
 
 test('events still queued at close are spilled to the journal directory and sent first by the next run', async () => {
   const fake = await FakeEventBridge.start();

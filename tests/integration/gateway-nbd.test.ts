@@ -26,7 +26,8 @@ describe('gateway NBD security and listeners', () => {
   let socketPath = '';
   let dir = '';
 
-  const pskUri = (identity: string, volume: string, keys = material.pskFile): string => `nbds://${identity}@127.0.0.1:${gateway.port}/${volume}?tls-psk-file=${keys}`;
+  const pskUri = (identity: string, volume: string, keys = material.pskFile): string =>
+    `nbds://${identity}@127.0.0.1:${gateway.port}/${volume}?tls-psk-file=${keys}`;
 
   before(async () => {
     stores = await startStores('local');
@@ -38,7 +39,10 @@ describe('gateway NBD security and listeners', () => {
     const store = await stores.fresh();
     const journalDir = await stores.tempDir('journal');
     // A second volume, created before the gateway starts, so that access rules have something to hide.
-    const created = await runCli(['volume', 'create', 'vm2', '--size', '64M', ...store.args, '--journal-dir', journalDir], { cwd: dir, env: store.env });
+    const created = await runCli(['volume', 'create', 'vm2', '--size', '64M', ...store.args, '--journal-dir', journalDir], {
+      cwd: dir,
+      env: store.env,
+    });
     assert.equal(created.code, 0, created.stderr);
     gateway = await startGateway({
       store,
@@ -54,13 +58,20 @@ describe('gateway NBD security and listeners', () => {
   });
 
   it('serves over TLS on TCP and on the Unix socket, describing a volume by its name and size only', async () => {
-    const tcp = JSON.parse((await runToolOk('nbdinfo', ['--json', pskUri('alice', 'vm1')])).stdout) as { TLS: boolean; exports: Array<Record<string, unknown>> };
+    const tcp = JSON.parse((await runToolOk('nbdinfo', ['--json', pskUri('alice', 'vm1')])).stdout) as {
+      TLS: boolean;
+      exports: Array<Record<string, unknown>>;
+    };
     assert.equal(tcp.TLS, true);
     assert.equal(tcp.exports[0]?.['description'], 'Holdfast volume vm1, 64 MiB');
-    const unix = JSON.parse((await runToolOk('nbdinfo', ['--json', `nbds+unix://alice@/vm1?socket=${socketPath}&tls-psk-file=${material.pskFile}`])).stdout) as { TLS: boolean; exports: Array<Record<string, unknown>> };
+    const unix = JSON.parse(
+      (await runToolOk('nbdinfo', ['--json', `nbds+unix://alice@/vm1?socket=${socketPath}&tls-psk-file=${material.pskFile}`])).stdout,
+    ) as { TLS: boolean; exports: Array<Record<string, unknown>> };
     assert.equal(unix.TLS, true);
     assert.equal(unix.exports[0]?.['export-size'], 64 * MiB);
-    const listing = JSON.parse((await runToolOk('nbdinfo', ['--list', '--json', pskUri('bob', '')])).stdout) as { exports: Array<{ 'export-name': string; description: string }> };
+    const listing = JSON.parse((await runToolOk('nbdinfo', ['--list', '--json', pskUri('bob', '')])).stdout) as {
+      exports: Array<{ 'export-name': string; description: string }>;
+    };
     assert.deepEqual(
       listing.exports.map((e) => [e['export-name'], e.description]).sort(),
       [
@@ -76,14 +87,19 @@ describe('gateway NBD security and listeners', () => {
     assert.notEqual(refused.code, 0);
     const line = gateway.logs.find((l) => /access refused/.test(l.msg));
     assert.equal(line?.['identity'], 'alice');
-    assert.equal(line?.['export'], 'vm2');
+    assert.equal(line['export'], 'vm2');
     const plain = await runTool('nbdinfo', ['--list', `nbd://127.0.0.1:${gateway.port}`]);
     assert.notEqual(plain.code, 0);
     assert.doesNotMatch(plain.stdout + plain.stderr, /vm1|vm2/);
   });
 
   it('rereads the PSK file on SIGHUP and keeps connections open', async () => {
-    const open = await NbdClient.connect({ host: '127.0.0.1', port: gateway.port, exportName: 'vm1', tls: { psk: { identity: 'alice', key: material.pskKeys.get('alice')! } } });
+    const open = await NbdClient.connect({
+      host: '127.0.0.1',
+      port: gateway.port,
+      exportName: 'vm1',
+      tls: { psk: { identity: 'alice', key: material.pskKeys.get('alice')! } },
+    });
     const rotated = path.join(dir, 'rotated.psk');
     await makePskFile(rotated, ['alice', 'bob']);
     const old = path.join(dir, 'old.psk');
@@ -91,7 +107,10 @@ describe('gateway NBD security and listeners', () => {
     await copyFile(rotated, material.pskFile);
     process.kill(gateway.pid, 'SIGHUP');
     for (let i = 0; i < 200 && !gateway.logs.some((l) => /SIGHUP: .*reloaded/.test(l.msg)); i++) await delay(25);
-    assert.ok(gateway.logs.some((l) => /SIGHUP: .*reloaded/.test(l.msg)), 'the gateway says it reloaded');
+    assert.ok(
+      gateway.logs.some((l) => /SIGHUP: .*reloaded/.test(l.msg)),
+      'the gateway says it reloaded',
+    );
     assert.notEqual((await runTool('nbdinfo', [pskUri('alice', 'vm1', old)])).code, 0, 'the old key is refused');
     await runToolOk('nbdinfo', [pskUri('alice', 'vm1')]);
     await open.write(0, Buffer.alloc(4096, 1));
@@ -154,7 +173,8 @@ describe('volume allocation through base:allocation', () => {
 
   it('nbdcopy from the mostly empty volume reads the data only and leaves a sparse file', async () => {
     const target = path.join(dir, 'big.raw');
-    const reads = async (): Promise<number> => (await scrapeMetrics(gateway.adminUrl)).value('holdfast_nbd_requests_total', { command: 'read' });
+    const reads = async (): Promise<number> =>
+      (await scrapeMetrics(gateway.adminUrl)).value('holdfast_nbd_requests_total', { command: 'read' });
     const readsBefore = await reads();
     await runToolOk('nbdcopy', [gateway.uri('big'), target]);
     // nbdcopy would skip zeros it read anyway; what holes save is reading them: 4 MiB in its 256 KiB requests.

@@ -4,7 +4,16 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { type GatewayProcess, GatewayStartError, type Stores, type StoreTarget, STORE_KINDS, startGateway, startStores, waitForJournalDrained } from '../helpers/gateway-process.js';
+import {
+  type GatewayProcess,
+  GatewayStartError,
+  type Stores,
+  type StoreTarget,
+  STORE_KINDS,
+  startGateway,
+  startStores,
+  waitForJournalDrained,
+} from '../helpers/gateway-process.js';
 import { NbdClient, NbdConnectionError } from '../helpers/nbd-client.js';
 
 /**
@@ -44,7 +53,10 @@ function run(cmd: string, args: readonly string[], opts: { cwd?: string } = {}):
     }, TOOL_TIMEOUT_MS);
     child.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const why = err.code === 'ENOENT' ? `${cmd} is not installed; these tests need it (qemu-utils, libnbd-bin, fio)` : `${cmd} failed to start: ${err.message}`;
+      const why =
+        err.code === 'ENOENT'
+          ? `${cmd} is not installed; these tests need it (qemu-utils, libnbd-bin, fio)`
+          : `${cmd} failed to start: ${err.message}`;
       reject(new Error(why, { cause: err }));
     });
     child.once('close', (code, signal) => {
@@ -69,7 +81,11 @@ async function qemuIo(uri: string, commands: readonly string[]): Promise<void> {
   const r = await run('qemu-io', ['-f', 'raw', uri, ...commands.flatMap((c) => ['-c', c])]);
   const lines = `${r.stdout}\n${r.stderr}`.split('\n');
   const context = `qemu-io ${commands.join(' ; ')}:\n${r.stdout}${r.stderr}`;
-  assert.deepEqual(lines.filter((l) => /fail|error|mismatch/i.test(l)), [], context);
+  assert.deepEqual(
+    lines.filter((l) => /fail|error|mismatch/i.test(l)),
+    [],
+    context,
+  );
   assert.equal(r.code, 0, context);
   const results = lines.filter((l) => /^(?:wrote|read|discard) (\d+)\/\1 bytes at offset \d+$/.test(l));
   assert.equal(results.length, commands.filter((c) => /^(write|read|discard) /.test(c)).length, context);
@@ -105,7 +121,18 @@ function fioJob(stdout: string): FioJob {
 }
 
 function fioArgs(name: string, uri: string, offset: string, extra: readonly string[]): string[] {
-  return [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=32', '--size=32M', `--offset=${offset}`, '--output-format=json', ...extra];
+  return [
+    `--name=${name}`,
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    '--rw=randwrite',
+    '--bs=4k',
+    '--iodepth=32',
+    '--size=32M',
+    `--offset=${offset}`,
+    '--output-format=json',
+    ...extra,
+  ];
 }
 
 /** A write whose bytes are its sequence number repeated, checked after a restart. */
@@ -124,7 +151,12 @@ function stamped(seq: number, offset: number, length: number): StampedWrite {
  * Writes consecutive, non-overlapping blocks of [start, end) with 16 in flight until the connection
  * goes away, and returns the writes that were acknowledged. `onProgress` hears each acknowledgement.
  */
-async function writeUntilClosed(client: NbdClient, start: number, end: number, onProgress: (acked: number) => void): Promise<StampedWrite[]> {
+async function writeUntilClosed(
+  client: NbdClient,
+  start: number,
+  end: number,
+  onProgress: (acked: number) => void,
+): Promise<StampedWrite[]> {
   const acked: StampedWrite[] = [];
   const inFlight = new Set<Promise<void>>();
   let cursor = start;
@@ -147,6 +179,7 @@ async function writeUntilClosed(client: NbdClient, start: number, end: number, o
     if (inFlight.size >= 16) await Promise.race(inFlight);
   }
   await Promise.all(inFlight);
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows whatever else the connection failed with, as is
   if (broken !== undefined && !(broken instanceof NbdConnectionError)) throw broken;
   return acked;
 }
@@ -169,8 +202,10 @@ for (const kind of STORE_KINDS) {
     });
     after(async () => {
       try {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
         if (gw !== undefined) assert.equal(await gw.stop(), 0);
       } finally {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
         await stores?.dispose();
       }
     });
@@ -184,46 +219,65 @@ for (const kind of STORE_KINDS) {
       assert.equal(exp.is_read_only, false);
       for (const flag of ['can_flush', 'can_fua', 'can_trim', 'can_zero', 'can_multi_conn']) assert.equal(exp[flag], true, flag);
 
-      const list = JSON.parse((await runOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${gw.port}`])).stdout) as { exports: Record<string, unknown>[] };
+      const list = JSON.parse((await runOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${gw.port}`])).stdout) as {
+        exports: Record<string, unknown>[];
+      };
       assert.deepEqual(
         list.exports.map((e) => [e['export-name'], e['export-size']]),
         [[VOLUME, VOLUME_SIZE]],
       );
     });
 
-    it('holds a qemu-img image across a restart, and in the store alone once the journal drained', { timeout: 240_000 }, async (t: TestContext) => {
-      const ownStore = await stores.fresh();
-      const ownJournal = await stores.tempDir('journal');
-      const image = path.join(work, 'random64M.img');
-      await makeImage(image, VOLUME_SIZE);
-      // Every delta upload fails (a test-only failpoint), so everything stays in the journal and the
-      // restart below must replay it.
-      let own = await startGateway({
-        store: ownStore,
-        journalDir: ownJournal,
-        createVolume: `${VOLUME}=64MiB`,
-        args: [...GATEWAY_ARGS, '--shutdown-grace', '2s'],
-        env: { HOLDFAST_FAILPOINTS: 'upload.before-put=error*1000000' },
-      });
-      try {
-        await runOk('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', image, own.uri(VOLUME)]);
-        await assertSameImage(image, own.uri(VOLUME));
-        assert.equal(await own.stop(), 0);
+    it(
+      'holds a qemu-img image across a restart, and in the store alone once the journal drained',
+      { timeout: 240_000 },
+      async (t: TestContext) => {
+        const ownStore = await stores.fresh();
+        const ownJournal = await stores.tempDir('journal');
+        const image = path.join(work, 'random64M.img');
+        await makeImage(image, VOLUME_SIZE);
+        // Every delta upload fails (a test-only failpoint), so everything stays in the journal and the
+        // restart below must replay it.
+        let own = await startGateway({
+          store: ownStore,
+          journalDir: ownJournal,
+          createVolume: `${VOLUME}=64MiB`,
+          args: [...GATEWAY_ARGS, '--shutdown-grace', '2s'],
+          env: { HOLDFAST_FAILPOINTS: 'upload.before-put=error*1000000' },
+        });
+        try {
+          await runOk('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', image, own.uri(VOLUME)]);
+          await assertSameImage(image, own.uri(VOLUME));
+          assert.equal(await own.stop(), 0);
 
-        own = await startGateway({ store: ownStore, journalDir: ownJournal, createVolume: '', args: [...GATEWAY_ARGS, '--upload-delay', '0'] });
-        assert.ok(own.logs.some((l) => l.msg.startsWith('journal replayed')), 'the restarted gateway replayed its journal');
-        await assertSameImage(image, own.uri(VOLUME));
-        await waitForJournalDrained(ownJournal, VOLUME);
-        assert.equal(await own.stop(), 0);
+          own = await startGateway({
+            store: ownStore,
+            journalDir: ownJournal,
+            createVolume: '',
+            args: [...GATEWAY_ARGS, '--upload-delay', '0'],
+          });
+          assert.ok(
+            own.logs.some((l) => l.msg.startsWith('journal replayed')),
+            'the restarted gateway replayed its journal',
+          );
+          await assertSameImage(image, own.uri(VOLUME));
+          await waitForJournalDrained(ownJournal, VOLUME);
+          assert.equal(await own.stop(), 0);
 
-        own = await startGateway({ store: ownStore, journalDir: await stores.tempDir('empty-journal'), createVolume: '', args: GATEWAY_ARGS });
-        await assertSameImage(image, own.uri(VOLUME));
-        assert.equal(await own.stop(), 0);
-        t.diagnostic('identical after convert, after a restart and from the store alone');
-      } finally {
-        await own.kill('SIGKILL');
-      }
-    });
+          own = await startGateway({
+            store: ownStore,
+            journalDir: await stores.tempDir('empty-journal'),
+            createVolume: '',
+            args: GATEWAY_ARGS,
+          });
+          await assertSameImage(image, own.uri(VOLUME));
+          assert.equal(await own.stop(), 0);
+          t.diagnostic('identical after convert, after a restart and from the store alone');
+        } finally {
+          await own.kill('SIGKILL');
+        }
+      },
+    );
 
     it('serves unaligned qemu-io writes, zeroes, discards and FUA writes across extent boundaries', async () => {
       const uri = gw.uri(VOLUME);
@@ -257,7 +311,12 @@ for (const kind of STORE_KINDS) {
         `read -P 0xee ${VOLUME_SIZE - 1} 1`,
       ]);
       // A new connection sees the same bytes.
-      await qemuIo(uri, ['read -P 0x5a 1048000 3000', 'read -P 0 4194100 500000', 'read -P 0 9437184 1048576', 'read -P 0xa1 12605000 177000']);
+      await qemuIo(uri, [
+        'read -P 0x5a 1048000 3000',
+        'read -P 0 4194100 500000',
+        'read -P 0 9437184 1048576',
+        'read -P 0xa1 12605000 177000',
+      ]);
     });
 
     it('copies with nbdcopy to a file and back', async () => {
@@ -277,12 +336,17 @@ for (const kind of STORE_KINDS) {
         runOk('fio', fioArgs('low', gw.uri(VOLUME), '0', verify), { cwd: fioDir }),
         runOk('fio', fioArgs('high', gw.uri(VOLUME), '32M', verify), { cwd: fioDir }),
       ]);
-      for (const [name, r] of [['low', low], ['high', high]] as const) {
+      for (const [name, r] of [
+        ['low', low],
+        ['high', high],
+      ] as const) {
         const job = fioJob(r.stdout);
         assert.equal(job.error, 0, `fio ${name}: ${r.stderr}`);
         assert.equal(job.write.io_bytes, 32 * MiB, `fio ${name} wrote everything`);
         assert.equal(job.read.io_bytes, 32 * MiB, `fio ${name} verified everything`);
-        t.diagnostic(`fio ${name}: ${Math.round(job.write.iops)} write IOPS, ${Math.round(job.read.iops)} verify-read IOPS (4 KiB, iodepth 32)`);
+        t.diagnostic(
+          `fio ${name}: ${Math.round(job.write.iops)} write IOPS, ${Math.round(job.read.iops)} verify-read IOPS (4 KiB, iodepth 32)`,
+        );
       }
     });
 

@@ -76,18 +76,24 @@ interface Outcome {
   readonly issuedAt: number;
   doneAt: number | undefined;
   /** undefined: success; else the NBD errno, 'closed' for a lost connection, or what else went wrong. */
-  error: number | 'closed' | string | undefined;
+  error: number | string | undefined;
   readonly done: Promise<void>;
 }
 
-function describeError(err: unknown): number | 'closed' | string {
+function describeError(err: unknown): number | string {
   if (err instanceof NbdReplyError) return err.errno;
   if (err instanceof NbdConnectionError) return 'closed';
   return err instanceof Error ? err.message : String(err);
 }
 
 /** Issues a request and records when and how it was answered; never rejects. */
-function track(op: 'read' | 'write', offset: number, length: number, request: Promise<unknown>, check?: (value: unknown) => string | undefined): Outcome {
+function track(
+  op: 'read' | 'write',
+  offset: number,
+  length: number,
+  request: Promise<unknown>,
+  check?: (value: unknown) => string | undefined,
+): Outcome {
   const outcome: Outcome = {
     op,
     offset,
@@ -111,7 +117,9 @@ function track(op: 'read' | 'write', offset: number, length: number, request: Pr
 
 function coldRead(client: NbdClient, extent: number, at: number, length: number): Outcome {
   const offset = extent * MiB + at;
-  return track('read', offset, length, client.read(offset, length), (value) => (Buffer.isBuffer(value) && value.equals(pattern(offset, length, 0)) ? undefined : `read ${offset}+${length} returned the wrong bytes`));
+  return track('read', offset, length, client.read(offset, length), (value) =>
+    Buffer.isBuffer(value) && value.equals(pattern(offset, length, 0)) ? undefined : `read ${offset}+${length} returned the wrong bytes`,
+  );
 }
 
 function isSettled(outcome: Outcome): boolean {
@@ -192,7 +200,9 @@ class Workload {
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms);
+    timer = setTimeout(() => {
+      reject(new Error(`${what}: not done after ${ms} ms`));
+    }, ms);
   });
   try {
     return await Promise.race([promise, expired]);
@@ -208,7 +218,11 @@ async function settledWithin(o: Outcome, ms: number, what: string): Promise<void
 }
 
 function assertEio(o: Outcome, what: string): void {
-  assert.equal(o.error, EIO, `${what}: ${o.op} ${o.offset}+${o.length} answered ${o.error === undefined ? 'success' : o.error}, expected EIO`);
+  assert.equal(
+    o.error,
+    EIO,
+    `${what}: ${o.op} ${o.offset}+${o.length} answered ${o.error === undefined ? 'success' : o.error}, expected EIO`,
+  );
 }
 
 function assertOk(o: Outcome, what: string): void {
@@ -245,7 +259,6 @@ function firstDifference(a: Buffer, b: Buffer): number {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
   return -1;
 }
-
 
 /** The bytes of [base, base+length) as the acknowledged writes left them, applied in acknowledgement order. */
 class RegionModel {
@@ -333,11 +346,20 @@ class Rig {
   }
 
   get store(): StoreTarget {
-    return { kind: 's3', args: ['--store', `s3://${this.s3.bucket}/${this.prefix}`, '--s3-endpoint', (this.proxy ?? this.s3).endpoint], env: this.s3.env };
+    return {
+      kind: 's3',
+      args: ['--store', `s3://${this.s3.bucket}/${this.prefix}`, '--s3-endpoint', (this.proxy ?? this.s3).endpoint],
+      env: this.s3.env,
+    };
   }
 
   async startGateway(opts: { journalDir?: string; createVolume?: string; args?: readonly string[] } = {}): Promise<GatewayProcess> {
-    const gw = await startGateway({ store: this.store, journalDir: opts.journalDir ?? this.journalDir, createVolume: opts.createVolume ?? '', args: opts.args ?? this.args });
+    const gw = await startGateway({
+      store: this.store,
+      journalDir: opts.journalDir ?? this.journalDir,
+      createVolume: opts.createVolume ?? '',
+      args: opts.args ?? this.args,
+    });
     this.gateways.push(gw);
     return gw;
   }
@@ -368,7 +390,10 @@ class Rig {
 
   /** Writes the cold extents and waits until they are in the store and out of the journal. */
   async preload(client: NbdClient): Promise<void> {
-    await this.storeExtents(client, Array.from({ length: COLD_EXTENTS }, (_, e) => e));
+    await this.storeExtents(
+      client,
+      Array.from({ length: COLD_EXTENTS }, (_, e) => e),
+    );
   }
 
   /** Writes these extents (as `coldRead` expects them) and waits until they are in the store and out of the journal. */
@@ -419,7 +444,10 @@ async function withRig(t: TestContext, opts: RigOptions, body: (rig: Rig) => Pro
   }
 }
 
-function conditionEvents(events: readonly HoldfastEvent[], kind: 'io-hang' | 'io-hang-timeout' | 'storage-unavailable'): Extract<HoldfastEvent, { set: boolean }>[] {
+function conditionEvents(
+  events: readonly HoldfastEvent[],
+  kind: 'io-hang' | 'io-hang-timeout' | 'storage-unavailable',
+): Extract<HoldfastEvent, { set: boolean }>[] {
   return events.filter((e): e is Extract<HoldfastEvent, { set: boolean }> => e.kind === kind);
 }
 
@@ -432,7 +460,9 @@ function episodeOf(events: readonly HoldfastEvent[], kind: 'io-hang' | 'io-hang-
 }
 
 const FioReportSchema = z.object({
-  jobs: z.array(z.object({ error: z.number(), read: z.object({ io_bytes: z.number(), clat_ns: z.object({ max: z.number() }) }) })).length(1),
+  jobs: z
+    .array(z.object({ error: z.number(), read: z.object({ io_bytes: z.number(), clat_ns: z.object({ max: z.number() }) }) }))
+    .length(1),
 });
 
 /** fio prints "fio: connected to NBD server" on stdout before its JSON report. */
@@ -455,8 +485,16 @@ async function outageUnderWorkload(t: TestContext, how: 'kill' | 'freeze'): Prom
     const workload = new Workload(client, READERS, WRITERS);
     // A real NBD client alongside: fio's nbd engine (libnbd) reading the cold extents throughout.
     const fio = runTool('fio', [
-      '--name=cold-reads', '--ioengine=nbd', `--uri=${rig.gw.uri(VOLUME)}`, '--rw=randread', '--bs=64k', '--iodepth=4',
-      `--size=${COLD_EXTENTS}M`, '--time_based', `--runtime=${Math.round(OUTAGE_MS / 1000) + 3}s`, '--output-format=json',
+      '--name=cold-reads',
+      '--ioengine=nbd',
+      `--uri=${rig.gw.uri(VOLUME)}`,
+      '--rw=randread',
+      '--bs=64k',
+      '--iodepth=4',
+      `--size=${COLD_EXTENTS}M`,
+      '--time_based',
+      `--runtime=${Math.round(OUTAGE_MS / 1000) + 3}s`,
+      '--output-format=json',
     ]);
     await sleep(1000);
     assert.deepEqual(workload.errors(), [], 'errors before the outage');
@@ -477,8 +515,16 @@ async function outageUnderWorkload(t: TestContext, how: 'kill' | 'freeze'): Prom
     await sleep(1000);
     await workload.stop();
 
-    assert.deepEqual(workload.errors().map((o) => `${o.op} ${o.offset}+${o.length}: ${o.error}`), [], 'no error reaches the client');
-    assert.deepEqual(held.map((o) => o.op), Array<string>(READERS).fill('read'), 'each reader, and no writer (the journal had room), was held when the store came back');
+    assert.deepEqual(
+      workload.errors().map((o) => `${o.op} ${o.offset}+${o.length}: ${o.error}`),
+      [],
+      'no error reaches the client',
+    );
+    assert.deepEqual(
+      held.map((o) => o.op),
+      Array<string>(READERS).fill('read'),
+      'each reader, and no writer (the journal had room), was held when the store came back',
+    );
     const latencies = held.map((o) => Math.max(0, o.doneAt! - backAt));
     const recovery = Math.max(...latencies);
     const longest = Math.max(...held.map((o) => o.doneAt! - o.issuedAt));
@@ -488,13 +534,18 @@ async function outageUnderWorkload(t: TestContext, how: 'kill' | 'freeze'): Prom
         `${latencies.map((l) => Math.round(l)).join(', ')} ms after it was back (recovery ${Math.round(recovery)} ms, longest request ${Math.round(longest)} ms); ` +
         `${writes} writes acknowledged during the outage; ${workload.outcomes.length} requests in all, none failed`,
     );
-    assert.ok(recovery <= RECOVERY_BOUND_MS, `held requests completed ${Math.round(recovery)} ms after the store came back (bound ${RECOVERY_BOUND_MS} ms)`);
+    assert.ok(
+      recovery <= RECOVERY_BOUND_MS,
+      `held requests completed ${Math.round(recovery)} ms after the store came back (bound ${RECOVERY_BOUND_MS} ms)`,
+    );
     assert.deepEqual(await workload.lostWrites(client), [], 'every acknowledged write reads back');
     const fioRun = await fio;
     assert.equal(fioRun.code, 0, `fio failed:\n${fioRun.stdout}\n${fioRun.stderr}`);
     const fioJob = fioReport(fioRun.stdout);
     assert.equal(fioJob.error, 0, `fio saw an error: ${fioRun.stderr}`);
-    t.diagnostic(`fio: ${fioJob.read.io_bytes / MiB} MiB of cold 64 KiB reads, no error, longest ${(fioJob.read.clat_ns.max / 1e9).toFixed(2)} s`);
+    t.diagnostic(
+      `fio: ${fioJob.read.io_bytes / MiB} MiB of cold 64 KiB reads, no error, longest ${(fioJob.read.clat_ns.max / 1e9).toFixed(2)} s`,
+    );
     assert.ok(fioJob.read.clat_ns.max > (OUTAGE_MS / 2) * 1e6, 'fio had reads waiting through the outage');
 
     await waitFor('the hang episode to end', () => episodeOf(rig.events(), 'io-hang', downAt).end !== undefined);
@@ -511,7 +562,10 @@ async function outageUnderWorkload(t: TestContext, how: 'kill' | 'freeze'): Prom
       `events: storage-unavailable after ${Math.round(Date.parse(unavailable.begin.time) - downAt)} ms (lasted ${unavailable.end.durationMs} ms), ` +
         `io-hang after ${Math.round(Date.parse(hang.begin.time) - downAt)} ms, durationMs ${hang.end.durationMs} (outage ${Math.round(outage)} ms)`,
     );
-    assert.ok(hang.end.durationMs >= 8000 && hang.end.durationMs <= 14_000, `io-hang lasted ${hang.end.durationMs} ms for a ${Math.round(outage)} ms outage`);
+    assert.ok(
+      hang.end.durationMs >= 8000 && hang.end.durationMs <= 14_000,
+      `io-hang lasted ${hang.end.durationMs} ms for a ${Math.round(outage)} ms outage`,
+    );
 
     const metrics = await scrapeMetrics(rig.gw.adminUrl);
     const v = { volume: VOLUME };
@@ -534,134 +588,169 @@ async function outageUnderWorkload(t: TestContext, how: 'kill' | 'freeze'): Prom
 }
 
 describe('I/O hang through real storage outages', { concurrency: false }, () => {
-  it('holds reads and writes while the S3 server is killed for 10 s, and completes them when it is back', { timeout: 90_000 }, (t) => outageUnderWorkload(t, 'kill'));
+  it('holds reads and writes while the S3 server is killed for 10 s, and completes them when it is back', { timeout: 90_000 }, (t) =>
+    outageUnderWorkload(t, 'kill'),
+  );
 
-  it('holds reads and writes while the S3 server is frozen with SIGSTOP for 10 s, and completes them when it is back', { timeout: 90_000 }, (t) => outageUnderWorkload(t, 'freeze'));
+  it(
+    'holds reads and writes while the S3 server is frozen with SIGSTOP for 10 s, and completes them when it is back',
+    { timeout: 90_000 },
+    (t) => outageUnderWorkload(t, 'freeze'),
+  );
 
   for (const how of ['kill', 'freeze'] as const) {
-    it(`fails held reads with EIO at the hang timeout, fails fast while timed out, and serves again once the store is back (${how})`, { timeout: 60_000 }, (t) =>
-      withRig(t, { args: ['--hang-timeout', '3s'] }, async (rig) => {
-        const client = await rig.connect();
-        await rig.preload(client);
-        const downAt = now();
-        if (how === 'kill') await rig.s3.kill();
-        else rig.s3.freeze();
-        const held = [0, 4, 8, 12].map((extent) => coldRead(client, extent, 0, 64 * KiB));
-        await waitFor('the reads to be held', async () => (await heldCount(rig)) === held.length);
-        const status = await rig.status();
-        assert.equal(status.state, 'hang');
-        assert.ok(status.episode !== null && status.episode.deadline !== null);
-        const deadline = Date.parse(status.episode.deadline);
-        assert.equal(deadline - Date.parse(status.episode.startedAt), 3000, 'the deadline is the episode start plus the timeout');
+    it(
+      `fails held reads with EIO at the hang timeout, fails fast while timed out, and serves again once the store is back (${how})`,
+      { timeout: 60_000 },
+      (t) =>
+        withRig(t, { args: ['--hang-timeout', '3s'] }, async (rig) => {
+          const client = await rig.connect();
+          await rig.preload(client);
+          const downAt = now();
+          if (how === 'kill') await rig.s3.kill();
+          else rig.s3.freeze();
+          const held = [0, 4, 8, 12].map((extent) => coldRead(client, extent, 0, 64 * KiB));
+          await waitFor('the reads to be held', async () => (await heldCount(rig)) === held.length);
+          const status = await rig.status();
+          assert.equal(status.state, 'hang');
+          assert.ok(status.episode !== null && status.episode.deadline !== null);
+          const deadline = Date.parse(status.episode.deadline);
+          assert.equal(deadline - Date.parse(status.episode.startedAt), 3000, 'the deadline is the episode start plus the timeout');
 
-        await Promise.all(held.map((o) => o.done));
-        for (const o of held) assertEio(o, 'a read held past the timeout');
-        const offsets = held.map((o) => o.doneAt! - deadline);
-        const worst = Math.max(...offsets.map(Math.abs));
-        // The EIO replies can overtake the event's log line on its way through the gateway's stderr.
-        await waitFor('io-hang-timeout set:true', () => conditionEvents(rig.events(), 'io-hang-timeout').some((e) => e.set));
-        const timeoutEvent = conditionEvents(rig.events(), 'io-hang-timeout').find((e) => e.set)!;
-        const fired = Date.parse(timeoutEvent.time) - deadline;
-        t.diagnostic(`${how}: timeout accuracy: io-hang-timeout event ${fired} ms after the deadline; EIO seen by the client ${offsets.map((o) => o.toFixed(1)).join(', ')} ms after it`);
-        assert.ok(Math.abs(fired) <= TIMEOUT_ACCURACY_MS, `the timeout fired ${fired} ms from its deadline`);
-        assert.ok(worst <= TIMEOUT_ACCURACY_MS + CLIENT_MEASUREMENT_ALLOWANCE_MS, `held reads failed up to ${worst.toFixed(1)} ms from the deadline`);
-        assert.equal((await rig.status()).state, 'timed-out');
+          await Promise.all(held.map((o) => o.done));
+          for (const o of held) assertEio(o, 'a read held past the timeout');
+          const offsets = held.map((o) => o.doneAt! - deadline);
+          const worst = Math.max(...offsets.map(Math.abs));
+          // The EIO replies can overtake the event's log line on its way through the gateway's stderr.
+          await waitFor('io-hang-timeout set:true', () => conditionEvents(rig.events(), 'io-hang-timeout').some((e) => e.set));
+          const timeoutEvent = conditionEvents(rig.events(), 'io-hang-timeout').find((e) => e.set)!;
+          const fired = Date.parse(timeoutEvent.time) - deadline;
+          t.diagnostic(
+            `${how}: timeout accuracy: io-hang-timeout event ${fired} ms after the deadline; EIO seen by the client ${offsets.map((o) => o.toFixed(1)).join(', ')} ms after it`,
+          );
+          assert.ok(Math.abs(fired) <= TIMEOUT_ACCURACY_MS, `the timeout fired ${fired} ms from its deadline`);
+          assert.ok(
+            worst <= TIMEOUT_ACCURACY_MS + CLIENT_MEASUREMENT_ALLOWANCE_MS,
+            `held reads failed up to ${worst.toFixed(1)} ms from the deadline`,
+          );
+          assert.equal((await rig.status()).state, 'timed-out');
 
-        const fast = coldRead(client, 1, 0, 64 * KiB);
-        await settledWithin(fast, 3000, 'a read needing the store while timed out');
-        assertEio(fast, 'a read needing the store while timed out');
-        const write = track('write', WRITE_BASE, 64 * KiB, client.write(WRITE_BASE, pattern(WRITE_BASE, 64 * KiB, 5)));
-        await write.done;
-        assertOk(write, 'a write with journal room while timed out');
-        let metrics = await scrapeMetrics(rig.gw.adminUrl);
-        assert.ok(metrics.value('holdfast_failed_fast_total', { volume: VOLUME }) >= 1);
-        assert.equal(metrics.value('holdfast_hang_timeouts_total', { volume: VOLUME }), 1);
-        t.diagnostic(`while timed out: a cold read failed after ${(fast.doneAt! - fast.issuedAt).toFixed(1)} ms, a write succeeded`);
+          const fast = coldRead(client, 1, 0, 64 * KiB);
+          await settledWithin(fast, 3000, 'a read needing the store while timed out');
+          assertEio(fast, 'a read needing the store while timed out');
+          const write = track('write', WRITE_BASE, 64 * KiB, client.write(WRITE_BASE, pattern(WRITE_BASE, 64 * KiB, 5)));
+          await write.done;
+          assertOk(write, 'a write with journal room while timed out');
+          let metrics = await scrapeMetrics(rig.gw.adminUrl);
+          assert.ok(metrics.value('holdfast_failed_fast_total', { volume: VOLUME }) >= 1);
+          assert.equal(metrics.value('holdfast_hang_timeouts_total', { volume: VOLUME }), 1);
+          t.diagnostic(`while timed out: a cold read failed after ${(fast.doneAt! - fast.issuedAt).toFixed(1)} ms, a write succeeded`);
 
-        await sleep(Math.max(0, downAt + 8000 - now()));
-        if (how === 'kill') await rig.s3.restart();
-        else rig.s3.thaw();
-        const backAt = now();
-        await waitFor('io-hang-timeout to clear', () => conditionEvents(rig.events(), 'io-hang-timeout').some((e) => !e.set));
-        const cleared = conditionEvents(rig.events(), 'io-hang-timeout').find((e) => !e.set)!;
-        assert.equal(cleared.episode, timeoutEvent.episode);
-        const again = coldRead(client, 2, 0, 64 * KiB);
-        await again.done;
-        assertOk(again, 'a cold read after the store returned');
-        assert.equal((await rig.status()).state, 'normal');
-        assert.deepEqual(await readRange(client, WRITE_BASE, 64 * KiB), pattern(WRITE_BASE, 64 * KiB, 5));
-        metrics = await scrapeMetrics(rig.gw.adminUrl);
-        assert.equal(metrics.value('holdfast_hang_state', { volume: VOLUME, state: 'normal' }), 1);
-        t.diagnostic(`${how}: store down ${Math.round(backAt - downAt)} ms; timeout cleared ${Math.round(Date.parse(cleared.time) - backAt)} ms after it was back; reads served again`);
-      }));
+          await sleep(Math.max(0, downAt + 8000 - now()));
+          if (how === 'kill') await rig.s3.restart();
+          else rig.s3.thaw();
+          const backAt = now();
+          await waitFor('io-hang-timeout to clear', () => conditionEvents(rig.events(), 'io-hang-timeout').some((e) => !e.set));
+          const cleared = conditionEvents(rig.events(), 'io-hang-timeout').find((e) => !e.set)!;
+          assert.equal(cleared.episode, timeoutEvent.episode);
+          const again = coldRead(client, 2, 0, 64 * KiB);
+          await again.done;
+          assertOk(again, 'a cold read after the store returned');
+          assert.equal((await rig.status()).state, 'normal');
+          assert.deepEqual(await readRange(client, WRITE_BASE, 64 * KiB), pattern(WRITE_BASE, 64 * KiB, 5));
+          metrics = await scrapeMetrics(rig.gw.adminUrl);
+          assert.equal(metrics.value('holdfast_hang_state', { volume: VOLUME, state: 'normal' }), 1);
+          t.diagnostic(
+            `${how}: store down ${Math.round(backAt - downAt)} ms; timeout cleared ${Math.round(Date.parse(cleared.time) - backAt)} ms after it was back; reads served again`,
+          );
+        }),
+    );
   }
 
-  it('hides 503 SlowDown and 500 InternalError answers to 30% of the store requests from the client, and counts them', { timeout: 90_000 }, (t) =>
-    withRig(t, { proxy: true }, async (rig) => {
-      const proxy = rig.proxy!;
-      const client = await rig.connect();
-      await rig.preload(client);
-      proxy.setMode({ kind: 'flaky', share: 0.3 });
-      const workload = new Workload(client, READERS, WRITERS);
-      await sleep(6000);
-      await workload.stop();
-      assert.deepEqual(workload.errors().map((o) => `${o.op} ${o.offset}+${o.length}: ${o.error}`), [], 'no error reaches the client');
-      assert.deepEqual(await workload.lostWrites(client), [], 'every acknowledged write reads back');
-      await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
-      proxy.setMode({ kind: 'pass' });
+  it(
+    'hides 503 SlowDown and 500 InternalError answers to 30% of the store requests from the client, and counts them',
+    { timeout: 90_000 },
+    (t) =>
+      withRig(t, { proxy: true }, async (rig) => {
+        const proxy = rig.proxy!;
+        const client = await rig.connect();
+        await rig.preload(client);
+        proxy.setMode({ kind: 'flaky', share: 0.3 });
+        const workload = new Workload(client, READERS, WRITERS);
+        await sleep(6000);
+        await workload.stop();
+        assert.deepEqual(
+          workload.errors().map((o) => `${o.op} ${o.offset}+${o.length}: ${o.error}`),
+          [],
+          'no error reaches the client',
+        );
+        assert.deepEqual(await workload.lostWrites(client), [], 'every acknowledged write reads back');
+        await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
+        proxy.setMode({ kind: 'pass' });
 
-      const metrics = await scrapeMetrics(rig.gw.adminUrl);
-      const v = { volume: VOLUME };
-      const transient = metrics.value('holdfast_storage_errors_total', { ...v, class: 'transient' });
-      const retries = metrics.value('holdfast_hang_retries_total', v);
-      const injected = Object.values(proxy.counts.injected).reduce((a, b) => a + b, 0);
-      t.diagnostic(
-        `${workload.outcomes.length} requests, none failed; the proxy forwarded ${proxy.counts.forwarded} (${proxy.counts.upstreamErrors} failed upstream) and injected ${JSON.stringify(proxy.counts.injected)}; ` +
-          `metrics: ${transient} transient storage errors, ${retries} retries of held reads, ${metrics.value('holdfast_hang_episodes_total', v)} hang episodes, ${metrics.value('holdfast_upload_failures_total', v)} failed uploads`,
-      );
-      assert.ok(injected > 0 && (proxy.counts.injected.SlowDown ?? 0) > 0 && (proxy.counts.injected.InternalError ?? 0) > 0, 'both kinds of error were injected');
-      assert.ok(transient > 0, 'storage errors are counted');
-      assert.ok(transient <= injected + proxy.counts.upstreamErrors, 'no more storage errors than the proxy caused');
-      assert.ok(retries > 0, 'retries are counted');
-      for (const cls of ['denied', 'missing', 'invalid', 'no-space', 'io']) assert.equal(metrics.value('holdfast_storage_errors_total', { ...v, class: cls }), 0, `${cls} errors`);
-    }));
+        const metrics = await scrapeMetrics(rig.gw.adminUrl);
+        const v = { volume: VOLUME };
+        const transient = metrics.value('holdfast_storage_errors_total', { ...v, class: 'transient' });
+        const retries = metrics.value('holdfast_hang_retries_total', v);
+        const injected = Object.values(proxy.counts.injected).reduce((a, b) => a + b, 0);
+        t.diagnostic(
+          `${workload.outcomes.length} requests, none failed; the proxy forwarded ${proxy.counts.forwarded} (${proxy.counts.upstreamErrors} failed upstream) and injected ${JSON.stringify(proxy.counts.injected)}; ` +
+            `metrics: ${transient} transient storage errors, ${retries} retries of held reads, ${metrics.value('holdfast_hang_episodes_total', v)} hang episodes, ${metrics.value('holdfast_upload_failures_total', v)} failed uploads`,
+        );
+        assert.ok(
+          injected > 0 && (proxy.counts.injected.SlowDown ?? 0) > 0 && (proxy.counts.injected.InternalError ?? 0) > 0,
+          'both kinds of error were injected',
+        );
+        assert.ok(transient > 0, 'storage errors are counted');
+        assert.ok(transient <= injected + proxy.counts.upstreamErrors, 'no more storage errors than the proxy caused');
+        assert.ok(retries > 0, 'retries are counted');
+        for (const cls of ['denied', 'missing', 'invalid', 'no-space', 'io'])
+          assert.equal(metrics.value('holdfast_storage_errors_total', { ...v, class: cls }), 0, `${cls} errors`);
+      }),
+  );
 
   for (const { mode, errorClass, code } of [
     { mode: 'deny', errorClass: 'denied', code: '403 AccessDenied' },
     { mode: 'no-such-bucket', errorClass: 'missing', code: '404 NoSuchBucket' },
   ] as const) {
-    it(`fails reads fast with EIO when the store answers ${code}, and holds them once the policy says ${errorClass}=hold`, { timeout: 60_000 }, (t) =>
-      withRig(t, { proxy: true }, async (rig) => {
-        const proxy = rig.proxy!;
-        const client = await rig.connect();
-        await rig.preload(client);
-        proxy.setMode({ kind: mode });
-        const refused = coldRead(client, 0, 0, 64 * KiB);
-        await settledWithin(refused, 5000, `a read while the store answers ${code}`);
-        assertEio(refused, `a read while the store answers ${code}`);
-        const metrics = await scrapeMetrics(rig.gw.adminUrl);
-        assert.ok(metrics.value('holdfast_storage_errors_total', { volume: VOLUME, class: errorClass }) >= 1);
-        assert.equal(metrics.value('holdfast_hang_episodes_total', { volume: VOLUME }), 0, 'nothing was held');
-        t.diagnostic(`default policy: EIO after ${(refused.doneAt! - refused.issuedAt).toFixed(1)} ms`);
+    it(
+      `fails reads fast with EIO when the store answers ${code}, and holds them once the policy says ${errorClass}=hold`,
+      { timeout: 60_000 },
+      (t) =>
+        withRig(t, { proxy: true }, async (rig) => {
+          const proxy = rig.proxy!;
+          const client = await rig.connect();
+          await rig.preload(client);
+          proxy.setMode({ kind: mode });
+          const refused = coldRead(client, 0, 0, 64 * KiB);
+          await settledWithin(refused, 5000, `a read while the store answers ${code}`);
+          assertEio(refused, `a read while the store answers ${code}`);
+          const metrics = await scrapeMetrics(rig.gw.adminUrl);
+          assert.ok(metrics.value('holdfast_storage_errors_total', { volume: VOLUME, class: errorClass }) >= 1);
+          assert.equal(metrics.value('holdfast_hang_episodes_total', { volume: VOLUME }), 0, 'nothing was held');
+          t.diagnostic(`default policy: EIO after ${(refused.doneAt! - refused.issuedAt).toFixed(1)} ms`);
 
-        await setHangPolicy(rig.gw.adminUrl, VOLUME, { classes: { [errorClass]: 'hold' } });
-        const held = coldRead(client, 1, 0, 64 * KiB);
-        await waitFor('the read to be held', async () => (await heldCount(rig)) === 1);
-        const status = await rig.status();
-        assert.equal(status.state, 'hang');
-        assert.equal(status.errorClass, errorClass);
-        // The store keeps refusing for a while; the read must stay unanswered all along.
-        await sleep(1000);
-        assert.ok(!isSettled(held), `the read was answered (${held.error}) while the store still answered ${code}`);
-        proxy.setMode({ kind: 'pass' });
-        const backAt = now();
-        await held.done;
-        assertOk(held, 'the held read once the store answers');
-        await waitFor('the hang to end', () => conditionEvents(rig.events(), 'io-hang').some((e) => !e.set));
-        const begin = conditionEvents(rig.events(), 'io-hang').find((e) => e.set)!;
-        assert.equal(begin.errorClass, errorClass);
-        t.diagnostic(`${errorClass}=hold: the read was held ${Math.round(backAt - held.issuedAt)} ms and completed ${Math.round(held.doneAt! - backAt)} ms after the store answered again`);
-      }));
+          await setHangPolicy(rig.gw.adminUrl, VOLUME, { classes: { [errorClass]: 'hold' } });
+          const held = coldRead(client, 1, 0, 64 * KiB);
+          await waitFor('the read to be held', async () => (await heldCount(rig)) === 1);
+          const status = await rig.status();
+          assert.equal(status.state, 'hang');
+          assert.equal(status.errorClass, errorClass);
+          // The store keeps refusing for a while; the read must stay unanswered all along.
+          await sleep(1000);
+          assert.ok(!isSettled(held), `the read was answered (${held.error}) while the store still answered ${code}`);
+          proxy.setMode({ kind: 'pass' });
+          const backAt = now();
+          await held.done;
+          assertOk(held, 'the held read once the store answers');
+          await waitFor('the hang to end', () => conditionEvents(rig.events(), 'io-hang').some((e) => !e.set));
+          const begin = conditionEvents(rig.events(), 'io-hang').find((e) => e.set)!;
+          assert.equal(begin.errorClass, errorClass);
+          t.diagnostic(
+            `${errorClass}=hold: the read was held ${Math.round(backAt - held.issuedAt)} ms and completed ${Math.round(held.doneAt! - backAt)} ms after the store answered again`,
+          );
+        }),
+    );
   }
 
   it('holds writes while the journal is full and the store is down, and completes them once uploads drain it', { timeout: 60_000 }, (t) =>
@@ -679,17 +768,25 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       await sleep(1000);
       const status = await rig.status();
       const unanswered = outcomes.filter((o) => !isSettled(o));
-      assert.deepEqual(outcomes.filter((o) => isSettled(o) && o.error !== undefined).map((o) => o.error), [], 'no write failed');
+      assert.deepEqual(
+        outcomes.filter((o) => isSettled(o) && o.error !== undefined).map((o) => o.error),
+        [],
+        'no write failed',
+      );
       assert.equal(status.held.requests, unanswered.length, 'every unanswered write is held');
       assert.equal(status.journal.pressure, 'full');
       assert.equal(status.state, 'hang');
-      t.diagnostic(`${outcomes.length - unanswered.length} writes fit in the 8 MiB journal; ${unanswered.length} held (${status.held.bytes} bytes), journal ${status.journal.bytes} bytes`);
+      t.diagnostic(
+        `${outcomes.length - unanswered.length} writes fit in the 8 MiB journal; ${unanswered.length} held (${status.held.bytes} bytes), journal ${status.journal.bytes} bytes`,
+      );
 
       await rig.s3.restart();
       const backAt = now();
       await within(Promise.all(outcomes.map((o) => o.done)), 20_000, 'the writes held on the full journal');
       for (const o of outcomes) assertOk(o, 'a write held on the full journal');
-      t.diagnostic(`the last held write completed ${Math.round(Math.max(...unanswered.map((o) => o.doneAt!)) - backAt)} ms after the store was back (after ${Math.round(backAt - downAt)} ms down)`);
+      t.diagnostic(
+        `the last held write completed ${Math.round(Math.max(...unanswered.map((o) => o.doneAt!)) - backAt)} ms after the store was back (after ${Math.round(backAt - downAt)} ms down)`,
+      );
       assert.ok((await readRange(client, base, 48 * 256 * KiB)).equals(Buffer.concat(data)), 'the writes read back');
       await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
       const pressureLevels = () => rig.events().flatMap((e) => (e.kind === 'journal-pressure' ? [e.level] : []));
@@ -698,56 +795,69 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       assert.ok(pressureLevels().includes('full'), `journal-pressure events: ${pressureLevels().join(', ')}`);
       const hang = episodeOf(rig.events(), 'io-hang', downAt);
       assert.ok(hang.begin !== undefined && hang.end !== undefined, 'io-hang set and cleared');
-    }));
+    }),
+  );
 
-  it('holds writes when the journal disk (a 6 MiB tmpfs) is full while the store is down, and completes them once uploads free it', { timeout: 60_000 }, (t) =>
-    withRig(t, { journalDisk: (dir) => mountTmpfs(dir, 6 * MiB), args: ['--segment-size', '1MiB'] }, async (rig) => {
-      const client = await rig.connect();
-      const downAt = now();
-      await rig.s3.kill();
-      const base = 4 * MiB;
-      const model = new RegionModel(base, 40 * 256 * KiB);
-      const first = burst(client, base, 40, 256 * KiB, 4);
-      const outcomes = [...first.outcomes];
-      await waitFor('writes to be held on a full disk', async () => {
-        const s = await rig.status();
-        const unanswered = outcomes.filter((o) => !isSettled(o)).length;
-        return unanswered > 0 && s.held.requests === unanswered && s.errorClass === 'no-space';
-      });
-      for (const [i, o] of first.outcomes.entries()) if (isSettled(o)) model.apply(o.offset, first.data[i]!);
-      // Blocks already on disk are written again, as a filesystem rewrites its hot blocks: their
-      // extents now hold records on disk and records that cannot get there until space is freed.
-      const rewritten = first.outcomes.filter(isSettled).slice(0, 4);
-      for (const o of rewritten) {
-        const data = pattern(o.offset, o.length, 5);
-        outcomes.push(track('write', o.offset, o.length, client.write(o.offset, data)));
-        model.apply(o.offset, data);
-      }
-      await waitFor('the rewrites to be held too', async () => (await heldCount(rig)) === outcomes.filter((o) => !isSettled(o)).length);
-      await sleep(1000);
-      const status = await rig.status();
-      const unanswered = outcomes.filter((o) => !isSettled(o));
-      assert.deepEqual(outcomes.filter((o) => isSettled(o) && o.error !== undefined).map((o) => o.error), [], 'no write failed');
-      assert.equal(status.held.requests, unanswered.length, 'every unanswered write is held');
-      assert.equal(status.state, 'hang');
-      const begin = conditionEvents(rig.events(), 'io-hang').find((e) => e.set);
-      assert.equal(begin?.errorClass, 'no-space');
-      const metrics = await scrapeMetrics(rig.gw.adminUrl);
-      assert.ok(metrics.value('holdfast_storage_errors_total', { volume: VOLUME, class: 'no-space' }) >= 1);
-      t.diagnostic(`${first.outcomes.length - first.outcomes.filter((o) => !isSettled(o)).length} of 40 writes fit on the 6 MiB tmpfs; ${unanswered.length} held with class no-space, ${rewritten.length} of them rewrites`);
-      for (const [i, o] of first.outcomes.entries()) if (!isSettled(o)) model.apply(o.offset, first.data[i]!);
+  it(
+    'holds writes when the journal disk (a 6 MiB tmpfs) is full while the store is down, and completes them once uploads free it',
+    { timeout: 60_000 },
+    (t) =>
+      withRig(t, { journalDisk: (dir) => mountTmpfs(dir, 6 * MiB), args: ['--segment-size', '1MiB'] }, async (rig) => {
+        const client = await rig.connect();
+        const downAt = now();
+        await rig.s3.kill();
+        const base = 4 * MiB;
+        const model = new RegionModel(base, 40 * 256 * KiB);
+        const first = burst(client, base, 40, 256 * KiB, 4);
+        const outcomes = [...first.outcomes];
+        await waitFor('writes to be held on a full disk', async () => {
+          const s = await rig.status();
+          const unanswered = outcomes.filter((o) => !isSettled(o)).length;
+          return unanswered > 0 && s.held.requests === unanswered && s.errorClass === 'no-space';
+        });
+        for (const [i, o] of first.outcomes.entries()) if (isSettled(o)) model.apply(o.offset, first.data[i]!);
+        // Blocks already on disk are written again, as a filesystem rewrites its hot blocks: their
+        // extents now hold records on disk and records that cannot get there until space is freed.
+        const rewritten = first.outcomes.filter(isSettled).slice(0, 4);
+        for (const o of rewritten) {
+          const data = pattern(o.offset, o.length, 5);
+          outcomes.push(track('write', o.offset, o.length, client.write(o.offset, data)));
+          model.apply(o.offset, data);
+        }
+        await waitFor('the rewrites to be held too', async () => (await heldCount(rig)) === outcomes.filter((o) => !isSettled(o)).length);
+        await sleep(1000);
+        const status = await rig.status();
+        const unanswered = outcomes.filter((o) => !isSettled(o));
+        assert.deepEqual(
+          outcomes.filter((o) => isSettled(o) && o.error !== undefined).map((o) => o.error),
+          [],
+          'no write failed',
+        );
+        assert.equal(status.held.requests, unanswered.length, 'every unanswered write is held');
+        assert.equal(status.state, 'hang');
+        const begin = conditionEvents(rig.events(), 'io-hang').find((e) => e.set);
+        assert.equal(begin?.errorClass, 'no-space');
+        const metrics = await scrapeMetrics(rig.gw.adminUrl);
+        assert.ok(metrics.value('holdfast_storage_errors_total', { volume: VOLUME, class: 'no-space' }) >= 1);
+        t.diagnostic(
+          `${first.outcomes.length - first.outcomes.filter((o) => !isSettled(o)).length} of 40 writes fit on the 6 MiB tmpfs; ${unanswered.length} held with class no-space, ${rewritten.length} of them rewrites`,
+        );
+        for (const [i, o] of first.outcomes.entries()) if (!isSettled(o)) model.apply(o.offset, first.data[i]!);
 
-      await rig.s3.restart();
-      const backAt = now();
-      await within(Promise.all(outcomes.map((o) => o.done)), 20_000, 'the writes held on the full disk');
-      for (const o of outcomes) assertOk(o, 'a write held on the full disk');
-      t.diagnostic(`the last held write completed ${Math.round(Math.max(...unanswered.map((o) => o.doneAt!)) - backAt)} ms after the store was back (after ${Math.round(backAt - downAt)} ms down)`);
-      await model.check(client, 'through the gateway');
-      await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
-      assert.equal(await rig.gw.stop(), 0);
-      const fresh = await rig.startGateway({ journalDir: await rig.tempDir('empty-journal') });
-      await model.check(await rig.connect(fresh), 'from the store alone');
-    }));
+        await rig.s3.restart();
+        const backAt = now();
+        await within(Promise.all(outcomes.map((o) => o.done)), 20_000, 'the writes held on the full disk');
+        for (const o of outcomes) assertOk(o, 'a write held on the full disk');
+        t.diagnostic(
+          `the last held write completed ${Math.round(Math.max(...unanswered.map((o) => o.doneAt!)) - backAt)} ms after the store was back (after ${Math.round(backAt - downAt)} ms down)`,
+        );
+        await model.check(client, 'through the gateway');
+        await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
+        assert.equal(await rig.gw.stop(), 0);
+        const fresh = await rig.startGateway({ journalDir: await rig.tempDir('empty-journal') });
+        await model.check(await rig.connect(fresh), 'from the store alone');
+      }),
+  );
 
   it('holds writes while the journal disk answers EIO, and completes them once it recovers', { timeout: 60_000 }, async (t) => {
     let disk: FailingDisk | undefined;
@@ -782,7 +892,11 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
         return s.held.requests === outcomes.length && s.errorClass === 'io';
       });
       await sleep(1000);
-      assert.deepEqual(outcomes.filter(isSettled).map((o) => `${o.offset}: ${o.error ?? 'ok'}`), [], 'no write was answered while the disk fails');
+      assert.deepEqual(
+        outcomes.filter(isSettled).map((o) => `${o.offset}: ${o.error ?? 'ok'}`),
+        [],
+        'no write was answered while the disk fails',
+      );
       const status = await rig.status();
       assert.equal(status.state, 'hang');
       assert.equal(status.held.requests, outcomes.length);
@@ -825,7 +939,9 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       const whilePaused = coldRead(client, 1, 0, 64 * KiB);
       await settledWithin(whilePaused, 3000, 'a read needing the store while paused');
       assertEio(whilePaused, 'a read needing the store while paused');
-      t.diagnostic(`pause: the held read got EIO ${(first.doneAt! - pauseAt).toFixed(1)} ms after the pause request; a new read failed after ${(whilePaused.doneAt! - whilePaused.issuedAt).toFixed(1)} ms`);
+      t.diagnostic(
+        `pause: the held read got EIO ${(first.doneAt! - pauseAt).toFixed(1)} ms after the pause request; a new read failed after ${(whilePaused.doneAt! - whilePaused.issuedAt).toFixed(1)} ms`,
+      );
 
       await volumeAction(rig.gw.adminUrl, VOLUME, 'resume');
       assert.equal((await rig.status()).paused, false);
@@ -845,12 +961,18 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       const backAt = now();
       await afterRelease.done;
       assertOk(afterRelease, 'the read held after release');
-      t.diagnostic(`release: EIO ${(afterResume.doneAt! - releaseAt).toFixed(1)} ms after the request; the next held read completed ${Math.round(afterRelease.doneAt! - backAt)} ms after the store was back`);
+      t.diagnostic(
+        `release: EIO ${(afterResume.doneAt! - releaseAt).toFixed(1)} ms after the request; the next held read completed ${Math.round(afterRelease.doneAt! - backAt)} ms after the store was back`,
+      );
       // Three episodes, each ended by pause, release and recovery in turn.
       await waitFor('three io-hang episodes to end', () => conditionEvents(rig.events(), 'io-hang').filter((e) => !e.set).length === 3);
       const hangs = conditionEvents(rig.events(), 'io-hang');
-      assert.deepEqual(hangs.map((e) => e.set), [true, false, true, false, true, false]);
-    }));
+      assert.deepEqual(
+        hangs.map((e) => e.set),
+        [true, false, true, false, true, false],
+      );
+    }),
+  );
 
   it('drops the held write of a client that disconnects: it never reaches the store', { timeout: 60_000 }, (t) =>
     withRig(t, { args: ['--journal-limit', '2MiB', '--segment-size', '1MiB'] }, async (rig) => {
@@ -884,7 +1006,8 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
       const check = await rig.connect(fresh);
       assert.ok((await check.read(victimOffset, 64 * KiB)).equals(old), 'the dropped write reached the store');
       assert.ok((await readRange(check, 4 * MiB, 12 * 256 * KiB)).equals(Buffer.concat(fill.data)), 'the filler writes are in the store');
-    }));
+    }),
+  );
 
   it('keeps the last acknowledged of overlapping writes from two connections made during a hang', { timeout: 60_000 }, async (t) => {
     const seed = Number(process.env.IO_HANG_SEED ?? Math.floor(Math.random() * 2 ** 32));
@@ -927,84 +1050,108 @@ describe('I/O hang through real storage outages', { concurrency: false }, () => 
     });
   });
 
-  it('keeps every acknowledged write when the gateway is SIGKILLed during a hang and restarted while the store is still down', { timeout: 60_000 }, async (t) => {
-    const seed = Number(process.env.IO_HANG_SEED ?? Math.floor(Math.random() * 2 ** 32));
-    t.diagnostic(`seed ${seed} (IO_HANG_SEED=${seed} repeats these writes)`);
-    const random = seededRandom(seed);
-    await withRig(t, {}, async (rig) => {
-      const model = new RegionModel(0, 8 * MiB);
-      let client = await rig.connect();
-      await rig.storeExtents(client, [13, 14]);
-      await rig.s3.kill();
-      const heldRead = coldRead(client, 13, 0, 64 * KiB);
-      await waitFor('a read to be held', async () => (await heldCount(rig)) === 1);
-      for (let seq = 1; seq <= 200; seq++) {
-        const { offset, length } = model.pick(random, 128 * KiB);
-        const data = pattern(offset, length, seq);
-        await client.write(offset, data);
-        model.apply(offset, data);
-      }
-      // Writes in flight at the kill, outside the model's region: each may land or not, but whole.
-      const inFlight = burst(client, 24 * MiB, 8, 128 * KiB, 9);
-      assert.equal((await rig.gw.kill('SIGKILL')).signal, 'SIGKILL');
-      await heldRead.done;
-      assert.equal(heldRead.error, 'closed');
-      await Promise.all(inFlight.outcomes.map((o) => o.done));
+  it(
+    'keeps every acknowledged write when the gateway is SIGKILLed during a hang and restarted while the store is still down',
+    { timeout: 60_000 },
+    async (t) => {
+      const seed = Number(process.env.IO_HANG_SEED ?? Math.floor(Math.random() * 2 ** 32));
+      t.diagnostic(`seed ${seed} (IO_HANG_SEED=${seed} repeats these writes)`);
+      const random = seededRandom(seed);
+      await withRig(t, {}, async (rig) => {
+        const model = new RegionModel(0, 8 * MiB);
+        let client = await rig.connect();
+        await rig.storeExtents(client, [13, 14]);
+        await rig.s3.kill();
+        const heldRead = coldRead(client, 13, 0, 64 * KiB);
+        await waitFor('a read to be held', async () => (await heldCount(rig)) === 1);
+        for (let seq = 1; seq <= 200; seq++) {
+          const { offset, length } = model.pick(random, 128 * KiB);
+          const data = pattern(offset, length, seq);
+          await client.write(offset, data);
+          model.apply(offset, data);
+        }
+        // Writes in flight at the kill, outside the model's region: each may land or not, but whole.
+        const inFlight = burst(client, 24 * MiB, 8, 128 * KiB, 9);
+        assert.equal((await rig.gw.kill('SIGKILL')).signal, 'SIGKILL');
+        await heldRead.done;
+        assert.equal(heldRead.error, 'closed');
+        await Promise.all(inFlight.outcomes.map((o) => o.done));
 
-      rig.gw = await rig.startGateway();
-      assert.ok(rig.gw.logs.some((l) => /object store unreachable at start/.test(l.msg)), 'it started while the store was down');
-      client = await rig.connect();
-      // The volume cannot be taken before its head is read: every request waits for it, held.
-      const replayedRead = coldRead(client, 14, 0, 64 * KiB);
-      await waitFor('a read to be held by the restarted gateway', async () => (await heldCount(rig)) === 1);
-      await rig.s3.restart();
-      await replayedRead.done;
-      assertOk(replayedRead, 'the read held by the restarted gateway');
-      assert.ok(rig.gw.logs.some((l) => l.msg.startsWith('journal replayed')), 'the restarted gateway replayed its journal once it took the volume');
-      await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
-      assert.equal(await rig.gw.stop(), 0);
+        rig.gw = await rig.startGateway();
+        assert.ok(
+          rig.gw.logs.some((l) => /object store unreachable at start/.test(l.msg)),
+          'it started while the store was down',
+        );
+        client = await rig.connect();
+        // The volume cannot be taken before its head is read: every request waits for it, held.
+        const replayedRead = coldRead(client, 14, 0, 64 * KiB);
+        await waitFor('a read to be held by the restarted gateway', async () => (await heldCount(rig)) === 1);
+        await rig.s3.restart();
+        await replayedRead.done;
+        assertOk(replayedRead, 'the read held by the restarted gateway');
+        assert.ok(
+          rig.gw.logs.some((l) => l.msg.startsWith('journal replayed')),
+          'the restarted gateway replayed its journal once it took the volume',
+        );
+        await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
+        assert.equal(await rig.gw.stop(), 0);
 
-      const fresh = await rig.startGateway({ journalDir: await rig.tempDir('empty-journal') });
-      const check = await rig.connect(fresh);
-      await model.check(check, 'from the store after the crash and the outage');
-      let landed = 0;
-      for (const [i, o] of inFlight.outcomes.entries()) {
-        const back = await check.read(o.offset, o.length);
-        const whole = back.equals(inFlight.data[i]!);
-        if (whole) landed++;
-        assert.ok(whole || back.equals(Buffer.alloc(o.length)) || o.error !== undefined, `write ${o.offset} in flight at the kill is neither old nor new`);
-        if (o.error === undefined) assert.ok(whole, `write ${o.offset} was acknowledged before the kill and is lost`);
-      }
-      t.diagnostic(`200 acknowledged writes survived the SIGKILL and the outage; of 8 writes in flight at the kill ${landed} landed`);
-    });
-  });
+        const fresh = await rig.startGateway({ journalDir: await rig.tempDir('empty-journal') });
+        const check = await rig.connect(fresh);
+        await model.check(check, 'from the store after the crash and the outage');
+        let landed = 0;
+        for (const [i, o] of inFlight.outcomes.entries()) {
+          const back = await check.read(o.offset, o.length);
+          const whole = back.equals(inFlight.data[i]!);
+          if (whole) landed++;
+          assert.ok(
+            whole || back.equals(Buffer.alloc(o.length)) || o.error !== undefined,
+            `write ${o.offset} in flight at the kill is neither old nor new`,
+          );
+          if (o.error === undefined) assert.ok(whole, `write ${o.offset} was acknowledged before the kill and is lost`);
+        }
+        t.diagnostic(`200 acknowledged writes survived the SIGKILL and the outage; of 8 writes in flight at the kill ${landed} landed`);
+      });
+    },
+  );
 
-  it('on SIGTERM during a hang drops held reads with the connection, exits 0 within the grace period and keeps every acknowledged write', { timeout: 60_000 }, (t) =>
-    withRig(t, { args: ['--shutdown-grace', '5s'] }, async (rig) => {
-      const client = await rig.connect();
-      await rig.storeExtents(client, [10, 11, 12]);
-      await rig.s3.kill();
-      const writes = burst(client, 8 * MiB, 32, 64 * KiB, 10);
-      await Promise.all(writes.outcomes.map((o) => o.done));
-      for (const o of writes.outcomes) assertOk(o, 'a write with journal room during the outage');
-      const held = [10, 11, 12].map((extent) => coldRead(client, extent, 0, 64 * KiB));
-      await waitFor('the reads to be held', async () => (await heldCount(rig)) === held.length);
+  it(
+    'on SIGTERM during a hang drops held reads with the connection, exits 0 within the grace period and keeps every acknowledged write',
+    { timeout: 60_000 },
+    (t) =>
+      withRig(t, { args: ['--shutdown-grace', '5s'] }, async (rig) => {
+        const client = await rig.connect();
+        await rig.storeExtents(client, [10, 11, 12]);
+        await rig.s3.kill();
+        const writes = burst(client, 8 * MiB, 32, 64 * KiB, 10);
+        await Promise.all(writes.outcomes.map((o) => o.done));
+        for (const o of writes.outcomes) assertOk(o, 'a write with journal room during the outage');
+        const held = [10, 11, 12].map((extent) => coldRead(client, extent, 0, 64 * KiB));
+        await waitFor('the reads to be held', async () => (await heldCount(rig)) === held.length);
 
-      const stopAt = now();
-      const code = await rig.gw.stop();
-      const took = now() - stopAt;
-      assert.equal(code, 0, `exit code after SIGTERM; stderr: ${rig.gw.otherStderr.join('\n')}`);
-      assert.ok(took < 5000, `SIGTERM took ${Math.round(took)} ms, over the 5 s grace period`);
-      await Promise.all(held.map((o) => o.done));
-      assert.deepEqual(held.map((o) => o.error), held.map(() => 'closed'), 'held reads are dropped with the connection, not answered');
-      t.diagnostic(`exited 0 ${Math.round(took)} ms after SIGTERM; the 3 held reads saw the connection close`);
+        const stopAt = now();
+        const code = await rig.gw.stop();
+        const took = now() - stopAt;
+        assert.equal(code, 0, `exit code after SIGTERM; stderr: ${rig.gw.otherStderr.join('\n')}`);
+        assert.ok(took < 5000, `SIGTERM took ${Math.round(took)} ms, over the 5 s grace period`);
+        await Promise.all(held.map((o) => o.done));
+        assert.deepEqual(
+          held.map((o) => o.error),
+          held.map(() => 'closed'),
+          'held reads are dropped with the connection, not answered',
+        );
+        t.diagnostic(`exited 0 ${Math.round(took)} ms after SIGTERM; the 3 held reads saw the connection close`);
 
-      await rig.s3.restart();
-      rig.gw = await rig.startGateway();
-      await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
-      assert.equal(await rig.gw.stop(), 0);
-      const fresh = await rig.startGateway({ journalDir: await rig.tempDir('empty-journal') });
-      const check = await rig.connect(fresh);
-      assert.ok((await readRange(check, 8 * MiB, 32 * 64 * KiB)).equals(Buffer.concat(writes.data)), 'every acknowledged write is in the store');
-    }));
+        await rig.s3.restart();
+        rig.gw = await rig.startGateway();
+        await waitForJournalDrained(rig.journalDir, VOLUME, 30_000);
+        assert.equal(await rig.gw.stop(), 0);
+        const fresh = await rig.startGateway({ journalDir: await rig.tempDir('empty-journal') });
+        const check = await rig.connect(fresh);
+        assert.ok(
+          (await readRange(check, 8 * MiB, 32 * 64 * KiB)).equals(Buffer.concat(writes.data)),
+          'every acknowledged write is in the store',
+        );
+      }),
+  );
 });

@@ -40,9 +40,12 @@ describe('live volumes (S3 store)', () => {
     assert.ok(started !== undefined, 'the gateway did not start');
     return started;
   };
-  const cli = (...args: string[]) => runCli([...args, ...store.args, '--journal-dir', path.join(work, 'cli-journal')], { cwd: work, env: store.env });
+  const cli = (...args: string[]) =>
+    runCli([...args, ...store.args, '--journal-dir', path.join(work, 'cli-journal')], { cwd: work, env: store.env });
   const exportsListed = async (): Promise<string[]> => {
-    const out = JSON.parse((await runToolOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${gateway().port}`])).stdout) as { exports: Array<{ 'export-name': string }> };
+    const out = JSON.parse((await runToolOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${gateway().port}`])).stdout) as {
+      exports: Array<{ 'export-name': string }>;
+    };
     return out.exports.map((e) => e['export-name']).sort();
   };
   const connect = (name: string) => NbdClient.connect({ host: '127.0.0.1', port: gateway().port, exportName: name });
@@ -51,35 +54,47 @@ describe('live volumes (S3 store)', () => {
     stores = await startStores('s3');
     store = await stores.fresh();
     work = await stores.tempDir('work');
-    started = await startGateway({ store, journalDir: path.join(work, 'journal'), createVolume: `first=${32 * MiB}`, args: ['--extent-size', '1MiB', '--lease-ttl', '6s', '--gc-interval', '0'] });
+    started = await startGateway({
+      store,
+      journalDir: path.join(work, 'journal'),
+      createVolume: `first=${32 * MiB}`,
+      args: ['--extent-size', '1MiB', '--lease-ttl', '6s', '--gc-interval', '0'],
+    });
   });
   after(async () => {
     await started?.kill('SIGKILL');
     await stores.dispose();
   });
 
-  it('a volume created while the gateway serves is offered within 2 s, without disturbing a client of another volume', { timeout: 120_000 }, async () => {
-    const other = await connect('first');
-    const busy = pattern(1, MiB);
-    await other.write(0, busy);
-    assertExit(await cli('volume', 'create', 'second', '--size', '16MiB'), 0, 'volume create');
-    const created = performance.now();
-    let listed = await exportsListed();
-    while (!listed.includes('second')) {
-      assert.ok(performance.now() - created < OFFERED_WITHIN_MS, `second not offered ${OFFERED_WITHIN_MS} ms after its creation (exports: ${listed.join(', ')})`);
-      await delay(50);
-      listed = await exportsListed();
-    }
-    process.stdout.write(`# new volume offered ${Math.round(performance.now() - created)} ms after \`volume create\` returned\n`);
-    assert.deepEqual(listed, ['first', 'second']);
-    const client = await connect('second');
-    assert.equal(client.size, 16 * MiB);
-    await client.write(MiB, pattern(2, 64 * 1024));
-    assert.deepEqual(await client.read(MiB, 64 * 1024), pattern(2, 64 * 1024));
-    await client.disconnect();
-    assert.deepEqual(await other.read(0, MiB), busy, 'the other volume\'s client is undisturbed');
-    await other.disconnect();
-  });
+  it(
+    'a volume created while the gateway serves is offered within 2 s, without disturbing a client of another volume',
+    { timeout: 120_000 },
+    async () => {
+      const other = await connect('first');
+      const busy = pattern(1, MiB);
+      await other.write(0, busy);
+      assertExit(await cli('volume', 'create', 'second', '--size', '16MiB'), 0, 'volume create');
+      const created = performance.now();
+      let listed = await exportsListed();
+      while (!listed.includes('second')) {
+        assert.ok(
+          performance.now() - created < OFFERED_WITHIN_MS,
+          `second not offered ${OFFERED_WITHIN_MS} ms after its creation (exports: ${listed.join(', ')})`,
+        );
+        await delay(50);
+        listed = await exportsListed();
+      }
+      process.stdout.write(`# new volume offered ${Math.round(performance.now() - created)} ms after \`volume create\` returned\n`);
+      assert.deepEqual(listed, ['first', 'second']);
+      const client = await connect('second');
+      assert.equal(client.size, 16 * MiB);
+      await client.write(MiB, pattern(2, 64 * 1024));
+      assert.deepEqual(await client.read(MiB, 64 * 1024), pattern(2, 64 * 1024));
+      await client.disconnect();
+      assert.deepEqual(await other.read(0, MiB), busy, "the other volume's client is undisturbed");
+      await other.disconnect();
+    },
+  );
 
   it('a volume grown while a client writes keeps its data; the next connection sees the new size', { timeout: 120_000 }, async () => {
     const attached = await connect('second');
@@ -129,7 +144,7 @@ describe('live volumes (S3 store)', () => {
     assert.match(refused.stderr, /client.*attached/);
     assert.deepEqual(await exportsListed(), ['first', 'second']);
     assertExit(await cli('volume', 'delete', 'second', '--force'), 0, 'delete --force');
-    await assert.rejects(victim.read(0, 4096), NbdConnectionError, 'the deleted volume\'s client is disconnected');
+    await assert.rejects(victim.read(0, 4096), NbdConnectionError, "the deleted volume's client is disconnected");
     // The bystander keeps reading and writing as if nothing happened.
     const data = pattern(5, 256 * 1024);
     await bystander.write(2 * MiB, data);
@@ -139,18 +154,22 @@ describe('live volumes (S3 store)', () => {
     await bystander.disconnect();
   });
 
-  it('deleting a served volume nobody uses needs no --force, and a new volume of that name starts empty', { timeout: 120_000 }, async () => {
-    assertExit(await cli('volume', 'create', 'third', '--size', '8MiB'), 0, 'create');
-    const client = await waitForExport('third');
-    await client.write(0, pattern(6, 4096));
-    await client.disconnect();
-    await clientsGone('third');
-    assertExit(await cli('volume', 'delete', 'third'), 0, 'delete (no client attached)');
-    assertExit(await cli('volume', 'create', 'third', '--size', '8MiB'), 0, 'create again');
-    const again = await waitForExport('third');
-    assert.ok((await again.read(0, 4096)).equals(Buffer.alloc(4096)), 'the new volume does not see the old one\'s data');
-    await again.disconnect();
-  });
+  it(
+    'deleting a served volume nobody uses needs no --force, and a new volume of that name starts empty',
+    { timeout: 120_000 },
+    async () => {
+      assertExit(await cli('volume', 'create', 'third', '--size', '8MiB'), 0, 'create');
+      const client = await waitForExport('third');
+      await client.write(0, pattern(6, 4096));
+      await client.disconnect();
+      await clientsGone('third');
+      assertExit(await cli('volume', 'delete', 'third'), 0, 'delete (no client attached)');
+      assertExit(await cli('volume', 'create', 'third', '--size', '8MiB'), 0, 'create again');
+      const again = await waitForExport('third');
+      assert.ok((await again.read(0, 4096)).equals(Buffer.alloc(4096)), "the new volume does not see the old one's data");
+      await again.disconnect();
+    },
+  );
 
   /** A client's disconnect() returns when its socket is closed; the gateway counts it gone a moment later. */
   async function clientsGone(name: string): Promise<void> {

@@ -489,10 +489,16 @@ describe('NBD server facing malformed and hostile clients', () => {
       const exp = registry.get('disk');
       exp.disk.fill(0xaa, MiB, 2 * MiB);
       const before = exp.operations.length;
-      assert.equal((await client.request({ type: Cmd.WRITE_ZEROES, flags: CmdFlag.FUA | CmdFlag.NO_HOLE, offset: MiB, length: 4096 })).error, 0);
+      assert.equal(
+        (await client.request({ type: Cmd.WRITE_ZEROES, flags: CmdFlag.FUA | CmdFlag.NO_HOLE, offset: MiB, length: 4096 })).error,
+        0,
+      );
       assert.equal((await client.request({ type: Cmd.WRITE_ZEROES, flags: CmdFlag.FAST_ZERO, offset: MiB + 4096, length: 4096 })).error, 0);
       assert.equal((await client.request({ type: Cmd.TRIM, flags: CmdFlag.FUA, offset: MiB + 8192, length: 4096 })).error, 0);
-      assert.equal((await client.request({ type: Cmd.WRITE, flags: CmdFlag.FUA, offset: MiB + 12288, payload: Buffer.alloc(10, 1) })).error, 0);
+      assert.equal(
+        (await client.request({ type: Cmd.WRITE, flags: CmdFlag.FUA, offset: MiB + 12288, payload: Buffer.alloc(10, 1) })).error,
+        0,
+      );
       // Zeroes are cheap whatever their length, so WRITE_ZEROES is not held to the maximum block size.
       assert.equal((await client.request({ type: Cmd.WRITE_ZEROES, offset: 16 * MiB, length: 40 * MiB })).error, 0);
       const ops = exp.operations.slice(before).map(({ kind, fua, noHole, length }) => ({ kind, fua, noHole, length }));
@@ -613,7 +619,10 @@ describe('NBD server facing malformed and hostile clients', () => {
       exp.release();
       const replies = [await client.reply(), await client.reply(), await client.reply()];
       assert.deepEqual(replies.map((r) => r.handle).sort(), [...handles].sort());
-      assert.deepEqual(replies.map((r) => r.error), [0, 0, 0]);
+      assert.deepEqual(
+        replies.map((r) => r.error),
+        [0, 0, 0],
+      );
       assert.equal((await client.readUntilClosed()).length, 0);
       assert.equal(exp.disk[65536 * 2], 0x72);
       exp.holdWhen = undefined;
@@ -698,7 +707,7 @@ describe('NBD server facing malformed and hostile clients', () => {
       const unknown = await client.go('no-such-disk');
       assert.equal(unknown.length, 1);
       assert.equal(unknown[0]?.type, Rep.ERR_UNKNOWN);
-      assert.match(unknown[0]?.data.toString('utf8') ?? '', /no-such-disk/);
+      assert.match(unknown[0].data.toString('utf8'), /no-such-disk/);
       const replies = await client.go('ro');
       assert.equal(replies.at(-1)?.type, Rep.ACK);
       assert.equal(client.size, MiB);
@@ -714,7 +723,11 @@ describe('NBD server facing malformed and hostile clients', () => {
       assert.equal(replies.at(-1)?.type, Rep.ACK);
       const infos = new Map(replies.filter((r) => r.type === Rep.INFO).map((r) => [r.data.readUInt16BE(0), r.data.subarray(2)]));
       assert.equal(infos.get(Info.NAME)?.toString('utf8'), 'disk', 'the empty name selects the default export');
-      assert.equal(infos.get(Info.DESCRIPTION)?.toString('utf8'), 'Holdfast volume disk, 64 MiB', 'the name and size, nothing about the store');
+      assert.equal(
+        infos.get(Info.DESCRIPTION)?.toString('utf8'),
+        'Holdfast volume disk, 64 MiB',
+        'the name and size, nothing about the store',
+      );
       const blockSize = infos.get(Info.BLOCK_SIZE);
       assert.ok(blockSize !== undefined);
       assert.deepEqual([blockSize.readUInt32BE(0), blockSize.readUInt32BE(4), blockSize.readUInt32BE(8)], [1, 4096, MAX_BLOCK_SIZE]);
@@ -722,7 +735,9 @@ describe('NBD server facing malformed and hostile clients', () => {
       // Still negotiating: LIST is answered.
       client.sendOption(Opt.LIST);
       const listing = await client.optionReplies();
-      const names = listing.filter((r) => r.type === Rep.SERVER).map((r) => r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString('utf8'));
+      const names = listing
+        .filter((r) => r.type === Rep.SERVER)
+        .map((r) => r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString('utf8'));
       assert.deepEqual(names, ['disk', 'background', 'ro', 'held', 'faulty']);
       assert.equal(listing.at(-1)?.type, Rep.ACK);
       client.sendOption(Opt.ABORT);
@@ -810,7 +825,11 @@ describe('NBD server facing malformed and hostile clients', () => {
         assert.equal(received.readBigUInt64BE(at), REP_MAGIC);
         types.push(received.readUInt32BE(at + 12));
       }
-      assert.deepEqual(types, Array.from({ length: 256 }, () => Rep.ERR_UNSUP), 'the 257th option is not answered');
+      assert.deepEqual(
+        types,
+        Array.from({ length: 256 }, () => Rep.ERR_UNSUP),
+        'the 257th option is not answered',
+      );
       assert.equal(server.stats.protocolErrors.TooManyOptions, before + 1);
     });
   });
@@ -944,7 +963,8 @@ describe('NBD request failures in the log', () => {
     const lines: { msg: string; failuresNotLogged?: number }[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as { msg: string; failuresNotLogged?: number });
+        for (const line of chunk.toString().split('\n'))
+          if (line !== '') lines.push(JSON.parse(line) as { msg: string; failuresNotLogged?: number });
         done();
       },
     });

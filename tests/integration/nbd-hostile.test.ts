@@ -78,7 +78,10 @@ describe('NBD gateway facing hostile clients', () => {
       await honest.advance(20);
     }
     const { peakRssMiB } = meter.stop();
-    assert.ok(peakRssMiB < CACHE_MIB + 300, `peak RSS ${peakRssMiB.toFixed(0)} MiB with 40 non-reading clients (baseline ${baseline.toFixed(0)} MiB)`);
+    assert.ok(
+      peakRssMiB < CACHE_MIB + 300,
+      `peak RSS ${peakRssMiB.toFixed(0)} MiB with 40 non-reading clients (baseline ${baseline.toFixed(0)} MiB)`,
+    );
     t.diagnostic(`40 non-reading clients: baseline ${baseline.toFixed(0)} MiB, peak ${peakRssMiB.toFixed(0)} MiB`);
 
     for (const client of hoarders) client.destroy();

@@ -77,7 +77,13 @@ async function rawAfterStartTls(port: number): Promise<Socket> {
 }
 
 function closed(socket: Socket): Promise<void> {
-  return socket.destroyed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
+  return socket.destroyed
+    ? Promise.resolve()
+    : new Promise((resolve) =>
+        socket.once('close', () => {
+          resolve();
+        }),
+      );
 }
 
 describe('NBD over TLS against real clients', () => {
@@ -89,8 +95,10 @@ describe('NBD over TLS against real clients', () => {
   let server: NbdServer;
   let port = 0;
 
-  const pskUri = (identity: string, name: string, keys = material.pskFile): string => `nbds://${identity}@127.0.0.1:${port}/${name}?tls-psk-file=${keys}`;
-  const x509Uri = (client: string, name: string): string => `nbds://127.0.0.1:${port}/${name}?tls-certificates=${material.clientDirs.get(client)}`;
+  const pskUri = (identity: string, name: string, keys = material.pskFile): string =>
+    `nbds://${identity}@127.0.0.1:${port}/${name}?tls-psk-file=${keys}`;
+  const x509Uri = (client: string, name: string): string =>
+    `nbds://127.0.0.1:${port}/${name}?tls-certificates=${material.clientDirs.get(client)}`;
   const pskObject = (identity: string): string => `tls-creds-psk,id=tls0,endpoint=client,dir=${material.pskDir},username=${identity}`;
   const x509Object = (client: string): string => `tls-creds-x509,id=tls0,endpoint=client,dir=${material.clientDirs.get(client)}`;
   const qemuTarget = (name: string): string => `driver=nbd,host=127.0.0.1,port=${port},export=${name},tls-creds=tls0`;
@@ -134,9 +142,9 @@ describe('NBD over TLS against real clients', () => {
     assert.equal(info.TLS, true);
     assert.equal(info.structured, true);
     assert.equal(info.exports[0]?.['export-name'], 'alpha-disk');
-    assert.equal(info.exports[0]?.['export-size'], 16 * MiB);
-    assert.equal(info.exports[0]?.['is_read_only'], false);
-    assert.deepEqual(info.exports[0]?.['contexts'], ['base:allocation']);
+    assert.equal(info.exports[0]['export-size'], 16 * MiB);
+    assert.equal(info.exports[0]['is_read_only'], false);
+    assert.deepEqual(info.exports[0]['contexts'], ['base:allocation']);
   });
 
   it('lists to each identity only the volumes it may open, read-only where so granted', async () => {
@@ -160,7 +168,10 @@ describe('NBD over TLS against real clients', () => {
     assert.match(qemu.stderr, /Denied by server/, 'QEMU names NBD_REP_ERR_POLICY this way');
     const refusals = logs.slice(before).filter((line) => /access refused/.test(line.msg));
     assert.ok(refusals.length >= 2);
-    assert.ok(refusals.every((line) => line.identity === 'alice' && line.export === 'beta-disk'), JSON.stringify(refusals));
+    assert.ok(
+      refusals.every((line) => line.identity === 'alice' && line.export === 'beta-disk'),
+      JSON.stringify(refusals),
+    );
     assert.equal(registry.get('beta-disk').attachCount, 0);
   });
 
@@ -175,7 +186,8 @@ describe('NBD over TLS against real clients', () => {
       assert.notEqual(r.code, 0, args.join(' '));
       for (const exp of registry.exports) {
         // A client may repeat the name it asked for; any other name would be a leak.
-        if (exp.name !== asked) assert.ok(!`${r.stdout}${r.stderr}`.includes(exp.name), `${args.join(' ')} revealed ${exp.name}:\n${r.stdout}${r.stderr}`);
+        if (exp.name !== asked)
+          assert.ok(!`${r.stdout}${r.stderr}`.includes(exp.name), `${args.join(' ')} revealed ${exp.name}:\n${r.stdout}${r.stderr}`);
       }
     }
     const qemu = await runTool('qemu-img', ['info', `nbd://127.0.0.1:${port}/alpha-disk`]);
@@ -236,25 +248,64 @@ describe('NBD over TLS against real clients', () => {
       await writeFile(source, data);
       await runToolOk('qemu-img', ['convert', '-n', '--object', object, '-f', 'raw', source, '--target-image-opts', qemuTarget(name)]);
       assert.ok(registry.get(name).disk.equals(data), `${name} after qemu-img convert`);
-      const io = await runToolOk('qemu-io', ['--object', object, '--image-opts', qemuTarget(name), '-c', 'write -P 0x5c 4096 65536', '-c', 'read -P 0x5c 4096 65536', '-c', 'flush']);
+      const io = await runToolOk('qemu-io', [
+        '--object',
+        object,
+        '--image-opts',
+        qemuTarget(name),
+        '-c',
+        'write -P 0x5c 4096 65536',
+        '-c',
+        'read -P 0x5c 4096 65536',
+        '-c',
+        'flush',
+      ]);
       assert.match(io.stdout, /wrote 65536\/65536 bytes at offset 4096/);
       assert.match(io.stdout, /read 65536\/65536 bytes at offset 4096/);
       assert.doesNotMatch(io.stdout + io.stderr, /Pattern verification failed|error/i);
-      assert.ok(registry.get(name).disk.subarray(4096, 4096 + 65536).every((byte) => byte === 0x5c));
+      assert.ok(
+        registry
+          .get(name)
+          .disk.subarray(4096, 4096 + 65536)
+          .every((byte) => byte === 0x5c),
+      );
     }
   });
 
   it('nbdinfo --map and qemu-img map report holes and data over TLS', async () => {
-    await runToolOk('qemu-io', ['--object', pskObject('alice'), '--image-opts', qemuTarget('sparse'), '-c', `write -P 0x11 ${4 * MiB} ${MiB}`]);
+    await runToolOk('qemu-io', [
+      '--object',
+      pskObject('alice'),
+      '--image-opts',
+      qemuTarget('sparse'),
+      '-c',
+      `write -P 0x11 ${4 * MiB} ${MiB}`,
+    ]);
     const map = await runToolOk('nbdinfo', ['--map', '--json', pskUri('alice', 'sparse')]);
-    const extents = (JSON.parse(map.stdout) as Array<{ offset: number; length: number; type: number }>).map((e) => [e.offset, e.length, e.type]);
+    const extents = (JSON.parse(map.stdout) as Array<{ offset: number; length: number; type: number }>).map((e) => [
+      e.offset,
+      e.length,
+      e.type,
+    ]);
     assert.deepEqual(extents, [
       [0, 4 * MiB, 3],
       [4 * MiB, MiB, 0],
       [5 * MiB, 59 * MiB, 3],
     ]);
-    const qemu = await runToolOk('qemu-img', ['map', '--output=json', '--object', pskObject('alice'), '--image-opts', qemuTarget('sparse')]);
-    const ranges = (JSON.parse(qemu.stdout) as Array<{ start: number; length: number; data: boolean; zero: boolean }>).map((e) => [e.start, e.length, e.data, e.zero]);
+    const qemu = await runToolOk('qemu-img', [
+      'map',
+      '--output=json',
+      '--object',
+      pskObject('alice'),
+      '--image-opts',
+      qemuTarget('sparse'),
+    ]);
+    const ranges = (JSON.parse(qemu.stdout) as Array<{ start: number; length: number; data: boolean; zero: boolean }>).map((e) => [
+      e.start,
+      e.length,
+      e.data,
+      e.zero,
+    ]);
     assert.deepEqual(ranges, [
       [0, 4 * MiB, false, true],
       [4 * MiB, MiB, true, false],
@@ -263,7 +314,9 @@ describe('NBD over TLS against real clients', () => {
   });
 
   it('STARTTLS then garbage, or a stall in the TLS handshake, costs an honest client nothing', async () => {
-    const honest = new HonestClient(await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: { psk: { identity: 'alice', key: pskKey('alice') } } }));
+    const honest = new HonestClient(
+      await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: { psk: { identity: 'alice', key: pskKey('alice') } } }),
+    );
     honest.start();
     await honest.advance(5);
     const failedBefore = server.stats.protocolErrors.TlsHandshakeFailed;
@@ -291,7 +344,11 @@ describe('NBD over TLS against real clients', () => {
 
   it('reloads keys and certificates without dropping connections; a bad file changes nothing', async () => {
     const carol = material.clientDirs.get('carol') ?? assert.fail('no carol');
-    const carolTls = { ca: await readFile(material.caCert), cert: await readFile(path.join(carol, 'client-cert.pem')), key: await readFile(path.join(carol, 'client-key.pem')) };
+    const carolTls = {
+      ca: await readFile(material.caCert),
+      cert: await readFile(path.join(carol, 'client-cert.pem')),
+      key: await readFile(path.join(carol, 'client-key.pem')),
+    };
     const serverFingerprint = async (): Promise<string | undefined> => {
       const client = await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: carolTls });
       const fingerprint = client.tlsSocket?.getPeerCertificate().fingerprint256;
@@ -299,7 +356,12 @@ describe('NBD over TLS against real clients', () => {
       return fingerprint;
     };
     const oldKey = pskKey('alice');
-    const session = await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: { psk: { identity: 'alice', key: oldKey } } });
+    const session = await NbdClient.connect({
+      host: '127.0.0.1',
+      port,
+      exportName: 'honest',
+      tls: { psk: { identity: 'alice', key: oldKey } },
+    });
     const oldFingerprint = await serverFingerprint();
     assert.ok(oldFingerprint !== undefined);
 
@@ -312,7 +374,9 @@ describe('NBD over TLS against real clients', () => {
 
     await session.write(0, Buffer.alloc(4096, 7));
     assert.deepEqual(await session.read(0, 4096), Buffer.alloc(4096, 7), 'an open TLS session keeps working across the reload');
-    await assert.rejects(NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: { psk: { identity: 'alice', key: oldKey } } }));
+    await assert.rejects(
+      NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: { psk: { identity: 'alice', key: oldKey } } }),
+    );
     const newAlice = { psk: { identity: 'alice', key: newKeys.get('alice') ?? assert.fail('no new key') } };
     await (await NbdClient.connect({ host: '127.0.0.1', port, exportName: 'honest', tls: newAlice })).disconnect();
     const newFingerprint = await serverFingerprint();

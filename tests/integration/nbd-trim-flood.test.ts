@@ -46,50 +46,59 @@ describe('NBD gateway facing a TRIM flood', () => {
     await stores.dispose();
   });
 
-  it('10,000 maximal TRIMs cost bounded memory, and an honest client\'s 4 KiB reads stay under 100 ms at the 99th percentile', { timeout: 300_000 }, async (t) => {
-    const honest = await NbdClient.connect({ host: '127.0.0.1', port: gateway.port, exportName: VOLUME });
-    const hostile = await NbdClient.connect({ host: '127.0.0.1', port: gateway.port, exportName: VOLUME });
-    const block = Buffer.alloc(4096, 7);
-    // Data the honest client reads back, at places the TRIMs will not reach (the last GiB).
-    const reserved = TiB - 1024 * MiB;
-    for (let i = 0; i < 16; i++) await honest.write(reserved + i * MiB, block);
-    const baseline = residentMiB(gateway.pid) ?? assert.fail('no RSS for the gateway');
-    const meter = new ProcessMeter(gateway.pid);
+  it(
+    "10,000 maximal TRIMs cost bounded memory, and an honest client's 4 KiB reads stay under 100 ms at the 99th percentile",
+    { timeout: 300_000 },
+    async (t) => {
+      const honest = await NbdClient.connect({ host: '127.0.0.1', port: gateway.port, exportName: VOLUME });
+      const hostile = await NbdClient.connect({ host: '127.0.0.1', port: gateway.port, exportName: VOLUME });
+      const block = Buffer.alloc(4096, 7);
+      // Data the honest client reads back, at places the TRIMs will not reach (the last GiB).
+      const reserved = TiB - 1024 * MiB;
+      for (let i = 0; i < 16; i++) await honest.write(reserved + i * MiB, block);
+      const baseline = residentMiB(gateway.pid) ?? assert.fail('no RSS for the gateway');
+      const meter = new ProcessMeter(gateway.pid);
 
-    let sent = 0;
-    const flood = async (): Promise<void> => {
-      while (sent < TRIMS) {
-        const i = sent++;
-        // Spread over the volume, 4 KiB aligned, never into the reserved GiB.
-        const offset = Math.floor(((i * 2654435761) % (reserved - MAX_TRIM)) / 4096) * 4096;
-        await hostile.trim(offset, MAX_TRIM);
+      let sent = 0;
+      const flood = async (): Promise<void> => {
+        while (sent < TRIMS) {
+          const i = sent++;
+          // Spread over the volume, 4 KiB aligned, never into the reserved GiB.
+          const offset = Math.floor(((i * 2654435761) % (reserved - MAX_TRIM)) / 4096) * 4096;
+          await hostile.trim(offset, MAX_TRIM);
+        }
+      };
+      const flooding = Promise.all(Array.from({ length: IN_FLIGHT }, flood));
+      const state = { flooding: true };
+      void flooding.finally(() => {
+        state.flooding = false;
+      });
+
+      const latencies: number[] = [];
+      for (let i = 0; state.flooding || latencies.length < 200; i++) {
+        const started = performance.now();
+        const got = await honest.read(reserved + (i % 16) * MiB, 4096);
+        latencies.push(performance.now() - started);
+        assert.deepEqual(got, block);
       }
-    };
-    const flooding = Promise.all(Array.from({ length: IN_FLIGHT }, flood));
-    const state = { flooding: true };
-    void flooding.finally(() => {
-      state.flooding = false;
-    });
+      await flooding;
+      const { peakRssMiB } = meter.stop();
+      latencies.sort((a, b) => a - b);
+      const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? Infinity;
+      t.diagnostic(
+        `${TRIMS} maximal TRIMs: ${latencies.length} honest reads, p50 ${latencies[latencies.length >> 1]?.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms; RSS ${baseline.toFixed(0)} MiB before, peak ${peakRssMiB.toFixed(0)} MiB`,
+      );
+      assert.ok(p99 < P99_BOUND_MS, `honest 4 KiB reads: p99 ${p99.toFixed(1)} ms during the TRIM flood`);
+      assert.ok(
+        peakRssMiB - baseline < RSS_GROWTH_BOUND_MIB,
+        `the TRIM flood grew RSS from ${baseline.toFixed(0)} to ${peakRssMiB.toFixed(0)} MiB`,
+      );
 
-    const latencies: number[] = [];
-    for (let i = 0; state.flooding || latencies.length < 200; i++) {
-      const started = performance.now();
-      const got = await honest.read(reserved + (i % 16) * MiB, 4096);
-      latencies.push(performance.now() - started);
-      assert.deepEqual(got, block);
-    }
-    await flooding;
-    const { peakRssMiB } = meter.stop();
-    latencies.sort((a, b) => a - b);
-    const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? Infinity;
-    t.diagnostic(`${TRIMS} maximal TRIMs: ${latencies.length} honest reads, p50 ${latencies[latencies.length >> 1]?.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms; RSS ${baseline.toFixed(0)} MiB before, peak ${peakRssMiB.toFixed(0)} MiB`);
-    assert.ok(p99 < P99_BOUND_MS, `honest 4 KiB reads: p99 ${p99.toFixed(1)} ms during the TRIM flood`);
-    assert.ok(peakRssMiB - baseline < RSS_GROWTH_BOUND_MIB, `the TRIM flood grew RSS from ${baseline.toFixed(0)} to ${peakRssMiB.toFixed(0)} MiB`);
-
-    // What was trimmed reads as zeros; the reserved GiB is intact.
-    assert.ok((await honest.read(0, 64 * 1024)).equals(Buffer.alloc(64 * 1024)));
-    assert.deepEqual(await honest.read(reserved + 15 * MiB, 4096), block);
-    await hostile.disconnect();
-    await honest.disconnect();
-  });
+      // What was trimmed reads as zeros; the reserved GiB is intact.
+      assert.ok((await honest.read(0, 64 * 1024)).equals(Buffer.alloc(64 * 1024)));
+      assert.deepEqual(await honest.read(reserved + 15 * MiB, 4096), block);
+      await hostile.disconnect();
+      await honest.disconnect();
+    },
+  );
 });

@@ -27,7 +27,19 @@ async function npmStart(store: StoreTarget, dataDir: string): Promise<NpmStartRu
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_') && !k.startsWith('npm_')) env[k] = v;
   Object.assign(env, store.env);
-  const args = ['start', '--', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--log-format', 'json', ...store.args];
+  const args = [
+    'start',
+    '--',
+    '--data-dir',
+    dataDir,
+    '--listen',
+    '127.0.0.1:0',
+    '--admin',
+    '127.0.0.1:0',
+    '--log-format',
+    'json',
+    ...store.args,
+  ];
   const npm = spawn('npm', args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const untrack = reapOnExit(npm);
   let stdout = '';
@@ -76,6 +88,7 @@ describe('npm start', () => {
     stores = await startStores('s3');
   });
   after(async () => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unassigned when setup failed before it
     await stores?.dispose();
   });
 
@@ -91,14 +104,23 @@ describe('npm start', () => {
         // A gateway orphaned by a failure here would hold its pipes and this test file open.
         if (alive(run.gatewayPid)) process.kill(run.gatewayPid, 'SIGKILL');
       }
-      const lines = run.stderr().split('\n').filter((l) => l !== '' && !l.startsWith('> '));
+      const lines = run
+        .stderr()
+        .split('\n')
+        .filter((l) => l !== '' && !l.startsWith('> '));
       const logs = lines.map((line) => {
         assert.ok(line.startsWith('{'), `a log line that is not JSON: ${line}\n${run.stderr()}`);
         return JSON.parse(line) as { msg: string; signal?: string };
       });
       assert.ok(!run.stderr().includes('NodeVersionSupportWarning'), 'no AWS SDK Node version warning');
-      assert.ok(logs.some((l) => l.msg === 'created volume'), 'the demo volume was created in S3');
-      assert.ok(logs.some((l) => l.msg.startsWith('shutting down') && l.signal === signal), `the gateway got ${signal}`);
+      assert.ok(
+        logs.some((l) => l.msg === 'created volume'),
+        'the demo volume was created in S3',
+      );
+      assert.ok(
+        logs.some((l) => l.msg.startsWith('shutting down') && l.signal === signal),
+        `the gateway got ${signal}`,
+      );
       assert.equal(logs.at(-1)?.msg, 'stopped', 'the gateway stopped in order (journals synced)');
       await rm(dataDir, { recursive: true, force: true });
     });

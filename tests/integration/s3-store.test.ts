@@ -109,7 +109,10 @@ describe('S3ObjectStore: conditional writes against the server', () => {
       assert.equal((await viaProxy.get('lost-answer'))?.toString(), 'v2');
 
       proxy.setMode({ kind: 'applied-then-500', times: 1 });
-      await assert.rejects(viaProxy.putIfAbsent('lost-create', Buffer.from('mine')), (err: unknown) => err instanceof StoreError && !(err instanceof PreconditionFailedError));
+      await assert.rejects(
+        viaProxy.putIfAbsent('lost-create', Buffer.from('mine')),
+        (err: unknown) => err instanceof StoreError && !(err instanceof PreconditionFailedError),
+      );
       assert.equal((await viaProxy.get('lost-create'))?.toString(), 'mine');
       assert.equal(proxy.counts.forwarded, 5, 'one request per conditional PUT and per read: no retry');
     } finally {

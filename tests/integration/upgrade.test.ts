@@ -37,7 +37,10 @@ describe('volume upgrade from format 1', () => {
     const store = new LocalDirectoryStore(storeDir);
     const manifest = { format: 1, name: NAME, size: SIZE, extentSize: MiB, readOnly: false, createdAt: '2026-01-01T00:00:00.000Z' };
     await store.put(legacyManifestKey(NAME), Buffer.from(JSON.stringify(manifest)));
-    await store.put(legacyLeaseKey(NAME), Buffer.from(JSON.stringify({ journalId: 'gone', host: 'old-host', pid: 1, renewedAt: Date.now() - 3_600_000 })));
+    await store.put(
+      legacyLeaseKey(NAME),
+      Buffer.from(JSON.stringify({ journalId: 'gone', host: 'old-host', pid: 1, renewedAt: Date.now() - 3_600_000 })),
+    );
     for (const extent of [0, 1, 2, 5, 6, 7, 8, 9, 12, 20, 23]) {
       const data = randomBytes(MiB);
       // Half of extent 6 is zeros: the converted base leaves those blocks out.
@@ -47,13 +50,19 @@ describe('volume upgrade from format 1', () => {
     }
     // Acknowledged writes a format 1 gateway had not uploaded yet, in its journal (format 1 names).
     const dir = path.join(journalRoot, NAME);
-    const { journal } = await Journal.open({ dir, segmentBytes: MiB, limitBytes: 64 * MiB, maxPayload: 32 * MiB, logger: pino({ level: 'silent' }) });
+    const { journal } = await Journal.open({
+      dir,
+      segmentBytes: MiB,
+      limitBytes: 64 * MiB,
+      maxPayload: 32 * MiB,
+      logger: pino({ level: 'silent' }),
+    });
     for (const [offset, fill] of [
       [3 * MiB + 100, 0x77],
       [23 * MiB + 4096, 0x66],
     ] as const) {
       const data = Buffer.alloc(8192, fill);
-      journal.reserve(data.length);
+      void journal.reserve(data.length);
       journal.append(RecordKind.Write, offset, data.length, data);
       data.copy(expected, offset);
     }
@@ -70,13 +79,19 @@ describe('volume upgrade from format 1', () => {
   });
 
   it('a gateway refuses the volume and names the command', async () => {
-    const r = await runCli(['serve', ...args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', NAME], { cwd: tmp });
+    const r = await runCli(
+      ['serve', ...args, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--create-volume', '', '--volumes', NAME],
+      { cwd: tmp },
+    );
     assertExit(r, 6, 'serve a format 1 volume');
     assert.match(r.stderr, /format 1.*holdfast volume upgrade old/);
   });
 
   it('converts it in place, resumes after a crash half-way, and keeps every acknowledged write', async (t: TestContext) => {
-    const crashed = await runCli(['volume', 'upgrade', NAME, ...args, '--concurrency', '1'], { cwd: tmp, env: { HOLDFAST_FAILPOINTS: 'upgrade.after-extent=crash@5' } });
+    const crashed = await runCli(['volume', 'upgrade', NAME, ...args, '--concurrency', '1'], {
+      cwd: tmp,
+      env: { HOLDFAST_FAILPOINTS: 'upgrade.after-extent=crash@5' },
+    });
     assert.equal(crashed.signal, 'SIGKILL', `the upgrade was killed at its failpoint: ${crashed.stderr}`);
     const list = await runCli(['volume', 'list', '--json', ...args], { cwd: tmp });
     assertExit(list, 0, 'list');
@@ -85,14 +100,23 @@ describe('volume upgrade from format 1', () => {
     const done = await runCli(['volume', 'upgrade', NAME, ...args], { cwd: tmp });
     assertExit(done, 0, 'upgrade again');
     t.diagnostic(done.stdout.trim());
-    assert.match(done.stdout, /\b(\d+) extents converted, (\d+) found converted already, 11 format 1 objects removed, its journal backlog uploaded/);
+    assert.match(
+      done.stdout,
+      /\b(\d+) extents converted, (\d+) found converted already, 11 format 1 objects removed, its journal backlog uploaded/,
+    );
     const reused = Number(/(\d+) found converted already/.exec(done.stdout)![1]);
     assert.ok(reused >= 4, `the second run reused what the first converted (${reused})`);
 
     const exported = await runCli(['export', NAME, path.join(tmp, 'out.img'), ...args], { cwd: tmp });
     assertExit(exported, 0, 'export');
-    assert.ok((await readFile(path.join(tmp, 'out.img'))).equals(expected), 'the upgraded volume holds the extents and the journal backlog');
-    const listed = JSON.parse((await runCli(['volume', 'list', '--json', ...args], { cwd: tmp })).stdout) as { format: number; name: string }[];
+    assert.ok(
+      (await readFile(path.join(tmp, 'out.img'))).equals(expected),
+      'the upgraded volume holds the extents and the journal backlog',
+    );
+    const listed = JSON.parse((await runCli(['volume', 'list', '--json', ...args], { cwd: tmp })).stdout) as {
+      format: number;
+      name: string;
+    }[];
     assert.deepEqual(
       listed.map((v) => [v.name, v.format]),
       [[NAME, 2]],

@@ -36,7 +36,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 async function openVolume(store: MemoryStore, dir: string, cacheBytes: number): Promise<Volume> {
-  if (!(await new VolumeCatalog(store).exists('model'))) await new VolumeCatalog(store).create({ name: 'model', size: SIZE, extentSize: EXTENT });
+  if (!(await new VolumeCatalog(store).exists('model')))
+    await new VolumeCatalog(store).create({ name: 'model', size: SIZE, extentSize: EXTENT });
   // Reads that need the unreachable store fail at once instead of being held: the model test is
   // about contents; holding is tested in tests/unit/hang-monitor.test.ts and the outage tests.
   return openTestVolume(store, dir, { cacheBytes });
@@ -83,7 +84,8 @@ for (const cacheBytes of [0, 2 * EXTENT, 64 * EXTENT]) {
                   if (store.failing && err instanceof StorageFailedError && err.cause instanceof StoreError) return undefined;
                   throw err;
                 });
-                if (got !== undefined) assert.ok(got.equals(model.subarray(o.offset, o.offset + o.length)), `read ${o.offset}+${o.length} differs`);
+                if (got !== undefined)
+                  assert.ok(got.equals(model.subarray(o.offset, o.offset + o.length)), `read ${o.offset}+${o.length} differs`);
                 break;
               }
               case 'drain':

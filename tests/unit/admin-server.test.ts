@@ -58,7 +58,20 @@ class Rig {
         cache: { bytes: 0, hits: 0, misses: 0 },
         diskCache: null,
         uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
-        image: { epoch: 1, headSeq: 0, ackedSeq: 0, leaseRemainingMs: 30_000, deltas: 0, deltaBytes: 0, baseExtents: 0, indexBytes: 0, compactedExtents: 0, compactionBytes: 0, metadataBytes: 0, corruptReads: 0 },
+        image: {
+          epoch: 1,
+          headSeq: 0,
+          ackedSeq: 0,
+          leaseRemainingMs: 30_000,
+          deltas: 0,
+          deltaBytes: 0,
+          baseExtents: 0,
+          indexBytes: 0,
+          compactedExtents: 0,
+          compactionBytes: 0,
+          metadataBytes: 0,
+          corruptReads: 0,
+        },
       };
     };
     this.server = new AdminServer({

@@ -22,7 +22,8 @@ function find(words: readonly string[]): Command | undefined {
   return cmd;
 }
 
-const takes = (cmd: Command, option: string): boolean => [cmd, program].some((c) => c.options.some((o) => o.long === option || o.short === option));
+const takes = (cmd: Command, option: string): boolean =>
+  [cmd, program].some((c) => c.options.some((o) => o.long === option || o.short === option));
 
 /** `holdfast volume create NAME --size 10G [--read-only]` → ['volume', 'create'] and ['--size', '--read-only']. */
 function parseUsage(line: string): { words: string[]; options: string[] } {
@@ -58,7 +59,9 @@ test('every flag of the configuration table is a serve option', () => {
 test('every option holdfast is shown with in a README command line exists on its command', () => {
   // Console transcripts show mistakes on purpose (the usage error example).
   const shown = readme.replace(/```console\n[\s\S]*?```/g, '');
-  const commandLines = [...shown.matchAll(/(?:^|\$ |`)(?:npx )?(holdfast (?:serve|volume|import|export|status)\b[^`\n]*)/gm)].map((m) => m[1]!);
+  const commandLines = [...shown.matchAll(/(?:^|\$ |`)(?:npx )?(holdfast (?:serve|volume|import|export|status)\b[^`\n]*)/gm)].map(
+    (m) => m[1]!,
+  );
   assert.ok(commandLines.length >= 15, `${commandLines.length} command lines`);
   for (const line of commandLines) {
     const { words, options } = parseUsage(line.replace(/\$\w+/g, ''));

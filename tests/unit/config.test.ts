@@ -62,19 +62,43 @@ test('HOLDFAST_CREATE_VOLUME="" creates no volume; other empty variables count a
 });
 
 test('a bad setting is reported under the name it was given', async () => {
-  assert.throws(() => loadConfig({ flags: { cacheSize: '12X' }, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('--cache-size') && e.message.includes('"12X"'));
-  assert.throws(() => loadConfig({ flags: {}, env: { HOLDFAST_LISTEN: 'nope' } }), (e: unknown) => e instanceof ConfigError && e.message.includes('HOLDFAST_LISTEN (environment)'));
-  assert.throws(() => loadConfig({ flags: { extentSize: '3M' }, env: {} }), (e: unknown) => e instanceof ConfigError && /power of two/.test(e.message));
-  assert.throws(() => loadConfig({ flags: { createVolume: 'demo=100' }, env: {} }), (e: unknown) => e instanceof ConfigError && /multiple of 512/.test(e.message));
-  assert.throws(() => loadConfig({ flags: { journalLimit: '64M', segmentSize: '64M' }, env: {} }), (e: unknown) => e instanceof ConfigError && /twice the segment size/.test(e.message));
+  assert.throws(
+    () => loadConfig({ flags: { cacheSize: '12X' }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && e.message.includes('--cache-size') && e.message.includes('"12X"'),
+  );
+  assert.throws(
+    () => loadConfig({ flags: {}, env: { HOLDFAST_LISTEN: 'nope' } }),
+    (e: unknown) => e instanceof ConfigError && e.message.includes('HOLDFAST_LISTEN (environment)'),
+  );
+  assert.throws(
+    () => loadConfig({ flags: { extentSize: '3M' }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && /power of two/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ flags: { createVolume: 'demo=100' }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && /multiple of 512/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ flags: { journalLimit: '64M', segmentSize: '64M' }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && /twice the segment size/.test(e.message),
+  );
   const dir = await mkdtemp(join(tmpdir(), 'hf-config-'));
   try {
     const file = join(dir, 'c.json');
     await writeFile(file, JSON.stringify({ cacheSise: '1G' }));
-    assert.throws(() => loadConfig({ flags: {}, env: {}, file }), (e: unknown) => e instanceof ConfigError && e.message.includes('cacheSise'));
+    assert.throws(
+      () => loadConfig({ flags: {}, env: {}, file }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes('cacheSise'),
+    );
     await writeFile(file, '{ not json');
-    assert.throws(() => loadConfig({ flags: {}, env: {}, file }), (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message));
-    assert.throws(() => loadConfig({ flags: {}, env: {}, file: join(dir, 'missing.json') }), (e: unknown) => e instanceof ConfigError && /cannot read config file/.test(e.message));
+    assert.throws(
+      () => loadConfig({ flags: {}, env: {}, file }),
+      (e: unknown) => e instanceof ConfigError && /not valid JSON/.test(e.message),
+    );
+    assert.throws(
+      () => loadConfig({ flags: {}, env: {}, file: join(dir, 'missing.json') }),
+      (e: unknown) => e instanceof ConfigError && /cannot read config file/.test(e.message),
+    );
   } finally {
     await rm(dir, { recursive: true });
   }
@@ -91,17 +115,30 @@ test('NBD listen addresses: several, TCP and Unix, from a flag list or a comma-s
     { kind: 'tcp', host: '::1', port: 10809 },
     { kind: 'unix', path: '/tmp/nbd.sock' },
   ]);
-  assert.throws(() => loadConfig({ flags: { listen: ['unix:relative.sock'] }, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('--listen') && /absolute/.test(e.message));
-  assert.throws(() => loadConfig({ flags: { listen: [''] }, env: {} }), (e: unknown) => e instanceof ConfigError && /at least one address/.test(e.message));
+  assert.throws(
+    () => loadConfig({ flags: { listen: ['unix:relative.sock'] }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && e.message.includes('--listen') && /absolute/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ flags: { listen: [''] }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && /at least one address/.test(e.message),
+  );
 });
 
 test('TLS settings are checked together: files need TLS on, TLS needs a certificate or PSK keys', () => {
-  const c = loadConfig({ flags: { tls: 'require', tlsPsk: '/etc/holdfast/keys.psk', nbdAccess: '/etc/holdfast/access.json', nbdIdleTimeout: 'off' }, env: {} });
+  const c = loadConfig({
+    flags: { tls: 'require', tlsPsk: '/etc/holdfast/keys.psk', nbdAccess: '/etc/holdfast/access.json', nbdIdleTimeout: 'off' },
+    env: {},
+  });
   assert.equal(c.tls, 'require');
   assert.equal(c.tlsPsk, '/etc/holdfast/keys.psk');
   assert.equal(c.nbdIdleTimeout, 0);
   const invalid = (flags: Record<string, unknown>, pattern: RegExp, name: string): void => {
-    assert.throws(() => loadConfig({ flags, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes(name) && pattern.test(e.message), JSON.stringify(flags));
+    assert.throws(
+      () => loadConfig({ flags, env: {} }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes(name) && pattern.test(e.message),
+      JSON.stringify(flags),
+    );
   };
   invalid({ tlsCert: '/c.pem', tlsKey: '/k.pem' }, /needs --tls on or require/, '--tls-cert');
   invalid({ nbdAccess: '/a.json' }, /needs --tls on or require/, '--nbd-access');

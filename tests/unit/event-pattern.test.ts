@@ -12,7 +12,15 @@ const event = {
   time: '2017-12-22T18:43:48Z',
   region: 'us-west-1',
   resources: ['arn:aws:ec2:us-west-1:123456789012:instance/i-1234567890abcdef0'],
-  detail: { 'instance-id': 'i-1234567890abcdef0', state: 'terminated', count: 5, flag: true, nothing: null, tags: ['a', 'b'], nested: { deep: 'x' } },
+  detail: {
+    'instance-id': 'i-1234567890abcdef0',
+    state: 'terminated',
+    count: 5,
+    flag: true,
+    nothing: null,
+    tags: ['a', 'b'],
+    nested: { deep: 'x' },
+  },
 };
 
 test('exact values: any listed value matches, a missing field never does, arrays match by any element', () => {

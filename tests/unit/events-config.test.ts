@@ -19,7 +19,12 @@ test('events go to the log by default, and to an EventBridge bus (and the log) w
   assert.equal(sinks.length, 1);
   assert.ok(sinks[0] instanceof LogEventSink);
 
-  const env = { HOLDFAST_EVENTS: 'eventbridge:holdfast-prod', HOLDFAST_EVENTS_SPILL: 'true', HOLDFAST_EVENTS_ENDPOINT: 'http://127.0.0.1:4010', HOLDFAST_DATA_DIR: '/tmp/holdfast-events-config' };
+  const env = {
+    HOLDFAST_EVENTS: 'eventbridge:holdfast-prod',
+    HOLDFAST_EVENTS_SPILL: 'true',
+    HOLDFAST_EVENTS_ENDPOINT: 'http://127.0.0.1:4010',
+    HOLDFAST_DATA_DIR: '/tmp/holdfast-events-config',
+  };
   const c = loadConfig({ flags: {}, env });
   assert.deepEqual(c.events, { kind: 'eventbridge', bus: 'holdfast-prod' });
   assert.equal(c.eventsSpill, true);
@@ -34,9 +39,19 @@ test('events go to the log by default, and to an EventBridge bus (and the log) w
 });
 
 test('a bad events setting is reported under the name it was given', () => {
-  assert.throws(() => loadConfig({ flags: {}, env: { HOLDFAST_EVENTS: 'eventbridge:' } }), (e: unknown) => e instanceof ConfigError && /HOLDFAST_EVENTS \(environment\): "eventbridge:" is not log or eventbridge:BUS/.test(e.message));
-  assert.throws(() => loadConfig({ flags: { events: 'sns:topic' }, env: {} }), (e: unknown) => e instanceof ConfigError && /--events: "sns:topic"/.test(e.message));
-  assert.throws(() => loadConfig({ flags: { eventsEndpoint: 'not a url' }, env: {} }), (e: unknown) => e instanceof ConfigError && /--events-endpoint/.test(e.message));
+  assert.throws(
+    () => loadConfig({ flags: {}, env: { HOLDFAST_EVENTS: 'eventbridge:' } }),
+    (e: unknown) =>
+      e instanceof ConfigError && /HOLDFAST_EVENTS \(environment\): "eventbridge:" is not log or eventbridge:BUS/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ flags: { events: 'sns:topic' }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && /--events: "sns:topic"/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ flags: { eventsEndpoint: 'not a url' }, env: {} }),
+    (e: unknown) => e instanceof ConfigError && /--events-endpoint/.test(e.message),
+  );
 });
 
 test("the README's options table lists every event setting under its flag and environment name", () => {

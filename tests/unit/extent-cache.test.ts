@@ -7,7 +7,9 @@ const EXTENT = 64 * 1024;
 test('an entry re-inserted after it grew is counted at its new size, and older entries make room', () => {
   const cache = new ExtentCache(2 * EXTENT);
   const zeros: MaterializedExtent[] = [0, 1, 2].map(() => ({ data: null, seq: 0 }));
-  zeros.forEach((e, i) => cache.set(i, e));
+  zeros.forEach((e, i) => {
+    cache.set(i, e);
+  });
   assert.equal(cache.size, 3);
   for (const [i, e] of zeros.entries()) {
     e.data = Buffer.alloc(EXTENT, i + 1);

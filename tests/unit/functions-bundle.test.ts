@@ -20,7 +20,10 @@ test('the bundled functions load on their own and run their middleware: a bad ev
   const dynamo = await startLocalDynamo();
   after(() => dynamo.close());
   await dynamo.createTable('holdfast-bundle-idempotency');
-  Object.assign(process.env, { IDEMPOTENCY_TABLE: 'holdfast-bundle-idempotency', ALERT_TOPIC_ARN: 'arn:aws:sns:eu-west-1:123456789012:holdfast-alerts' });
+  Object.assign(process.env, {
+    IDEMPOTENCY_TABLE: 'holdfast-bundle-idempotency',
+    ALERT_TOPIC_ARN: 'arn:aws:sns:eu-west-1:123456789012:holdfast-alerts',
+  });
   const alert = await bundled('hang-alert');
   const rejected = await capturingOutput(() => alert({ source: 'holdfast.gateway', detail: {} }, lambdaContext('hang-alert')));
   assert.equal(rejected.settled.status === 'fulfilled' && rejected.settled.value.outcome, 'rejected');
@@ -32,6 +35,12 @@ test('the bundled functions load on their own and run their middleware: a bad ev
   assert.equal(recorded.settled.status === 'fulfilled' && recorded.settled.value.outcome, 'recorded');
   assert.ok(recorded.lines.some((l) => '_aws' in l && l.HangTimeouts === 1));
   const again = await capturingOutput(() => metrics(event, lambdaContext('hang-metrics')));
-  assert.ok(!again.lines.some((l) => '_aws' in l && l.HangTimeouts === 1), 'Powertools Idempotency in the bundle: a redelivery is not counted again');
-  assert.deepEqual((await dynamo.items('holdfast-bundle-idempotency')).map((r) => r.status), ['COMPLETED']);
+  assert.ok(
+    !again.lines.some((l) => '_aws' in l && l.HangTimeouts === 1),
+    'Powertools Idempotency in the bundle: a redelivery is not counted again',
+  );
+  assert.deepEqual(
+    (await dynamo.items('holdfast-bundle-idempotency')).map((r) => r.status),
+    ['COMPLETED'],
+  );
 });

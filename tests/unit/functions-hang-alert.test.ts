@@ -43,7 +43,8 @@ beforeEach(async () => {
 });
 
 /** Invokes the real middy handler the way Lambda does, with what EventBridge delivers. */
-const invoke = (event: unknown, remainingMs = 30_000) => capturingOutput(() => handler(event, { ...lambdaContext('hang-alert'), getRemainingTimeInMillis: () => remainingMs }));
+const invoke = (event: unknown, remainingMs = 30_000) =>
+  capturingOutput(() => handler(event, { ...lambdaContext('hang-alert'), getRemainingTimeInMillis: () => remainingMs }));
 
 function value(settled: PromiseSettledResult<AlertResult>): AlertResult {
   if (settled.status === 'rejected') throw settled.reason;
@@ -62,12 +63,20 @@ const hang = (overrides: Record<string, unknown> = {}): HoldfastEvent =>
     ...overrides,
   });
 
-const clearOf = (start: HoldfastEvent, durationMs: number, time = new Date(Date.parse(start.time) + durationMs).toISOString()): HoldfastEvent =>
+const clearOf = (
+  start: HoldfastEvent,
+  durationMs: number,
+  time = new Date(Date.parse(start.time) + durationMs).toISOString(),
+): HoldfastEvent =>
   sampleEvent(start.volume, 1, { ...start, id: `${start.id}-clear`, set: false, durationMs, time, held: { requests: 0, bytes: 0 } });
 
 test('a hang alert names the volume, the gateway, since when, what is held, the last error and the dashboard', async () => {
   const { settled } = await invoke(delivered(hang()));
-  assert.deepEqual(value(settled), { outcome: 'sent', subject: '[Holdfast] I/O HANG: volume db-volume on gw-eu-1 (17 held)', messageId: 'msg-1' });
+  assert.deepEqual(value(settled), {
+    outcome: 'sent',
+    subject: '[Holdfast] I/O HANG: volume db-volume on gw-eu-1 (17 held)',
+    messageId: 'msg-1',
+  });
   const [input] = published();
   assert.equal(published().length, 1);
   assert.equal(input!.TopicArn, TOPIC);
@@ -85,8 +94,14 @@ test('a hang alert names the volume, the gateway, since when, what is held, the 
 test('the all-clear says how long it lasted; timeout and storage alerts say what they mean', async () => {
   const start = hang();
   const timeout = sampleEvent('db-volume', 2, { kind: 'io-hang-timeout', episode: start.episode });
-  const outage = sampleEvent('db-volume', 3, { kind: 'storage-unavailable', errorClass: 'denied', lastError: 'AccessDenied: Access Denied', time: '2026-11-25T03:00:00.000Z' });
-  for (const e of [start, clearOf(start, 125_400), timeout, outage]) assert.equal(value((await invoke(delivered(e))).settled).outcome, 'sent', e.kind);
+  const outage = sampleEvent('db-volume', 3, {
+    kind: 'storage-unavailable',
+    errorClass: 'denied',
+    lastError: 'AccessDenied: Access Denied',
+    time: '2026-11-25T03:00:00.000Z',
+  });
+  for (const e of [start, clearOf(start, 125_400), timeout, outage])
+    assert.equal(value((await invoke(delivered(e))).settled).outcome, 'sent', e.kind);
   const [, c, t, o] = published();
   assert.equal(c!.Subject, '[Holdfast] RESOLVED I/O HANG: volume db-volume after 2m 5s');
   assert.match(c!.Message!, /Lasted: +2m 5s \(from 2026-11-25T03:00:07\.000Z to 2026-11-25T03:02:12\.400Z\)/);
@@ -121,7 +136,10 @@ test('an episode that outlasts the debounce pages once it has, then sends its al
   // A correctness bound, not a timing: the page waits for the debounce, never less.
   assert.ok(Date.now() - began >= DEBOUNCE_MS - 20, `paged after ${Date.now() - began} ms`);
   assert.equal(value((await invoke(delivered(clearOf(start, 5000)))).settled).outcome, 'sent');
-  assert.deepEqual(published().map((p) => p.MessageAttributes?.state?.StringValue), ['raised', 'cleared']);
+  assert.deepEqual(
+    published().map((p) => p.MessageAttributes?.state?.StringValue),
+    ['raised', 'cleared'],
+  );
 });
 
 test('a hang timeout pages at once, without waiting for a debounce', async () => {
@@ -141,17 +159,28 @@ test('a redelivered event alerts once: the same delivery, a new EventBridge id, 
   assert.equal(value((await invoke(delivered(event))).settled).outcome, 'sent');
   assert.equal(published().length, 1);
   const records = await dynamo.items(table);
-  assert.deepEqual(records.filter((r) => !r.id!.startsWith('episode#')).map((r) => r.status), ['COMPLETED'], `one Powertools record: ${JSON.stringify(records)}`);
+  assert.deepEqual(
+    records.filter((r) => !r.id!.startsWith('episode#')).map((r) => r.status),
+    ['COMPLETED'],
+    `one Powertools record: ${JSON.stringify(records)}`,
+  );
 });
 
 test('a failed publish is thrown for a retry, logged in one line, and the retry alerts', async () => {
-  sns.on(PublishCommand).rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottledException' })).resolves({ MessageId: 'msg-2' });
+  sns
+    .on(PublishCommand)
+    .rejectsOnce(Object.assign(new Error('Rate exceeded'), { name: 'ThrottledException' }))
+    .resolves({ MessageId: 'msg-2' });
   const envelope = delivered(hang());
   const { settled, lines } = await invoke(envelope);
   assert.ok(settled.status === 'rejected' && settled.reason instanceof AlertPublishError && settled.reason.cause instanceof Error);
   const line = lines.find((l) => l.level === 'ERROR' && l.message === 'handler failed; the delivery will be retried');
   assert.ok(line, JSON.stringify(lines));
-  assert.deepEqual(line.err, { class: 'AlertPublishError', message: line.err && (line.err as { message: string }).message, cause: { class: 'ThrottledException', message: 'Rate exceeded' } });
+  assert.deepEqual(line.err, {
+    class: 'AlertPublishError',
+    message: line.err && (line.err as { message: string }).message,
+    cause: { class: 'ThrottledException', message: 'Rate exceeded' },
+  });
   assert.equal(value((await invoke(envelope)).settled).outcome, 'sent');
   assert.equal(published().length, 2);
 });
@@ -170,9 +199,15 @@ test('an invocation that timed out between its claim and its publish does not lo
   // outright (no chance to delete it) would not lock the event out for longer.
   const [record] = (await dynamo.items(table)).filter((r) => !r.id!.startsWith('episode#'));
   assert.equal(record?.status, 'INPROGRESS');
-  assert.ok(Number(record.in_progress_expiration) <= Date.now() + 250, `in progress until ${record.in_progress_expiration}, now ${Date.now()}`);
+  assert.ok(
+    Number(record.in_progress_expiration) <= Date.now() + 250,
+    `in progress until ${record.in_progress_expiration}, now ${Date.now()}`,
+  );
   const early = await invoke(envelope);
-  assert.ok(early.settled.status === 'rejected' && early.settled.reason instanceof IdempotencyAlreadyInProgressError, 'while the first still runs, a retry is refused (and retried later by Lambda)');
+  assert.ok(
+    early.settled.status === 'rejected' && early.settled.reason instanceof IdempotencyAlreadyInProgressError,
+    'while the first still runs, a retry is refused (and retried later by Lambda)',
+  );
   assert.equal(((await first) as Error).name, 'TimeoutError');
   assert.equal(value((await invoke(envelope)).settled).outcome, 'sent');
   assert.equal(calls, 2);
@@ -209,8 +244,19 @@ test('a journal-pressure event routed here by mistake is ignored, not alerted', 
 });
 
 test('a volume taken over by another gateway and corrupt data page at once, once each', async () => {
-  const deposed = sampleEvent('db-volume', 0, { kind: 'volume-deposed', set: undefined, epoch: 7, reason: 'head epoch 8 written by gw-eu-2', time: new Date().toISOString() });
-  const corrupt = sampleEvent('db-volume', 1, { kind: 'data-corrupt', set: undefined, errorClass: 'corrupt', lastError: 'volumes/db-volume/extents/3-9 block 12: CRC32C 0x1 != 0x2' });
+  const deposed = sampleEvent('db-volume', 0, {
+    kind: 'volume-deposed',
+    set: undefined,
+    epoch: 7,
+    reason: 'head epoch 8 written by gw-eu-2',
+    time: new Date().toISOString(),
+  });
+  const corrupt = sampleEvent('db-volume', 1, {
+    kind: 'data-corrupt',
+    set: undefined,
+    errorClass: 'corrupt',
+    lastError: 'volumes/db-volume/extents/3-9 block 12: CRC32C 0x1 != 0x2',
+  });
   for (const e of [deposed, corrupt]) {
     const envelope = delivered(e);
     assert.equal(value((await invoke(envelope, DEBOUNCE_MS / 2)).settled).outcome, 'sent', e.kind);

@@ -24,7 +24,10 @@ describe('data objects', () => {
     a.copy(w.body, w.addRun(2_000_000, 4000, false), 6000);
     const built = w.finish();
     const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'obj');
-    assert.deepEqual([meta.kind, meta.epoch, meta.seqFrom, meta.seqTo, meta.dataLength, meta.runs.count], [ObjectKind.Delta, 7, 10, 20, 10_000, 3]);
+    assert.deepEqual(
+      [meta.kind, meta.epoch, meta.seqFrom, meta.seqTo, meta.dataLength, meta.runs.count],
+      [ObjectKind.Delta, 7, 10, 20, 10_000, 3],
+    );
     assert.deepEqual([...meta.runs.offset], [100, 6100, 2_000_000]);
     assert.deepEqual([...meta.runs.dataOffset], [0, -1, 6000]);
     const span = blockSpan(5000, 100, meta.dataLength);
@@ -40,7 +43,12 @@ describe('data objects', () => {
     const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'obj');
     const flipped = Buffer.from(built.body);
     flipped[CRC_BLOCK + 17]! ^= 1;
-    assert.throws(() => verifyBlocks(meta.crcs, meta.dataLength, 0, flipped.subarray(0, 3 * CRC_BLOCK), 'obj'), (err: unknown) => err instanceof DataCorruptError && /block 1\b/.test(err.message));
+    assert.throws(
+      () => {
+        verifyBlocks(meta.crcs, meta.dataLength, 0, flipped.subarray(0, 3 * CRC_BLOCK), 'obj');
+      },
+      (err: unknown) => err instanceof DataCorruptError && /block 1\b/.test(err.message),
+    );
     const badMeta = Buffer.from(built.body.subarray(built.metaOffset));
     badMeta[2]! ^= 0x40;
     assert.throws(() => parseMeta(badMeta, built.metaCrc, 'obj'), DataCorruptError);
@@ -117,7 +125,15 @@ describe('taking a volume', () => {
     const silent = await volumeStore({ ...emptyHead(shape, 10_000), epoch: 2, owner: other });
     const c = clock();
     const started = c.now();
-    const taken = await takeVolume({ store: silent, name: 'v', owner: testOwner('j1'), leaseMs: 10_000, logger, now: c.now, sleep: c.sleep });
+    const taken = await takeVolume({
+      store: silent,
+      name: 'v',
+      owner: testOwner('j1'),
+      leaseMs: 10_000,
+      logger,
+      now: c.now,
+      sleep: c.sleep,
+    });
     assert.ok(c.now() - started >= 11_000, `waited ${c.now() - started} ms`);
     assert.equal(taken.writer.head.epoch, 3);
     assert.equal(taken.sameJournal, false);
@@ -128,21 +144,37 @@ describe('taking a volume', () => {
     const renew = async (ms: number) => {
       await r.sleep(ms);
       const cur = await renewing.getVersioned(headKey('v'));
-      if (++renewals % 3 === 0) await renewing.putIfMatch(headKey('v'), encodeHead({ ...parseHead(cur!.body, 'h'), version: renewals }), cur!.etag);
+      if (++renewals % 3 === 0)
+        await renewing.putIfMatch(headKey('v'), encodeHead({ ...parseHead(cur!.body, 'h'), version: renewals }), cur!.etag);
     };
-    await assert.rejects(takeVolume({ store: renewing, name: 'v', owner: testOwner('j1'), leaseMs: 10_000, logger, now: r.now, sleep: renew }), VolumeLockedError);
+    await assert.rejects(
+      takeVolume({ store: renewing, name: 'v', owner: testOwner('j1'), leaseMs: 10_000, logger, now: r.now, sleep: renew }),
+      VolumeLockedError,
+    );
   });
 
   it('refuses to take a volume whose last owner had acknowledged writes in another journal, unless forced', async () => {
     const other = { ...testOwner('j2'), host: 'elsewhere' };
     const head = { ...emptyHead(shape, 1000), epoch: 3, owner: other, seq: 10, ackedSeq: 14 };
     const c = clock();
-    await assert.rejects(takeVolume({ store: await volumeStore(head), name: 'v', owner: testOwner('j1'), leaseMs: 1000, logger, now: c.now, sleep: c.sleep }), (err: unknown) => {
-      assert.ok(err instanceof TakeoverRefusedError);
-      assert.match(err.message, /had acknowledged 4 writes \(sequences 11\.\.14\)/);
-      return true;
+    await assert.rejects(
+      takeVolume({ store: await volumeStore(head), name: 'v', owner: testOwner('j1'), leaseMs: 1000, logger, now: c.now, sleep: c.sleep }),
+      (err: unknown) => {
+        assert.ok(err instanceof TakeoverRefusedError);
+        assert.match(err.message, /had acknowledged 4 writes \(sequences 11\.\.14\)/);
+        return true;
+      },
+    );
+    const forced = await takeVolume({
+      store: await volumeStore(head),
+      name: 'v',
+      owner: testOwner('j1'),
+      leaseMs: 1000,
+      force: true,
+      logger,
+      now: c.now,
+      sleep: c.sleep,
     });
-    const forced = await takeVolume({ store: await volumeStore(head), name: 'v', owner: testOwner('j1'), leaseMs: 1000, force: true, logger, now: c.now, sleep: c.sleep });
     assert.equal(forced.writer.head.journalSince, 4, 'a new journal lineage starts');
   });
 });
@@ -158,7 +190,10 @@ describe('head writer', () => {
     await c.sleep(2000);
     const waiter = writer.waitForLease();
     await takeVolume({ store, name: 'v', owner: testOwner('j2'), leaseMs: 1000, logger, now: c.now, sleep: c.sleep, force: true });
-    await assert.rejects(writer.write((h) => ({ ...h, seq: 6 })), VolumeDeposedError);
+    await assert.rejects(
+      writer.write((h) => ({ ...h, seq: 6 })),
+      VolumeDeposedError,
+    );
     await assert.rejects(waiter!, VolumeDeposedError);
     assert.ok(!writer.leaseValid());
     assert.equal((await readHead(store, 'v')).head.seq, 5, 'the deposed writer changed nothing');
@@ -178,10 +213,12 @@ describe('head writer', () => {
       }
       return etag;
     };
-    await assert.rejects(writer.write((h) => ({ ...h, seq: 7 })), /socket hang up/);
+    await assert.rejects(
+      writer.write((h) => ({ ...h, seq: 7 })),
+      /socket hang up/,
+    );
     const head = await writer.write((h) => ({ ...h, seq: h.seq + 1 }));
     assert.equal(head.seq, 8, 'the second write builds on the first, which had landed');
     assert.equal(writer.deposed, undefined);
   });
 });
-

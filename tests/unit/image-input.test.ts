@@ -28,7 +28,7 @@ function fifoWith(data: Buffer): { file: string; written: Promise<void> } {
   const written = (async () => {
     const fh = await open(file, 'w');
     try {
-      for (let at = 0; at < data.length; ) {
+      for (let at = 0; at < data.length;) {
         const len = Math.min(data.length - at, 1 + Math.floor(Math.random() * 100_000));
         await fh.write(data, at, len);
         at += len;
@@ -81,7 +81,10 @@ test('a stream longer than the volume is reported; one of exactly its length is 
   const long = fifoWith(data);
   const input = await openImageInput(long.file, 'vm1');
   await readAt(input, Buffer.alloc(60_000), 0);
-  await assert.rejects(input.expectEndBefore(60_000), (err: unknown) => err instanceof InvalidArgumentError && /holds more than the volume's 60000 bytes/.test(err.message));
+  await assert.rejects(
+    input.expectEndBefore(60_000),
+    (err: unknown) => err instanceof InvalidArgumentError && /holds more than the volume's 60000 bytes/.test(err.message),
+  );
   await input.close();
   await long.written;
 
@@ -108,7 +111,9 @@ test('a qcow2 image is refused from a stream and from a file, with the qemu-img 
   const qcow2 = path.join(dir, 'disk.qcow2');
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2, '1G']);
   const refused = (err: unknown): boolean =>
-    err instanceof InvalidArgumentError && /is a qcow2 image, not a raw one/.test(err.message) && /qemu-img convert -n -f qcow2 -O raw \S+ nbd:\/\/127\.0\.0\.1:10809\/vm1/.test(err.hint ?? '');
+    err instanceof InvalidArgumentError &&
+    /is a qcow2 image, not a raw one/.test(err.message) &&
+    /qemu-img convert -n -f qcow2 -O raw \S+ nbd:\/\/127\.0\.0\.1:10809\/vm1/.test(err.hint ?? '');
   await assert.rejects(openImageInput(qcow2, 'vm1'), refused);
   const { file, written } = fifoWith(await readFile(qcow2));
   await assert.rejects(openImageInput(file, 'vm1'), refused);
@@ -122,6 +127,12 @@ test('a regular file has its size; a directory or a missing file is refused', as
   assert.equal(input.size, 5000);
   assert.equal((await input.read(Buffer.alloc(100), 0, 100, 4950)).bytesRead, 50);
   await input.close();
-  await assert.rejects(openImageInput(dir, 'vm1'), (err: unknown) => err instanceof InvalidArgumentError && /not a regular file or a stream/.test(err.message));
-  await assert.rejects(openImageInput(path.join(dir, 'nope.img'), 'vm1'), (err: unknown) => err instanceof InvalidArgumentError && /cannot open .*nope\.img: ENOENT/.test(err.message));
+  await assert.rejects(
+    openImageInput(dir, 'vm1'),
+    (err: unknown) => err instanceof InvalidArgumentError && /not a regular file or a stream/.test(err.message),
+  );
+  await assert.rejects(
+    openImageInput(path.join(dir, 'nope.img'), 'vm1'),
+    (err: unknown) => err instanceof InvalidArgumentError && /cannot open .*nope\.img: ENOENT/.test(err.message),
+  );
 });

@@ -56,7 +56,7 @@ for (const c of CASES) {
   test(`a ${c.qemu} image${c.options ? ` (${c.options.join(' ')})` : ''} from qemu-img is recognised as ${c.name}`, async () => {
     const format = sniffImageFormat(await head(await qemuImage(c.qemu, '100M', c.options)));
     assert.equal(format?.name, c.name);
-    if (c.size !== undefined) assert.equal(format?.virtualSize, c.size);
+    if (c.size !== undefined) assert.equal(format.virtualSize, c.size);
   });
 }
 
@@ -80,5 +80,8 @@ test('the hint is a qemu-img command line that writes the image into the volume 
   const hint = convertHint({ name: 'qcow2', virtualSize: 10 * 2 ** 30 }, "/images/my disk's.qcow2", 'vm1');
   assert.match(hint, /holdfast volume create vm1 --size 10737418240\b/);
   assert.match(hint, /^ {2}qemu-img convert -n -f qcow2 -O raw '\/images\/my disk'\\''s\.qcow2' nbd:\/\/127\.0\.0\.1:10809\/vm1$/m);
-  assert.match(convertHint({ name: 'vhdx' }, 'a.vhdx', 'vm2', '10.0.0.5:10809'), /--size SIZE \(qemu-img info shows its virtual size\).*\n {2}qemu-img convert -n -f vhdx -O raw a\.vhdx nbd:\/\/10\.0\.0\.5:10809\/vm2$/);
+  assert.match(
+    convertHint({ name: 'vhdx' }, 'a.vhdx', 'vm2', '10.0.0.5:10809'),
+    /--size SIZE \(qemu-img info shows its virtual size\).*\n {2}qemu-img convert -n -f vhdx -O raw a\.vhdx nbd:\/\/10\.0\.0\.5:10809\/vm2$/,
+  );
 });

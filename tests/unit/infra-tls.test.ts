@@ -11,7 +11,9 @@ import { parseDeployment } from '../../infra/stack-config.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const outdir = mkdtempSync(join(tmpdir(), 'holdfast-cdk-tls-'));
-after(() => rmSync(outdir, { recursive: true, force: true }));
+after(() => {
+  rmSync(outdir, { recursive: true, force: true });
+});
 const app = new App({ outdir });
 const stack = new HoldfastStack(app, 'HoldfastTls', {
   deployment: parseDeployment({
@@ -33,12 +35,15 @@ test('TLS settings reach the task: the mode and access rules in the environment,
   assert.equal(env.HOLDFAST_TLS, 'require');
   assert.equal(env.HOLDFAST_NBD_ACCESS, '{"vm1-host": {"vm1": "rw"}}');
   assert.equal(env.HOLDFAST_NBD_MAX_CONNECTIONS_PER_PEER, env.HOLDFAST_NBD_MAX_CONNECTIONS, 'behind the NLB every client has its address');
-  const secrets = Object.fromEntries((container!.Secrets as { Name: string; ValueFrom: unknown }[]).map((s) => [s.Name, JSON.stringify(s.ValueFrom)]));
+  const secrets = Object.fromEntries(
+    (container!.Secrets as { Name: string; ValueFrom: unknown }[]).map((s) => [s.Name, JSON.stringify(s.ValueFrom)]),
+  );
   assert.deepEqual(Object.keys(secrets).sort(), ['HOLDFAST_TLS_CERT', 'HOLDFAST_TLS_KEY', 'HOLDFAST_TLS_PSK']);
   assert.match(secrets.HOLDFAST_TLS_CERT!, /secret:holdfast\/nbd-cert/);
   assert.match(secrets.HOLDFAST_TLS_KEY!, /secret:holdfast\/nbd-key-AbCdEf/);
   assert.match(secrets.HOLDFAST_TLS_PSK!, /parameter\/holdfast\/nbd-psk/);
-  for (const name of ['HOLDFAST_TLS_CERT', 'HOLDFAST_TLS_KEY', 'HOLDFAST_TLS_PSK']) assert.equal(env[name], undefined, `${name} is never plain environment`);
+  for (const name of ['HOLDFAST_TLS_CERT', 'HOLDFAST_TLS_KEY', 'HOLDFAST_TLS_PSK'])
+    assert.equal(env[name], undefined, `${name} is never plain environment`);
 });
 
 test('the execution role may read exactly those secrets, and cdk-nag has nothing to say', () => {
@@ -49,16 +54,27 @@ test('the execution role may read exactly those secrets, and cdk-nag has nothing
   assert.match(execution, /secret:holdfast\/nbd-key-AbCdEf/);
   assert.match(execution, /ssm:GetParameters/);
   assert.match(execution, /parameter\/holdfast\/nbd-psk/);
-  assert.doesNotMatch(JSON.stringify(policies.filter(([id]) => id.includes('TaskRole'))), /secretsmanager|ssm:/, 'the running gateway itself never reads them');
+  assert.doesNotMatch(
+    JSON.stringify(policies.filter(([id]) => id.includes('TaskRole'))),
+    /secretsmanager|ssm:/,
+    'the running gateway itself never reads them',
+  );
   const report = new AwsSolutionsChecks(app).validateScope(app);
-  assert.deepEqual(report.violations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath).join(', ')}`), []);
+  assert.deepEqual(
+    report.violations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath).join(', ')}`),
+    [],
+  );
   assert.deepEqual(Annotations.fromStack(stack).findError('*', Match.anyValue()), []);
 });
 
 test('TLS deployment settings are checked together', () => {
   const base = { allowedCidrs: '10.0.0.0/8', volumes: 'vm1' };
   const bad = (input: Record<string, unknown>, message: RegExp): void => {
-    assert.throws(() => parseDeployment({ ...base, ...input }), (e: unknown) => e instanceof ConfigError && message.test(e.message), JSON.stringify(input));
+    assert.throws(
+      () => parseDeployment({ ...base, ...input }),
+      (e: unknown) => e instanceof ConfigError && message.test(e.message),
+      JSON.stringify(input),
+    );
   };
   bad({ tlsPsk: 'ssm:/p' }, /tlsPsk: needs tls=on or tls=require/);
   bad({ tls: 'require' }, /tls: TLS needs tlsCert and tlsKey, or tlsPsk/);

@@ -48,12 +48,21 @@ function disk(room: () => number, eio: () => boolean = () => false): SegmentFile
         close: f.close.bind(f),
       };
     },
-    remove: fsSegmentFileOps.remove,
+    remove: (p: string) => fsSegmentFileOps.remove(p),
   };
 }
 
 function open(fileOps: SegmentFileOps) {
-  return Journal.open({ dir, segmentBytes: 1024 * KiB, limitBytes: 64 * 1024 * KiB, maxPayload: 1024 * KiB, logger, retryInitialMs: 1, retryMaxMs: 5, fileOps });
+  return Journal.open({
+    dir,
+    segmentBytes: 1024 * KiB,
+    limitBytes: 64 * 1024 * KiB,
+    maxPayload: 1024 * KiB,
+    logger,
+    retryInitialMs: 1,
+    retryMaxMs: 5,
+    fileOps,
+  });
 }
 
 test('a batch larger than the free space is committed in parts, in order', async () => {
@@ -71,7 +80,10 @@ test('a batch larger than the free space is committed in parts, in order', async
   await journal.close();
 
   const { journal: again, entries } = await open(fsSegmentFileOps);
-  assert.deepEqual(entries.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.deepEqual(
+    entries.map((e) => e.seq),
+    [1, 2, 3, 4, 5, 6, 7, 8],
+  );
   for (const [i, e] of entries.entries()) {
     const out = Buffer.alloc(e.length);
     await again.readPayload(e, 0, e.length, out, 0);
@@ -82,7 +94,12 @@ test('a batch larger than the free space is committed in parts, in order', async
 
 test('the uploader waits for durability, except while the journal is failing', async () => {
   let failing = false;
-  const { journal } = await open(disk(() => Infinity, () => failing));
+  const { journal } = await open(
+    disk(
+      () => Infinity,
+      () => failing,
+    ),
+  );
   const first = journal.append(RecordKind.Write, 0, 4, Buffer.alloc(4, 1));
   const ready = journal.waitDurableOrFailing(first.seq);
   assert.ok(ready !== undefined, 'a record being written is waited for');
@@ -90,7 +107,7 @@ test('the uploader waits for durability, except while the journal is failing', a
   assert.equal(journal.durableSequence, first.seq);
 
   failing = true;
-  journal.reserve(4);
+  void journal.reserve(4);
   const second = journal.append(RecordKind.Write, 0, 4, Buffer.alloc(4, 2));
   const acked = journal.waitDurable(second.seq);
   await journal.waitDurableOrFailing(second.seq);

@@ -20,7 +20,16 @@ afterEach(async () => {
 });
 
 function open(extra: Partial<Parameters<typeof Journal.open>[0]> = {}) {
-  return Journal.open({ dir, segmentBytes: 1024 * 1024, limitBytes: 8 * 1024 * 1024, maxPayload: 32 * 1024 * 1024, logger, retryInitialMs: 1, retryMaxMs: 2, ...extra });
+  return Journal.open({
+    dir,
+    segmentBytes: 1024 * 1024,
+    limitBytes: 8 * 1024 * 1024,
+    maxPayload: 32 * 1024 * 1024,
+    logger,
+    retryInitialMs: 1,
+    retryMaxMs: 2,
+    ...extra,
+  });
 }
 
 async function appendWrite(j: Journal, offset: number, data: Buffer): Promise<JournalEntry> {
@@ -48,7 +57,7 @@ test('records written are replayed in order with their payloads', async () => {
   const b = Buffer.alloc(100, 2);
   await appendWrite(journal, 0, a);
   await appendWrite(journal, 4096, b);
-  journal.reserve(0);
+  void journal.reserve(0);
   journal.append(RecordKind.Zero, 8192, 1 << 20, undefined);
   await journal.sync();
   await journal.close();
@@ -74,9 +83,15 @@ test('concurrent appends share one fdatasync (group commit)', async () => {
   const counting: SegmentFileOps = {
     async open(path, flags) {
       const f = await fsSegmentFileOps.open(path, flags);
-      return { ...bind(f), datasync: async () => { syncs++; await f.datasync(); } };
+      return {
+        ...bind(f),
+        datasync: async () => {
+          syncs++;
+          await f.datasync();
+        },
+      };
     },
-    remove: fsSegmentFileOps.remove,
+    remove: (p: string) => fsSegmentFileOps.remove(p),
   };
   const { journal } = await open({ fileOps: counting });
   await Promise.all(Array.from({ length: 64 }, (_, i) => appendWrite(journal, i * 4096, Buffer.alloc(4096, i))));
@@ -94,7 +109,10 @@ test('a torn last record is dropped on replay', async () => {
   const path = join(dir, seg!);
   await truncate(path, (await stat(path)).size - 10);
   const { journal: again, entries } = await open();
-  assert.deepEqual(entries.map((e) => e.seq), [1]);
+  assert.deepEqual(
+    entries.map((e) => e.seq),
+    [1],
+  );
   await again.close();
 });
 
@@ -122,7 +140,10 @@ test('a corrupt record followed by intact ones is a clear error', async () => {
   const flip = 16 + 40 + 500;
   bytes.writeUInt8(bytes.readUInt8(flip) ^ 0xff, flip);
   await writeFile(path, bytes);
-  await assert.rejects(open(), (err: unknown) => err instanceof JournalCorruptError && /corrupt/.test(err.message) && err.message.includes(path));
+  await assert.rejects(
+    open(),
+    (err: unknown) => err instanceof JournalCorruptError && /corrupt/.test(err.message) && err.message.includes(path),
+  );
 });
 
 test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledged is lost', async () => {
@@ -143,7 +164,7 @@ test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledg
         },
       };
     },
-    remove: fsSegmentFileOps.remove,
+    remove: (p: string) => fsSegmentFileOps.remove(p),
   };
   const { journal } = await open({ fileOps: flaky, onIoError: (e) => errors.push(e), onIoRecovered: () => recovered++ });
   await appendWrite(journal, 0, Buffer.alloc(300, 1));
@@ -155,7 +176,13 @@ test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledg
   assert.deepEqual(await segments(), ['00000000-0000000000000002.seg'], 'the batch went to a fresh segment');
   await journal.close();
   const { journal: again, entries } = await open();
-  assert.deepEqual(entries.map((e) => [e.seq, e.offset]), [[1, 0], [2, 300]]);
+  assert.deepEqual(
+    entries.map((e) => [e.seq, e.offset]),
+    [
+      [1, 0],
+      [2, 300],
+    ],
+  );
   assert.ok((await payloadOf(again, entries[0]!)).equals(Buffer.alloc(300, 1)));
   await again.close();
 });

@@ -9,12 +9,17 @@ const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0
 
 test('class, message and code, without a stack above debug', () => {
   for (const level of ['info', 'warn', 'error']) {
-    assert.deepEqual(errorSerializer(level)(refused()), { class: 'Error', message: 'connect ECONNREFUSED 127.0.0.1:9000', code: 'ECONNREFUSED' });
+    assert.deepEqual(errorSerializer(level)(refused()), {
+      class: 'Error',
+      message: 'connect ECONNREFUSED 127.0.0.1:9000',
+      code: 'ECONNREFUSED',
+    });
   }
 });
 
 test('the stack at debug and trace', () => {
-  for (const level of ['debug', 'trace']) assert.match(errorSerializer(level)(refused()).stack ?? '', /^Error: connect ECONNREFUSED[^\n]*\n +at /);
+  for (const level of ['debug', 'trace'])
+    assert.match(errorSerializer(level)(refused()).stack ?? '', /^Error: connect ECONNREFUSED[^\n]*\n +at /);
 });
 
 test('a cause is shown when it adds something, not when the message already quotes it', () => {

@@ -18,7 +18,11 @@ describe('PSK key files', () => {
 
   it('refuses malformed lines, short keys, duplicates and empty files, naming the line', () => {
     const refuses = (text: string, pattern: RegExp): void => {
-      assert.throws(() => parsePskFile(text, 'keys.psk'), (e: unknown) => e instanceof ConfigError && pattern.test(e.message), text);
+      assert.throws(
+        () => parsePskFile(text, 'keys.psk'),
+        (e: unknown) => e instanceof ConfigError && pattern.test(e.message),
+        text,
+      );
     };
     refuses(`alice ${KEY}`, /keys\.psk line 1: expected IDENTITY:HEXKEY/);
     refuses(`:${KEY}`, /line 1: expected IDENTITY:HEXKEY/);
@@ -31,7 +35,10 @@ describe('PSK key files', () => {
 });
 
 describe('access files', () => {
-  const access = IdentityAccess.parse(JSON.stringify({ alice: { a: 'rw', b: 'ro' }, backup: { '*': 'ro' }, ops: { '*': 'rw', archive: 'ro' } }), 'access.json');
+  const access = IdentityAccess.parse(
+    JSON.stringify({ alice: { a: 'rw', b: 'ro' }, backup: { '*': 'ro' }, ops: { '*': 'rw', archive: 'ro' } }),
+    'access.json',
+  );
 
   it('grants per identity and volume, a named volume before the wildcard', () => {
     assert.equal(access.grant('alice', 'a'), 'rw');
@@ -49,7 +56,11 @@ describe('access files', () => {
 
   it('refuses files that are not identity → volume → rw|ro, saying where', () => {
     const refuses = (text: string, pattern: RegExp): void => {
-      assert.throws(() => IdentityAccess.parse(text, 'access.json'), (e: unknown) => e instanceof ConfigError && e.message.includes('access.json') && pattern.test(e.message), text);
+      assert.throws(
+        () => IdentityAccess.parse(text, 'access.json'),
+        (e: unknown) => e instanceof ConfigError && e.message.includes('access.json') && pattern.test(e.message),
+        text,
+      );
     };
     refuses('{ nope', /not valid JSON/);
     refuses('[]', /IDENTITY/);
@@ -79,7 +90,13 @@ describe('TLS and access settings given as content', () => {
       FileSecurity.load({ tls: 'require', files: { psk: `alice:${'ab'.repeat(8)}` } }),
       (e: unknown) => e instanceof ConfigError && e.message.includes('(inline content)') && !e.message.includes('abab'),
     );
-    await assert.rejects(FileSecurity.load({ tls: 'off', files: {}, accessFile: '{}' }), (e: unknown) => e instanceof ConfigError && /needs TLS/.test(e.message));
-    await assert.rejects(FileSecurity.load({ tls: 'on', files: { psk: '/nonexistent/keys.psk' } }), (e: unknown) => e instanceof ConfigError && /cannot read the TLS PSK file \/nonexistent\/keys\.psk/.test(e.message));
+    await assert.rejects(
+      FileSecurity.load({ tls: 'off', files: {}, accessFile: '{}' }),
+      (e: unknown) => e instanceof ConfigError && /needs TLS/.test(e.message),
+    );
+    await assert.rejects(
+      FileSecurity.load({ tls: 'on', files: { psk: '/nonexistent/keys.psk' } }),
+      (e: unknown) => e instanceof ConfigError && /cannot read the TLS PSK file \/nonexistent\/keys\.psk/.test(e.message),
+    );
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeOptionReply, encodeSimpleReply, RequestParser, writeUInt64, type NbdRequest, type PayloadCounters, type RequestSink } from '../../gateway/nbd/codec.js';
+import { RequestParser, type NbdRequest, type PayloadCounters, type RequestSink } from '../../gateway/nbd/codec.js';
+import { encodeOptionReply, encodeSimpleReply, writeUInt64 } from '../../gateway/nbd/reply-encoding.js';
 import { Cmd, CmdFlag, Errno, Opt, Rep, REQUEST_MAGIC, TransmissionFlag } from '../../gateway/nbd/constants.js';
 import { errnoFor, ProtocolError, ProtocolErrorReason } from '../../gateway/nbd/errors.js';
 import { transmissionFlags } from '../../gateway/nbd/handshake.js';
@@ -112,9 +113,9 @@ describe('RequestParser', () => {
     }
     assert.equal(sink.requests.length, 1);
     assert.equal(sink.requests[0]?.type, Cmd.TRIM);
-    assert.equal(sink.requests[0]?.offset, 4096);
-    assert.equal(sink.requests[0]?.length, 8192);
-    assert.equal(handleOf(sink.requests[0] as NbdRequest), 42n);
+    assert.equal(sink.requests[0].offset, 4096);
+    assert.equal(sink.requests[0].length, 8192);
+    assert.equal(handleOf(sink.requests[0]), 42n);
   });
 
   it('parses several requests from one chunk and hands an enclosed payload on without copying', () => {
@@ -128,7 +129,10 @@ describe('RequestParser', () => {
     ]);
     parser.push(chunk);
     assert.deepEqual(sink.requests.map(handleOf), [1n, 2n, 3n, 4n]);
-    assert.deepEqual(sink.requests.map((r) => r.type), [Cmd.READ, Cmd.WRITE, Cmd.FLUSH, Cmd.WRITE_ZEROES]);
+    assert.deepEqual(
+      sink.requests.map((r) => r.type),
+      [Cmd.READ, Cmd.WRITE, Cmd.FLUSH, Cmd.WRITE_ZEROES],
+    );
     const payload = sink.requests[1]?.payload;
     assert.ok(payload !== undefined);
     assert.deepEqual(payload, data);
@@ -166,7 +170,10 @@ describe('RequestParser', () => {
     const payload2 = sink.requests[1]?.payload;
     assert.ok(payload1 !== undefined && payload2 !== undefined);
     assert.equal(payload1.length, first.length);
-    assert.ok(pieces.every((piece) => piece.buffer !== payload1.buffer), 'spanning payload must be its own buffer');
+    assert.ok(
+      pieces.every((piece) => piece.buffer !== payload1.buffer),
+      'spanning payload must be its own buffer',
+    );
     // Scribbling over the input chunks must not change payloads already handed on.
     for (const piece of pieces) piece.fill(0xee);
     assert.deepEqual(payload1, first);
@@ -185,11 +192,11 @@ describe('RequestParser', () => {
     for (const piece of split(stream, 10, 65536, 65536, 65536)) parser.push(piece);
     assert.deepEqual(sink.requests.map(handleOf), [20n, 21n]);
     assert.equal(sink.requests[0]?.error, Errno.EINVAL);
-    assert.equal(sink.requests[0]?.payload, undefined);
+    assert.equal(sink.requests[0].payload, undefined);
     assert.equal(counters.payloadBytesSkipped, big.length);
     assert.equal(counters.payloadBytesAssembled, 0);
     assert.equal(sink.requests[1]?.type, Cmd.READ);
-    assert.equal(sink.requests[1]?.error, 0);
+    assert.equal(sink.requests[1].error, 0);
   });
 
   it('stops at a bad magic and ignores everything after it', () => {
@@ -242,13 +249,18 @@ describe('RequestParser', () => {
 
   it('reports EOF only after a paused backlog has been parsed', () => {
     const { sink, parser } = setup();
-    sink.onEach = () => parser.pause();
+    sink.onEach = () => {
+      parser.pause();
+    };
     parser.push(Buffer.concat([encodeRequest({ type: Cmd.FLUSH, handle: 1n }), encodeRequest({ type: Cmd.DISC, handle: 2n })]));
     parser.end();
     assert.deepEqual(sink.eofs, []);
     sink.onEach = () => undefined;
     parser.resume();
-    assert.deepEqual(sink.requests.map((r) => r.type), [Cmd.FLUSH, Cmd.DISC]);
+    assert.deepEqual(
+      sink.requests.map((r) => r.type),
+      [Cmd.FLUSH, Cmd.DISC],
+    );
     assert.deepEqual(sink.eofs, [false]);
   });
 });
@@ -307,7 +319,9 @@ describe('RequestParser.disconnectBuffered', () => {
     const payload = Buffer.alloc(5000, 0x02);
     // A payload holding what looks like a DISC header must not count.
     encodeRequest({ type: Cmd.DISC }).copy(payload, 100);
-    parser.push(Buffer.concat([encodeRequest({ type: Cmd.WRITE, handle: 1n, payload }), encodeRequest({ type: Cmd.READ, handle: 2n, length: 10 })]));
+    parser.push(
+      Buffer.concat([encodeRequest({ type: Cmd.WRITE, handle: 1n, payload }), encodeRequest({ type: Cmd.READ, handle: 2n, length: 10 })]),
+    );
     assert.equal(parser.disconnectBuffered, false);
     parser.push(encodeRequest({ type: Cmd.DISC, handle: 3n }).subarray(0, 20));
     assert.equal(parser.disconnectBuffered, false, 'a header cut off is not a request yet');

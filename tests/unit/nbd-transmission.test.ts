@@ -78,7 +78,13 @@ class Client {
     }
     assert.equal(magic, STRUCTURED_REPLY_MAGIC, `reply magic 0x${magic.toString(16)}`);
     const rest = await this.take(16);
-    return { kind: 'structured', flags: rest.readUInt16BE(0), type: rest.readUInt16BE(2), handle: rest.readBigUInt64BE(4), payload: await this.take(rest.readUInt32BE(12)) };
+    return {
+      kind: 'structured',
+      flags: rest.readUInt16BE(0),
+      type: rest.readUInt16BE(2),
+      handle: rest.readBigUInt64BE(4),
+      payload: await this.take(rest.readUInt32BE(12)),
+    };
   }
 
   async request(type: number, options: { flags?: number; offset?: number; length?: number; payload?: Buffer } = {}): Promise<Reply> {
@@ -118,24 +124,54 @@ interface Setup {
 }
 
 /** A Transmission on one end of an in-memory duplex pair, wired as Connection wires it to a socket. */
-function open(options: { session?: Partial<Omit<Session, 'export'>>; exp?: MemoryExport; limits?: Partial<TransmissionLimits>; budget?: BufferBudget; server?: Duplex; clientEnd?: Duplex } = {}): Setup {
-  const [server, clientEnd] = options.server !== undefined && options.clientEnd !== undefined ? [options.server, options.clientEnd] : duplexPair();
+function open(
+  options: {
+    session?: Partial<Omit<Session, 'export'>>;
+    exp?: MemoryExport;
+    limits?: Partial<TransmissionLimits>;
+    budget?: BufferBudget;
+    server?: Duplex;
+    clientEnd?: Duplex;
+  } = {},
+): Setup {
+  const [server, clientEnd] =
+    options.server !== undefined && options.clientEnd !== undefined ? [options.server, options.clientEnd] : duplexPair();
   const exp = options.exp ?? new MemoryExport({ name: 'disk', size: 16 * MiB });
-  const session: Session = { export: exp, readOnly: false, structuredReplies: false, allocationContext: undefined, tls: undefined, ...options.session };
+  const session: Session = {
+    export: exp,
+    readOnly: false,
+    structuredReplies: false,
+    allocationContext: undefined,
+    tls: undefined,
+    ...options.session,
+  };
   const stats = new NbdStats();
   const limits: TransmissionLimits = { maxRequestsInFlight: 64, maxBytesInFlight: 64 * MiB, idleTimeoutMs: 0, ...options.limits };
-  const transmission = new Transmission(server, session, pino({ level: 'silent' }), stats, limits, options.budget ?? new BufferBudget(256 * MiB, 256 * 1024));
+  const transmission = new Transmission(
+    server,
+    session,
+    pino({ level: 'silent' }),
+    stats,
+    limits,
+    options.budget ?? new BufferBudget(256 * MiB, 256 * 1024),
+  );
   exp.attach();
-  server.on('data', (chunk: Buffer) => transmission.push(chunk));
-  server.on('end', () => transmission.end());
-  server.on('close', () => transmission.onClose());
+  server.on('data', (chunk: Buffer) => {
+    transmission.push(chunk);
+  });
+  server.on('end', () => {
+    transmission.end();
+  });
+  server.on('close', () => {
+    transmission.onClose();
+  });
   transmission.start([]);
   return { client: new Client(clientEnd, session.structuredReplies), transmission, exp, stats, server };
 }
 
 function structured(reply: Reply): Extract<Reply, { kind: 'structured' }> {
   assert.equal(reply.kind, 'structured', 'expected a structured reply');
-  return reply as Extract<Reply, { kind: 'structured' }>;
+  return reply;
 }
 
 function descriptors(payload: Buffer): Array<[number, number]> {
@@ -199,12 +235,18 @@ describe('Transmission replies', () => {
   it('refuses writes, trims and zeroes with EPERM when the client may only read, and serves its reads', async () => {
     const { client, exp } = open({ session: { readOnly: true } });
     for (const type of [Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES]) {
-      const reply = await client.request(type, type === Cmd.WRITE ? { offset: 0, payload: Buffer.alloc(512, 1) } : { offset: 0, length: 512 });
+      const reply = await client.request(
+        type,
+        type === Cmd.WRITE ? { offset: 0, payload: Buffer.alloc(512, 1) } : { offset: 0, length: 512 },
+      );
       assert.ok(reply.kind === 'simple');
       assert.equal(reply.error, Errno.EPERM, `command ${type}`);
     }
     assert.equal((await client.request(Cmd.READ, { offset: 0, length: 512 })).kind, 'simple');
-    assert.deepEqual(exp.operations.map((op) => op.kind), ['read']);
+    assert.deepEqual(
+      exp.operations.map((op) => op.kind),
+      ['read'],
+    );
   });
 });
 
@@ -240,7 +282,11 @@ describe('Transmission BLOCK_STATUS and CACHE', () => {
     assert.equal(noContext.type, REPLY_TYPE_ERROR);
     assert.equal(noContext.payload.readUInt32BE(0), Errno.EINVAL);
     const { client } = open({ session: withContext });
-    for (const options of [{ offset: 0, length: 0 }, { offset: 16 * MiB - 512, length: 1024 }, { offset: 0, length: 4096, flags: CmdFlag.DF }]) {
+    for (const options of [
+      { offset: 0, length: 0 },
+      { offset: 16 * MiB - 512, length: 1024 },
+      { offset: 0, length: 4096, flags: CmdFlag.DF },
+    ]) {
       const reply = structured(await client.request(Cmd.BLOCK_STATUS, options));
       assert.equal(reply.type, REPLY_TYPE_ERROR, JSON.stringify(options));
       assert.equal(reply.payload.readUInt32BE(0), Errno.EINVAL);
@@ -262,7 +308,10 @@ describe('Transmission BLOCK_STATUS and CACHE', () => {
     const reply = await client.request(Cmd.CACHE, { offset: MiB, length: 4 * MiB });
     assert.ok(reply.kind === 'simple');
     assert.equal(reply.error, 0);
-    assert.deepEqual(exp.operations.map((op) => [op.kind, op.offset, op.length]), [['prefetch', MiB, 4 * MiB]]);
+    assert.deepEqual(
+      exp.operations.map((op) => [op.kind, op.offset, op.length]),
+      [['prefetch', MiB, 4 * MiB]],
+    );
   });
 });
 

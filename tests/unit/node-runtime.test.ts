@@ -17,7 +17,11 @@ interface PackageJson {
 }
 
 test('npm test runs on the Node line of the project (the registry node package, not the system Node)', () => {
-  assert.equal(major(process.version), NODE_MAJOR, `tests run on Node ${process.version}; run them through npm (npm test), which puts node_modules/.bin first`);
+  assert.equal(
+    major(process.version),
+    NODE_MAJOR,
+    `tests run on Node ${process.version}; run them through npm (npm test), which puts node_modules/.bin first`,
+  );
 });
 
 test('package.json: engines, the node package and @types/node name the same line', () => {

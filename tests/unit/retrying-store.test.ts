@@ -5,7 +5,10 @@ import { retryingStore } from '../../gateway/store/retrying-store.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 
 const refused = () => new StoreError('get', 'k', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
-const denied = () => new StoreError('get', 'k', { cause: Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }) });
+const denied = () =>
+  new StoreError('get', 'k', {
+    cause: Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } }),
+  });
 
 test('a command-line store tries transient failures again, and nothing else', async () => {
   const inner = new MemoryStore();

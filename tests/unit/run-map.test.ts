@@ -51,18 +51,22 @@ test('run map: newest run wins byte for byte, dropped bytes are accounted, remov
 
 test('run map: the busiest extents are those with the most runs, ties filled up to the limit', () => {
   fc.assert(
-    fc.property(fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 80 }), fc.integer({ min: 1, max: 90 }), (runsPerExtent, limit) => {
-      const map = new RunMap(() => undefined);
-      runsPerExtent.forEach((runs, extent) => {
-        // Runs of one byte each with gaps between them: `runs` separate runs in the extent.
-        for (let r = 0; r < runs; r++) map.apply(extent, r * 2, r * 2 + 1, r, 0);
-      });
-      const chosen = map.busiestExtents(limit);
-      assert.equal(chosen.length, Math.min(limit, runsPerExtent.length));
-      assert.equal(new Set(chosen).size, chosen.length, 'no extent twice');
-      const sorted = [...runsPerExtent].sort((a, b) => b - a);
-      const chosenRuns = chosen.map((e) => runsPerExtent[e]!).sort((a, b) => b - a);
-      assert.deepEqual(chosenRuns, sorted.slice(0, chosen.length), 'as many runs as the busiest extents hold');
-    }),
+    fc.property(
+      fc.array(fc.integer({ min: 1, max: 12 }), { minLength: 1, maxLength: 80 }),
+      fc.integer({ min: 1, max: 90 }),
+      (runsPerExtent, limit) => {
+        const map = new RunMap(() => undefined);
+        runsPerExtent.forEach((runs, extent) => {
+          // Runs of one byte each with gaps between them: `runs` separate runs in the extent.
+          for (let r = 0; r < runs; r++) map.apply(extent, r * 2, r * 2 + 1, r, 0);
+        });
+        const chosen = map.busiestExtents(limit);
+        assert.equal(chosen.length, Math.min(limit, runsPerExtent.length));
+        assert.equal(new Set(chosen).size, chosen.length, 'no extent twice');
+        const sorted = [...runsPerExtent].sort((a, b) => b - a);
+        const chosenRuns = chosen.map((e) => runsPerExtent[e]!).sort((a, b) => b - a);
+        assert.deepEqual(chosenRuns, sorted.slice(0, chosen.length), 'as many runs as the busiest extents hold');
+      },
+    ),
   );
 });

@@ -29,7 +29,12 @@ function volume(name: string, over: Partial<StatusDocument['volumes'][number]> =
 const doc: StatusDocument = {
   gateway: 'gw-1',
   volumes: [
-    volume('demo', { paused: true, storageUnavailableSince: '2026-11-30T09:59:48.000Z', errorClass: 'transient', lastError: 'object store get …\nfailed:\tETIMEDOUT \x1b[31mred\x1b[0m' }),
+    volume('demo', {
+      paused: true,
+      storageUnavailableSince: '2026-11-30T09:59:48.000Z',
+      errorClass: 'transient',
+      lastError: 'object store get …\nfailed:\tETIMEDOUT \x1b[31mred\x1b[0m',
+    }),
     volume('a-much-longer-volume-name', { state: 'hang', held: { requests: 3, bytes: 12288 }, episode: { durationMs: 4200 } }),
     volume('db', { state: 'timed-out', policy: { timeout: 'forever' }, journalFailing: true }),
   ],
@@ -50,7 +55,10 @@ test('every row starts each column where the header does, paused and storage fla
       for (const at of starts.slice(1)) assert.equal(row[at - 1], ' ', `column at ${at} in ${JSON.stringify(row)}`);
       for (const at of starts) assert.notEqual(row[at], ' ', `a cell starts at ${at} in ${JSON.stringify(row)}`);
     }
-    assert.match(lines[2]!, /^demo +normal,paused +down 12s +0 +0 B +- +120s +4 KiB\/1 GiB normal +1 rec, 1 ext +1 +transient: object store get … failed: ETIMEDOUT red$/);
+    assert.match(
+      lines[2]!,
+      /^demo +normal,paused +down 12s +0 +0 B +- +120s +4 KiB\/1 GiB normal +1 rec, 1 ext +1 +transient: object store get … failed: ETIMEDOUT red$/,
+    );
     assert.match(lines[3]!, /^a-much-longer-volume-name +hang +ok +3 +12 KiB +4\.2s +120s /);
     assert.match(lines[4]!, /^db +timed-out +journal-failing +.* forever +/);
   }
@@ -62,12 +70,15 @@ test('colours wrap only the hang and timed-out states and a storage problem, nev
   assert.ok(lines[4]!.includes('\x1b[31mtimed-out\x1b[39m'), lines[4]);
   assert.ok(lines[2]!.includes('\x1b[35mdown 12s\x1b[39m'), lines[2]);
   assert.ok(!lines[2]!.includes('\x1b[33mnormal'), 'normal is not highlighted');
-  assert.ok(!lines[2]!.includes('\x1b[31mred'), "a control sequence in an error text is not passed to the terminal");
+  assert.ok(!lines[2]!.includes('\x1b[31mred'), 'a control sequence in an error text is not passed to the terminal');
 });
 
 test('on a narrow terminal the last column is cut so that no row wraps', () => {
   const text = renderStatus(doc, { now, style: ansi, columns: 160 });
-  const widths = text.split('\n').slice(1).map((l) => [...stripVTControlCharacters(l)].length);
+  const widths = text
+    .split('\n')
+    .slice(1)
+    .map((l) => Array.from(stripVTControlCharacters(l)).length);
   assert.ok(Math.max(...widths) < 160, `widths ${widths.join(', ')}\n${text}`);
   assert.match(text, / 1 {8}transient: object st…$/m);
 });

@@ -32,7 +32,7 @@ after(async () => {
 
 async function appendAll(journal: Journal, n: number, at = 0): Promise<void> {
   for (let i = 0; i < n; i++) {
-    journal.reserve(4);
+    void journal.reserve(4);
     journal.append(RecordKind.Write, at + i * 4, 4, Buffer.alloc(4, i + 1));
   }
   await journal.sync();
@@ -40,21 +40,37 @@ async function appendAll(journal: Journal, n: number, at = 0): Promise<void> {
 
 describe('journal epochs and seals', () => {
   const open = (sub: string, epoch: number, committedSeq: number, adoptFromEpoch: number) =>
-    Journal.open({ dir: join(dir, sub), segmentBytes: 1 << 20, limitBytes: 1 << 26, maxPayload: 1 << 20, logger, epoch, committedSeq, adoptFromEpoch });
+    Journal.open({
+      dir: join(dir, sub),
+      segmentBytes: 1 << 20,
+      limitBytes: 1 << 26,
+      maxPayload: 1 << 20,
+      logger,
+      epoch,
+      committedSeq,
+      adoptFromEpoch,
+    });
 
   it('adopts the previous epoch above the committed sequence, seals it, and ignores what a zombie appends after', async () => {
     const first = await open('seal', 1, 0, 0);
     await appendAll(first.journal, 5);
     // The next owner (epoch 2) takes the directory: records 3..5 are not in the store yet.
     const second = await open('seal', 2, 2, 1);
-    assert.deepEqual(second.entries.map((e) => e.seq), [3, 4, 5]);
+    assert.deepEqual(
+      second.entries.map((e) => e.seq),
+      [3, 4, 5],
+    );
     assert.ok((await readdir(join(dir, 'seal'))).includes('seal-00000001'));
     // The deposed epoch-1 writer goes on appending to its segment.
     await appendAll(first.journal, 2, 100);
     await first.journal.close();
     await second.journal.close();
     const third = await open('seal', 3, 2, 1);
-    assert.deepEqual(third.entries.map((e) => e.seq), [3, 4, 5], "the zombie's records are never replayed");
+    assert.deepEqual(
+      third.entries.map((e) => e.seq),
+      [3, 4, 5],
+      "the zombie's records are never replayed",
+    );
     await third.journal.close();
   });
 
@@ -105,7 +121,10 @@ describe('snapshots, clones and garbage collection', () => {
     await child.compact();
     assert.equal((await child.read(3 * MiB, 1))[0], 7);
     assert.equal((await storeAlone(store, 'parent'))[3 * MiB], 2, 'the parent is unchanged');
-    assert.deepEqual((await listSnapshots(store, 'parent')).map((s) => s.name), ['s1']);
+    assert.deepEqual(
+      (await listSnapshots(store, 'parent')).map((s) => s.name),
+      ['s1'],
+    );
     await child.close();
     await volume.close();
   });
@@ -147,13 +166,20 @@ describe('corruption', () => {
     const events: HoldfastEvent[] = [];
     const store = new MemoryStore();
     await new VolumeCatalog(store).create({ name: 'c', size: 8 * MiB, extentSize: MiB });
-    const volume = await openTestVolume(store, join(dir, 'j-c'), { name: 'c', cacheBytes: 0, events: { publish: (e) => events.push(e), close: async () => undefined } });
+    const volume = await openTestVolume(store, join(dir, 'j-c'), {
+      name: 'c',
+      cacheBytes: 0,
+      events: { publish: (e) => events.push(e), close: async () => undefined },
+    });
     await volume.write(0, Buffer.alloc(64 * 1024, 3), false);
     await volume.write(5 * MiB, Buffer.alloc(64 * 1024, 4), false);
     await volume.drain();
     const delta = [...store.objects.keys()].find((k) => k.includes('/deltas/'))!;
     store.objects.get(delta)![1000]! ^= 0x10;
-    await assert.rejects(volume.read(0, 4096), (err: unknown) => err instanceof StorageFailedError && err.cause instanceof DataCorruptError);
+    await assert.rejects(
+      volume.read(0, 4096),
+      (err: unknown) => err instanceof StorageFailedError && err.cause instanceof DataCorruptError,
+    );
     assert.ok((await volume.read(5 * MiB, 4096)).equals(Buffer.alloc(4096, 4)), 'the rest of the volume is served');
     assert.equal(volume.stats().corruptReads, 1);
     assert.deepEqual(

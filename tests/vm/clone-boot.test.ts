@@ -35,8 +35,15 @@ async function runWorkload(guest: Guest): Promise<{ written: Map<string, string>
   await guest.exited;
   const texts = guest.lines.map((line) => line.text);
   const context = `\n${guest.transcript()}`;
-  assert.deepEqual(texts.filter((text) => /@@hf (ERROR|FATAL)/.test(text)), [], `the guest saw errors${context}`);
-  assert.ok(texts.some((text) => /@@hf WORKLOAD DONE errors=0$/.test(text)), `the guest's workload saw errors${context}`);
+  assert.deepEqual(
+    texts.filter((text) => /@@hf (ERROR|FATAL)/.test(text)),
+    [],
+    `the guest saw errors${context}`,
+  );
+  assert.ok(
+    texts.some((text) => /@@hf WORKLOAD DONE errors=0$/.test(text)),
+    `the guest's workload saw errors${context}`,
+  );
   const field = (tag: string): Map<string, string> =>
     new Map(
       texts.flatMap((text) => {
@@ -48,7 +55,9 @@ async function runWorkload(guest: Guest): Promise<{ written: Map<string, string>
 }
 
 async function sha256(file: string): Promise<string> {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 }
 
 describe('VM acceptance: a guest boots from a clone', () => {
@@ -57,56 +66,73 @@ describe('VM acceptance: a guest boots from a clone', () => {
     setup = await prepareGuest();
   });
 
-  it('a clone of the volume a guest wrote boots, holds its files, and diverges without changing its parent', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
-    const rig: Rig = await startRig({ setup, hangTimeout: '120s' });
-    try {
-      const cli = async (...args: string[]): Promise<string> => {
-        const r = await runCli([...args, ...rig.store.args, '--journal-dir', path.join(rig.dir, 'cli-journal')], { cwd: rig.dir, env: rig.store.env });
-        assert.equal(r.code, 0, `holdfast ${args.join(' ')}: exit ${r.code}\n${r.stdout}${r.stderr}`);
-        return r.stdout;
-      };
-      const exportParent = async (name: string): Promise<string> => {
-        const file = path.join(rig.dir, name);
-        await cli('export', VOLUME, file);
-        const sum = await sha256(file);
-        await rm(file);
-        return sum;
-      };
-
-      const parent = await runWorkload(rig.guest);
-      assert.ok(parent.written.size >= ROUNDS, `the first guest wrote only ${parent.written.size} files`);
-      assert.deepEqual(parent.sums, new Map([...rig.seed, ...parent.written]), 'the first guest re-read what it wrote');
-      const parentBefore = await exportParent('parent-before.img');
-
-      await cli('volume', 'clone', VOLUME, CLONE);
-      const created = performance.now();
-      for (;;) {
-        const listed = (await runToolOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${rig.gateway.port}`])).stdout;
-        if (listed.includes(`"${CLONE}"`)) break;
-        assert.ok(performance.now() - created < OFFERED_WITHIN_MS, `the clone was not offered within ${OFFERED_WITHIN_MS} ms:\n${listed}`);
-        await delay(100);
-      }
-      const offeredMs = Math.round(performance.now() - created);
-
-      const guest = bootGuest({ setup, nbdPort: rig.gateway.port, exportName: CLONE });
-      let clone;
+  it(
+    'a clone of the volume a guest wrote boots, holds its files, and diverges without changing its parent',
+    { timeout: SCENARIO_TIMEOUT_MS },
+    async (t) => {
+      const rig: Rig = await startRig({ setup, hangTimeout: '120s' });
       try {
-        clone = await runWorkload(guest);
-      } finally {
-        await guest.kill();
-      }
-      // The second guest's files have the first one's names: the clone holds its own content for them.
-      assert.deepEqual(clone.sums, new Map([...rig.seed, ...parent.written, ...clone.written]), 'the clone holds the parent\'s files, then its own');
-      const overwritten = [...clone.written.keys()].filter((name) => parent.written.has(name));
-      assert.ok(overwritten.length > 0 && overwritten.every((name) => parent.written.get(name) !== clone.written.get(name)), 'the clone rewrote files of the parent');
+        const cli = async (...args: string[]): Promise<string> => {
+          const r = await runCli([...args, ...rig.store.args, '--journal-dir', path.join(rig.dir, 'cli-journal')], {
+            cwd: rig.dir,
+            env: rig.store.env,
+          });
+          assert.equal(r.code, 0, `holdfast ${args.join(' ')}: exit ${r.code}\n${r.stdout}${r.stderr}`);
+          return r.stdout;
+        };
+        const exportParent = async (name: string): Promise<string> => {
+          const file = path.join(rig.dir, name);
+          await cli('export', VOLUME, file);
+          const sum = await sha256(file);
+          await rm(file);
+          return sum;
+        };
 
-      assert.equal(await exportParent('parent-after.img'), parentBefore, 'the parent is unchanged by what its clone wrote');
-      t.diagnostic(
-        `guest on ${setup.accel}: parent ${parent.written.size} files written; clone offered ${offeredMs} ms after \`volume clone\`, ` +
-          `found all ${rig.seed.size + parent.written.size} files, rewrote ${overwritten.length}; the parent's export is unchanged (sha256 ${parentBefore.slice(0, 12)}…)`,
-      );
-    } finally {
-      await rig.dispose();
-    }
-  });
+        const parent = await runWorkload(rig.guest);
+        assert.ok(parent.written.size >= ROUNDS, `the first guest wrote only ${parent.written.size} files`);
+        assert.deepEqual(parent.sums, new Map([...rig.seed, ...parent.written]), 'the first guest re-read what it wrote');
+        const parentBefore = await exportParent('parent-before.img');
+
+        await cli('volume', 'clone', VOLUME, CLONE);
+        const created = performance.now();
+        for (;;) {
+          const listed = (await runToolOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${rig.gateway.port}`])).stdout;
+          if (listed.includes(`"${CLONE}"`)) break;
+          assert.ok(
+            performance.now() - created < OFFERED_WITHIN_MS,
+            `the clone was not offered within ${OFFERED_WITHIN_MS} ms:\n${listed}`,
+          );
+          await delay(100);
+        }
+        const offeredMs = Math.round(performance.now() - created);
+
+        const guest = bootGuest({ setup, nbdPort: rig.gateway.port, exportName: CLONE });
+        let clone;
+        try {
+          clone = await runWorkload(guest);
+        } finally {
+          await guest.kill();
+        }
+        // The second guest's files have the first one's names: the clone holds its own content for them.
+        assert.deepEqual(
+          clone.sums,
+          new Map([...rig.seed, ...parent.written, ...clone.written]),
+          "the clone holds the parent's files, then its own",
+        );
+        const overwritten = [...clone.written.keys()].filter((name) => parent.written.has(name));
+        assert.ok(
+          overwritten.length > 0 && overwritten.every((name) => parent.written.get(name) !== clone.written.get(name)),
+          'the clone rewrote files of the parent',
+        );
+
+        assert.equal(await exportParent('parent-after.img'), parentBefore, 'the parent is unchanged by what its clone wrote');
+        t.diagnostic(
+          `guest on ${setup.accel}: parent ${parent.written.size} files written; clone offered ${offeredMs} ms after \`volume clone\`, ` +
+            `found all ${rig.seed.size + parent.written.size} files, rewrote ${overwritten.length}; the parent's export is unchanged (sha256 ${parentBefore.slice(0, 12)}…)`,
+        );
+      } finally {
+        await rig.dispose();
+      }
+    },
+  );
 });

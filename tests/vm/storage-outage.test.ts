@@ -188,7 +188,15 @@ async function runScenario(t: TestContext, setup: GuestSetup, hangTimeout: strin
     await guest.waitForLine(/@@hf WORKLOAD DONE/, REPORT_TIMEOUT_MS);
     await guest.exited;
     const lines = [...guest.lines];
-    return { seed: rig.seed, report: parseReport(lines), lines, outageStart, outageEnd, events: rig.events(), transcript: guest.transcript() };
+    return {
+      seed: rig.seed,
+      report: parseReport(lines),
+      lines,
+      outageStart,
+      outageEnd,
+      events: rig.events(),
+      transcript: guest.transcript(),
+    };
   } finally {
     await rig.dispose();
   }
@@ -199,8 +207,16 @@ function assertRodeThrough(t: TestContext, outcome: Outcome): void {
   const { report, transcript } = outcome;
   const context = `\n${transcript}`;
   assert.deepEqual(report.fatal, [], `the guest gave up${context}`);
-  assert.deepEqual(report.workloadErrors.map((l) => l.text), [], `the workload saw errors${context}`);
-  assert.deepEqual(report.kernelErrors.map((l) => l.text), [], `the guest kernel saw I/O errors${context}`);
+  assert.deepEqual(
+    report.workloadErrors.map((l) => l.text),
+    [],
+    `the workload saw errors${context}`,
+  );
+  assert.deepEqual(
+    report.kernelErrors.map((l) => l.text),
+    [],
+    `the guest kernel saw I/O errors${context}`,
+  );
   assert.equal(report.mount, 'rw', `the filesystem went read-only${context}`);
   assert.equal(report.writable, 'yes', `the filesystem refuses writes${context}`);
   assert.equal(report.dmesg, 'io_errors=0 remount_ro=0 ext4_errors=0', `the guest's dmesg shows errors${context}`);
@@ -209,8 +225,13 @@ function assertRodeThrough(t: TestContext, outcome: Outcome): void {
   assert.ok(report.written.size >= ROUNDS_BEFORE + ROUNDS_AFTER, `the guest wrote only ${report.written.size} files${context}`);
   assert.deepEqual(new Map(report.sums), expected, `files re-read after the remount differ from what was written${context}`);
 
-  assert.ok(endedHangs(outcome.events).length > 0, `the outage held no guest I/O (no io-hang episode ended); events: ${JSON.stringify(outcome.events)}${context}`);
-  t.diagnostic(`${describeOutcome(outcome)}; ${report.written.size} files written, all ${expected.size} files re-read intact after a remount`);
+  assert.ok(
+    endedHangs(outcome.events).length > 0,
+    `the outage held no guest I/O (no io-hang episode ended); events: ${JSON.stringify(outcome.events)}${context}`,
+  );
+  t.diagnostic(
+    `${describeOutcome(outcome)}; ${report.written.size} files written, all ${expected.size} files re-read intact after a remount`,
+  );
 }
 
 describe('VM acceptance: a Linux guest on a Holdfast volume through storage outages', () => {
@@ -219,14 +240,18 @@ describe('VM acceptance: a Linux guest on a Holdfast volume through storage outa
     setup = await prepareGuest();
   });
 
-  it('1. S3 killed for 15 s mid-workload: no guest error, ext4 stays writable, data intact', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
-    const outcome = await runScenario(t, setup, DEFAULT_HANG_TIMEOUT, async (rig) => {
-      await rig.s3.kill();
-      await sleep(OUTAGE_MS);
-      await rig.s3.restart();
-    });
-    assertRodeThrough(t, outcome);
-  });
+  it(
+    '1. S3 killed for 15 s mid-workload: no guest error, ext4 stays writable, data intact',
+    { timeout: SCENARIO_TIMEOUT_MS },
+    async (t) => {
+      const outcome = await runScenario(t, setup, DEFAULT_HANG_TIMEOUT, async (rig) => {
+        await rig.s3.kill();
+        await sleep(OUTAGE_MS);
+        await rig.s3.restart();
+      });
+      assertRodeThrough(t, outcome);
+    },
+  );
 
   it('2. S3 frozen (SIGSTOP) for 15 s: the same', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
     const outcome = await runScenario(t, setup, DEFAULT_HANG_TIMEOUT, async (rig) => {
@@ -237,22 +262,28 @@ describe('VM acceptance: a Linux guest on a Holdfast volume through storage outa
     assertRodeThrough(t, outcome);
   });
 
-  it('3. gateway SIGKILLed during an S3 outage, restarted 5 s later, S3 back 10 s after: nothing lost', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
-    let killedAt = 0;
-    const outcome = await runScenario(t, setup, DEFAULT_HANG_TIMEOUT, async (rig) => {
-      await rig.s3.kill();
-      // Killed while guest reads are held: they must be resent by QEMU and answered by the new gateway.
-      await waitForEvent(rig, (e) => e.kind === 'io-hang' && e.set, OUTAGE_MS);
-      await rig.killGateway();
-      killedAt = Date.now();
-      await sleep(5_000);
-      await rig.restartGateway();
-      await sleep(Math.max(0, killedAt + 15_000 - Date.now()));
-      await rig.s3.restart();
-    });
-    assertRodeThrough(t, outcome);
-    t.diagnostic(`the gateway was killed ${seconds(killedAt - outcome.outageStart)} into the outage, down 5 s; S3 back ${seconds(outcome.outageEnd - killedAt)} after the kill`);
-  });
+  it(
+    '3. gateway SIGKILLed during an S3 outage, restarted 5 s later, S3 back 10 s after: nothing lost',
+    { timeout: SCENARIO_TIMEOUT_MS },
+    async (t) => {
+      let killedAt = 0;
+      const outcome = await runScenario(t, setup, DEFAULT_HANG_TIMEOUT, async (rig) => {
+        await rig.s3.kill();
+        // Killed while guest reads are held: they must be resent by QEMU and answered by the new gateway.
+        await waitForEvent(rig, (e) => e.kind === 'io-hang' && e.set, OUTAGE_MS);
+        await rig.killGateway();
+        killedAt = Date.now();
+        await sleep(5_000);
+        await rig.restartGateway();
+        await sleep(Math.max(0, killedAt + 15_000 - Date.now()));
+        await rig.s3.restart();
+      });
+      assertRodeThrough(t, outcome);
+      t.diagnostic(
+        `the gateway was killed ${seconds(killedAt - outcome.outageStart)} into the outage, down 5 s; S3 back ${seconds(outcome.outageEnd - killedAt)} after the kill`,
+      );
+    },
+  );
 
   it('4. control: the same outage with hang timeout off reaches the guest as I/O errors', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
     const outcome = await runScenario(t, setup, 'off', async (rig) => {
@@ -266,41 +297,48 @@ describe('VM acceptance: a Linux guest on a Holdfast volume through storage outa
     t.diagnostic(`hang timeout off; ${describeOutcome(outcome)}`);
   });
 
-  it('5. an outage longer than a 5 s hang timeout: the guest sees errors after the timeout, not before', { timeout: SCENARIO_TIMEOUT_MS }, async (t) => {
-    const outcome = await runScenario(t, setup, `${SHORT_HANG_TIMEOUT_MS}ms`, async (rig) => {
-      await rig.s3.kill();
-      await sleep(LONG_OUTAGE_MS);
-      await rig.s3.restart();
-    });
-    const { events } = outcome;
-    const first = firstGuestError(outcome.report);
-    assert.ok(first !== undefined, `an outage past the hang timeout must reach the guest as errors, and none did\n${outcome.transcript}`);
-    const afterStart = first.at - outcome.outageStart;
-    // The hang can begin a few milliseconds after the outage does (a killed server refuses at once).
-    assert.ok(
-      afterStart >= SHORT_HANG_TIMEOUT_MS - TIMEOUT_ACCURACY_MS,
-      `the guest saw an error ${afterStart} ms into the outage, before the ${SHORT_HANG_TIMEOUT_MS} ms hang timeout: ${first.text}\n${outcome.transcript}`,
-    );
-    assert.ok(first.at <= outcome.outageEnd, `the first guest error came only after the outage ended: ${first.text}`);
-    const hangStart = events.find((e) => e.kind === 'io-hang' && e.set);
-    const timeout = events.find((e) => e.kind === 'io-hang-timeout' && e.set);
-    assert.ok(hangStart !== undefined && timeout !== undefined, `expected io-hang and io-hang-timeout events; got ${JSON.stringify(events)}`);
-    const hangBegan = Date.parse(hangStart.time);
-    const timedOut = Date.parse(timeout.time);
-    // Console lines are stamped with the host's clock when they arrive, after the guest printed
-    // them; the gateway stamps io-hang-timeout with the same clock before it fails the held
-    // requests. An error the timeout caused therefore arrives at or after that stamp.
-    assert.ok(first.at >= timedOut, `the guest saw an error ${timedOut - first.at} ms before the hang timeout fired: ${first.text}`);
-    // And the timeout itself came no sooner than its deadline allows: the io-hang event is stamped a
-    // little after the clock the timer counts from, and a Node timer may fire a millisecond early by
-    // Date.now(), which the documented accuracy covers.
-    assert.ok(
-      first.at >= hangBegan + SHORT_HANG_TIMEOUT_MS - TIMEOUT_ACCURACY_MS,
-      `the guest saw an error ${first.at - hangBegan} ms into the hang episode, more than ${TIMEOUT_ACCURACY_MS} ms before its ${SHORT_HANG_TIMEOUT_MS} ms timeout`,
-    );
-    t.diagnostic(
-      `hang timeout ${seconds(SHORT_HANG_TIMEOUT_MS)}; ${describeOutcome(outcome)}; the first error came ${seconds(first.at - hangBegan)} after ` +
-        `the hang began (io-hang-timeout event ${seconds(timedOut - hangBegan)} after it)`,
-    );
-  });
+  it(
+    '5. an outage longer than a 5 s hang timeout: the guest sees errors after the timeout, not before',
+    { timeout: SCENARIO_TIMEOUT_MS },
+    async (t) => {
+      const outcome = await runScenario(t, setup, `${SHORT_HANG_TIMEOUT_MS}ms`, async (rig) => {
+        await rig.s3.kill();
+        await sleep(LONG_OUTAGE_MS);
+        await rig.s3.restart();
+      });
+      const { events } = outcome;
+      const first = firstGuestError(outcome.report);
+      assert.ok(first !== undefined, `an outage past the hang timeout must reach the guest as errors, and none did\n${outcome.transcript}`);
+      const afterStart = first.at - outcome.outageStart;
+      // The hang can begin a few milliseconds after the outage does (a killed server refuses at once).
+      assert.ok(
+        afterStart >= SHORT_HANG_TIMEOUT_MS - TIMEOUT_ACCURACY_MS,
+        `the guest saw an error ${afterStart} ms into the outage, before the ${SHORT_HANG_TIMEOUT_MS} ms hang timeout: ${first.text}\n${outcome.transcript}`,
+      );
+      assert.ok(first.at <= outcome.outageEnd, `the first guest error came only after the outage ended: ${first.text}`);
+      const hangStart = events.find((e) => e.kind === 'io-hang' && e.set);
+      const timeout = events.find((e) => e.kind === 'io-hang-timeout' && e.set);
+      assert.ok(
+        hangStart !== undefined && timeout !== undefined,
+        `expected io-hang and io-hang-timeout events; got ${JSON.stringify(events)}`,
+      );
+      const hangBegan = Date.parse(hangStart.time);
+      const timedOut = Date.parse(timeout.time);
+      // Console lines are stamped with the host's clock when they arrive, after the guest printed
+      // them; the gateway stamps io-hang-timeout with the same clock before it fails the held
+      // requests. An error the timeout caused therefore arrives at or after that stamp.
+      assert.ok(first.at >= timedOut, `the guest saw an error ${timedOut - first.at} ms before the hang timeout fired: ${first.text}`);
+      // And the timeout itself came no sooner than its deadline allows: the io-hang event is stamped a
+      // little after the clock the timer counts from, and a Node timer may fire a millisecond early by
+      // Date.now(), which the documented accuracy covers.
+      assert.ok(
+        first.at >= hangBegan + SHORT_HANG_TIMEOUT_MS - TIMEOUT_ACCURACY_MS,
+        `the guest saw an error ${first.at - hangBegan} ms into the hang episode, more than ${TIMEOUT_ACCURACY_MS} ms before its ${SHORT_HANG_TIMEOUT_MS} ms timeout`,
+      );
+      t.diagnostic(
+        `hang timeout ${seconds(SHORT_HANG_TIMEOUT_MS)}; ${describeOutcome(outcome)}; the first error came ${seconds(first.at - hangBegan)} after ` +
+          `the hang began (io-hang-timeout event ${seconds(timedOut - hangBegan)} after it)`,
+      );
+    },
+  );
 });
