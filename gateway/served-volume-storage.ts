@@ -1,4 +1,3 @@
-import { rm } from 'node:fs/promises';
 import { VolumeBusyError } from '../shared/errors.js';
 import type { VolumeStorage } from './admin/storage-routes.js';
 import { deleteSnapshot, listSnapshots, storeSnapshot } from './image/snapshots.js';
@@ -49,9 +48,7 @@ export function servedVolumeStorage(volume: Volume, gateway: ServingGateway): Vo
         throw new VolumeBusyError(`volume ${name} has ${clients} client(s) attached; deleting it with --force disconnects them`);
       const disconnected = await gateway.retire(volume);
       try {
-        const { snapshots } = await new VolumeCatalog(store).delete(name);
-        // Old journal records must never be replayed into a new volume of the same name.
-        await rm(Volume.journalDirFor(gateway.journalRoot, name), { recursive: true, force: true });
+        const { snapshots } = await new VolumeCatalog(store).deleteWithJournal(name, Volume.journalDirFor(gateway.journalRoot, name));
         return { snapshots, disconnected };
       } finally {
         gateway.forgotten(name);

@@ -1,4 +1,3 @@
-import { rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatSize } from '../../shared/units.js';
@@ -191,9 +190,7 @@ export function registerVolumeCommands(program: Command): void {
       }
       // Taking it first refuses a volume a live gateway serves, as that gateway's lease says.
       if (head.owner !== null && opts.force !== true) await withTakenVolume(session, name, () => Promise.resolve(undefined));
-      const { snapshots } = await catalog.delete(name);
-      // Old journal records must never be replayed into a new volume of the same name.
-      await rm(Volume.journalDirFor(session.config.journalRoot, name), { recursive: true, force: true });
+      const { snapshots } = await catalog.deleteWithJournal(name, Volume.journalDirFor(session.config.journalRoot, name));
       process.stdout.write(
         `deleted volume ${name}${snapshots > 0 ? ` and ${snapshots} snapshot(s)` : ''}; its data is freed by the next garbage collection\n`,
       );

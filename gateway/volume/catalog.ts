@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { elementAt } from '../../shared/checked.js';
 import { InvalidArgumentError, VolumeExistsError } from '../../shared/errors.js';
 import {
@@ -105,6 +106,13 @@ export class VolumeCatalog {
     await this.store.put(trashKey(name, 'head', now), encodeHead(head));
     await this.store.delete(headKey(name));
     return { snapshots: snapshots.length };
+  }
+
+  /** Deletes the volume and the journal directory kept for it here: its old records must never be replayed into a new volume of the same name. */
+  async deleteWithJournal(name: string, journalDir: string): Promise<{ snapshots: number }> {
+    const deleted = await this.delete(name);
+    await rm(journalDir, { recursive: true, force: true });
+    return deleted;
   }
 }
 
