@@ -1,11 +1,9 @@
 import { elementAt } from '../../shared/checked.js';
 import { DataObjectWriter, type ObjectMeta, ObjectKind, parseMeta } from '../image/data-object.js';
 import type { DeltaRef } from '../image/head.js';
-import type { Journal, JournalEntry } from '../journal/journal.js';
+import type { JournalEntry } from '../journal/journal.js';
+import { type PayloadPiece, readPayloads } from '../journal/payload-reader.js';
 import { RecordKind } from '../journal/record.js';
-
-/** Payload reads in flight while a delta is built (the libuv pool runs a few at once). */
-const READS_IN_FLIGHT = 32;
 
 /** A delta built and ready to PUT: its bytes, how the head will name it, and its parsed tables. */
 export interface BuiltDelta {
@@ -25,9 +23,9 @@ interface Piece {
 /**
  * Turns a run of journal entries (consecutive sequence numbers) into one delta object: each byte the
  * newest entry wrote, sorted by volume offset, adjacent pieces merged into one run, zeros as zero runs
- * without data. The payloads are read from the journal straight into the object's buffer.
+ * without data. The payloads are read from the journal in a few large reads (journal/payload-reader.ts).
  */
-export async function buildDelta(entries: readonly JournalEntry[], journal: Journal, key: string, epoch: number): Promise<BuiltDelta> {
+export async function buildDelta(entries: readonly JournalEntry[], key: string, epoch: number): Promise<BuiltDelta> {
   const pieces = newestPieces(entries);
   type Run = { offset: number; length: number; zero: boolean; pieces: Piece[] };
   const runs: Run[] = [];
@@ -44,17 +42,16 @@ export async function buildDelta(entries: readonly JournalEntry[], journal: Jour
   const seqFrom = elementAt(entries, 0).seq;
   const seqTo = elementAt(entries, entries.length - 1).seq;
   const writer = new DataObjectWriter(ObjectKind.Delta, dataLength, runs.length, epoch, seqFrom, seqTo);
-  const reads: Array<() => Promise<void>> = [];
+  const reads: PayloadPiece[] = [];
   for (const r of runs) {
     let at = writer.addRun(r.offset, r.length, r.zero);
     if (r.zero) continue;
     for (const p of r.pieces) {
-      const into = at;
-      reads.push(() => journal.readPayload(p.entry, p.from, p.length, writer.body, into));
+      reads.push({ entry: p.entry, from: p.from, length: p.length, into: at });
       at += p.length;
     }
   }
-  for (let i = 0; i < reads.length; i += READS_IN_FLIGHT) await Promise.all(reads.slice(i, i + READS_IN_FLIGHT).map((read) => read()));
+  await readPayloads(reads, writer.body);
   const built = writer.finish();
   const ref: DeltaRef = { key, size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc, seqFrom, seqTo };
   return { body: built.body, ref, meta: parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, key) };

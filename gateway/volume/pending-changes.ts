@@ -11,7 +11,7 @@ const WIDE_EXTENTS = 8;
 /**
  * The acknowledged changes the object store does not have yet, as reads need them: per extent, the
  * journal entries to lay over what the store holds, in sequence order. The uploader ships them in
- * sequence order from `oldest()`; `removeThrough(seq)` drops what a committed head now covers.
+ * sequence order from `at()`; `removeThrough(seq)` drops what a committed head now covers.
  */
 export class PendingChanges {
   /** Every pending entry, by sequence (a queue: shifted from `first`). */
@@ -84,9 +84,9 @@ export class PendingChanges {
     return (this.generations.get(extent) ?? 0) + this.wideGeneration;
   }
 
-  /** The oldest pending entries, in sequence order, starting `skip` entries in. */
-  *oldest(skip = 0): IterableIterator<JournalEntry> {
-    for (let i = this.first + skip; i < this.all.length; i++) yield elementAt(this.all, i);
+  /** The pending entry `index` entries after the oldest, in sequence order. */
+  at(index: number): JournalEntry | undefined {
+    return this.all[this.first + index];
   }
 
   /** Removes every entry up to `seq` (a committed head covers them); returns them, oldest first. */
