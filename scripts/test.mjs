@@ -3,6 +3,8 @@
 // integration tests run, type-checks, lints (`npm run lint`: ESLint and Prettier; `node scripts/test.mjs
 // lint` runs only that), then runs the phases in order — unit and model tests first,
 // real-peer integration tests after, the VM suite last — and prints one combined result line.
+// `node scripts/test.mjs unit model` needs neither tools nor bundle: only the integration and vm
+// phases drive Debian tools or run what the build writes, so only they install and build.
 // Servers (Ceph's RADOS Gateway, gateways, peers) are started and stopped by the tests themselves.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -35,10 +37,10 @@ const TOOLS = {
 const FILES = [{ dir: '/boot', prefix: 'vmlinuz-', suffix: '-cloud-amd64', pkg: 'linux-image-cloud-amd64' }];
 
 const PHASES = [
-  { name: 'unit', dir: 'tests/unit' },
-  { name: 'model', dir: 'tests/model' },
-  { name: 'integration', dir: 'tests/integration' },
-  { name: 'vm', dir: 'tests/vm' },
+  { name: 'unit', dir: 'tests/unit', needsTools: false },
+  { name: 'model', dir: 'tests/model', needsTools: false },
+  { name: 'integration', dir: 'tests/integration', needsTools: true },
+  { name: 'vm', dir: 'tests/vm', needsTools: true },
 ];
 
 function run(cmd, args, opts = {}) {
@@ -78,8 +80,10 @@ function testFiles(dir) {
 }
 
 const only = process.argv.slice(2);
-ensureTools();
-if (run('npm', ['run', '--silent', 'build']) !== 0) process.exit(1);
+if (PHASES.some((phase) => phase.needsTools && (only.length === 0 || only.includes(phase.name)))) {
+  ensureTools();
+  if (run('npm', ['run', '--silent', 'build']) !== 0) process.exit(1);
+}
 if (only.length === 0 && run('npx', ['tsc', '-p', 'tsconfig.json']) !== 0) {
   console.error('test: type check failed');
   process.exit(1);

@@ -1,88 +1,17 @@
-import { readFile, rm } from 'node:fs/promises';
-import {
-  EventBridgeClient,
-  PutEventsCommand,
-  type EventBridgeClientConfig,
-  type PutEventsRequestEntry,
-  type PutEventsResultEntry,
-} from '@aws-sdk/client-eventbridge';
+import { PutEventsCommand, type EventBridgeClient, type PutEventsResultEntry } from '@aws-sdk/client-eventbridge';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../shared/errors.js';
-import { EVENT_SOURCE, detailTypeOf } from '../../shared/eventbridge.js';
-import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
-import { writeFileAtomic } from '../util/atomic-write.js';
+import type { HoldfastEvent } from '../../shared/events.js';
 import { backoffMs } from '../util/backoff.js';
-import { failFastHttpHandler } from '../util/fail-fast-http.js';
 import { LogRateLimiter } from '../util/rate-limited-log.js';
 import { sleep, type Sleep } from '../util/sleep.js';
 import type { DropReason, EventDeliveryCounters, EventSink } from './event-sink.js';
-
-/** PutEvents limits: entries per call, and bytes per call as EventBridge counts them. */
-export const MAX_BATCH_ENTRIES = 10;
-export const MAX_BATCH_BYTES = 256 * 1024;
-/** Longer error texts are cut so that every event fits a call and the queue's memory stays predictable. */
-export const MAX_LAST_ERROR_CHARS = 64 * 1024;
-
-/**
- * Entry error codes that will fail the same way however often they are retried; every other code
- * (throttling, internal failures, codes we do not know) is retried, since dropping an alert is worse
- * than sending it late.
- */
-const PERMANENT_ENTRY_ERRORS = new Set(['InvalidArgument', 'MalformedDetail', 'ValidationException', 'InvalidEventPatternException']);
+import { EventQueue, type Pending } from './event-queue.js';
+import { EventSpill } from './event-spill.js';
+import { PERMANENT_ENTRY_ERRORS } from './put-events.js';
 
 /** How often the same kind of trouble may be logged, so that a long outage does not flood the log. */
 const LOG_EVERY_MS = 10_000;
-
-export interface EventBridgeClientOptions {
-  /** An EventBridge-compatible endpoint (tests, LocalStack); unset means AWS. */
-  readonly endpoint?: string | undefined;
-  readonly region?: string | undefined;
-  readonly credentials?: EventBridgeClientConfig['credentials'];
-  readonly requestTimeoutMs?: number;
-}
-
-/**
- * A client whose calls fail fast: one attempt, short timeouts. The sink retries with its own
- * back-off, so SDK retries would only delay the moment it learns that EventBridge is down.
- */
-export function createEventBridgeClient(options: EventBridgeClientOptions = {}): EventBridgeClient {
-  return new EventBridgeClient({
-    endpoint: options.endpoint,
-    // SigV4 needs some region even when a local endpoint ignores it.
-    region: options.region ?? (options.endpoint === undefined ? undefined : 'us-east-1'),
-    credentials: options.credentials,
-    maxAttempts: 1,
-    requestHandler: failFastHttpHandler({ connectTimeoutMs: 2000, requestTimeoutMs: options.requestTimeoutMs ?? 5000, maxSockets: 4 }),
-  });
-}
-
-/** The PutEvents entry for one event: what the CDK rules match and the functions validate. */
-export function toPutEventsEntry(event: HoldfastEvent, busName: string): PutEventsRequestEntry {
-  const detail =
-    event.lastError !== null && event.lastError.length > MAX_LAST_ERROR_CHARS
-      ? { ...event, lastError: `${event.lastError.slice(0, MAX_LAST_ERROR_CHARS)}… (cut)` }
-      : event;
-  return {
-    Source: EVENT_SOURCE,
-    DetailType: detailTypeOf(event),
-    Detail: JSON.stringify(detail),
-    EventBusName: busName,
-    Time: new Date(event.time),
-    Resources: [],
-  };
-}
-
-/** An entry's size as EventBridge counts it against the 256 KiB limit of one PutEvents call. */
-export function entrySize(entry: PutEventsRequestEntry): number {
-  const bytes = (s: string | undefined) => (s === undefined ? 0 : Buffer.byteLength(s, 'utf8'));
-  return (
-    (entry.Time === undefined ? 0 : 14) +
-    bytes(entry.Source) +
-    bytes(entry.DetailType) +
-    bytes(entry.Detail) +
-    (entry.Resources ?? []).reduce((n, r) => n + bytes(r), 0)
-  );
-}
 
 export interface EventBridgeSinkOptions {
   readonly busName: string;
@@ -111,12 +40,6 @@ interface SendOutcome {
   readonly refused: Readonly<Record<string, number>>;
 }
 
-interface Pending {
-  readonly event: HoldfastEvent;
-  readonly entry: PutEventsRequestEntry;
-  readonly bytes: number;
-}
-
 /**
  * Publishes events to an EventBridge bus with PutEvents, in the background. publish() only queues;
  * a single delivery loop sends batches (≤ 10 entries, ≤ 256 KiB), retries what failed with
@@ -124,10 +47,8 @@ interface Pending {
  * event per volume, so a failed entry is never overtaken by a later one of the same volume.
  */
 export class EventBridgeSink implements EventSink {
-  private readonly queue: Pending[] = [];
-  private queuedBytes = 0;
-  private readonly maxEvents: number;
-  private readonly maxBytes: number;
+  private readonly queue: EventQueue;
+  private readonly spill: EventSpill | undefined;
   private readonly stats = {
     delivered: 0,
     retried: 0,
@@ -144,19 +65,26 @@ export class EventBridgeSink implements EventSink {
   private closed: Promise<void> | undefined;
   private readonly abort = new AbortController();
   private readonly logLimiter = new LogRateLimiter(LOG_EVERY_MS, () => Date.now());
-  private spillExists = false;
-  private spillWriting: Promise<void> | undefined;
-  private spillDirty = false;
 
   private constructor(private readonly opts: EventBridgeSinkOptions) {
-    this.maxEvents = opts.maxQueuedEvents ?? 10_000;
-    this.maxBytes = opts.maxQueuedBytes ?? 16 * 2 ** 20;
+    this.queue = new EventQueue(opts.busName, opts.maxQueuedEvents ?? 10_000, opts.maxQueuedBytes ?? 16 * 2 ** 20);
+    if (opts.spillFile !== undefined) {
+      const path = opts.spillFile;
+      this.spill = new EventSpill({
+        path,
+        queue: this.queue,
+        stopped: () => this.stopped,
+        onWriteError: (err) => {
+          this.logRateLimited('spill', 'warn', { err, file: path }, 'could not update the event spill file');
+        },
+      });
+    }
   }
 
   /** Opens the sink, first queueing the events a previous run left in the spill file. */
   static async open(opts: EventBridgeSinkOptions): Promise<EventBridgeSink> {
     const sink = new EventBridgeSink(opts);
-    if (opts.spillFile !== undefined) await sink.replaySpill(opts.spillFile);
+    await sink.replaySpill();
     sink.kick();
     return sink;
   }
@@ -208,35 +136,29 @@ export class EventBridgeSink implements EventSink {
     this.abort.abort();
     this.backoff?.wake();
     await this.loop;
-    await this.spillWriting;
+    await this.spill?.settled();
     const left = this.queue.length;
-    if (left > 0 && this.opts.spillFile !== undefined) {
+    if (left > 0 && this.spill !== undefined) {
       try {
-        await this.writeSpill(this.opts.spillFile);
+        await this.spill.write();
         this.opts.logger.warn(
-          { events: left, file: this.opts.spillFile },
+          { events: left, file: this.spill.path },
           'EventBridge sink closed with undelivered events; they are kept in the spill file and sent at the next start',
         );
       } catch (err) {
-        for (const p of this.queue) this.drop('shutdown', p.event, `spill file not written: ${errorMessage(err)}`);
+        for (const event of this.queue.events()) this.drop('shutdown', event, `spill file not written: ${errorMessage(err)}`);
       }
     } else if (left > 0) {
-      for (const p of this.queue) this.drop('shutdown', p.event, 'undelivered when the gateway stopped');
-    } else if (this.spillExists && this.opts.spillFile !== undefined) {
-      await rm(this.opts.spillFile, { force: true });
+      for (const event of this.queue.events()) this.drop('shutdown', event, 'undelivered when the gateway stopped');
+    } else {
+      await this.spill?.removeIfPresent();
     }
     this.opts.client.destroy();
   }
 
   private enqueue(event: HoldfastEvent): void {
-    const entry = toPutEventsEntry(event, this.opts.busName);
-    const bytes = entrySize(entry);
-    if (this.queue.length >= this.maxEvents || this.queuedBytes + bytes > this.maxBytes) {
-      this.drop('queue-full', event, `queue full (${this.queue.length} events, ${this.queuedBytes} bytes)`);
-      return;
-    }
-    this.queue.push({ event, entry, bytes });
-    this.queuedBytes += bytes;
+    const full = this.queue.push(event);
+    if (full !== undefined) this.drop('queue-full', event, full);
   }
 
   private kick(): void {
@@ -260,7 +182,7 @@ export class EventBridgeSink implements EventSink {
 
   private async deliver(): Promise<void> {
     while (this.queue.length > 0 && !this.stopped) {
-      const batch = this.nextBatch();
+      const batch = this.queue.nextBatch();
       const outcome = await this.send(batch);
       if (outcome.retry) this.failingSince ??= Date.now();
       if (this.queue.length === 0) {
@@ -293,25 +215,6 @@ export class EventBridgeSink implements EventSink {
     else log.warn({ refused: outcome.refused, ...fields }, 'EventBridge refused events; they are sent again');
   }
 
-  /**
-   * The oldest queued event of each volume, up to the call's limits. A volume whose oldest event
-   * does not fit this time contributes nothing, so none of its later events can go first.
-   */
-  private nextBatch(): Pending[] {
-    const batch: Pending[] = [];
-    const seen = new Set<string>();
-    let bytes = 0;
-    for (const p of this.queue) {
-      if (batch.length === MAX_BATCH_ENTRIES) break;
-      if (seen.has(p.event.volume)) continue;
-      seen.add(p.event.volume);
-      if (bytes + p.bytes > MAX_BATCH_BYTES) continue;
-      batch.push(p);
-      bytes += p.bytes;
-    }
-    return batch;
-  }
-
   /** One PutEvents call: whether some of the batch must be sent again, and why. */
   private async send(batch: Pending[]): Promise<SendOutcome> {
     let results: PutEventsResultEntry[];
@@ -341,18 +244,8 @@ export class EventBridgeSink implements EventSink {
         refused[code] = (refused[code] ?? 0) + 1;
       }
     });
-    this.remove(done);
+    this.queue.remove(done);
     return { retry, error: undefined, refused };
-  }
-
-  private remove(done: ReadonlySet<Pending>): void {
-    if (done.size === 0) return;
-    let kept = 0;
-    for (const p of this.queue) {
-      if (done.has(p)) this.queuedBytes -= p.bytes;
-      else this.queue[kept++] = p;
-    }
-    this.queue.length = kept;
   }
 
   private recovered(): void {
@@ -378,66 +271,16 @@ export class EventBridgeSink implements EventSink {
     if (suppressed !== undefined) this.opts.logger[level]({ ...fields, suppressed }, msg);
   }
 
-  /**
-   * Brings the spill file in line with the queue: written while delivery fails (or while a file is
-   * there already), removed once everything is delivered. Writes are coalesced, never awaited by
-   * publish().
-   */
   private persistSoon(): void {
-    const file = this.opts.spillFile;
-    if (file === undefined || this.stopped) return;
-    if (!this.spillExists && (this.queue.length === 0 || this.failingSince === undefined)) return;
-    if (this.spillWriting !== undefined) {
-      this.spillDirty = true;
-      return;
-    }
-    this.spillWriting = (async () => {
-      do {
-        this.spillDirty = false;
-        try {
-          if (this.queue.length === 0) {
-            if (this.spillExists) await rm(file, { force: true });
-            this.spillExists = false;
-          } else {
-            await this.writeSpill(file);
-          }
-        } catch (err) {
-          this.logRateLimited('spill', 'warn', { err, file }, 'could not update the event spill file');
-        }
-        // Set again by callers while this one awaited; TypeScript keeps the `= false` narrowing above.
-        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- narrowing does not survive an await
-      } while (this.spillDirty && !this.stopped);
-    })().finally(() => (this.spillWriting = undefined));
+    this.spill?.persistSoon(this.failingSince !== undefined);
   }
 
-  private async writeSpill(file: string): Promise<void> {
-    await writeFileAtomic(file, this.queue.map((p) => `${JSON.stringify(p.event)}\n`).join(''));
-    this.spillExists = true;
-  }
-
-  private async replaySpill(file: string): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch {
-      return;
-    }
-    this.spillExists = true;
-    let bad = 0;
-    for (const line of text.split('\n')) {
-      if (line.trim() === '') continue;
-      let parsed: ReturnType<typeof HoldfastEventSchema.safeParse>;
-      try {
-        parsed = HoldfastEventSchema.safeParse(JSON.parse(line));
-      } catch {
-        bad++;
-        continue;
-      }
-      if (parsed.success) this.enqueue(parsed.data);
-      else bad++;
-    }
+  private async replaySpill(): Promise<void> {
+    const left = await this.spill?.read();
+    if (left === undefined) return;
+    for (const event of left.events) this.enqueue(event);
     this.opts.logger.info(
-      { events: this.queue.length, unreadable: bad, file },
+      { events: this.queue.length, unreadable: left.unreadable, file: this.spill?.path },
       'events left undelivered by the previous run are sent first',
     );
   }

@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EventsTarget } from '../../shared/config.js';
 import { LogEventSink, type EventSink } from './event-sink.js';
-import { EventBridgeSink, createEventBridgeClient } from './eventbridge-sink.js';
+import { EventBridgeSink } from './eventbridge-sink.js';
+import { createEventBridgeClient } from './put-events.js';
 
 /** Starts with a dot, which no volume name does, so it can never collide with a volume's journal directory. */
 export const EVENTS_SPILL_FILE = '.events-spill.jsonl';

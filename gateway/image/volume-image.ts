@@ -8,7 +8,6 @@
  * the served Volume layers those on top, and export, clone and GC use it alone.
  */
 import { elementAt, mapValue } from '../../shared/checked.js';
-import { LRUCache } from 'lru-cache';
 import { DataCorruptError } from '../../shared/errors.js';
 import type { VolumeShape } from '../../shared/volume-manifest.js';
 import type { ObjectStore } from '../store/object-store.js';
@@ -19,12 +18,11 @@ import { type BaseRef, pageOf, parsePage } from './index-page.js';
 import { ObjectReader, type ObjectRef } from './object-reader.js';
 import type { DeltaInfo, VolumeImageOptions } from './image-types.js';
 import { type ExtentBufferSource, zeroed } from './extent-buffer-source.js';
+import { BaseReader } from './base-reader.js';
 import { fetchPieces, type Piece } from './pieces.js';
 import { NO_SOURCE, RunMap, ZERO_DATA } from './run-map.js';
 
 export type { AllocationSpan, DeltaInfo, VolumeImageOptions };
-
-const DEFAULT_BASE_META_BYTES = 16 * 2 ** 20;
 
 export class VolumeImage {
   private currentShape: VolumeShape;
@@ -41,7 +39,7 @@ export class VolumeImage {
   readonly runs: RunMap;
   private nextSlot = 0;
   private crcBytes = 0;
-  private readonly baseMeta: LRUCache<string, ObjectMeta>;
+  private readonly baseReader: BaseReader;
   /** Where object bytes come from: the local copies first, if any, then the store. */
   readonly reader: ObjectReader;
 
@@ -56,10 +54,7 @@ export class VolumeImage {
       const d = this.deltas.get(slot);
       if (d !== undefined) d.liveBytes -= bytes;
     });
-    this.baseMeta = new LRUCache({
-      maxSize: opts.baseMetaBytes ?? DEFAULT_BASE_META_BYTES,
-      sizeCalculation: (m) => m.crcs.byteLength + m.runs.count * 24 + 64,
-    });
+    this.baseReader = new BaseReader(this.reader, opts.baseMetaBytes);
   }
 
   /** Loads the image a head names: its index pages and every delta's tables. */
@@ -92,7 +87,7 @@ export class VolumeImage {
       if (extent < count) continue;
       released.push(base.key);
       this.bases.delete(extent);
-      this.baseMeta.delete(base.key);
+      this.baseReader.forget(base.key);
       this.dirtyPages.add(pageOf(extent));
     }
     for (const extent of [...this.runs.extentIndexes()]) if (extent >= count) this.runs.removeWhere(extent, () => true);
@@ -178,7 +173,7 @@ export class VolumeImage {
   setBase(extent: number, base: BaseRef): BaseRef | undefined {
     const old = this.bases.get(extent);
     this.bases.set(extent, base);
-    this.baseMeta.delete(old?.key ?? '');
+    this.baseReader.forget(old?.key ?? '');
     this.dirtyPages.add(pageOf(extent));
     this.runs.removeWhere(extent, (slot) => {
       const d = this.deltas.get(slot);
@@ -195,7 +190,7 @@ export class VolumeImage {
     const old = this.bases.get(extent);
     if (old !== undefined) {
       this.bases.delete(extent);
-      this.baseMeta.delete(old.key);
+      this.baseReader.forget(old.key);
       this.dirtyPages.add(pageOf(extent));
     }
     this.runs.removeWhere(extent, (slot) => {
@@ -234,7 +229,7 @@ export class VolumeImage {
     this.deltas.clear();
     this.crcBytes = 0;
     this.runs.clear();
-    this.baseMeta.clear();
+    this.baseReader.clear();
     return released;
   }
 
@@ -258,7 +253,7 @@ export class VolumeImage {
       const stop = Math.min(end, extentStart + this.extentLength(extent));
       this.runs.resolve(extent, pos - extentStart, stop - extentStart, (s, t, src, dataOffset) => {
         const at = outOffset + extentStart + s - offset;
-        if (src === NO_SOURCE) bases.push(this.readBase(extent, s, t - s, out, at, signal));
+        if (src === NO_SOURCE) bases.push(this.baseReader.range(this.bases.get(extent), extentStart, s, t - s, out, at, signal));
         else if (dataOffset === ZERO_DATA) out.fill(0, at, at + t - s);
         else {
           const d = mapValue(this.deltas, src);
@@ -288,7 +283,7 @@ export class VolumeImage {
       pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
     });
     const base = this.bases.get(extent);
-    let data = base === undefined ? null : await this.loadBase(extent, base, signal, buffers);
+    let data = base === undefined ? null : await this.baseReader.whole(base, extent * this.shape.extentSize, len, signal, buffers);
     if (pieces.length === 0 && zeros.length === 0) return data;
     if (data === null) {
       if (pieces.length === 0) return null;
@@ -323,7 +318,7 @@ export class VolumeImage {
         } else order.push([s, t, dataOffset === ZERO_DATA]);
       });
       const base = this.bases.get(extent);
-      const meta = base !== undefined && gaps.length > 0 ? await this.baseMetaOf(base, signal) : undefined;
+      const meta = base !== undefined && gaps.length > 0 ? await this.baseReader.metaOf(base, signal) : undefined;
       for (const [s, t, hole] of order) {
         if (hole !== undefined) push(t - s, hole);
         else if (meta === undefined) push(t - s, true);
@@ -332,78 +327,5 @@ export class VolumeImage {
       pos = stop;
     }
     return spans;
-  }
-
-  private async loadBase(extent: number, base: BaseRef, signal?: AbortSignal, buffers?: ExtentBufferSource): Promise<Buffer | null> {
-    const into = buffers?.take();
-    let body: Buffer;
-    let meta: ObjectMeta;
-    try {
-      ({ body, meta } = await this.reader.whole(base, signal, into));
-    } catch (err) {
-      if (into !== undefined) buffers?.release(into);
-      throw err;
-    }
-    // Read into the buffer taken for it, or not (it did not fit): the result holds on to one of them.
-    const unused = into !== undefined && body.buffer !== into.buffer ? into : undefined;
-    if (unused !== undefined) buffers?.release(unused);
-    this.baseMeta.set(base.key, meta);
-    const len = this.extentLength(extent);
-    const { count, offset, length, dataOffset } = meta.runs;
-    const extentStart = extent * this.shape.extentSize;
-    // A dense base (one run over the whole extent) is its own data region: no copy.
-    if (count === 1 && offset[0] === extentStart && length[0] === len && dataOffset[0] === 0) return body.subarray(0, len);
-    const out = count === 0 ? null : zeroed(len, buffers);
-    for (let i = 0; i < count && out !== null; i++) {
-      const data = dataOffset[i] ?? -1;
-      if (data >= 0) body.copy(out, (offset[i] ?? 0) - extentStart, data, data + (length[i] ?? 0));
-    }
-    if (into !== undefined && unused === undefined) buffers?.release(into);
-    return out;
-  }
-
-  private async baseMetaOf(base: BaseRef, signal?: AbortSignal): Promise<ObjectMeta> {
-    const cached = this.baseMeta.get(base.key);
-    if (cached !== undefined) return cached;
-    const meta = await this.fetchMeta(base, signal);
-    this.baseMeta.set(base.key, meta);
-    return meta;
-  }
-
-  /** [start, start + n) of the extent (offsets within it) from its base, zeros where it has none. */
-  private async readBase(extent: number, start: number, n: number, out: Buffer, at: number, signal?: AbortSignal): Promise<void> {
-    const base = this.bases.get(extent);
-    if (base === undefined) {
-      out.fill(0, at, at + n);
-      return;
-    }
-    const meta = await this.baseMetaOf(base, signal);
-    const extentStart = extent * this.shape.extentSize;
-    const pieces: Piece[] = [];
-    let pos = start;
-    const { count, offset, length, dataOffset } = meta.runs;
-    for (let i = 0; i < count && pos < start + n; i++) {
-      const s = elementAt(offset, i) - extentStart;
-      const t = s + elementAt(length, i);
-      if (t <= pos) continue;
-      if (s >= start + n) break;
-      if (s > pos) out.fill(0, at + pos - start, at + s - start);
-      const from = Math.max(s, pos);
-      const to = Math.min(t, start + n);
-      const data = dataOffset[i] ?? -1;
-      if (data < 0) out.fill(0, at + from - start, at + to - start);
-      else
-        pieces.push({
-          at: at + from - start,
-          length: to - from,
-          ref: base,
-          dataOffset: data + (from - s),
-          crcs: meta.crcs,
-          dataLength: meta.dataLength,
-        });
-      pos = to;
-    }
-    if (pos < start + n) out.fill(0, at + pos - start, at + n);
-    await fetchPieces(this.reader, pieces, out, signal);
   }
 }

@@ -1,6 +1,7 @@
 // What a journal directory holds on disk: segment files (header, then records) named by writer epoch
 // and number, and seal files; encoding a group commit's records, and scanning a segment on replay.
-// The Journal (journal.ts) decides when to write, retire and seal; this module only knows the format.
+// The Journal (journal.ts, live-segments.ts) decides when to write, retire and seal; this module only
+// knows the format.
 import { readFile } from 'node:fs/promises';
 import { elementAt } from '../../shared/checked.js';
 import { JournalCorruptError } from '../../shared/errors.js';
@@ -45,6 +46,20 @@ export interface JournalEntry {
   durable: boolean;
   /** When it was appended (monotonic ms; 0 when replayed): how long it has waited for an upload. */
   readonly arrivedAt: number;
+}
+
+export function segmentName(epoch: number, no: number): string {
+  return `${epoch.toString(16).padStart(8, '0')}-${String(no).padStart(16, '0')}.seg`;
+}
+
+/** The header a new segment starts with: magic, version, and its number (high and low 32 bits). */
+export function encodeSegmentHeader(no: number): Buffer {
+  const header = Buffer.alloc(SEGMENT_HEADER_SIZE);
+  header.writeUInt32LE(SEGMENT_MAGIC, 0);
+  header.writeUInt32LE(SEGMENT_VERSION, 4);
+  header.writeUInt32LE(Math.floor(no / 0x1_0000_0000), 8);
+  header.writeUInt32LE(no % 0x1_0000_0000, 12);
+  return header;
 }
 
 export function sealName(epoch: number): string {

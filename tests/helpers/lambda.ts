@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Context } from 'aws-lambda';
-import { toPutEventsEntry } from '../../gateway/events/eventbridge-sink.js';
+import { toPutEventsEntry } from '../../gateway/events/put-events.js';
 import type { HoldfastEnvelope } from '../../functions/common/envelope.js';
 import type { HoldfastEvent } from '../../shared/events.js';
 

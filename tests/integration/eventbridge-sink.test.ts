@@ -5,14 +5,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { GatewayMetrics } from '../../gateway/admin/metrics.js';
-import {
-  EventBridgeSink,
-  MAX_BATCH_BYTES,
-  MAX_BATCH_ENTRIES,
-  createEventBridgeClient,
-  entrySize,
-  type EventBridgeSinkOptions,
-} from '../../gateway/events/eventbridge-sink.js';
+import { EventBridgeSink, type EventBridgeSinkOptions } from '../../gateway/events/eventbridge-sink.js';
+import { MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, createEventBridgeClient, entrySize } from '../../gateway/events/put-events.js';
 import { DETAIL_TYPES, EVENT_SOURCE } from '../../shared/eventbridge.js';
 import { HoldfastEventSchema, type HoldfastEvent } from '../../shared/events.js';
 import { FakeEventBridge, TEST_CREDENTIALS, type ReceivedEntry } from '../helpers/eventbridge-server.js';
