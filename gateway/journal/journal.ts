@@ -1,8 +1,9 @@
 // gateway/journal owns the write-ahead journal of a served volume: durable group commits before a
 // write is acknowledged, replay on open, and retiring segments once uploaded. This file is the
 // Journal and its commit loop; replay.ts reads a directory on open, room.ts is the limit writes wait
-// on, live-segments.ts the segment files in use; segment-format.ts and record.ts are the on-disk
-// format, segment-file.ts the file I/O.
+// on, live-segments.ts the segment files in use, payload-reader.ts reads many records' payloads in a
+// few large reads (for the uploader); segment-format.ts and record.ts are the on-disk format,
+// segment-file.ts the file I/O.
 import { elementAt } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError } from '../../shared/errors.js';
