@@ -97,7 +97,12 @@ export class Journal {
     const { segments, entries, lastSeq, lastSegmentNo } = await replayJournal(opts);
     const journal = new Journal(opts, lastSeq, segments, lastSegmentNo);
     journal.room.liveEntryBytes = entries.length * ENTRY_MEMORY_COST;
-    await journal.segments.retire();
+    try {
+      await journal.segments.retire();
+    } catch (err) {
+      await journal.close();
+      throw err;
+    }
     return { journal, entries };
   }
 

@@ -56,29 +56,35 @@ export async function replayJournal(opts: ReplayOptions): Promise<Replayed> {
   const segments: Segment[] = [];
   const adopted = new Map<number, number>();
   const adoptFrom = opts.adoptFromEpoch ?? 0;
-  for (const { name, epoch: segmentEpoch, no } of names) {
-    const path = join(opts.dir, name);
-    const file = await fileOps.open(path, 'read-write');
-    const segment = new Segment(segmentEpoch, no, path, file, 0);
-    segment.sealed = true;
-    const seal = seals.get(segmentEpoch) ?? (segmentEpoch < adoptFrom && segmentEpoch < epoch ? committed : Infinity);
-    for (const entry of await scanSegment(segment, opts.maxPayload)) {
-      if (entry.seq > seal) continue;
-      adopted.set(segmentEpoch, Math.max(adopted.get(segmentEpoch) ?? 0, entry.seq));
-      if (entry.seq > committed) bySeq.set(entry.seq, entry);
+  try {
+    for (const { name, epoch: segmentEpoch, no } of names) {
+      const path = join(opts.dir, name);
+      const file = await fileOps.open(path, 'read-write');
+      const segment = new Segment(segmentEpoch, no, path, file, 0);
+      segment.sealed = true;
+      segments.push(segment);
+      const seal = seals.get(segmentEpoch) ?? (segmentEpoch < adoptFrom && segmentEpoch < epoch ? committed : Infinity);
+      for (const entry of await scanSegment(segment, opts.maxPayload)) {
+        if (entry.seq > seal) continue;
+        adopted.set(segmentEpoch, Math.max(adopted.get(segmentEpoch) ?? 0, entry.seq));
+        if (entry.seq > committed) bySeq.set(entry.seq, entry);
+      }
     }
-    segments.push(segment);
+    // Sealed before anything new is appended: from now on a record of an older epoch above its seal
+    // can only come from a deposed writer that went on appending, and it was never acknowledged.
+    let sealed = false;
+    for (const s of segments) {
+      if (s.epoch >= epoch || seals.has(s.epoch)) continue;
+      seals.set(s.epoch, s.epoch < adoptFrom ? committed : Math.max(adopted.get(s.epoch) ?? 0, committed));
+      await writeFileAtomic(join(opts.dir, sealName(s.epoch)), `${JSON.stringify({ maxSeq: seals.get(s.epoch) })}\n`);
+      sealed = true;
+    }
+    if (sealed) await syncDirectory(opts.dir);
+  } catch (err) {
+    // A corrupt segment or a failed seal: the files opened so far are closed, not left to the garbage collector.
+    for (const s of segments) await s.file.close().catch(() => undefined);
+    throw err;
   }
-  // Sealed before anything new is appended: from now on a record of an older epoch above its seal
-  // can only come from a deposed writer that went on appending, and it was never acknowledged.
-  let sealed = false;
-  for (const s of segments) {
-    if (s.epoch >= epoch || seals.has(s.epoch)) continue;
-    seals.set(s.epoch, s.epoch < adoptFrom ? committed : Math.max(adopted.get(s.epoch) ?? 0, committed));
-    await writeFileAtomic(join(opts.dir, sealName(s.epoch)), `${JSON.stringify({ maxSeq: seals.get(s.epoch) })}\n`);
-    sealed = true;
-  }
-  if (sealed) await syncDirectory(opts.dir);
   const entries = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
   for (const e of entries) defined(e.segment, 'replayed entry segment').live++;
   const lastSeq = Math.max(committed, entries.length > 0 ? elementAt(entries, entries.length - 1).seq : 0, ...adopted.values());

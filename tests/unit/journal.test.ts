@@ -140,10 +140,27 @@ test('a corrupt record followed by intact ones is a clear error', async () => {
   const flip = 16 + 40 + 500;
   bytes.writeUInt8(bytes.readUInt8(flip) ^ 0xff, flip);
   await writeFile(path, bytes);
+  // Every segment file the failed open opened is closed again, not left to the garbage collector (DEP0137).
+  let openFiles = 0;
+  const counting: SegmentFileOps = {
+    async open(p, flags) {
+      const f = await fsSegmentFileOps.open(p, flags);
+      openFiles++;
+      return {
+        ...bind(f),
+        close: async () => {
+          openFiles--;
+          await f.close();
+        },
+      };
+    },
+    remove: (p: string) => fsSegmentFileOps.remove(p),
+  };
   await assert.rejects(
-    open(),
+    open({ fileOps: counting }),
     (err: unknown) => err instanceof JournalCorruptError && /corrupt/.test(err.message) && err.message.includes(path),
   );
+  assert.equal(openFiles, 0, 'the segment files opened before the corruption was found are closed');
 });
 
 test('a failed fdatasync rewrites the batch to a new segment; nothing acknowledged is lost', async () => {
