@@ -11,6 +11,9 @@
  *                    the actions (events, logs, failing held requests)
  *   interfaces.ts    what the engine needs (options, JournalWaiters, HeldSource) and offers (HangControl)
  *   held-read.ts     one held read; errors.ts StorageFailedError (what a held request fails with)
+ *   volume-health.ts VolumeHealth: where a volume's uploader, head commits, compactor and journal
+ *                    report their store and disk outcomes; the engine reads them, and says there
+ *                    when the store answers again
  *
  * What a volume uses (one HangMonitor per volume):
  *   run(op, bytes, signal)       a store read a guest request waits on, held through failures the
@@ -24,9 +27,10 @@
  *                                returns the function that removes it
  *   storeFailed(err, 'write'|'read') / storeAnswered('write'|'read')  outcomes of store calls made
  *                                outside run() (uploads, head commits); a DataCorruptError is counted
- *                                and reported as `data-corrupt`, never held
- *   journalFailed(err) / journalRecovered()   the journal disk's failures and recovery
- *   onStoreRecovered option      the uploader's cue to retry now
+ *                                and reported as `data-corrupt`, never held. A volume's components
+ *                                report them to its VolumeHealth, which the engine is connected to
+ *   journalFailed(err) / journalRecovered()   the journal disk's failures and recovery (likewise)
+ *   onStoreRecovered option      the cue to retry now (a volume passes it on to VolumeHealth)
  *   close()                      shutdown: held requests are dropped unanswered
  * What the admin API and metrics use: HangControl (policy, setPolicy, pause, resume, release, each
  * with who asked), snapshot(), state, counters.
@@ -39,3 +43,4 @@ export { StorageFailedError, type FailReason } from './errors.js';
 export { HangMonitor, STALL_MS } from './hang-monitor.js';
 export type { HangControl, HangCounters, HangMonitorOptions, HeldSource, JournalWaiters } from './interfaces.js';
 export type { HangSnapshot, HangStateKind } from './machine.js';
+export { VolumeHealth, type JournalReports, type StoreReports } from './volume-health.js';

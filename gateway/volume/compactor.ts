@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
+import type { StoreReports } from '../hang/index.js';
 import { buildBaseExtent, isAllZero } from '../image/base-extent.js';
 import type { BaseRef } from '../image/index-page.js';
 import { baseExtentKey } from '../image/layout.js';
@@ -35,7 +36,8 @@ export interface CompactorOptions {
   readonly reserve: (bytes: number) => CacheReservation;
   readonly failpoints: Failpoints;
   readonly logger: Logger;
-  readonly onStoreError: (err: unknown) => void;
+  /** Told of each failed compaction (storage-unavailable). */
+  readonly health: StoreReports;
 }
 
 export interface CompactorStats {
@@ -106,7 +108,7 @@ export class Compactor {
         if (err instanceof VolumeDeposedError) return;
         this.stats.failures++;
         this.opts.logger.warn({ err: errorMessage(err) }, 'compaction failed; will try again after the next upload');
-        this.opts.onStoreError(err);
+        this.opts.health.storeFailed(err);
         return;
       }
       reason = everything ? (this.opts.image.deltas.size > 0 ? 'delta-count' : undefined) : this.reason(true);

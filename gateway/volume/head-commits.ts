@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { VolumeDeposedError } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
+import type { StoreReports } from '../hang/index.js';
 import type { Head, PageRef, Released } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
 import { encodePage } from '../image/index-page.js';
@@ -22,8 +23,7 @@ export interface HeadCommitsOptions {
   readonly ackedSeq: () => number;
   readonly logger: Logger;
   /** Told of renewal failures and of the first success after them. */
-  readonly onStoreError: (err: unknown) => void;
-  readonly onStoreOk: () => void;
+  readonly health: StoreReports;
 }
 
 /**
@@ -178,13 +178,13 @@ export class HeadCommits {
       this.renewing = true;
       try {
         await this.flush();
-        if (this.renewFailures > 0) this.opts.onStoreOk();
+        if (this.renewFailures > 0) this.opts.health.storeAnswered();
         this.renewFailures = 0;
       } catch (err) {
         if (err instanceof VolumeDeposedError) return;
         this.renewFailures++;
         this.opts.logger.warn({ err: (err as Error).message, attempt: this.renewFailures }, 'could not renew the volume lease; retrying');
-        this.opts.onStoreError(err);
+        this.opts.health.storeFailed(err);
         delay = Math.min(delay, backoffMs(this.renewFailures - 1, this.retry.initialMs, this.retry.maxMs));
       } finally {
         this.renewing = false;

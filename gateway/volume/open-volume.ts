@@ -1,4 +1,5 @@
 import { JournalCorruptError, type VolumeDeposedError } from '../../shared/errors.js';
+import { VolumeHealth } from '../hang/index.js';
 import { takeVolume } from '../image/take-volume.js';
 import { VolumeImage } from '../image/volume-image.js';
 import { Journal } from '../journal/journal.js';
@@ -24,6 +25,8 @@ export async function openVolume(opts: VolumeOptions): Promise<Volume> {
   opts.failpoints.hit('takeover.after-head');
   const head = taken.writer.head;
   const image = await VolumeImage.load(opts.store, head, { copies: opts.diskCache });
+  // The journal reports its disk's failures from its first write on; the hang engine is connected later.
+  const health = new VolumeHealth();
   const { journal, entries } = await Journal.open({
     dir: opts.journalDir,
     segmentBytes: opts.segmentBytes,
@@ -38,8 +41,12 @@ export async function openVolume(opts: VolumeOptions): Promise<Volume> {
     adoptFromEpoch: head.journalSince,
     retryInitialMs: opts.retryInitialMs,
     retryMaxMs: opts.retryMaxMs,
-    onIoError: (err) => volume?.hang.journalFailed(err),
-    onIoRecovered: () => volume?.hang.journalRecovered(),
+    onIoError: (err) => {
+      health.journalFailed(err);
+    },
+    onIoRecovered: () => {
+      health.journalRecovered();
+    },
   });
   for (const entry of entries) {
     if (entry.offset + entry.length > head.size) {
@@ -47,6 +54,6 @@ export async function openVolume(opts: VolumeOptions): Promise<Volume> {
       throw new JournalCorruptError(`journal ${opts.journalDir} has a record past the end of volume ${opts.name}`);
     }
   }
-  volume = new Volume(opts, { writer: taken.writer, image, journal, replayed: entries });
+  volume = new Volume(opts, { writer: taken.writer, image, journal, replayed: entries, health });
   return volume;
 }

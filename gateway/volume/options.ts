@@ -3,6 +3,7 @@ import type { HangPolicy } from '../../shared/hang-policy.js';
 import type { VolumeDeposedError } from '../../shared/errors.js';
 import type { EventSink } from '../events/event-sink.js';
 import type { Failpoints } from '../failpoints.js';
+import type { VolumeHealth } from '../hang/index.js';
 import type { Owner } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
 import type { ObjectCopies } from '../image/object-reader.js';
@@ -51,4 +52,6 @@ export interface VolumeParts {
   readonly image: VolumeImage;
   readonly journal: Journal;
   readonly replayed: readonly JournalEntry[];
+  /** Where the journal (opened first) and then every other part report their storage outcomes. */
+  readonly health: VolumeHealth;
 }

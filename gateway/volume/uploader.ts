@@ -2,6 +2,7 @@ import { defined, elementAt } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
+import type { StoreReports } from '../hang/index.js';
 import { backoffMs } from '../util/backoff.js';
 import { deltaKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
@@ -38,8 +39,7 @@ export interface UploaderOptions {
   readonly failpoints: Failpoints;
   readonly logger: Logger;
   /** Told of each failed PUT or commit and of the first success after failures (storage-unavailable). */
-  readonly onStoreError: (err: unknown) => void;
-  readonly onStoreRecovered: () => void;
+  readonly health: StoreReports;
   /** Every delta committed (after its entries left the pending set). */
   readonly onCommitted?: () => void;
 }
@@ -259,7 +259,7 @@ export class Uploader {
     if (this.failures === 0) return;
     this.failures = 0;
     this.opts.logger.info('object store answers again; uploads resumed');
-    this.opts.onStoreRecovered();
+    this.opts.health.storeAnswered();
   }
 
   /** Reports a failure and waits out the back-off; false when the uploader must give up (deposed, stopped). */
@@ -273,7 +273,7 @@ export class Uploader {
     this.failures++;
     this.stats.failures++;
     this.opts.logger.warn({ err: errorMessage(err), attempt: this.failures }, message);
-    this.opts.onStoreError(err);
+    this.opts.health.storeFailed(err);
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, backoffMs(this.failures - 1, this.opts.retryInitialMs, this.opts.retryMaxMs));
       this.wake = () => {

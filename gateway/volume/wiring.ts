@@ -13,7 +13,7 @@ import type { VolumeOptions, VolumeParts } from './options.js';
 /** Extent buffers kept free for the next load; more go to the garbage collector. */
 const FREE_EXTENT_BUFFERS = 2;
 
-/** The parts of a served volume around its journal, image and head writer, and how they report to each other. */
+/** The parts of a served volume around its journal, image and head writer. */
 export interface VolumeComponents {
   readonly pending: PendingChanges;
   readonly extentCache: ExtentCache;
@@ -25,25 +25,24 @@ export interface VolumeComponents {
 }
 
 /**
- * Builds them in one place: every failure of the store or the journal goes to the volume's hang
- * engine; the engine's "storage answers again" goes to the uploader and the lease renewal; each
- * commit may start compaction.
+ * Builds them in one place. The parts do not call each other about storage health: the uploader,
+ * head commits, compactor and journal report their store and disk outcomes to the volume's
+ * VolumeHealth, which the hang engine reads; the engine's "the store answers again" goes back
+ * through it to the uploader and the lease renewal. The one direct cue left is work, not health:
+ * each upload commit may start compaction.
  */
 export function wireVolume(
   opts: VolumeOptions,
   parts: VolumeParts,
   volume: { ackedSeq(): number; leaseWaiting(): { requests: number; bytes: number } },
 ): VolumeComponents {
-  const { writer, image, journal } = parts;
+  const { writer, image, journal, health } = parts;
   const shape = image.shape;
   const pending = new PendingChanges(shape.extentSize);
   // Room for a base extent read whole: its data, and its tables (a CRC per 4 KiB block, its runs, a trailer).
   const buffers = new ExtentBuffers(shape.extentSize + shape.extentSize / 1024 + 4096, FREE_EXTENT_BUFFERS);
   const extentCache = new ExtentCache(opts.cacheBytes, buffers);
   const reserve = (bytes: number) => extentCache.reserve(bytes);
-  // Assigned below; the hang engine calls back into them only once running.
-  let uploader: Uploader | undefined;
-  let commits: HeadCommits | undefined;
   const hang = new HangMonitor({
     volume: shape.name,
     gateway: opts.gatewayId ?? 'holdfast',
@@ -60,10 +59,10 @@ export function wireVolume(
     logger: opts.logger,
     retryInitialMs: opts.retryInitialMs,
     onStoreRecovered: () => {
-      uploader?.retryNow();
-      commits?.renewSoon();
+      health.storeRecovered();
     },
   });
+  health.connect(hang);
   // Writes durable in the journal that wait for the lease (the store unreachable longer than it).
   hang.addHeldSource({
     held: () => volume.leaseWaiting(),
@@ -82,7 +81,7 @@ export function wireVolume(
     hold: (op, bytes, signal) => hang.run(op, bytes, signal),
     storeHealthy: () => hang.state === 'normal',
   });
-  commits = new HeadCommits({
+  const commits = new HeadCommits({
     name: shape.name,
     store: opts.store,
     writer,
@@ -91,12 +90,7 @@ export function wireVolume(
     gcGraceMs: opts.gcGraceMs,
     ackedSeq: () => volume.ackedSeq(),
     logger: opts.logger,
-    onStoreError: (err) => {
-      hang.storeFailed(err);
-    },
-    onStoreOk: () => {
-      hang.storeAnswered();
-    },
+    health,
   });
   const compactor = new Compactor({
     name: shape.name,
@@ -108,12 +102,9 @@ export function wireVolume(
     reserve,
     failpoints: opts.failpoints,
     logger: opts.logger,
-    onStoreError: (err) => {
-      hang.storeFailed(err);
-    },
+    health,
   });
-  const compacting = compactor;
-  uploader = new Uploader({
+  const uploader = new Uploader({
     name: shape.name,
     epoch: writer.head.epoch,
     store: opts.store,
@@ -128,15 +119,14 @@ export function wireVolume(
     retryMaxMs: opts.retryMaxMs,
     failpoints: opts.failpoints,
     logger: opts.logger,
-    onStoreError: (err) => {
-      hang.storeFailed(err);
-    },
-    onStoreRecovered: () => {
-      hang.storeAnswered();
-    },
+    health,
     onCommitted: () => {
-      compacting.maybeRun();
+      compactor.maybeRun();
     },
+  });
+  health.onStoreRecovered(() => {
+    uploader.retryNow();
+    commits.renewSoon();
   });
   return { pending, extentCache, hang, reads, commits, uploader, compactor };
 }
