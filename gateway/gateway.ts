@@ -91,13 +91,13 @@ export class Gateway implements ExportRegistry {
           volumeNames: () => gateway.volumes.names(),
           status: (name) => {
             const volume = gateway.volume(name);
-            if (volume !== undefined) return volumeStatus(volume);
+            if (volume !== undefined) return volumeStatus(volume.status());
             const standIn = gateway.volumes.standIn(name);
             return standIn === undefined
               ? undefined
               : waitingStatus(standIn, policyDocument(configuredHangPolicy(config)), gateway.startedAt);
           },
-          hangControl: (name) => gateway.volume(name)?.hang,
+          hangControl: (name) => gateway.volume(name)?.hangControl(),
           storage: (name) => gateway.storageOf(name),
           healthy: () => gateway.stopping === undefined && gateway.listeners.length > 0,
           events: (volume) => gateway.events.history(volume),

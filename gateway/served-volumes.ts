@@ -162,7 +162,7 @@ export class ServedVolumes {
   stopTaking(): void {
     if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer);
     this.watcher?.stop();
-    for (const volume of this.served.values()) volume.hang.close();
+    for (const volume of this.served.values()) volume.stopHolding();
     for (const standIn of this.standIns.values()) standIn.abandon('gateway shutting down before the volume could be taken');
   }
 

@@ -3,7 +3,7 @@ import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
 import type { EventDeliveryCounters } from '../events/event-sink.js';
 import type { CommandName } from '../nbd/constants.js';
 import type { NbdStats } from '../nbd/stats.js';
-import type { Volume } from '../volume/volume.js';
+import type { VolumeSnapshot } from '../volume/volume.js';
 
 /** Upper bounds (seconds) of the NBD latency buckets: cache hits are tens of µs, held requests seconds. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -19,8 +19,14 @@ export function commandLabel(command: string): string {
  */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
+/** A served volume as metrics read it: its name and what `Volume.status()` answers. */
+export interface MetricsVolume {
+  readonly name: string;
+  status(): VolumeSnapshot;
+}
+
 export interface MetricsSources {
-  readonly volumes: () => readonly Volume[];
+  readonly volumes: () => readonly MetricsVolume[];
   readonly nbd: () => NbdStats | undefined;
   readonly events?: () => readonly EventDeliveryCounters[];
   /** The disk cache tier, when the gateway has one. */
@@ -50,11 +56,11 @@ export class GatewayMetrics {
       registers: [r],
     });
 
-    const perVolume = (name: string, help: string, read: (v: Volume) => number, kind: 'gauge' | 'counter' = 'gauge') => {
+    const perVolume = (name: string, help: string, read: (v: VolumeSnapshot) => number, kind: 'gauge' | 'counter' = 'gauge') => {
       const collect = function (this: Gauge<'volume'> | Counter<'volume'>) {
         this.reset();
         for (const v of sources.volumes()) {
-          const value = read(v);
+          const value = read(v.status());
           if (this instanceof Gauge) this.set({ volume: v.name }, value);
           else this.inc({ volume: v.name }, value);
         }
@@ -63,34 +69,34 @@ export class GatewayMetrics {
       else new Counter({ name, help, labelNames: ['volume'], registers: [r], collect });
     };
 
-    perVolume('holdfast_held_requests', 'guest requests held now', (v) => v.hang.snapshot().held.requests);
-    perVolume('holdfast_held_bytes', 'bytes of guest requests held now', (v) => v.hang.snapshot().held.bytes);
-    perVolume('holdfast_hang_episodes_total', 'hang episodes begun', (v) => v.hang.counters.episodes, 'counter');
-    perVolume('holdfast_hang_seconds_total', 'seconds spent in finished hang episodes', (v) => v.hang.counters.hangSeconds, 'counter');
-    perVolume('holdfast_hang_timeouts_total', 'hang timeouts fired', (v) => v.hang.counters.timeouts, 'counter');
-    perVolume('holdfast_hang_retries_total', 'retries of held requests', (v) => v.hang.counters.retries, 'counter');
-    perVolume('holdfast_failed_fast_total', 'requests failed at once while timed out', (v) => v.hang.counters.failedFast, 'counter');
-    perVolume('holdfast_journal_bytes', 'bytes in the journal (live segments and queued records)', (v) => v.stats().journalBytes);
-    perVolume('holdfast_journal_limit_bytes', 'journal limit', (v) => v.stats().journalLimitBytes);
-    perVolume('holdfast_journal_backlog_records', 'journal records not yet in the store', (v) => v.stats().pendingEntries);
-    perVolume('holdfast_dirty_extents', 'extents with changes not yet in the store', (v) => v.stats().dirtyExtents);
-    perVolume('holdfast_cache_bytes', 'bytes in the extent cache', (v) => v.stats().cacheBytes);
-    perVolume('holdfast_cache_hits_total', 'extent cache hits', (v) => v.stats().cacheHits, 'counter');
-    perVolume('holdfast_cache_misses_total', 'extent cache misses', (v) => v.stats().cacheMisses, 'counter');
-    perVolume('holdfast_uploads_total', 'extent PUTs and DELETEs done', (v) => v.stats().puts + v.stats().deletes, 'counter');
-    perVolume('holdfast_upload_bytes_total', 'bytes uploaded', (v) => v.stats().bytesUploaded, 'counter');
-    perVolume('holdfast_upload_failures_total', 'failed extent uploads', (v) => v.stats().uploadFailures, 'counter');
-    perVolume('holdfast_clients', 'NBD connections using the volume', (v) => v.stats().clients);
+    perVolume('holdfast_held_requests', 'guest requests held now', (v) => v.hang.held.requests);
+    perVolume('holdfast_held_bytes', 'bytes of guest requests held now', (v) => v.hang.held.bytes);
+    perVolume('holdfast_hang_episodes_total', 'hang episodes begun', (v) => v.hangCounters.episodes, 'counter');
+    perVolume('holdfast_hang_seconds_total', 'seconds spent in finished hang episodes', (v) => v.hangCounters.hangSeconds, 'counter');
+    perVolume('holdfast_hang_timeouts_total', 'hang timeouts fired', (v) => v.hangCounters.timeouts, 'counter');
+    perVolume('holdfast_hang_retries_total', 'retries of held requests', (v) => v.hangCounters.retries, 'counter');
+    perVolume('holdfast_failed_fast_total', 'requests failed at once while timed out', (v) => v.hangCounters.failedFast, 'counter');
+    perVolume('holdfast_journal_bytes', 'bytes in the journal (live segments and queued records)', (v) => v.stats.journalBytes);
+    perVolume('holdfast_journal_limit_bytes', 'journal limit', (v) => v.stats.journalLimitBytes);
+    perVolume('holdfast_journal_backlog_records', 'journal records not yet in the store', (v) => v.stats.pendingEntries);
+    perVolume('holdfast_dirty_extents', 'extents with changes not yet in the store', (v) => v.stats.dirtyExtents);
+    perVolume('holdfast_cache_bytes', 'bytes in the extent cache', (v) => v.stats.cacheBytes);
+    perVolume('holdfast_cache_hits_total', 'extent cache hits', (v) => v.stats.cacheHits, 'counter');
+    perVolume('holdfast_cache_misses_total', 'extent cache misses', (v) => v.stats.cacheMisses, 'counter');
+    perVolume('holdfast_uploads_total', 'extent PUTs and DELETEs done', (v) => v.stats.puts + v.stats.deletes, 'counter');
+    perVolume('holdfast_upload_bytes_total', 'bytes uploaded', (v) => v.stats.bytesUploaded, 'counter');
+    perVolume('holdfast_upload_failures_total', 'failed extent uploads', (v) => v.stats.uploadFailures, 'counter');
+    perVolume('holdfast_clients', 'NBD connections using the volume', (v) => v.stats.clients);
     perVolume(
       'holdfast_disk_cache_hits_total',
       'object reads the disk cache answered for the volume',
-      (v) => v.stats().diskCache?.hits ?? 0,
+      (v) => v.stats.diskCache?.hits ?? 0,
       'counter',
     );
     perVolume(
       'holdfast_disk_cache_misses_total',
       'object reads the disk cache did not hold, fetched from the store',
-      (v) => v.stats().diskCache?.misses ?? 0,
+      (v) => v.stats.diskCache?.misses ?? 0,
       'counter',
     );
 
@@ -101,8 +107,10 @@ export class GatewayMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const v of sources.volumes())
-          for (const s of ['normal', 'hang', 'timed-out'] as const) this.set({ volume: v.name, state: s }, v.hang.state === s ? 1 : 0);
+        for (const v of sources.volumes()) {
+          const state = v.status().hang.state;
+          for (const s of ['normal', 'hang', 'timed-out'] as const) this.set({ volume: v.name, state: s }, state === s ? 1 : 0);
+        }
       },
     });
     new Counter({
@@ -113,7 +121,7 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         for (const v of sources.volumes())
-          for (const [cls, n] of Object.entries(v.hang.counters.storageErrors)) this.inc({ volume: v.name, class: cls }, n);
+          for (const [cls, n] of Object.entries(v.status().hangCounters.storageErrors)) this.inc({ volume: v.name, class: cls }, n);
       },
     });
     new Counter({

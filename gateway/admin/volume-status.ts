@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ErrorClassSchema, JOURNAL_PRESSURE_LEVELS } from '../../shared/events.js';
 import { HangPolicyDocumentSchema, type HangPolicyDocument } from '../../shared/hang-policy.js';
 import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
-import type { Volume } from '../volume/volume.js';
+import type { VolumeSnapshot } from '../volume/volume.js';
 import type { WaitingVolume } from '../volume/waiting-volume.js';
 
 const count = z.number().int().nonnegative();
@@ -135,13 +135,14 @@ export function waitingStatus(v: WaitingVolume, policy: HangPolicyDocument, sinc
   };
 }
 
-export function volumeStatus(v: Volume): VolumeStatus {
-  const s = v.stats();
-  const { journalPressure, ...hang } = v.hang.snapshot();
+/** A served volume's status, from what `Volume.status()` answered. */
+export function volumeStatus(v: VolumeSnapshot): VolumeStatus {
+  const s = v.stats;
+  const { journalPressure, ...hang } = v.hang;
   return {
-    name: v.name,
-    size: v.size,
-    readOnly: v.readOnly,
+    name: s.name,
+    size: s.size,
+    readOnly: s.readOnly,
     clients: s.clients,
     ...hang,
     journal: {

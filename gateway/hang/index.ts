@@ -32,8 +32,9 @@
  *   journalFailed(err) / journalRecovered()   the journal disk's failures and recovery (likewise)
  *   onStoreRecovered option      the cue to retry now (a volume passes it on to VolumeHealth)
  *   close()                      shutdown: held requests are dropped unanswered
- * What the admin API and metrics use: HangControl (policy, setPolicy, pause, resume, release, each
- * with who asked), snapshot(), state, counters.
+ * What the admin API and metrics use, through the Volume (`status()`, `hangControl()`), never the
+ * engine itself: HangControl (policy, setPolicy, pause, resume, release, each with who asked),
+ * snapshot(), counters.
  *
  * The rules: an episode begins when a request is held and ends when no request is held any more —
  * never because a probe answered; a probe answer only wakes retries. The timeout is a timer from the

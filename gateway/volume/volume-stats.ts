@@ -1,3 +1,4 @@
+import type { HangCounters, HangSnapshot } from '../hang/index.js';
 import type { Head } from '../image/head.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal } from '../journal/journal.js';
@@ -47,6 +48,15 @@ export interface VolumeStats {
   readonly diskCache: { readonly hits: number; readonly misses: number } | undefined;
   /** Bytes of heads and index pages sent to the store. */
   readonly metadataBytes: number;
+}
+
+/** Everything the admin API and metrics read of a served volume at one moment: `Volume.status()`. */
+export interface VolumeSnapshot {
+  readonly stats: VolumeStats;
+  /** The hang engine's view: state, held requests, episode, storage health, journal pressure, policy. */
+  readonly hang: HangSnapshot;
+  /** The hang engine's counters since the volume was opened (a copy). */
+  readonly hangCounters: Readonly<HangCounters>;
 }
 
 export function volumeStats(v: {

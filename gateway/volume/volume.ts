@@ -10,7 +10,7 @@ import {
   VolumeBusyError,
   VolumeDeposedError,
 } from '../../shared/errors.js';
-import type { HangMonitor } from '../hang/index.js';
+import type { HangControl, HangMonitor } from '../hang/index.js';
 import type { Head } from '../image/head.js';
 import type { HeadWriter } from '../image/head-writer.js';
 import type { VolumeImage } from '../image/volume-image.js';
@@ -26,7 +26,7 @@ import type { HeadCommits } from './head-commits.js';
 import type { PendingChanges } from './pending-changes.js';
 import type { ReadPath } from './read-path.js';
 import type { Uploader } from './uploader.js';
-import { volumeStats, type VolumeStats } from './volume-stats.js';
+import { volumeStats, type VolumeSnapshot, type VolumeStats } from './volume-stats.js';
 import { wireVolume } from './wiring.js';
 import type { VolumeOptions, VolumeParts } from './options.js';
 
@@ -37,6 +37,7 @@ const ALLOCATION_EXTENTS = 256;
 export const MAX_WRITE_BYTES = 32 * 1024 * 1024;
 
 export type { VolumeOptions, VolumeParts } from './options.js';
+export type { VolumeSnapshot, VolumeStats } from './volume-stats.js';
 
 /**
  * One served volume: the journal (durability), the pending changes (what the store still lacks), the
@@ -53,7 +54,9 @@ export class Volume implements NbdExport {
   readonly preferredBlockSize = 4096;
   readonly extentSize: number;
 
-  readonly hang: HangMonitor;
+  /** The volume's hang engine: outside it, read through status() and changed through hangControl() only. */
+  private readonly hang: HangMonitor;
+  private readonly control: HangControl;
   private readonly pending: PendingChanges;
   private readonly extentCache: ExtentCache;
   private readonly reads: ReadPath;
@@ -83,6 +86,7 @@ export class Volume implements NbdExport {
       pending: this.pending,
       extentCache: this.extentCache,
       hang: this.hang,
+      hangControl: this.control,
       reads: this.reads,
       commits: this.commits,
       uploader: this.uploader,
@@ -351,6 +355,26 @@ export class Volume implements NbdExport {
       diskCache: this.opts.diskCache === undefined ? undefined : this.image.reader.counters,
       metadataBytes: this.commits.metadataBytes,
     });
+  }
+
+  /** What the admin API and metrics show of the volume: its numbers and its hang engine's state and counters. */
+  status(): VolumeSnapshot {
+    const c = this.hang.counters;
+    return {
+      stats: this.stats(),
+      hang: this.hang.snapshot(),
+      hangCounters: { ...c, storageErrors: { ...c.storageErrors } },
+    };
+  }
+
+  /** What the admin API may change of the volume's hang handling: its policy, pause, resume, release. */
+  hangControl(): HangControl {
+    return this.control;
+  }
+
+  /** Gateway shutdown begins: held requests are dropped unanswered and no more are held; close() follows. */
+  stopHolding(): void {
+    this.hang.close();
   }
 
   /**

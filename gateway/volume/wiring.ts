@@ -1,6 +1,6 @@
 import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
 import { LogEventSink } from '../events/event-sink.js';
-import { HangMonitor } from '../hang/index.js';
+import { HangMonitor, type HangControl } from '../hang/index.js';
 import { Compactor } from './compactor.js';
 import { ExtentBuffers } from './extent-buffers.js';
 import { ExtentCache } from './extent-cache.js';
@@ -18,6 +18,8 @@ export interface VolumeComponents {
   readonly pending: PendingChanges;
   readonly extentCache: ExtentCache;
   readonly hang: HangMonitor;
+  /** The hang engine's operator controls alone: what the volume hands the admin API. */
+  readonly hangControl: HangControl;
   readonly reads: ReadPath;
   readonly commits: HeadCommits;
   readonly uploader: Uploader;
@@ -128,5 +130,22 @@ export function wireVolume(
     uploader.retryNow();
     commits.renewSoon();
   });
-  return { pending, extentCache, hang, reads, commits, uploader, compactor };
+  return { pending, extentCache, hang, hangControl: controlsOf(hang), reads, commits, uploader, compactor };
+}
+
+/** A surface with only `hang`'s operator controls, so that whoever holds it can do nothing else to the engine. */
+function controlsOf(hang: HangMonitor): HangControl {
+  return {
+    get policy() {
+      return hang.policy;
+    },
+    setPolicy: (policy, by) => {
+      hang.setPolicy(policy, by);
+    },
+    pause: (by) => hang.pause(by),
+    resume: (by) => {
+      hang.resume(by);
+    },
+    release: (by) => hang.release(by),
+  };
 }
