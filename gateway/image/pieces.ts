@@ -2,6 +2,7 @@
  * Pieces of a read that come from data objects, and how they are fetched: whole 4 KiB blocks (so each
  * can be checked), one read per run of adjacent pieces of one object.
  */
+import { elementAt } from '../../shared/checked.js';
 import { blockSpan, CRC_BLOCK } from './data-object.js';
 import type { ObjectReader, ObjectRef } from './object-reader.js';
 
@@ -14,13 +15,24 @@ export interface Piece {
   readonly dataOffset: number;
   readonly crcs: Uint32Array;
   readonly dataLength: number;
+  /** The buffer the piece goes into, when not the `out` of the call (pieces of several extents at once). */
+  readonly into?: Buffer;
 }
+
+/** Range GETs of one read in flight at once: a compaction batch can name a thousand objects. */
+const GROUPS_IN_FLIGHT = 32;
 
 /**
  * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
  * can be checked, and copies them into place.
  */
-export async function fetchPieces(reader: ObjectReader, pieces: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
+export async function fetchPieces(
+  reader: ObjectReader,
+  pieces: Piece[],
+  out: Buffer,
+  signal?: AbortSignal,
+  gapBytes = CRC_BLOCK,
+): Promise<void> {
   if (pieces.length === 0) return;
   if (pieces.length === 1) return fetchGroup(reader, pieces, out, signal);
   pieces.sort((a, b) => (a.ref.key < b.ref.key ? -1 : a.ref.key > b.ref.key ? 1 : a.dataOffset - b.dataOffset));
@@ -28,12 +40,17 @@ export async function fetchPieces(reader: ObjectReader, pieces: Piece[], out: Bu
   for (const p of pieces) {
     const g = groups[groups.length - 1];
     const last = g?.[g.length - 1];
-    // Pieces in the same or the next 4 KiB block of one object share a GET.
-    if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + CRC_BLOCK)
+    // Pieces in the same or the next 4 KiB block of one object share a GET (or within `gapBytes`:
+    // reading a gap costs less than another request).
+    if (g !== undefined && last !== undefined && last.ref.key === p.ref.key && p.dataOffset <= last.dataOffset + last.length + gapBytes)
       g.push(p);
     else groups.push([p]);
   }
-  await Promise.all(groups.map((g) => fetchGroup(reader, g, out, signal)));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < groups.length) await fetchGroup(reader, elementAt(groups, next++), out, signal);
+  };
+  await Promise.all(Array.from({ length: Math.min(GROUPS_IN_FLIGHT, groups.length) }, worker));
 }
 
 async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {
@@ -43,9 +60,9 @@ async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, sig
   const { start, end } = blockSpan(first.dataOffset, last.dataOffset + last.length - first.dataOffset, first.dataLength);
   // A lone piece of whole blocks is read straight into its place: a copy's bytes land in the reply.
   if (group.length === 1 && first.dataOffset === start && first.length === end - start) {
-    await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, out, first.at);
+    await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, first.into ?? out, first.at);
     return;
   }
   const bytes = await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal);
-  for (const p of group) bytes.copy(out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
+  for (const p of group) bytes.copy(p.into ?? out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
 }

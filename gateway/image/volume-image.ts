@@ -270,28 +270,56 @@ export class VolumeImage {
    * is decided synchronously, at the call: a caller may pair the result with the state it saw then.
    */
   async materialize(extent: number, signal?: AbortSignal, buffers?: ExtentBufferSource): Promise<Buffer | null> {
-    const len = this.extentLength(extent);
-    const pieces: Piece[] = [];
-    const zeros: Array<[number, number]> = [];
-    this.runs.resolve(extent, 0, len, (s, t, src, dataOffset) => {
-      if (src === NO_SOURCE) return;
-      if (dataOffset === ZERO_DATA) {
-        zeros.push([s, t]);
-        return;
-      }
-      const d = mapValue(this.deltas, src);
-      pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+    return elementAt(await this.materializeMany([extent], signal, buffers), 0);
+  }
+
+  /**
+   * Several extents' contents at once, as `materialize` gives each. Their pieces are fetched together:
+   * a delta holding runs of several of them is read with one range GET, reading through gaps of up to
+   * `gapBytes` — compaction folds extents whose runs lie in hundreds of deltas, and one request per
+   * extent and delta would cost more than the bytes.
+   */
+  async materializeMany(
+    extents: readonly number[],
+    signal?: AbortSignal,
+    buffers?: ExtentBufferSource,
+    gapBytes?: number,
+  ): Promise<Array<Buffer | null>> {
+    const plans = extents.map((extent) => {
+      const len = this.extentLength(extent);
+      const pieces: Piece[] = [];
+      const zeros: Array<[number, number]> = [];
+      this.runs.resolve(extent, 0, len, (s, t, src, dataOffset) => {
+        if (src === NO_SOURCE) return;
+        if (dataOffset === ZERO_DATA) {
+          zeros.push([s, t]);
+          return;
+        }
+        const d = mapValue(this.deltas, src);
+        pieces.push({ at: s, length: t - s, ref: d.ref, dataOffset, crcs: d.crcs, dataLength: d.dataLength });
+      });
+      return { extent, len, pieces, zeros, base: this.bases.get(extent) };
     });
-    const base = this.bases.get(extent);
-    let data = base === undefined ? null : await this.baseReader.whole(base, extent * this.shape.extentSize, len, signal, buffers);
-    if (pieces.length === 0 && zeros.length === 0) return data;
-    if (data === null) {
-      if (pieces.length === 0) return null;
-      data = zeroed(len, buffers);
-    }
-    for (const [s, t] of zeros) data.fill(0, s, t);
-    await fetchPieces(this.reader, pieces, data, signal);
-    return data;
+    const es = this.shape.extentSize;
+    const bases = await Promise.all(
+      plans.map((p) =>
+        p.base === undefined ? Promise.resolve(null) : this.baseReader.whole(p.base, p.extent * es, p.len, signal, buffers),
+      ),
+    );
+    const fetches: Piece[] = [];
+    const out = plans.map((p, i) => {
+      let data = elementAt(bases, i);
+      if (p.pieces.length === 0 && p.zeros.length === 0) return data;
+      if (data === null) {
+        if (p.pieces.length === 0) return null;
+        data = zeroed(p.len, buffers);
+      }
+      for (const [s, t] of p.zeros) data.fill(0, s, t);
+      for (const piece of p.pieces) fetches.push({ ...piece, into: data });
+      return data;
+    });
+    await fetchPieces(this.reader, fetches, NO_OUT, signal, gapBytes);
+    return out;
   }
 
   /** Data and holes of [offset, offset + length), adjacent spans of one kind merged. */
@@ -329,3 +357,6 @@ export class VolumeImage {
     return spans;
   }
 }
+
+/** Every piece of a materialization names its own target buffer. */
+const NO_OUT = Buffer.alloc(0);
