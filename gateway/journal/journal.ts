@@ -119,6 +119,14 @@ export class Journal {
     return this.segments.count;
   }
 
+  /**
+   * Resolves once the segment retirement that releases have scheduled so far has run: segments whose
+   * records are all released are deleted by then, unless deleting failed (it is retried later).
+   */
+  retirementSettled(): Promise<void> {
+    return this.segments.settled();
+  }
+
   /** True from a failed write or sync attempt until the next one succeeds (disk full or failing). */
   get failing(): boolean {
     return this.failedAttempts > 0;

@@ -127,6 +127,18 @@ export class LiveSegments {
     if (removed) await syncDirectory(this.opts.dir);
   }
 
+  /**
+   * Resolves once every retirement pass scheduled so far — and any scheduled while waiting — has run.
+   * A pass that failed has logged and scheduled its retry after `retryMs`; that retry is not waited for.
+   */
+  async settled(): Promise<void> {
+    let pass: Promise<void>;
+    do {
+      pass = this.retirement;
+      await pass;
+    } while (pass !== this.retirement);
+  }
+
   /** Waits for retirement under way, then closes every segment file. */
   async close(): Promise<void> {
     await this.retirement;

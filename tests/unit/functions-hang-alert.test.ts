@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
+import { DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { PublishCommand, SNSClient } from '@aws-sdk/client-sns';
 import { IdempotencyAlreadyInProgressError } from '@aws-lambda-powertools/idempotency';
 import { mockClient } from 'aws-sdk-client-mock';
@@ -185,29 +186,58 @@ test('a failed publish is thrown for a retry, logged in one line, and the retry 
   assert.equal(published().length, 2);
 });
 
-test('an invocation that timed out between its claim and its publish does not lock the alert out', async () => {
+/** The hung invocation's timeout in the test below, on a Lambda clock the test advances itself. */
+const HUNG_TIMEOUT_MS = 60_000;
+
+test('an invocation that timed out between its claim and its publish does not lock the alert out', async (t) => {
   let calls = 0;
   sns.on(PublishCommand).callsFake(() => (++calls === 1 ? new Promise(() => undefined) : Promise.resolve({ MessageId: 'msg-3' })));
+  // DynamoDB's answer to the first claim is held back until `release`: the checks below run while
+  // that invocation is, by construction, between its claim and its publish — not within a time.
+  let claimed!: () => void;
+  const claimWritten = new Promise<void>((resolve) => (claimed = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let holdNextClaim = true;
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called below with the client it belongs to
+  const send = DynamoDBClient.prototype.send as (this: DynamoDBClient, command: unknown, ...rest: unknown[]) => Promise<unknown>;
+  t.mock.method(DynamoDBClient.prototype, 'send', async function (this: DynamoDBClient, command: unknown, ...rest: unknown[]) {
+    const out = await send.call(this, command, ...rest);
+    if (holdNextClaim && command instanceof PutItemCommand) {
+      holdNextClaim = false;
+      claimed();
+      await released;
+    }
+    return out;
+  });
+  // Lambda's clock for the first invocation: what it has used of its timeout, moved on by the test.
+  let elapsedMs = 0;
   const envelope = delivered(sampleEvent('db-volume', 0, { kind: 'io-hang-timeout' }));
-  // SNS never answers this one; middy ends it just before Lambda would (250 ms), as a TimeoutError.
-  const first = handler(envelope, { ...lambdaContext('hang-alert'), getRemainingTimeInMillis: () => 250 }).then(
+  const began = Date.now();
+  const first = handler(envelope, { ...lambdaContext('hang-alert'), getRemainingTimeInMillis: () => HUNG_TIMEOUT_MS - elapsedMs }).then(
     () => assert.fail('the hung invocation cannot succeed'),
     (err: unknown) => err,
   );
-  await new Promise((r) => setTimeout(r, 100));
-  // Meanwhile its record is in progress, but only until its own deadline: a process Lambda killed
-  // outright (no chance to delete it) would not lock the event out for longer.
+  // (Should the claim fail instead, `first` settles and the checks below say what is missing.)
+  await Promise.race([claimWritten, first]);
+  // Its record is in progress, but only until its own deadline: a process Lambda killed outright
+  // (no chance to delete it) would not lock the event out for longer.
   const [record] = (await dynamo.items(table)).filter((r) => !r.id!.startsWith('episode#'));
   assert.equal(record?.status, 'INPROGRESS');
+  const expiration = Number(record.in_progress_expiration);
   assert.ok(
-    Number(record.in_progress_expiration) <= Date.now() + 250,
-    `in progress until ${record.in_progress_expiration}, now ${Date.now()}`,
+    began + HUNG_TIMEOUT_MS <= expiration && expiration <= Date.now() + HUNG_TIMEOUT_MS,
+    `in progress until ${record.in_progress_expiration}: not the deadline of an invocation started at ${began} (now ${Date.now()})`,
   );
   const early = await invoke(envelope);
   assert.ok(
     early.settled.status === 'rejected' && early.settled.reason instanceof IdempotencyAlreadyInProgressError,
     'while the first still runs, a retry is refused (and retried later by Lambda)',
   );
+  // Its claim answered with its time all but used up: SNS never answers its publish, and middy ends
+  // it just before Lambda would, as a TimeoutError.
+  elapsedMs = HUNG_TIMEOUT_MS - 20;
+  release();
   assert.equal(((await first) as Error).name, 'TimeoutError');
   assert.equal(value((await invoke(envelope)).settled).outcome, 'sent');
   assert.equal(calls, 2);
