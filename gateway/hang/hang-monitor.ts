@@ -7,7 +7,7 @@ import { classifyError } from '../util/classify-error.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 import { sleep } from '../util/sleep.js';
 import { StorageFailedError } from './errors.js';
-import { HeldRead, firstAttempt } from './held-read.js';
+import { HeldRead, RetryNow, firstAttempt } from './held-read.js';
 import type { HangControl, HangCounters, HangMonitorOptions, HeldSource } from './interfaces.js';
 import {
   healthy,
@@ -21,9 +21,9 @@ import {
   type HangStateKind,
   type Held,
 } from './machine.js';
+import { probeWhileFailing } from './store-probe.js';
 import { transition, type HangAction, type HangInput, type StorePath } from './transition.js';
 
-const DEFAULT_PROBE_INTERVAL_MS = 200;
 /** Journal waiters and pressure change on the hot path; they are sampled this often instead. */
 const SAMPLE_INTERVAL_MS = 250;
 /**
@@ -151,12 +151,20 @@ export class HangMonitor implements HangControl {
     try {
       for (let attempt = 0; ; attempt++) {
         try {
+          // A held attempt unanswered when the store answers again is given up for a new one (held-read.ts).
+          const current = new AbortController();
+          const attemptSignal = AbortSignal.any([attempts.signal, current.signal]);
+          const abandon = current.abort.bind(current);
           const value = await (held === undefined
-            ? firstAttempt(op(attempts.signal), this.clock, STALL_MS, stalled)
-            : held.watch(op(attempts.signal)));
+            ? firstAttempt(op(attemptSignal), this.clock, STALL_MS, stalled)
+            : held.watch(op(attemptSignal), abandon));
           this.dispatch({ type: 'store-answered', path: 'read' });
           return value;
         } catch (err) {
+          if (err instanceof RetryNow) {
+            this.counters.retries++;
+            continue;
+          }
           if (err instanceof RequestAbortedError || err instanceof RequestDroppedError || err instanceof StorageFailedError) throw err;
           // An attempt this read abandoned failed because it was aborted, not because the store did.
           if (attempts.signal.aborted) throw held?.failed ?? new RequestAbortedError('client disconnected during its read');
@@ -375,25 +383,17 @@ export class HangMonitor implements HangControl {
   private ensureProbing(): void {
     if (this.probing || !wantsProbe(this.machine)) return;
     this.probing = true;
-    void this.probeLoop();
-  }
-
-  /** While the store fails, asks it every probe interval whether it answers; an answer wakes every retry at once. */
-  private async probeLoop(): Promise<void> {
-    const interval = this.opts.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS;
-    try {
-      while (wantsProbe(this.machine)) {
-        await sleep(interval, this.clock).done;
-        if (!wantsProbe(this.machine)) break;
-        try {
-          await this.opts.probe();
-          this.dispatch({ type: 'probe-answered' });
-        } catch (err) {
-          this.noteStoreError(err, 'probe');
-        }
-      }
-    } finally {
+    void probeWhileFailing({
+      probe: this.opts.probe,
+      intervalMs: this.opts.probeIntervalMs,
+      clock: this.clock,
+      wanted: () => wantsProbe(this.machine),
+      answered: () => {
+        this.dispatch({ type: 'probe-answered' });
+      },
+      failed: (err) => this.noteStoreError(err, 'probe'),
+    }).finally(() => {
       this.probing = false;
-    }
+    });
   }
 }

@@ -1,6 +1,14 @@
 import type { Clock } from '../util/clock.js';
 import type { Sleep } from '../util/sleep.js';
 
+/** A held read's attempt was given up because the store answers again: try again at once. */
+export class RetryNow extends Error {
+  constructor() {
+    super('the store answers again; retrying the held read at once');
+    this.name = 'RetryNow';
+  }
+}
+
 /**
  * One guest read held through a store failure. It stops waiting the moment it is failed (timeout,
  * pause, release, disconnect, shutdown) — not when its store attempt gives up — and its back-off
@@ -30,8 +38,12 @@ export class HeldRead {
     this.waker?.();
   }
 
-  /** Waits for a store attempt, or rejects as soon as the read is failed; an abandoned attempt runs on unobserved. */
-  watch<T>(pending: Promise<T>): Promise<T> {
+  /**
+   * Waits for a store attempt, or rejects as soon as the read is failed — or with RetryNow when the
+   * engine wakes retries while the attempt is still unanswered (`abandon` gives it up first); an
+   * abandoned attempt runs on unobserved.
+   */
+  watch<T>(pending: Promise<T>, abandon?: () => void): Promise<T> {
     const failed = this.failed;
     if (failed !== undefined) {
       pending.catch(() => undefined);
@@ -40,6 +52,12 @@ export class HeldRead {
     return new Promise<T>((resolve, reject) => {
       this.waker = () => {
         if (this.failed !== undefined) reject(this.failed);
+        else if (abandon !== undefined) {
+          this.waker = undefined;
+          pending.catch(() => undefined);
+          abandon();
+          reject(new RetryNow());
+        }
       };
       pending.then(
         (value) => {

@@ -10,7 +10,9 @@
  *                    probes the store, keeps the deadline timer on an injected Clock, and carries out
  *                    the actions (events, logs, failing held requests)
  *   interfaces.ts    what the engine needs (options, JournalWaiters, HeldSource) and offers (HangControl)
- *   held-read.ts     one held read; errors.ts StorageFailedError (what a held request fails with)
+ *   held-read.ts     one held read (an attempt still unanswered when retries are woken is given up
+ *                    for a new one); store-probe.ts the probe loop while the store fails; errors.ts
+ *                    StorageFailedError (what a held request fails with)
  *   volume-health.ts VolumeHealth: where a volume's uploader, head commits, compactor and journal
  *                    report their store and disk outcomes; the engine reads them, and says there
  *                    when the store answers again

@@ -40,8 +40,8 @@ export interface HangMonitorOptions {
   readonly volume: string;
   readonly gateway: string;
   readonly policy: HangPolicy;
-  /** A cheap store request; its answer wakes held retries at once. */
-  readonly probe: () => Promise<void>;
+  /** A cheap store request; its answer wakes held retries at once. `signal` gives up on it. */
+  readonly probe: (signal: AbortSignal) => Promise<void>;
   readonly journal: JournalWaiters;
   readonly events: EventSink;
   readonly logger: Logger;

@@ -49,7 +49,7 @@ export function wireVolume(
     volume: shape.name,
     gateway: opts.gatewayId ?? 'holdfast',
     policy: opts.hangPolicy ?? { ...DEFAULT_HANG_POLICY, retryMaxMs: opts.retryMaxMs },
-    probe: () => opts.store.probe(),
+    probe: (signal) => opts.store.probe({ signal }),
     journal: {
       held: () => journal.waiting(),
       failWaiters: (err) => {

@@ -5,7 +5,7 @@ import { DEFAULT_HANG_POLICY } from '../../shared/hang-policy.js';
 import { STALL_MS, StorageFailedError } from '../../gateway/hang/index.js';
 import { StoreError } from '../../gateway/store/object-store.js';
 import { settle } from '../helpers/fake-clock.js';
-import { BY, denied, edges, failedWith, harness, outcome } from '../helpers/hang-harness.js';
+import { BY, denied, edges, failedWith, harness, outcome, refused } from '../helpers/hang-harness.js';
 
 /**
  * The hang engine's shell on a fake clock: held reads, their retries, the probe, the stall timer and
@@ -33,6 +33,36 @@ describe('held reads', () => {
     assert.equal(begin.errorClass, 'transient');
     assert.match(begin.lastError ?? '', /ECONNREFUSED/);
     assert.ok(monitor.counters.retries > 0 && state.recovered > 0);
+    monitor.close();
+  });
+
+  it('an attempt still unanswered when the probe finds the store answering is given up for a new one', async () => {
+    // A store that restarts (RGW) takes connections before it can answer them: an attempt sent then
+    // would otherwise hold its read until the S3 client's own time-out, seconds after the recovery.
+    const { monitor, clock, state } = harness();
+    let attempts = 0;
+    let abandoned = 0;
+    const op = (signal: AbortSignal): Promise<string> => {
+      attempts++;
+      if (attempts === 1) return Promise.reject(refused());
+      if (attempts === 2)
+        return new Promise((_resolve, reject) => {
+          signal.addEventListener('abort', () => {
+            abandoned++;
+            reject(new Error('aborted'));
+          });
+        });
+      return Promise.resolve('data');
+    };
+    const read = outcome(monitor.run(op, 4096, undefined));
+    await clock.advance(100);
+    assert.equal(attempts, 2);
+    assert.equal(read.settled, false);
+    state.probeDown = false;
+    await clock.advance(20);
+    assert.equal(read.value, 'data');
+    assert.deepEqual({ attempts, abandoned }, { attempts: 3, abandoned: 1 });
+    assert.equal(monitor.state, 'normal');
     monitor.close();
   });
 
