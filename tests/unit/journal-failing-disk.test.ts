@@ -145,12 +145,15 @@ test('a segment that cannot be deleted stays first and is retried; no newer segm
   await writeFile(join(dir, first, 'x'), '');
   journal.release(old);
   journal.release(newer);
-  await new Promise((r) => setTimeout(r, 50));
+  // The retirement pass that failed on the directory has run (its retry is scheduled, not awaited here).
+  await journal.retirementSettled();
   assert.ok((await segs()).includes(second), 'the newer segment must outlive the older one it could be replayed without');
 
   await rm(join(dir, first), { recursive: true });
   await rename(join(dir, 'saved'), join(dir, first));
-  const deadline = Date.now() + 2000;
+  // Generous on purpose: the retry comes after a few ms; only a stalled machine takes seconds, and a
+  // retry that never comes still fails here.
+  const deadline = Date.now() + 30_000;
   while ((await segs()).includes(second) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   const left = await segs();
   assert.ok(!left.includes(first) && !left.includes(second), `retried and deleted in order, left: ${left.join(', ')}`);
