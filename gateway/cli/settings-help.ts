@@ -66,7 +66,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   indexMemory: { arg: 'size', help: "memory for a volume's delta index; compaction keeps it below this (default 64MiB)" },
   deltaBudget: {
     arg: 'size',
-    help: 'delta bytes a volume may keep before the oldest are compacted (default the larger of 1GiB and half the volume)',
+    help: 'delta bytes a volume may keep before the oldest are compacted, paced; at twice this, uploads wait for compaction (default the larger of 1GiB and half the volume)',
   },
   gcGrace: {
     arg: 'duration',

@@ -8,6 +8,9 @@ import type { BaseRef } from '../image/index-page.js';
 import { baseExtentKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { ObjectStore } from '../store/object-store.js';
+import { backoffMs } from '../util/backoff.js';
+import { type Sleep, sleep } from '../util/sleep.js';
+import { HARD_LIMIT, compactionDuty, deltaPressure, pauseAfter } from './compaction-pace.js';
 import type { CacheReservation } from './extent-cache.js';
 import type { HeadCommits } from './head-commits.js';
 
@@ -44,6 +47,11 @@ export interface CompactorOptions {
   readonly logger: Logger;
   /** Told of each failed compaction (storage-unavailable). */
   readonly health: StoreReports;
+  /** Back-off before compacting again after a failure. */
+  readonly retryInitialMs: number;
+  readonly retryMaxMs: number;
+  /** Each batch committed: the deltas may be back under the hard limit, so uploads may go on. */
+  readonly onProgress?: () => void;
 }
 
 export interface CompactorStats {
@@ -66,6 +74,14 @@ export class Compactor {
   private stopped = false;
   /** The busiest extents of the last scan, still to be compacted while the index is too big. */
   private candidates: number[] = [];
+  /** The pause between paced batches, while one lasts. */
+  private pause: Sleep | undefined;
+  /** runNow() is waiting: no more pauses. */
+  private hurry = false;
+  private failuresInRow = 0;
+  private retryAt = 0;
+  /** The last run found nothing to fold while a budget was still passed (see admitsUploads). */
+  private stalled = false;
   readonly stats: CompactorStats = { runs: 0, extents: 0, bytesWritten: 0, failures: 0 };
 
   constructor(private readonly opts: CompactorOptions) {}
@@ -74,21 +90,46 @@ export class Compactor {
     return this.running !== undefined;
   }
 
-  /** Starts compacting if a budget is passed and nothing is under way. */
+  /** Starts compacting if a budget is passed, nothing is under way and no failure's back-off lasts. */
   maybeRun(): void {
-    if (this.running !== undefined || this.stopped || this.reason(false) === undefined) return;
+    if (this.running !== undefined || this.stopped || performance.now() < this.retryAt || this.reason(false) === undefined) return;
     this.running = this.run().finally(() => {
       this.running = undefined;
     });
   }
 
-  /** Compacts until every budget is met (tests and `holdfast volume compact` call this). */
+  /** The store answers again: the back-off after a failed compaction is over. */
+  retryNow(): void {
+    this.retryAt = 0;
+    this.maybeRun();
+  }
+
+  /**
+   * False while the deltas are at twice their budget or more: the uploader then ships no new delta
+   * until compaction has brought them down (it asks again, and each batch committed tells it).
+   * A stopped compactor, or one that found nothing to fold, cannot bring them down: it never holds
+   * uploads up then.
+   */
+  admitsUploads(): boolean {
+    const image = this.opts.image;
+    if (this.stopped || this.stalled || deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget) < HARD_LIMIT) return true;
+    this.maybeRun();
+    return false;
+  }
+
+  /** Compacts until every budget is met, without pauses (tests and `holdfast volume compact` call this). */
   async runNow(): Promise<void> {
-    await this.running;
-    this.running = this.run(true).finally(() => {
-      this.running = undefined;
-    });
-    await this.running;
+    this.hurry = true;
+    this.pause?.wake();
+    try {
+      await this.running;
+      this.running = this.run(true).finally(() => {
+        this.running = undefined;
+      });
+      await this.running;
+    } finally {
+      this.hurry = false;
+    }
   }
 
   private reason(stopping: boolean): Reason | undefined {
@@ -106,19 +147,50 @@ export class Compactor {
     let reason = everything ? (this.reason(false) ?? 'delta-count') : this.reason(false);
     while (reason !== undefined && !this.stopped) {
       const extents = this.choose(reason, everything);
-      if (extents.length === 0) break;
+      if (extents.length === 0) {
+        this.noteStalled(reason);
+        break;
+      }
+      const started = performance.now();
       try {
         const done = await this.compact(extents);
         if (reason === 'index-memory' && !everything) this.candidates.unshift(...extents.slice(done));
       } catch (err) {
         if (err instanceof VolumeDeposedError) return;
         this.stats.failures++;
-        this.opts.logger.warn({ err: errorMessage(err) }, 'compaction failed; will try again after the next upload');
+        this.failuresInRow++;
+        const waitMs = backoffMs(this.failuresInRow - 1, this.opts.retryInitialMs, this.opts.retryMaxMs);
+        this.retryAt = performance.now() + waitMs;
+        this.opts.logger.warn({ err: errorMessage(err), retryInMs: Math.round(waitMs) }, 'compaction failed; will try again');
         this.opts.health.storeFailed(err);
         return;
       }
+      this.failuresInRow = 0;
+      this.stalled = false;
+      this.opts.onProgress?.();
+      if (reason !== 'index-memory' && !everything) await this.paceAfter(performance.now() - started);
       reason = everything ? (this.opts.image.deltas.size > 0 ? 'delta-count' : undefined) : this.reason(true);
     }
+  }
+
+  /** Pauses after a batch for the delta budgets, so that writes keep most of the machine (see compaction-pace.ts). */
+  private async paceAfter(busyMs: number): Promise<void> {
+    const image = this.opts.image;
+    const ms = pauseAfter(busyMs, compactionDuty(deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget)));
+    if (ms <= 0 || this.hurry || this.stopped) return;
+    this.pause = sleep(ms);
+    await this.pause.done;
+    this.pause = undefined;
+  }
+
+  private noteStalled(reason: Reason): void {
+    if (reason === 'index-memory' || this.stalled) return;
+    this.stalled = true;
+    const image = this.opts.image;
+    this.opts.logger.warn(
+      { reason, deltas: image.deltas.size, deltaBytes: image.deltaBytes },
+      'compaction found nothing to fold while over the delta budget; uploads are not held for it',
+    );
   }
 
   private choose(reason: Reason, everything: boolean): number[] {
@@ -215,6 +287,7 @@ export class Compactor {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.pause?.wake();
     await this.running?.catch(() => undefined);
   }
 }

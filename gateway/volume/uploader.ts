@@ -19,6 +19,8 @@ const DELTA_TARGET_BYTES = 8 * 2 ** 20;
 /** And holds at most this much payload (a single larger write still goes alone). */
 const DELTA_MAX_BYTES = 16 * 2 ** 20;
 const DELTA_MAX_ENTRIES = 65_536;
+/** While new deltas must wait (admit), the uploader asks again this often even if nothing else happens. */
+const ADMIT_RECHECK_MS = 1000;
 
 export interface UploaderOptions {
   readonly name: string;
@@ -42,6 +44,8 @@ export interface UploaderOptions {
   readonly health: StoreReports;
   /** Every delta committed (after its entries left the pending set). */
   readonly onCommitted?: () => void;
+  /** False while no new delta may be shipped (the deltas are at their hard limit; see compaction-pace.ts). */
+  readonly admit?: () => boolean;
 }
 
 export interface UploaderStats {
@@ -49,6 +53,8 @@ export interface UploaderStats {
   commits: number;
   bytesUploaded: number;
   failures: number;
+  /** Times new deltas began waiting for compaction (the deltas at their hard limit). */
+  compactionWaits: number;
 }
 
 interface Job {
@@ -79,11 +85,13 @@ export class Uploader {
   private urgent = false;
   private stopped = false;
   private failures = 0;
+  /** New deltas are waiting for compaction (admit said no). */
+  private waitingForCompaction = false;
   private timer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private waiters: Array<{ seq: number; resolve: () => void; reject: (err: Error) => void }> = [];
   private idleWaiters: Array<() => void> = [];
-  readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0 };
+  readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0, compactionWaits: 0 };
 
   constructor(private readonly opts: UploaderOptions) {}
 
@@ -129,6 +137,13 @@ export class Uploader {
         this.schedule(this.opts.delayMs - waited);
         break;
       }
+      if (this.opts.admit?.() === false) {
+        if (!this.waitingForCompaction) this.stats.compactionWaits++;
+        this.waitingForCompaction = true;
+        this.schedule(ADMIT_RECHECK_MS);
+        break;
+      }
+      this.waitingForCompaction = false;
       this.shipped += entries.length;
       this.gathering = [];
       this.gatheredBytes = 0;

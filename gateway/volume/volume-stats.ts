@@ -41,6 +41,8 @@ export interface VolumeStats {
   readonly indexBytes: number;
   readonly compactions: number;
   readonly compactedExtents: number;
+  /** Times new deltas waited for compaction because the deltas were at twice their budget. */
+  readonly compactionWaits: number;
   readonly compactionBytes: number;
   /** Reads that failed because stored bytes failed their CRC32C. */
   readonly corruptReads: number;
@@ -112,6 +114,7 @@ export function volumeStats(v: {
     indexBytes: v.image.indexBytes,
     compactions: c.runs,
     compactedExtents: c.extents,
+    compactionWaits: u.compactionWaits,
     compactionBytes: c.bytesWritten,
     corruptReads: v.corruptReads,
     diskCache: v.diskCache === undefined ? undefined : { hits: v.diskCache.hits, misses: v.diskCache.misses },

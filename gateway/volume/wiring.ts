@@ -105,6 +105,11 @@ export function wireVolume(
     failpoints: opts.failpoints,
     logger: opts.logger,
     health,
+    retryInitialMs: opts.retryInitialMs,
+    retryMaxMs: opts.retryMaxMs,
+    onProgress: () => {
+      uploader.notify();
+    },
   });
   const uploader = new Uploader({
     name: shape.name,
@@ -125,8 +130,10 @@ export function wireVolume(
     onCommitted: () => {
       compactor.maybeRun();
     },
+    admit: () => compactor.admitsUploads(),
   });
   health.onStoreRecovered(() => {
+    compactor.retryNow();
     uploader.retryNow();
     commits.renewSoon();
   });

@@ -68,6 +68,7 @@ class Rig {
           baseExtents: 0,
           indexBytes: 0,
           compactedExtents: 0,
+          compactionWaits: 0,
           compactionBytes: 0,
           metadataBytes: 0,
           corruptReads: 0,

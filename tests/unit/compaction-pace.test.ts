@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Failpoints } from '../../gateway/failpoints.js';
+import { readHead } from '../../gateway/image/take-volume.js';
+import { VolumeImage } from '../../gateway/image/volume-image.js';
+import { HARD_LIMIT, SOFT_DUTY, compactionDuty, deltaPressure, pauseAfter } from '../../gateway/volume/compaction-pace.js';
+import { VolumeCatalog } from '../../gateway/volume/catalog.js';
+import { MemoryStore } from '../helpers/memory-store.js';
+import { openTestVolume } from '../helpers/volume-fixture.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+describe('compaction pace', () => {
+  const budget = { indexMemoryBytes: MiB, deltaBytes: 100 * MiB, deltaCount: 10 };
+
+  it('pressure is the fuller of the two delta budgets', () => {
+    assert.equal(deltaPressure(50 * MiB, 2, budget), 0.5);
+    assert.equal(deltaPressure(50 * MiB, 15, budget), 1.5);
+    assert.equal(deltaPressure(250 * MiB, 15, budget), 2.5);
+  });
+
+  it('a fifth of the time busy up to 1.5× the budget, flat out from twice it, linear between', () => {
+    assert.equal(compactionDuty(1), SOFT_DUTY);
+    assert.equal(compactionDuty(1.5), SOFT_DUTY);
+    assert.ok(Math.abs(compactionDuty(1.75) - (SOFT_DUTY + 1) / 2) < 1e-9);
+    assert.equal(compactionDuty(HARD_LIMIT), 1);
+    assert.equal(compactionDuty(7), 1);
+    for (let p = 1; p < 3; p += 0.01) assert.ok(compactionDuty(p + 0.01) >= compactionDuty(p), `duty falls at ${p.toFixed(2)}`);
+  });
+
+  it('the pause after a batch makes the busy share the duty', () => {
+    assert.equal(pauseAfter(100, SOFT_DUTY), 400);
+    assert.equal(pauseAfter(100, 0.5), 100);
+    assert.equal(pauseAfter(100, 1), 0);
+  });
+});
+
+describe('the hard limit: at twice the delta budget, new deltas wait for compaction', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hf-pace-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('with compaction failing, deltas stay under the limit while writes are acknowledged; once it succeeds, all of them reach the store', async () => {
+    const store = new MemoryStore();
+    const size = 16 * MiB;
+    await new VolumeCatalog(store).create({ name: 'paced', size, extentSize: MiB });
+    const failpoints = new Failpoints();
+    // Every compaction fails after writing its first base, before its commit: no delta ever goes.
+    failpoints.arm('compact.after-put', 'error', Number.MAX_SAFE_INTEGER);
+    const deltaBudget = 256 * KiB;
+    const concurrency = 3;
+    const group = 32;
+    const volume = await openTestVolume(store, join(dir, 'journal'), {
+      name: 'paced',
+      failpoints,
+      uploadConcurrency: concurrency,
+      compaction: { indexMemoryBytes: 64 * MiB, deltaBytes: deltaBudget, deltaCount: 100_000 },
+    });
+    try {
+      const model = Buffer.alloc(size);
+      let seed = 7;
+      const next = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31);
+      let most = 0;
+      for (let g = 0; g < 100; g++) {
+        const writes: Array<Promise<void>> = [];
+        for (let i = 0; i < group; i++) {
+          const at = (next() % (size / 4096)) * 4096;
+          const data = Buffer.alloc(4096, (g * group + i) % 251);
+          data.copy(model, at);
+          writes.push(volume.write(at, data, false));
+        }
+        await Promise.all(writes);
+        most = Math.max(most, volume.stats().deltaBytes);
+      }
+      const stats = volume.stats();
+      // Deltas already being built when the limit was reached still go: each holds at most one group of writes.
+      const bound = HARD_LIMIT * deltaBudget + concurrency * (group * 4 * KiB + 16 * KiB);
+      assert.ok(most <= bound, `deltas reached ${most} bytes, the bound is ${bound}`);
+      assert.ok(stats.compactionWaits >= 1, 'uploads never waited for compaction');
+      assert.ok(stats.pendingEntries > 0, 'the writes past the limit wait in the journal');
+      assert.equal(stats.compactedExtents, 0, 'no compaction succeeded while the failpoint was armed');
+
+      failpoints.disarm();
+      await volume.drain();
+      assert.ok(volume.stats().compactedExtents > 0, 'compaction ran once it could');
+      assert.equal(volume.stats().pendingEntries, 0);
+      assert.ok((await volume.read(0, size)).equals(model), 'the volume reads back every write');
+      const image = await VolumeImage.load(store, (await readHead(store, 'paced')).head);
+      const alone = Buffer.alloc(size);
+      await image.read(0, size, alone, 0);
+      assert.ok(alone.equals(model), 'the store alone holds every write');
+    } finally {
+      await volume.close();
+    }
+  });
+});
