@@ -1,9 +1,10 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DiskCacheStats } from '../disk-cache/cache-stats.js';
 import type { EventDeliveryCounters } from '../events/event-sink.js';
 import type { CommandName } from '../nbd/constants.js';
 import type { NbdStats } from '../nbd/stats.js';
 import type { VolumeSnapshot } from '../volume/volume.js';
+import { LatencyHistogram, type LatencySeries } from './latency-histogram.js';
 
 /** Upper bounds (seconds) of the NBD latency buckets: cache hits are tens of µs, held requests seconds. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -39,16 +40,16 @@ export interface MetricsSources {
  */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  private readonly nbdLatency: Histogram<'volume' | 'command'>;
-  /** Bound children per volume and command, so that observing a latency does no label lookup on the hot path. */
-  private readonly latencyByVolume = new Map<string, Map<CommandName, { observe(v: number): void }>>();
+  private readonly nbdLatency: LatencyHistogram;
+  /** Series per volume and command, so that observing a latency does no label work on the hot path. */
+  private readonly latencyByVolume = new Map<string, Map<CommandName, LatencySeries>>();
 
   constructor(sources: MetricsSources) {
     const r = this.registry;
     // Node's own metrics as holdfast_process_* and holdfast_nodejs_* (their names already say which).
     collectDefaultMetrics({ register: r, prefix: 'holdfast_' });
     for (const name of GAUGES_NAMED_TOTAL) r.removeSingleMetric(`holdfast_${name}`);
-    this.nbdLatency = new Histogram({
+    this.nbdLatency = new LatencyHistogram({
       name: 'holdfast_nbd_request_duration_seconds',
       help: 'NBD request latency, from request parsed to reply sent',
       labelNames: ['volume', 'command'],
@@ -238,11 +239,11 @@ export class GatewayMetrics {
       byCommand = new Map();
       this.latencyByVolume.set(volume, byCommand);
     }
-    let child = byCommand.get(command);
-    if (child === undefined) {
-      child = this.nbdLatency.labels(volume, commandLabel(command));
-      byCommand.set(command, child);
+    let series = byCommand.get(command);
+    if (series === undefined) {
+      series = this.nbdLatency.seriesFor(volume, commandLabel(command));
+      byCommand.set(command, series);
     }
-    child.observe(seconds);
+    series.observe(seconds);
   }
 }
