@@ -20,6 +20,11 @@ RUN mkdir dist \
  && npm install --omit=dev --no-audit --no-fund --no-package-lock
 
 FROM node:24-slim
+# jemalloc instead of glibc's malloc: RSS that follows what the gateway holds (shared/runtime-tuning.ts).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libjemalloc2 \
+ && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2 \
+ && rm -rf /var/lib/apt/lists/*
 # A fixed uid/gid, so that the EFS access point of the journal (infra/) can own the files as it.
 RUN groupadd --system --gid 10001 holdfast \
  && useradd --system --uid 10001 --gid holdfast --home-dir /app --shell /usr/sbin/nologin holdfast \
@@ -28,6 +33,7 @@ RUN groupadd --system --gid 10001 holdfast \
 WORKDIR /app
 COPY --from=build --chown=root:root /out/ ./
 ENV NODE_ENV=production \
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
     HOLDFAST_DATA_DIR=/var/lib/holdfast \
     HOLDFAST_LISTEN=0.0.0.0:10809 \
     HOLDFAST_ADMIN=0.0.0.0:10810 \

@@ -27,7 +27,7 @@ import {
 } from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
 import { type BenchSystem, describeSystem, startSystem } from './systems.js';
-import { ensureTools } from './tools.js';
+import { ensureAllocator, ensureTools } from './tools.js';
 
 /**
  * `npm run bench`: starts the S3 server and every system, fills them, then runs each workload on
@@ -331,6 +331,7 @@ async function main(): Promise<number> {
   }
   const startedAt = new Date();
   const toolMissing = ensureTools(log, opts.s3Server);
+  ensureAllocator(log);
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'holdfast-bench-'));
   const s3From = performance.now();
   const s3 = await startS3Server({ kind: opts.s3Server, dir: path.join(workDir, opts.s3Server), bucket: 'bench' });

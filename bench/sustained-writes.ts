@@ -17,6 +17,8 @@ import { parseDuration, parseSize } from '../shared/units.js';
 import { startS3Server } from '../tests/helpers/s3-server.js';
 import { GLYPH_HEIGHT, Raster, type Rgb } from './png.js';
 import { ProcessMeter, sleep, startDaemon, waitFor } from './proc.js';
+import { GATEWAY_NODE_FLAGS, gatewayAllocatorEnv } from '../shared/runtime-tuning.js';
+import { ensureAllocator } from './tools.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const WINDOW_S = 10;
@@ -83,12 +85,14 @@ async function status(adminUrl: string): Promise<ImageStatus> {
 async function main(): Promise<void> {
   const o = options();
   const work = await mkdtemp(path.join(os.tmpdir(), 'holdfast-sustained-'));
+  ensureAllocator(log);
   const s3 = await startS3Server();
   log(`S3 server: ${s3.kind} at ${s3.endpoint}`);
+  // Started as the container image starts it (shared/runtime-tuning.ts).
   const gateway = startDaemon(
     process.execPath,
     [
-      '--max-semi-space-size=4',
+      ...GATEWAY_NODE_FLAGS,
       path.join(REPO, 'bin', 'holdfast.js'),
       'serve',
       '--store',
@@ -112,7 +116,7 @@ async function main(): Promise<void> {
       '--cache-size',
       o.cacheSize,
     ],
-    { ...process.env, ...s3.env },
+    { ...process.env, ...s3.env, ...gatewayAllocatorEnv() },
   );
   try {
     await waitFor('the gateway to serve', () => /serving 1 volume/.test(gateway.output()), 60_000, gateway);

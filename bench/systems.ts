@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GATEWAY_NODE_FLAGS } from '../shared/runtime-tuning.js';
+import { GATEWAY_NODE_FLAGS, gatewayAllocatorEnv } from '../shared/runtime-tuning.js';
 import { type S3Server, type S3ServerKind, S3_SERVER_NAMES } from '../tests/helpers/s3-server.js';
 import { makeTlsMaterial } from '../tests/helpers/tls-material.js';
 import { fetchVolume } from './admin.js';
@@ -112,7 +112,7 @@ export function holdfastCommand(args: readonly string[], s3: S3Server): { args: 
   const env: NodeJS.ProcessEnv = {};
   // A HOLDFAST_* setting in the caller's environment would change what is measured.
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_')) env[k] = v;
-  Object.assign(env, s3.env);
+  Object.assign(env, s3.env, gatewayAllocatorEnv());
   // Started as the container image starts it (shared/runtime-tuning.ts): what it uses is measured as deployed.
   return { args: [...GATEWAY_NODE_FLAGS, HOLDFAST_BIN, ...args], env };
 }

@@ -1,5 +1,7 @@
 import { valueOf } from '../shared/checked.js';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { JEMALLOC_LIBRARY } from '../shared/runtime-tuning.js';
 import { CEPH_TOOLS } from '../scripts/debian-tools.mjs';
 import type { S3ServerKind } from '../tests/helpers/s3-server.js';
 import { onPath } from './proc.js';
@@ -53,4 +55,23 @@ export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind)
     if (reason !== undefined) throw new Error(`bench: ${cmd} is required: ${reason}`);
   }
   return why;
+}
+
+/**
+ * Installs jemalloc if it is missing: the gateway is measured with the allocator its image preloads
+ * (shared/runtime-tuning.ts), so a run without it would not measure what is deployed.
+ */
+export function ensureAllocator(log: (line: string) => void): void {
+  if (existsSync(JEMALLOC_LIBRARY)) return;
+  log('bench: installing missing Debian package: libjemalloc2');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
+  const r =
+    update.status === 0
+      ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'libjemalloc2'], { env, encoding: 'utf8' })
+      : update;
+  if (!existsSync(JEMALLOC_LIBRARY))
+    throw new Error(
+      `bench: ${JEMALLOC_LIBRARY} is required (the allocator the gateway is deployed with): apt-get failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`,
+    );
 }

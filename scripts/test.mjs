@@ -33,8 +33,12 @@ const TOOLS = {
   promtool: 'prometheus',
 };
 
-/** Files the tests need that no PATH lookup finds (the VM suite's guest kernel) → their Debian package. */
-const FILES = [{ dir: '/boot', prefix: 'vmlinuz-', suffix: '-cloud-amd64', pkg: 'linux-image-cloud-amd64' }];
+/** Files the tests need that no PATH lookup finds (the VM suite's guest kernel, jemalloc) → their Debian package. */
+const FILES = [
+  { dir: '/boot', prefix: 'vmlinuz-', suffix: '-cloud-amd64', pkg: 'linux-image-cloud-amd64' },
+  // The allocator the image preloads (shared/runtime-tuning.ts), checked by tests/integration/allocator.test.ts.
+  { dir: '/usr/lib/x86_64-linux-gnu', prefix: 'libjemalloc.so.2', suffix: '', pkg: 'libjemalloc2' },
+];
 
 const PHASES = [
   { name: 'unit', dir: 'tests/unit', needsTools: false },
