@@ -35,18 +35,10 @@ export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind)
   if (missing.length > 0) {
     const packages = [...new Set(missing.map((cmd) => valueOf(tools, cmd)))];
     log(`bench: installing missing Debian packages: ${packages.join(' ')}`);
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
-    // Each package alone, so that one the mirror lacks does not keep the others out.
-    for (const pkg of packages) {
-      const r =
-        update.status === 0
-          ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' })
-          : update;
-      if (r.status !== 0) {
-        const reason = `apt-get ${update.status === 0 ? `install ${pkg}` : 'update'} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`;
-        for (const cmd of missing) if (tools[cmd] === pkg) why.set(cmd, reason);
-      }
+    const failed = aptInstall(packages);
+    for (const cmd of missing) {
+      const reason = failed.get(valueOf(tools, cmd));
+      if (reason !== undefined) why.set(cmd, reason);
     }
   }
   for (const cmd of missing) if (!why.has(cmd) && !onPath(cmd)) why.set(cmd, `${cmd} is not on PATH after installing ${tools[cmd]}`);
@@ -58,20 +50,35 @@ export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind)
 }
 
 /**
+ * One `apt-get update`, then each package alone, so that one the mirror lacks does not keep the others
+ * out; returns why each package that failed did.
+ */
+function aptInstall(packages: readonly string[]): Map<string, string> {
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
+  const failed = new Map<string, string>();
+  for (const pkg of packages) {
+    const r =
+      update.status === 0
+        ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, encoding: 'utf8' })
+        : update;
+    if (r.status !== 0)
+      failed.set(
+        pkg,
+        `apt-get ${update.status === 0 ? `install ${pkg}` : 'update'} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`,
+      );
+  }
+  return failed;
+}
+
+/**
  * Installs jemalloc if it is missing: the gateway is measured with the allocator its image preloads
  * (shared/runtime-tuning.ts), so a run without it would not measure what is deployed.
  */
 export function ensureAllocator(log: (line: string) => void): void {
   if (existsSync(JEMALLOC_LIBRARY)) return;
   log('bench: installing missing Debian package: libjemalloc2');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const update = spawnSync('apt-get', ['update', '-qq'], { env, encoding: 'utf8' });
-  const r =
-    update.status === 0
-      ? spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'libjemalloc2'], { env, encoding: 'utf8' })
-      : update;
+  const reason = aptInstall(['libjemalloc2']).get('libjemalloc2') ?? 'the package does not provide it';
   if (!existsSync(JEMALLOC_LIBRARY))
-    throw new Error(
-      `bench: ${JEMALLOC_LIBRARY} is required (the allocator the gateway is deployed with): apt-get failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop() ?? ''}`,
-    );
+    throw new Error(`bench: ${JEMALLOC_LIBRARY} is required (the allocator the gateway is deployed with): ${reason}`);
 }
