@@ -19,8 +19,8 @@ export interface Piece {
   readonly into?: Buffer;
 }
 
-/** Range GETs of one read in flight at once: a compaction batch can name a thousand objects. */
-const GROUPS_IN_FLIGHT = 32;
+/** Range GETs of one read in flight at once, by default: a compaction batch can name a thousand objects. */
+export const GROUPS_IN_FLIGHT = 32;
 
 /**
  * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
@@ -32,6 +32,7 @@ export async function fetchPieces(
   out: Buffer,
   signal?: AbortSignal,
   gapBytes = CRC_BLOCK,
+  inFlight = GROUPS_IN_FLIGHT,
 ): Promise<void> {
   if (pieces.length === 0) return;
   if (pieces.length === 1) return fetchGroup(reader, pieces, out, signal);
@@ -50,7 +51,7 @@ export async function fetchPieces(
   const worker = async (): Promise<void> => {
     while (next < groups.length) await fetchGroup(reader, elementAt(groups, next++), out, signal);
   };
-  await Promise.all(Array.from({ length: Math.min(GROUPS_IN_FLIGHT, groups.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(inFlight, groups.length) }, worker));
 }
 
 async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {

@@ -277,13 +277,14 @@ export class VolumeImage {
    * Several extents' contents at once, as `materialize` gives each. Their pieces are fetched together:
    * a delta holding runs of several of them is read with one range GET, reading through gaps of up to
    * `gapBytes` — compaction folds extents whose runs lie in hundreds of deltas, and one request per
-   * extent and delta would cost more than the bytes.
+   * extent and delta would cost more than the bytes — with at most `inFlight` range GETs at once.
    */
   async materializeMany(
     extents: readonly number[],
     signal?: AbortSignal,
     buffers?: ExtentBufferSource,
     gapBytes?: number,
+    inFlight?: number,
   ): Promise<Array<Buffer | null>> {
     const plans = extents.map((extent) => {
       const len = this.extentLength(extent);
@@ -318,7 +319,7 @@ export class VolumeImage {
       for (const piece of p.pieces) fetches.push({ ...piece, into: data });
       return data;
     });
-    await fetchPieces(this.reader, fetches, NO_OUT, signal, gapBytes);
+    await fetchPieces(this.reader, fetches, NO_OUT, signal, gapBytes, inFlight);
     return out;
   }
 

@@ -23,6 +23,11 @@ const BATCH = 16;
 const GAP_BYTES = 256 * 1024;
 /** Extents that turn out to be all zeros need no object: this many may go in one head commit. */
 const ZERO_BATCH = 1024;
+/**
+ * Range GETs in flight while compaction is paced (just above the delta budget): fewer responses arrive
+ * together, so the event loop keeps answering the guest between them. Flat out, pieces.ts's default.
+ */
+const PACED_READS_IN_FLIGHT = 4;
 /** Extents taken from one scan of the run map when the index is too big (the scan is linear in extents). */
 const CANDIDATES = 4096;
 
@@ -153,7 +158,7 @@ export class Compactor {
       }
       const started = performance.now();
       try {
-        const done = await this.compact(extents);
+        const done = await this.compact(extents, this.paced(reason, everything) ? PACED_READS_IN_FLIGHT : undefined);
         if (reason === 'index-memory' && !everything) this.candidates.unshift(...extents.slice(done));
       } catch (err) {
         if (err instanceof VolumeDeposedError) return;
@@ -168,9 +173,16 @@ export class Compactor {
       this.failuresInRow = 0;
       this.stalled = false;
       this.opts.onProgress?.();
-      if (reason !== 'index-memory' && !everything) await this.paceAfter(performance.now() - started);
+      if (this.paced(reason, everything)) await this.paceAfter(performance.now() - started);
       reason = everything ? (this.opts.image.deltas.size > 0 ? 'delta-count' : undefined) : this.reason(true);
     }
+  }
+
+  /** Compaction for the delta budgets, in the background, below the hard limit: gently, and with pauses. */
+  private paced(reason: Reason, everything: boolean): boolean {
+    if (reason === 'index-memory' || everything || this.hurry) return false;
+    const image = this.opts.image;
+    return compactionDuty(deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget)) < 1;
   }
 
   /** Pauses after a batch for the delta budgets, so that writes keep most of the machine (see compaction-pace.ts). */
@@ -221,18 +233,18 @@ export class Compactor {
    * Folds the extents, in order, until BATCH bases were written (extents that read as zeros need none,
    * up to ZERO_BATCH of them), and commits; resolves with how many of `extents` it did.
    */
-  private async compact(extents: readonly number[]): Promise<number> {
+  private async compact(extents: readonly number[], readsInFlight: number | undefined): Promise<number> {
     const image = this.opts.image;
     // A delta committed meanwhile that zeroes one of these whole keeps runs, which the fold respects.
     for (const extent of extents) image.compacting.add(extent);
     try {
-      return await this.fold(extents);
+      return await this.fold(extents, readsInFlight);
     } finally {
       for (const extent of extents) image.compacting.delete(extent);
     }
   }
 
-  private async fold(extents: readonly number[]): Promise<number> {
+  private async fold(extents: readonly number[], readsInFlight: number | undefined): Promise<number> {
     const o = this.opts;
     const built: Array<[number, BaseRef]> = [];
     const zeros: Array<[number, number]> = [];
@@ -245,7 +257,7 @@ export class Compactor {
       try {
         // The state the contents are read from: every delta up to this sequence.
         const seq = o.commits.committedSeq;
-        const contents = await o.image.materializeMany(chunk, undefined, undefined, GAP_BYTES);
+        const contents = await o.image.materializeMany(chunk, undefined, undefined, GAP_BYTES, readsInFlight);
         for (const [i, extent] of chunk.entries()) {
           const content = elementAt(contents, i);
           if (content === null || isAllZero(content)) {
