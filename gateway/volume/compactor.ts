@@ -9,6 +9,7 @@ import { baseExtentKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { backoffMs } from '../util/backoff.js';
+import type { Clock } from '../util/clock.js';
 import { type Sleep, sleep } from '../util/sleep.js';
 import { HARD_LIMIT, compactionDuty, deltaPressure, pauseAfter } from './compaction-pace.js';
 import type { CacheReservation } from './extent-cache.js';
@@ -57,6 +58,8 @@ export interface CompactorOptions {
   readonly retryMaxMs: number;
   /** Each batch committed: the deltas may be back under the hard limit, so uploads may go on. */
   readonly onProgress?: () => void;
+  /** Whose timers the pauses between paced batches are; the system clock by default. */
+  readonly clock?: Clock;
 }
 
 export interface CompactorStats {
@@ -190,7 +193,7 @@ export class Compactor {
     const image = this.opts.image;
     const ms = pauseAfter(busyMs, compactionDuty(deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget)));
     if (ms <= 0 || this.hurry || this.stopped) return;
-    this.pause = sleep(ms);
+    this.pause = sleep(ms, this.opts.clock);
     await this.pause.done;
     this.pause = undefined;
   }

@@ -11,6 +11,7 @@ import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
 import type { ObjectStore } from '../store/object-store.js';
+import type { Clock } from '../util/clock.js';
 import type { CompactionBudget } from './compactor.js';
 
 export interface VolumeOptions {
@@ -33,6 +34,8 @@ export interface VolumeOptions {
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
   readonly compaction: CompactionBudget;
+  /** The timers of compaction's pauses (tests pass a fake one); the system clock by default. */
+  readonly compactionClock?: Clock;
   readonly gcGraceMs: number;
   readonly logger: Logger;
   readonly failpoints: Failpoints;

@@ -107,6 +107,7 @@ export function wireVolume(
     health,
     retryInitialMs: opts.retryInitialMs,
     retryMaxMs: opts.retryMaxMs,
+    ...(opts.compactionClock === undefined ? {} : { clock: opts.compactionClock }),
     onProgress: () => {
       uploader.notify();
     },

@@ -28,6 +28,11 @@ export class FakeClock implements Clock {
     return this.time;
   }
 
+  /** Timers set and not yet run or cancelled. */
+  get pending(): number {
+    return this.timers.length;
+  }
+
   setTimer(fn: () => void, ms: number): Timer {
     const timer: Pending = { at: this.time + Math.max(0, ms), seq: this.seq++, fn };
     this.timers.push(timer);

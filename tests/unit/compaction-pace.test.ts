@@ -8,6 +8,7 @@ import { readHead } from '../../gateway/image/take-volume.js';
 import { VolumeImage } from '../../gateway/image/volume-image.js';
 import { HARD_LIMIT, SOFT_DUTY, compactionDuty, deltaPressure, pauseAfter } from '../../gateway/volume/compaction-pace.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
+import { FakeClock, settle } from '../helpers/fake-clock.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
 
@@ -97,6 +98,61 @@ describe('the hard limit: at twice the delta budget, new deltas wait for compact
       const alone = Buffer.alloc(size);
       await image.read(0, size, alone, 0);
       assert.ok(alone.equals(model), 'the store alone holds every write');
+    } finally {
+      await volume.close();
+    }
+  });
+});
+
+describe('paced compaction just above the delta budget', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hf-paced-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('folds one batch, then pauses on its clock; compact() ends the pause and folds the rest', async () => {
+    const store = new MemoryStore();
+    const size = 64 * MiB;
+    await new VolumeCatalog(store).create({ name: 'paused', size, extentSize: MiB });
+    const journalDir = join(dir, 'journal');
+    const model = Buffer.alloc(size);
+    // Deltas that show in all 64 extents, written under a budget they do not reach.
+    const first = await openTestVolume(store, journalDir, { name: 'paused' });
+    const writes: Array<Promise<void>> = [];
+    for (let extent = 0; extent < 64; extent++) {
+      const data = Buffer.alloc(4096, extent + 1);
+      data.copy(model, extent * MiB + 8192);
+      writes.push(first.write(extent * MiB + 8192, data, false));
+    }
+    await Promise.all(writes);
+    await first.drain();
+    const deltaBytes = first.stats().deltaBytes;
+    await first.close();
+
+    // Reopened with a budget the deltas pass by a fifth: compaction starts at once, paced.
+    const clock = new FakeClock();
+    const volume = await openTestVolume(store, journalDir, {
+      name: 'paused',
+      compactionClock: clock,
+      compaction: { indexMemoryBytes: 64 * MiB, deltaBytes: Math.floor(deltaBytes / 1.2), deltaCount: 100_000 },
+    });
+    try {
+      for (let i = 0; i < 200 && clock.pending === 0; i++) await settle();
+      assert.equal(clock.pending, 1, 'a pause after the first batch');
+      const afterOne = volume.stats().compactedExtents;
+      assert.ok(afterOne > 0 && afterOne < 64, `${afterOne} extents folded by the first batch`);
+      for (let i = 0; i < 20; i++) await settle();
+      assert.equal(volume.stats().compactedExtents, afterOne, 'nothing more is folded while the pause lasts');
+      await clock.advance(60_000);
+      for (let i = 0; i < 200 && volume.stats().compactedExtents === afterOne; i++) await settle();
+      assert.ok(volume.stats().compactedExtents > afterOne, 'the next batch comes once the pause is over');
+
+      await volume.compact();
+      assert.equal(volume.stats().deltas, 0, 'compact() folds everything without waiting for the clock');
+      assert.ok((await volume.read(0, size)).equals(model));
     } finally {
       await volume.close();
     }
