@@ -16,6 +16,14 @@ import { openTestVolume } from '../helpers/volume-fixture.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
+let dir = '';
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hf-pace-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
 describe('compaction pace', () => {
   const budget = { indexMemoryBytes: MiB, deltaBytes: 100 * MiB, deltaCount: 10 };
 
@@ -42,14 +50,6 @@ describe('compaction pace', () => {
 });
 
 describe('the hard limit: at twice the delta budget, new deltas wait for compaction', () => {
-  let dir = '';
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'hf-pace-'));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
-
   it('with compaction failing, deltas stay under the limit while writes are acknowledged; once it succeeds, all of them reach the store', async () => {
     const store = new MemoryStore();
     const size = 16 * MiB;
@@ -106,19 +106,11 @@ describe('the hard limit: at twice the delta budget, new deltas wait for compact
 });
 
 describe('paced compaction just above the delta budget', () => {
-  let dir = '';
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'hf-paced-'));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
-
   it('folds one batch, then pauses on its clock; compact() ends the pause and folds the rest', async () => {
     const store = new MemoryStore();
     const size = 64 * MiB;
     await new VolumeCatalog(store).create({ name: 'paused', size, extentSize: MiB });
-    const journalDir = join(dir, 'journal');
+    const journalDir = join(dir, 'paused-journal');
     const model = Buffer.alloc(size);
     // Deltas that show in all 64 extents, written under a budget they do not reach.
     const first = await openTestVolume(store, journalDir, { name: 'paused' });
