@@ -4,7 +4,16 @@
  * from 1.5× it speeds up to flat out at 2×, and at 2× the uploader stops shipping new deltas, so that
  * writes slow down (the journal fills, then holds them) instead of the store growing without bound.
  */
-import type { CompactionBudget } from './compactor.js';
+
+/** What a volume's deltas may cost before compaction folds them (--index-memory, --delta-budget). */
+export interface CompactionBudget {
+  /** Run map plus delta CRC tables; compaction starts at 3/4 of it and stops at 1/2. */
+  readonly indexMemoryBytes: number;
+  /** Bytes of delta objects the head may name before the oldest are folded. */
+  readonly deltaBytes: number;
+  /** Deltas the head may name (it is rewritten at every commit, so it is kept small). */
+  readonly deltaCount: number;
+}
 
 /** Share of the time compaction may be busy just above the budget. */
 export const SOFT_DUTY = 0.2;

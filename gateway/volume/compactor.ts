@@ -11,7 +11,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import { backoffMs } from '../util/backoff.js';
 import type { Clock } from '../util/clock.js';
 import { type Sleep, sleep } from '../util/sleep.js';
-import { HARD_LIMIT, compactionDuty, deltaPressure, pauseAfter } from './compaction-pace.js';
+import { type CompactionBudget, HARD_LIMIT, compactionDuty, deltaPressure, pauseAfter } from './compaction-pace.js';
 import type { CacheReservation } from './extent-cache.js';
 import type { HeadCommits } from './head-commits.js';
 
@@ -31,15 +31,6 @@ const ZERO_BATCH = 1024;
 const PACED_READS_IN_FLIGHT = 4;
 /** Extents taken from one scan of the run map when the index is too big (the scan is linear in extents). */
 const CANDIDATES = 4096;
-
-export interface CompactionBudget {
-  /** Run map plus delta CRC tables; compaction starts at 3/4 of it and stops at 1/2. */
-  readonly indexMemoryBytes: number;
-  /** Bytes of delta objects the head may name before the oldest are folded. */
-  readonly deltaBytes: number;
-  /** Deltas the head may name (it is rewritten at every commit, so it is kept small). */
-  readonly deltaCount: number;
-}
 
 export interface CompactorOptions {
   readonly name: string;

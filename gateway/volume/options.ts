@@ -12,7 +12,7 @@ import type { Journal, JournalEntry } from '../journal/journal.js';
 import type { SegmentFileOps } from '../journal/segment-file.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { Clock } from '../util/clock.js';
-import type { CompactionBudget } from './compactor.js';
+import type { CompactionBudget } from './compaction-pace.js';
 
 export interface VolumeOptions {
   readonly name: string;
