@@ -110,8 +110,7 @@ export class Compactor {
    * uploads up then.
    */
   admitsUploads(): boolean {
-    const image = this.opts.image;
-    if (this.stopped || this.stalled || deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget) < HARD_LIMIT) return true;
+    if (this.stopped || this.stalled || this.pressure() < HARD_LIMIT) return true;
     this.maybeRun();
     return false;
   }
@@ -175,14 +174,18 @@ export class Compactor {
   /** Compaction for the delta budgets, in the background, below the hard limit: gently, and with pauses. */
   private paced(reason: Reason, everything: boolean): boolean {
     if (reason === 'index-memory' || everything || this.hurry) return false;
+    return compactionDuty(this.pressure()) < 1;
+  }
+
+  /** How full the deltas are against their budgets (compaction-pace.ts). */
+  private pressure(): number {
     const image = this.opts.image;
-    return compactionDuty(deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget)) < 1;
+    return deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget);
   }
 
   /** Pauses after a batch for the delta budgets, so that writes keep most of the machine (see compaction-pace.ts). */
   private async paceAfter(busyMs: number): Promise<void> {
-    const image = this.opts.image;
-    const ms = pauseAfter(busyMs, compactionDuty(deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget)));
+    const ms = pauseAfter(busyMs, compactionDuty(this.pressure()));
     if (ms <= 0 || this.hurry || this.stopped) return;
     this.pause = sleep(ms, this.opts.clock);
     await this.pause.done;
