@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type S3Server, startS3Server } from '../tests/helpers/s3-server.js';
+import { defined } from '../shared/checked.js';
+import { measureBacklogDrain } from './backlog-drain.js';
 import { prefill, runWorkload, warmRegion, warmUp, type FioRunOptions } from './fio.js';
 import { type BenchOptions, LARGE_WORKLOADS, type LargeWorkload, parseOptions, type SystemName, USAGE, type Workload } from './options.js';
 import { largeVolumeTargets } from './large-report.js';
@@ -110,6 +112,7 @@ class Bench {
       try {
         system = await startSystem(name, { opts: this.opts, workDir: this.workDir, s3: this.s3, rawFile });
         // The raw file was written whole above; the others are filled through their own path.
+        if (system.name === 'holdfast-s3') await this.backlogDrains(system);
         if (system.storeBacked) {
           await prefill(system.target(), this.fioOptions);
           const drain = await system.settle();
@@ -124,6 +127,24 @@ class Bench {
         this.statuses.push({ name, description: describeSystem(name, this.opts.s3Server), available: false, why });
         log(`bench: ${name} will not run: ${why}`);
       }
+    }
+  }
+
+  /** The upload rate of backlogs left by an outage (backlog-drain.ts), before the volume is filled. */
+  private async backlogDrains(system: BenchSystem): Promise<void> {
+    const adminUrl = defined(system.adminUrl, 'holdfast admin URL')();
+    for (const kind of ['whole', 'partial'] as const) {
+      const drain = await measureBacklogDrain(kind, {
+        target: system.target(),
+        adminUrl,
+        s3: this.s3,
+        cwd: this.workDir,
+        volumeSize: this.opts.size,
+      });
+      this.uploads.push({ round: 0, system: system.name, after: `backlog-${kind}`, drain });
+      log(
+        `bench: ${system.name} uploaded a backlog of ${kind === 'whole' ? 'whole extents' : '4 KiB random writes'} at ${drain.mibPerSecond.toFixed(1)} MiB/s`,
+      );
     }
   }
 
