@@ -8,6 +8,7 @@ import type { RequestContext } from '../nbd/export.js';
 import type { ExtentBuffers } from './extent-buffers.js';
 import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import type { PendingChanges } from './pending-changes.js';
+import { covers, type OverlayPlan, planOverlay } from './pending-overlay.js';
 import { Semaphore } from '../util/semaphore.js';
 
 /** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
@@ -229,8 +230,9 @@ export class ReadPath {
   /** Serves a read the pending changes cover completely, without the store. */
   private async readFromJournal(index: number, pos: number, n: number, out: Buffer, outOffset: number): Promise<boolean> {
     const list = this.o.pending.entries(index);
-    if (list.length === 0 || !covers(list, pos, pos + n)) return false;
-    return this.overlayPending(index, pos, n, out, outOffset, this.o.pending.generation(index));
+    if (list.length === 0) return false;
+    const plan = planOverlay(list, pos, pos + n);
+    return plan.covered && this.applyPlan(plan, index, pos, out, outOffset, this.o.pending.generation(index));
   }
 
   /**
@@ -307,15 +309,23 @@ export class ReadPath {
   }
 
   /**
-   * Lays the extent's pending changes (in sequence order) over `out`, which holds the stored bytes of
-   * [pos, pos + n). False when an upload finished meanwhile: the caller starts over.
+   * Lays the extent's pending changes over `out`, which holds the stored bytes of [pos, pos + n), each
+   * byte from the newest entry that wrote it (pending-overlay.ts). False when an upload finished
+   * meanwhile: the caller starts over.
    */
   async overlayPending(index: number, pos: number, n: number, out: Buffer, outOffset: number, generation: number): Promise<boolean> {
-    const end = pos + n;
-    for (const entry of this.o.pending.entries(index).slice()) {
-      const start = Math.max(entry.offset, pos);
-      const stop = Math.min(entry.offset + entry.length, end);
-      if (start >= stop) continue;
+    return this.applyPlan(planOverlay(this.o.pending.entries(index), pos, pos + n), index, pos, out, outOffset, generation);
+  }
+
+  private async applyPlan(
+    plan: OverlayPlan,
+    index: number,
+    pos: number,
+    out: Buffer,
+    outOffset: number,
+    generation: number,
+  ): Promise<boolean> {
+    for (const { entry, start, stop } of plan.pieces) {
       if (entry.kind === RecordKind.Zero) {
         out.fill(0, outOffset + start - pos, outOffset + stop - pos);
         continue;
@@ -340,22 +350,4 @@ function copyExtent(extent: MaterializedExtent, out: Buffer, outOffset: number, 
 function firstNewer(list: readonly JournalEntry[], seq: number): JournalEntry | undefined {
   for (const e of list) if (e.seq > seq) return e;
   return undefined;
-}
-
-/** True when the union of the entries' ranges covers [start, end). */
-export function covers(entries: readonly JournalEntry[], start: number, end: number): boolean {
-  const spans: [number, number][] = [];
-  for (const e of entries) {
-    const s = Math.max(e.offset, start);
-    const t = Math.min(e.offset + e.length, end);
-    if (s < t) spans.push([s, t]);
-  }
-  spans.sort((a, b) => a[0] - b[0]);
-  let reached = start;
-  for (const [s, t] of spans) {
-    if (s > reached) return false;
-    if (t > reached) reached = t;
-    if (reached >= end) return true;
-  }
-  return reached >= end;
 }
