@@ -31,7 +31,7 @@ import { BLOCK, CacheEntry } from './cache-entry.js';
 import { entryName, entryPath, releaseLock, restoreEntries, SUBDIRS, subdirPath, takeLock, writeIndex } from './cache-directory.js';
 import { type IndexedEntry, storeFingerprint } from './cache-index.js';
 import type { DiskCacheCounters, DiskCacheStats } from './cache-stats.js';
-import { LoopReads } from './loop-reads.js';
+import { LoopReads } from '../util/loop-reads.js';
 
 /** A store request's latency, in bytes of transfer it is worth (about 20 ms at 50 MiB/s). */
 const REQUEST_COST_BYTES = 1024 * 1024;

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { JournalCorruptError, JournalIoError } from '../../shared/errors.js';
 import { RECORD_HEADER_SIZE, RecordKind } from './record.js';
 import { backoffMs } from '../util/backoff.js';
+import { LoopReads } from '../util/loop-reads.js';
 import { sleep } from '../util/sleep.js';
 import { fsSegmentFileOps } from './segment-file.js';
 import { LiveSegments } from './live-segments.js';
@@ -59,6 +60,7 @@ export class Journal {
   private closed = false;
   private durableSeq: number;
   private readonly durableWaiters: DurableWaiter[] = [];
+  private readonly loopReads = new LoopReads();
   private uploadWaiters: { readonly seq: number; readonly resolve: () => void }[] = [];
   private idleWaiters: (() => void)[] = [];
   private failedAttempts = 0;
@@ -237,7 +239,11 @@ export class Journal {
     }
     const segment = entry.segment;
     if (segment === undefined || segment.retired) throw new JournalIoError(`journal record ${entry.seq} is no longer readable`);
-    const n = await segment.file.read(into, intoOffset, length, entry.payloadPosition + from);
+    const { file } = segment;
+    const position = entry.payloadPosition + from;
+    // Reads of pending writes are of recent records, nearly always in the page cache.
+    let n = file.fd === undefined ? -1 : this.loopReads.read(file.fd, into, intoOffset, length, position);
+    if (n < 0) n = await file.read(into, intoOffset, length, position);
     if (n !== length) throw new JournalCorruptError(`journal record ${entry.seq} in ${segment.path} is truncated`);
   }
 

@@ -15,6 +15,8 @@ export interface SegmentFile {
   writev(buffers: Buffer[], position: number): Promise<void>;
   datasync(): Promise<void>;
   read(into: Buffer, intoOffset: number, length: number, position: number): Promise<number>;
+  /** The descriptor, for small reads on the event loop (util/loop-reads.ts); absent where reads must go through read(). */
+  readonly fd?: number;
   size(): Promise<number>;
   close(): Promise<void>;
 }
@@ -24,6 +26,10 @@ const MAX_IOVECS = 1024;
 
 class FsSegmentFile implements SegmentFile {
   constructor(private readonly fh: FileHandle) {}
+
+  get fd(): number {
+    return this.fh.fd;
+  }
 
   async writev(buffers: Buffer[], position: number): Promise<void> {
     let pos = position;
