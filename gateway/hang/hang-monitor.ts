@@ -151,13 +151,12 @@ export class HangMonitor implements HangControl {
     try {
       for (let attempt = 0; ; attempt++) {
         try {
-          // A held attempt unanswered when the store answers again is given up for a new one (held-read.ts).
-          const current = new AbortController();
-          const attemptSignal = AbortSignal.any([attempts.signal, current.signal]);
-          const abandon = current.abort.bind(current);
-          const value = await (held === undefined
-            ? firstAttempt(op(attemptSignal), this.clock, STALL_MS, stalled)
-            : held.watch(op(attemptSignal), abandon));
+          // A held attempt unanswered when the store answers again is given up for a new one (held-read.ts); the
+          // first is never given up alone, so it needs no AbortSignal.any (WeakRefs and a finalizer per cold read).
+          const current = held === undefined ? undefined : new AbortController();
+          const value = await (held === undefined || current === undefined
+            ? firstAttempt(op(attempts.signal), this.clock, STALL_MS, stalled)
+            : held.watch(op(AbortSignal.any([attempts.signal, current.signal])), current.abort.bind(current)));
           this.dispatch({ type: 'store-answered', path: 'read' });
           return value;
         } catch (err) {
