@@ -44,6 +44,9 @@ const WRITES: ReadonlySet<Workload> = new Set(['randwrite', 'seqwrite', 'flush-h
 /** Each needs its cache emptied first: the data must come from the store. */
 const COLD: ReadonlySet<Workload> = new Set(['randread-cold', 'seqread', 'recovery']);
 /** Tool each system needs (the harness installs it when missing). */
+/** What the rounds' systems keep in the work directory (startHoldfast, the raw file), none of it needed after them. */
+const ROUND_DATA = ['holdfast-local', 'holdfast-s3', 'holdfast-tls', 'raw.img'];
+
 const TOOL: Readonly<Record<SystemName, string | undefined>> = {
   'holdfast-local': undefined,
   'holdfast-s3': undefined,
@@ -190,6 +193,9 @@ class Bench {
     const asked = this.opts.onceWorkloads.filter((w): w is LargeWorkload => (LARGE_WORKLOADS as readonly string[]).includes(w));
     if (asked.length === 0) return;
     await this.stop();
+    // The data set lies on this disk three times (raw file, store, disk cache): the rounds' stores and
+    // journals (GiB of deltas by then) would leave the disk cache too little room to hold the volume.
+    for (const name of ROUND_DATA) await rm(path.join(this.workDir, name), { recursive: true, force: true });
     try {
       this.largeVolume = await runLargeVolume({ opts: this.opts, workDir: this.workDir, log }, asked);
       this.failures.push(...this.largeVolume.failures);
