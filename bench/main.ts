@@ -43,10 +43,9 @@ const MiB = 2 ** 20;
 const WRITES: ReadonlySet<Workload> = new Set(['randwrite', 'seqwrite', 'flush-heavy']);
 /** Each needs its cache emptied first: the data must come from the store. */
 const COLD: ReadonlySet<Workload> = new Set(['randread-cold', 'seqread', 'recovery']);
-/** Tool each system needs (the harness installs it when missing). */
 /** What the rounds' systems keep in the work directory (startHoldfast, the raw file), none of it needed after them. */
 const ROUND_DATA = ['holdfast-local', 'holdfast-s3', 'holdfast-tls', 'raw.img'];
-
+/** Tool each system needs (the harness installs it when missing). */
 const TOOL: Readonly<Record<SystemName, string | undefined>> = {
   'holdfast-local': undefined,
   'holdfast-s3': undefined,
