@@ -153,10 +153,12 @@ export class HangMonitor implements HangControl {
         try {
           // A held attempt unanswered when the store answers again is given up for a new one (held-read.ts); the
           // first is never given up alone, so it needs no AbortSignal.any (WeakRefs and a finalizer per cold read).
-          const current = held === undefined ? undefined : new AbortController();
-          const value = await (held === undefined || current === undefined
-            ? firstAttempt(op(attempts.signal), this.clock, STALL_MS, stalled)
-            : held.watch(op(AbortSignal.any([attempts.signal, current.signal])), current.abort.bind(current)));
+          let value: T;
+          if (held === undefined) value = await firstAttempt(op(attempts.signal), this.clock, STALL_MS, stalled);
+          else {
+            const current = new AbortController();
+            value = await held.watch(op(AbortSignal.any([attempts.signal, current.signal])), current.abort.bind(current));
+          }
           this.dispatch({ type: 'store-answered', path: 'read' });
           return value;
         } catch (err) {
