@@ -119,18 +119,23 @@ export class HangMonitor implements HangControl {
       throw new StorageFailedError('timed-out', s.episode.errorClass);
     }
     if (signal?.aborted === true) throw new RequestAbortedError('client disconnected before its read');
-    const attempts = new AbortController();
+    // The attempt under way; one unanswered when the store answers again is aborted and replaced (held-read.ts).
+    let attempt = new AbortController();
+    const abandon = (): void => {
+      attempt.abort();
+      attempt = new AbortController();
+    };
     // Assigned in holdOnce; the cast keeps TypeScript from narrowing it to undefined here.
     let held = undefined as HeldRead | undefined;
     const onAbort = (): void => {
-      attempts.abort();
+      attempt.abort();
       held?.fail(new RequestAbortedError('client disconnected while its read was held'));
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     const holdOnce = (): HeldRead => {
       if (held === undefined) {
         held = new HeldRead(bytes, () => {
-          attempts.abort();
+          attempt.abort();
         });
         this.reads.add(held);
         // Held only now, perhaps after a stall: the client may have left while the attempt was unanswered.
@@ -149,16 +154,10 @@ export class HangMonitor implements HangControl {
       return holdOnce();
     };
     try {
-      for (let attempt = 0; ; attempt++) {
+      for (let tries = 0; ; tries++) {
         try {
-          // A held attempt unanswered when the store answers again is given up for a new one (held-read.ts); the
-          // first is never given up alone, so it needs no AbortSignal.any (WeakRefs and a finalizer per cold read).
-          let value: T;
-          if (held === undefined) value = await firstAttempt(op(attempts.signal), this.clock, STALL_MS, stalled);
-          else {
-            const current = new AbortController();
-            value = await held.watch(op(AbortSignal.any([attempts.signal, current.signal])), current.abort.bind(current));
-          }
+          const call = op(attempt.signal);
+          const value = await (held === undefined ? firstAttempt(call, this.clock, STALL_MS, stalled, abandon) : held.watch(call, abandon));
           this.dispatch({ type: 'store-answered', path: 'read' });
           return value;
         } catch (err) {
@@ -168,14 +167,14 @@ export class HangMonitor implements HangControl {
           }
           if (err instanceof RequestAbortedError || err instanceof RequestDroppedError || err instanceof StorageFailedError) throw err;
           // An attempt this read abandoned failed because it was aborted, not because the store did.
-          if (attempts.signal.aborted) throw held?.failed ?? new RequestAbortedError('client disconnected during its read');
+          if (attempt.signal.aborted) throw held?.failed ?? new RequestAbortedError('client disconnected during its read');
           const errorClass = this.noteStoreError(err, 'read');
           if (held?.failed !== undefined) throw held.failed;
           if (this.machine.closed) throw new RequestDroppedError('gateway shutting down while storage fails');
           const reason = refusalFor(this.machine, errorClass);
           if (reason !== undefined) throw new StorageFailedError(reason, errorClass, { cause: err });
           const h = holdOnce();
-          await h.pause(sleep(backoffMs(attempt, this.opts.retryInitialMs ?? 50, this.machine.policy.retryMaxMs), this.clock));
+          await h.pause(sleep(backoffMs(tries, this.opts.retryInitialMs ?? 50, this.machine.policy.retryMaxMs), this.clock));
           if (h.failed !== undefined) throw h.failed;
           this.counters.retries++;
         }

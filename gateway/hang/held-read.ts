@@ -84,13 +84,19 @@ export class HeldRead {
 
 /**
  * The first attempt of a read, not yet held: it becomes held once the store has not answered for
- * `stallMs`, and from then on it is watched like any held attempt.
+ * `stallMs`, and from then on it is watched like any held attempt (and given up with `abandon` like one).
  */
-export function firstAttempt<T>(pending: Promise<T>, clock: Clock, stallMs: number, stalled: () => HeldRead): Promise<T> {
+export function firstAttempt<T>(
+  pending: Promise<T>,
+  clock: Clock,
+  stallMs: number,
+  stalled: () => HeldRead,
+  abandon: () => void,
+): Promise<T> {
   let watched: Promise<T> | undefined;
   return new Promise<T>((resolve, reject) => {
     const timer = clock.setTimer(() => {
-      watched = stalled().watch(pending);
+      watched = stalled().watch(pending, abandon);
       watched.then(resolve, reject);
     }, stallMs);
     pending.then(

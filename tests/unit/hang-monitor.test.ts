@@ -66,6 +66,33 @@ describe('held reads', () => {
     monitor.close();
   });
 
+  it('a first attempt that stalled is given up too when the probe finds the store answering', async () => {
+    // The read was held by the stall timer, not by a failure: its attempt is as stale as a held one's.
+    const { monitor, clock, state } = harness();
+    let attempts = 0;
+    let abandoned = 0;
+    const op = (signal: AbortSignal): Promise<string> => {
+      attempts++;
+      if (attempts > 1) return Promise.resolve('data');
+      return new Promise((_resolve, reject) => {
+        signal.addEventListener('abort', () => {
+          abandoned++;
+          reject(new Error('aborted'));
+        });
+      });
+    };
+    const read = outcome(monitor.run(op, 4096, undefined));
+    await clock.advance(STALL_MS);
+    assert.equal(monitor.state, 'hang');
+    state.probeDown = false;
+    await clock.advance(20);
+    assert.equal(read.value, 'data');
+    assert.deepEqual({ attempts, abandoned }, { attempts: 2, abandoned: 1 });
+    assert.equal(monitor.state, 'normal');
+    assert.equal(monitor.counters.storageErrors.transient, 0, 'the abandoned attempt is no store failure');
+    monitor.close();
+  });
+
   it('denied fails at once by default and is held when the policy says hold', async () => {
     const a = harness({}, denied);
     await assert.rejects(
