@@ -28,6 +28,7 @@ import {
   type UploadRecord,
 } from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
+import { plotSustained, runSustainedWrites, sustainedTargets, type SustainedWritesResult } from './sustained.js';
 import { type BenchSystem, describeSystem, startSystem } from './systems.js';
 import { ensureAllocator, ensureTools } from './tools.js';
 
@@ -40,6 +41,8 @@ import { ensureAllocator, ensureTools } from './tools.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const MiB = 2 ** 20;
+/** Issue 12's setting: the journal fills within seconds, and what is measured is what the uploads sustain. */
+const SUSTAINED_JOURNAL_LIMIT = 256 * MiB;
 const WRITES: ReadonlySet<Workload> = new Set(['randwrite', 'seqwrite', 'flush-heavy']);
 /** Each needs its cache emptied first: the data must come from the store. */
 const COLD: ReadonlySet<Workload> = new Set(['randread-cold', 'seqread', 'recovery']);
@@ -86,6 +89,7 @@ class Bench {
   private readonly failures: string[] = [];
   private outageWrites: OutageWritesResult | null = null;
   private largeVolume: LargeVolumeResult | null = null;
+  private sustainedWrites: SustainedWritesResult | null = null;
   /** Set once outage-writes was tried on holdfast-s3, whatever came of it: its RSS target counts. */
   private outageWritesTarget: OutageWritesTarget | undefined;
   private readonly fioOptions: FioRunOptions;
@@ -94,6 +98,8 @@ class Bench {
     private readonly opts: BenchOptions,
     private readonly workDir: string,
     private readonly s3: S3Server,
+    /** Closes `s3` (once, whoever asks first). */
+    private readonly closeS3: () => Promise<void>,
   ) {
     this.fioOptions = { cwd: workDir, runtime: opts.runtime, size: opts.size, warmRegion: warmRegion(opts.size, opts.cacheSize) };
   }
@@ -181,7 +187,35 @@ class Bench {
   /** The workloads too long for every round, each once after them. */
   async once(): Promise<void> {
     await this.outageWritesOnce();
+    // What follows brings its own S3 server: the rounds' one, idle by then, would only keep memory
+    // (RGW keeps its objects there) from the sustained writes' server and the large data set's page cache.
+    await this.stop();
+    await this.closeS3();
+    await this.sustainedWritesOnce();
     await this.largeVolumeOnce();
+  }
+
+  private async sustainedWritesOnce(): Promise<void> {
+    if (!this.opts.onceWorkloads.includes('sustained-writes')) return;
+    try {
+      const r = await runSustainedWrites({
+        s3Server: this.opts.s3Server,
+        size: this.opts.sustainedSize,
+        runtime: this.opts.sustainedRuntime,
+        journalLimit: SUSTAINED_JOURNAL_LIMIT,
+        cacheSize: this.opts.cacheSize,
+        workDir: this.workDir,
+        log,
+      });
+      this.sustainedWrites = r;
+      log(
+        `bench: sustained-writes: ${Math.round(r.iops)} IOPS, slowest ${r.windowSeconds}-s window ${Math.round(r.minWindowIops)}, ${r.bytesSentPerByteWritten.toFixed(2)} bytes to S3 per byte written, peak RSS ${Math.round(r.peakRssMiB)} MiB`,
+      );
+    } catch (err) {
+      const why = `sustained-writes failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.failures.push(why);
+      log(`bench: ${why}`);
+    }
   }
 
   /**
@@ -191,7 +225,6 @@ class Bench {
   private async largeVolumeOnce(): Promise<void> {
     const asked = this.opts.onceWorkloads.filter((w): w is LargeWorkload => (LARGE_WORKLOADS as readonly string[]).includes(w));
     if (asked.length === 0) return;
-    await this.stop();
     // The data set lies on this disk three times (raw file, store, disk cache): the rounds' stores and
     // journals (GiB of deltas by then) would leave the disk cache too little room to hold the volume.
     for (const name of ROUND_DATA) await rm(path.join(this.workDir, name), { recursive: true, force: true });
@@ -298,7 +331,7 @@ class Bench {
       });
   }
 
-  async report(startedAt: Date): Promise<{ report: BenchReport; text: string; png: Buffer | null }> {
+  async report(startedAt: Date): Promise<{ report: BenchReport; text: string; pngs: Record<'plot' | 'sustainedPlot', Buffer | null> }> {
     const rows = summarize(this.runs);
     const s3Median =
       this.s3Runs.length === 0
@@ -324,9 +357,11 @@ class Bench {
       rows,
       targets: [
         ...evaluateTargets(rows, s3Median, uploadMiBps, this.opts.cacheSize, this.outageWritesTarget),
+        ...sustainedTargets(this.sustainedWrites),
         ...largeVolumeTargets(this.largeVolume, this.opts.cacheSize),
       ],
       outageWrites: this.outageWrites,
+      sustainedWrites: this.sustainedWrites,
       largeVolume: this.largeVolume,
       failures: this.failures,
     };
@@ -334,8 +369,13 @@ class Bench {
       json: path.join(this.opts.out, `${base}.json`),
       markdown: path.join(this.opts.out, `${base}.md`),
       plot: shown === undefined ? null : path.join(this.opts.out, `${base}-recovery.png`),
+      sustainedPlot: this.sustainedWrites === null ? null : path.join(this.opts.out, `${base}-sustained.png`),
     };
-    return { report: { ...body, files }, text: markdown(body), png: shown === undefined ? null : plotRecovery(shown, this.opts.outage) };
+    const pngs = {
+      plot: shown === undefined ? null : plotRecovery(shown, this.opts.outage),
+      sustainedPlot: this.sustainedWrites === null ? null : plotSustained(this.sustainedWrites),
+    };
+    return { report: { ...body, files }, text: markdown(body), pngs };
   }
 }
 
@@ -362,12 +402,14 @@ async function main(): Promise<number> {
   const s3From = performance.now();
   const s3 = await startS3Server({ kind: opts.s3Server, dir: path.join(workDir, opts.s3Server), bucket: 'bench' });
   log(`bench: S3 server ${s3.kind} on ${s3.endpoint}, started in ${((performance.now() - s3From) / 1000).toFixed(1)} s`);
-  const bench = new Bench(opts, workDir, s3);
+  let s3Closed: Promise<void> | undefined;
+  const closeS3 = (): Promise<void> => (s3Closed ??= s3.close());
+  const bench = new Bench(opts, workDir, s3, closeS3);
   let stopping: Promise<void> | undefined;
   const cleanup = (): Promise<void> =>
     (stopping ??= (async () => {
       await bench.stop();
-      await s3.close();
+      await closeS3();
       await rm(workDir, { recursive: true, force: true });
     })());
   // An interrupted run must still unmount s3backer and stop the servers it started.
@@ -379,14 +421,19 @@ async function main(): Promise<number> {
   } finally {
     await cleanup();
   }
-  const { report, text, png } = await bench.report(startedAt);
+  const { report, text, pngs } = await bench.report(startedAt);
   await mkdir(opts.out, { recursive: true });
   await writeFile(report.files.json, `${JSON.stringify(report, null, 2)}\n`);
   await writeFile(report.files.markdown, text);
-  if (report.files.plot !== null && png !== null) await writeFile(report.files.plot, png);
-  process.stdout.write(
-    `${text}\nresults: ${report.files.json}\n          ${report.files.markdown}\n${report.files.plot === null ? '' : `          ${report.files.plot}\n`}`,
-  );
+  const written = [report.files.json, report.files.markdown];
+  for (const key of ['plot', 'sustainedPlot'] as const) {
+    const file = report.files[key];
+    const png = pngs[key];
+    if (file === null || png === null) continue;
+    await writeFile(file, png);
+    written.push(file);
+  }
+  process.stdout.write(`${text}\nresults: ${written.join('\n         ')}\n`);
   return 0;
 }
 

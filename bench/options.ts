@@ -8,7 +8,7 @@ export type Workload = (typeof WORKLOADS)[number];
 export const LARGE_WORKLOADS = ['large-randread', 'large-zipf', 'large-restart'] as const;
 export type LargeWorkload = (typeof LARGE_WORKLOADS)[number];
 /** Too long to repeat every round: run once, after the rounds. */
-export const ONCE_WORKLOADS = ['outage-writes', ...LARGE_WORKLOADS] as const;
+export const ONCE_WORKLOADS = ['outage-writes', 'sustained-writes', ...LARGE_WORKLOADS] as const;
 export type OnceWorkload = (typeof ONCE_WORKLOADS)[number];
 const ALL_WORKLOADS: readonly (Workload | OnceWorkload)[] = [...WORKLOADS, ...ONCE_WORKLOADS];
 
@@ -32,6 +32,10 @@ export interface BenchOptions {
   readonly largeSize: number;
   /** Holdfast's `--disk-cache-size` on the large volume. */
   readonly diskCacheSize: number;
+  /** The volume of the sustained-writes workload, in bytes. */
+  readonly sustainedSize: number;
+  /** Seconds of writes in sustained-writes. */
+  readonly sustainedRuntime: number;
   /** Holdfast's `--upload-delay`; undefined keeps the gateway's default. */
   readonly uploadDelay: string | undefined;
   /** Concurrent requests of the S3 server's own GET/PUT measurement. */
@@ -65,6 +69,11 @@ export const USAGE = `usage: npm run bench -- [options]
                        random reads after a gateway restart (default 16G, 64M with --quick)
   --disk-cache-size SIZE
                        Holdfast --disk-cache-size on the large volume (default 1.25 × --large-size)
+  --sustained-size SIZE
+                       the volume of sustained-writes, run once after the rounds on an S3 server of its
+                       own: 4 KiB random writes with a 256 MiB journal limit (default 16G, 64M with --quick)
+  --sustained-runtime SECONDS
+                       how long sustained-writes writes (default 300, 3 with --quick)
   --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 1s with --quick)
   --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
   --s3-server KIND     the S3 server: rgw (Ceph's RADOS Gateway, one node, objects in memory; the
@@ -77,7 +86,7 @@ export const USAGE = `usage: npm run bench -- [options]
 
 const UNITS: Readonly<Record<string, number>> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 
-function parseSize(text: string): number {
+export function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
   const unit = m === null ? undefined : UNITS[elementAt(m, 2).toLowerCase()];
   if (m === null || unit === undefined) throw new Error(`"${text}" is not a size like 64M or 1GiB`);
@@ -121,6 +130,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
       'cache-size': { type: 'string' },
       'large-size': { type: 'string' },
       'disk-cache-size': { type: 'string' },
+      'sustained-size': { type: 'string' },
+      'sustained-runtime': { type: 'string' },
       'upload-delay': { type: 'string' },
       's3-parallelism': { type: 'string' },
       's3-server': { type: 'string' },
@@ -150,6 +161,8 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     largeSize,
     diskCacheSize:
       values['disk-cache-size'] === undefined ? Math.ceil((largeSize * 1.25) / 2 ** 20) * 2 ** 20 : parseSize(values['disk-cache-size']),
+    sustainedSize: parseSize(values['sustained-size'] ?? (quick ? '64M' : '16G')),
+    sustainedRuntime: positive('sustained-runtime', values['sustained-runtime'] ?? (quick ? '3' : '300')),
     uploadDelay: values['upload-delay'] ?? (quick ? '1s' : undefined),
     s3Parallelism: Math.round(positive('s3-parallelism', values['s3-parallelism'] ?? '8')),
     s3Server: oneOf('s3-server', values['s3-server'] ?? 'rgw', S3_SERVER_KINDS),

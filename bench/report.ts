@@ -7,6 +7,7 @@ import { largeVolumeSection } from './large-report.js';
 import type { LargeVolumeResult } from './large-volume.js';
 import type { S3Ceiling } from './s3-ceiling.js';
 import type { RecoveryResult } from './recovery.js';
+import { sustainedSection, type SustainedWritesResult } from './sustained.js';
 import type { UploadDrain } from './systems.js';
 import { S3_SERVER_NAMES } from '../tests/helpers/s3-server.js';
 
@@ -93,11 +94,13 @@ export interface BenchReport {
   readonly targets: readonly TargetResult[];
   /** The outage-writes workload on holdfast-s3 (run once, after the rounds); null where it did not run or failed. */
   readonly outageWrites: OutageWritesResult | null;
+  /** The sustained-writes workload (run once, after the rounds); null where it was not asked for or failed. */
+  readonly sustainedWrites: SustainedWritesResult | null;
   /** The large-* workloads (run once, after the rounds); null where they were not asked for or failed. */
   readonly largeVolume: LargeVolumeResult | null;
   /** Runs that failed, each with why; their rows are medians of the rounds that did run. */
   readonly failures: readonly string[];
-  readonly files: { readonly json: string; readonly markdown: string; readonly plot: string | null };
+  readonly files: { readonly json: string; readonly markdown: string; readonly plot: string | null; readonly sustainedPlot: string | null };
 }
 
 export function median(values: readonly number[]): number {
@@ -387,8 +390,9 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
           '',
         ]),
     ...outage,
+    ...sustainedSection(report.sustainedWrites),
     ...largeVolumeSection(report.largeVolume),
-    'Targets (issues 6, 13 and 15):',
+    'Targets (issues 6, 12, 13 and 15):',
     '',
     targets,
     '',

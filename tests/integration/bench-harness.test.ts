@@ -92,7 +92,11 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
   });
 
   it('runs outage-writes once on holdfast-s3: RSS measured, writes held not failed, the backlog drained', () => {
-    assert.deepEqual(report.options.onceWorkloads, ['outage-writes', 'large-randread', 'large-zipf', 'large-restart'], 'default workloads');
+    assert.deepEqual(
+      report.options.onceWorkloads,
+      ['outage-writes', 'sustained-writes', 'large-randread', 'large-zipf', 'large-restart'],
+      'default workloads',
+    );
     const ow = report.outageWrites;
     assert.ok(ow !== null, 'outage-writes ran');
     assert.ok(
@@ -105,6 +109,22 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
     assert.ok(ow.samples.length > 0);
     const target = report.targets.find((t) => t.target.includes('outage under writes'));
     assert.equal(target?.measured, ow.peakRssMiB, 'the RSS target counts the outage');
+  });
+
+  it('runs sustained-writes once on an S3 server of its own: IOPS per window, bytes to S3 per byte written', () => {
+    const r = report.sustainedWrites;
+    assert.ok(r !== null, 'sustained-writes ran');
+    assert.equal(r.size, 64 * 2 ** 20, '--quick size');
+    assert.ok(r.writtenBytes > 0 && r.iops > 0, `${r.writtenBytes} bytes written`);
+    assert.ok(r.windows.length > 0 && r.windows.every((w) => w.iops > 0), `windows ${JSON.stringify(r.windows)}`);
+    assert.ok(r.bytesSent > 0 && r.bytesSentPerByteWritten > 0, `${r.bytesSent} bytes sent`);
+    assert.ok(r.peakRssMiB > 0);
+    assert.equal(r.windowSeconds, 1, 'a 3-s run takes 1-s windows');
+    for (const name of ['slowest 1-s window', 'bytes sent to S3 per byte written'])
+      assert.ok(
+        report.targets.some((t) => t.target.includes('sustained') && t.target.includes(name)),
+        `a target for ${name}`,
+      );
   });
 
   it('runs the large-volume workloads once on one data set: Holdfast with its disk cache, qemu-nbd and nbdkit', () => {
@@ -130,7 +150,7 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
     }
   });
 
-  it('prints the Markdown table and writes it, and plots the recovery as a PNG', async () => {
+  it('prints the Markdown table and writes it, and plots the recovery and the sustained writes as PNGs', async () => {
     const markdown = await readFile(path.join(out, 'tiny.md'), 'utf8');
     assert.ok(stdout.includes(markdown), 'the table printed is the one written');
     const systems = report.systems.filter((s) => s.available).map((s) => s.name);
@@ -143,9 +163,13 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
     assert.match(markdown, /\| target \| measured \| needed \| result \|/);
     assert.match(markdown, /^Outage under writes \(holdfast-s3/m);
     assert.match(markdown, /^Large volume \(once, after the rounds\)/m);
+    assert.match(markdown, /^Sustained 4 KiB random writes \(/m);
+    assert.match(markdown, /^\| IOPS, slowest 1-s window \| [\d,]+ \|$/m);
     assert.match(markdown, /^\| large-restart, first \d+ s \| IOPS \|/m);
-    const png = await readFile(path.join(out, 'tiny-recovery.png'));
-    assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-    assert.ok(png.length > 1000, 'the plot has content');
+    for (const plot of ['tiny-recovery.png', 'tiny-sustained.png']) {
+      const png = await readFile(path.join(out, plot));
+      assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], plot);
+      assert.ok(png.length > 1000, `${plot} has content`);
+    }
   });
 });
