@@ -44,6 +44,7 @@
  */
 export { StorageFailedError, type FailReason } from './errors.js';
 export { HangMonitor, STALL_MS } from './hang-monitor.js';
+export { RetryNow } from './held-read.js';
 export type { HangControl, HangCounters, HangMonitorOptions, HeldSource, JournalWaiters } from './interfaces.js';
 export type { HangSnapshot, HangStateKind } from './machine.js';
 export { VolumeHealth, type JournalReports, type StoreReports } from './volume-health.js';

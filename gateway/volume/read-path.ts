@@ -1,6 +1,7 @@
 import { defined } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { RequestAbortedError } from '../../shared/errors.js';
+import { RetryNow } from '../hang/index.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
@@ -46,6 +47,8 @@ export interface ReadPathOptions {
  */
 export class ReadPath {
   private readonly materializing = new Map<number, Promise<MaterializedExtent>>();
+  /** Aborts the loads under way when the store answers again (storeRecovered). */
+  private loadsGivenUp = new AbortController();
   private readonly loads = new Semaphore(MAX_CONCURRENT_LOADS);
   private readonly coldMisses = new Map<number, { count: number; nextOffset: number }>();
   private sequentialNext = -1;
@@ -178,32 +181,52 @@ export class ReadPath {
   materialize(index: number): Promise<MaterializedExtent> {
     let p = this.materializing.get(index);
     if (p === undefined) {
-      p = this.load(index).finally(() => this.materializing.delete(index));
+      const load = this.load(index).finally(() => {
+        if (this.materializing.get(index) === load) this.materializing.delete(index);
+      });
+      p = load;
       this.materializing.set(index, p);
     }
     return p;
   }
 
+  /**
+   * The store answers again: loads still under way are given up (their callers retry at once, with
+   * RetryNow) and the next callers start new ones. A load's GET sent while the store was away — to a
+   * server that took the connection before it could answer — would otherwise hold every read of its
+   * extent until the S3 client's own time-out, seconds after the recovery, however often they retry:
+   * each retry would join the same load.
+   */
+  storeRecovered(): void {
+    if (this.materializing.size === 0) return;
+    this.loadsGivenUp.abort();
+    this.loadsGivenUp = new AbortController();
+    this.materializing.clear();
+  }
+
   private async load(index: number): Promise<MaterializedExtent> {
+    const givenUp = this.loadsGivenUp.signal;
     const permit = this.loads.acquire();
     if (permit) await permit;
     const reservation = this.o.cache.reserve(this.extentLength(index));
     try {
-      return await this.loadUnbounded(index, reservation);
+      return await this.loadUnbounded(index, reservation, givenUp);
+    } catch (err) {
+      throw givenUp.aborted ? new RetryNow() : err;
     } finally {
       reservation.release();
       this.loads.release();
     }
   }
 
-  private async loadUnbounded(index: number, reservation: CacheReservation): Promise<MaterializedExtent> {
+  private async loadUnbounded(index: number, reservation: CacheReservation, signal: AbortSignal): Promise<MaterializedExtent> {
     for (;;) {
       const generation = this.o.pending.generation(index);
       const start = index * this.extentSize;
       // Pending writes that cover the whole extent make the stored bytes irrelevant: no GET.
       const overwritten = covers(this.o.pending.entries(index), start, start + this.extentLength(index));
       const extent: MaterializedExtent = {
-        data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, undefined, this.o.buffers),
+        data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, signal, this.o.buffers),
         seq: 0,
       };
       while (this.o.pending.generation(index) === generation) {

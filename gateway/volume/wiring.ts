@@ -134,6 +134,7 @@ export function wireVolume(
     admit: () => compactor.admitsUploads(),
   });
   health.onStoreRecovered(() => {
+    reads.storeRecovered();
     compactor.retryNow();
     uploader.retryNow();
     commits.renewSoon();
