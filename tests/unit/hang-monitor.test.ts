@@ -12,6 +12,23 @@ import { BY, denied, edges, failedWith, harness, outcome, refused } from '../hel
  * the deadline, each step moved forward by the test instead of waited for.
  */
 
+/** A store whose nth attempt is refused, answered, or left unanswered until it is aborted, as `script(n)` says. */
+function scripted(script: (attempt: number) => 'refused' | 'unanswered' | 'data') {
+  const counts = { attempts: 0, abandoned: 0 };
+  const op = (signal: AbortSignal): Promise<string> => {
+    const what = script(++counts.attempts);
+    if (what === 'refused') return Promise.reject(refused());
+    if (what === 'data') return Promise.resolve('data');
+    return new Promise((_resolve, reject) => {
+      signal.addEventListener('abort', () => {
+        counts.abandoned++;
+        reject(new Error('aborted'));
+      });
+    });
+  };
+  return { op, counts };
+}
+
 describe('held reads', () => {
   it('a transient failure is held and completes when the probe sees the store answer, with events for both edges', async () => {
     const { monitor, events, op, clock, up, state } = harness();
@@ -40,28 +57,15 @@ describe('held reads', () => {
     // A store that restarts (RGW) takes connections before it can answer them: an attempt sent then
     // would otherwise hold its read until the S3 client's own time-out, seconds after the recovery.
     const { monitor, clock, state } = harness();
-    let attempts = 0;
-    let abandoned = 0;
-    const op = (signal: AbortSignal): Promise<string> => {
-      attempts++;
-      if (attempts === 1) return Promise.reject(refused());
-      if (attempts === 2)
-        return new Promise((_resolve, reject) => {
-          signal.addEventListener('abort', () => {
-            abandoned++;
-            reject(new Error('aborted'));
-          });
-        });
-      return Promise.resolve('data');
-    };
+    const { op, counts } = scripted((n) => (n === 1 ? 'refused' : n === 2 ? 'unanswered' : 'data'));
     const read = outcome(monitor.run(op, 4096, undefined));
     await clock.advance(100);
-    assert.equal(attempts, 2);
+    assert.equal(counts.attempts, 2);
     assert.equal(read.settled, false);
     state.probeDown = false;
     await clock.advance(20);
     assert.equal(read.value, 'data');
-    assert.deepEqual({ attempts, abandoned }, { attempts: 3, abandoned: 1 });
+    assert.deepEqual(counts, { attempts: 3, abandoned: 1 });
     assert.equal(monitor.state, 'normal');
     monitor.close();
   });
@@ -69,25 +73,14 @@ describe('held reads', () => {
   it('a first attempt that stalled is given up too when the probe finds the store answering', async () => {
     // The read was held by the stall timer, not by a failure: its attempt is as stale as a held one's.
     const { monitor, clock, state } = harness();
-    let attempts = 0;
-    let abandoned = 0;
-    const op = (signal: AbortSignal): Promise<string> => {
-      attempts++;
-      if (attempts > 1) return Promise.resolve('data');
-      return new Promise((_resolve, reject) => {
-        signal.addEventListener('abort', () => {
-          abandoned++;
-          reject(new Error('aborted'));
-        });
-      });
-    };
+    const { op, counts } = scripted((n) => (n === 1 ? 'unanswered' : 'data'));
     const read = outcome(monitor.run(op, 4096, undefined));
     await clock.advance(STALL_MS);
     assert.equal(monitor.state, 'hang');
     state.probeDown = false;
     await clock.advance(20);
     assert.equal(read.value, 'data');
-    assert.deepEqual({ attempts, abandoned }, { attempts: 2, abandoned: 1 });
+    assert.deepEqual(counts, { attempts: 2, abandoned: 1 });
     assert.equal(monitor.state, 'normal');
     assert.equal(monitor.counters.storageErrors.transient, 0, 'the abandoned attempt is no store failure');
     monitor.close();
