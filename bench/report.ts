@@ -308,6 +308,20 @@ function table(header: readonly string[], body: readonly (readonly string[])[], 
   return [header, align, ...body].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
 }
 
+/** The targets as a Markdown table: measured, needed, met or **missed** (n/a where a system compared with did not run). */
+export function targetsTable(targets: readonly TargetResult[]): string {
+  return table(
+    ['target', 'measured', 'needed', 'result'],
+    targets.map((t) => [
+      t.target,
+      t.measured === null ? 'n/a' : num(t.measured),
+      t.needed,
+      t.met === null ? 'n/a' : t.met ? 'met' : '**missed**',
+    ]),
+    1,
+  );
+}
+
 export function markdown(report: Omit<BenchReport, 'files'>): string {
   const o = report.options;
   const systems = report.systems.filter((s) => s.available).map((s) => s.name);
@@ -341,16 +355,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     ]),
     1,
   );
-  const targets = table(
-    ['target', 'measured', 'needed', 'result'],
-    report.targets.map((t) => [
-      t.target,
-      t.measured === null ? 'n/a' : num(t.measured),
-      t.needed,
-      t.met === null ? 'n/a' : t.met ? 'met' : '**missed**',
-    ]),
-    1,
-  );
+  const targets = targetsTable(report.targets);
   const s3 = report.s3Server.median;
   const uploads = Object.entries(report.uploadMiBps).map(
     ([s, v]) =>

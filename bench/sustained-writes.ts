@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseDuration } from '../shared/units.js';
 import { parseSize } from './options.js';
 import { sleep } from './proc.js';
+import { targetsTable } from './report.js';
 import { plotSustained, runSustainedWrites, sustainedSection, sustainedTargets } from './sustained.js';
 import { ensureAllocator } from './tools.js';
 
@@ -49,10 +50,7 @@ async function main(): Promise<void> {
       workDir,
       log,
     });
-    const targets = sustainedTargets(r).map(
-      (t) => `- ${t.target}: ${t.measured?.toFixed(2)} (${t.needed}: ${t.met === true ? 'met' : 'MISSED'})`,
-    );
-    const md = [...sustainedSection(r), ...targets, ''].join('\n');
+    const md = [...sustainedSection(r), targetsTable(sustainedTargets(r)), ''].join('\n');
     await mkdir(values.out, { recursive: true });
     await writeFile(path.join(values.out, `${values.name}.json`), `${JSON.stringify(r, null, 2)}\n`);
     await writeFile(path.join(values.out, `${values.name}.md`), md);
