@@ -6,6 +6,11 @@ export interface VolumeProgress {
   readonly dirtyExtents: number;
   readonly uploadBytes: number;
   readonly uploadsInFlight: number;
+  /** Heads and index pages written (bytes sent to the store besides the uploads). */
+  readonly metadataBytes: number;
+  readonly compactedExtents: number;
+  readonly deltas: number;
+  readonly indexBytes: number;
 }
 
 function field(value: unknown, ...keys: string[]): number {
@@ -25,6 +30,10 @@ export async function fetchVolume(adminUrl: string, volume: string): Promise<Vol
     dirtyExtents: field(body, 'journal', 'dirtyExtents'),
     uploadBytes: field(body, 'uploads', 'bytes'),
     uploadsInFlight: field(body, 'uploads', 'inFlight'),
+    metadataBytes: field(body, 'image', 'metadataBytes'),
+    compactedExtents: field(body, 'image', 'compactedExtents'),
+    deltas: field(body, 'image', 'deltas'),
+    indexBytes: field(body, 'image', 'indexBytes'),
   };
 }
 

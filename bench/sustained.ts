@@ -5,9 +5,10 @@ import { elementAt } from '../shared/checked.js';
 import { S3_SERVER_NAMES, startS3Server, type S3ServerKind } from '../tests/helpers/s3-server.js';
 import { fio } from './fio.js';
 import { GLYPH_HEIGHT, Raster, type Rgb } from './png.js';
-import { ProcessMeter, waitFor } from './proc.js';
+import { fetchVolume, type VolumeProgress } from './admin.js';
+import { ProcessMeter } from './proc.js';
 import type { TargetResult } from './report.js';
-import { launchHoldfast, VOLUME } from './systems.js';
+import { drainJournal, launchHoldfast, VOLUME } from './systems.js';
 
 /**
  * Sustained 4 KiB random writes (issue 12): a volume of `size` (16 GiB) on a fresh S3 server of its
@@ -60,22 +61,7 @@ export interface SustainedWritesResult {
   readonly peakRssMiB: number;
 }
 
-interface VolumeStatus {
-  readonly uploads: { readonly bytes: number };
-  readonly image: {
-    readonly metadataBytes: number;
-    readonly compactedExtents: number;
-    readonly deltas: number;
-    readonly indexBytes: number;
-  };
-  readonly journal: { readonly backlogRecords: number };
-}
-
-async function volumeStatus(adminUrl: string): Promise<VolumeStatus> {
-  return (await (await fetch(`${adminUrl}/v1/volumes/${VOLUME}`)).json()) as VolumeStatus;
-}
-
-const sent = (s: VolumeStatus): number => s.uploads.bytes + s.image.metadataBytes;
+const sent = (v: VolumeProgress): number => v.uploadBytes + v.metadataBytes;
 
 export async function runSustainedWrites(o: SustainedWritesOptions): Promise<SustainedWritesResult> {
   const dir = path.join(o.workDir, 'sustained');
@@ -92,7 +78,7 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
     );
     try {
       const meter = new ProcessMeter(gateway.daemon.pid);
-      const before = await volumeStatus(gateway.adminUrl);
+      const before = await fetchVolume(gateway.adminUrl, VOLUME);
       o.log(
         `bench: sustained-writes: 4 KiB random writes over ${+(o.size / GiB).toFixed(2)} GiB for ${o.runtime} s, journal limit ${o.journalLimit / MiB} MiB`,
       );
@@ -108,16 +94,11 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
         dir,
         (o.runtime + 120) * 1000,
       );
-      const afterRun = await volumeStatus(gateway.adminUrl);
+      const afterRun = await fetchVolume(gateway.adminUrl, VOLUME);
       const drainFrom = performance.now();
-      await waitFor(
-        'the backlog to drain',
-        async () => (await volumeStatus(gateway.adminUrl)).journal.backlogRecords === 0,
-        600_000,
-        gateway.daemon,
-      );
+      await drainJournal(gateway.adminUrl, 'sustained-writes', o.size);
       const drainSeconds = (performance.now() - drainFrom) / 1000;
-      const drained = await volumeStatus(gateway.adminUrl);
+      const drained = await fetchVolume(gateway.adminUrl, VOLUME);
       const { peakRssMiB } = meter.stop();
       const windows = parseIopsLog(await readFile(`${iopsLog}_iops.1.log`, 'utf8'));
       const bytesSent = sent(drained) - sent(before);
@@ -137,9 +118,9 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
         bytesSent,
         bytesSentPerByteWritten: bytesSent / run.bytes,
         drainSeconds,
-        compactedExtents: drained.image.compactedExtents,
-        deltasAtEnd: drained.image.deltas,
-        indexBytesAtEnd: drained.image.indexBytes,
+        compactedExtents: drained.compactedExtents,
+        deltasAtEnd: drained.deltas,
+        indexBytesAtEnd: drained.indexBytes,
         peakRssMiB,
       };
     } finally {
