@@ -273,6 +273,15 @@ export class VolumeImage {
     return elementAt(await this.materializeMany([extent], signal, buffers), 0);
   }
 
+  /** How many objects hold the extent's bytes (its base and the deltas with data runs in it): the GETs of a `materialize`. */
+  objectsHolding(extent: number): number {
+    const slots = new Set<number>();
+    this.runs.resolve(extent, 0, this.extentLength(extent), (_s, _t, src, dataOffset) => {
+      if (src !== NO_SOURCE && dataOffset !== ZERO_DATA) slots.add(src);
+    });
+    return slots.size + (this.bases.has(extent) ? 1 : 0);
+  }
+
   /**
    * Several extents' contents at once, as `materialize` gives each. Their pieces are fetched together:
    * a delta holding runs of several of them is read with one range GET, reading through gaps of up to

@@ -1,19 +1,15 @@
 import { defined } from '../../shared/checked.js';
 import type { Logger } from 'pino';
 import { RequestAbortedError } from '../../shared/errors.js';
-import { RetryNow } from '../hang/index.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { RequestContext } from '../nbd/export.js';
 import type { ExtentBuffers } from './extent-buffers.js';
-import { type CacheReservation, ExtentCache, type MaterializedExtent } from './extent-cache.js';
+import { ExtentCache, type MaterializedExtent } from './extent-cache.js';
+import { ExtentLoads } from './extent-loads.js';
 import type { PendingChanges } from './pending-changes.js';
-import { covers, type OverlayPlan, planOverlay } from './pending-overlay.js';
-import { Semaphore } from '../util/semaphore.js';
-
-/** Extents being fetched and rebuilt at once, per volume (each holds one extent in memory). */
-const MAX_CONCURRENT_LOADS = 16;
+import { type OverlayPlan, planOverlay } from './pending-overlay.js';
 
 /** Extents whose cold misses are remembered (to spot sequential or repeated reads). */
 const RECENT_MISSES = 4096;
@@ -25,6 +21,9 @@ const RECENT_MISSES = 4096;
  */
 const READAHEAD_AFTER_BYTES = 1024 * 1024;
 const READAHEAD_EXTENTS = 8;
+
+/** Cold misses of one extent after which it is loaded whole, if that costs no more GETs than the misses did. */
+const REPEATED_MISSES = 3;
 
 export interface ReadPathOptions {
   readonly image: VolumeImage;
@@ -46,15 +45,18 @@ export interface ReadPathOptions {
  * over it. A read that raced an upload (its pending changes left for the store meanwhile) starts over.
  */
 export class ReadPath {
-  private readonly materializing = new Map<number, Promise<MaterializedExtent>>();
-  /** Aborts the loads under way when the store answers again (storeRecovered). */
-  private loadsGivenUp = new AbortController();
-  private readonly loads = new Semaphore(MAX_CONCURRENT_LOADS);
-  private readonly coldMisses = new Map<number, { count: number; nextOffset: number }>();
+  private readonly loads: ExtentLoads;
+  private readonly coldMisses = new Map<number, { count: number; nextOffset: number; cost: number }>();
   private sequentialNext = -1;
   private sequentialRun = 0;
 
-  constructor(private readonly o: ReadPathOptions) {}
+  constructor(private readonly o: ReadPathOptions) {
+    this.loads = new ExtentLoads({
+      ...o,
+      zeroed: (index) => this.zeroed(index),
+      applyPending: (target, index, entry) => this.applyAsync(target, index, entry),
+    });
+  }
 
   private get extentSize(): number {
     return this.o.image.shape.extentSize;
@@ -174,80 +176,14 @@ export class ReadPath {
     return { start, end, extentStart };
   }
 
-  /**
-   * The extent's current contents: the store image plus pending changes, put in the cache. Concurrent
-   * callers share one load; the number of loads at once is bounded (each holds an extent in memory).
-   */
+  /** The extent's current contents: the store image plus pending changes, put in the cache (ExtentLoads). */
   materialize(index: number): Promise<MaterializedExtent> {
-    let p = this.materializing.get(index);
-    if (p === undefined) {
-      const load = this.load(index).finally(() => {
-        if (this.materializing.get(index) === load) this.materializing.delete(index);
-      });
-      p = load;
-      this.materializing.set(index, p);
-    }
-    return p;
+    return this.loads.load(index);
   }
 
-  /**
-   * The store answers again: loads still under way are given up (their callers retry at once, with
-   * RetryNow) and the next callers start new ones. A load's GET sent while the store was away — to a
-   * server that took the connection before it could answer — would otherwise hold every read of its
-   * extent until the S3 client's own time-out, seconds after the recovery, however often they retry:
-   * each retry would join the same load.
-   */
+  /** The store answers again: the loads under way are given up (ExtentLoads.storeRecovered). */
   storeRecovered(): void {
-    if (this.materializing.size === 0) return;
-    this.loadsGivenUp.abort();
-    this.loadsGivenUp = new AbortController();
-    this.materializing.clear();
-  }
-
-  private async load(index: number): Promise<MaterializedExtent> {
-    const givenUp = this.loadsGivenUp.signal;
-    const permit = this.loads.acquire();
-    if (permit) await permit;
-    const reservation = this.o.cache.reserve(this.extentLength(index));
-    try {
-      return await this.loadUnbounded(index, reservation, givenUp);
-    } catch (err) {
-      throw givenUp.aborted ? new RetryNow() : err;
-    } finally {
-      reservation.release();
-      this.loads.release();
-    }
-  }
-
-  private async loadUnbounded(index: number, reservation: CacheReservation, signal: AbortSignal): Promise<MaterializedExtent> {
-    for (;;) {
-      const generation = this.o.pending.generation(index);
-      const start = index * this.extentSize;
-      // Pending writes that cover the whole extent make the stored bytes irrelevant: no GET.
-      const overwritten = covers(this.o.pending.entries(index), start, start + this.extentLength(index));
-      const extent: MaterializedExtent = {
-        data: overwritten ? this.zeroed(index) : await this.o.image.materialize(index, signal, this.o.buffers),
-        seq: 0,
-      };
-      while (this.o.pending.generation(index) === generation) {
-        const newer = firstNewer(this.o.pending.entries(index), extent.seq);
-        if (newer === undefined) {
-          // Loaded before a resize changed this extent's length: load it again at the new length.
-          if (extent.data !== null && extent.data.length !== this.extentLength(index)) break;
-          // Checked and cached with no await in between, so no write can slip in unseen.
-          reservation.release();
-          this.o.cache.set(index, extent);
-          return extent;
-        }
-        try {
-          await this.applyAsync(extent, index, newer);
-          extent.seq = newer.seq;
-        } catch (err) {
-          // An upload finished meanwhile and its segment may be gone: start over from the store.
-          if (this.o.pending.generation(index) === generation) throw err;
-        }
-      }
-    }
+    this.loads.storeRecovered();
   }
 
   /** Serves a read the pending changes cover completely, without the store. */
@@ -272,7 +208,7 @@ export class ReadPath {
     ctx: RequestContext | undefined,
   ): Promise<void> {
     const inExtent = pos - index * this.extentSize;
-    if (n * 2 >= this.extentLength(index) || this.o.cache.maxBytes === 0 || this.materializing.has(index)) {
+    if (n * 2 >= this.extentLength(index) || this.o.cache.maxBytes === 0 || this.loads.has(index)) {
       copyExtent(await this.o.hold(() => this.materialize(index), n, ctx?.signal), out, outOffset, inExtent, n);
       return;
     }
@@ -287,35 +223,41 @@ export class ReadPath {
   /**
    * Loads a cold-missed extent into the cache in the background when it is read sequentially, or
    * missed again and again while the cache has room; random reads over more than the cache holds stay
-   * small reads instead of evicting each other.
+   * small reads instead of evicting each other. "Again and again" weighs what the load costs: one GET
+   * per object holding its bytes, against one per small read, so an extent whose bytes lie in hundreds
+   * of deltas (compaction behind) is loaded only after as many misses (paying for the load at most
+   * twice what the small reads alone would have), not after three.
    */
   private noteColdMiss(index: number, pos: number, n: number): void {
     let miss = this.coldMisses.get(index);
     if (miss === undefined) {
       if (this.coldMisses.size >= RECENT_MISSES) this.coldMisses.clear();
-      miss = { count: 0, nextOffset: -1 };
+      miss = { count: 0, nextOffset: -1, cost: 0 };
       this.coldMisses.set(index, miss);
     }
     const sequential = miss.nextOffset === pos;
     miss.count++;
     miss.nextOffset = pos + n;
+    if (miss.count === REPEATED_MISSES) miss.cost = this.o.image.objectsHolding(index);
     const cache = this.o.cache;
     const roomy = cache.bytes + cache.reserved + this.extentLength(index) <= cache.maxBytes;
-    if (!sequential && !(miss.count >= 3 && roomy)) return;
+    if (!sequential && !(miss.count >= Math.max(REPEATED_MISSES, miss.cost) && roomy)) return;
     this.coldMisses.delete(index);
-    if (this.materializing.has(index) || this.loads.free === 0) return;
-    this.loadInBackground(index);
+    this.loadInBackground([index]);
   }
 
-  private loadInBackground(index: number): void {
-    this.materialize(index).catch((err: unknown) => {
-      this.o.logger.debug({ err, extent: index }, 'background extent load failed');
-    });
+  private loadInBackground(indexes: readonly number[]): void {
+    for (const [k, load] of this.loads.loadAhead(indexes).entries())
+      load.catch((err: unknown) => {
+        this.o.logger.debug({ err, extent: indexes[k] }, 'background extent load failed');
+      });
   }
 
   /**
    * Tracks sequential reading and loads the extents ahead of a stream into the cache, within a quarter
-   * of the cache and not while storage fails (held reads come first).
+   * of the cache and not while storage fails (held reads come first). They are loaded half a window at
+   * a time, not one by one as the reader moves on: loaded together, they cost one GET per delta
+   * holding runs of them (ExtentLoads).
    */
   private noteSequential(offset: number, length: number): void {
     this.sequentialRun = offset === this.sequentialNext ? this.sequentialRun + length : 0;
@@ -324,11 +266,9 @@ export class ReadPath {
     const window = Math.min(READAHEAD_EXTENTS, Math.floor(this.o.cache.maxBytes / this.extentSize / 4));
     const first = Math.floor(this.sequentialNext / this.extentSize);
     const last = Math.min(first + window, this.o.image.extentCount) - 1;
-    for (let index = first; index <= last; index++) {
-      if (this.loads.free === 0) return;
-      if (this.materializing.has(index) || this.o.cache.peek(index) !== undefined) continue;
-      this.loadInBackground(index);
-    }
+    const ahead: number[] = [];
+    for (let index = first; index <= last; index++) if (!this.loads.has(index) && this.o.cache.peek(index) === undefined) ahead.push(index);
+    if (ahead.length * 2 >= window || (ahead.length > 0 && last === this.o.image.extentCount - 1)) this.loadInBackground(ahead);
   }
 
   /**
@@ -368,9 +308,4 @@ export class ReadPath {
 function copyExtent(extent: MaterializedExtent, out: Buffer, outOffset: number, from: number, n: number): void {
   if (extent.data === null) out.fill(0, outOffset, outOffset + n);
   else extent.data.copy(out, outOffset, from, from + n);
-}
-
-function firstNewer(list: readonly JournalEntry[], seq: number): JournalEntry | undefined {
-  for (const e of list) if (e.seq > seq) return e;
-  return undefined;
 }

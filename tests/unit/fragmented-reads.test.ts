@@ -1,0 +1,100 @@
+/**
+ * Reads of a volume whose extents have runs in many deltas (compaction behind its budget): what they
+ * cost in store requests. A whole-extent load there is one GET per delta, so random reads must stay
+ * small reads (one GET each) until an extent has been missed about as often as loading it costs, and
+ * read-ahead must fetch several extents together (one GET per delta for all of them).
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { StoreReadOptions } from '../../gateway/store/object-store.js';
+import { VolumeCatalog } from '../../gateway/volume/catalog.js';
+import { MemoryStore } from '../helpers/memory-store.js';
+import { openTestVolume } from '../helpers/volume-fixture.js';
+
+const KiB = 1024;
+const MiB = 2 ** 20;
+const EXTENT = 4 * MiB;
+const EXTENTS = 16;
+const DELTAS = 40;
+
+class CountingStore extends MemoryStore {
+  reads = 0;
+
+  override get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
+    this.reads++;
+    return super.get(key, opts);
+  }
+
+  override getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
+    this.reads++;
+    return super.getRange(key, offset, length);
+  }
+}
+
+describe('reads of extents fragmented over many deltas', () => {
+  const store = new CountingStore();
+  const model = Buffer.alloc(EXTENTS * EXTENT);
+  let dir = '';
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'holdfast-fragmented-'));
+    await new VolumeCatalog(store).create({ name: 'model', size: model.length, extentSize: EXTENT });
+    const writer = await openTestVolume(store, join(dir, 'j'), { uploadDelayMs: 60_000 });
+    // Each drain ships one delta with a few blocks in every extent: every extent has runs in every delta.
+    for (let d = 0; d < DELTAS; d++) {
+      const writes: Array<Promise<void>> = [];
+      for (let e = 0; e < EXTENTS; e++) {
+        const offset = e * EXTENT + ((d * 7 + e * 13) % 1024) * 4 * KiB;
+        const data = Buffer.alloc(4 * KiB, ((d + e) % 251) + 1);
+        data.copy(model, offset);
+        // Together: one journal sync, so the uploader gathers all of them into one delta.
+        writes.push(writer.write(offset, data, false));
+      }
+      await Promise.all(writes);
+      await writer.drain();
+    }
+    assert.equal(writer.status().stats.deltas, DELTAS, 'one delta per drain, none compacted');
+    await writer.close();
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('random 4 KiB reads of one extent stay one GET each while loading it would cost more', async () => {
+    const volume = await openTestVolume(store, join(dir, 'j'), { cacheBytes: 128 * MiB });
+    try {
+      const before = store.reads;
+      const reads = 20;
+      for (let i = 0; i < reads; i++) {
+        // Blocks the deltas wrote (see before), every other one from the newest delta's down: not sequential.
+        const d = DELTAS - 1 - 2 * i;
+        const offset = 2 * EXTENT + ((d * 7 + 2 * 13) % 1024) * 4 * KiB;
+        assert.deepEqual(await volume.read(offset, 4 * KiB), model.subarray(offset, offset + 4 * KiB));
+      }
+      await volume.drain();
+      // 20 small reads; loading the extent whole after three of them (as before) cost 43: 3 small reads and 40 GETs for the load.
+      assert.ok(store.reads - before <= reads, `${store.reads - before} store reads for ${reads} small reads`);
+    } finally {
+      await volume.close();
+    }
+  });
+
+  it('a sequential read loads the extents ahead together: about one GET per delta for several extents', async () => {
+    const volume = await openTestVolume(store, join(dir, 'j'), { cacheBytes: 128 * MiB });
+    try {
+      const before = store.reads;
+      for (let offset = 0; offset < model.length; offset += MiB)
+        assert.deepEqual(await volume.read(offset, MiB), model.subarray(offset, offset + MiB), `bytes at ${offset}`);
+      const reads = store.reads - before;
+      // One extent at a time, the 16 extents cost 16 × 40 GETs; in windows of at least 4 extents, at most 4 × 40
+      // (and the 1 MiB read before read-ahead starts, 40 more).
+      assert.ok(reads <= 5 * DELTAS, `${reads} store reads for ${EXTENTS} extents with runs in ${DELTAS} deltas each`);
+    } finally {
+      await volume.close();
+    }
+  });
+});
