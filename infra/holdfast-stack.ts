@@ -69,6 +69,7 @@ export class HoldfastStack extends Stack {
       allowedCidrs: d.allowedCidrs,
       cpu: d.cpu,
       memoryMiB: d.memoryMiB,
+      ephemeralStorageGiB: d.ephemeralStorageGiB,
       tls: { mode: d.tls, cert: d.tlsCert, key: d.tlsKey, ca: d.tlsCa, psk: d.tlsPsk, access: d.nbdAccess },
     });
 

@@ -64,6 +64,8 @@ export const HoldfastDeploymentSchema = z
     dashboardUrl: z.url().optional(),
     cpu: z.coerce.number().int().default(1024),
     memoryMiB: z.coerce.number().int().default(2048),
+    /** The task's ephemeral storage (Fargate: 21-200 GiB), the disk cache's home: all of it but DISK_CACHE_HEADROOM_GIB. */
+    ephemeralStorageGiB: z.coerce.number().int().min(21, 'Fargate gives 21 to 200 GiB').max(200, 'Fargate gives 21 to 200 GiB').default(50),
     /** NBD STARTTLS (HOLDFAST_TLS): off, on, or require — see docs/securing-nbd.md. */
     tls: z.enum(['off', 'on', 'require']).default('off'),
     /** Server certificate chain (PEM) and its key, for X.509. */

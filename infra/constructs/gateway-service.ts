@@ -12,6 +12,7 @@ import {
   LogDrivers,
   OperatingSystemFamily,
   Secret as EcsSecret,
+  UlimitName,
 } from 'aws-cdk-lib/aws-ecs';
 import { NetworkLoadBalancer, Protocol } from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import type { IEventBus } from 'aws-cdk-lib/aws-events';
@@ -25,6 +26,12 @@ import type { Journal } from './journal.js';
 export const NBD_PORT = 10809;
 export const ADMIN_PORT = 10810;
 export const JOURNAL_MOUNT = '/mnt/journal';
+/** The disk cache, on the task's ephemeral storage (the image's data directory, owned by its user). */
+export const DISK_CACHE_DIR = '/var/lib/holdfast/cache';
+/** Ephemeral storage left to the image, logs and the disk cache's own free-space margin. */
+export const DISK_CACHE_HEADROOM_GIB = 10;
+/** RLIMIT_NOFILE of the gateway's container (Fargate's own default soft limit is 1,024). */
+const OPEN_FILES = 65_536;
 
 /** The same probe as the Dockerfile's HEALTHCHECK (ECS does not run that one): GET /healthz on the admin port. */
 export const HEALTHCHECK_COMMAND = `node -e "fetch('http://127.0.0.1:'+(process.env.HOLDFAST_ADMIN||':10810').split(':').pop()+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"`;
@@ -63,6 +70,8 @@ export interface GatewayServiceProps {
   readonly allowedCidrs: readonly string[];
   readonly cpu: number;
   readonly memoryMiB: number;
+  /** The task's ephemeral storage, which holds the disk cache (all of it but DISK_CACHE_HEADROOM_GIB). */
+  readonly ephemeralStorageGiB: number;
   readonly tls?: GatewayTls;
 }
 
@@ -84,6 +93,7 @@ export class GatewayService extends Construct {
     this.taskDefinition = new FargateTaskDefinition(this, 'Task', {
       cpu: props.cpu,
       memoryLimitMiB: props.memoryMiB,
+      ephemeralStorageGiB: props.ephemeralStorageGiB,
       runtimePlatform: { cpuArchitecture: CpuArchitecture.X86_64, operatingSystemFamily: OperatingSystemFamily.LINUX },
       volumes: [
         {
@@ -117,12 +127,16 @@ export class GatewayService extends Construct {
         HOLDFAST_LOG_FORMAT: 'json',
         HOLDFAST_NBD_MAX_CONNECTIONS: String(NBD_MAX_CONNECTIONS),
         HOLDFAST_NBD_MAX_CONNECTIONS_PER_PEER: String(NBD_MAX_CONNECTIONS),
+        HOLDFAST_CACHE_DIR: DISK_CACHE_DIR,
+        HOLDFAST_DISK_CACHE_SIZE: `${props.ephemeralStorageGiB - DISK_CACHE_HEADROOM_GIB}GiB`,
         ...(props.createVolume === undefined ? {} : { HOLDFAST_CREATE_VOLUME: props.createVolume }),
         ...(props.tls === undefined || props.tls.mode === 'off' ? {} : { HOLDFAST_TLS: props.tls.mode }),
         ...(props.tls?.access?.startsWith('{') === true ? { HOLDFAST_NBD_ACCESS: props.tls.access } : {}),
       },
       secrets: this.tlsSecrets(props.tls),
       portMappings: [{ containerPort: NBD_PORT }, { containerPort: ADMIN_PORT }],
+      // The disk cache holds a file per store object open (gateway/disk-cache): thousands on a large volume.
+      ulimits: [{ name: UlimitName.NOFILE, softLimit: OPEN_FILES, hardLimit: OPEN_FILES }],
       healthCheck: {
         command: ['CMD-SHELL', HEALTHCHECK_COMMAND],
         interval: Duration.seconds(15),

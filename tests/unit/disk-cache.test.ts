@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readlink, rm, truncate, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -200,6 +200,45 @@ describe('disk cache tier', () => {
       }
     }
     assert.ok(cache.stats().evictions > 0);
+    await volume.close({ release: true });
+    await cache.close();
+  });
+
+  it('holds no more files open than its bound, and serves reads of more files than that from disk', async () => {
+    const store = await newStore();
+    const cacheDir = place('cache');
+    const cache = await DiskCache.open({
+      dir: cacheDir,
+      limitBytes: 256 * MiB,
+      storeLocation: 'memory://',
+      logger,
+      keepFreeBytes: 0,
+      maxOpenFiles: 2,
+    });
+    const volume = await openVolume(store, place('journal'), cache);
+    const data = randomBytes(8 * MiB);
+    // One delta per MiB: eight objects, eight cache files.
+    for (let at = 0; at < data.length; at += MiB) {
+      await volume.write(at, data.subarray(at, at + MiB), false);
+      await volume.drain();
+    }
+    await cache.settled();
+    const openInCache = async (): Promise<number> => {
+      let n = 0;
+      for (const fd of await readdir('/proc/self/fd')) {
+        const target = await readlink(join('/proc/self/fd', fd)).catch(() => '');
+        if (target.startsWith(join(cacheDir, 'objects'))) n++;
+      }
+      return n;
+    };
+    const readsBefore = store.dataReads;
+    for (let round = 0; round < 2; round++)
+      for (let at = 0; at < data.length; at += MiB) {
+        assert.ok((await volume.read(at + 4096, 4096)).equals(data.subarray(at + 4096, at + 8192)));
+        assert.ok((await openInCache()) <= 2, `${await openInCache()} cache files open, bound 2`);
+      }
+    assert.equal(store.dataReads, readsBefore, 'every read came from the disk cache');
+    assert.ok(cache.stats().hits >= 16);
     await volume.close({ release: true });
     await cache.close();
   });

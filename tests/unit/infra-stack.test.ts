@@ -98,6 +98,8 @@ test('task definition: the Dockerfile image, the environment from the stack prop
   const env = Object.fromEntries((container!.Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, e.Value]));
   assert.deepEqual(Object.keys(env).sort(), [
     'HOLDFAST_ADMIN',
+    'HOLDFAST_CACHE_DIR',
+    'HOLDFAST_DISK_CACHE_SIZE',
     'HOLDFAST_EVENTS',
     'HOLDFAST_EVENTS_SPILL',
     'HOLDFAST_GATEWAY_ID',
@@ -118,6 +120,11 @@ test('task definition: the Dockerfile image, the environment from the stack prop
   assert.equal(env.HOLDFAST_LOG_FORMAT, 'json');
   assert.equal(env.HOLDFAST_GATEWAY_ID, 'gw-prod');
   assert.equal(env.HOLDFAST_EVENTS_SPILL, 'true');
+  // The disk cache on the task's ephemeral storage (default 50 GiB), with room for a file per object open.
+  assert.deepEqual(props.EphemeralStorage, { SizeInGiB: 50 });
+  assert.equal(env.HOLDFAST_CACHE_DIR, '/var/lib/holdfast/cache');
+  assert.equal(env.HOLDFAST_DISK_CACHE_SIZE, '40GiB');
+  assert.deepEqual(container!.Ulimits, [{ Name: 'nofile', SoftLimit: 65536, HardLimit: 65536 }]);
   assert.deepEqual(env.HOLDFAST_STORE, { 'Fn::Join': ['', ['s3://', { Ref: logicalId('AWS::S3::Bucket', 'ExtentStore') }, '/holdfast/']] });
   assert.deepEqual(env.HOLDFAST_EVENTS, { 'Fn::Join': ['', ['eventbridge:', { Ref: logicalId('AWS::Events::EventBus', 'AlertingBus') }]] });
   assert.deepEqual(container!.MountPoints, [{ ContainerPath: '/mnt/journal', ReadOnly: false, SourceVolume: 'journal' }]);
