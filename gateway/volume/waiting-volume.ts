@@ -167,6 +167,11 @@ export class WaitingVolume implements NbdExport {
     return (await this.volume(ctx)).read(offset, length, ctx);
   }
 
+  /** A READ's reply left: its data goes back to the volume that read it (a lent cache view is reused then). */
+  readDone(data: Buffer): void {
+    this.target?.readDone?.(data);
+  }
+
   async write(offset: number, data: Buffer, fua: boolean, ctx: RequestContext): Promise<void> {
     return (await this.volume(ctx)).write(offset, data, fua, ctx);
   }
