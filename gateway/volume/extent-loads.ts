@@ -64,9 +64,9 @@ export class ExtentLoads {
   /**
    * Starts loading the extents not loading yet, as many as there are free slots now (a load ahead never
    * waits for a slot, so loads ahead cannot hold slots while waiting for more), fetched together.
-   * Returns the loads started.
+   * Returns the loads started, by extent.
    */
-  loadAhead(indexes: readonly number[]): Array<Promise<MaterializedExtent>> {
+  loadAhead(indexes: readonly number[]): Map<number, Promise<MaterializedExtent>> {
     const batch: number[] = [];
     for (const index of indexes) {
       if (this.permits.free === 0) break;
@@ -75,7 +75,8 @@ export class ExtentLoads {
       void this.permits.acquire();
       batch.push(index);
     }
-    return batch.length === 0 ? [] : this.track(batch, Promise.resolve());
+    const loads = batch.length === 0 ? [] : this.track(batch, Promise.resolve());
+    return new Map(batch.map((index, k) => [index, elementAt(loads, k)]));
   }
 
   /**

@@ -247,9 +247,9 @@ export class ReadPath {
   }
 
   private loadInBackground(indexes: readonly number[]): void {
-    for (const [k, load] of this.loads.loadAhead(indexes).entries())
+    for (const [extent, load] of this.loads.loadAhead(indexes))
       load.catch((err: unknown) => {
-        this.o.logger.debug({ err, extent: indexes[k] }, 'background extent load failed');
+        this.o.logger.debug({ err, extent }, 'background extent load failed');
       });
   }
 
