@@ -6,14 +6,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { DiskCache } from '../../gateway/disk-cache/disk-cache.js';
-import { isDataObjectKey } from '../../gateway/image/layout.js';
 import { readHead } from '../../gateway/image/take-volume.js';
 import type { ObjectRef } from '../../gateway/image/object-reader.js';
-import type { StoreReadOptions } from '../../gateway/store/object-store.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import type { Volume } from '../../gateway/volume/volume.js';
 import { mountTmpfs } from '../helpers/journal-disks.js';
-import { MemoryStore } from '../helpers/memory-store.js';
+import { CountingStore } from '../helpers/counting-store.js';
 import { openTestVolume, testOwner } from '../helpers/volume-fixture.js';
 
 const logger = pino({ level: 'silent' });
@@ -28,28 +26,13 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A store that counts the reads of data objects (deltas, base extents): what the disk cache should save. */
-class CountingStore extends MemoryStore {
-  dataReads = 0;
-
-  override async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
-    if (isDataObjectKey(key)) this.dataReads++;
-    return super.get(key, opts);
-  }
-
-  override async getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
-    if (isDataObjectKey(key)) this.dataReads++;
-    return super.getRange(key, offset, length);
-  }
-}
-
 let serial = 0;
 function place(what: string): string {
   return join(dir, `${what}-${++serial}`);
 }
 
-function openCache(cacheDir: string, limitBytes = 256 * MiB): Promise<DiskCache> {
-  return DiskCache.open({ dir: cacheDir, limitBytes, storeLocation: 'memory://', logger, keepFreeBytes: 0 });
+function openCache(cacheDir: string, limitBytes = 256 * MiB, maxOpenFiles?: number): Promise<DiskCache> {
+  return DiskCache.open({ dir: cacheDir, limitBytes, storeLocation: 'memory://', logger, keepFreeBytes: 0, maxOpenFiles });
 }
 
 async function newStore(size = 8 * MiB): Promise<CountingStore> {
@@ -207,14 +190,7 @@ describe('disk cache tier', () => {
   it('holds no more files open than its bound, and serves reads of more files than that from disk', async () => {
     const store = await newStore();
     const cacheDir = place('cache');
-    const cache = await DiskCache.open({
-      dir: cacheDir,
-      limitBytes: 256 * MiB,
-      storeLocation: 'memory://',
-      logger,
-      keepFreeBytes: 0,
-      maxOpenFiles: 2,
-    });
+    const cache = await openCache(cacheDir, 256 * MiB, 2);
     const volume = await openVolume(store, place('journal'), cache);
     const data = randomBytes(8 * MiB);
     // One delta per MiB: eight objects, eight cache files.

@@ -9,9 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { StoreReadOptions } from '../../gateway/store/object-store.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
-import { MemoryStore } from '../helpers/memory-store.js';
+import { CountingStore } from '../helpers/counting-store.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
 
 const KiB = 1024;
@@ -19,20 +18,6 @@ const MiB = 2 ** 20;
 const EXTENT = 4 * MiB;
 const EXTENTS = 16;
 const DELTAS = 40;
-
-class CountingStore extends MemoryStore {
-  reads = 0;
-
-  override get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
-    this.reads++;
-    return super.get(key, opts);
-  }
-
-  override getRange(key: string, offset: number, length: number): Promise<Buffer | undefined> {
-    this.reads++;
-    return super.getRange(key, offset, length);
-  }
-}
 
 describe('reads of extents fragmented over many deltas', () => {
   const store = new CountingStore();
@@ -67,7 +52,7 @@ describe('reads of extents fragmented over many deltas', () => {
   it('random 4 KiB reads of one extent stay one GET each while loading it would cost more', async () => {
     const volume = await openTestVolume(store, join(dir, 'j'), { cacheBytes: 128 * MiB });
     try {
-      const before = store.reads;
+      const before = store.dataReads;
       const reads = 20;
       for (let i = 0; i < reads; i++) {
         // Blocks the deltas wrote (see before), every other one from the newest delta's down: not sequential.
@@ -77,7 +62,7 @@ describe('reads of extents fragmented over many deltas', () => {
       }
       await volume.drain();
       // 20 small reads; loading the extent whole after three of them (as before) cost 43: 3 small reads and 40 GETs for the load.
-      assert.ok(store.reads - before <= reads, `${store.reads - before} store reads for ${reads} small reads`);
+      assert.ok(store.dataReads - before <= reads, `${store.dataReads - before} store reads for ${reads} small reads`);
     } finally {
       await volume.close();
     }
@@ -86,10 +71,10 @@ describe('reads of extents fragmented over many deltas', () => {
   it('a sequential read loads the extents ahead together: about one GET per delta for several extents', async () => {
     const volume = await openTestVolume(store, join(dir, 'j'), { cacheBytes: 128 * MiB });
     try {
-      const before = store.reads;
+      const before = store.dataReads;
       for (let offset = 0; offset < model.length; offset += MiB)
         assert.deepEqual(await volume.read(offset, MiB), model.subarray(offset, offset + MiB), `bytes at ${offset}`);
-      const reads = store.reads - before;
+      const reads = store.dataReads - before;
       // One extent at a time, the 16 extents cost 16 × 40 GETs; in windows of at least 4 extents, at most 4 × 40
       // (and the 1 MiB read before read-ahead starts, 40 more).
       assert.ok(reads <= 5 * DELTAS, `${reads} store reads for ${EXTENTS} extents with runs in ${DELTAS} deltas each`);
