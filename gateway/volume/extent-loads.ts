@@ -110,6 +110,8 @@ export class ExtentLoads {
   private async fetch(batch: readonly number[], signal: AbortSignal): Promise<Fetched[]> {
     const reservations = batch.map((index) => this.o.cache.reserve(this.o.image.extentLength(index)));
     try {
+      // Reserving evicted extents: their buffers are the ones to read into.
+      await this.o.buffers.settled(batch.length);
       // Chosen with no await before materializeMany, which decides what it reads at the call.
       const generations = batch.map((index) => this.o.pending.generation(index));
       const overwritten = batch.map((index) => this.overwritten(index));

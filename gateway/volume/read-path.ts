@@ -68,7 +68,7 @@ export class ReadPath {
 
   async read(offset: number, length: number, ctx: RequestContext | undefined): Promise<Buffer> {
     this.noteSequential(offset, length);
-    const view = this.cachedView(offset, length);
+    const view = this.cachedView(offset, length) ?? (await this.loadedView(offset, length, ctx));
     if (view !== undefined) return view;
     const out = Buffer.allocUnsafe(length);
     let done = 0;
@@ -100,6 +100,27 @@ export class ReadPath {
     if (cached === undefined) return undefined;
     if (cached.data === null) return Buffer.alloc(length);
     const view = cached.data.subarray(inExtent, inExtent + length);
+    this.o.buffers.lend(view);
+    return view;
+  }
+
+  /**
+   * A read inside one extent that waits for the extent's load (one under way, or a read of most of the
+   * extent) is answered, like a hit, with a lent view of the loaded bytes, not a copy: a sequential
+   * read would otherwise allocate its whole throughput in reply buffers for the collector. Extents with
+   * pending changes go the way of every other read (the journal may answer without the store).
+   */
+  private async loadedView(offset: number, length: number, ctx: RequestContext | undefined): Promise<Buffer | undefined> {
+    const index = Math.floor(offset / this.extentSize);
+    const inExtent = offset - index * this.extentSize;
+    const extentLength = this.extentLength(index);
+    if (length === 0 || inExtent + length > extentLength || this.o.cache.maxBytes === 0) return undefined;
+    if (!(this.loads.has(index) || length * 2 >= extentLength) || this.o.pending.entries(index).length > 0) return undefined;
+    const extent = await this.o.hold(() => this.materialize(index), length, ctx?.signal);
+    if (ctx?.signal.aborted) throw new RequestAbortedError('client disconnected');
+    // In the load's continuation, before a buffer it evicted can be taken again (ExtentBuffers.settle).
+    if (extent.data === null) return Buffer.alloc(length);
+    const view = extent.data.subarray(inExtent, inExtent + length);
     this.o.buffers.lend(view);
     return view;
   }

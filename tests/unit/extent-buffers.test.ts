@@ -34,24 +34,61 @@ describe('extent buffers', () => {
     assert.equal(pool.allocated, 2);
   });
 
-  it('a buffer with a view lent out is never taken again, even once the view comes back', async () => {
+  it('a buffer released with a view lent out is taken again only once the view comes back', async () => {
     const pool = new ExtentBuffers(SIZE, 4);
     const a = pool.take();
     const view = a.subarray(4096, 8192);
     pool.lend(view);
     pool.release(a);
     await nextTurn();
-    assert.notEqual(pool.take().buffer, a.buffer, 'lent when released: left to the garbage collector');
+    assert.notEqual(pool.take().buffer, a.buffer, 'lent when released: not free yet');
     pool.returned(view);
+    pool.returned(view);
+    assert.notEqual(pool.take().buffer, a.buffer, 'free only after the turn it came back in');
     await nextTurn();
-    assert.notEqual(pool.take().buffer, a.buffer);
-    // A view lent and returned before the release does not keep the buffer from being reused.
+    assert.equal(pool.take().buffer, a.buffer, 'free once its last view came back');
+    assert.equal(pool.freeBytes, 0, 'a second return of the same view did not free it twice');
+    // Two views lent: the first one back does not free it.
     const b = pool.take();
     pool.lend(b.subarray(0, 10));
-    pool.returned(b.subarray(0, 10));
+    pool.lend(b.subarray(10, 20));
     pool.release(b);
     await nextTurn();
+    pool.returned(b.subarray(0, 10));
+    await nextTurn();
+    assert.equal(pool.freeBytes, 0);
+    pool.returned(b.subarray(10, 20));
+    await nextTurn();
     assert.equal(pool.take().buffer, b.buffer);
+    // A view lent and returned before the release does not keep the buffer from being reused.
+    const c = pool.take();
+    pool.lend(c.subarray(0, 10));
+    pool.returned(c.subarray(0, 10));
+    pool.release(c);
+    await nextTurn();
+    assert.equal(pool.take().buffer, c.buffer);
+  });
+
+  it('a caller that awaits settled takes the buffers released in its turn, beyond the free list', async () => {
+    const pool = new ExtentBuffers(SIZE, 1);
+    const evicted = [pool.take(), pool.take(), pool.take()];
+    const before = pool.allocated;
+    for (const b of evicted) pool.release(b);
+    await pool.settled(3);
+    const taken = [pool.take(), pool.take(), pool.take()];
+    assert.equal(pool.allocated, before, 'no new buffer: the three released ones were kept for the caller');
+    assert.deepEqual(new Set(taken.map((b) => b.buffer)), new Set(evicted.map((b) => b.buffer)));
+    // Kept for a caller that took fewer than it asked for: back to the free list's room at the next settle.
+    for (const b of taken) pool.release(b);
+    await pool.settled(3);
+    pool.take();
+    assert.equal(pool.freeBytes, 2 * SIZE);
+    pool.release(pool.take());
+    await nextTurn();
+    assert.equal(pool.freeBytes, SIZE, 'the free list holds its room, one buffer');
+    // Nothing released: settled resolves at once, and keeps nothing.
+    await pool.settled(5);
+    assert.equal(pool.freeBytes, SIZE);
   });
 
   it('ignores buffers it did not make, releases twice, and keeps at most its free list', async () => {
@@ -130,6 +167,38 @@ function readRequests(offsets: readonly number[], length: number): Buffer {
   });
   return out;
 }
+
+describe('reads that wait for a load', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'hf-loaded-view-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('are answered with a view of the loaded extent, which keeps its bytes until the reply is done', async () => {
+    const store = new MemoryStore();
+    await new VolumeCatalog(store).create({ name: 'loaded', size: 8 * MiB, extentSize: MiB });
+    const data = randomBytes(8 * MiB);
+    const writer = await openTestVolume(store, join(dir, 'journal'), { name: 'loaded' });
+    await writer.write(0, data, false);
+    await writer.drain();
+    await writer.close({ release: true });
+    const volume = await openTestVolume(store, join(dir, 'journal'), { name: 'loaded', cacheBytes: 2 * MiB });
+    const view = await volume.read(MiB + 4096, MiB - 8192);
+    assert.ok(view.buffer.byteLength > MiB, "a view of the extent's buffer, not a copy of its bytes");
+    const kept = Buffer.from(view);
+    assert.ok(kept.equals(data.subarray(MiB + 4096, 2 * MiB - 4096)));
+    for (let round = 0; round < 3; round++) {
+      for (let e = 2; e < 8; e++) assert.ok((await volume.read(e * MiB, MiB)).equals(data.subarray(e * MiB, (e + 1) * MiB)));
+      await nextTurn();
+    }
+    assert.ok(view.equals(kept), 'loads that reused buffers did not overwrite the lent view');
+    volume.readDone(view);
+    await volume.close({ release: true });
+  });
+});
 
 describe('extent buffers under NBD replies', () => {
   let dir = '';
