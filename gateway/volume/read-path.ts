@@ -24,6 +24,13 @@ const READAHEAD_EXTENTS = 8;
 
 /** Cold misses of one extent after which it is loaded whole, if that costs no more GETs than the misses did. */
 const REPEATED_MISSES = 3;
+/**
+ * Cold misses of one extent, each starting where the one before it ended, after which it is loaded:
+ * a stream. One is not enough: random 4 KiB reads over a volume larger than the cache land right
+ * after the extent's last read one time in a thousand, and each such coincidence loaded 4 MiB for
+ * nothing.
+ */
+const SEQUENTIAL_MISSES = 2;
 
 export interface ReadPathOptions {
   readonly image: VolumeImage;
@@ -46,7 +53,7 @@ export interface ReadPathOptions {
  */
 export class ReadPath {
   private readonly loads: ExtentLoads;
-  private readonly coldMisses = new Map<number, { count: number; nextOffset: number; cost: number }>();
+  private readonly coldMisses = new Map<number, { count: number; nextOffset: number; run: number; cost: number }>();
   private sequentialNext = -1;
   private sequentialRun = 0;
 
@@ -253,10 +260,11 @@ export class ReadPath {
     let miss = this.coldMisses.get(index);
     if (miss === undefined) {
       if (this.coldMisses.size >= RECENT_MISSES) this.coldMisses.clear();
-      miss = { count: 0, nextOffset: -1, cost: 0 };
+      miss = { count: 0, nextOffset: -1, run: 0, cost: 0 };
       this.coldMisses.set(index, miss);
     }
-    const sequential = miss.nextOffset === pos;
+    miss.run = miss.nextOffset === pos ? miss.run + 1 : 0;
+    const sequential = miss.run >= SEQUENTIAL_MISSES;
     miss.count++;
     miss.nextOffset = pos + n;
     if (miss.count === REPEATED_MISSES) miss.cost = this.o.image.objectsHolding(index);

@@ -68,6 +68,33 @@ describe('reads of extents fragmented over many deltas', () => {
     }
   });
 
+  it('small reads of an extent load it after three back to back, not after two that met by chance', async () => {
+    const volume = await openTestVolume(store, join(dir, 'j'), { cacheBytes: 128 * MiB });
+    try {
+      const at = (block: number): number => 5 * EXTENT + block * 4 * KiB;
+      const read = async (block: number): Promise<void> => {
+        assert.deepEqual(await volume.read(at(block), 4 * KiB), model.subarray(at(block), at(block) + 4 * KiB), `block ${block}`);
+      };
+      let before = store.dataReads;
+      // Random reads: the second lands right after the first, the third elsewhere.
+      for (const block of [100, 101, 700]) await read(block);
+      await volume.drain();
+      // At most one GET each (blocks no delta wrote read as zeros without one); the load is one per delta.
+      assert.ok(store.dataReads - before <= 3, `${store.dataReads - before} store reads: the extent was not loaded`);
+      // A stream: three reads back to back, then the extent is loaded and the next reads are hits.
+      before = store.dataReads;
+      for (const block of [300, 301, 302]) await read(block);
+      await volume.drain();
+      assert.ok(store.dataReads - before >= DELTAS, `${store.dataReads - before} store reads: the extent was loaded`);
+      before = store.dataReads;
+      await read(303);
+      await read(900);
+      assert.equal(store.dataReads, before, 'the reads after it are answered from the cache');
+    } finally {
+      await volume.close();
+    }
+  });
+
   it('a sequential read loads the extents ahead together: about one GET per delta for several extents', async () => {
     const volume = await openTestVolume(store, join(dir, 'j'), { cacheBytes: 128 * MiB });
     try {
