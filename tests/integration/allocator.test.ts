@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { realpathSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { JEMALLOC_LIBRARY, gatewayAllocatorEnv } from '../../shared/runtime-tuning.js';
 import { type Stores, startGateway, startStores } from '../helpers/gateway-process.js';
@@ -31,9 +31,17 @@ describe('the gateway on jemalloc', () => {
       const library = realpathSync(JEMALLOC_LIBRARY);
       assert.ok(maps.includes(library), `${library} is not mapped by the gateway (pid ${gw.pid})`);
       assert.deepEqual(
-        gw.otherStderr.filter((line) => /LD_PRELOAD|preload/i.test(line)),
+        gw.otherStderr.filter((line) => /LD_PRELOAD|preload|<jemalloc>/i.test(line)),
         [],
-        'the dynamic loader complained about the preload',
+        'the dynamic loader complained about the preload, or jemalloc about its settings',
+      );
+      // MALLOC_CONF's background_thread:true took: jemalloc runs its purging thread.
+      const threads = await Promise.all(
+        (await readdir(`/proc/${gw.pid}/task`)).map((tid) => readFile(`/proc/${gw.pid}/task/${tid}/comm`, 'utf8')),
+      );
+      assert.ok(
+        threads.some((name) => name.startsWith('jemalloc_bg_thd')),
+        `no jemalloc background thread among ${threads.map((t) => t.trim()).join(', ')}`,
       );
     } finally {
       await gw.stop();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { GATEWAY_NODE_FLAGS, JEMALLOC_LIBRARY, gatewayAllocatorEnv } from '../../shared/runtime-tuning.js';
+import { GATEWAY_NODE_FLAGS, JEMALLOC_CONF, JEMALLOC_LIBRARY, gatewayAllocatorEnv } from '../../shared/runtime-tuning.js';
 
 const root = new URL('../../', import.meta.url);
 
@@ -27,4 +27,6 @@ test("the container image preloads Debian's jemalloc", () => {
   assert.ok(link !== null, 'the runtime stage links the library to a fixed path');
   assert.match(runtime, new RegExp(`LD_PRELOAD=${link[1]!.replace(/\./g, '\\.')}\\b`));
   assert.equal(gatewayAllocatorEnv().LD_PRELOAD, JEMALLOC_LIBRARY);
+  assert.match(runtime, new RegExp(`MALLOC_CONF=${JEMALLOC_CONF}( |$)`, 'm'), 'the image sets the same jemalloc settings as the benchmark');
+  assert.equal(gatewayAllocatorEnv().MALLOC_CONF, JEMALLOC_CONF);
 });
