@@ -152,6 +152,28 @@ describe('extent buffers in a volume', () => {
     volume.readDone(view);
     await volume.close({ release: true });
   });
+
+  it('a read that waits for a load is answered with a view of the loaded extent, kept until the reply is done', async () => {
+    const store = new MemoryStore();
+    await new VolumeCatalog(store).create({ name: 'loaded', size: 8 * MiB, extentSize: MiB });
+    const data = randomBytes(8 * MiB);
+    const writer = await openTestVolume(store, join(dir, 'journal-loaded'), { name: 'loaded' });
+    await writer.write(0, data, false);
+    await writer.drain();
+    await writer.close({ release: true });
+    const volume = await openTestVolume(store, join(dir, 'journal-loaded'), { name: 'loaded', cacheBytes: 2 * MiB });
+    const view = await volume.read(MiB + 4096, MiB - 8192);
+    assert.ok(view.buffer.byteLength > MiB, "a view of the extent's buffer, not a copy of its bytes");
+    const kept = Buffer.from(view);
+    assert.ok(kept.equals(data.subarray(MiB + 4096, 2 * MiB - 4096)));
+    for (let round = 0; round < 3; round++) {
+      for (let e = 2; e < 8; e++) assert.ok((await volume.read(e * MiB, MiB)).equals(data.subarray(e * MiB, (e + 1) * MiB)));
+      await nextTurn();
+    }
+    assert.ok(view.equals(kept), 'loads that reused buffers did not overwrite the lent view');
+    volume.readDone(view);
+    await volume.close({ release: true });
+  });
 });
 
 /** READ requests, back to back, with handles 1, 2, … in the order of `offsets`. */
@@ -167,38 +189,6 @@ function readRequests(offsets: readonly number[], length: number): Buffer {
   });
   return out;
 }
-
-describe('reads that wait for a load', () => {
-  let dir = '';
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'hf-loaded-view-'));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  it('are answered with a view of the loaded extent, which keeps its bytes until the reply is done', async () => {
-    const store = new MemoryStore();
-    await new VolumeCatalog(store).create({ name: 'loaded', size: 8 * MiB, extentSize: MiB });
-    const data = randomBytes(8 * MiB);
-    const writer = await openTestVolume(store, join(dir, 'journal'), { name: 'loaded' });
-    await writer.write(0, data, false);
-    await writer.drain();
-    await writer.close({ release: true });
-    const volume = await openTestVolume(store, join(dir, 'journal'), { name: 'loaded', cacheBytes: 2 * MiB });
-    const view = await volume.read(MiB + 4096, MiB - 8192);
-    assert.ok(view.buffer.byteLength > MiB, "a view of the extent's buffer, not a copy of its bytes");
-    const kept = Buffer.from(view);
-    assert.ok(kept.equals(data.subarray(MiB + 4096, 2 * MiB - 4096)));
-    for (let round = 0; round < 3; round++) {
-      for (let e = 2; e < 8; e++) assert.ok((await volume.read(e * MiB, MiB)).equals(data.subarray(e * MiB, (e + 1) * MiB)));
-      await nextTurn();
-    }
-    assert.ok(view.equals(kept), 'loads that reused buffers did not overwrite the lent view');
-    volume.readDone(view);
-    await volume.close({ release: true });
-  });
-});
 
 describe('extent buffers under NBD replies', () => {
   let dir = '';
