@@ -72,8 +72,7 @@ export class ExtentBuffers {
     slot.views--;
     if (slot.views === 0 && slot.orphaned) {
       slot.orphaned = false;
-      this.releasing.push(Buffer.from(view.buffer, 0, this.size));
-      this.scheduleSettle();
+      this.toSettle(view);
     }
   }
 
@@ -82,11 +81,12 @@ export class ExtentBuffers {
     const slot = this.slots.get(view.buffer);
     if (slot?.inUse !== true) return;
     slot.inUse = false;
-    this.releasing.push(Buffer.from(view.buffer, 0, this.size));
-    this.scheduleSettle();
+    this.toSettle(view);
   }
 
-  private scheduleSettle(): void {
+  /** The whole buffer of `view` is looked at again at the next settle, after the continuations already queued. */
+  private toSettle(view: Buffer): void {
+    this.releasing.push(Buffer.from(view.buffer, 0, this.size));
     this.immediate ??= setImmediate(() => {
       this.settle();
     });
