@@ -124,15 +124,18 @@ export class ObjectReader {
         this.discard(ref, `data blocks ${start}..${end} fail their CRC32C`);
       } else this.counters.misses++;
     }
-    const bytes = await this.store.getRange(ref.key, start, length, { signal });
+    const target = into?.subarray(at, at + length);
+    // Straight into the target, so that no store-sized buffer is left for the collector; not when the
+    // disk cache keeps the bytes: it writes them after this returns, and the target may change by then.
+    const bytes = await this.store.getRange(ref.key, start, length, { signal, into: this.copies === undefined ? target : undefined });
     if (bytes === undefined) throw this.missing(ref);
     if (bytes.length !== length)
       throw new DataCorruptError(`object ${ref.key}: read ${bytes.length} bytes at ${start}, expected ${length}`);
     verifyBlocks(crcs, dataLength, start, bytes, ref.key);
     this.copies?.keep(ref, start, bytes);
-    if (into === undefined) return bytes;
-    bytes.copy(into, at);
-    return into.subarray(at, at + length);
+    if (target === undefined || (bytes.buffer === target.buffer && bytes.byteOffset === target.byteOffset)) return bytes;
+    bytes.copy(target);
+    return target;
   }
 
   private async fromCopy(ref: ObjectRef, offset: number, length: number, into?: Buffer): Promise<Buffer | undefined> {

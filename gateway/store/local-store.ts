@@ -54,7 +54,7 @@ export class LocalDirectoryStore implements ObjectStore {
     }
   }
 
-  async getRange(key: string, offset: number, length: number, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+  async getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     const file = this.pathOf(key);
     let handle;
     try {
@@ -68,7 +68,8 @@ export class LocalDirectoryStore implements ObjectStore {
       throw new StoreError('get-range', key, { cause: err });
     }
     try {
-      const out = Buffer.allocUnsafe(length);
+      const into = opts?.into;
+      const out = into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(out, done, length - done, offset + done);

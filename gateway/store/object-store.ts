@@ -22,7 +22,7 @@ export interface ObjectStore {
    * `length` bytes of the object from `offset` (fewer if it ends sooner), or undefined when no
    * object has that key. Lets a cold small read fetch what it needs instead of a whole object.
    */
-  getRange(key: string, offset: number, length: number, opts?: StoreCallOptions): Promise<Buffer | undefined>;
+  getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined>;
   put(key: string, body: Buffer, opts?: StoreCallOptions): Promise<void>;
   /** Deleting a missing key is not an error. */
   delete(key: string, opts?: StoreCallOptions): Promise<void>;

@@ -102,7 +102,7 @@ export class S3ObjectStore implements ObjectStore {
     return (await this.fetch('get', key, undefined, opts))?.body;
   }
 
-  async getRange(key: string, offset: number, length: number, opts?: StoreCallOptions): Promise<Buffer | undefined> {
+  async getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     if (length === 0) return Buffer.alloc(0);
     return (await this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`, opts))?.body;
   }

@@ -1,0 +1,102 @@
+/**
+ * Where the bytes of store reads and built objects land: in the buffer that needs them (an extent,
+ * a reply) or one used again, not in a new buffer per read left to the garbage collector, which kept
+ * the gateway's RSS tens of MiB above its cache bound (issue 15).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { DataObjectWriter, ObjectKind, parseMeta } from '../../gateway/image/data-object.js';
+import { ObjectReader } from '../../gateway/image/object-reader.js';
+import { fetchPieces, type Piece } from '../../gateway/image/pieces.js';
+import { LocalDirectoryStore } from '../../gateway/store/local-store.js';
+import type { StoreReadOptions } from '../../gateway/store/object-store.js';
+import { MemoryStore } from '../helpers/memory-store.js';
+
+const MiB = 2 ** 20;
+
+/** Records each range read: where, how long, and whether it was offered a buffer to land in. */
+class RangeRecordingStore extends MemoryStore {
+  readonly ranges: Array<{ offset: number; length: number; into: number | undefined }> = [];
+
+  override async getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined> {
+    this.ranges.push({ offset, length, into: opts?.into?.length });
+    return super.getRange(key, offset, length);
+  }
+}
+
+describe('reads land where they are needed', () => {
+  it('a local store reads a range into the buffer it is given', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'holdfast-read-into-'));
+    try {
+      const store = new LocalDirectoryStore(dir);
+      const body = randomBytes(64 * 1024);
+      await store.put('obj', body);
+      const into = Buffer.alloc(8192);
+      const got = await store.getRange('obj', 4096, 8192, { into });
+      assert.ok(got !== undefined && got.buffer === into.buffer && got.byteOffset === into.byteOffset, 'a view of the buffer given');
+      assert.deepEqual(got, body.subarray(4096, 4096 + 8192));
+      const tooSmall = Buffer.alloc(10);
+      const other = await store.getRange('obj', 0, 4096, { into: tooSmall });
+      assert.ok(other !== undefined && other.buffer !== tooSmall.buffer, 'a buffer of its own when the one given is too small');
+      assert.deepEqual(other, body.subarray(0, 4096));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('large pieces of one object are each read into their own target, not through one buffer for all', async () => {
+    const store = new RangeRecordingStore();
+    const data = randomBytes(8 * MiB);
+    const writer = new DataObjectWriter(ObjectKind.Delta, data.length, 1, 1, 1, 1);
+    data.copy(writer.body, writer.addRun(0, data.length, false));
+    const built = writer.finish();
+    await store.put('d', built.body);
+    const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'd');
+    const ref = { key: 'd', size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc };
+    // Two extents' worth of one delta, as a read-ahead or a compaction batch asks for them.
+    const targets = [Buffer.alloc(4 * MiB), Buffer.alloc(4 * MiB)];
+    const pieces: Piece[] = targets.map((into, i) => ({
+      at: 0,
+      length: 4 * MiB,
+      ref,
+      dataOffset: i * 4 * MiB,
+      crcs: meta.crcs,
+      dataLength: meta.dataLength,
+      into,
+    }));
+    await fetchPieces(new ObjectReader(store, undefined, 'v'), pieces, Buffer.alloc(0));
+    assert.deepEqual(store.ranges, [
+      { offset: 0, length: 4 * MiB, into: 4 * MiB },
+      { offset: 4 * MiB, length: 4 * MiB, into: 4 * MiB },
+    ]);
+    assert.deepEqual(targets[0], data.subarray(0, 4 * MiB));
+    assert.deepEqual(targets[1], data.subarray(4 * MiB));
+  });
+
+  it('small pieces of one object still share a read', async () => {
+    const store = new RangeRecordingStore();
+    const data = randomBytes(64 * 1024);
+    const writer = new DataObjectWriter(ObjectKind.Delta, data.length, 1, 1, 1, 1);
+    data.copy(writer.body, writer.addRun(0, data.length, false));
+    const built = writer.finish();
+    await store.put('d', built.body);
+    const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'd');
+    const ref = { key: 'd', size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc };
+    const out = Buffer.alloc(8192);
+    const piece = (at: number, dataOffset: number): Piece => ({
+      at,
+      length: 4096,
+      ref,
+      dataOffset,
+      crcs: meta.crcs,
+      dataLength: meta.dataLength,
+    });
+    await fetchPieces(new ObjectReader(store, undefined, 'v'), [piece(0, 0), piece(4096, 8192)], out);
+    assert.equal(store.ranges.length, 1, 'one read for both');
+    assert.deepEqual(out, Buffer.concat([data.subarray(0, 4096), data.subarray(8192, 12288)]));
+  });
+});
