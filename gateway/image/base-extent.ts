@@ -14,6 +14,7 @@ export function buildBaseExtent(
   key: string,
   epoch: number,
   seq: number,
+  into?: Buffer,
 ): { body: Buffer; ref: BaseRef } {
   const spans: Array<[number, number]> = [];
   if (content !== null) {
@@ -27,7 +28,7 @@ export function buildBaseExtent(
   }
   let dataLength = 0;
   for (const [s, t] of spans) dataLength += t - s;
-  const writer = new DataObjectWriter(ObjectKind.Base, dataLength, spans.length, epoch, seq, seq);
+  const writer = new DataObjectWriter(ObjectKind.Base, dataLength, spans.length, epoch, seq, seq, into);
   for (const [s, t] of spans) {
     const at = writer.addRun(extentStart + s, t - s, false);
     // Spans come only from content: there are none without it.

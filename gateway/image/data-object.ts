@@ -75,8 +75,11 @@ export class DataObjectWriter {
     private readonly epoch: number,
     private readonly seqFrom: number,
     private readonly seqTo: number,
+    /** A buffer to build the object in when it fits (one used again), instead of a new one. */
+    into?: Buffer,
   ) {
-    this.body = Buffer.allocUnsafe(objectSize(dataLength, runCount));
+    const size = objectSize(dataLength, runCount);
+    this.body = into !== undefined && size <= into.length ? into.subarray(0, size) : Buffer.allocUnsafe(size);
     this.metaOffset = dataLength;
     this.runTable = dataLength + 4 * Math.ceil(dataLength / CRC_BLOCK);
   }

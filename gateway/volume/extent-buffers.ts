@@ -39,7 +39,8 @@ export class ExtentBuffers {
   constructor(
     /** Room for an extent and, when it is read whole from the store, its object's tables. */
     readonly size: number,
-    private readonly maxFree: number,
+    /** How many released buffers may wait on the free list now (a number, or asked each time). */
+    private readonly maxFree: number | (() => number),
   ) {}
 
   /** A buffer of `size` bytes, contents undefined; the caller owns it until it releases it. */
@@ -109,7 +110,7 @@ export class ExtentBuffers {
     this.immediate = undefined;
     const released = this.releasing;
     this.releasing = [];
-    const room = this.maxFree + this.wanted;
+    const room = this.room();
     // Kept for waiters that took fewer than they asked for: the free list's room again.
     this.free.length = Math.min(this.free.length, room);
     for (const buf of released) {
@@ -123,6 +124,16 @@ export class ExtentBuffers {
     const waiters = this.waiters;
     this.waiters = [];
     for (const resolve of waiters) resolve();
+  }
+
+  private room(): number {
+    return (typeof this.maxFree === 'number' ? this.maxFree : this.maxFree()) + this.wanted;
+  }
+
+  /** The free list's room shrank (the memory it had went to cached or reserved extents): the excess goes to the collector. */
+  fit(): void {
+    const room = this.room();
+    if (this.free.length > room) this.free.length = room;
   }
 
   /** Bytes waiting on the free list. */

@@ -103,6 +103,12 @@ export class ExtentCache {
     const lru = this.lru;
     if (lru === undefined) return;
     while (lru.size > 0 && lru.calculatedSize + this.reservedBytes > this.maxBytes) lru.pop();
+    this.buffers?.fit();
+  }
+
+  /** The bound's bytes neither cached nor reserved: what free extent buffers may hold without exceeding it. */
+  get unusedBytes(): number {
+    return Math.max(0, this.maxBytes - (this.lru?.calculatedSize ?? 0) - this.reservedBytes);
   }
 
   /** Cached extent indexes (recency order, most recent first). */

@@ -10,7 +10,10 @@ import { ReadPath } from './read-path.js';
 import { Uploader } from './uploader.js';
 import type { VolumeOptions, VolumeParts } from './options.js';
 
-/** Extent buffers kept free for the next load; more go to the garbage collector. */
+/**
+ * Extent buffers kept free for the next load at least; more while the cache's bound has room for them
+ * (a compaction batch returns 16 at once, which the loads after it take), beyond that the collector's.
+ */
 const FREE_EXTENT_BUFFERS = 2;
 
 /** The parts of a served volume around its journal, image and head writer. */
@@ -42,8 +45,11 @@ export function wireVolume(
   const shape = image.shape;
   const pending = new PendingChanges(shape.extentSize);
   // Room for a base extent read whole: its data, and its tables (a CRC per 4 KiB block, its runs, a trailer).
-  const buffers = new ExtentBuffers(shape.extentSize + shape.extentSize / 1024 + 4096, FREE_EXTENT_BUFFERS);
-  const extentCache = new ExtentCache(opts.cacheBytes, buffers);
+  const bufferSize = shape.extentSize + shape.extentSize / 1024 + 4096;
+  const buffers: ExtentBuffers = new ExtentBuffers(bufferSize, (): number =>
+    Math.max(FREE_EXTENT_BUFFERS, Math.floor(extentCache.unusedBytes / bufferSize)),
+  );
+  const extentCache: ExtentCache = new ExtentCache(opts.cacheBytes, buffers);
   const reserve = (bytes: number) => extentCache.reserve(bytes);
   const hang = new HangMonitor({
     volume: shape.name,
@@ -102,6 +108,7 @@ export function wireVolume(
     commits,
     budget: opts.compaction,
     reserve,
+    buffers,
     failpoints: opts.failpoints,
     logger: opts.logger,
     health,

@@ -121,6 +121,22 @@ describe('extent buffers', () => {
     await nextTurn();
     assert.equal(pool.freeBytes, 2 * SIZE, 'clearing gives every buffer back');
   });
+
+  it('keeps as many free buffers as the cache bound has room for, and gives the excess up when that room is taken', async () => {
+    let cache: ExtentCache | undefined;
+    const pool = new ExtentBuffers(SIZE, () => Math.floor((cache?.unusedBytes ?? 0) / SIZE));
+    cache = new ExtentCache(8 * SIZE, pool);
+    // A compaction batch: six extents read at once, then given back together.
+    const batch = Array.from({ length: 6 }, () => pool.take());
+    for (const b of batch) pool.release(b);
+    await nextTurn();
+    assert.equal(pool.freeBytes, 6 * SIZE, 'the bound has room for all six: none left to the collector');
+    cache.set(0, { data: pool.take(), seq: 0 });
+    cache.set(1, { data: pool.take(), seq: 0 });
+    const reservation = cache.reserve(3 * SIZE);
+    assert.equal(pool.freeBytes, 3 * SIZE, 'two cached and three reserved: room for three free, not four');
+    reservation.release();
+  });
 });
 
 describe('extent buffers in a volume', () => {
