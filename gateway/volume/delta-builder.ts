@@ -24,8 +24,9 @@ interface Piece {
  * Turns a run of journal entries (consecutive sequence numbers) into one delta object: each byte the
  * newest entry wrote, sorted by volume offset, adjacent pieces merged into one run, zeros as zero runs
  * without data. The payloads are read from the journal in a few large reads (journal/payload-reader.ts).
+ * Built in `into` when the object fits in it.
  */
-export async function buildDelta(entries: readonly JournalEntry[], key: string, epoch: number): Promise<BuiltDelta> {
+export async function buildDelta(entries: readonly JournalEntry[], key: string, epoch: number, into?: Buffer): Promise<BuiltDelta> {
   const pieces = newestPieces(entries);
   type Run = { offset: number; length: number; zero: boolean; pieces: Piece[] };
   const runs: Run[] = [];
@@ -41,7 +42,7 @@ export async function buildDelta(entries: readonly JournalEntry[], key: string, 
   for (const r of runs) if (!r.zero) dataLength += r.length;
   const seqFrom = elementAt(entries, 0).seq;
   const seqTo = elementAt(entries, entries.length - 1).seq;
-  const writer = new DataObjectWriter(ObjectKind.Delta, dataLength, runs.length, epoch, seqFrom, seqTo);
+  const writer = new DataObjectWriter(ObjectKind.Delta, dataLength, runs.length, epoch, seqFrom, seqTo, into);
   const reads: PayloadPiece[] = [];
   for (const r of runs) {
     let at = writer.addRun(r.offset, r.length, r.zero);

@@ -9,6 +9,7 @@ import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { ObjectStore } from '../store/object-store.js';
+import { type DeltaBody, DeltaBodies } from './delta-bodies.js';
 import { type BuiltDelta, buildDelta } from './delta-builder.js';
 import type { CacheReservation } from './extent-cache.js';
 import type { HeadCommits } from './head-commits.js';
@@ -19,6 +20,12 @@ const DELTA_TARGET_BYTES = 8 * 2 ** 20;
 /** And holds at most this much payload (a single larger write still goes alone). */
 const DELTA_MAX_BYTES = 16 * 2 ** 20;
 const DELTA_MAX_ENTRIES = 65_536;
+/** Deltas of this much payload or more are built in a buffer used again (delta-bodies.ts). */
+const POOLED_DELTA_BYTES = 2 ** 20;
+/** Room for DELTA_MAX_BYTES of data and its tables (a 4 KiB-write delta's 4,096 runs take 96 KiB). */
+const DELTA_BODY_BYTES = DELTA_MAX_BYTES + 256 * 1024;
+/** Nothing a built delta holds after its PUT needs its bytes: the body a pooled one leaves behind. */
+const SHIPPED_BODY = Buffer.alloc(0);
 /** While new deltas must wait (admit), the uploader asks again this often even if nothing else happens. */
 const ADMIT_RECHECK_MS = 1000;
 
@@ -61,6 +68,10 @@ interface Job {
   readonly entries: JournalEntry[];
   readonly seqTo: number;
   built: BuiltDelta | undefined;
+  /** The pooled buffer `built` is in, until its PUT succeeded. */
+  body: DeltaBody | undefined;
+  /** Payload bytes. */
+  readonly bytes: number;
   /** In the store, waiting for its head commit. */
   put: boolean;
   reservation: CacheReservation;
@@ -93,7 +104,11 @@ export class Uploader {
   private idleWaiters: Array<() => void> = [];
   readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0, compactionWaits: 0 };
 
-  constructor(private readonly opts: UploaderOptions) {}
+  private readonly bodies: DeltaBodies;
+
+  constructor(private readonly opts: UploaderOptions) {
+    this.bodies = new DeltaBodies(DELTA_BODY_BYTES, opts.reserve, opts.concurrency);
+  }
 
   /** New changes are durable: ship them once a delta's worth waits or the delay passed. */
   notify(): void {
@@ -152,6 +167,8 @@ export class Uploader {
         entries,
         seqTo: elementAt(entries, entries.length - 1).seq,
         built: undefined,
+        body: undefined,
+        bytes,
         put: false,
         reservation: this.opts.reserve(bytes),
       };
@@ -198,7 +215,7 @@ export class Uploader {
     const o = this.opts;
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
-        job.built ??= await buildDelta(job.entries, deltaKey(o.name, o.epoch, job.seqTo), o.epoch);
+        job.built ??= await this.build(job);
         const key = attempt === 0 ? job.built.ref.key : deltaKey(o.name, o.epoch, job.seqTo);
         job.built = { ...job.built, ref: { ...job.built.ref, key } };
         o.failpoints.hit('upload.before-put');
@@ -209,6 +226,11 @@ export class Uploader {
         job.put = true;
         this.stats.deltas++;
         this.stats.bytesUploaded += job.built.body.length;
+        if (job.body !== undefined) {
+          this.bodies.give(job.body);
+          job.body = undefined;
+          job.built = { ...job.built, body: SHIPPED_BODY };
+        }
         this.succeeded();
         this.commitReady();
         return;
@@ -216,6 +238,26 @@ export class Uploader {
         if (!(await this.failed(err, 'delta upload failed; will retry'))) return;
       }
     }
+  }
+
+  /**
+   * A large delta is built in a pooled buffer, whose reservation then stands for the job's own; not
+   * when the disk cache keeps deltas, which it writes after their PUT returned.
+   */
+  private async build(job: Job): Promise<BuiltDelta> {
+    const o = this.opts;
+    if (job.bytes >= POOLED_DELTA_BYTES && o.image.reader.copies === undefined && job.body === undefined) {
+      job.body = this.bodies.take();
+      job.reservation.release();
+    }
+    const built = await buildDelta(job.entries, deltaKey(o.name, o.epoch, job.seqTo), o.epoch, job.body?.buf);
+    if (job.body !== undefined && built.body.buffer !== job.body.buf.buffer) {
+      // Too many runs for the pooled buffer: built in one of its own, which the job's reservation counts again.
+      this.bodies.give(job.body);
+      job.body = undefined;
+      job.reservation = o.reserve(job.bytes);
+    }
+    return built;
   }
 
   /** Commits the oldest deltas that are in the store, in order, in one head write. */
@@ -302,6 +344,7 @@ export class Uploader {
 
   private settle(): void {
     if (this.jobs.length > 0 || this.committing) return;
+    if (this.opts.pending.count === 0) this.bodies.drain();
     const idle = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of idle) w();
@@ -313,7 +356,10 @@ export class Uploader {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.wake?.();
-    for (const job of this.jobs) job.reservation.release();
+    for (const job of this.jobs) {
+      job.reservation.release();
+      job.body?.reservation.release();
+    }
     if (this.committing) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 }

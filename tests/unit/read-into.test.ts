@@ -14,6 +14,7 @@ import { ObjectReader } from '../../gateway/image/object-reader.js';
 import { fetchPieces, type Piece } from '../../gateway/image/pieces.js';
 import { LocalDirectoryStore } from '../../gateway/store/local-store.js';
 import type { StoreReadOptions } from '../../gateway/store/object-store.js';
+import { DeltaBodies } from '../../gateway/volume/delta-bodies.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 
 const MiB = 2 ** 20;
@@ -98,5 +99,34 @@ describe('reads land where they are needed', () => {
     await fetchPieces(new ObjectReader(store, undefined, 'v'), [piece(0, 0), piece(4096, 8192)], out);
     assert.equal(store.ranges.length, 1, 'one read for both');
     assert.deepEqual(out, Buffer.concat([data.subarray(0, 4096), data.subarray(8192, 12288)]));
+  });
+});
+
+describe('delta bodies', () => {
+  it('are used again, count against the cache bound while held, and give their room back when drained', () => {
+    let reserved = 0;
+    const reserve = (bytes: number) => {
+      reserved += bytes;
+      let held = true;
+      return {
+        release: () => {
+          if (held) reserved -= bytes;
+          held = false;
+        },
+      };
+    };
+    const bodies = new DeltaBodies(MiB, reserve, 1);
+    const a = bodies.take();
+    const b = bodies.take();
+    assert.equal(reserved, 2 * MiB, 'both held count');
+    bodies.give(a);
+    bodies.give(b);
+    assert.equal(reserved, MiB, 'the one beyond the free list gave its room back');
+    assert.equal(bodies.take().buf, a.buf, 'the free one is taken again');
+    assert.equal(bodies.allocated, 2);
+    bodies.give(a);
+    bodies.drain();
+    assert.equal(reserved, 0);
+    assert.equal(bodies.freeCount, 0);
   });
 });
