@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { BufferBudget } from './buffer-budget.js';
+import type { PayloadBuffers } from './payload-buffers.js';
 import { MAX_OPTION_LENGTH, OPTION_HEADER_SIZE } from './constants.js';
 import { ProtocolError, ProtocolErrorReason } from './errors.js';
 import { HandshakeInput } from './handshake-input.js';
@@ -19,6 +20,7 @@ export interface ConnectionOptions {
   readonly handshakeTimeoutMs: number;
   readonly limits: TransmissionLimits;
   readonly budget: BufferBudget;
+  readonly payloads: PayloadBuffers;
 }
 
 /** Room for the largest option plus the next header; beyond it the client is not reading replies. */
@@ -130,6 +132,7 @@ export class Connection {
         stats,
         this.options.limits,
         this.options.budget,
+        this.options.payloads,
       );
       stats.transmissionsStarted++;
       log.debug({ export: exp.name, readOnly: session.readOnly, structuredReplies: session.structuredReplies }, 'nbd transmission phase');

@@ -52,8 +52,9 @@ export interface NbdExport {
   readDone?(data: Buffer): void;
   /**
    * Writes `data` at `offset`; on return the data is durable. The export may keep a reference to
-   * `data` until then (it is queued for the journal without a copy), so the server hands over a
-   * buffer it will not reuse.
+   * `data` until then (it is queued for the journal without a copy), not after: once a write has
+   * succeeded the server uses its buffer again. After a failure it does not (the journal may still
+   * hold it).
    */
   write(offset: number, data: Buffer, fua: boolean, ctx: RequestContext): Promise<void>;
   /** Every write acknowledged before this call is durable on return. */

@@ -7,6 +7,7 @@ import { encodeErrorChunk, encodeReadChunkHeader, encodeSimpleReply } from './re
 import { Cmd, commandName, Errno } from './constants.js';
 import { errnoFor, ProtocolError, ProtocolErrorReason } from './errors.js';
 import type { NbdExport, RequestContext } from './export.js';
+import type { PayloadBuffers } from './payload-buffers.js';
 import type { Session } from './handshake.js';
 import { ERROR_MESSAGE_BYTES, requestBytes, validateRequest } from './request-rules.js';
 import type { NbdStats } from './stats.js';
@@ -80,10 +81,11 @@ export class Transmission implements RequestSink {
     private readonly stats: NbdStats,
     private readonly limits: TransmissionLimits,
     budget: BufferBudget,
+    private readonly payloads?: PayloadBuffers,
   ) {
     this.exp = session.export;
     this.context = { signal: this.abortController.signal };
-    this.parser = new RequestParser(this, stats);
+    this.parser = new RequestParser(this, stats, payloads);
     this.account = budget.account(limits.maxBytesInFlight, () => {
       this.admissionBlocked = false;
       this.updateFlow();
@@ -214,6 +216,8 @@ export class Transmission implements RequestSink {
       if (this.closed) this.log.debug({ err }, 'nbd request failed after the connection closed');
       else this.logFailure(err, request, error);
     }
+    // Acknowledged, so durable: the export holds no reference to it any more (NbdExport.write).
+    if (error === Errno.OK && request.payload !== undefined) this.payloads?.give(request.payload);
     request.payload = undefined;
     this.inFlight--;
     this.stats.requestsInFlight--;

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { BufferBudget } from '../../gateway/nbd/buffer-budget.js';
 import { AllocationState, Cmd, CmdFlag, Errno, REQUEST_MAGIC } from '../../gateway/nbd/constants.js';
 import type { Session } from '../../gateway/nbd/handshake.js';
+import { PayloadBuffers } from '../../gateway/nbd/payload-buffers.js';
 import { NbdStats } from '../../gateway/nbd/stats.js';
 import { Transmission, type TransmissionLimits } from '../../gateway/nbd/transmission.js';
 import { MemoryExport } from '../helpers/memory-export.js';
@@ -130,6 +131,7 @@ function open(
     exp?: MemoryExport;
     limits?: Partial<TransmissionLimits>;
     budget?: BufferBudget;
+    payloads?: PayloadBuffers;
     server?: Duplex;
     clientEnd?: Duplex;
   } = {},
@@ -154,6 +156,7 @@ function open(
     stats,
     limits,
     options.budget ?? new BufferBudget(256 * MiB, 256 * 1024),
+    options.payloads,
   );
   exp.attach();
   server.on('data', (chunk: Buffer) => {
@@ -316,6 +319,47 @@ describe('Transmission BLOCK_STATUS and CACHE', () => {
 });
 
 describe('Transmission memory bounds', () => {
+  it('joins a WRITE payload that spans chunks in a buffer used again once the write succeeded, never after a failure', async () => {
+    const payloads = new PayloadBuffers(16 * MiB);
+    const { client, exp } = open({ payloads });
+    /** A 1 MiB WRITE whose payload arrives in two chunks, so that the parser must join it. */
+    const write = async (offset: number, fill: number): Promise<number> => {
+      const payload = Buffer.alloc(MiB, fill);
+      const header = Buffer.alloc(28);
+      header.writeUInt32BE(REQUEST_MAGIC, 0);
+      header.writeUInt16BE(Cmd.WRITE, 6);
+      header.writeBigUInt64BE(BigInt(fill), 8);
+      header.writeBigUInt64BE(BigInt(offset), 16);
+      header.writeUInt32BE(MiB, 24);
+      client.end.write(Buffer.concat([header, payload.subarray(0, 1000)]));
+      await delay(5);
+      client.end.write(payload.subarray(1000));
+      const reply = await client.reply();
+      assert.equal(reply.kind, 'simple');
+      return reply.error;
+    };
+    assert.equal(await write(0, 1), 0);
+    assert.equal(await write(MiB, 2), 0);
+    assert.equal(payloads.reused, 1, "the second write was joined in the first one's buffer");
+    exp.failWhen = (op) => (op.kind === 'write' && op.offset === 2 * MiB ? { error: new Error('disk on fire') } : undefined);
+    assert.notEqual(await write(2 * MiB, 3), 0);
+    exp.failWhen = undefined;
+    assert.equal(await write(3 * MiB, 4), 0);
+    assert.equal(payloads.reused, 2, 'the failed write took the free buffer and did not give it back');
+    assert.equal(await write(4 * MiB, 5), 0);
+    assert.equal(payloads.reused, 3);
+    for (const [offset, fill] of [
+      [0, 1],
+      [MiB, 2],
+      [3 * MiB, 4],
+      [4 * MiB, 5],
+    ] as const)
+      assert.ok(
+        exp.disk.subarray(offset, offset + MiB).every((b) => b === fill),
+        `the write at ${offset} intact`,
+      );
+  });
+
   it('stops taking requests while the shared buffer budget is spent, and resumes when the bytes come back', async () => {
     // Reserve 64 KiB each, 4 MiB shared: a hoarding connection holds 4 MiB + 64 KiB at most.
     const budget = new BufferBudget(4 * MiB, 64 * 1024);
