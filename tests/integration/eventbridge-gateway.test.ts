@@ -26,56 +26,61 @@ test(
   async () => {
     const s3 = await startS3Server();
     const env = s3.env;
-    // The gateway signs with the standard credential chain: here the environment it shares with the S3 client.
-    const fake = await FakeEventBridge.start(0, { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! });
-    const journalDir = await mkdtemp(join(tmpdir(), 'holdfast-eb-gw-'));
-    const gw = await startGateway({
-      store: { kind: 's3', args: ['--store', `s3://${s3.bucket}/eb`, '--s3-endpoint', s3.endpoint], env },
-      journalDir,
-      createVolume: 'demo=8M',
-      args: [
-        '--upload-delay',
-        '0',
-        '--events',
-        'eventbridge:holdfast-e2e',
-        '--events-endpoint',
-        fake.endpoint,
-        '--events-spill',
-        '--gateway-id',
-        'gw-e2e',
-      ],
-    });
+    // Everything started is stopped whatever fails, the gateway's start included: a server left open keeps the test process alive.
+    let fake: FakeEventBridge | undefined;
+    let gw: Awaited<ReturnType<typeof startGateway>> | undefined;
     let nbd: NbdClient | undefined;
+    const journalDir = await mkdtemp(join(tmpdir(), 'holdfast-eb-gw-'));
     try {
-      const received = (): HoldfastEvent[] => fake.accepted.map((e) => HoldfastEventSchema.parse(JSON.parse(e.Detail ?? 'null')));
+      // The gateway signs with the standard credential chain: here the environment it shares with the S3 client.
+      fake = await FakeEventBridge.start(0, { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! });
+      const bus = fake;
+      gw = await startGateway({
+        store: { kind: 's3', args: ['--store', `s3://${s3.bucket}/eb`, '--s3-endpoint', s3.endpoint], env },
+        journalDir,
+        createVolume: 'demo=8M',
+        args: [
+          '--upload-delay',
+          '0',
+          '--events',
+          'eventbridge:holdfast-e2e',
+          '--events-endpoint',
+          fake.endpoint,
+          '--events-spill',
+          '--gateway-id',
+          'gw-e2e',
+        ],
+      });
+      const gateway = gw;
+      const received = (): HoldfastEvent[] => bus.accepted.map((e) => HoldfastEventSchema.parse(JSON.parse(e.Detail ?? 'null')));
       const edge = (set: boolean) => () => received().find((e) => e.kind === 'storage-unavailable' && e.set === set);
 
       await s3.kill();
-      nbd = await NbdClient.connect({ host: '127.0.0.1', port: gw.port, exportName: 'demo' });
+      nbd = await NbdClient.connect({ host: '127.0.0.1', port: gateway.port, exportName: 'demo' });
       // Acknowledged from the journal; its upload fails, which is the storage-unavailable edge.
       await nbd.write(0, Buffer.alloc(4096, 7));
       const down = await until('storage-unavailable set:true on the bus', edge(true));
       await s3.restart();
       const up = await until('storage-unavailable set:false on the bus', edge(false));
 
-      assert.deepEqual(fake.protocolErrors, []);
+      assert.deepEqual(bus.protocolErrors, []);
       assert.equal(down.volume, 'demo');
       assert.equal(down.gateway, 'gw-e2e');
       assert.equal(up.episode, down.episode);
       assert.equal(down.errorClass, 'transient');
-      for (const entry of fake.accepted) {
+      for (const entry of bus.accepted) {
         assert.equal(entry.Source, 'holdfast.gateway');
         assert.equal(entry.EventBusName, 'holdfast-e2e');
         assert.equal(entry.DetailType, DETAIL_TYPES[HoldfastEventSchema.parse(JSON.parse(entry.Detail!)).kind]);
       }
-      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
       const delivered = Number(/^holdfast_events_delivered_total\{sink="eventbridge"\} (\d+)$/m.exec(metrics)?.[1]);
       assert.ok(delivered >= 2, `delivered ${delivered}`);
       assert.match(metrics, /^holdfast_events_dropped_total\{sink="eventbridge",reason="queue-full"\} 0$/m);
     } finally {
       await nbd?.disconnect().catch(() => undefined);
-      await gw.stop();
-      await fake.stop();
+      await gw?.stop();
+      await fake?.stop();
       await s3.close();
       await rm(journalDir, { recursive: true, force: true });
     }
