@@ -29,6 +29,12 @@ export const GROUPS_IN_FLIGHT = 32;
  * and one more request per MiB costs little beside the transfer.
  */
 const DIRECT_PIECE_BYTES = 1024 * 1024;
+/**
+ * A range GET shared by several pieces spans at most this: compaction's pieces of scattered writes,
+ * joined across gaps, made one GET of a whole 16 MiB delta per group, in a buffer of its own, 32
+ * of them in flight. Bounded, they fit buffers used again (ObjectReader.scratch).
+ */
+const MAX_GROUP_BYTES = 1024 * 1024;
 
 /**
  * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
@@ -59,7 +65,8 @@ export async function fetchPieces(
       g !== undefined &&
       last !== undefined &&
       last.ref.key === p.ref.key &&
-      p.dataOffset <= last.dataOffset + last.length + gapBytes
+      p.dataOffset <= last.dataOffset + last.length + gapBytes &&
+      p.dataOffset + p.length - elementAt(g, 0).dataOffset <= MAX_GROUP_BYTES
     )
       g.push(p);
     else groups.push([p]);
@@ -82,8 +89,11 @@ async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, sig
     await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, first.into ?? out, first.at);
     return;
   }
-  const bytes = await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal);
+  // Not with the disk cache: it writes the bytes after this returns.
+  const scratch = reader.copies === undefined ? reader.scratch.take(end - start) : undefined;
+  const bytes = await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, scratch);
   for (const p of group) bytes.copy(p.into ?? out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
+  if (scratch !== undefined) reader.scratch.give(scratch);
 }
 
 /** The piece starts on a block and ends on one or at the data's end: it can be checked where it lands. */

@@ -1,7 +1,7 @@
 // Transmission-phase requests from the wire: the zero-copy RequestParser; replies are reply-encoding.ts.
 import { Cmd, Errno, knownCommand, REQUEST_HEADER_SIZE, REQUEST_MAGIC, TWO_POW_32 } from './constants.js';
 import { ProtocolError, ProtocolErrorReason } from './errors.js';
-import type { PayloadBuffers } from './payload-buffers.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 
 /** One transmission-phase request as parsed from the wire. */
 export interface NbdRequest {
@@ -58,7 +58,7 @@ type ParserState = 'header' | 'admission' | 'payload' | 'skip' | 'stopped';
 /**
  * Incremental parser of the client's request stream. Chunks are consumed in place: a header that
  * fits in one chunk is read where it lies, a WRITE payload that fits is handed on as a subarray,
- * and only a payload spanning chunks is copied, once, into a buffer (payload-buffers.ts). The parser
+ * and only a payload spanning chunks is copied, once, into a buffer (util/buffer-pool.ts). The parser
  * never writes into a chunk or into a payload buffer after handing it on.
  */
 export class RequestParser {
@@ -82,7 +82,7 @@ export class RequestParser {
     private readonly sink: RequestSink,
     private readonly counters: PayloadCounters,
     /** Where payloads that span chunks are joined; a buffer of their own each without it. */
-    private readonly payloads?: PayloadBuffers,
+    private readonly payloads?: BufferPool,
   ) {}
 
   push(chunk: Buffer): void {

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { BufferBudget } from './buffer-budget.js';
-import type { PayloadBuffers } from './payload-buffers.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 import { MAX_OPTION_LENGTH, OPTION_HEADER_SIZE } from './constants.js';
 import { ProtocolError, ProtocolErrorReason } from './errors.js';
 import { HandshakeInput } from './handshake-input.js';
@@ -20,7 +20,7 @@ export interface ConnectionOptions {
   readonly handshakeTimeoutMs: number;
   readonly limits: TransmissionLimits;
   readonly budget: BufferBudget;
-  readonly payloads: PayloadBuffers;
+  readonly payloads: BufferPool;
 }
 
 /** Room for the largest option plus the next header; beyond it the client is not reading replies. */

@@ -5,7 +5,7 @@ import { unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { BufferBudget } from './buffer-budget.js';
-import { PayloadBuffers } from './payload-buffers.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { Connection } from './connection.js';
 import type { CommandName } from './constants.js';
 import type { ExportRegistry } from './export.js';
@@ -82,7 +82,7 @@ export class NbdServer {
    * Joined WRITE payloads used again: room for a guest's 1 MiB writes at iodepth 8 and some, held
    * whatever the load (the free lists are not part of the budget above).
    */
-  readonly payloads = new PayloadBuffers(16 * 2 ** 20);
+  readonly payloads = new BufferPool(16 * 2 ** 20);
   private readonly servers: Server[] = [];
   private readonly connections = new Set<Connection>();
   private readonly perPeer = new Map<string, number>();

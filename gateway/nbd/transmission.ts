@@ -7,7 +7,7 @@ import { encodeErrorChunk, encodeReadChunkHeader, encodeSimpleReply } from './re
 import { Cmd, commandName, Errno } from './constants.js';
 import { errnoFor, ProtocolError, ProtocolErrorReason } from './errors.js';
 import type { NbdExport, RequestContext } from './export.js';
-import type { PayloadBuffers } from './payload-buffers.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 import type { Session } from './handshake.js';
 import { ERROR_MESSAGE_BYTES, requestBytes, validateRequest } from './request-rules.js';
 import type { NbdStats } from './stats.js';
@@ -81,7 +81,7 @@ export class Transmission implements RequestSink {
     private readonly stats: NbdStats,
     private readonly limits: TransmissionLimits,
     budget: BufferBudget,
-    private readonly payloads?: PayloadBuffers,
+    private readonly payloads?: BufferPool,
   ) {
     this.exp = session.export;
     this.context = { signal: this.abortController.signal };

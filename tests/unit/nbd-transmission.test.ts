@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { BufferBudget } from '../../gateway/nbd/buffer-budget.js';
 import { AllocationState, Cmd, CmdFlag, Errno, REQUEST_MAGIC } from '../../gateway/nbd/constants.js';
 import type { Session } from '../../gateway/nbd/handshake.js';
-import { PayloadBuffers } from '../../gateway/nbd/payload-buffers.js';
+import { BufferPool } from '../../gateway/util/buffer-pool.js';
 import { NbdStats } from '../../gateway/nbd/stats.js';
 import { Transmission, type TransmissionLimits } from '../../gateway/nbd/transmission.js';
 import { MemoryExport } from '../helpers/memory-export.js';
@@ -131,7 +131,7 @@ function open(
     exp?: MemoryExport;
     limits?: Partial<TransmissionLimits>;
     budget?: BufferBudget;
-    payloads?: PayloadBuffers;
+    payloads?: BufferPool;
     server?: Duplex;
     clientEnd?: Duplex;
   } = {},
@@ -320,7 +320,7 @@ describe('Transmission BLOCK_STATUS and CACHE', () => {
 
 describe('Transmission memory bounds', () => {
   it('joins a WRITE payload that spans chunks in a buffer used again once the write succeeded, never after a failure', async () => {
-    const payloads = new PayloadBuffers(16 * MiB);
+    const payloads = new BufferPool(16 * MiB);
     const { client, exp } = open({ payloads });
     /** A 1 MiB WRITE whose payload arrives in two chunks, so that the parser must join it. */
     const write = async (offset: number, fill: number): Promise<number> => {

@@ -1,18 +1,19 @@
-/** Payloads smaller than this are assembled in buffers of their own: young garbage, collected cheaply. */
+/** Smaller requests get buffers of their own: young garbage, collected cheaply. */
 const MIN_POOLED_BYTES = 64 * 1024;
 
 /**
- * Buffers the parser joins WRITE payloads that span socket chunks in, used again once a write was
- * acknowledged. A 1 MiB payload lives until its journal record is durable; at a few hundred writes a
- * second V8 collected them only after external memory grew by ~64 MiB, so sequential writes carried up
- * to 100 MiB of dead payloads in the gateway's RSS. Buffers come in power-of-two sizes; a payload
- * uses a view of the smallest that holds it. At most `maxFreeBytes` wait on the free lists, shared by
- * every connection of a server.
- *
- * Only a write that succeeded gives its payload back: one that failed may still be queued for the
- * journal, which would then write a later payload's bytes.
+ * Buffers used again instead of left to the garbage collector, for short-lived large buffers whose
+ * owner knows when nothing reads them any more. Such a buffer often lives long enough (a journal
+ * write, a GET) to reach V8's old generation, where a dead one waits for a major GC, which V8 starts
+ * only once external memory grew by ~64 MiB: those were tens of MiB of the gateway's RSS. Buffers
+ * come in power-of-two sizes; a request gets a view of the smallest that holds it. At most
+ * `maxFreeBytes` wait on the free lists. Users:
+ * - the NBD parser joins WRITE payloads that span socket chunks in one (nbd/codec.ts): 1 MiB
+ *   sequential writes had left up to 100 MiB of dead payloads; only a write that succeeded gives its
+ *   payload back, since the journal may still hold a failed one's;
+ * - a range GET of several pieces of an object is read into one before they are copied out (image/pieces.ts).
  */
-export class PayloadBuffers {
+export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
   private readonly mine = new WeakSet<ArrayBufferLike>();
   private freeBytes = 0;
