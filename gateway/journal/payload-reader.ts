@@ -3,6 +3,7 @@
 // handful of large reads replaces one read (one trip through the libuv pool) per 4 KiB record.
 import { elementAt } from '../../shared/checked.js';
 import { JournalCorruptError, JournalIoError } from '../../shared/errors.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import type { JournalEntry, Segment } from './segment-format.js';
 
 /** One slice of a write record's payload and where it goes in the output buffer. */
@@ -19,6 +20,8 @@ export interface PayloadPiece {
 const SPAN_MAX_BYTES = 1 << 20;
 /** Pieces further apart than this in a segment are read separately rather than reading the gap. */
 const GAP_MAX_BYTES = 64 << 10;
+/** Scratch used again by the deltas being built at once (four by default), of every volume. */
+const SCRATCH = new BufferPool(4 * SPAN_MAX_BYTES);
 
 interface Located {
   readonly piece: PayloadPiece;
@@ -56,7 +59,7 @@ export async function readPayloads(pieces: readonly PayloadPiece[], out: Buffer)
     if (j === i + 1) {
       await readExact(first.segment, out, first.piece.into, first.piece.length, first.position, first.piece.entry);
     } else {
-      scratch ??= Buffer.allocUnsafe(SPAN_MAX_BYTES);
+      scratch ??= SCRATCH.take(SPAN_MAX_BYTES);
       await readExact(first.segment, scratch, 0, end - first.position, first.position, first.piece.entry);
       for (let k = i; k < j; k++) {
         const { piece, position } = elementAt(onDisk, k);
@@ -66,6 +69,7 @@ export async function readPayloads(pieces: readonly PayloadPiece[], out: Buffer)
     }
     i = j;
   }
+  if (scratch !== undefined) SCRATCH.give(scratch);
 }
 
 async function readExact(

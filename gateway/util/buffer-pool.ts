@@ -11,7 +11,8 @@ const MIN_POOLED_BYTES = 64 * 1024;
  * - the NBD parser joins WRITE payloads that span socket chunks in one (nbd/codec.ts): 1 MiB
  *   sequential writes had left up to 100 MiB of dead payloads; only a write that succeeded gives its
  *   payload back, since the journal may still hold a failed one's;
- * - a range GET of several pieces of an object is read into one before they are copied out (image/pieces.ts).
+ * - a range GET of several pieces of an object is read into one before they are copied out (image/pieces.ts);
+ * - so is a span of the journal holding several records of a delta being built (journal/payload-reader.ts).
  */
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();

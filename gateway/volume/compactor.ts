@@ -4,7 +4,6 @@ import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
 import type { StoreReports } from '../hang/index.js';
 import { buildBaseExtent, isAllZero } from '../image/base-extent.js';
-import type { ExtentBufferSource } from '../image/extent-buffer-source.js';
 import type { BaseRef } from '../image/index-page.js';
 import { baseExtentKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
@@ -13,6 +12,7 @@ import { backoffMs } from '../util/backoff.js';
 import type { Clock } from '../util/clock.js';
 import { type Sleep, sleep } from '../util/sleep.js';
 import { type CompactionBudget, HARD_LIMIT, compactionDuty, deltaPressure, pauseAfter } from './compaction-pace.js';
+import type { ExtentBuffers } from './extent-buffers.js';
 import type { CacheReservation } from './extent-cache.js';
 import type { HeadCommits } from './head-commits.js';
 
@@ -45,7 +45,7 @@ export interface CompactorOptions {
    * Where the extents read and the bases built go (the read path's pool): 4 MiB buffers used again
    * instead of two new ones per extent left to the collector.
    */
-  readonly buffers?: ExtentBufferSource;
+  readonly buffers?: ExtentBuffers;
   readonly failpoints: Failpoints;
   readonly logger: Logger;
   /** Told of each failed compaction (storage-unavailable). */
@@ -260,9 +260,12 @@ export class Compactor {
       // The disk cache writes a base after its PUT returned: its buffer cannot be used again then.
       const bodies = o.image.reader.copies === undefined ? o.buffers : undefined;
       if (bodies !== undefined) reservations.push(o.reserve(bodies.size));
-      const body = bodies?.take();
+      let body: Buffer | undefined;
       let contents: Array<Buffer | null> = [];
       try {
+        // The extents the reservations evicted are free only after this turn: taken at once, the buffers would be new ones.
+        await o.buffers?.settled(chunk.length + (bodies === undefined ? 0 : 1));
+        body = bodies?.take();
         // The state the contents are read from: every delta up to this sequence.
         const seq = o.commits.committedSeq;
         contents = await o.image.materializeMany(chunk, undefined, o.buffers, GAP_BYTES, readsInFlight);
