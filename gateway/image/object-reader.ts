@@ -28,7 +28,10 @@ export interface ObjectRef {
 export interface ObjectCopies {
   /** Reads the range into `out` at `at`; false when no complete copy of it is held (nothing was read then). */
   read(ref: ObjectRef, offset: number, length: number, out: Buffer, at: number): Promise<boolean>;
-  /** Keeps bytes the store returned (checked), if there is room; never waits and never fails. */
+  /**
+   * Keeps bytes the store returned (checked), if there is room; never waits and never fails. What it
+   * keeps it copies before it returns: the caller's buffer is the caller's again at once.
+   */
   keep(ref: ObjectRef, offset: number, bytes: Buffer): void;
   /** A copy failed its check: it is dropped, not read again. */
   discard(ref: ObjectRef, why: string): void;
@@ -44,12 +47,12 @@ export interface CopyCounters {
   misses: number;
 }
 
-/** Free scratch for range GETs of several pieces (pieces.ts), per volume: four 1 MiB groups in flight twice over. */
-const SCRATCH_FREE_BYTES = 8 * 2 ** 20;
+/** Free scratch for range GETs of several pieces (pieces.ts), per volume: the four 1 MiB groups of paced compaction. */
+const SCRATCH_FREE_BYTES = 4 * 2 ** 20;
 
 export class ObjectReader {
   readonly counters: CopyCounters = { hits: 0, misses: 0 };
-  /** Where a range GET of several pieces lands before they are copied out (none with `copies`: see blocks). */
+  /** Where a range GET of several pieces lands before they are copied out. */
   readonly scratch = new BufferPool(SCRATCH_FREE_BYTES);
 
   constructor(
@@ -94,7 +97,7 @@ export class ObjectReader {
       }
       this.discard(ref, 'it fails its CRC32C');
     }
-    const body = await this.store.get(ref.key, { signal, into: this.copies === undefined ? into : undefined });
+    const body = await this.store.get(ref.key, { signal, into });
     if (body === undefined) throw this.missing(ref);
     if (body.length !== ref.size)
       throw new DataCorruptError(`object ${ref.key} has ${body.length} bytes, the volume ${this.volume} names ${ref.size}`);
@@ -131,9 +134,8 @@ export class ObjectReader {
       } else this.counters.misses++;
     }
     const target = into?.subarray(at, at + length);
-    // Straight into the target, so that no store-sized buffer is left for the collector; not when the
-    // disk cache keeps the bytes: it writes them after this returns, and the target may change by then.
-    const bytes = await this.store.getRange(ref.key, start, length, { signal, into: this.copies === undefined ? target : undefined });
+    // Straight into the target, so that no store-sized buffer is left for the collector.
+    const bytes = await this.store.getRange(ref.key, start, length, { signal, into: target });
     if (bytes === undefined) throw this.missing(ref);
     if (bytes.length !== length)
       throw new DataCorruptError(`object ${ref.key}: read ${bytes.length} bytes at ${start}, expected ${length}`);

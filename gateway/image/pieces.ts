@@ -89,11 +89,10 @@ async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, sig
     await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, first.into ?? out, first.at);
     return;
   }
-  // Not with the disk cache: it writes the bytes after this returns.
-  const scratch = reader.copies === undefined ? reader.scratch.take(end - start) : undefined;
+  const scratch = reader.scratch.take(end - start);
   const bytes = await reader.blocks(first.ref, first.crcs, first.dataLength, start, end, signal, scratch);
   for (const p of group) bytes.copy(p.into ?? out, p.at, p.dataOffset - start, p.dataOffset - start + p.length);
-  if (scratch !== undefined) reader.scratch.give(scratch);
+  reader.scratch.give(scratch);
 }
 
 /** The piece starts on a block and ends on one or at the data's end: it can be checked where it lands. */

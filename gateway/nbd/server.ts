@@ -79,10 +79,10 @@ export class NbdServer {
   readonly stats = new NbdStats();
   readonly budget: BufferBudget;
   /**
-   * Joined WRITE payloads used again: room for a guest's 1 MiB writes at iodepth 8 and some, held
-   * whatever the load (the free lists are not part of the budget above).
+   * Joined WRITE payloads used again: room for a guest's 1 MiB writes at iodepth 8, held whatever
+   * the load (the free lists are not part of the budget above).
    */
-  readonly payloads = new BufferPool(16 * 2 ** 20);
+  readonly payloads = new BufferPool(8 * 2 ** 20);
   private readonly servers: Server[] = [];
   private readonly connections = new Set<Connection>();
   private readonly perPeer = new Map<string, number>();

@@ -257,15 +257,14 @@ export class Compactor {
       const chunk = extents.slice(done, done + BATCH - built.length);
       done += chunk.length;
       const reservations = chunk.map((extent) => o.reserve(o.image.extentLength(extent)));
-      // The disk cache writes a base after its PUT returned: its buffer cannot be used again then.
-      const bodies = o.image.reader.copies === undefined ? o.buffers : undefined;
-      if (bodies !== undefined) reservations.push(o.reserve(bodies.size));
+      // One buffer more for the bases, built one after another.
+      if (o.buffers !== undefined) reservations.push(o.reserve(o.buffers.size));
       let body: Buffer | undefined;
       let contents: Array<Buffer | null> = [];
       try {
         // The extents the reservations evicted are free only after this turn: taken at once, the buffers would be new ones.
-        await o.buffers?.settled(chunk.length + (bodies === undefined ? 0 : 1));
-        body = bodies?.take();
+        await o.buffers?.settled(chunk.length + 1);
+        body = o.buffers?.take();
         // The state the contents are read from: every delta up to this sequence.
         const seq = o.commits.committedSeq;
         contents = await o.image.materializeMany(chunk, undefined, o.buffers, GAP_BYTES, readsInFlight);
@@ -291,7 +290,7 @@ export class Compactor {
         }
       } finally {
         for (const content of contents) if (content !== null) o.buffers?.release(content);
-        if (body !== undefined) bodies?.release(body);
+        if (body !== undefined) o.buffers?.release(body);
         for (const r of reservations) r.release();
       }
     }

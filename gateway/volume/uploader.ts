@@ -241,12 +241,11 @@ export class Uploader {
   }
 
   /**
-   * A large delta is built in a pooled buffer, whose reservation then stands for the job's own; not
-   * when the disk cache keeps deltas, which it writes after their PUT returned.
+   * A large delta is built in a pooled buffer, whose reservation then stands for the job's own.
    */
   private async build(job: Job): Promise<BuiltDelta> {
     const o = this.opts;
-    if (job.bytes >= POOLED_DELTA_BYTES && o.image.reader.copies === undefined && job.body === undefined) {
+    if (job.bytes >= POOLED_DELTA_BYTES && job.body === undefined) {
       job.body = this.bodies.take();
       job.reservation.release();
     }

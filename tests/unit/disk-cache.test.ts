@@ -279,6 +279,21 @@ describe('disk cache tier', () => {
     await cache.close();
   });
 
+  it('keeps a copy: the buffer it was given may change as soon as keep returns', async () => {
+    const cache = await openCache(place('cache'));
+    const ref: ObjectRef = { key: 'copied', size: 3 * MiB + 4096, metaOffset: 3 * MiB, metaCrc: 1 };
+    const bytes = randomBytes(3 * MiB);
+    const original = Buffer.from(bytes);
+    cache.keep(ref, 0, bytes);
+    // What a pooled extent or delta body is used for next, before the cache's write has run.
+    bytes.fill(0xee);
+    await cache.settled();
+    const out = Buffer.alloc(3 * MiB);
+    assert.equal(await cache.read(ref, 0, 3 * MiB, out, 0), true);
+    assert.ok(out.equals(original), 'the bytes as they were when kept');
+    await cache.close();
+  });
+
   it('refuses a cache directory another live process uses', async () => {
     const cacheDir = place('cache');
     await (await openCache(cacheDir)).close();
