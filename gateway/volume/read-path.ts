@@ -75,8 +75,12 @@ export class ReadPath {
 
   async read(offset: number, length: number, ctx: RequestContext | undefined): Promise<Buffer> {
     this.noteSequential(offset, length);
-    const view = this.cachedView(offset, length) ?? (await this.loadedView(offset, length, ctx));
-    if (view !== undefined) return view;
+    const sole = this.soleExtent(offset, length);
+    if (sole >= 0) {
+      const view = this.cachedView(sole, offset, length);
+      if (view !== undefined) return view;
+      if (this.waitsForLoad(sole, length)) return this.loadedView(sole, offset, length, ctx);
+    }
     const out = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
@@ -93,22 +97,21 @@ export class ReadPath {
     return out;
   }
 
+  /** The extent a read lies inside of, or -1 when it is empty or spans two. */
+  private soleExtent(offset: number, length: number): number {
+    const index = Math.floor(offset / this.extentSize);
+    return length > 0 && offset - index * this.extentSize + length <= this.extentLength(index) ? index : -1;
+  }
+
   /**
    * A read inside one cached extent is answered from the cache's own bytes, without a copy: the view
    * is lent, and its buffer is not used again until `readDone` says the reply is sent.
    */
-  private cachedView(offset: number, length: number): Buffer | undefined {
-    const index = Math.floor(offset / this.extentSize);
-    const inExtent = offset - index * this.extentSize;
-    if (length === 0 || inExtent + length > this.extentLength(index)) return undefined;
+  private cachedView(index: number, offset: number, length: number): Buffer | undefined {
     // peek first: a miss is counted once, by the read itself.
     if (this.o.cache.peek(index) === undefined) return undefined;
     const cached = this.o.cache.get(index);
-    if (cached === undefined) return undefined;
-    if (cached.data === null) return Buffer.alloc(length);
-    const view = cached.data.subarray(inExtent, inExtent + length);
-    this.o.buffers.lend(view);
-    return view;
+    return cached === undefined ? undefined : this.lendView(cached.data, offset - index * this.extentSize, length);
   }
 
   /**
@@ -117,17 +120,21 @@ export class ReadPath {
    * read would otherwise allocate its whole throughput in reply buffers for the collector. Extents with
    * pending changes go the way of every other read (the journal may answer without the store).
    */
-  private async loadedView(offset: number, length: number, ctx: RequestContext | undefined): Promise<Buffer | undefined> {
-    const index = Math.floor(offset / this.extentSize);
-    const inExtent = offset - index * this.extentSize;
-    const extentLength = this.extentLength(index);
-    if (length === 0 || inExtent + length > extentLength || this.o.cache.maxBytes === 0) return undefined;
-    if (!(this.loads.has(index) || length * 2 >= extentLength) || this.o.pending.entries(index).length > 0) return undefined;
+  private waitsForLoad(index: number, length: number): boolean {
+    if (this.o.cache.maxBytes === 0 || this.o.pending.entries(index).length > 0) return false;
+    return this.loads.has(index) || length * 2 >= this.extentLength(index);
+  }
+
+  private async loadedView(index: number, offset: number, length: number, ctx: RequestContext | undefined): Promise<Buffer> {
     const extent = await this.o.hold(() => this.materialize(index), length, ctx?.signal);
     if (ctx?.signal.aborted) throw new RequestAbortedError('client disconnected');
     // In the load's continuation, before a buffer it evicted can be taken again (ExtentBuffers.settle).
-    if (extent.data === null) return Buffer.alloc(length);
-    const view = extent.data.subarray(inExtent, inExtent + length);
+    return this.lendView(extent.data, offset - index * this.extentSize, length);
+  }
+
+  private lendView(data: Buffer | null, inExtent: number, length: number): Buffer {
+    if (data === null) return Buffer.alloc(length);
+    const view = data.subarray(inExtent, inExtent + length);
     this.o.buffers.lend(view);
     return view;
   }
