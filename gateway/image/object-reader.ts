@@ -47,7 +47,12 @@ export interface CopyCounters {
   misses: number;
 }
 
-/** Free scratch for range GETs of several pieces (pieces.ts), per volume: the four 1 MiB groups of paced compaction. */
+/**
+ * Free scratch for range GETs of several pieces (pieces.ts), per volume; a group larger than this
+ * (one GET across a whole delta's scattered pieces) gets a buffer of its own. Capping the groups
+ * instead, at 1 MiB, multiplied the GETs of a load on a fragmented volume past what the S3 client's
+ * sockets serve within its request timeout: sequential reads on RGW stalled for a minute.
+ */
 const SCRATCH_FREE_BYTES = 4 * 2 ** 20;
 
 export class ObjectReader {

@@ -29,12 +29,6 @@ export const GROUPS_IN_FLIGHT = 32;
  * and one more request per MiB costs little beside the transfer.
  */
 const DIRECT_PIECE_BYTES = 1024 * 1024;
-/**
- * A range GET shared by several pieces spans at most this: compaction's pieces of scattered writes,
- * joined across gaps, made one GET of a whole 16 MiB delta per group, in a buffer of its own, 32
- * of them in flight. Bounded, they fit buffers used again (ObjectReader.scratch).
- */
-const MAX_GROUP_BYTES = 1024 * 1024;
 
 /**
  * Fetches pieces, one range GET per run of adjacent pieces of one object, whole 4 KiB blocks so each
@@ -65,8 +59,7 @@ export async function fetchPieces(
       g !== undefined &&
       last !== undefined &&
       last.ref.key === p.ref.key &&
-      p.dataOffset <= last.dataOffset + last.length + gapBytes &&
-      p.dataOffset + p.length - elementAt(g, 0).dataOffset <= MAX_GROUP_BYTES
+      p.dataOffset <= last.dataOffset + last.length + gapBytes
     )
       g.push(p);
     else groups.push([p]);
