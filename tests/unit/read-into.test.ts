@@ -9,8 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { DataObjectWriter, ObjectKind, parseMeta } from '../../gateway/image/data-object.js';
-import { ObjectReader } from '../../gateway/image/object-reader.js';
+import { DataObjectWriter, type ObjectMeta, ObjectKind, parseMeta } from '../../gateway/image/data-object.js';
+import { ObjectReader, type ObjectRef } from '../../gateway/image/object-reader.js';
 import { fetchPieces, type Piece } from '../../gateway/image/pieces.js';
 import { LocalDirectoryStore } from '../../gateway/store/local-store.js';
 import type { StoreReadOptions } from '../../gateway/store/object-store.js';
@@ -27,6 +27,16 @@ class RangeRecordingStore extends MemoryStore {
     this.ranges.push({ offset, length, into: opts?.into?.length });
     return super.getRange(key, offset, length);
   }
+}
+
+/** One delta object holding `data` as a single run, put in the store as `d`: its tables and how a reader names it. */
+async function putDelta(store: MemoryStore, data: Buffer): Promise<{ meta: ObjectMeta; ref: ObjectRef }> {
+  const writer = new DataObjectWriter(ObjectKind.Delta, data.length, 1, 1, 1, 1);
+  data.copy(writer.body, writer.addRun(0, data.length, false));
+  const built = writer.finish();
+  await store.put('d', built.body);
+  const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'd');
+  return { meta, ref: { key: 'd', size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc } };
 }
 
 describe('reads land where they are needed', () => {
@@ -52,12 +62,7 @@ describe('reads land where they are needed', () => {
   it('large pieces of one object are each read into their own target, not through one buffer for all', async () => {
     const store = new RangeRecordingStore();
     const data = randomBytes(8 * MiB);
-    const writer = new DataObjectWriter(ObjectKind.Delta, data.length, 1, 1, 1, 1);
-    data.copy(writer.body, writer.addRun(0, data.length, false));
-    const built = writer.finish();
-    await store.put('d', built.body);
-    const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'd');
-    const ref = { key: 'd', size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc };
+    const { meta, ref } = await putDelta(store, data);
     // Two extents' worth of one delta, as a read-ahead or a compaction batch asks for them.
     const targets = [Buffer.alloc(4 * MiB), Buffer.alloc(4 * MiB)];
     const pieces: Piece[] = targets.map((into, i) => ({
@@ -81,12 +86,7 @@ describe('reads land where they are needed', () => {
   it('small pieces of one object still share a read', async () => {
     const store = new RangeRecordingStore();
     const data = randomBytes(64 * 1024);
-    const writer = new DataObjectWriter(ObjectKind.Delta, data.length, 1, 1, 1, 1);
-    data.copy(writer.body, writer.addRun(0, data.length, false));
-    const built = writer.finish();
-    await store.put('d', built.body);
-    const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'd');
-    const ref = { key: 'd', size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc };
+    const { meta, ref } = await putDelta(store, data);
     const out = Buffer.alloc(8192);
     const piece = (at: number, dataOffset: number): Piece => ({
       at,
@@ -106,12 +106,7 @@ describe('range reads of several pieces', () => {
   it('share one GET across the gaps between them, read into scratch used again', async () => {
     const store = new RangeRecordingStore();
     const data = randomBytes(8 * MiB);
-    const writer = new DataObjectWriter(ObjectKind.Delta, data.length, 1, 1, 1, 1);
-    data.copy(writer.body, writer.addRun(0, data.length, false));
-    const built = writer.finish();
-    await store.put('d', built.body);
-    const meta = parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, 'd');
-    const ref = { key: 'd', size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc };
+    const { meta, ref } = await putDelta(store, data);
     // 4 KiB pieces every 64 KiB: within the gap that joins them, as compaction meets scattered writes.
     const out = Buffer.alloc(8 * 4096);
     const pieces = (): Piece[] =>
