@@ -14,6 +14,7 @@
  */
 import { crc32c } from '@node-rs/crc32';
 import { DataCorruptError } from '../../shared/errors.js';
+import { viewOrNew } from '../util/buffer-pool.js';
 
 export const CRC_BLOCK = 4096;
 const MAGIC = 0x324f4648; // 'HFO2' little-endian
@@ -78,8 +79,7 @@ export class DataObjectWriter {
     /** A buffer to build the object in when it fits (one used again), instead of a new one. */
     into?: Buffer,
   ) {
-    const size = objectSize(dataLength, runCount);
-    this.body = into !== undefined && size <= into.length ? into.subarray(0, size) : Buffer.allocUnsafe(size);
+    this.body = viewOrNew(into, objectSize(dataLength, runCount));
     this.metaOffset = dataLength;
     this.runTable = dataLength + 4 * Math.ceil(dataLength / CRC_BLOCK);
   }

@@ -8,7 +8,7 @@
  */
 import { DataCorruptError } from '../../shared/errors.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { BufferPool } from '../util/buffer-pool.js';
+import { BufferPool, viewOrNew } from '../util/buffer-pool.js';
 import { firstBadBlock, type ObjectMeta, parseMeta, verifyBlocks } from './data-object.js';
 
 /** A data object as a head or an index page names it: enough to read it and check its tables. */
@@ -153,7 +153,7 @@ export class ObjectReader {
 
   private async fromCopy(ref: ObjectRef, offset: number, length: number, into?: Buffer): Promise<Buffer | undefined> {
     if (this.copies === undefined) return undefined;
-    const buf = into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    const buf = viewOrNew(into, length);
     if (await this.copies.read(ref, offset, length, buf, 0)) return buf;
     this.counters.misses++;
     return undefined;

@@ -13,6 +13,7 @@ import {
   type VersionedObject,
 } from './object-store.js';
 import { makeDirectoryDurably, readInto, TEMP_FILE_MARKER, writeTemp } from './local-files.js';
+import { viewOrNew } from '../util/buffer-pool.js';
 import { syncDirectory } from '../util/sync-directory.js';
 
 export { TEMP_FILE_MARKER };
@@ -68,8 +69,7 @@ export class LocalDirectoryStore implements ObjectStore {
       throw new StoreError('get-range', key, { cause: err });
     }
     try {
-      const into = opts?.into;
-      const out = into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+      const out = viewOrNew(opts?.into, length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(out, done, length - done, offset + done);

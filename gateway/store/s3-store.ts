@@ -16,6 +16,7 @@ import type { BuildMiddleware } from '@smithy/types';
 import { crc32c } from '@node-rs/crc32';
 
 import { InvalidArgumentError } from '../../shared/errors.js';
+import { viewOrNew } from '../util/buffer-pool.js';
 import { failFastHttpHandler } from '../util/fail-fast-http.js';
 import {
   type ObjectInfo,
@@ -327,7 +328,7 @@ async function readBody(
     const bytes = await body.transformToByteArray();
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
-  const buf = into !== undefined && contentLength <= into.length ? into.subarray(0, contentLength) : Buffer.allocUnsafe(contentLength);
+  const buf = viewOrNew(into, contentLength);
   let at = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
     if (at + chunk.length > contentLength) throw new Error(`response body is longer than its Content-Length ${contentLength}`);

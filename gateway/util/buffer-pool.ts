@@ -1,3 +1,8 @@
+/** `length` bytes: a view of `into` when it holds them (a buffer its owner uses again), else a new buffer. */
+export function viewOrNew(into: Buffer | undefined, length: number): Buffer {
+  return into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+}
+
 /** Smaller requests get buffers of their own: young garbage, collected cheaply. */
 const MIN_POOLED_BYTES = 64 * 1024;
 
