@@ -91,7 +91,7 @@ export function largeVolumeSection(large: LargeVolumeResult | null): string[] {
   const drained = large.drains.reduce((n, d) => n + d.bytes, 0);
   const drainSeconds = large.drains.reduce((n, d) => n + d.activeSeconds, 0);
   return [
-    `Large volume (once, after the rounds): ${num(large.size / GiB)} GiB of random data, one raw file for qemu-nbd (default cache) and nbdkit's file plugin, imported into a Holdfast volume on s3rver (${num(large.importSeconds)} s) and served with --cache-size ${num(large.cacheSize / MiB)} MiB and --disk-cache-size ${num(large.diskCacheSize / GiB)} GiB, which held ${num(large.diskCacheBytes / GiB)} GiB after ${large.warmPasses} sequential read(s) of the volume (${num(large.warmSeconds)} s). fio 4 KiB at iodepth 32, ${large.runtime} s runs over the whole volume, medians of ${large.rounds} round(s); large-zipf is 70 % reads, 30 % writes, offsets zipf:1.1.`,
+    `Large volume (once, after the rounds): ${num(large.size / GiB)} GiB of random data, one raw file for qemu-nbd (default cache) and nbdkit's file plugin, imported into a Holdfast volume on RGW (${num(large.importSeconds)} s) and served with --cache-size ${num(large.cacheSize / MiB)} MiB and --disk-cache-size ${num(large.diskCacheSize / GiB)} GiB, which held ${num(large.diskCacheBytes / GiB)} GiB after ${large.warmPasses} sequential read(s) of the volume (${num(large.warmSeconds)} s). fio 4 KiB at iodepth 32, ${large.runtime} s runs over the whole volume, medians of ${large.rounds} round(s); large-zipf is 70 % reads, 30 % writes, offsets zipf:1.1.`,
     '',
     lines.map((l) => `| ${l.join(' | ')} |`).join('\n'),
     '',
@@ -104,7 +104,7 @@ export function largeVolumeSection(large: LargeVolumeResult | null): string[] {
     ...(large.drains.length === 0
       ? []
       : [
-          `Holdfast uploaded the zipf runs' writes as deltas: ${num(drained / MiB)} MiB at ${drainSeconds > 0 ? num(drained / MiB / drainSeconds) : '—'} MiB/s while uploading (to s3rver).`,
+          `Holdfast uploaded the zipf runs' writes as deltas: ${num(drained / MiB)} MiB at ${drainSeconds > 0 ? num(drained / MiB / drainSeconds) : '—'} MiB/s while uploading (to RGW).`,
           '',
         ]),
     'Peak RSS · CPU seconds per GiB moved · p99 latency:',

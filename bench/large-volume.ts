@@ -21,9 +21,8 @@ import {
  * `--large-size` (16 GiB by default): a raw file of random data served by qemu-nbd (default cache)
  * and nbdkit's file plugin, and the same file imported into a Holdfast volume served with
  * `--cache-size` of RAM cache and a disk cache that holds the volume (filled by one sequential read).
- * Holdfast's store is s3rver, which keeps objects on disk: RGW's memstore keeps them in memory, and
- * this machine has no 16 GiB to spare for it. The disk cache answers the reads here; the store is what
- * a miss would cost.
+ * Holdfast's store is RGW with its objects on disk (BlueStore in a file): this machine has no 16 GiB of
+ * memory to spare for memstore. The disk cache answers the reads here; the store is what a miss would cost.
  *
  *   large-randread  4 KiB random reads over the whole volume, iodepth 32
  *   large-zipf      4 KiB, 70 % reads / 30 % writes, offsets zipf:1.1 — a VM's disk: a hot set and a long tail
@@ -391,7 +390,7 @@ function largeRows(runs: readonly LargeRun[]): LargeRow[] {
 
 /** Runs the large-volume workloads asked for; everything it started is stopped and its files removed. */
 export async function runLargeVolume(ctx: LargeVolumeContext, workloads: readonly LargeWorkload[]): Promise<LargeVolumeResult> {
-  const s3 = await startS3Server({ kind: 's3rver', dir: path.join(ctx.workDir, 'large-s3'), bucket: 'large' });
+  const s3 = await startS3Server({ kind: 'rgw', dir: path.join(ctx.workDir, 'large-s3'), bucket: 'large', onDisk: true });
   const large = new LargeVolume(ctx, s3);
   try {
     const prepared = await large.prepare();

@@ -76,8 +76,8 @@ export const USAGE = `usage: npm run bench -- [options]
                        how long sustained-writes writes (default 300, 3 with --quick)
   --upload-delay DUR   Holdfast --upload-delay (default: the gateway's own, 1s with --quick)
   --s3-parallelism N   concurrent GET/PUT of the S3 server's own throughput (default 8)
-  --s3-server KIND     the S3 server: rgw (Ceph's RADOS Gateway, one node, objects in memory; the
-                       default) or s3rver (a mock, for comparison)
+  --s3-server KIND     the S3 server: rgw (Ceph's RADOS Gateway, one node, objects in a BlueStore
+                       file; the default) or s3rver (a mock, for comparison)
   --systems A,B        only these systems: ${SYSTEMS.join(', ')}
   --workloads A,B      only these workloads: ${ALL_WORKLOADS.join(', ')}
   --out DIR            where results go (default bench/results)

@@ -15,8 +15,8 @@ import { drainJournal, launchHoldfast, VOLUME } from './systems.js';
  * own, a 256 MiB journal limit, fio for `runtime` (5 minutes) — long after the journal is full, so
  * what is measured is what the uploads sustain, not what the journal absorbs. It reports the IOPS of
  * every 10-second window and the bytes sent to S3 per byte written (deltas, base extents, heads and
- * index pages). Its own server, closed after it: RGW keeps objects in memory, and the GiB this
- * writes must not stay there for what runs next.
+ * index pages). Its own server, its objects on disk (this writes more than the machine's memory),
+ * closed after it: the GiB this writes must not stay for what runs next.
  */
 
 /** fio's IOPS averaging window; a run shorter than a few of them (--quick) takes 1-s windows. */
@@ -66,7 +66,7 @@ const sent = (v: VolumeProgress): number => v.uploadBytes + v.metadataBytes;
 export async function runSustainedWrites(o: SustainedWritesOptions): Promise<SustainedWritesResult> {
   const dir = path.join(o.workDir, 'sustained');
   await mkdir(dir, { recursive: true });
-  const s3 = await startS3Server({ kind: o.s3Server, dir: path.join(dir, o.s3Server), bucket: 'sustained' });
+  const s3 = await startS3Server({ kind: o.s3Server, dir: path.join(dir, o.s3Server), bucket: 'sustained', onDisk: true });
   try {
     const gateway = await launchHoldfast(
       'sustained-writes',

@@ -11,8 +11,8 @@ import { credentialsEnv, type S3Server, type S3ServerOptions } from './s3-server
 
 /**
  * Ceph's RADOS Gateway on a private one-node cluster: one monitor, one OSD keeping its objects in
- * memory (memstore), one radosgw with the beast frontend on 127.0.0.1, all under one directory, on
- * ports of their own, with authentication between them off. A user and a bucket are made at start.
+ * memory (memstore; in a BlueStore file with `onDisk`), one radosgw with the beast frontend on
+ * 127.0.0.1, all under one directory, on ports of their own, with authentication between them off. A user and a bucket are made at start.
  *
  * kill / freeze / restart act on radosgw only. The OSD is never SIGKILLed while the server is in
  * use: memstore keeps the objects in the OSD's memory, so they survive a radosgw crash, but not an
@@ -47,6 +47,19 @@ const RGW_POOLS = [
 const PG_NUM = 8;
 /** The capacity memstore reports (it allocates only what is stored): room for the bench's volumes. */
 const MEMSTORE_BYTES = 16 * 2 ** 30;
+const BLUESTORE_BYTES = 100 * 2 ** 30;
+const OSD_MEMORY_TARGET = 2 ** 30;
+const MEMSTORE = `osd objectstore = memstore
+memstore device bytes = ${MEMSTORE_BYTES}`;
+/**
+ * A sparse file of this size holds the objects (it takes only what is written); the OSD's caches
+ * are held to its smallest memory target.
+ */
+const BLUESTORE = `osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = ${BLUESTORE_BYTES}
+bluestore fsck on mkfs = false
+osd memory target = ${OSD_MEMORY_TARGET}`;
 /** Any single step of the start: far above its ~1 s, below the test's own time-out. */
 const STEP_TIMEOUT_S = 60;
 const READY_TIMEOUT_MS = STEP_TIMEOUT_S * 1000;
@@ -95,7 +108,7 @@ export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwSer
   try {
     for (const sub of ['mon', 'run', path.join('osd', `osd.${OSD_ID}`)]) await mkdir(path.join(dir, sub), { recursive: true });
     const fsid = randomUUID();
-    await writeFile(conf, cephConf({ fsid, dir, monPort, port }));
+    await writeFile(conf, cephConf({ fsid, dir, monPort, port, onDisk: opts.onDisk === true }));
     const monmap = path.join(dir, 'monmap');
     await tool('monmaptool', ['--create', '--addv', MON_NAME, `[v2:127.0.0.1:${monPort}]`, '--fsid', fsid, monmap]);
     await tool('ceph-mon', ['-c', conf, '--mkfs', '-i', MON_NAME, '--monmap', monmap]);
@@ -160,7 +173,7 @@ export async function startRgwServer(opts: S3ServerOptions = {}): Promise<RgwSer
   };
 }
 
-function cephConf(c: { fsid: string; dir: string; monPort: number; port: number }): string {
+function cephConf(c: { fsid: string; dir: string; monPort: number; port: number; onDisk: boolean }): string {
   return `[global]
 fsid = ${c.fsid}
 mon host = v2:127.0.0.1:${c.monPort}
@@ -195,8 +208,7 @@ mon data = ${c.dir}/mon/$name
 
 [osd]
 osd data = ${c.dir}/osd/$name
-osd objectstore = memstore
-memstore device bytes = ${MEMSTORE_BYTES}
+${c.onDisk ? BLUESTORE : MEMSTORE}
 
 [client.rgw]
 # Without it radosgw loops on "get_initial_auth_request returned -13" with authentication off.

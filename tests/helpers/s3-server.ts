@@ -47,6 +47,12 @@ export interface S3ServerOptions {
   /** Where the server keeps its data (created if missing, removed by close); a temp directory by default. */
   readonly dir?: string;
   readonly bucket?: string;
+  /**
+   * RGW only: the OSD keeps its objects in a BlueStore file under `dir` instead of in its memory
+   * (memstore). Slower to start, and memory stays bounded however much is written: for the bench's
+   * long runs, which write more than the machine has RAM.
+   */
+  readonly onDisk?: boolean;
 }
 
 export function startS3Server(opts: S3ServerOptions = {}): Promise<S3Server> {
