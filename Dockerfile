@@ -34,7 +34,7 @@ WORKDIR /app
 COPY --from=build --chown=root:root /out/ ./
 ENV NODE_ENV=production \
     LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
-    MALLOC_CONF=background_thread:true,dirty_decay_ms:200,muzzy_decay_ms:0 \
+    MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0 \
     HOLDFAST_DATA_DIR=/var/lib/holdfast \
     HOLDFAST_LISTEN=0.0.0.0:10809 \
     HOLDFAST_ADMIN=0.0.0.0:10810 \

@@ -23,19 +23,15 @@
  * random reads 478 MiB against 487-516, sequential 483 against 489-536) with no loss of write speed
  * beyond the noise (4 KiB random writes 12.6-15.5k IOPS against 13.7-14.6k, alternating, 3 runs each;
  * 1 MiB sequential writes 179-203 MiB/s against 170-171). Decay 0 in the allocating thread was tried
- * before: 10-50 MiB less, sequential writes 10-15 % slower. Since the gateway frees its surplus extent
- * and delta buffers at once (util/buffer-pool.ts, discard), what it frees waits in jemalloc instead of
- * in V8, and 200 ms instead of 1 s took that off the peak (1 GiB volume, 256 MiB cache, one run each:
- * random writes 437 -> 428 MiB, sequential writes 508 -> 480 MiB at 254-259 MiB/s; random reads 383 ->
- * 380). Decay 0 was 414 and 448 MiB, but sequential writes ran at 203 MiB/s.
+ * before: 10-50 MiB less, sequential writes 10-15 % slower.
  */
 export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
 /** Where Debian's libjemalloc2 puts the library on this machine's architecture. */
 export const JEMALLOC_LIBRARY = `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/libjemalloc.so.2`;
 
-/** jemalloc's settings for the gateway (MALLOC_CONF): freed pages go back to the system within 200 ms, from a background thread. */
-export const JEMALLOC_CONF = 'background_thread:true,dirty_decay_ms:200,muzzy_decay_ms:0';
+/** jemalloc's settings for the gateway (MALLOC_CONF): freed pages go back to the system after 1 s, from a background thread. */
+export const JEMALLOC_CONF = 'background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0';
 
 /** The environment variables that make the gateway's process use jemalloc (the image sets the same). */
 export function gatewayAllocatorEnv(library: string = JEMALLOC_LIBRARY): { readonly LD_PRELOAD: string; readonly MALLOC_CONF: string } {

@@ -3,18 +3,6 @@ export function viewOrNew(into: Buffer | undefined, length: number): Buffer {
   return into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
 }
 
-/**
- * Gives `buf`'s memory back to the allocator now rather than at V8's next major GC, which starts only
- * once external memory grew by ~64 MiB: a dead buffer of MiBs kept that much of the RSS meanwhile.
- * Only for a buffer its owner knows nothing reads any more (the same condition as using it again):
- * any view of it left reads as empty (detached), never as other data. A buffer that shares its memory
- * (a slice, Node's small-buffer slab) is left to the collector.
- */
-export function discard(buf: Buffer): void {
-  const memory = buf.buffer;
-  if (memory instanceof ArrayBuffer && !memory.detached && buf.byteOffset === 0 && buf.byteLength === memory.byteLength) memory.transfer(0);
-}
-
 /** Smaller requests get buffers of their own: young garbage, collected cheaply. */
 const MIN_POOLED_BYTES = 64 * 1024;
 
@@ -61,12 +49,9 @@ export class BufferPool {
     const memory = view.buffer;
     if (!this.mine.has(memory)) return;
     const size = memory.byteLength;
-    // A second give of the same buffer must neither list it twice nor discard it.
+    if (this.freeBytes + size > this.maxFreeBytes) return;
+    // A second give of the same buffer must not put it on the list twice.
     this.mine.delete(memory);
-    if (this.freeBytes + size > this.maxFreeBytes) {
-      discard(Buffer.from(memory, 0, size));
-      return;
-    }
     let list = this.free.get(size);
     if (list === undefined) this.free.set(size, (list = []));
     list.push(Buffer.from(memory, 0, size));

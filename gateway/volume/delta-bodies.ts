@@ -1,4 +1,3 @@
-import { discard } from '../util/buffer-pool.js';
 import type { CacheReservation } from './extent-cache.js';
 
 /** A buffer a delta is built in, and its share of the volume's cache bound while it is held. */
@@ -13,7 +12,7 @@ export interface DeltaBody {
  * for a major GC: 1 MiB sequential writes left ~16 MiB of dead body per delta, 1.9 GB in 10 s, and the
  * gateway's RSS carried tens of MiB of them. Each buffer, in use or free, counts against the cache's
  * bound (its reservation), so the bound still holds; the free ones are given up when the uploader has
- * nothing left to ship: discarded, so that their memory goes when their reservation does.
+ * nothing left to ship.
  */
 export class DeltaBodies {
   private readonly free: DeltaBody[] = [];
@@ -37,20 +36,15 @@ export class DeltaBodies {
   /** The delta is in the store: its buffer may be built in again. */
   give(body: DeltaBody): void {
     if (this.free.length < this.maxFree) this.free.push(body);
-    else drop(body);
+    else body.reservation.release();
   }
 
   /** Nothing left to ship: the free buffers go, and their room goes back to the cache. */
   drain(): void {
-    for (const body of this.free.splice(0)) drop(body);
+    for (const body of this.free.splice(0)) body.reservation.release();
   }
 
   get freeCount(): number {
     return this.free.length;
   }
-}
-
-function drop(body: DeltaBody): void {
-  discard(body.buf);
-  body.reservation.release();
 }

@@ -1,5 +1,3 @@
-import { discard } from '../util/buffer-pool.js';
-
 /**
  * Extent buffers used again instead of left to the garbage collector. A 4 MiB Buffer lives outside
  * V8's heap; V8 collects dead ones only at a major GC, which it starts once external memory grew by
@@ -14,9 +12,7 @@ import { discard } from '../util/buffer-pool.js';
  * - code that awaited a load copies from the extent in the continuation, which can run after a
  *   later eviction in the same turn: released buffers become free only at setImmediate, after
  *   the continuations already queued.
- * A released buffer the free list has no room for is discarded (its memory freed at once), under
- * the same conditions. Only buffers this pool allocated are taken back; any other Buffer passed in
- * is ignored.
+ * Only buffers this pool allocated are taken back; any other Buffer passed in is ignored.
  */
 interface Slot {
   /** Taken and not released: an owner uses it. */
@@ -39,7 +35,6 @@ export class ExtentBuffers {
   /** Buffers taken from the free list instead of allocated. */
   reused = 0;
   allocated = 0;
-  discarded = 0;
 
   constructor(
     /** Room for an extent and, when it is read whole from the store, its object's tables. */
@@ -117,14 +112,13 @@ export class ExtentBuffers {
     this.releasing = [];
     const room = this.room();
     // Kept for waiters that took fewer than they asked for: the free list's room again.
-    this.trimTo(room);
+    this.free.length = Math.min(this.free.length, room);
     for (const buf of released) {
       const slot = this.slots.get(buf.buffer);
-      // Taken again meanwhile: not free. Lent out still: free when the last view comes back.
+      // Taken again meanwhile: not free. Lent out still: free when the last view comes back. Beyond the room: the GC's.
       if (slot === undefined || slot.inUse) continue;
       if (slot.views > 0) slot.orphaned = true;
       else if (this.free.length < room) this.free.push(buf);
-      else this.drop(buf);
     }
     this.wanted = 0;
     const waiters = this.waiters;
@@ -136,19 +130,10 @@ export class ExtentBuffers {
     return (typeof this.maxFree === 'number' ? this.maxFree : this.maxFree()) + this.wanted;
   }
 
-  /** The free list's room shrank (the memory it had went to cached or reserved extents): the excess is discarded. */
+  /** The free list's room shrank (the memory it had went to cached or reserved extents): the excess goes to the collector. */
   fit(): void {
-    this.trimTo(this.room());
-  }
-
-  private trimTo(room: number): void {
-    for (const buf of this.free.splice(room)) this.drop(buf);
-  }
-
-  private drop(buf: Buffer): void {
-    this.slots.delete(buf.buffer);
-    discard(buf);
-    this.discarded++;
+    const room = this.room();
+    if (this.free.length > room) this.free.length = room;
   }
 
   /** Bytes waiting on the free list. */

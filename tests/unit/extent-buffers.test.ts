@@ -98,32 +98,9 @@ describe('extent buffers', () => {
     for (const b of taken) pool.release(b);
     pool.release(taken[0]!);
     await nextTurn();
-    assert.equal(pool.freeBytes, 2 * SIZE, 'two kept, the third discarded');
-    assert.deepEqual(
-      taken.map((b) => b.buffer.byteLength),
-      [SIZE, SIZE, 0],
-      'the one beyond the free list has its memory freed at once (its views read as empty)',
-    );
-    assert.equal(pool.discarded, 1);
+    assert.equal(pool.freeBytes, 2 * SIZE, 'two kept, the third left to the collector');
     const again = [pool.take(), pool.take(), pool.take()];
     assert.equal(new Set(again.map((b) => b.buffer)).size, 3, 'no buffer handed out twice');
-    assert.ok(
-      again.every((b) => b.length === SIZE),
-      'a discarded buffer is never handed out',
-    );
-  });
-
-  it('a released buffer with a view lent out is not discarded until the view comes back', async () => {
-    const pool = new ExtentBuffers(SIZE, 0);
-    const a = pool.take();
-    const view = a.subarray(0, 4096);
-    pool.lend(view);
-    pool.release(a);
-    await nextTurn();
-    assert.equal(view.length, 4096, 'a reply still sending from it keeps its bytes');
-    pool.returned(view);
-    await nextTurn();
-    assert.equal(a.buffer.byteLength, 0, 'discarded once nothing reads it');
   });
 
   it('the extent cache gives back what it evicts and drops, not what it puts back', async () => {
@@ -158,7 +135,6 @@ describe('extent buffers', () => {
     cache.set(1, { data: pool.take(), seq: 0 });
     const reservation = cache.reserve(3 * SIZE);
     assert.equal(pool.freeBytes, 3 * SIZE, 'two cached and three reserved: room for three free, not four');
-    assert.equal(pool.discarded, 1, 'the fourth free buffer was discarded when the room went');
     reservation.release();
   });
 });

@@ -149,13 +149,11 @@ describe('delta bodies', () => {
     bodies.give(a);
     bodies.give(b);
     assert.equal(reserved, MiB, 'the one beyond the free list gave its room back');
-    assert.equal(b.buf.buffer.byteLength, 0, 'and its memory with it');
     assert.equal(bodies.take().buf, a.buf, 'the free one is taken again');
     assert.equal(bodies.allocated, 2);
     bodies.give(a);
     bodies.drain();
     assert.equal(reserved, 0);
-    assert.equal(a.buf.buffer.byteLength, 0, 'drained bodies are freed with their room');
     assert.equal(bodies.freeCount, 0);
   });
 });
