@@ -18,6 +18,7 @@ import { crc32c } from '@node-rs/crc32';
 import { InvalidArgumentError } from '../../shared/errors.js';
 import { viewOrNew } from '../util/buffer-pool.js';
 import { failFastHttpHandler } from '../util/fail-fast-http.js';
+import { type RequestLane, RequestSlots } from './request-slots.js';
 import {
   type ObjectInfo,
   type ObjectStore,
@@ -55,6 +56,8 @@ const DEFAULT_MAX_ATTEMPTS = 2;
 const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
 const DEFAULT_MAX_SOCKETS = 64;
+/** Sockets only head requests (and the health probe) may use: a renewal never waits for a burst of GETs to end. */
+const CONTROL_SOCKETS = 4;
 
 /** Volumes stored as objects in an S3 bucket under a key prefix. */
 export class S3ObjectStore implements ObjectStore {
@@ -70,6 +73,7 @@ export class S3ObjectStore implements ObjectStore {
    * gets the StoreError instead, re-reads the object and decides.
    */
   private readonly conditionalClient: S3Client;
+  private readonly slots: RequestSlots;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
@@ -95,21 +99,23 @@ export class S3ObjectStore implements ObjectStore {
         maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
       }),
     };
+    this.slots = new RequestSlots(options.maxSockets ?? DEFAULT_MAX_SOCKETS, CONTROL_SOCKETS);
     this.client = new S3Client(config);
     this.conditionalClient = new S3Client({ ...config, maxAttempts: 1 });
   }
 
   async get(key: string, opts?: StoreReadOptions): Promise<Buffer | undefined> {
-    return (await this.fetch('get', key, undefined, opts))?.body;
+    return (await this.fetch('get', key, undefined, opts, 'data'))?.body;
   }
 
   async getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined> {
     if (length === 0) return Buffer.alloc(0);
-    return (await this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`, opts))?.body;
+    return (await this.fetch('get-range', key, `bytes=${offset}-${offset + length - 1}`, opts, 'data'))?.body;
   }
 
   async getVersioned(key: string, opts?: StoreCallOptions): Promise<VersionedObject | undefined> {
-    const got = await this.fetch('get', key, undefined, opts);
+    // Versioned reads are the head's (takeover, renewal, commit retries): the control lane.
+    const got = await this.fetch('get', key, undefined, opts, 'control');
     if (got === undefined) return undefined;
     if (got.etag === undefined)
       throw new StoreError('get', key, { cause: new Error('the response carries no ETag; conditional writes need one') });
@@ -122,14 +128,22 @@ export class S3ObjectStore implements ObjectStore {
     key: string,
     range: string | undefined,
     opts: StoreReadOptions | undefined,
+    lane: RequestLane,
   ): Promise<{ body: Buffer; etag: string | undefined } | undefined> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }), {
-        abortSignal: opts?.signal,
-      });
-      const etag = out.ETag === undefined ? undefined : unquote(out.ETag);
-      if (out.Body === undefined) return { body: Buffer.alloc(0), etag };
-      return { body: await readBody(out.Body, out.ContentLength, opts?.into), etag };
+      // The slot is held until the body is read: the socket is busy until then.
+      return await this.slots.run(
+        lane,
+        async () => {
+          const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Range: range }), {
+            abortSignal: opts?.signal,
+          });
+          const etag = out.ETag === undefined ? undefined : unquote(out.ETag);
+          if (out.Body === undefined) return { body: Buffer.alloc(0), etag };
+          return { body: await readBody(out.Body, out.ContentLength, opts?.into), etag };
+        },
+        opts?.signal,
+      );
     } catch (err) {
       if (isNoSuchKey(err)) return undefined;
       throw new StoreError(operation, key, { cause: err });
@@ -171,7 +185,11 @@ export class S3ObjectStore implements ObjectStore {
       });
       command.middlewareStack.add(unsignedPayload, { step: 'build', name: 'holdfastUnsignedPayload' });
       const client = operation === 'put' ? this.client : this.conditionalClient;
-      const out = await client.send(command, { abortSignal: opts?.signal });
+      const out = await this.slots.run(
+        operation === 'put' ? 'data' : 'control',
+        () => client.send(command, { abortSignal: opts?.signal }),
+        opts?.signal,
+      );
       return out.ETag === undefined ? '' : unquote(out.ETag);
     } catch (err) {
       if (operation !== 'put' && isPreconditionFailure(err)) throw new PreconditionFailedError(key, { cause: err });
@@ -184,7 +202,8 @@ export class S3ObjectStore implements ObjectStore {
 
   async delete(key: string, opts?: StoreCallOptions): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }), { abortSignal: opts?.signal });
+      const command = new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key });
+      await this.slots.run('data', () => this.client.send(command, { abortSignal: opts?.signal }), opts?.signal);
     } catch (err) {
       if (isNoSuchKey(err)) return;
       throw new StoreError('delete', key, { cause: err });
@@ -200,15 +219,13 @@ export class S3ObjectStore implements ObjectStore {
     do {
       let page;
       try {
-        page = await this.client.send(
-          new ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: this.prefix + prefix,
-            ContinuationToken: continuationToken,
-            MaxKeys: this.listPageSize,
-          }),
-          { abortSignal: opts?.signal },
-        );
+        const command = new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: this.prefix + prefix,
+          ContinuationToken: continuationToken,
+          MaxKeys: this.listPageSize,
+        });
+        page = await this.slots.run('data', () => this.client.send(command, { abortSignal: opts?.signal }), opts?.signal);
       } catch (err) {
         throw new StoreError('list', prefix, { cause: err });
       }
@@ -226,16 +243,14 @@ export class S3ObjectStore implements ObjectStore {
     do {
       let page;
       try {
-        page = await this.client.send(
-          new ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: full,
-            Delimiter: '/',
-            ContinuationToken: continuationToken,
-            MaxKeys: this.listPageSize,
-          }),
-          { abortSignal: opts?.signal },
-        );
+        const command = new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: full,
+          Delimiter: '/',
+          ContinuationToken: continuationToken,
+          MaxKeys: this.listPageSize,
+        });
+        page = await this.slots.run('data', () => this.client.send(command, { abortSignal: opts?.signal }), opts?.signal);
       } catch (err) {
         throw new StoreError('list', prefix, { cause: err });
       }
@@ -250,9 +265,9 @@ export class S3ObjectStore implements ObjectStore {
     // A one-key listing of our own prefix rather than HeadBucket: it also proves we may read
     // the prefix, which is what the volumes need.
     try {
-      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }), {
-        abortSignal: opts?.signal,
-      });
+      // The control lane: a probe that waited behind a burst of data requests would report the store down.
+      const command = new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 });
+      await this.slots.run('control', () => this.client.send(command, { abortSignal: opts?.signal }), opts?.signal);
     } catch (err) {
       throw new StoreError('probe', this.prefix, { cause: err });
     }
