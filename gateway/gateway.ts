@@ -26,6 +26,8 @@ import type { ObjectStore } from './store/object-store.js';
 import { openStore } from './store/open-store.js';
 import { journalIdentity } from './volume/journal-identity.js';
 import type { Volume } from './volume/volume.js';
+import { MemoryLimit } from './memory-limit.js';
+import { MEMORY_HEADROOM_BYTES } from '../shared/config.js';
 import { servedVolumeStorage } from './served-volume-storage.js';
 import { ServedVolumes } from './served-volumes.js';
 
@@ -44,6 +46,7 @@ export class Gateway implements ExportRegistry {
   private gcRunning: Promise<GcReport> | undefined;
   private journalId = '';
   private diskCache: DiskCache | undefined;
+  private memoryLimit: MemoryLimit | undefined;
   readonly startedAt = new Date();
   readonly events: EventBus;
   readonly metrics: GatewayMetrics;
@@ -129,6 +132,7 @@ export class Gateway implements ExportRegistry {
       gateway.nbd = nbd;
       for (const target of config.listen) gateway.listeners.push(await nbd.listen(target));
       gateway.scheduleGc();
+      gateway.limitMemory();
       gateway.volumes.watchForVolumes();
     } catch (err) {
       await gateway.shutdown(0);
@@ -216,6 +220,17 @@ export class Gateway implements ExportRegistry {
     this.gcTimer.unref();
   }
 
+  /** `--memory-limit`: the caches give up room while the rest of the process grows (memory-limit.ts). */
+  private limitMemory(): void {
+    const setting = this.config.memoryLimit;
+    if (setting === 0) return;
+    const volumes = (): Volume[] => this.volumes.volumes();
+    const limitBytes =
+      setting === 'auto' ? () => volumes().reduce((sum, v) => sum + v.cacheMaxBytes, MEMORY_HEADROOM_BYTES) : () => setting;
+    this.memoryLimit = new MemoryLimit({ limitBytes, caches: volumes, logger: this.logger.child({ component: 'memory' }) });
+    this.memoryLimit.start();
+  }
+
   /** Stops accepting clients, lets requests in flight finish, syncs every journal. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= this.shutdown(this.config.shutdownGrace);
@@ -230,6 +245,7 @@ export class Gateway implements ExportRegistry {
   private async shutdown(graceMs: number): Promise<void> {
     this.stopping ??= Promise.resolve();
     if (this.gcTimer !== undefined) clearTimeout(this.gcTimer);
+    this.memoryLimit?.stop();
     this.volumes.stopTaking();
     await this.nbd?.close(graceMs);
     await this.volumes.closeAll(graceMs);

@@ -96,6 +96,24 @@ const durationOrOff = z.union([z.literal('off'), z.number().int().nonnegative(),
   return n;
 });
 
+/**
+ * The gateway's memory limit: `auto` (the volumes' caches plus MEMORY_HEADROOM_BYTES), `off` (0), or a
+ * size.
+ */
+const memoryLimit = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number | 'auto' => {
+  if (v === 'auto') return 'auto';
+  if (v === 'off') return 0;
+  const n = typeof v === 'number' ? v : parseSize(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a size like 1GiB, or auto, or off` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+/** What `--memory-limit auto` allows beyond the volumes' caches: Node itself, the heap, buffers in flight. */
+export const MEMORY_HEADROOM_BYTES = 150 * 2 ** 20;
+
 /** `NAME=SIZE`: a volume created on first start when it does not exist. */
 const autoCreate = z.string().transform((v, ctx) => {
   if (v === '') return undefined;
@@ -177,6 +195,8 @@ export const GatewayConfigSchema = z
     /** Default: DATA_DIR/journal. EFS in production. */
     journalDir: z.string().min(1).optional(),
     cacheSize: size('cache size').default(256 * 2 ** 20),
+    /** Resident memory the gateway keeps under by shrinking the extent caches (to half at most). */
+    memoryLimit: memoryLimit.prefault('off'),
     /** The disk cache tier's directory; with neither this nor diskCacheSize there is no disk cache. */
     cacheDir: z.string().min(1).optional(),
     /** The disk cache's bound (all volumes together); 0 turns it off. Default 10GiB once cacheDir is set. */

@@ -82,6 +82,11 @@ export class GatewayMetrics {
     perVolume('holdfast_journal_backlog_records', 'journal records not yet in the store', (v) => v.stats.pendingEntries);
     perVolume('holdfast_dirty_extents', 'extents with changes not yet in the store', (v) => v.stats.dirtyExtents);
     perVolume('holdfast_cache_bytes', 'bytes in the extent cache', (v) => v.stats.cacheBytes);
+    perVolume(
+      'holdfast_cache_squeezed_bytes',
+      "bytes taken off the extent cache's bound to keep the gateway under --memory-limit",
+      (v) => v.stats.cacheSqueezedBytes,
+    );
     perVolume('holdfast_cache_hits_total', 'extent cache hits', (v) => v.stats.cacheHits, 'counter');
     perVolume('holdfast_cache_misses_total', 'extent cache misses', (v) => v.stats.cacheMisses, 'counter');
     perVolume('holdfast_uploads_total', 'extent PUTs and DELETEs done', (v) => v.stats.puts + v.stats.deletes, 'counter');

@@ -28,7 +28,7 @@ export const VolumeStatusSchema = z.object({
   lastError: z.string().nullable(),
   policy: HangPolicyDocumentSchema,
   journal: z.object({ bytes: count, limit: count, pressure: z.enum(JOURNAL_PRESSURE_LEVELS), backlogRecords: count, dirtyExtents: count }),
-  cache: z.object({ bytes: count, hits: count, misses: count }),
+  cache: z.object({ bytes: count, hits: count, misses: count, squeezed: count }),
   /** The volume's object reads the disk cache answered and did not; null without a disk cache. */
   diskCache: z.object({ hits: count, misses: count }).nullable(),
   uploads: z.object({ done: count, bytes: count, failures: count, inFlight: count }),
@@ -117,7 +117,7 @@ export function waitingStatus(v: WaitingVolume, policy: HangPolicyDocument, sinc
     lastError: 'the object store did not answer: the volume is not taken yet',
     policy,
     journal: { bytes: 0, limit: 0, pressure: 'normal', backlogRecords: 0, dirtyExtents: 0 },
-    cache: { bytes: 0, hits: 0, misses: 0 },
+    cache: { bytes: 0, hits: 0, misses: 0, squeezed: 0 },
     diskCache: null,
     uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
     image: {
@@ -155,7 +155,7 @@ export function volumeStatus(v: VolumeSnapshot): VolumeStatus {
       backlogRecords: s.pendingEntries,
       dirtyExtents: s.dirtyExtents,
     },
-    cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses },
+    cache: { bytes: s.cacheBytes, hits: s.cacheHits, misses: s.cacheMisses, squeezed: s.cacheSqueezedBytes },
     diskCache: s.diskCache ?? null,
     uploads: { done: s.puts + s.deletes, bytes: s.bytesUploaded, failures: s.uploadFailures, inFlight: s.uploadsInFlight },
     image: {

@@ -32,6 +32,10 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   s3Region: { arg: 'region', help: 'S3 region (default from the AWS environment, us-east-1 with --s3-endpoint)' },
   journalDir: { arg: 'dir', help: 'write journal directory, EFS in production (default DATA_DIR/journal)' },
   cacheSize: { arg: 'size', help: 'extent memory per volume: cache plus extents being loaded or uploaded (default 256MiB)' },
+  memoryLimit: {
+    arg: 'size',
+    help: "resident memory the gateway stays under by shrinking the extent caches, to half at most; auto: the volumes' --cache-size plus 150MiB; off for none (default off; the CDK stack sets 90% of the task's memory)",
+  },
   cacheDir: {
     arg: 'dir',
     help: 'disk cache of store objects under the RAM cache, for all volumes; off unless this or --disk-cache-size is set (default DATA_DIR/cache)',

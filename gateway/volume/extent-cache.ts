@@ -26,6 +26,8 @@ export class ExtentCache {
   private readonly lru: LRUCache<number, MaterializedExtent> | undefined;
   /** Extents in memory outside the cache (being loaded, being uploaded), counted against the bound. */
   private reservedBytes = 0;
+  /** Taken off the bound for the rest of the process (the gateway's memory limit, memory-limit.ts). */
+  private squeezedBytes = 0;
   /** Set while an entry is taken out and put back (set): its buffer stays its own. */
   private reinserting = false;
   hits = 0;
@@ -99,16 +101,34 @@ export class ExtentCache {
     };
   }
 
+  /**
+   * Lowers the bound by `bytes` (at most half of it; 0 restores it), evicting at once what no longer
+   * fits: the rest of the process needs the room (memory-limit.ts).
+   */
+  squeeze(bytes: number): void {
+    this.squeezedBytes = Math.min(Math.max(0, bytes), Math.floor(this.maxBytes / 2));
+    this.trim();
+  }
+
+  get squeezed(): number {
+    return this.squeezedBytes;
+  }
+
+  /** The bound now: `maxBytes` less what is squeezed. */
+  get boundBytes(): number {
+    return this.maxBytes - this.squeezedBytes;
+  }
+
   private trim(): void {
     const lru = this.lru;
     if (lru === undefined) return;
-    while (lru.size > 0 && lru.calculatedSize + this.reservedBytes > this.maxBytes) lru.pop();
+    while (lru.size > 0 && lru.calculatedSize + this.reservedBytes > this.boundBytes) lru.pop();
     this.buffers?.fit();
   }
 
   /** The bound's bytes neither cached nor reserved: what free extent buffers may hold without exceeding it. */
   get unusedBytes(): number {
-    return Math.max(0, this.maxBytes - (this.lru?.calculatedSize ?? 0) - this.reservedBytes);
+    return Math.max(0, this.boundBytes - (this.lru?.calculatedSize ?? 0) - this.reservedBytes);
   }
 
   /** Cached extent indexes (recency order, most recent first). */

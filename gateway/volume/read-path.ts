@@ -276,7 +276,7 @@ export class ReadPath {
     miss.nextOffset = pos + n;
     if (miss.count === REPEATED_MISSES) miss.cost = this.o.image.objectsHolding(index);
     const cache = this.o.cache;
-    const roomy = cache.bytes + cache.reserved + this.extentLength(index) <= cache.maxBytes;
+    const roomy = cache.bytes + cache.reserved + this.extentLength(index) <= cache.boundBytes;
     if (!sequential && !(miss.count >= Math.max(REPEATED_MISSES, miss.cost) && roomy)) return;
     this.coldMisses.delete(index);
     this.loadInBackground([index]);
@@ -299,7 +299,7 @@ export class ReadPath {
     this.sequentialRun = offset === this.sequentialNext ? this.sequentialRun + length : 0;
     this.sequentialNext = offset + length;
     if (this.sequentialRun < READAHEAD_AFTER_BYTES || !this.o.storeHealthy()) return;
-    const window = Math.min(READAHEAD_EXTENTS, Math.floor(this.o.cache.maxBytes / this.extentSize / 4));
+    const window = Math.min(READAHEAD_EXTENTS, Math.floor(this.o.cache.boundBytes / this.extentSize / 4));
     const first = Math.floor(this.sequentialNext / this.extentSize);
     const last = Math.min(first + window, this.o.image.extentCount) - 1;
     const ahead: number[] = [];

@@ -21,6 +21,8 @@ export interface VolumeStats {
   readonly dirtyExtents: number;
   readonly uploadsInFlight: number;
   readonly cacheBytes: number;
+  /** Taken off the cache's bound for the gateway's memory limit. */
+  readonly cacheSqueezedBytes: number;
   readonly cacheHits: number;
   readonly cacheMisses: number;
   /** Objects PUT: deltas and compacted base extents. */
@@ -96,6 +98,7 @@ export function volumeStats(v: {
     dirtyExtents: v.pending.dirtyExtentCount,
     uploadsInFlight: v.uploader.uploading,
     cacheBytes: v.cache.bytes,
+    cacheSqueezedBytes: v.cache.squeezed,
     cacheHits: v.cache.hits,
     cacheMisses: v.cache.misses,
     puts: u.deltas + c.extents,

@@ -203,13 +203,22 @@ export class Volume implements NbdExport {
     await this.journal.sync();
   }
 
+  /** Lowers the cache's bound by `bytes` (at most half) for the gateway's memory limit; 0 restores it. */
+  squeezeCache(bytes: number): void {
+    this.extentCache.squeeze(bytes);
+  }
+
+  get cacheMaxBytes(): number {
+    return this.extentCache.maxBytes;
+  }
+
   /** NBD_CMD_CACHE: loads the range's extents into the cache, as many as a quarter of the cache holds. */
   async prefetch(offset: number, length: number, ctx?: RequestContext): Promise<void> {
     this.checkServed();
     this.checkRange(offset, length);
     const first = Math.floor(offset / this.extentSize);
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.extentSize);
-    for (let i = first; i <= last && i - first < Math.max(1, Math.floor(this.extentCache.maxBytes / this.extentSize)); i++)
+    for (let i = first; i <= last && i - first < Math.max(1, Math.floor(this.extentCache.boundBytes / this.extentSize)); i++)
       await this.reads.prefetch(i, ctx);
   }
 

@@ -28,6 +28,11 @@ export const ADMIN_PORT = 10810;
 export const JOURNAL_MOUNT = '/mnt/journal';
 /** The disk cache, on the task's ephemeral storage (the image's data directory, owned by its user). */
 export const DISK_CACHE_DIR = '/var/lib/holdfast/cache';
+/**
+ * The share of the task's memory the gateway keeps its resident set under (--memory-limit): its caches
+ * shrink before the task would be killed for memory; the rest is the kernel's and the agent's margin.
+ */
+export const MEMORY_LIMIT_SHARE = 0.9;
 /** Ephemeral storage left to the image, logs and the disk cache's own free-space margin. */
 export const DISK_CACHE_HEADROOM_GIB = 10;
 /** RLIMIT_NOFILE of the gateway's container (Fargate's own default soft limit is 1,024). */
@@ -129,6 +134,7 @@ export class GatewayService extends Construct {
         HOLDFAST_NBD_MAX_CONNECTIONS_PER_PEER: String(NBD_MAX_CONNECTIONS),
         HOLDFAST_CACHE_DIR: DISK_CACHE_DIR,
         HOLDFAST_DISK_CACHE_SIZE: `${props.ephemeralStorageGiB - DISK_CACHE_HEADROOM_GIB}GiB`,
+        HOLDFAST_MEMORY_LIMIT: `${Math.floor(props.memoryMiB * MEMORY_LIMIT_SHARE)}MiB`,
         ...(props.createVolume === undefined ? {} : { HOLDFAST_CREATE_VOLUME: props.createVolume }),
         ...(props.tls === undefined || props.tls.mode === 'off' ? {} : { HOLDFAST_TLS: props.tls.mode }),
         ...(props.tls?.access?.startsWith('{') === true ? { HOLDFAST_NBD_ACCESS: props.tls.access } : {}),

@@ -55,7 +55,7 @@ class Rig {
         clients: 0,
         ...hang,
         journal: { bytes: 0, limit: 100, pressure: journalPressure, backlogRecords: 0, dirtyExtents: 0 },
-        cache: { bytes: 0, hits: 0, misses: 0 },
+        cache: { bytes: 0, hits: 0, misses: 0, squeezed: 0 },
         diskCache: null,
         uploads: { done: 0, bytes: 0, failures: 0, inFlight: 0 },
         image: {

@@ -107,6 +107,7 @@ test('task definition: the Dockerfile image, the environment from the stack prop
     'HOLDFAST_JOURNAL_DIR',
     'HOLDFAST_LISTEN',
     'HOLDFAST_LOG_FORMAT',
+    'HOLDFAST_MEMORY_LIMIT',
     'HOLDFAST_NBD_MAX_CONNECTIONS',
     'HOLDFAST_NBD_MAX_CONNECTIONS_PER_PEER',
     'HOLDFAST_STORE',
@@ -124,6 +125,8 @@ test('task definition: the Dockerfile image, the environment from the stack prop
   assert.deepEqual(props.EphemeralStorage, { SizeInGiB: 50 });
   assert.equal(env.HOLDFAST_CACHE_DIR, '/var/lib/holdfast/cache');
   assert.equal(env.HOLDFAST_DISK_CACHE_SIZE, '40GiB');
+  // The task's 2 GiB, less a tenth: the caches shrink before the task would be killed for memory.
+  assert.equal(env.HOLDFAST_MEMORY_LIMIT, '1843MiB');
   assert.deepEqual(container!.Ulimits, [{ Name: 'nofile', SoftLimit: 65536, HardLimit: 65536 }]);
   assert.deepEqual(env.HOLDFAST_STORE, { 'Fn::Join': ['', ['s3://', { Ref: logicalId('AWS::S3::Bucket', 'ExtentStore') }, '/holdfast/']] });
   assert.deepEqual(env.HOLDFAST_EVENTS, { 'Fn::Join': ['', ['eventbridge:', { Ref: logicalId('AWS::Events::EventBus', 'AlertingBus') }]] });
