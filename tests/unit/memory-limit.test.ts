@@ -29,16 +29,16 @@ function cacheOf(name: string, maxBytes: number, extents: number): { volume: Squ
   };
 }
 
+/** A memory limit of `limitBytes` over `caches`, reading the RSS from `rss`. */
+function limitOf(caches: SqueezableCache[], limitBytes: number, rss: () => number): MemoryLimit {
+  return new MemoryLimit({ limitBytes: () => limitBytes, caches: () => caches, rss, logger: pino({ level: 'silent' }) });
+}
+
 describe('memory limit', () => {
   it('takes room from the caches while the RSS is over the limit less its margin, evicting what no longer fits', async () => {
     const a = cacheOf('a', 64 * MiB, 16);
     const rss = 300 * MiB;
-    const limit = new MemoryLimit({
-      limitBytes: () => 256 * MiB,
-      caches: () => [a.volume],
-      rss: () => rss,
-      logger: pino({ level: 'silent' }),
-    });
+    const limit = limitOf([a.volume], 256 * MiB, () => rss);
     limit.tick();
     assert.equal(limit.squeezedBytes, 16 * MiB, 'one step at a time: what it frees takes a moment to leave the RSS');
     assert.equal(a.cache.bytes, 48 * MiB, 'the cache evicted down to its lowered bound');
@@ -53,12 +53,7 @@ describe('memory limit', () => {
   it('gives room back slowly once the RSS is well under the target, and not while it is near it', () => {
     const a = cacheOf('a', 64 * MiB, 0);
     let rss = 400 * MiB;
-    const limit = new MemoryLimit({
-      limitBytes: () => 256 * MiB,
-      caches: () => [a.volume],
-      rss: () => rss,
-      logger: pino({ level: 'silent' }),
-    });
+    const limit = limitOf([a.volume], 256 * MiB, () => rss);
     limit.tick();
     limit.tick();
     assert.equal(limit.squeezedBytes, 32 * MiB);
@@ -77,12 +72,7 @@ describe('memory limit', () => {
   it('shares the squeeze among volumes in proportion to their caches', () => {
     const small = cacheOf('small', 32 * MiB, 0);
     const large = cacheOf('large', 96 * MiB, 0);
-    const limit = new MemoryLimit({
-      limitBytes: () => 200 * MiB,
-      caches: () => [small.volume, large.volume],
-      rss: () => 200 * MiB - MARGIN_BYTES + 8 * MiB,
-      logger: pino({ level: 'silent' }),
-    });
+    const limit = limitOf([small.volume, large.volume], 200 * MiB, () => 200 * MiB - MARGIN_BYTES + 8 * MiB);
     limit.tick();
     assert.equal(small.cache.squeezed, 2 * MiB);
     assert.equal(large.cache.squeezed, 6 * MiB);
@@ -90,12 +80,7 @@ describe('memory limit', () => {
 
   it('does nothing while the RSS stays under the target', () => {
     const a = cacheOf('a', 64 * MiB, 16);
-    const limit = new MemoryLimit({
-      limitBytes: () => 1024 * MiB,
-      caches: () => [a.volume],
-      rss: () => 500 * MiB,
-      logger: pino({ level: 'silent' }),
-    });
+    const limit = limitOf([a.volume], 1024 * MiB, () => 500 * MiB);
     for (let i = 0; i < 5; i++) limit.tick();
     assert.equal(limit.squeezedBytes, 0);
     assert.equal(a.cache.bytes, 64 * MiB);
