@@ -65,11 +65,31 @@ export async function fetchPieces(
     else groups.push([p]);
     lastAlone = alone;
   }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < groups.length) await fetchGroup(reader, elementAt(groups, next++), out, signal);
+  // On the first failure the other workers stop, their GETs are aborted, and the call returns only
+  // once none of them can still write: its caller gives the targets back to be used again.
+  const stop = new AbortController();
+  const follow = (): void => {
+    stop.abort(signal?.reason);
   };
-  await Promise.all(Array.from({ length: Math.min(inFlight, groups.length) }, worker));
+  signal?.addEventListener('abort', follow, { once: true });
+  let next = 0;
+  let failed: { readonly err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (next < groups.length && failed === undefined) {
+      try {
+        await fetchGroup(reader, elementAt(groups, next++), out, stop.signal);
+      } catch (err) {
+        failed ??= { err };
+        stop.abort(err);
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(inFlight, groups.length) }, worker));
+  } finally {
+    signal?.removeEventListener('abort', follow);
+  }
+  if (failed !== undefined) throw failed.err;
 }
 
 async function fetchGroup(reader: ObjectReader, group: Piece[], out: Buffer, signal?: AbortSignal): Promise<void> {

@@ -129,6 +129,50 @@ describe('range reads of several pieces', () => {
   });
 });
 
+describe('a range read of several pieces that fails', () => {
+  it('returns only once no other GET of it can still write into its targets, and aborts them', async () => {
+    /** The first GET fails at once; the others answer only once their abort signal fires, or after 200 ms. */
+    class FailingStore extends MemoryStore {
+      calls = 0;
+      aborted = 0;
+      override async getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined> {
+        if (this.calls++ === 0) throw new Error('the store failed this one');
+        const signal = opts?.signal;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 200);
+          signal?.addEventListener('abort', () => {
+            clearTimeout(timer);
+            this.aborted++;
+            resolve();
+          });
+        });
+        signal?.throwIfAborted();
+        const got = await super.getRange(key, offset, length);
+        if (got !== undefined && opts?.into !== undefined) got.copy(opts.into);
+        return opts?.into?.subarray(0, length) ?? got;
+      }
+    }
+    const store = new FailingStore();
+    const data = randomBytes(4 * MiB);
+    const { meta, ref } = await putDelta(store, data);
+    const targets = [0, 1, 2, 3].map(() => Buffer.alloc(MiB));
+    const pieces: Piece[] = targets.map((into, i) => ({
+      at: 0,
+      length: MiB,
+      ref,
+      dataOffset: i * MiB,
+      crcs: meta.crcs,
+      dataLength: meta.dataLength,
+      into,
+    }));
+    await assert.rejects(fetchPieces(new ObjectReader(store, undefined, 'v'), pieces, Buffer.alloc(0)), /failed this one/);
+    const after = targets.map((t) => Buffer.from(t));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(targets, after, 'no GET wrote into a target after the call had failed');
+    assert.equal(store.aborted, 3, 'the other GETs were aborted');
+  });
+});
+
 describe('delta bodies', () => {
   it('are used again, count against the cache bound while held, and give their room back when drained', () => {
     let reserved = 0;
