@@ -390,7 +390,7 @@ function largeRows(runs: readonly LargeRun[]): LargeRow[] {
 
 /** Runs the large-volume workloads asked for; everything it started is stopped and its files removed. */
 export async function runLargeVolume(ctx: LargeVolumeContext, workloads: readonly LargeWorkload[]): Promise<LargeVolumeResult> {
-  const s3 = await startS3Server({ kind: 'rgw', dir: path.join(ctx.workDir, 'large-s3'), bucket: 'large', onDisk: true });
+  const s3 = await startS3Server({ kind: 'rgw', dir: path.join(ctx.workDir, 'large-s3'), bucket: 'large', onDisk: !ctx.opts.quick });
   const large = new LargeVolume(ctx, s3);
   try {
     const prepared = await large.prepare();

@@ -205,6 +205,7 @@ class Bench {
         journalLimit: SUSTAINED_JOURNAL_LIMIT,
         cacheSize: this.opts.cacheSize,
         workDir: this.workDir,
+        onDisk: !this.opts.quick,
         log,
       });
       this.sustainedWrites = r;
@@ -402,7 +403,8 @@ async function main(): Promise<number> {
   const s3From = performance.now();
   // On disk: the rounds write tens of GiB that the gateway's GC grace keeps past the run, more than
   // this machine's memory (a memstore OSD once reached 21 GiB and swapped the machine to a halt).
-  const s3 = await startS3Server({ kind: opts.s3Server, dir: path.join(workDir, opts.s3Server), bucket: 'bench', onDisk: true });
+  // --quick writes a few MiB: memstore, which starts in a second.
+  const s3 = await startS3Server({ kind: opts.s3Server, dir: path.join(workDir, opts.s3Server), bucket: 'bench', onDisk: !opts.quick });
   log(`bench: S3 server ${s3.kind} on ${s3.endpoint}, started in ${((performance.now() - s3From) / 1000).toFixed(1)} s`);
   let s3Closed: Promise<void> | undefined;
   const closeS3 = (): Promise<void> => (s3Closed ??= s3.close());

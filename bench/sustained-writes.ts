@@ -48,6 +48,7 @@ async function main(): Promise<void> {
       journalLimit: parseSize(values['journal-limit']),
       cacheSize: parseSize(values['cache-size']),
       workDir,
+      onDisk: true,
       log,
     });
     const md = [...sustainedSection(r), targetsTable(sustainedTargets(r)), ''].join('\n');

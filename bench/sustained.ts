@@ -34,6 +34,8 @@ export interface SustainedWritesOptions {
   readonly journalLimit: number;
   readonly cacheSize: number;
   readonly workDir: string;
+  /** The server's objects in a BlueStore file (a full run writes more than the machine's memory), not in memory. */
+  readonly onDisk: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -66,7 +68,7 @@ const sent = (v: VolumeProgress): number => v.uploadBytes + v.metadataBytes;
 export async function runSustainedWrites(o: SustainedWritesOptions): Promise<SustainedWritesResult> {
   const dir = path.join(o.workDir, 'sustained');
   await mkdir(dir, { recursive: true });
-  const s3 = await startS3Server({ kind: o.s3Server, dir: path.join(dir, o.s3Server), bucket: 'sustained', onDisk: true });
+  const s3 = await startS3Server({ kind: o.s3Server, dir: path.join(dir, o.s3Server), bucket: 'sustained', onDisk: o.onDisk });
   try {
     const gateway = await launchHoldfast(
       'sustained-writes',
