@@ -2,7 +2,6 @@ import type { Logger } from 'pino';
 
 /** What the memory limit acts on: a served volume's extent cache. */
 export interface SqueezableCache {
-  readonly name: string;
   /** The cache's configured bound (`--cache-size`). */
   readonly cacheMaxBytes: number;
   /** Lowers the bound by this much (the cache caps it at half); 0 restores it. */
@@ -16,7 +15,6 @@ export interface MemoryLimitOptions {
   readonly logger: Logger;
   /** The process's resident set (tests give their own). */
   readonly rss?: () => number;
-  readonly intervalMs?: number;
 }
 
 const MiB = 2 ** 20;
@@ -38,8 +36,8 @@ const INTERVAL_MS = 100;
  * while anything else grows: the V8 heap (request objects, the delta index), buffers not yet
  * collected, the allocator's free pages. The caches are what the gateway can give up without losing
  * anything (evicting is always safe); what they give up is not kept on the free list (its room is
- * the lowered bound's) and goes at the collector's next major GC. The squeeze is shared by the volumes in proportion to their
- * caches; each gives at most half of its own. Nothing is squeezed while the RSS is under the limit
+ * the lowered bound's) and goes at the collector's next major GC. The squeeze is shared by the
+ * volumes in proportion to their caches; each gives at most half of its own. Nothing is squeezed while the RSS is under the limit
  * less MARGIN_BYTES.
  */
 export class MemoryLimit {
@@ -48,8 +46,6 @@ export class MemoryLimit {
   private readonly rss: () => number;
   /** Looks that found the RSS over the target. */
   squeezes = 0;
-  /** The highest RSS seen by a look. */
-  peakRss = 0;
 
   constructor(private readonly opts: MemoryLimitOptions) {
     this.rss = opts.rss ?? (() => process.memoryUsage.rss());
@@ -58,7 +54,7 @@ export class MemoryLimit {
   start(): void {
     this.timer ??= setInterval(() => {
       this.tick();
-    }, this.opts.intervalMs ?? INTERVAL_MS);
+    }, INTERVAL_MS);
     this.timer.unref();
   }
 
@@ -75,7 +71,6 @@ export class MemoryLimit {
   /** One look: squeeze more when over the target, give back a little when well under it. */
   tick(): void {
     const rss = this.rss();
-    this.peakRss = Math.max(this.peakRss, rss);
     const target = this.opts.limitBytes() - MARGIN_BYTES;
     const caches = [...this.opts.caches()];
     const total = caches.reduce((sum, c) => sum + c.cacheMaxBytes, 0);

@@ -10,7 +10,7 @@ const MiB = 2 ** 20;
 const EXTENT = 4 * MiB;
 
 /** A volume's cache as the memory limit sees it, over a real ExtentCache filled with `extents` extents. */
-function cacheOf(name: string, maxBytes: number, extents: number): { volume: SqueezableCache; cache: ExtentCache; buffers: ExtentBuffers } {
+function cacheOf(maxBytes: number, extents: number): { volume: SqueezableCache; cache: ExtentCache; buffers: ExtentBuffers } {
   let cache: ExtentCache | undefined;
   const buffers = new ExtentBuffers(EXTENT, () => Math.floor((cache?.unusedBytes ?? 0) / EXTENT));
   cache = new ExtentCache(maxBytes, buffers);
@@ -18,7 +18,6 @@ function cacheOf(name: string, maxBytes: number, extents: number): { volume: Squ
   const c = cache;
   return {
     volume: {
-      name,
       cacheMaxBytes: maxBytes,
       squeezeCache: (bytes) => {
         c.squeeze(bytes);
@@ -36,7 +35,7 @@ function limitOf(caches: SqueezableCache[], limitBytes: number, rss: () => numbe
 
 describe('memory limit', () => {
   it('takes room from the caches while the RSS is over the limit less its margin, evicting what no longer fits', async () => {
-    const a = cacheOf('a', 64 * MiB, 16);
+    const a = cacheOf(64 * MiB, 16);
     const rss = 300 * MiB;
     const limit = limitOf([a.volume], 256 * MiB, () => rss);
     limit.tick();
@@ -51,7 +50,7 @@ describe('memory limit', () => {
   });
 
   it('gives room back slowly once the RSS is well under the target, and not while it is near it', () => {
-    const a = cacheOf('a', 64 * MiB, 0);
+    const a = cacheOf(64 * MiB, 0);
     let rss = 400 * MiB;
     const limit = limitOf([a.volume], 256 * MiB, () => rss);
     limit.tick();
@@ -70,8 +69,8 @@ describe('memory limit', () => {
   });
 
   it('shares the squeeze among volumes in proportion to their caches', () => {
-    const small = cacheOf('small', 32 * MiB, 0);
-    const large = cacheOf('large', 96 * MiB, 0);
+    const small = cacheOf(32 * MiB, 0);
+    const large = cacheOf(96 * MiB, 0);
     const limit = limitOf([small.volume, large.volume], 200 * MiB, () => 200 * MiB - MARGIN_BYTES + 8 * MiB);
     limit.tick();
     assert.equal(small.cache.squeezed, 2 * MiB);
@@ -79,7 +78,7 @@ describe('memory limit', () => {
   });
 
   it('does nothing while the RSS stays under the target', () => {
-    const a = cacheOf('a', 64 * MiB, 16);
+    const a = cacheOf(64 * MiB, 16);
     const limit = limitOf([a.volume], 1024 * MiB, () => 500 * MiB);
     for (let i = 0; i < 5; i++) limit.tick();
     assert.equal(limit.squeezedBytes, 0);
