@@ -40,11 +40,13 @@ const FILES = [
   { dir: '/usr/lib/x86_64-linux-gnu', prefix: 'libjemalloc.so.2', suffix: '', pkg: 'libjemalloc2' },
 ];
 
+// timeoutS bounds each test, so that a hang fails loudly with its test's name instead of running into
+// CI's limit with no result at all; each is many times the slowest test of its phase on this machine.
 const PHASES = [
-  { name: 'unit', dir: 'tests/unit', needsTools: false },
-  { name: 'model', dir: 'tests/model', needsTools: false },
-  { name: 'integration', dir: 'tests/integration', needsTools: true },
-  { name: 'vm', dir: 'tests/vm', needsTools: true },
+  { name: 'unit', dir: 'tests/unit', needsTools: false, timeoutS: 120 },
+  { name: 'model', dir: 'tests/model', needsTools: false, timeoutS: 300 },
+  { name: 'integration', dir: 'tests/integration', needsTools: true, timeoutS: 900 },
+  { name: 'vm', dir: 'tests/vm', needsTools: true, timeoutS: 1200 },
 ];
 
 function run(cmd, args, opts = {}) {
@@ -115,6 +117,9 @@ for (const phase of PHASES) {
     'tsx',
     '--test',
     '--test-concurrency=1',
+    `--test-timeout=${phase.timeoutS * 1000}`,
+    // A timed-out test may leave the handles it was waiting on open: the file must still end.
+    '--test-force-exit',
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
     '--test-reporter=tap',
