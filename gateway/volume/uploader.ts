@@ -1,6 +1,6 @@
 import { defined, elementAt } from '../../shared/checked.js';
 import type { Logger } from 'pino';
-import { VolumeDeposedError, errorMessage } from '../../shared/errors.js';
+import { RequestAbortedError, VolumeDeposedError, errorMessage } from '../../shared/errors.js';
 import type { Failpoints } from '../failpoints.js';
 import type { StoreReports } from '../hang/index.js';
 import { backoffMs } from '../util/backoff.js';
@@ -99,9 +99,11 @@ export class Uploader {
   /** New deltas are waiting for compaction (admit said no). */
   private waitingForCompaction = false;
   private timer: NodeJS.Timeout | undefined;
-  private wake: (() => void) | undefined;
+  /** Ends the back-off of each upload or commit waiting one out: several can be at once. */
+  private readonly wakers = new Set<() => void>();
   private waiters: Array<{ seq: number; resolve: () => void; reject: (err: Error) => void }> = [];
-  private idleWaiters: Array<() => void> = [];
+  /** The commit loop while it runs: stop() waits for it, as it may still write the head. */
+  private commitLoop: Promise<void> | undefined;
   readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0, compactionWaits: 0 };
 
   private readonly bodies: DeltaBodies;
@@ -123,13 +125,14 @@ export class Uploader {
 
   /** The store answers again: retry at once instead of at the end of the back-off. */
   retryNow(): void {
-    this.wake?.();
+    this.wakeAll();
     this.pump();
   }
 
   /** Resolves once every change up to `seq` is named by a committed head. */
   flushThrough(seq: number): Promise<void> {
     if (this.opts.commits.committedSeq >= seq) return Promise.resolve();
+    if (this.stopped) return Promise.reject(this.closedError());
     const p = new Promise<void>((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
     this.kick();
     return p;
@@ -268,7 +271,7 @@ export class Uploader {
     const batch = this.jobs.slice(0, n);
     const seqTo = elementAt(batch, n - 1).seqTo;
     this.committing = true;
-    void (async () => {
+    this.commitLoop = (async () => {
       for (let attempt = 0; !this.stopped; attempt++) {
         try {
           await this.opts.commits.commit(
@@ -286,6 +289,7 @@ export class Uploader {
         }
       }
       this.committing = false;
+      this.commitLoop = undefined;
       this.commitReady();
       this.pump();
       this.settle();
@@ -331,34 +335,42 @@ export class Uploader {
     this.opts.logger.warn({ err: errorMessage(err), attempt: this.failures }, message);
     this.opts.health.storeFailed(err);
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, backoffMs(this.failures - 1, this.opts.retryInitialMs, this.opts.retryMaxMs));
-      this.wake = () => {
+      const wake = (): void => {
         clearTimeout(t);
+        this.wakers.delete(wake);
         resolve();
       };
+      const t = setTimeout(wake, backoffMs(this.failures - 1, this.opts.retryInitialMs, this.opts.retryMaxMs));
+      this.wakers.add(wake);
     });
-    this.wake = undefined;
     return !this.stopped;
   }
 
   private settle(): void {
     if (this.jobs.length > 0 || this.committing) return;
     if (this.opts.pending.count === 0) this.bodies.drain();
-    const idle = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of idle) w();
   }
 
-  /** Stops starting work and waits for the delta or commit under way to finish. */
+  private wakeAll(): void {
+    for (const wake of [...this.wakers]) wake();
+  }
+
+  /** Stops starting work and waits for the head commit under way to end. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    this.wake?.();
+    this.wakeAll();
     for (const job of this.jobs) {
       job.reservation.release();
       job.body?.reservation.release();
     }
-    if (this.committing) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    // Not an idle wait: a stopped uploader keeps its unfinished jobs, so it may never be idle again.
+    await this.commitLoop;
+    for (const w of this.waiters.splice(0)) w.reject(this.closedError());
+  }
+
+  private closedError(): RequestAbortedError {
+    return new RequestAbortedError('the volume was closed before these changes were in a committed head; its journal still holds them');
   }
 }

@@ -15,7 +15,7 @@ import { RecordKind } from '../../gateway/journal/record.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import type { Volume } from '../../gateway/volume/volume.js';
 import type { HoldfastEvent } from '../../shared/events.js';
-import { DataCorruptError, InvalidArgumentError, VolumeBusyError } from '../../shared/errors.js';
+import { DataCorruptError, InvalidArgumentError, RequestAbortedError, VolumeBusyError } from '../../shared/errors.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
 
@@ -278,5 +278,50 @@ describe('compaction of trimmed extents', () => {
     // One base (extent 8), the index page and the head: the 15 zero extents cost no object.
     assert.ok(store.puts - puts <= 4, `${store.puts - puts} objects written by the compaction`);
     await volume.close();
+  });
+});
+
+describe('close while the store is down', () => {
+  it('ends even though the head commit under way fails after the stop, and loses nothing acknowledged', async () => {
+    // The head write is held until the volume is closing, then fails as an unreachable store would.
+    const store = new (class extends MemoryStore {
+      holdHead: { reached: () => void; release: Promise<void> } | undefined;
+      override async putIfMatch(key: string, body: Buffer, etag: string): Promise<string> {
+        const hold = this.holdHead;
+        if (hold !== undefined && key.endsWith('/head')) {
+          this.holdHead = undefined;
+          hold.reached();
+          await hold.release;
+          this.failing = true;
+        }
+        return super.putIfMatch(key, body, etag);
+      }
+    })();
+    await new VolumeCatalog(store).create({ name: 'down', size: 8 * MiB, extentSize: MiB });
+    const journal = join(dir, 'j-down');
+    const volume = await openTestVolume(store, journal, { name: 'down' });
+    let release = (): void => undefined;
+    const reached = new Promise<void>((resolve) => {
+      store.holdHead = { reached: resolve, release: new Promise<void>((r) => (release = r)) };
+    });
+    await volume.write(MiB, Buffer.alloc(8192, 7), false);
+    const drained = volume.drain().then(
+      () => 'drained',
+      (err: unknown) => (err instanceof RequestAbortedError ? 'aborted' : err),
+    );
+    await reached;
+    const closed = volume.close();
+    release();
+    const outcome = await Promise.race([
+      closed.then(() => 'closed'),
+      new Promise((resolve) => setTimeout(resolve, 10_000, 'still closing after 10 s').unref()),
+    ]);
+    assert.equal(outcome, 'closed');
+    assert.equal(await drained, 'aborted', 'a drain under way is told the change was not committed');
+    store.failing = false;
+    const reopened = await openTestVolume(store, journal, { name: 'down' });
+    assert.ok((await reopened.read(MiB, 8192)).equals(Buffer.alloc(8192, 7)), 'the acknowledged write is replayed');
+    await reopened.drain();
+    await reopened.close();
   });
 });
