@@ -242,10 +242,26 @@ async function answers(endpoint: string): Promise<boolean> {
   }
 }
 
+/**
+ * Bounded in time: on a loaded machine a BlueStore RGW once never answered this request, and the
+ * caller hung instead of failing. A request that times out is sent again (an RGW still settling may
+ * drop the first), and the whole fails within STEP_TIMEOUT_S.
+ */
 async function createBucket(endpoint: string, bucket: string, credentials: S3Server['credentials']): Promise<void> {
-  const client = new S3Client({ endpoint, region: REGION, forcePathStyle: true, credentials });
+  const tries = 3;
+  const client = new S3Client({ endpoint, region: REGION, forcePathStyle: true, credentials, maxAttempts: 1 });
   try {
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await client.send(new CreateBucketCommand({ Bucket: bucket }), { abortSignal: AbortSignal.timeout(READY_TIMEOUT_MS / tries) });
+        return;
+      } catch (err) {
+        if (attempt >= tries || !(err instanceof Error && err.name === 'AbortError'))
+          throw new RgwStartError(`RGW did not create bucket ${bucket} (try ${attempt} of ${tries}, ${READY_TIMEOUT_MS / tries} ms each)`, {
+            cause: err,
+          });
+      }
+    }
   } finally {
     client.destroy();
   }
