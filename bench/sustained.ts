@@ -33,6 +33,8 @@ export interface SustainedWritesOptions {
   readonly runtime: number;
   readonly journalLimit: number;
   readonly cacheSize: number;
+  /** The gateway's --index-memory (its default when absent): smaller makes compaction start sooner. */
+  readonly indexMemory?: number;
   readonly workDir: string;
   /** The server's objects in a BlueStore file (a full run writes more than the machine's memory), not in memory. */
   readonly onDisk: boolean;
@@ -45,6 +47,7 @@ export interface SustainedWritesResult {
   readonly runtime: number;
   readonly journalLimit: number;
   readonly cacheSize: number;
+  readonly indexMemory?: number;
   readonly cpus: number;
   readonly windowSeconds: number;
   readonly writtenBytes: number;
@@ -75,6 +78,7 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
       [
         ...['--store', `s3://${s3.bucket}/sustained`, '--s3-endpoint', s3.endpoint, '--journal-dir', path.join(dir, 'journal')],
         ...['--create-volume', `${VOLUME}=${o.size}`, '--journal-limit', String(o.journalLimit), '--cache-size', String(o.cacheSize)],
+        ...(o.indexMemory === undefined ? [] : ['--index-memory', String(o.indexMemory)]),
       ],
       s3,
     );
@@ -110,6 +114,7 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
         runtime: o.runtime,
         journalLimit: o.journalLimit,
         cacheSize: o.cacheSize,
+        ...(o.indexMemory === undefined ? {} : { indexMemory: o.indexMemory }),
         cpus: os.cpus().length,
         windowSeconds,
         writtenBytes: run.bytes,
@@ -167,7 +172,7 @@ const whole = (n: number): string => Math.round(n).toLocaleString('en-US');
 export function sustainedSection(r: SustainedWritesResult | null): string[] {
   if (r === null) return [];
   return [
-    `Sustained 4 KiB random writes (${S3_SERVER_NAMES[r.s3Server]}, a server of its own; ${+(r.size / GiB).toFixed(2)} GiB volume, journal limit ${r.journalLimit / MiB} MiB, cache ${r.cacheSize / MiB} MiB, ${r.runtime} s, iodepth 32):`,
+    `Sustained 4 KiB random writes (${S3_SERVER_NAMES[r.s3Server]}, a server of its own; ${+(r.size / GiB).toFixed(2)} GiB volume, journal limit ${r.journalLimit / MiB} MiB, cache ${r.cacheSize / MiB} MiB${r.indexMemory === undefined ? '' : `, index memory ${r.indexMemory / MiB} MiB`}, ${r.runtime} s, iodepth 32):`,
     '',
     '| measure | value |',
     '| --- | ---: |',
