@@ -92,7 +92,6 @@ export class Uploader {
   private gatheredBytes = 0;
   /** The next delta can take no more entries. */
   private gatheringFull = false;
-  private committing = false;
   private urgent = false;
   private stopped = false;
   private failures = 0;
@@ -102,7 +101,7 @@ export class Uploader {
   /** Ends the back-off of each upload or commit waiting one out: several can be at once. */
   private readonly wakers = new Set<() => void>();
   private waiters: Array<{ seq: number; resolve: () => void; reject: (err: Error) => void }> = [];
-  /** The commit loop while it runs: stop() waits for it, as it may still write the head. */
+  /** The commit loop while it runs (one at a time): stop() waits for it, as it may still write the head. */
   private commitLoop: Promise<void> | undefined;
   readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0, compactionWaits: 0 };
 
@@ -264,13 +263,12 @@ export class Uploader {
 
   /** Commits the oldest deltas that are in the store, in order, in one head write. */
   private commitReady(): void {
-    if (this.committing || this.stopped) return;
+    if (this.commitLoop !== undefined || this.stopped) return;
     let n = 0;
     while (n < this.jobs.length && elementAt(this.jobs, n).put) n++;
     if (n === 0) return;
     const batch = this.jobs.slice(0, n);
     const seqTo = elementAt(batch, n - 1).seqTo;
-    this.committing = true;
     this.commitLoop = (async () => {
       for (let attempt = 0; !this.stopped; attempt++) {
         try {
@@ -288,7 +286,6 @@ export class Uploader {
           if (!(await this.failed(err, 'head commit failed; will retry'))) break;
         }
       }
-      this.committing = false;
       this.commitLoop = undefined;
       this.commitReady();
       this.pump();
@@ -347,7 +344,7 @@ export class Uploader {
   }
 
   private settle(): void {
-    if (this.jobs.length > 0 || this.committing) return;
+    if (this.jobs.length > 0 || this.commitLoop !== undefined) return;
     if (this.opts.pending.count === 0) this.bodies.drain();
   }
 

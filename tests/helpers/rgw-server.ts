@@ -244,12 +244,12 @@ async function answers(endpoint: string): Promise<boolean> {
 
 /**
  * Bounded in time: on a loaded machine a BlueStore RGW once never answered this request, and the
- * caller hung instead of failing. A request that times out is sent again (an RGW still settling may
- * drop the first), and the whole fails within STEP_TIMEOUT_S.
+ * caller hung instead of failing. Each try (the SDK's own retries of errors included) is cut off after a
+ * third of STEP_TIMEOUT_S and sent again, so the whole fails within it.
  */
 async function createBucket(endpoint: string, bucket: string, credentials: S3Server['credentials']): Promise<void> {
   const tries = 3;
-  const client = new S3Client({ endpoint, region: REGION, forcePathStyle: true, credentials, maxAttempts: 1 });
+  const client = new S3Client({ endpoint, region: REGION, forcePathStyle: true, credentials });
   try {
     for (let attempt = 1; ; attempt++) {
       try {
