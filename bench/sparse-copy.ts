@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startS3Server } from '../tests/helpers/s3-server.js';
 import { drainJournal, launchHoldfast, type HoldfastProcess } from './systems.js';
+import { SPARSE_COPY_TOOLS, ensureTools } from './tools.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const GiB = 2 ** 30;
@@ -52,6 +53,7 @@ async function allocatedMiB(file: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
+  ensureTools(log, 'rgw', SPARSE_COPY_TOOLS);
   const work = await mkdtemp(path.join(os.tmpdir(), 'holdfast-sparse-copy-'));
   const s3 = await startS3Server({ dir: path.join(work, 's3') });
   let gateway: HoldfastProcess | undefined;

@@ -12,11 +12,11 @@ import { parseSize } from './options.js';
 import { sleep } from './proc.js';
 import { targetsTable } from './report.js';
 import { plotSustained, runSustainedWrites, sustainedSection, sustainedTargets } from './sustained.js';
-import { ensureAllocator } from './tools.js';
+import { SUSTAINED_TOOLS, ensureAllocator, ensureTools } from './tools.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const USAGE =
-  'npm run bench:sustained -- [--size 16G] [--runtime 300s] [--journal-limit 256MiB] [--cache-size 256MiB] [--index-memory SIZE] [--out DIR] [--name NAME]\n';
+  'npm run bench:sustained -- [--size 16G] [--runtime 300s] [--journal-limit 256MiB] [--cache-size 256MiB] [--index-memory SIZE] [--delta-budget SIZE] [--cpu-prof DIR] [--out DIR] [--name NAME]\n';
 
 const log = (line: string): void => void process.stderr.write(`[sustained-writes] ${line}\n`);
 
@@ -29,6 +29,9 @@ async function main(): Promise<void> {
       'cache-size': { type: 'string', default: '256MiB' },
       // The gateway's default unless given: smaller starts compaction sooner, to measure it in a short run.
       'index-memory': { type: 'string' },
+      'delta-budget': { type: 'string' },
+      // A CPU profile of the gateway (node --cpu-prof), written into DIR when it stops.
+      'cpu-prof': { type: 'string' },
       out: { type: 'string', default: path.join(REPO, 'bench', 'results') },
       name: { type: 'string', default: 'sustained-writes' },
       help: { type: 'boolean', default: false },
@@ -40,6 +43,7 @@ async function main(): Promise<void> {
   }
   const runtime = parseDuration(values.runtime);
   if (runtime === undefined) throw new Error(`--runtime: "${values.runtime}" is not a duration (300s)`);
+  ensureTools(log, 'rgw', SUSTAINED_TOOLS);
   ensureAllocator(log);
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'holdfast-sustained-'));
   try {
@@ -50,6 +54,8 @@ async function main(): Promise<void> {
       journalLimit: parseSize(values['journal-limit']),
       cacheSize: parseSize(values['cache-size']),
       ...(values['index-memory'] === undefined ? {} : { indexMemory: parseSize(values['index-memory']) }),
+      ...(values['delta-budget'] === undefined ? {} : { deltaBudget: parseSize(values['delta-budget']) }),
+      ...(values['cpu-prof'] === undefined ? {} : { cpuProfileDir: path.resolve(values['cpu-prof']) }),
       workDir,
       onDisk: true,
       log,

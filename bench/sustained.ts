@@ -35,6 +35,10 @@ export interface SustainedWritesOptions {
   readonly cacheSize: number;
   /** The gateway's --index-memory (its default when absent): smaller makes compaction start sooner. */
   readonly indexMemory?: number;
+  /** The gateway's --delta-budget (its default when absent): smaller starts compaction for delta bytes sooner. */
+  readonly deltaBudget?: number;
+  /** Where the gateway writes a CPU profile (node --cpu-prof) when it exits; none when absent. */
+  readonly cpuProfileDir?: string;
   readonly workDir: string;
   /** The server's objects in a BlueStore file (a full run writes more than the machine's memory), not in memory. */
   readonly onDisk: boolean;
@@ -48,6 +52,7 @@ export interface SustainedWritesResult {
   readonly journalLimit: number;
   readonly cacheSize: number;
   readonly indexMemory?: number;
+  readonly deltaBudget?: number;
   readonly cpus: number;
   readonly windowSeconds: number;
   readonly writtenBytes: number;
@@ -79,8 +84,10 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
         ...['--store', `s3://${s3.bucket}/sustained`, '--s3-endpoint', s3.endpoint, '--journal-dir', path.join(dir, 'journal')],
         ...['--create-volume', `${VOLUME}=${o.size}`, '--journal-limit', String(o.journalLimit), '--cache-size', String(o.cacheSize)],
         ...(o.indexMemory === undefined ? [] : ['--index-memory', String(o.indexMemory)]),
+        ...(o.deltaBudget === undefined ? [] : ['--delta-budget', String(o.deltaBudget)]),
       ],
       s3,
+      o.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', o.cpuProfileDir],
     );
     try {
       const meter = new ProcessMeter(gateway.daemon.pid);
@@ -115,6 +122,7 @@ export async function runSustainedWrites(o: SustainedWritesOptions): Promise<Sus
         journalLimit: o.journalLimit,
         cacheSize: o.cacheSize,
         ...(o.indexMemory === undefined ? {} : { indexMemory: o.indexMemory }),
+        ...(o.deltaBudget === undefined ? {} : { deltaBudget: o.deltaBudget }),
         cpus: os.cpus().length,
         windowSeconds,
         writtenBytes: run.bytes,

@@ -107,14 +107,21 @@ export interface HoldfastProcess {
   readonly adminUrl: string;
 }
 
-/** `holdfast` with these arguments (a command, then its options) in the environment the harness measures. */
-export function holdfastCommand(args: readonly string[], s3: S3Server): { args: string[]; env: NodeJS.ProcessEnv } {
+/**
+ * `holdfast` with these arguments (a command, then its options) in the environment the harness measures;
+ * `nodeFlags` go to Node after the deployed ones (a profiler's, say).
+ */
+export function holdfastCommand(
+  args: readonly string[],
+  s3: S3Server,
+  nodeFlags: readonly string[] = [],
+): { args: string[]; env: NodeJS.ProcessEnv } {
   const env: NodeJS.ProcessEnv = {};
   // A HOLDFAST_* setting in the caller's environment would change what is measured.
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('HOLDFAST_')) env[k] = v;
   Object.assign(env, s3.env, gatewayAllocatorEnv());
   // Started as the container image starts it (shared/runtime-tuning.ts): what it uses is measured as deployed.
-  return { args: [...GATEWAY_NODE_FLAGS, HOLDFAST_BIN, ...args], env };
+  return { args: [...GATEWAY_NODE_FLAGS, ...nodeFlags, HOLDFAST_BIN, ...args], env };
 }
 
 /** The arguments every benchmarked gateway takes: ephemeral ports, JSON warnings only. */
@@ -132,8 +139,13 @@ export const SERVE_ARGS: readonly string[] = [
 ];
 
 /** Starts `holdfast serve` with `args` after SERVE_ARGS and waits until it serves. */
-export async function launchHoldfast(name: string, args: readonly string[], s3: S3Server): Promise<HoldfastProcess> {
-  const command = holdfastCommand([...SERVE_ARGS, ...args], s3);
+export async function launchHoldfast(
+  name: string,
+  args: readonly string[],
+  s3: S3Server,
+  nodeFlags: readonly string[] = [],
+): Promise<HoldfastProcess> {
+  const command = holdfastCommand([...SERVE_ARGS, ...args], s3, nodeFlags);
   const daemon = startDaemon(process.execPath, command.args, command.env);
   let port = 0;
   let adminUrl = '';

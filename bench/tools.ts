@@ -18,18 +18,35 @@ const TOOLS: Readonly<Record<string, string>> = {
 /** Tools without which nothing can be measured; the others only take their system out of the run. */
 const REQUIRED = ['fio'];
 
-/** The tools of the run: Ceph's when the S3 server is the RADOS Gateway, which every S3 row needs. */
-function toolsFor(s3Server: S3ServerKind): { tools: Readonly<Record<string, string>>; required: readonly string[] } {
-  if (s3Server !== 'rgw') return { tools: TOOLS, required: REQUIRED };
-  return { tools: { ...TOOLS, ...CEPH_TOOLS }, required: [...REQUIRED, ...Object.keys(CEPH_TOOLS)] };
+/** What `bench:sustained` runs besides the S3 server, every tool of it required. */
+export const SUSTAINED_TOOLS: Readonly<Record<string, string>> = { fio: 'fio' };
+/** What `bench:sparse-copy` runs besides the S3 server. */
+export const SPARSE_COPY_TOOLS: Readonly<Record<string, string>> = { nbdcopy: 'libnbd-bin' };
+
+/**
+ * The tools of the run (the full run's by default, `only` for a single workload, all of them required
+ * then): Ceph's as well when the S3 server is the RADOS Gateway, which every S3 row needs.
+ */
+function toolsFor(
+  s3Server: S3ServerKind,
+  only: Readonly<Record<string, string>> | undefined,
+): { tools: Readonly<Record<string, string>>; required: readonly string[] } {
+  const tools = only ?? TOOLS;
+  const required = only === undefined ? REQUIRED : Object.keys(only);
+  if (s3Server !== 'rgw') return { tools, required };
+  return { tools: { ...tools, ...CEPH_TOOLS }, required: [...required, ...Object.keys(CEPH_TOOLS)] };
 }
 
 /**
  * Installs the Debian packages of missing tools (one `apt-get update`, then only what is missing),
  * like `npm test` does, and returns why each tool that is still missing is missing.
  */
-export function ensureTools(log: (line: string) => void, s3Server: S3ServerKind): Map<string, string> {
-  const { tools, required } = toolsFor(s3Server);
+export function ensureTools(
+  log: (line: string) => void,
+  s3Server: S3ServerKind,
+  only?: Readonly<Record<string, string>>,
+): Map<string, string> {
+  const { tools, required } = toolsFor(s3Server, only);
   const missing = Object.keys(tools).filter((cmd) => !onPath(cmd));
   const why = new Map<string, string>();
   if (missing.length > 0) {
