@@ -67,7 +67,10 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
     help: "take these volumes even if another gateway's journal holds acknowledged writes for them (those writes are lost)",
     list: true,
   },
-  indexMemory: { arg: 'size', help: "memory for a volume's delta index; compaction keeps it below this (default 64MiB)" },
+  indexMemory: {
+    arg: 'size',
+    help: "memory for a volume's delta index; compaction starts at 3/4 of it, new deltas wait at all of it (default 64MiB)",
+  },
   deltaBudget: {
     arg: 'size',
     help: 'delta bytes a volume may keep before the oldest are compacted, paced; at twice this, uploads wait for compaction (default the larger of 1GiB and half the volume)',

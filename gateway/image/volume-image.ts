@@ -107,6 +107,11 @@ export class VolumeImage {
     return this.runs.bytes + this.crcBytes;
   }
 
+  /** Memory the deltas' CRC tables hold (a part of indexBytes). */
+  get deltaTableBytes(): number {
+    return this.crcBytes;
+  }
+
   get deltaBytes(): number {
     let n = 0;
     for (const d of this.deltas.values()) n += d.ref.size;

@@ -11,7 +11,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import { backoffMs } from '../util/backoff.js';
 import type { Clock } from '../util/clock.js';
 import { type Sleep, sleep } from '../util/sleep.js';
-import { type CompactionBudget, HARD_LIMIT, compactionDuty, deltaPressure, pauseAfter } from './compaction-pace.js';
+import { type CompactionBudget, HARD_LIMIT, compactionDuty, deltaPressure, indexPressure, pauseAfter } from './compaction-pace.js';
 import type { ExtentBuffers } from './extent-buffers.js';
 import type { CacheReservation } from './extent-cache.js';
 import type { HeadCommits } from './head-commits.js';
@@ -26,7 +26,7 @@ const GAP_BYTES = 256 * 1024;
 /** Extents that turn out to be all zeros need no object: this many may go in one head commit. */
 const ZERO_BATCH = 1024;
 /**
- * Range GETs in flight while compaction is paced (just above the delta budget): fewer responses arrive
+ * Range GETs in flight while compaction is paced (just above a budget): fewer responses arrive
  * together, so the event loop keeps answering the guest between them. Flat out, pieces.ts's default.
  */
 const PACED_READS_IN_FLIGHT = 4;
@@ -110,8 +110,9 @@ export class Compactor {
   }
 
   /**
-   * False while the deltas are at twice their budget or more: the uploader then ships no new delta
-   * until compaction has brought them down (it asks again, and each batch committed tells it).
+   * False while the deltas are at twice their budget or more, or the index at `--index-memory`: the
+   * uploader then ships no new delta until compaction has brought them down (it asks again, and each
+   * batch committed tells it).
    * A stopped compactor, or one that found nothing to fold, cannot bring them down: it never holds
    * uploads up then.
    */
@@ -136,13 +137,14 @@ export class Compactor {
     }
   }
 
+  /** Which budget is passed: compaction starts above it and, once started, goes on down to 3/4 of it. */
   private reason(stopping: boolean): Reason | undefined {
     const b = this.opts.budget;
     const image = this.opts.image;
-    const f = stopping ? 0.5 : 0.75;
-    if (image.indexBytes > b.indexMemoryBytes * f) return 'index-memory';
-    if (image.deltas.size > b.deltaCount * (stopping ? 0.75 : 1)) return 'delta-count';
-    if (image.deltaBytes > b.deltaBytes * (stopping ? 0.75 : 1)) return 'delta-bytes';
+    const f = stopping ? 0.75 : 1;
+    if (indexPressure(image.indexBytes, b) > f) return 'index-memory';
+    if (image.deltas.size > b.deltaCount * f) return 'delta-count';
+    if (image.deltaBytes > b.deltaBytes * f) return 'delta-bytes';
     return undefined;
   }
 
@@ -157,7 +159,7 @@ export class Compactor {
       }
       const started = performance.now();
       try {
-        const done = await this.compact(extents, this.paced(reason, everything) ? PACED_READS_IN_FLIGHT : undefined);
+        const done = await this.compact(extents, this.paced(everything) ? PACED_READS_IN_FLIGHT : undefined);
         if (reason === 'index-memory' && !everything) this.candidates.unshift(...extents.slice(done));
       } catch (err) {
         if (err instanceof VolumeDeposedError) return;
@@ -172,24 +174,25 @@ export class Compactor {
       this.failuresInRow = 0;
       this.stalled = false;
       this.opts.onProgress?.();
-      if (this.paced(reason, everything)) await this.paceAfter(performance.now() - started);
+      if (this.paced(everything)) await this.paceAfter(performance.now() - started);
       reason = everything ? (this.opts.image.deltas.size > 0 ? 'delta-count' : undefined) : this.reason(true);
     }
   }
 
-  /** Compaction for the delta budgets, in the background, below the hard limit: gently, and with pauses. */
-  private paced(reason: Reason, everything: boolean): boolean {
-    if (reason === 'index-memory' || everything || this.hurry) return false;
+  /** Compaction in the background, short of the hard limit: gently, and with pauses. */
+  private paced(everything: boolean): boolean {
+    if (everything || this.hurry) return false;
     return compactionDuty(this.pressure()) < 1;
   }
 
-  /** How full the deltas are against their budgets (compaction-pace.ts). */
+  /** How full the deltas and the index are against their budgets, the fuller of them (compaction-pace.ts). */
   private pressure(): number {
     const image = this.opts.image;
-    return deltaPressure(image.deltaBytes, image.deltas.size, this.opts.budget);
+    const b = this.opts.budget;
+    return Math.max(deltaPressure(image.deltaBytes, image.deltas.size, b), indexPressure(image.indexBytes, b));
   }
 
-  /** Pauses after a batch for the delta budgets, so that writes keep most of the machine (see compaction-pace.ts). */
+  /** Pauses after a batch, so that writes keep most of the machine (see compaction-pace.ts). */
   private async paceAfter(busyMs: number): Promise<void> {
     const ms = pauseAfter(busyMs, compactionDuty(this.pressure()));
     if (ms <= 0 || this.hurry || this.stopped) return;
@@ -199,18 +202,20 @@ export class Compactor {
   }
 
   private noteStalled(reason: Reason): void {
-    if (reason === 'index-memory' || this.stalled) return;
+    if (this.stalled) return;
     this.stalled = true;
     const image = this.opts.image;
     this.opts.logger.warn(
-      { reason, deltas: image.deltas.size, deltaBytes: image.deltaBytes },
-      'compaction found nothing to fold while over the delta budget; uploads are not held for it',
+      { reason, deltas: image.deltas.size, deltaBytes: image.deltaBytes, indexBytes: image.indexBytes },
+      'compaction found nothing to fold while over a budget; uploads are not held for it',
     );
   }
 
   private choose(reason: Reason, everything: boolean): number[] {
     const image = this.opts.image;
-    if (reason === 'index-memory' && !everything) {
+    // When the deltas' CRC tables are most of the index, folding busy extents frees little: only a
+    // delta that goes takes its table along, so the oldest delta's extents are folded instead.
+    if (reason === 'index-memory' && !everything && image.deltaTableBytes <= image.runs.bytes) {
       this.candidates = this.candidates.filter((e) => image.runs.runsOf(e) > 0);
       if (this.candidates.length === 0) this.candidates = image.runs.busiestExtents(CANDIDATES);
       return this.candidates.splice(0, ZERO_BATCH);
