@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { readHead } from '../../gateway/image/take-volume.js';
 import { VolumeImage } from '../../gateway/image/volume-image.js';
@@ -37,6 +38,8 @@ const CYCLES: Record<StoreKind, number> = { local: 20, s3: 12 };
 const KILL_POINTS = ['compact.after-put', 'compact.before-commit', 'compact.after-commit', 'gc.before-delete'] as const;
 const KILL_AFTER_MS = { min: 50, max: 1500 };
 const READ_CHUNK = 1024 * 1024;
+/** How long a gateway whose connection broke while starting is given to exit (a failpoint crash is at once). */
+const EXIT_WAIT_MS = 10_000;
 
 /** What the volume holds according to the writes the gateway acknowledged. */
 class DiskModel {
@@ -263,6 +266,8 @@ for (const kind of STORE_KINDS) {
               actual = await readVolume(client);
             } catch (err) {
               // Compaction of the backlog starts at once: the failpoint may kill the gateway before the check.
+              // Its stderr can arrive after the connection broke: it is complete once the process has closed.
+              if (gw !== undefined) await Promise.race([gw.exited, delay(EXIT_WAIT_MS)]);
               const said = err instanceof GatewayStartError ? err.stderr : (gw?.otherStderr.join('\n') ?? '');
               if (env === undefined || !said.includes(`failpoint ${point}: crashing`)) throw err;
               await gw?.exited;
