@@ -267,7 +267,7 @@ for (const kind of STORE_KINDS) {
             } catch (err) {
               // Compaction of the backlog starts at once: the failpoint may kill the gateway before the check.
               // Its stderr can arrive after the connection broke: it is complete once the process has closed.
-              if (gw !== undefined) await Promise.race([gw.exited, delay(EXIT_WAIT_MS)]);
+              if (gw !== undefined) await Promise.race([gw.exited, delay(EXIT_WAIT_MS, undefined, { ref: false })]);
               const said = err instanceof GatewayStartError ? err.stderr : (gw?.otherStderr.join('\n') ?? '');
               if (env === undefined || !said.includes(`failpoint ${point}: crashing`)) throw err;
               await gw?.exited;

@@ -6,9 +6,17 @@ import { after, before, describe, it } from 'node:test';
 import { Failpoints } from '../../gateway/failpoints.js';
 import { readHead } from '../../gateway/image/take-volume.js';
 import { VolumeImage } from '../../gateway/image/volume-image.js';
-import { HARD_LIMIT, SOFT_DUTY, compactionDuty, deltaPressure, indexPressure, pauseAfter } from '../../gateway/volume/compaction-pace.js';
+import {
+  type CompactionBudget,
+  HARD_LIMIT,
+  SOFT_DUTY,
+  compactionDuty,
+  deltaPressure,
+  indexPressure,
+  pauseAfter,
+} from '../../gateway/volume/compaction-pace.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
-import type { Volume } from '../../gateway/volume/volume.js';
+import type { VolumeStats } from '../../gateway/volume/volume-stats.js';
 import { FakeClock, settle } from '../helpers/fake-clock.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -57,6 +65,9 @@ describe('compaction pace', () => {
   });
 });
 
+/** Writes in one group of fillWhileCompactionFails: at most this many are in one delta. */
+const GROUP = 32;
+
 /**
  * Writes 100 groups of 32 scattered 4 KiB writes while every compaction fails before its commit, checks
  * that uploads waited for it, then lets it succeed and checks that every write reaches the store.
@@ -66,8 +77,8 @@ async function fillWhileCompactionFails(
   name: string,
   size: number,
   concurrency: number,
-  compaction: { indexMemoryBytes: number; deltaBytes: number; deltaCount: number },
-  measure: (s: ReturnType<Volume['stats']>) => number,
+  compaction: CompactionBudget,
+  measure: (s: VolumeStats) => number,
 ): Promise<number> {
   const store = new MemoryStore();
   await new VolumeCatalog(store).create({ name, size, extentSize: MiB });
@@ -118,9 +129,6 @@ async function fillWhileCompactionFails(
     await volume.close();
   }
 }
-
-/** Writes in one group of fillWhileCompactionFails: at most this many are in one delta. */
-const GROUP = 32;
 
 describe('the hard limits: new deltas wait for compaction', () => {
   it('at twice the delta budget: with compaction failing, deltas stay under the limit while writes are acknowledged; once it succeeds, all of them reach the store', async () => {
