@@ -8,6 +8,7 @@ import { fillRawFile } from './raw-file.js';
 import { median } from './report.js';
 import {
   type BenchSystem,
+  cpuProfileFlags,
   drainJournal,
   type HoldfastProcess,
   holdfastCommand,
@@ -196,6 +197,7 @@ class LargeVolume {
         ...(this.o.uploadDelay === undefined ? [] : ['--upload-delay', this.o.uploadDelay]),
       ],
       this.s3,
+      cpuProfileFlags(this.o),
     );
   }
 

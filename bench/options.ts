@@ -1,5 +1,6 @@
 import { elementAt } from '../shared/checked.js';
 import { parseArgs } from 'node:util';
+import path from 'node:path';
 import { S3_SERVER_KINDS, type S3ServerKind } from '../tests/helpers/s3-server.js';
 
 export const WORKLOADS = ['randread-warm', 'randread-cold', 'seqread', 'recovery', 'randwrite', 'seqwrite', 'flush-heavy'] as const;
@@ -51,6 +52,8 @@ export interface BenchOptions {
   readonly out: string;
   /** Their base name; undefined: bench-<start time>. */
   readonly name: string | undefined;
+  /** Where every gateway the run starts writes a CPU profile (node --cpu-prof) when it stops; none when absent. */
+  readonly cpuProfileDir: string | undefined;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -82,6 +85,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --workloads A,B      only these workloads: ${ALL_WORKLOADS.join(', ')}
   --out DIR            where results go (default bench/results)
   --name NAME          base name of the result files (default bench-<start time>; full-run is kept in git)
+  --cpu-prof DIR       every gateway the run starts writes a CPU profile (node --cpu-prof) into DIR
+                       when it stops (node names each file by its start time and pid)
   --help`;
 
 const UNITS: Readonly<Record<string, number>> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
@@ -139,6 +144,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
       workloads: { type: 'string' },
       out: { type: 'string' },
       name: { type: 'string' },
+      'cpu-prof': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -173,5 +179,6 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Bench
     onceWorkloads: ONCE_WORKLOADS.filter((w) => workloads.includes(w)),
     out: values.out ?? defaultOut,
     name: values.name,
+    cpuProfileDir: values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']),
   };
 }

@@ -124,6 +124,11 @@ export function holdfastCommand(
   return { args: [...GATEWAY_NODE_FLAGS, ...nodeFlags, HOLDFAST_BIN, ...args], env };
 }
 
+/** Node's flags for a CPU profile of a gateway (written into --cpu-prof's DIR when it stops); none without --cpu-prof. */
+export function cpuProfileFlags(opts: Pick<BenchOptions, 'cpuProfileDir'>): string[] {
+  return opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir];
+}
+
 /** The arguments every benchmarked gateway takes: ephemeral ports, JSON warnings only. */
 export const SERVE_ARGS: readonly string[] = [
   'serve',
@@ -212,7 +217,7 @@ async function startHoldfast(
     ...(opts.uploadDelay === undefined ? [] : ['--upload-delay', opts.uploadDelay]),
     ...variant.args,
   ];
-  const launch = (): Promise<HoldfastProcess> => launchHoldfast(name, args, s3);
+  const launch = (): Promise<HoldfastProcess> => launchHoldfast(name, args, s3, cpuProfileFlags(opts));
   let current = await launch();
 
   return {
