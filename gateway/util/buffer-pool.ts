@@ -17,7 +17,9 @@ const MIN_POOLED_BYTES = 64 * 1024;
  *   sequential writes had left up to 100 MiB of dead payloads; only a write that succeeded gives its
  *   payload back, since the journal may still hold a failed one's;
  * - a range GET of several pieces of an object is read into one before they are copied out (image/pieces.ts);
- * - so is a span of the journal holding several records of a delta being built (journal/payload-reader.ts).
+ * - so is a span of the journal holding several records of a delta being built (journal/payload-reader.ts);
+ * - READ replies that are not views of a cached extent, from 4 KiB up (volume/read-path.ts): with 32
+ *   requests in flight, a reply often outlives the scavenges its request spans.
  */
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
@@ -26,11 +28,15 @@ export class BufferPool {
   /** Buffers taken from a free list instead of allocated. */
   reused = 0;
 
-  constructor(private readonly maxFreeBytes: number) {}
+  constructor(
+    private readonly maxFreeBytes: number,
+    /** Smaller requests get buffers of their own (see MIN_POOLED_BYTES). */
+    private readonly minPooledBytes = MIN_POOLED_BYTES,
+  ) {}
 
   /** `length` bytes, contents undefined, owned by the caller until given back (or never). */
   take(length: number): Buffer {
-    if (length < MIN_POOLED_BYTES || length > this.maxFreeBytes) return Buffer.allocUnsafe(length);
+    if (length < this.minPooledBytes || length > this.maxFreeBytes) return Buffer.allocUnsafe(length);
     const size = 2 ** Math.ceil(Math.log2(length));
     const reusable = this.free.get(size)?.pop();
     if (reusable !== undefined) {

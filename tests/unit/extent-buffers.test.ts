@@ -190,6 +190,32 @@ describe('extent buffers in a volume', () => {
     volume.readDone(view);
     await volume.close({ release: true });
   });
+
+  it('a reply that is not a view of a cached extent is built in a buffer used again once it was sent, never before', async () => {
+    const store = new MemoryStore();
+    await new VolumeCatalog(store).create({ name: 'replies', size: 8 * MiB, extentSize: MiB });
+    // No cache: every read is answered from the store, into a reply buffer.
+    const volume = await openTestVolume(store, join(dir, 'journal-replies'), { name: 'replies', cacheBytes: 0 });
+    const data = randomBytes(8 * MiB);
+    await volume.write(0, data, false);
+    await volume.drain();
+    const first = await volume.read(4096, 4096);
+    const second = await volume.read(3 * MiB, 4096);
+    assert.notEqual(second.buffer, first.buffer, 'a reply not yet sent is not used again');
+    volume.readDone(first);
+    const third = await volume.read(5 * MiB + 8192, 4096);
+    assert.equal(third.buffer, first.buffer, 'a sent reply is used for the next');
+    assert.ok(third.equals(data.subarray(5 * MiB + 8192, 5 * MiB + 12288)));
+    assert.ok(second.equals(data.subarray(3 * MiB, 3 * MiB + 4096)), 'the reply still being sent kept its bytes');
+    volume.readDone(third);
+    await volume.trim(6 * MiB, MiB, false);
+    const zeros = await volume.read(6 * MiB, 4096);
+    assert.equal(zeros.buffer, third.buffer, 'the sent reply is used again');
+    assert.ok(zeros.equals(Buffer.alloc(4096)), 'and holds zeros, not what it held before');
+    volume.readDone(second);
+    volume.readDone(zeros);
+    await volume.close({ release: true });
+  });
 });
 
 /** READ requests, back to back, with handles 1, 2, … in the order of `offsets`. */
