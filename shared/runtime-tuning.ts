@@ -6,14 +6,12 @@
  * --max-semi-space-size: V8's young generation grows to 3 × 16 MiB by default; the gateway's
  * short-lived objects (requests, promises) are collected as well at 4 MiB, for ~25 MiB less heap.
  *
- * --heap-growing-percent=50: after a major GC, V8 lets the old generation grow to between 1.1 and 4 times
- * what survived before the next one, by its own measure of GC speed; under random reads it chose the
- * high end, and the old generation filled with requests' promoted garbage (their objects outlive a
- * scavenge or two with 32 in flight), and with the buffers those dead objects still hold. Fixed at
- * 1.5: 4 GiB volume, 256 MiB cache, disk cache, fio 20 s each, peak RSS of random reads 433-453 MiB
- * against 497-506 (heap 45-54 MiB against 84-90), of a zipf 70/30 mix 471-487 against 561, and no
- * more gateway CPU per request beyond the noise (random reads 24.4 µs against 23.9, the mix 35.0
- * against 40.7).
+ * --heap-growing-percent=50 was tried and not kept. V8 lets the old generation grow to 1.1-4 times what
+ * survived a major GC; fixed at 1.5 it held random reads' peak RSS 60 MiB lower (4 GiB volume, 256 MiB
+ * cache, disk cache, fio 20 s: 433-453 MiB against 497-506, heap 45-54 MiB against 84-90), but cost the
+ * writes that run beside compaction, whose delta index is a large live heap to mark again and again:
+ * bench:sustained, 4 GiB, 120 s, --index-memory 8MiB, alternating, 2 runs each: 7,549-7,739 IOPS over
+ * the run against 8,755-9,296, slowest 10-s window 3,262-3,606 against 4,807-5,736.
  *
  * jemalloc instead of glibc's malloc (Debian's libjemalloc2, preloaded). Extents, deltas and S3
  * bodies are MiB-sized buffers freed in no particular order; glibc serves them from its heap arenas
@@ -34,7 +32,7 @@
  * 1 MiB sequential writes 179-203 MiB/s against 170-171). Decay 0 in the allocating thread was tried
  * before: 10-50 MiB less, sequential writes 10-15 % slower.
  */
-export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--heap-growing-percent=50'];
+export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
 /** Where Debian's libjemalloc2 puts the library on this machine's architecture. */
 export const JEMALLOC_LIBRARY = `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/libjemalloc.so.2`;
