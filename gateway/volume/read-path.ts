@@ -5,12 +5,12 @@ import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
 import { RecordKind } from '../journal/record.js';
 import type { RequestContext } from '../nbd/export.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import type { ExtentBuffers } from './extent-buffers.js';
 import { ExtentCache, type MaterializedExtent } from './extent-cache.js';
 import { ExtentLoads } from './extent-loads.js';
 import type { PendingChanges } from './pending-changes.js';
 import { type OverlayPlan, planOverlay } from './pending-overlay.js';
-import { BufferPool } from '../util/buffer-pool.js';
 
 /** Extents whose cold misses are remembered (to spot sequential or repeated reads). */
 const RECENT_MISSES = 4096;
@@ -37,8 +37,9 @@ const SEQUENTIAL_MISSES = 2;
  * Replies that are not views of a cached extent (a read the disk cache, the store or the journal
  * answers) are built in buffers used again once the reply left (readDone). Left to the collector, a
  * 4 KiB reply per random read outlived a scavenge or two under load (32 requests in flight) and
- * waited in the old generation for a major GC: tens of MiB of external memory above the cache.
- * Replies this small or larger go to the pool; up to this much of them waits free.
+ * waited in the old generation for a major GC (random reads on a 4 GiB volume with a disk cache: peak
+ * RSS about 15 MiB lower with the pool). Replies this small or larger go to the pool; up to this much of
+ * them waits free.
  */
 const REPLY_MIN_POOLED_BYTES = 4096;
 const REPLY_FREE_BYTES = 4 * 1024 * 1024;
