@@ -36,7 +36,7 @@ const INTERVAL_MS = 100;
  * while anything else grows: the V8 heap (request objects, the delta index), buffers not yet
  * collected, the allocator's free pages. The caches are what the gateway can give up without losing
  * anything (evicting is always safe); what they give up is not kept on the free list (its room is
- * the lowered bound's) and goes at the collector's next major GC. The squeeze is shared by the
+ * the lowered bound's) but freed at once (extent-buffers.ts). The squeeze is shared by the
  * volumes in proportion to their caches; each gives at most half of its own. Nothing is squeezed while the RSS is under the limit
  * less MARGIN_BYTES.
  */

@@ -3,6 +3,16 @@ export function viewOrNew(into: Buffer | undefined, length: number): Buffer {
   return into !== undefined && length <= into.length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
 }
 
+/**
+ * Gives the memory of `view`'s buffer back to the allocator now, not at V8's next major GC (which it
+ * starts only once external memory grew by ~64 MiB): detaching an ArrayBuffer drops its backing store.
+ * Every view of it becomes empty, so only an owner that could as well hand the buffer out to be
+ * overwritten may call it: the same proof of "nothing reads it any more" that reuse needs.
+ */
+export function releaseMemory(view: Buffer): void {
+  if (view.buffer instanceof ArrayBuffer && !view.buffer.detached) view.buffer.transfer(0);
+}
+
 /** Smaller requests get buffers of their own: young garbage, collected cheaply. */
 const MIN_POOLED_BYTES = 64 * 1024;
 
@@ -55,9 +65,12 @@ export class BufferPool {
     const memory = view.buffer;
     if (!this.mine.has(memory)) return;
     const size = memory.byteLength;
-    if (this.freeBytes + size > this.maxFreeBytes) return;
-    // A second give of the same buffer must not put it on the list twice.
+    // A second give of the same buffer must not put it on the list twice, nor free it.
     this.mine.delete(memory);
+    if (this.freeBytes + size > this.maxFreeBytes) {
+      releaseMemory(view);
+      return;
+    }
     let list = this.free.get(size);
     if (list === undefined) this.free.set(size, (list = []));
     list.push(Buffer.from(memory, 0, size));

@@ -1,3 +1,4 @@
+import { releaseMemory } from '../util/buffer-pool.js';
 import type { CacheReservation } from './extent-cache.js';
 
 /** A buffer a delta is built in, and its share of the volume's cache bound while it is held. */
@@ -36,12 +37,18 @@ export class DeltaBodies {
   /** The delta is in the store: its buffer may be built in again. */
   give(body: DeltaBody): void {
     if (this.free.length < this.maxFree) this.free.push(body);
-    else body.reservation.release();
+    else this.freeMemory(body);
   }
 
   /** Nothing left to ship: the free buffers go, and their room goes back to the cache. */
   drain(): void {
-    for (const body of this.free.splice(0)) body.reservation.release();
+    for (const body of this.free.splice(0)) this.freeMemory(body);
+  }
+
+  /** At once, not at a major GC: the room its reservation gives back to the cache is then really free. */
+  private freeMemory(body: DeltaBody): void {
+    body.reservation.release();
+    releaseMemory(body.buf);
   }
 
   get freeCount(): number {

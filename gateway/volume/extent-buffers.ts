@@ -1,9 +1,12 @@
+import { releaseMemory } from '../util/buffer-pool.js';
+
 /**
  * Extent buffers used again instead of left to the garbage collector. A 4 MiB Buffer lives outside
  * V8's heap; V8 collects dead ones only at a major GC, which it starts once external memory grew by
  * about 64 MiB, and glibc then keeps much of what they freed: evicted extents waiting for the
  * collector were what held the gateway's RSS tens of MiB above `--cache-size`. Here an evicted
- * extent's buffer goes to a short free list and the next load reads into it.
+ * extent's buffer goes to a short free list and the next load reads into it; one the list has no
+ * room for is freed at once (releaseMemory), as are those the list gives up when its room shrinks.
  *
  * Reuse is safe only once nothing still reads the old contents:
  * - a view lent out (a zero-copy read reply) counts until its reader says it is done (`returned`,
@@ -35,6 +38,8 @@ export class ExtentBuffers {
   /** Buffers taken from the free list instead of allocated. */
   reused = 0;
   allocated = 0;
+  /** Buffers given back to the allocator (no room on the free list). */
+  freed = 0;
 
   constructor(
     /** Room for an extent and, when it is read whole from the store, its object's tables. */
@@ -112,13 +117,14 @@ export class ExtentBuffers {
     this.releasing = [];
     const room = this.room();
     // Kept for waiters that took fewer than they asked for: the free list's room again.
-    this.free.length = Math.min(this.free.length, room);
+    this.trim(room);
     for (const buf of released) {
       const slot = this.slots.get(buf.buffer);
-      // Taken again meanwhile: not free. Lent out still: free when the last view comes back. Beyond the room: the GC's.
+      // Taken again meanwhile: not free. Lent out still: free when the last view comes back. Beyond the room: freed.
       if (slot === undefined || slot.inUse) continue;
       if (slot.views > 0) slot.orphaned = true;
       else if (this.free.length < room) this.free.push(buf);
+      else this.freeMemory(buf);
     }
     this.wanted = 0;
     const waiters = this.waiters;
@@ -132,8 +138,17 @@ export class ExtentBuffers {
 
   /** The free list's room shrank (the memory it had went to cached or reserved extents): the excess goes to the collector. */
   fit(): void {
-    const room = this.room();
-    if (this.free.length > room) this.free.length = room;
+    this.trim(this.room());
+  }
+
+  private trim(room: number): void {
+    for (const buf of this.free.splice(room)) this.freeMemory(buf);
+  }
+
+  private freeMemory(buf: Buffer): void {
+    this.slots.delete(buf.buffer);
+    this.freed++;
+    releaseMemory(buf);
   }
 
   /** Bytes waiting on the free list. */

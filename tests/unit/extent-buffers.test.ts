@@ -15,6 +15,7 @@ import { ExtentBuffers } from '../../gateway/volume/extent-buffers.js';
 import { ExtentCache } from '../../gateway/volume/extent-cache.js';
 import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import { MemoryStore } from '../helpers/memory-store.js';
+import { detached } from '../helpers/detached.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -91,14 +92,22 @@ describe('extent buffers', () => {
     assert.equal(pool.freeBytes, SIZE);
   });
 
-  it('ignores buffers it did not make, releases twice, and keeps at most its free list', async () => {
+  it('ignores buffers it did not make, releases twice, keeps at most its free list and frees the rest at once', async () => {
     const pool = new ExtentBuffers(SIZE, 2);
-    pool.release(Buffer.alloc(SIZE));
+    const foreign = Buffer.alloc(SIZE);
+    pool.release(foreign);
     const taken = [pool.take(), pool.take(), pool.take()];
     for (const b of taken) pool.release(b);
     pool.release(taken[0]!);
     await nextTurn();
-    assert.equal(pool.freeBytes, 2 * SIZE, 'two kept, the third left to the collector');
+    assert.equal(pool.freeBytes, 2 * SIZE, 'two kept');
+    assert.equal(pool.freed, 1, 'the third freed');
+    assert.deepEqual(
+      taken.map((b) => detached(b)),
+      [false, false, true],
+      'its memory went back to the allocator, not to the collector',
+    );
+    assert.equal(detached(foreign), false, 'a buffer it did not make is never freed');
     const again = [pool.take(), pool.take(), pool.take()];
     assert.equal(new Set(again.map((b) => b.buffer)).size, 3, 'no buffer handed out twice');
   });
@@ -135,6 +144,7 @@ describe('extent buffers', () => {
     cache.set(1, { data: pool.take(), seq: 0 });
     const reservation = cache.reserve(3 * SIZE);
     assert.equal(pool.freeBytes, 3 * SIZE, 'two cached and three reserved: room for three free, not four');
+    assert.equal(pool.freed, 1, 'the one given up was freed at once');
     reservation.release();
   });
 });

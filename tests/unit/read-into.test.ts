@@ -16,6 +16,7 @@ import { LocalDirectoryStore } from '../../gateway/store/local-store.js';
 import type { StoreReadOptions } from '../../gateway/store/object-store.js';
 import { DeltaBodies } from '../../gateway/volume/delta-bodies.js';
 import { MemoryStore } from '../helpers/memory-store.js';
+import { detached } from '../helpers/detached.js';
 
 const MiB = 2 ** 20;
 
@@ -193,6 +194,8 @@ describe('delta bodies', () => {
     bodies.give(a);
     bodies.give(b);
     assert.equal(reserved, MiB, 'the one beyond the free list gave its room back');
+    assert.equal(detached(b.buf), true, 'and its memory, at once');
+    assert.equal(detached(a.buf), false);
     assert.equal(bodies.take().buf, a.buf, 'the free one is taken again');
     assert.equal(bodies.allocated, 2);
     bodies.give(a);
