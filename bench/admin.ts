@@ -37,6 +37,42 @@ export async function fetchVolume(adminUrl: string, volume: string): Promise<Vol
   };
 }
 
+/**
+ * The most room the memory limit took from the volume's cache over a measured span (`cache.squeezed`,
+ * polled): a row's peak RSS under the limit says little without what the cache gave up for it.
+ */
+export class SqueezeMeter {
+  private peakBytes = 0;
+  private readonly timer: NodeJS.Timeout;
+  private polling: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly adminUrl: string,
+    private readonly volume: string,
+  ) {
+    this.timer = setInterval(() => {
+      this.polling = this.poll();
+    }, SQUEEZE_POLL_MS);
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      const res = await fetch(`${this.adminUrl}/v1/volumes/${encodeURIComponent(this.volume)}`, { signal: AbortSignal.timeout(5_000) });
+      if (res.ok) this.peakBytes = Math.max(this.peakBytes, field(await res.json(), 'cache', 'squeezed'));
+    } catch {
+      // Restarting or stopping: the span's peak is what was seen while it answered.
+    }
+  }
+
+  async stop(): Promise<number> {
+    clearInterval(this.timer);
+    await this.polling;
+    return this.peakBytes / 2 ** 20;
+  }
+}
+
+const SQUEEZE_POLL_MS = 200;
+
 /** As the admin API shows and takes it: `off`, `forever` or a duration like `360s`. */
 export type HangTimeoutSetting = string;
 

@@ -1,5 +1,5 @@
 import type { LargeRow, LargeSystem, LargeVolumeResult } from './large-volume.js';
-import type { TargetResult } from './report.js';
+import { squeezeNote, type TargetResult } from './report.js';
 
 /** The large-volume workloads in the report: their table, and the targets of issue 15. */
 
@@ -82,10 +82,17 @@ export function largeVolumeSection(large: LargeVolumeResult | null): string[] {
     ...workloads.map((w) => [
       w,
       ...systems.map((s) =>
-        cell(s, w, (r) => `${Math.round(r.peakRssMiB)} MiB · ${num(r.cpuSecondsPerGiB)} s/GiB · p99 ${num(r.latP99Ms)} ms`),
+        cell(
+          s,
+          w,
+          (r) =>
+            `${Math.round(r.peakRssMiB)} MiB${squeezeNote(r.peakSqueezeMiB)} · ${num(r.cpuSecondsPerGiB)} s/GiB · p99 ${num(r.latP99Ms)} ms`,
+        ),
       ),
     ]),
-    ...(large.restart === null ? [] : [['large-restart', `${Math.round(large.restart.peakRssMiB)} MiB`, '—', '—']]),
+    ...(large.restart === null
+      ? []
+      : [['large-restart', `${Math.round(large.restart.peakRssMiB)} MiB${squeezeNote(large.restart.peakSqueezeMiB)}`, '—', '—']]),
   ];
   const r = large.restart;
   const drained = large.drains.reduce((n, d) => n + d.bytes, 0);

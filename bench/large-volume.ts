@@ -1,11 +1,12 @@
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { startS3Server, type S3Server } from '../tests/helpers/s3-server.js';
+import { SqueezeMeter } from './admin.js';
 import { fio } from './fio.js';
 import type { BenchOptions, LargeWorkload } from './options.js';
 import { ProcessMeter, run } from './proc.js';
 import { fillRawFile } from './raw-file.js';
-import { median } from './report.js';
+import { median, squeezeNote } from './report.js';
 import {
   type BenchSystem,
   cpuProfileFlags,
@@ -56,6 +57,8 @@ export interface LargeRun {
   readonly iops: number;
   readonly latP99Ms: number;
   readonly peakRssMiB: number;
+  /** The most room the memory limit took from the cache meanwhile (0 for the others). */
+  readonly peakSqueezeMiB: number;
   readonly cpuSecondsPerGiB: number;
 }
 
@@ -67,6 +70,7 @@ export interface LargeRow {
   readonly iops: number;
   readonly latP99Ms: number;
   readonly peakRssMiB: number;
+  readonly peakSqueezeMiB: number;
   readonly cpuSecondsPerGiB: number;
 }
 
@@ -80,6 +84,7 @@ export interface LargeRestart {
   readonly firstWindowIops: number;
   readonly windowSeconds: number;
   readonly peakRssMiB: number;
+  readonly peakSqueezeMiB: number;
   /** The volume's object reads the disk cache answered during the run, and those it did not. */
   readonly diskCacheHits: number;
   readonly diskCacheMisses: number;
@@ -260,9 +265,11 @@ class LargeVolume {
 
   private async measure(round: number, system: LargeSystem, workload: RoundWorkload): Promise<void> {
     const meter = new ProcessMeter(this.pid(system));
+    const squeeze = system === 'holdfast' && this.gateway !== undefined ? new SqueezeMeter(this.gateway.adminUrl, VOLUME) : undefined;
     const args = [...FIO_ARGS[workload], `--size=${this.o.largeSize}`, '--time_based', `--runtime=${this.o.runtime}`];
     const r = await fio(workload, this.target(system), args, this.ctx.workDir, this.o.runtime * 1000 + 300_000).finally(() => meter.stop());
     const usage = meter.stop();
+    const peakSqueezeMiB = (await squeeze?.stop()) ?? 0;
     this.runs.push({
       round,
       system,
@@ -270,10 +277,11 @@ class LargeVolume {
       iops: r.iops,
       latP99Ms: r.latP99Ms,
       peakRssMiB: usage.peakRssMiB,
+      peakSqueezeMiB,
       cpuSecondsPerGiB: r.bytes > 0 ? usage.cpuSeconds / (r.bytes / GiB) : 0,
     });
     this.ctx.log(
-      `bench: round ${round}: ${workload} on ${system}: ${Math.round(r.iops)} IOPS, peak RSS ${Math.round(usage.peakRssMiB)} MiB`,
+      `bench: round ${round}: ${workload} on ${system}: ${Math.round(r.iops)} IOPS, peak RSS ${Math.round(usage.peakRssMiB)} MiB${squeezeNote(peakSqueezeMiB)}`,
     );
     if (system === 'holdfast' && workload === 'large-zipf' && this.gateway !== undefined) {
       this.drains.push(await drainJournal(this.gateway.adminUrl, 'holdfast (large volume)', this.o.largeSize, VOLUME));
@@ -309,6 +317,7 @@ class LargeVolume {
       const before = await diskCacheView(this.gateway.adminUrl);
       const runtime = this.o.quick ? Math.max(2, this.o.runtime) : Math.max(this.o.runtime, RESTART_WINDOW_S);
       const meter = new ProcessMeter(this.gateway.daemon.pid);
+      const squeeze = new SqueezeMeter(this.gateway.adminUrl, VOLUME);
       const args = [
         ...FIO_ARGS['large-randread'],
         `--size=${this.o.largeSize}`,
@@ -321,6 +330,7 @@ class LargeVolume {
         meter.stop(),
       );
       const usage = meter.stop();
+      const peakSqueezeMiB = await squeeze.stop();
       const after = await diskCacheView(this.gateway.adminUrl);
       const perSecond = perSecondIops(await readFile(path.join(this.ctx.workDir, 'restart_iops.1.log'), 'utf8'));
       const window = perSecond.slice(0, RESTART_WINDOW_S);
@@ -335,6 +345,7 @@ class LargeVolume {
         firstWindowIops,
         windowSeconds: window.length,
         peakRssMiB: usage.peakRssMiB,
+        peakSqueezeMiB,
         diskCacheHits: after.volumeHits - before.volumeHits,
         diskCacheMisses: after.volumeMisses - before.volumeMisses,
       };
@@ -383,6 +394,7 @@ function largeRows(runs: readonly LargeRun[]): LargeRow[] {
         iops: m((r) => r.iops),
         latP99Ms: m((r) => r.latP99Ms),
         peakRssMiB: Math.max(...mine.map((r) => r.peakRssMiB)),
+        peakSqueezeMiB: Math.max(...mine.map((r) => r.peakSqueezeMiB)),
         cpuSecondsPerGiB: m((r) => r.cpuSecondsPerGiB),
       });
     }

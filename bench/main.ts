@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type S3Server, startS3Server } from '../tests/helpers/s3-server.js';
 import { defined } from '../shared/checked.js';
+import { SqueezeMeter } from './admin.js';
 import { measureBacklogDrain } from './backlog-drain.js';
 import { prefill, runWorkload, warmRegion, warmUp, type FioRunOptions } from './fio.js';
 import { type BenchOptions, LARGE_WORKLOADS, type LargeWorkload, parseOptions, type SystemName, USAGE, type Workload } from './options.js';
@@ -22,6 +23,7 @@ import {
   median,
   type OutageWritesTarget,
   type RunRecord,
+  squeezeNote,
   type SystemStatus,
   summarize,
   uploadRates,
@@ -29,7 +31,7 @@ import {
 } from './report.js';
 import { measureS3, type S3Ceiling } from './s3-ceiling.js';
 import { plotSustained, runSustainedWrites, sustainedTargets, type SustainedWritesResult } from './sustained.js';
-import { type BenchSystem, describeSystem, startSystem } from './systems.js';
+import { type BenchSystem, describeSystem, startSystem, VOLUME } from './systems.js';
 import { ensureAllocator, ensureTools } from './tools.js';
 
 /**
@@ -173,7 +175,9 @@ class Bench {
               workload === 'recovery'
                 ? `last held read ${record.recovery?.lastMs === null ? 'never done' : `done ${((record.recovery?.lastMs ?? 0) / 1000).toFixed(2)} s after`}`
                 : `${Math.round(record.iops)} IOPS, ${record.mibPerSecond.toFixed(1)} MiB/s`;
-            log(`bench: round ${round}: ${workload} on ${system.name}: ${what}, peak RSS ${Math.round(record.peakRssMiB)} MiB`);
+            log(
+              `bench: round ${round}: ${workload} on ${system.name}: ${what}, peak RSS ${Math.round(record.peakRssMiB)} MiB${squeezeNote(record.peakSqueezeMiB)}`,
+            );
           } catch (err) {
             const why = `round ${round}: ${workload} on ${system.name} failed: ${err instanceof Error ? err.message : String(err)}`;
             this.failures.push(why);
@@ -283,6 +287,8 @@ class Bench {
     if (cold) await system.dropCache();
     if (workload === 'randread-warm') await warmUp(system.target(), this.fioOptions);
     const meter = new ProcessMeter(system.pid());
+    const adminAtStart = system.adminUrl?.();
+    const squeeze = adminAtStart === undefined ? undefined : new SqueezeMeter(adminAtStart, VOLUME);
     let result: { bytes: number; seconds: number; iops: number; mibPerSecond: number; latP50Ms: number; latP99Ms: number };
     let recovery: RunRecord['recovery'];
     if (workload === 'recovery') {
@@ -314,12 +320,14 @@ class Bench {
       }
     }
     const usage = meter.stop();
+    const peakSqueezeMiB = (await squeeze?.stop()) ?? 0;
     return {
       round,
       system: system.name,
       workload,
       ...result,
       ...usage,
+      peakSqueezeMiB,
       cpuSecondsPerGiB: result.bytes > 0 ? usage.cpuSeconds / (result.bytes / 2 ** 30) : 0,
       ...(recovery === undefined ? {} : { recovery }),
     };

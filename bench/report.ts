@@ -24,6 +24,8 @@ export interface RunRecord {
   readonly bytes: number;
   readonly seconds: number;
   readonly peakRssMiB: number;
+  /** The most room the memory limit took from the cache meanwhile (0 for servers without one). */
+  readonly peakSqueezeMiB: number;
   readonly cpuSeconds: number;
   readonly cpuSecondsPerGiB: number;
   readonly recovery?: RecoveryResult;
@@ -54,6 +56,8 @@ export interface Row {
   readonly latP99Ms: number;
   /** The highest of the rounds: the limit is on the peak. */
   readonly peakRssMiB: number;
+  /** The most room the memory limit took from the cache, over the rounds. */
+  readonly peakSqueezeMiB: number;
   readonly cpuSecondsPerGiB: number;
   /** Median of the requests in flight when the server returned; 0 means the reads never waited. */
   readonly recoveryHeld?: number;
@@ -135,6 +139,7 @@ export function summarize(runs: readonly RunRecord[]): Row[] {
         latP50Ms: m((r) => r.latP50Ms),
         latP99Ms: m((r) => r.latP99Ms),
         peakRssMiB: Math.max(...mine.map((r) => r.peakRssMiB)),
+        peakSqueezeMiB: Math.max(...mine.map((r) => r.peakSqueezeMiB)),
         cpuSecondsPerGiB: m((r) => r.cpuSecondsPerGiB),
         ...(workload === 'recovery'
           ? {
@@ -282,6 +287,11 @@ export function evaluateTargets(
   return out;
 }
 
+/** What the memory limit took from the cache, beside a peak RSS: nothing when it took nothing. */
+export function squeezeNote(squeezeMiB: number): string {
+  return squeezeMiB > 0 ? ` (cache −${Math.round(squeezeMiB)} MiB)` : '';
+}
+
 /** 4 KiB workloads are compared in IOPS, 1 MiB ones in MiB/s. */
 const UNIT: Readonly<Record<Workload, 'IOPS' | 'MiB/s' | 's'>> = {
   'randread-warm': 'IOPS',
@@ -351,7 +361,9 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     ['workload', ...systems],
     workloads.map((w) => [
       w,
-      ...systems.map((s) => cell(s, w, (r) => `${Math.round(r.peakRssMiB)} MiB · ${num(r.cpuSecondsPerGiB)} s/GiB`)),
+      ...systems.map((s) =>
+        cell(s, w, (r) => `${Math.round(r.peakRssMiB)} MiB${squeezeNote(r.peakSqueezeMiB)} · ${num(r.cpuSecondsPerGiB)} s/GiB`),
+      ),
     ]),
     1,
   );
