@@ -67,7 +67,12 @@ export interface OutageWritesResult {
   readonly maxHeld: number;
   /** Seconds from the server's return to an empty backlog (fio went on writing for part of it). */
   readonly drainSeconds: number;
-  readonly drain: UploadDrain | null;
+  /**
+   * Bytes uploaded from the server's return to the empty backlog (null if the admin API did not answer
+   * at the return). Not the settle's own count: that starts once fio stopped, `after` seconds later,
+   * when the backlog of the outage has long been uploaded (it read 0.00 MiB).
+   */
+  readonly uploadedSinceReturnBytes: number | null;
   /** The hang timeout the volume had during the scenario, in seconds. */
   readonly hangTimeoutSeconds: number;
   readonly samples: readonly OutageWritesSample[];
@@ -234,6 +239,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
       afterMeter = new ProcessMeter(o.pid);
     });
     const upAt = now();
+    const atReturn = await fetchVolume(o.adminUrl, VOLUME).catch(() => undefined);
     if (exited()) throw new Error(`fio ended during the outage (${reports.at(-1)?.errors ?? 'unknown'} errors): ${why()}`);
     await sleep(o.after * 1000);
     if (exited()) throw new Error(`fio ended before it was stopped (${reports.at(-1)?.errors ?? 'unknown'} errors): ${why()}`);
@@ -244,8 +250,9 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
     if (fio.child.signalCode !== null || final === undefined)
       throw new Error(`fio gave no final report (${fio.child.signalCode ?? 'no output'}): ${why()}`);
     if (unreadable > 0) throw new Error(`${unreadable} of fio's reports were not JSON`);
-    const drain = (await o.settle()) ?? null;
+    await o.settle();
     const drainedAt = now();
+    const atEnd = await fetchVolume(o.adminUrl, VOLUME);
     afterUsage = defined(afterMeter, 'meter after the outage').stop();
     const during = defined(outageUsage, 'meter of the outage');
     const outageBytes = writtenAt(reports, upAt, fioStart) - writtenAt(reports, downAt, fioStart);
@@ -264,7 +271,7 @@ async function measure(o: OutageWritesOptions): Promise<Omit<OutageWritesResult,
       errors: final.errors,
       maxHeld: Math.max(0, ...samples.map((s) => s.held ?? 0)),
       drainSeconds: (drainedAt - upAt) / 1000,
-      drain,
+      uploadedSinceReturnBytes: atReturn === undefined ? null : atEnd.uploadBytes - atReturn.uploadBytes,
       samples,
     };
   } catch (err) {

@@ -384,7 +384,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
           '',
           `- peak RSS ${Math.round(ow.peakRssMiB)} MiB over the outage and the drain; ${Math.round(ow.outagePeakRssMiB)} MiB up to the server's return, ${Math.round(ow.rssAtOutageEndMiB)} MiB at the end of the outage`,
           `- ${num(ow.outageBytes / MiB)} MiB acknowledged during the outage (${num(ow.outageMiBps)} MiB/s); ${ow.errors === 0 ? '0 client errors' : `**${ow.errors.toLocaleString('en-US')} client errors**`}; at most ${ow.maxHeld} requests held`,
-          `- backlog drained ${num(ow.drainSeconds)} s after the server's return${ow.drain === null ? '' : ` (${num(ow.drain.bytes / MiB)} MiB uploaded, ${num(ow.drain.mibPerSecond)} MiB/s while uploading)`}`,
+          `- backlog drained ${num(ow.drainSeconds)} s after the server's return${ow.uploadedSinceReturnBytes === null ? '' : ` (${num(ow.uploadedSinceReturnBytes / MiB)} MiB uploaded meanwhile, ${num(ow.uploadedSinceReturnBytes / MiB / ow.drainSeconds)} MiB/s; fio wrote for the first ${num(ow.fioEndAt - ow.upAt)} s of it)`}`,
           '',
         ];
   return [
