@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import { reapOnExit } from './child-reaper.js';
 
@@ -102,17 +103,48 @@ export async function waitUntil(what: string, check: () => Promise<boolean> | bo
   }
 }
 
-/** Asks the kernel for a free port; the server binds it right after (a small, accepted race). */
-export function findFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Ports this process handed out, so that two picks before either server binds differ. */
+const handedOut = new Set<number>();
+
+/**
+ * A free port below the kernel's ephemeral range, for a server started moments (radosgw: seconds)
+ * later or started again on the same port after an outage. A port from the ephemeral range (listen
+ * on 0) can meanwhile become the local end of any outgoing connection on the machine, and radosgw
+ * then failed with "Address already in use"; below the range only another server can take it.
+ */
+export async function findFreePort(): Promise<number> {
+  const low = ephemeralLow();
+  const from = Math.max(1024, low - 16_384);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = from + Math.floor(Math.random() * (low - from));
+    if (handedOut.has(port) || !(await bindable(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new DaemonStartError(`could not find a free port between ${from} and ${low}`);
+}
+
+/** The first port of the kernel's ephemeral range (Linux's default where /proc does not say). */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 2048 ? low : DEFAULT_EPHEMERAL_LOW;
+  } catch {
+    return DEFAULT_EPHEMERAL_LOW;
+  }
+}
+
+const DEFAULT_EPHEMERAL_LOW = 32_768;
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : undefined;
+    server.once('error', () => {
+      resolve(false);
+    });
+    server.listen(port, '127.0.0.1', () => {
       server.close(() => {
-        if (port === undefined) reject(new DaemonStartError('could not pick a free port'));
-        else resolve(port);
+        resolve(true);
       });
     });
   });
