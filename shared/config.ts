@@ -196,7 +196,7 @@ export const GatewayConfigSchema = z
     journalDir: z.string().min(1).optional(),
     cacheSize: size('cache size').default(256 * 2 ** 20),
     /** Resident memory the gateway keeps under by shrinking the extent caches (to half at most). */
-    memoryLimit: memoryLimit.prefault('auto'),
+    memoryLimit: memoryLimit.prefault('off'),
     /** The disk cache tier's directory; with neither this nor diskCacheSize there is no disk cache. */
     cacheDir: z.string().min(1).optional(),
     /** The disk cache's bound (all volumes together); 0 turns it off. Default 10GiB once cacheDir is set. */

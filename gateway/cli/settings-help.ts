@@ -34,7 +34,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   cacheSize: { arg: 'size', help: 'extent memory per volume: cache plus extents being loaded or uploaded (default 256MiB)' },
   memoryLimit: {
     arg: 'size',
-    help: "resident memory the gateway stays under by shrinking the extent caches, to half at most; auto: the volumes' --cache-size plus 150MiB; off for none (default auto; the CDK stack sets 90% of the task's memory)",
+    help: "resident memory the gateway stays under by shrinking the extent caches, to half at most; auto: the volumes' --cache-size plus 150MiB; off for none (default off; the CDK stack sets 90% of the task's memory)",
   },
   cacheDir: {
     arg: 'dir',

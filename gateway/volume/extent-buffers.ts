@@ -136,7 +136,7 @@ export class ExtentBuffers {
     return (typeof this.maxFree === 'number' ? this.maxFree : this.maxFree()) + this.wanted;
   }
 
-  /** The free list's room shrank (the memory it had went to cached or reserved extents): the excess goes to the collector. */
+  /** The free list's room shrank (the memory it had went to cached or reserved extents): the excess is freed. */
   fit(): void {
     this.trim(this.room());
   }

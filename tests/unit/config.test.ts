@@ -22,8 +22,9 @@ test('sizes and durations parse as operators write them', () => {
   assert.equal(parseDuration('soon'), undefined);
 });
 
-test('the memory limit: auto by default, off, or a size, and nothing else', () => {
-  assert.equal(loadConfig({ flags: {}, env: {} }).memoryLimit, 'auto');
+test('the memory limit: off by default, auto, or a size, and nothing else', () => {
+  assert.equal(loadConfig({ flags: {}, env: {} }).memoryLimit, 0);
+  assert.equal(loadConfig({ flags: {}, env: { HOLDFAST_MEMORY_LIMIT: 'auto' } }).memoryLimit, 'auto');
   assert.equal(loadConfig({ flags: {}, env: { HOLDFAST_MEMORY_LIMIT: 'off' } }).memoryLimit, 0);
   assert.equal(loadConfig({ flags: { memoryLimit: '1843MiB' }, env: {} }).memoryLimit, 1843 * 2 ** 20);
   assert.throws(
