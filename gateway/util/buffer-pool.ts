@@ -46,7 +46,15 @@ export class BufferPool {
 
   /** `length` bytes, contents undefined, owned by the caller until given back (or never). */
   take(length: number): Buffer {
-    if (length < this.minPooledBytes || length > this.maxFreeBytes) return Buffer.allocUnsafe(length);
+    if (length < this.minPooledBytes) return Buffer.allocUnsafe(length);
+    if (length > this.maxFreeBytes) {
+      // Never kept, but freed when given back. Left to the collector, a dead one waits for a major GC,
+      // which V8 starts on external memory's growth, and the pooled buffers freed at once no longer
+      // make it grow: 32 MiB READ replies of clients that went away stayed resident (254 MiB against 123).
+      const oversize = Buffer.allocUnsafeSlow(length);
+      this.mine.add(oversize.buffer);
+      return oversize;
+    }
     const size = 2 ** Math.ceil(Math.log2(length));
     const reusable = this.free.get(size)?.pop();
     if (reusable !== undefined) {

@@ -21,6 +21,15 @@ describe('buffer pool', () => {
     assert.equal(pool.reused, 1);
   });
 
+  it('frees a buffer larger than its bound when it is given back', () => {
+    const pool = new BufferPool(128 * KiB);
+    const big = pool.take(300 * KiB);
+    assert.equal(big.length, 300 * KiB);
+    pool.give(big.subarray(0, 10));
+    assert.equal(detached(big), true);
+    assert.notEqual(pool.take(300 * KiB).buffer, big.buffer);
+  });
+
   it('never frees what it did not make, nor a buffer given twice', () => {
     const pool = new BufferPool(64 * KiB);
     const foreign = Buffer.allocUnsafeSlow(64 * KiB);
