@@ -106,8 +106,6 @@ export class Uploader {
   readonly stats: UploaderStats = { deltas: 0, commits: 0, bytesUploaded: 0, failures: 0, compactionWaits: 0 };
 
   private readonly bodies: DeltaBodies;
-  /** The build under way, which the next one waits for (buildInTurn). */
-  private building: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: UploaderOptions) {
     this.bodies = new DeltaBodies(DELTA_BODY_BYTES, opts.reserve, opts.concurrency);
@@ -219,7 +217,7 @@ export class Uploader {
     const o = this.opts;
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
-        job.built ??= await this.buildInTurn(job);
+        job.built ??= await this.build(job);
         const key = attempt === 0 ? job.built.ref.key : deltaKey(o.name, o.epoch, job.seqTo);
         job.built = { ...job.built, ref: { ...job.built.ref, key } };
         o.failpoints.hit('upload.before-put');
@@ -242,18 +240,6 @@ export class Uploader {
         if (!(await this.failed(err, 'delta upload failed; will retry'))) return;
       }
     }
-  }
-
-  /**
-   * Deltas are built one at a time. Built together, four deltas of 4 KiB writes (~70 ms of CPU each:
-   * payload reads, copies, a CRC per block) finished together, so the network waited for all four
-   * builds and the CPU for all four PUTs: the backlog went up in waves at 0.57x the store's PUT rate.
-   * In turn, the first PUT starts after one build, and each later build runs beside earlier PUTs.
-   */
-  private buildInTurn(job: Job): Promise<BuiltDelta> {
-    const built = this.building.then(() => this.build(job));
-    this.building = built.catch(() => undefined);
-    return built;
   }
 
   /**
