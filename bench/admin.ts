@@ -11,6 +11,8 @@ export interface VolumeProgress {
   readonly compactedExtents: number;
   readonly deltas: number;
   readonly indexBytes: number;
+  /** Room the memory limit takes from the cache now (`cache.squeezed`). */
+  readonly cacheSqueezedBytes: number;
 }
 
 function field(value: unknown, ...keys: string[]): number {
@@ -34,6 +36,7 @@ export async function fetchVolume(adminUrl: string, volume: string): Promise<Vol
     compactedExtents: field(body, 'image', 'compactedExtents'),
     deltas: field(body, 'image', 'deltas'),
     indexBytes: field(body, 'image', 'indexBytes'),
+    cacheSqueezedBytes: field(body, 'cache', 'squeezed'),
   };
 }
 
@@ -57,8 +60,7 @@ export class SqueezeMeter {
 
   private async poll(): Promise<void> {
     try {
-      const res = await fetch(`${this.adminUrl}/v1/volumes/${encodeURIComponent(this.volume)}`, { signal: AbortSignal.timeout(5_000) });
-      if (res.ok) this.peakBytes = Math.max(this.peakBytes, field(await res.json(), 'cache', 'squeezed'));
+      this.peakBytes = Math.max(this.peakBytes, (await fetchVolume(this.adminUrl, this.volume)).cacheSqueezedBytes);
     } catch {
       // Restarting or stopping: the span's peak is what was seen while it answered.
     }
