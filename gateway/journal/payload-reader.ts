@@ -1,9 +1,10 @@
 // Reads many records' payloads at once, as the uploader needs them to build a delta. The records of a
 // delta were appended one after another, so their payloads lie close together in a few segments: a
-// handful of large reads replaces one read (one trip through the libuv pool) per 4 KiB record.
+// handful of large reads replaces one read (one trip through the libuv pool) per 4 KiB record. Each
+// is a scatter read (preadv): the kernel puts every payload straight where it goes in the delta and
+// the bytes between them (record headers, payloads not wanted) into a sink, so nothing is copied again.
 import { elementAt } from '../../shared/checked.js';
 import { JournalCorruptError, JournalIoError } from '../../shared/errors.js';
-import { BufferPool } from '../util/buffer-pool.js';
 import type { JournalEntry, Segment } from './segment-format.js';
 
 /** One slice of a write record's payload and where it goes in the output buffer. */
@@ -16,12 +17,15 @@ export interface PayloadPiece {
   readonly into: number;
 }
 
-/** One read covers at most this much of a segment, so the scratch buffer stays small. */
+/** One read covers at most this much of a segment: of 4 KiB records, a few hundred buffers. */
 const SPAN_MAX_BYTES = 1 << 20;
 /** Pieces further apart than this in a segment are read separately rather than reading the gap. */
 const GAP_MAX_BYTES = 64 << 10;
-/** Scratch used again by the deltas being built at once (four by default), of every volume. */
-const SCRATCH = new BufferPool(4 * SPAN_MAX_BYTES);
+/**
+ * Where the bytes between wanted pieces are read to, by every read at once: they are never looked at,
+ * so reads racing to fill it do no harm.
+ */
+const GAP_SINK = Buffer.allocUnsafeSlow(GAP_MAX_BYTES);
 
 interface Located {
   readonly piece: PayloadPiece;
@@ -44,42 +48,24 @@ export async function readPayloads(pieces: readonly PayloadPiece[], out: Buffer)
     onDisk.push({ piece, segment, position: entry.payloadPosition + piece.from });
   }
   onDisk.sort((a, b) => a.segment.epoch - b.segment.epoch || a.segment.no - b.segment.no || a.position - b.position);
-  let scratch: Buffer | undefined;
   for (let i = 0; i < onDisk.length;) {
     const first = elementAt(onDisk, i);
-    let end = first.position + first.piece.length;
-    let j = i + 1;
+    const buffers: Buffer[] = [];
+    let end = first.position;
+    let j = i;
     for (; j < onDisk.length; j++) {
-      const next = elementAt(onDisk, j);
-      const nextEnd = next.position + next.piece.length;
-      if (next.segment !== first.segment || next.position - end > GAP_MAX_BYTES || Math.max(end, nextEnd) - first.position > SPAN_MAX_BYTES)
-        break;
-      end = Math.max(end, nextEnd);
+      const { piece, segment, position } = elementAt(onDisk, j);
+      const pieceEnd = position + piece.length;
+      // A piece that overlaps the one before (a delta's never do) starts a read of its own: one read fills each byte once.
+      const apart = segment !== first.segment || position < end || position - end > GAP_MAX_BYTES;
+      if (j > i && (apart || pieceEnd - first.position > SPAN_MAX_BYTES)) break;
+      if (position > end) buffers.push(GAP_SINK.subarray(0, position - end));
+      buffers.push(out.subarray(piece.into, piece.into + piece.length));
+      end = pieceEnd;
     }
-    if (j === i + 1) {
-      await readExact(first.segment, out, first.piece.into, first.piece.length, first.position, first.piece.entry);
-    } else {
-      scratch ??= SCRATCH.take(SPAN_MAX_BYTES);
-      await readExact(first.segment, scratch, 0, end - first.position, first.position, first.piece.entry);
-      for (let k = i; k < j; k++) {
-        const { piece, position } = elementAt(onDisk, k);
-        const at = position - first.position;
-        scratch.copy(out, piece.into, at, at + piece.length);
-      }
-    }
+    const n = await first.segment.file.readv(buffers, first.position);
+    if (n !== end - first.position)
+      throw new JournalCorruptError(`journal record ${first.piece.entry.seq} in ${first.segment.path} is truncated (or a record after it)`);
     i = j;
   }
-  if (scratch !== undefined) SCRATCH.give(scratch);
-}
-
-async function readExact(
-  segment: Segment,
-  into: Buffer,
-  intoOffset: number,
-  length: number,
-  position: number,
-  entry: JournalEntry,
-): Promise<void> {
-  const n = await segment.file.read(into, intoOffset, length, position);
-  if (n !== length) throw new JournalCorruptError(`journal record ${entry.seq} in ${segment.path} is truncated (or a record after it)`);
 }

@@ -15,13 +15,15 @@ export interface SegmentFile {
   writev(buffers: Buffer[], position: number): Promise<void>;
   datasync(): Promise<void>;
   read(into: Buffer, intoOffset: number, length: number, position: number): Promise<number>;
+  /** Fills every buffer, in order, from `position` (preadv); returns the bytes read, fewer only at the end of the file. */
+  readv(buffers: Buffer[], position: number): Promise<number>;
   /** The descriptor, for small reads on the event loop (util/loop-reads.ts); absent where reads must go through read(). */
   readonly fd?: number;
   size(): Promise<number>;
   close(): Promise<void>;
 }
 
-/** Linux caps one writev at IOV_MAX (1024) buffers. */
+/** Linux caps one writev or readv at IOV_MAX (1024) buffers. */
 const MAX_IOVECS = 1024;
 
 class FsSegmentFile implements SegmentFile {
@@ -40,9 +42,25 @@ class FsSegmentFile implements SegmentFile {
         const { bytesWritten } = await this.fh.writev(chunk, pos);
         pos += bytesWritten;
         if (bytesWritten >= expected) break;
-        chunk = dropWritten(chunk, bytesWritten);
+        chunk = dropDone(chunk, bytesWritten);
       }
     }
+  }
+
+  async readv(buffers: Buffer[], position: number): Promise<number> {
+    let pos = position;
+    for (let i = 0; i < buffers.length; i += MAX_IOVECS) {
+      let chunk = buffers.slice(i, i + MAX_IOVECS);
+      for (;;) {
+        const expected = chunk.reduce((n, b) => n + b.length, 0);
+        const { bytesRead } = await this.fh.readv(chunk, pos);
+        pos += bytesRead;
+        if (bytesRead >= expected) break;
+        if (bytesRead === 0) return pos - position;
+        chunk = dropDone(chunk, bytesRead);
+      }
+    }
+    return pos - position;
   }
 
   datasync(): Promise<void> {
@@ -68,8 +86,9 @@ class FsSegmentFile implements SegmentFile {
   }
 }
 
-function dropWritten(buffers: Buffer[], written: number): Buffer[] {
-  let skip = written;
+/** What is left of `buffers` once the first `done` bytes have been written or read. */
+function dropDone(buffers: Buffer[], done: number): Buffer[] {
+  let skip = done;
   const rest: Buffer[] = [];
   for (const b of buffers) {
     if (skip >= b.length) {

@@ -62,6 +62,7 @@ export class CrashSwitch {
           writev: (b, p) => g(() => f.writev(b, p)),
           datasync: () => g(() => f.datasync()),
           read: (into, at, n, p) => g(() => f.read(into, at, n, p)),
+          readv: (b, p) => g(() => f.readv(b, p)),
           size: () => g(() => f.size()),
           close: () => f.close(),
         };

@@ -44,6 +44,7 @@ function disk(room: () => number, eio: () => boolean = () => false): SegmentFile
           await f.datasync();
         },
         read: f.read.bind(f),
+        readv: f.readv.bind(f),
         size: f.size.bind(f),
         close: f.close.bind(f),
       };

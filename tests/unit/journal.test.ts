@@ -245,6 +245,7 @@ function bind(f: Awaited<ReturnType<SegmentFileOps['open']>>) {
     writev: f.writev.bind(f),
     datasync: f.datasync.bind(f),
     read: f.read.bind(f),
+    readv: f.readv.bind(f),
     size: f.size.bind(f),
     close: f.close.bind(f),
   };
