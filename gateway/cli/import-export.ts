@@ -104,8 +104,8 @@ async function importCommand(file: string, name: string, opts: ImportOptions, cm
               bytesRead += n;
               if (!isAllZero(extent)) {
                 const key = baseExtentKey(name, index, head.epoch, volume.committedSeq);
-                const { body, ref } = buildBaseExtent(extent, index * head.extentSize, key, head.epoch, volume.committedSeq);
-                await session.store.put(key, body);
+                const { body, bodyCrc, ref } = buildBaseExtent(extent, index * head.extentSize, key, head.epoch, volume.committedSeq);
+                await session.store.put(key, body, { crc32c: bodyCrc });
                 bases.set(index, ref);
               }
               progress.advance(n);

@@ -15,7 +15,7 @@ export function buildBaseExtent(
   epoch: number,
   seq: number,
   into?: Buffer,
-): { body: Buffer; ref: BaseRef } {
+): { body: Buffer; bodyCrc: number; ref: BaseRef } {
   const spans: Array<[number, number]> = [];
   if (content !== null) {
     for (let at = 0; at < content.length; at += CRC_BLOCK) {
@@ -35,7 +35,11 @@ export function buildBaseExtent(
     content?.copy(writer.body, at, s, t);
   }
   const built = writer.finish();
-  return { body: built.body, ref: { key, seq, size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc } };
+  return {
+    body: built.body,
+    bodyCrc: built.bodyCrc,
+    ref: { key, seq, size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc },
+  };
 }
 
 /** True when buf[start, end) holds only zero bytes; compares eight bytes at a time where it can. */

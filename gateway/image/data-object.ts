@@ -15,6 +15,7 @@
 import { crc32c } from '@node-rs/crc32';
 import { DataCorruptError } from '../../shared/errors.js';
 import { viewOrNew } from '../util/buffer-pool.js';
+import { Crc32cCombiner, crc32cCombine } from '../util/crc32c-combine.js';
 
 export const CRC_BLOCK = 4096;
 const MAGIC = 0x324f4648; // 'HFO2' little-endian
@@ -23,6 +24,7 @@ export const TRAILER_SIZE = 64;
 export const RUN_SIZE = 24;
 const ZERO_FLAG = 1;
 const TWO_32 = 0x1_0000_0000;
+const BLOCK_CRCS = new Crc32cCombiner(CRC_BLOCK);
 
 export const ObjectKind = { Delta: 1, Base: 2 } as const;
 export type ObjectKind = (typeof ObjectKind)[keyof typeof ObjectKind];
@@ -51,6 +53,8 @@ export interface BuiltObject {
   readonly body: Buffer;
   readonly metaOffset: number;
   readonly metaCrc: number;
+  /** CRC32C of the whole body, for the PUT: combined from the block CRCs, not a second pass over the data. */
+  readonly bodyCrc: number;
 }
 
 export function objectSize(dataLength: number, runCount: number): number {
@@ -68,6 +72,8 @@ export class DataObjectWriter {
   private dataAt = 0;
   private readonly runTable: number;
   private readonly metaOffset: number;
+  /** 1 for each data block whose CRC the caller gave (setBlockCrc); undefined while none is. */
+  private knownCrcs: Uint8Array | undefined;
 
   constructor(
     private readonly kind: ObjectKind,
@@ -100,13 +106,33 @@ export class DataObjectWriter {
     return dataOffset;
   }
 
+  /**
+   * The CRC32C of data block `block`, already known to the caller (a journal record's payload that is
+   * the whole block): written to the table now and not computed again from the data. The data must be
+   * copied in before the object is PUT, not before finish.
+   */
+  setBlockCrc(block: number, crc: number): void {
+    this.knownCrcs ??= new Uint8Array(Math.ceil(this.dataLength / CRC_BLOCK));
+    if (block < 0 || block >= this.knownCrcs.length) throw new RangeError(`no data block ${block}`);
+    this.knownCrcs[block] = 1;
+    this.body.writeUInt32LE(crc, this.metaOffset + 4 * block);
+  }
+
   finish(): BuiltObject {
     if (this.runs !== this.runCount || this.dataAt !== this.dataLength)
       throw new RangeError('object finished before all its runs were added');
     const body = this.body;
-    for (let block = 0, at = this.metaOffset; block * CRC_BLOCK < this.dataLength; block++, at += 4) {
-      const start = block * CRC_BLOCK;
-      body.writeUInt32LE(crc32c(body.subarray(start, Math.min(start + CRC_BLOCK, this.dataLength))), at);
+    const known = this.knownCrcs;
+    let dataCrc = 0;
+    for (let start = 0, at = this.metaOffset; start < this.dataLength; start += CRC_BLOCK, at += 4) {
+      const length = Math.min(CRC_BLOCK, this.dataLength - start);
+      let crc: number;
+      if (known?.[start / CRC_BLOCK] === 1) crc = body.readUInt32LE(at);
+      else {
+        crc = crc32c(body.subarray(start, start + length));
+        body.writeUInt32LE(crc, at);
+      }
+      dataCrc = length === CRC_BLOCK ? BLOCK_CRCS.combine(dataCrc, crc) : crc32cCombine(dataCrc, crc, length);
     }
     const t = body.length - TRAILER_SIZE;
     body.fill(0, t, body.length);
@@ -120,7 +146,8 @@ export class DataObjectWriter {
     writeU64(body, t + 40, this.seqTo);
     const metaCrc = crc32c(body.subarray(this.metaOffset, body.length - 4));
     body.writeUInt32LE(metaCrc, body.length - 4);
-    return { body, metaOffset: this.metaOffset, metaCrc };
+    const bodyCrc = crc32c(body.subarray(body.length - 4), crc32cCombine(dataCrc, metaCrc, body.length - 4 - this.metaOffset));
+    return { body, metaOffset: this.metaOffset, metaCrc, bodyCrc };
   }
 }
 

@@ -207,6 +207,7 @@ export class Journal {
       data,
       segment: undefined,
       payloadPosition: 0,
+      payloadCrc: -1,
       durable: false,
       arrivedAt: performance.now(),
     };

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { elementAt } from '../../shared/checked.js';
 import { JournalCorruptError } from '../../shared/errors.js';
-import { RECORD_HEADER_SIZE, RECORD_MAGIC, RecordKind, decodeRecordHeader, encodeRecordHeader, recordChecksumOk } from './record.js';
+import { RECORD_HEADER_SIZE, RECORD_MAGIC, RecordKind, checkedPayloadCrc, decodeRecordHeader, encodeRecordHeader } from './record.js';
 import type { SegmentFile } from './segment-file.js';
 
 export const SEGMENT_MAGIC = 0x48464a53;
@@ -43,6 +43,12 @@ export interface JournalEntry {
   data: Buffer | undefined;
   segment: Segment | undefined;
   payloadPosition: number;
+  /**
+   * CRC32C of the payload as it was appended: set when the record is encoded (or read back on
+   * replay), -1 before. It vouches for the payload end to end: a delta block that is this payload
+   * carries it, not a CRC of what the journal file gave back.
+   */
+  payloadCrc: number;
   durable: boolean;
   /** When it was appended (monotonic ms; 0 when replayed): how long it has waited for an upload. */
   readonly arrivedAt: number;
@@ -88,7 +94,7 @@ export function encodeBatch(batch: readonly JournalEntry[]): { iov: Buffer[]; by
     const e = elementAt(batch, i);
     const at = i * RECORD_HEADER_SIZE;
     const payloadLength = e.kind === RecordKind.Write ? e.length : 0;
-    encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);
+    e.payloadCrc = encodeRecordHeader(headers, at, { seq: e.seq, kind: e.kind, offset: e.offset, length: e.length, payloadLength }, e.data);
     iov.push(headers.subarray(at, at + RECORD_HEADER_SIZE));
     if (e.data !== undefined && e.data.length > 0) iov.push(e.data);
     bytes += RECORD_HEADER_SIZE + (e.data?.length ?? 0);
@@ -131,6 +137,7 @@ export async function scanSegment(segment: Segment, maxPayload: number): Promise
       data: undefined,
       segment,
       payloadPosition: pos + RECORD_HEADER_SIZE,
+      payloadCrc: bad.payloadCrc,
       durable: true,
       arrivedAt: 0,
     });
@@ -140,7 +147,7 @@ export async function scanSegment(segment: Segment, maxPayload: number): Promise
   return entries;
 }
 
-export type ScannedRecord = { seq: number; kind: RecordKind; offset: number; length: number; payloadLength: number };
+export type ScannedRecord = { seq: number; kind: RecordKind; offset: number; length: number; payloadLength: number; payloadCrc: number };
 
 export async function readRecordAt(
   file: SegmentFile,
@@ -157,8 +164,9 @@ export async function readRecordAt(
   if (pos + RECORD_HEADER_SIZE + h.payloadLength > fileSize) return 'truncated payload';
   const payload = Buffer.allocUnsafe(h.payloadLength);
   await file.read(payload, 0, h.payloadLength, pos + RECORD_HEADER_SIZE);
-  if (!recordChecksumOk(header, 0, payload)) return 'checksum mismatch';
-  return h;
+  const payloadCrc = checkedPayloadCrc(header, 0, payload);
+  if (payloadCrc < 0) return 'checksum mismatch';
+  return { ...h, payloadCrc };
 }
 
 /**
@@ -175,7 +183,7 @@ export async function anyGoodRecordAfter(file: SegmentFile, damagedAt: number, f
     if (!check.ok) continue;
     const end = at + RECORD_HEADER_SIZE + check.header.payloadLength;
     if (end > length) continue;
-    if (recordChecksumOk(rest, at, rest.subarray(at + RECORD_HEADER_SIZE, end))) return true;
+    if (checkedPayloadCrc(rest, at, rest.subarray(at + RECORD_HEADER_SIZE, end)) >= 0) return true;
   }
   return false;
 }

@@ -23,7 +23,7 @@ export interface ObjectStore {
    * object has that key. Lets a cold small read fetch what it needs instead of a whole object.
    */
   getRange(key: string, offset: number, length: number, opts?: StoreReadOptions): Promise<Buffer | undefined>;
-  put(key: string, body: Buffer, opts?: StoreCallOptions): Promise<void>;
+  put(key: string, body: Buffer, opts?: StorePutOptions): Promise<void>;
   /** Deleting a missing key is not an error. */
   delete(key: string, opts?: StoreCallOptions): Promise<void>;
   /** Every key that starts with `prefix`, in lexicographic order. */
@@ -50,6 +50,14 @@ export interface ObjectStore {
 export interface StoreCallOptions {
   /** Aborts the request: the call rejects at once and the request is not retried. */
   readonly signal?: AbortSignal | undefined;
+}
+
+export interface StorePutOptions extends StoreCallOptions {
+  /**
+   * The body's CRC32C when the caller has it already (a data object's writer combines it from its
+   * block CRCs): sent as the upload's checksum instead of one computed by another pass over the body.
+   */
+  readonly crc32c?: number | undefined;
 }
 
 export interface StoreReadOptions extends StoreCallOptions {

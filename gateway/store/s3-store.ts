@@ -24,6 +24,7 @@ import {
   type ObjectStore,
   PreconditionFailedError,
   type StoreCallOptions,
+  type StorePutOptions,
   StoreError,
   type StoreReadOptions,
   type VersionedObject,
@@ -150,7 +151,7 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Buffer, opts?: StoreCallOptions): Promise<void> {
+  async put(key: string, body: Buffer, opts?: StorePutOptions): Promise<void> {
     await this.send('put', key, body, {}, opts);
   }
 
@@ -171,7 +172,7 @@ export class S3ObjectStore implements ObjectStore {
     key: string,
     body: Buffer,
     condition: Pick<PutObjectCommandInput, 'IfMatch' | 'IfNoneMatch'>,
-    opts: StoreCallOptions | undefined,
+    opts: StorePutOptions | undefined,
   ): Promise<string> {
     try {
       const command = new PutObjectCommand({
@@ -180,7 +181,7 @@ export class S3ObjectStore implements ObjectStore {
         Body: body,
         ContentLength: body.byteLength,
         ContentType: 'application/octet-stream',
-        ChecksumCRC32C: crc32cBase64(body),
+        ChecksumCRC32C: base64Crc(opts?.crc32c ?? crc32c(body)),
         ...condition,
       });
       command.middlewareStack.add(unsignedPayload, { step: 'build', name: 'holdfastUnsignedPayload' });
@@ -360,9 +361,9 @@ async function readBody(
  * payload hash: SHA-256 over every 4 MiB extent was the largest CPU cost of an upload, CRC32C is
  * computed in native code at memory speed.
  */
-function crc32cBase64(body: Buffer): string {
+function base64Crc(crc: number): string {
   const sum = Buffer.allocUnsafe(4);
-  sum.writeUInt32BE(crc32c(body));
+  sum.writeUInt32BE(crc);
   return sum.toString('base64');
 }
 

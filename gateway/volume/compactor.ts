@@ -287,7 +287,7 @@ export class Compactor {
             seq,
             body,
           );
-          await o.store.put(base.ref.key, base.body);
+          await o.store.put(base.ref.key, base.body, { crc32c: base.bodyCrc });
           o.failpoints.hit('compact.after-put');
           o.image.reader.copies?.keep(base.ref, 0, base.body);
           this.stats.bytesWritten += base.body.length;

@@ -1,5 +1,5 @@
 import { elementAt } from '../../shared/checked.js';
-import { DataObjectWriter, type ObjectMeta, ObjectKind, parseMeta } from '../image/data-object.js';
+import { CRC_BLOCK, DataObjectWriter, type ObjectMeta, ObjectKind, parseMeta } from '../image/data-object.js';
 import type { DeltaRef } from '../image/head.js';
 import type { JournalEntry } from '../journal/journal.js';
 import { type PayloadPiece, readPayloads } from '../journal/payload-reader.js';
@@ -8,6 +8,8 @@ import { RecordKind } from '../journal/record.js';
 /** A delta built and ready to PUT: its bytes, how the head will name it, and its parsed tables. */
 export interface BuiltDelta {
   readonly body: Buffer;
+  /** The body's CRC32C, for the PUT. */
+  readonly bodyCrc: number;
   readonly ref: DeltaRef;
   readonly meta: ObjectMeta;
 }
@@ -49,13 +51,17 @@ export async function buildDelta(entries: readonly JournalEntry[], key: string, 
     if (r.zero) continue;
     for (const p of r.pieces) {
       reads.push({ entry: p.entry, from: p.from, length: p.length, into: at });
+      // A 4 KiB write that is one whole block of the delta (the usual random write): its block CRC is
+      // the one the journal computed from the guest's bytes, end to end, and the build skips a pass.
+      if (p.length === CRC_BLOCK && p.entry.length === CRC_BLOCK && at % CRC_BLOCK === 0 && p.entry.payloadCrc >= 0)
+        writer.setBlockCrc(at / CRC_BLOCK, p.entry.payloadCrc);
       at += p.length;
     }
   }
   await readPayloads(reads, writer.body);
   const built = writer.finish();
   const ref: DeltaRef = { key, size: built.body.length, metaOffset: built.metaOffset, metaCrc: built.metaCrc, seqFrom, seqTo };
-  return { body: built.body, ref, meta: parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, key) };
+  return { body: built.body, bodyCrc: built.bodyCrc, ref, meta: parseMeta(built.body.subarray(built.metaOffset), built.metaCrc, key) };
 }
 
 /**

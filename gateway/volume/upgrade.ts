@@ -89,7 +89,7 @@ export async function upgradeVolume(store: ObjectStore, name: string, opts: Upgr
         const body = await store.get(legacyExtentKey(name, index), { signal: opts.signal });
         if (body !== undefined) {
           const built = buildBaseExtent(body, index * shape.extentSize, key, 0, 0);
-          await store.put(key, built.body, { signal: opts.signal });
+          await store.put(key, built.body, { signal: opts.signal, crc32c: built.bodyCrc });
           bases.set(index, built.ref);
           converted++;
         }

@@ -221,7 +221,7 @@ export class Uploader {
         const key = attempt === 0 ? job.built.ref.key : deltaKey(o.name, o.epoch, job.seqTo);
         job.built = { ...job.built, ref: { ...job.built.ref, key } };
         o.failpoints.hit('upload.before-put');
-        await o.store.put(key, job.built.body);
+        await o.store.put(key, job.built.body, { crc32c: job.built.bodyCrc });
         o.failpoints.hit('upload.after-put');
         // What was just written is what is likely read next: the disk cache gets it without a GET.
         o.image.reader.copies?.keep(job.built.ref, 0, job.built.body);

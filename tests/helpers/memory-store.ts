@@ -1,5 +1,12 @@
 import { crc32c } from '@node-rs/crc32';
-import type { ObjectInfo, ObjectStore, StoreOperation, StoreReadOptions, VersionedObject } from '../../gateway/store/object-store.js';
+import type {
+  ObjectInfo,
+  ObjectStore,
+  StoreOperation,
+  StorePutOptions,
+  StoreReadOptions,
+  VersionedObject,
+} from '../../gateway/store/object-store.js';
 import { PreconditionFailedError, StoreError } from '../../gateway/store/object-store.js';
 
 /** An in-memory ObjectStore for model tests; `failing` makes every call fail like an unreachable server. */
@@ -38,9 +45,12 @@ export class MemoryStore implements ObjectStore {
     return b === undefined ? undefined : Buffer.from(b.subarray(offset, offset + length));
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  /** Checks a checksum sent with the body as AWS does (BadDigest): a wrong one is a bug in the caller. */
+  async put(key: string, body: Buffer, opts?: StorePutOptions): Promise<void> {
     await Promise.resolve();
     this.check('put', key);
+    if (opts?.crc32c !== undefined && opts.crc32c !== crc32c(body))
+      throw new Error(`put ${key}: the CRC32C sent (${opts.crc32c}) is not the body's (${crc32c(body)})`);
     this.puts++;
     this.set(key, body);
   }

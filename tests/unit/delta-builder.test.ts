@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { crc32c } from '@node-rs/crc32';
 import fc from 'fast-check';
+import { verifyBlocks } from '../../gateway/image/data-object.js';
 import type { JournalEntry } from '../../gateway/journal/journal.js';
 import { RecordKind } from '../../gateway/journal/record.js';
+import { DataCorruptError } from '../../shared/errors.js';
 import { buildDelta } from '../../gateway/volume/delta-builder.js';
 
 const VOLUME = 256 * 1024;
@@ -16,18 +19,23 @@ interface Change {
   readonly fill: number;
 }
 
+/** Entries as the journal leaves them once durable: each write's payload CRC computed when it was encoded. */
 function entries(changes: readonly Change[]): JournalEntry[] {
-  return changes.map((c, i) => ({
-    seq: 100 + i,
-    kind: c.zero ? RecordKind.Zero : RecordKind.Write,
-    offset: c.offset,
-    length: c.length,
-    data: c.zero ? undefined : Buffer.alloc(c.length, c.fill),
-    segment: undefined,
-    payloadPosition: 0,
-    durable: true,
-    arrivedAt: 0,
-  }));
+  return changes.map((c, i) => {
+    const data = c.zero ? undefined : Buffer.alloc(c.length, c.fill);
+    return {
+      seq: 100 + i,
+      kind: c.zero ? RecordKind.Zero : RecordKind.Write,
+      offset: c.offset,
+      length: c.length,
+      data,
+      segment: undefined,
+      payloadPosition: 0,
+      payloadCrc: data === undefined ? 0 : crc32c(data),
+      durable: true,
+      arrivedAt: 0,
+    };
+  });
 }
 
 /** The volume as the changes leave it, applied in sequence order. */
@@ -40,6 +48,8 @@ function applied(changes: readonly Change[]): Buffer {
 /** The volume as the delta's runs leave it. */
 async function viaDelta(changes: readonly Change[]): Promise<{ disk: Buffer; runs: number }> {
   const built = await buildDelta(entries(changes), 'delta', 1);
+  assert.equal(built.bodyCrc, crc32c(built.body), "the checksum sent with the PUT is the body's");
+  verifyBlocks(built.meta.crcs, built.meta.dataLength, 0, built.body.subarray(0, built.meta.dataLength), 'delta');
   const { runs } = built.meta;
   const disk = Buffer.alloc(VOLUME, UNTOUCHED);
   for (let r = 0; r < runs.count; r++) {
@@ -80,5 +90,21 @@ describe('delta builder', () => {
     const { disk, runs } = await viaDelta(changes);
     assert.ok(disk.equals(applied(changes)));
     assert.equal(runs, 16, 'each adjacent pair is one run');
+  });
+
+  it("takes a 4 KiB write's block CRC from the journal, so a payload that changed since it was appended fails its check", async () => {
+    const writes = entries([
+      { offset: 0, length: 4096, zero: false, fill: 1 },
+      { offset: 8192, length: 4096, zero: false, fill: 2 },
+    ]);
+    // What a disk that flipped a bit under the journal would give back.
+    const flipped = writes[1]!.data!;
+    flipped[100] = flipped[100]! ^ 0x10;
+    const built = await buildDelta(writes, 'delta', 1);
+    const { crcs, dataLength } = built.meta;
+    verifyBlocks(crcs, dataLength, 0, built.body.subarray(0, 4096), 'delta');
+    assert.throws(() => {
+      verifyBlocks(crcs, dataLength, 4096, built.body.subarray(4096, 8192), 'delta');
+    }, DataCorruptError);
   });
 });
