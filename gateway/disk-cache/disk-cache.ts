@@ -171,28 +171,18 @@ export class DiskCache implements ObjectCopies {
     }
   }
 
-  keep(ref: ObjectRef, offset: number, bytes: Buffer): void {
-    if (this.closed) return;
-    let e = this.entries.get(ref.key);
-    if (e !== undefined && !e.matches(ref)) {
-      // Cannot happen with format 2's keys; if a store ever reused one, the old bytes must go.
-      this.drop(e);
-      e = undefined;
-    }
-    const entry = e ?? new CacheEntry(ref, entryName(ref));
-    const growth = entry.growth(offset, bytes.length);
-    if (growth === 0) return;
-    if (this.pendingWriteBytes + bytes.length > MAX_PENDING_WRITE_BYTES || !this.makeRoom(growth, entry)) {
-      this.counters.skipped++;
+  keep(ref: ObjectRef, offset: number, bytes: Buffer, release?: () => void): void {
+    const room = this.admit(ref, offset, bytes.length);
+    if (room === undefined) {
+      release?.();
       return;
     }
-    if (e === undefined) this.entries.set(ref.key, entry);
-    this.reserved += growth;
-    this.pendingWriteBytes += bytes.length;
-    entry.users++;
-    entry.fetches++;
-    // A copy, so that the caller's buffer (an extent, a reply, a delta body) is its own again at once
-    // and may be used again instead of waiting for the write; in slices, so that every size fits the pool.
+    if (release !== undefined) {
+      this.startWrite(room, offset, [bytes], bytes.length, release);
+      return;
+    }
+    // A copy, so that the caller's buffer (an extent, a reply) is its own again at once and may be
+    // used again instead of waiting for the write; in slices, so that every size fits the pool.
     const staged: Buffer[] = [];
     for (let at = 0; at < bytes.length; at += STAGE_BYTES) {
       const slice = bytes.subarray(at, at + STAGE_BYTES);
@@ -200,7 +190,44 @@ export class DiskCache implements ObjectCopies {
       slice.copy(copy);
       staged.push(copy);
     }
-    const written: Promise<void> = this.write(entry, offset, staged, bytes.length, growth).finally(() => this.writing.delete(written));
+    this.startWrite(room, offset, staged, bytes.length, () => {
+      for (const copy of staged) this.staging.give(copy);
+    });
+  }
+
+  /** The entry `length` more bytes at `offset` go to and the room they take; undefined when they are not to be written. */
+  private admit(ref: ObjectRef, offset: number, length: number): { entry: CacheEntry; growth: number } | undefined {
+    if (this.closed) return undefined;
+    let e = this.entries.get(ref.key);
+    if (e !== undefined && !e.matches(ref)) {
+      // Cannot happen with format 2's keys; if a store ever reused one, the old bytes must go.
+      this.drop(e);
+      e = undefined;
+    }
+    const entry = e ?? new CacheEntry(ref, entryName(ref));
+    const growth = entry.growth(offset, length);
+    if (growth === 0) return undefined;
+    if (this.pendingWriteBytes + length > MAX_PENDING_WRITE_BYTES || !this.makeRoom(growth, entry)) {
+      this.counters.skipped++;
+      return undefined;
+    }
+    if (e === undefined) this.entries.set(ref.key, entry);
+    return { entry, growth };
+  }
+
+  private startWrite(
+    room: { entry: CacheEntry; growth: number },
+    offset: number,
+    pieces: Buffer[],
+    length: number,
+    giveBack: () => void,
+  ): void {
+    const { entry, growth } = room;
+    this.reserved += growth;
+    this.pendingWriteBytes += length;
+    entry.users++;
+    entry.fetches++;
+    const written: Promise<void> = this.write(entry, offset, pieces, length, growth, giveBack).finally(() => this.writing.delete(written));
     this.writing.add(written);
   }
 
@@ -248,10 +275,17 @@ export class DiskCache implements ObjectCopies {
     await releaseLock(this.o.dir);
   }
 
-  private async write(e: CacheEntry, offset: number, staged: Buffer[], length: number, growth: number): Promise<void> {
+  private async write(
+    e: CacheEntry,
+    offset: number,
+    pieces: Buffer[],
+    length: number,
+    growth: number,
+    giveBack: () => void,
+  ): Promise<void> {
     try {
       const handle = await this.handleOf(e);
-      const { bytesWritten } = await handle.writev(staged, offset);
+      const { bytesWritten } = await handle.writev(pieces, offset);
       if (bytesWritten !== length) throw Object.assign(new Error(`short write: ${bytesWritten} of ${length} bytes`), { code: 'ENOSPC' });
       this.counters.writes++;
       this.counters.writtenBytes += length;
@@ -265,7 +299,7 @@ export class DiskCache implements ObjectCopies {
     } finally {
       this.reserved -= growth;
       this.pendingWriteBytes -= length;
-      for (const copy of staged) this.staging.give(copy);
+      giveBack();
       this.release(e);
       if (e.bytes === 0 && e.users === 0) this.drop(e);
     }

@@ -30,9 +30,11 @@ export interface ObjectCopies {
   read(ref: ObjectRef, offset: number, length: number, out: Buffer, at: number): Promise<boolean>;
   /**
    * Keeps bytes the store returned (checked), if there is room; never waits and never fails. What it
-   * keeps it copies before it returns: the caller's buffer is the caller's again at once.
+   * keeps it copies before it returns: the caller's buffer is the caller's again at once. With
+   * `release`, the bytes are handed over instead, not copied: the caller must not change them until
+   * `release` is called, once they are no longer needed (at once when nothing is kept).
    */
-  keep(ref: ObjectRef, offset: number, bytes: Buffer): void;
+  keep(ref: ObjectRef, offset: number, bytes: Buffer, release?: () => void): void;
   /** A copy failed its check: it is dropped, not read again. */
   discard(ref: ObjectRef, why: string): void;
   /** The volume no longer names the object: its copy need not be kept for it. */

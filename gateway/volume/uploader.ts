@@ -26,6 +26,12 @@ const POOLED_DELTA_BYTES = 2 ** 20;
 const DELTA_BODY_BYTES = DELTA_MAX_BYTES + 256 * 1024;
 /** Nothing a built delta holds after its PUT needs its bytes: the body a pooled one leaves behind. */
 const SHIPPED_BODY = Buffer.alloc(0);
+/**
+ * Bodies the disk cache may still be writing when they come back (it keeps at most 32 MiB of writes
+ * pending): kept on the free list with the builds' own, or each would be freed as it came back while
+ * the next build allocated (and faulted in) a new one.
+ */
+const BODIES_AT_DISK_CACHE = 2;
 /** While new deltas must wait (admit), the uploader asks again this often even if nothing else happens. */
 const ADMIT_RECHECK_MS = 1000;
 
@@ -108,7 +114,7 @@ export class Uploader {
   private readonly bodies: DeltaBodies;
 
   constructor(private readonly opts: UploaderOptions) {
-    this.bodies = new DeltaBodies(DELTA_BODY_BYTES, opts.reserve, opts.concurrency);
+    this.bodies = new DeltaBodies(DELTA_BODY_BYTES, opts.reserve, opts.concurrency + BODIES_AT_DISK_CACHE);
   }
 
   /** New changes are durable: ship them once a delta's worth waits or the delay passed. */
@@ -223,22 +229,38 @@ export class Uploader {
         o.failpoints.hit('upload.before-put');
         await o.store.put(key, job.built.body, { crc32c: job.built.bodyCrc });
         o.failpoints.hit('upload.after-put');
-        // What was just written is what is likely read next: the disk cache gets it without a GET.
-        o.image.reader.copies?.keep(job.built.ref, 0, job.built.body);
         job.put = true;
         this.stats.deltas++;
         this.stats.bytesUploaded += job.built.body.length;
-        if (job.body !== undefined) {
-          this.bodies.give(job.body);
-          job.body = undefined;
-          job.built = { ...job.built, body: SHIPPED_BODY };
-        }
+        this.handOver(job);
         this.succeeded();
         this.commitReady();
         return;
       } catch (err) {
         if (!(await this.failed(err, 'delta upload failed; will retry'))) return;
       }
+    }
+  }
+
+  /**
+   * What was just written is what is likely read next: the disk cache gets the delta without a GET,
+   * and without a copy. A pooled body comes back to be built in again once the cache has written it.
+   */
+  private handOver(job: Job): void {
+    const built = defined(job.built, 'built delta');
+    const body = job.body;
+    const giveBack = (): void => {
+      if (body === undefined) return;
+      this.bodies.give(body);
+      // Given back after the uploader went idle, it is freed now rather than at the next idle.
+      this.settle();
+    };
+    const copies = this.opts.image.reader.copies;
+    if (copies !== undefined) copies.keep(built.ref, 0, built.body, giveBack);
+    else giveBack();
+    if (body !== undefined) {
+      job.body = undefined;
+      job.built = { ...built, body: SHIPPED_BODY };
     }
   }
 

@@ -294,6 +294,26 @@ describe('disk cache tier', () => {
     await cache.close();
   });
 
+  it('takes bytes handed over with a release as they are, and gives them back once written, or at once when not kept', async () => {
+    const cache = await openCache(place('cache'), 4 * MiB);
+    const ref = (key: string): ObjectRef => ({ key, size: 3 * MiB + 4096, metaOffset: 3 * MiB, metaCrc: 1 });
+    const bytes = randomBytes(3 * MiB);
+    let released = 0;
+    cache.keep(ref('handed'), 0, bytes, () => released++);
+    assert.equal(released, 0, 'not before the write');
+    await cache.settled();
+    assert.equal(released, 1);
+    const out = Buffer.alloc(3 * MiB);
+    assert.equal(await cache.read(ref('handed'), 0, 3 * MiB, out, 0), true);
+    assert.ok(out.equals(bytes));
+
+    cache.keep(ref('handed'), 0, bytes, () => released++);
+    assert.equal(released, 2, 'already held: nothing to write, given back at once');
+    await cache.close();
+    cache.keep(ref('after-close'), 0, bytes, () => released++);
+    assert.equal(released, 3, 'a closed cache keeps nothing and gives back at once');
+  });
+
   it('refuses a cache directory another live process uses', async () => {
     const cacheDir = place('cache');
     await (await openCache(cacheDir)).close();
