@@ -1,5 +1,6 @@
 import type { S3Server } from '../tests/helpers/s3-server.js';
 import { fio } from './fio.js';
+import { cpuSeconds } from './proc.js';
 import { drainJournal, type FioTarget, type UploadDrain } from './systems.js';
 
 /**
@@ -22,6 +23,8 @@ export interface BacklogDrainOptions {
   readonly s3: S3Server;
   readonly cwd: string;
   readonly volumeSize: number;
+  /** The gateway's process, whose CPU the drain costs. */
+  readonly pid: number;
 }
 
 /**
@@ -45,5 +48,7 @@ export async function measureBacklogDrain(kind: BacklogKind, o: BacklogDrainOpti
   } finally {
     await o.s3.restart();
   }
-  return drainJournal(o.adminUrl, `backlog-${kind}`, bytes);
+  const cpuBefore = cpuSeconds(o.pid);
+  const drain = await drainJournal(o.adminUrl, `backlog-${kind}`, bytes);
+  return { ...drain, gatewayCpuSeconds: cpuSeconds(o.pid) - cpuBefore };
 }

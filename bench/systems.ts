@@ -30,6 +30,8 @@ export interface UploadDrain {
   readonly bytes: number;
   readonly activeSeconds: number;
   readonly mibPerSecond: number;
+  /** The gateway's CPU (all threads, user and system) from the store's return until drained, where measured. */
+  readonly gatewayCpuSeconds?: number;
 }
 
 export interface BenchSystem {
