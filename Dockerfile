@@ -44,7 +44,7 @@ EXPOSE 10809 10810
 # The admin port comes from HOLDFAST_ADMIN; infra/ gives ECS the same command (ECS ignores this line).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.HOLDFAST_ADMIN||':10810').split(':').pop()+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-# --max-semi-space-size: see shared/runtime-tuning.ts (less heap).
+# --max-semi-space-size: see shared/runtime-tuning.ts (less old-generation heap).
 # node as PID 1 receives SIGTERM itself: the gateway drains and syncs its journals within --shutdown-grace.
-ENTRYPOINT ["node", "--enable-source-maps", "--max-semi-space-size=4", "dist/holdfast.js"]
+ENTRYPOINT ["node", "--enable-source-maps", "--max-semi-space-size=8", "dist/holdfast.js"]
 CMD ["serve"]
