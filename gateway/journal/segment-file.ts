@@ -34,33 +34,13 @@ class FsSegmentFile implements SegmentFile {
   }
 
   async writev(buffers: Buffer[], position: number): Promise<void> {
-    let pos = position;
-    for (let i = 0; i < buffers.length; i += MAX_IOVECS) {
-      let chunk = buffers.slice(i, i + MAX_IOVECS);
-      for (;;) {
-        const expected = chunk.reduce((n, b) => n + b.length, 0);
-        const { bytesWritten } = await this.fh.writev(chunk, pos);
-        pos += bytesWritten;
-        if (bytesWritten >= expected) break;
-        chunk = dropDone(chunk, bytesWritten);
-      }
-    }
+    const expected = buffers.reduce((n, b) => n + b.length, 0);
+    const written = await vectored(buffers, position, async (chunk, at) => (await this.fh.writev(chunk, at)).bytesWritten);
+    if (written < expected) throw Object.assign(new Error(`short write: ${written} of ${expected} bytes`), { code: 'EIO' });
   }
 
-  async readv(buffers: Buffer[], position: number): Promise<number> {
-    let pos = position;
-    for (let i = 0; i < buffers.length; i += MAX_IOVECS) {
-      let chunk = buffers.slice(i, i + MAX_IOVECS);
-      for (;;) {
-        const expected = chunk.reduce((n, b) => n + b.length, 0);
-        const { bytesRead } = await this.fh.readv(chunk, pos);
-        pos += bytesRead;
-        if (bytesRead >= expected) break;
-        if (bytesRead === 0) return pos - position;
-        chunk = dropDone(chunk, bytesRead);
-      }
-    }
-    return pos - position;
+  readv(buffers: Buffer[], position: number): Promise<number> {
+    return vectored(buffers, position, async (chunk, at) => (await this.fh.readv(chunk, at)).bytesRead);
   }
 
   datasync(): Promise<void> {
@@ -84,6 +64,27 @@ class FsSegmentFile implements SegmentFile {
   close(): Promise<void> {
     return this.fh.close();
   }
+}
+
+/**
+ * Moves every buffer, in order, from `position` with a vectored call: IOV_MAX buffers at a time, a short
+ * call continued where it stopped. Returns the bytes moved, fewer only when a call moves none (the end
+ * of the file, for a read).
+ */
+async function vectored(buffers: Buffer[], position: number, move: (chunk: Buffer[], at: number) => Promise<number>): Promise<number> {
+  let at = position;
+  for (let i = 0; i < buffers.length; i += MAX_IOVECS) {
+    let chunk = buffers.slice(i, i + MAX_IOVECS);
+    for (;;) {
+      const expected = chunk.reduce((n, b) => n + b.length, 0);
+      const moved = await move(chunk, at);
+      at += moved;
+      if (moved >= expected) break;
+      if (moved === 0) return at - position;
+      chunk = dropDone(chunk, moved);
+    }
+  }
+  return at - position;
 }
 
 /** What is left of `buffers` once the first `done` bytes have been written or read. */
