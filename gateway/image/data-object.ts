@@ -15,7 +15,7 @@
 import { crc32c } from '@node-rs/crc32';
 import { DataCorruptError } from '../../shared/errors.js';
 import { viewOrNew } from '../util/buffer-pool.js';
-import { Crc32cCombiner, crc32cCombine } from '../util/crc32c-combine.js';
+import { crc32cCombine } from '../util/crc32c-combine.js';
 
 export const CRC_BLOCK = 4096;
 const MAGIC = 0x324f4648; // 'HFO2' little-endian
@@ -24,7 +24,6 @@ export const TRAILER_SIZE = 64;
 export const RUN_SIZE = 24;
 const ZERO_FLAG = 1;
 const TWO_32 = 0x1_0000_0000;
-const BLOCK_CRCS = new Crc32cCombiner(CRC_BLOCK);
 
 export const ObjectKind = { Delta: 1, Base: 2 } as const;
 export type ObjectKind = (typeof ObjectKind)[keyof typeof ObjectKind];
@@ -132,7 +131,7 @@ export class DataObjectWriter {
         crc = crc32c(body.subarray(start, start + length));
         body.writeUInt32LE(crc, at);
       }
-      dataCrc = length === CRC_BLOCK ? BLOCK_CRCS.combine(dataCrc, crc) : crc32cCombine(dataCrc, crc, length);
+      dataCrc = crc32cCombine(dataCrc, crc, length);
     }
     const t = body.length - TRAILER_SIZE;
     body.fill(0, t, body.length);

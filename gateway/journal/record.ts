@@ -1,5 +1,5 @@
 import { crc32c } from '@node-rs/crc32';
-import { Crc32cCombiner, crc32cCombine } from '../util/crc32c-combine.js';
+import { crc32cCombine } from '../util/crc32c-combine.js';
 
 /**
  * On-disk layout of one journal record. Little-endian, fixed 40-byte header followed by the
@@ -31,20 +31,13 @@ export interface RecordHeader {
   readonly payloadLength: number;
 }
 
-/** The common payload: a 4 KiB write. */
-const BLOCK_PAYLOAD = new Crc32cCombiner(4096);
-
 /**
  * The record's checksum, from its header and its payload's own CRC32C: the same value as one CRC over
  * both, and the payload's CRC is then known by itself too (a delta block that is one 4 KiB record's
  * payload takes it as its block CRC, data-object.ts).
  */
 function recordCrc(header: Buffer, at: number, payloadCrc: number, payloadLength: number): number {
-  const headerCrc = crc32c(header.subarray(at + 8, at + RECORD_HEADER_SIZE));
-  if (payloadLength === 0) return headerCrc;
-  return payloadLength === BLOCK_PAYLOAD.lengthB
-    ? BLOCK_PAYLOAD.combine(headerCrc, payloadCrc)
-    : crc32cCombine(headerCrc, payloadCrc, payloadLength);
+  return crc32cCombine(crc32c(header.subarray(at + 8, at + RECORD_HEADER_SIZE)), payloadCrc, payloadLength);
 }
 
 /**
@@ -61,9 +54,8 @@ export function encodeRecordHeader(buf: Buffer, at: number, rec: RecordHeader, p
   buf.writeUInt32LE(rec.length, at + 28);
   buf.writeUInt32LE(rec.payloadLength, at + 32);
   buf.writeUInt32LE(0, at + 36);
-  const payloadLength = payload?.length ?? 0;
-  const payloadCrc = payload === undefined || payloadLength === 0 ? 0 : crc32c(payload);
-  buf.writeUInt32LE(recordCrc(buf, at, payloadCrc, payloadLength), at + 4);
+  const payloadCrc = payload === undefined ? 0 : crc32c(payload);
+  buf.writeUInt32LE(recordCrc(buf, at, payloadCrc, payload?.length ?? 0), at + 4);
   return payloadCrc;
 }
 
@@ -93,6 +85,6 @@ export function decodeRecordHeader(buf: Buffer, at: number, maxPayload: number):
 
 /** The payload's CRC32C when the stored checksum matches header bytes 8..40 plus the payload; -1 when it does not. */
 export function checkedPayloadCrc(header: Buffer, at: number, payload: Buffer): number {
-  const payloadCrc = payload.length === 0 ? 0 : crc32c(payload);
+  const payloadCrc = crc32c(payload);
   return recordCrc(header, at, payloadCrc, payload.length) === header.readUInt32LE(at + 4) ? payloadCrc : -1;
 }

@@ -40,35 +40,33 @@ function shiftOperator(length: number): number {
   return op;
 }
 
-/** crc32c(A ‖ B) from crc32c(A), crc32c(B) and B's length (~0.4 µs). */
-export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
-  return (multModP(shiftOperator(lengthB), crcA) ^ crcB) >>> 0;
+/**
+ * The shift past `length` bytes as a table: it is linear in crc(A), so it is tabled per byte of
+ * crc(A), four lookups instead of 32 steps.
+ */
+function shiftTable(length: number): Uint32Array {
+  const op = shiftOperator(length);
+  const table = new Uint32Array(4 * 256);
+  for (let byte = 0; byte < 4; byte++) {
+    for (let v = 0; v < 256; v++) table[byte * 256 + v] = multModP(op, (v << (8 * byte)) >>> 0);
+  }
+  return table;
 }
 
-/**
- * crc32cCombine for one B length used again and again (a block size): the shift is linear in crc(A),
- * so it is tabled per byte of crc(A), 4 lookups instead of 32 steps (4 KiB of table per length).
- */
-export class Crc32cCombiner {
-  private readonly table = new Uint32Array(4 * 256);
+/** 4 KiB, a data object's CRC block and the usual journal write: the B length combined most, tabled (13 ns a combine). */
+const TABLED_LENGTH = 4096;
+const TABLED_SHIFT = shiftTable(TABLED_LENGTH);
 
-  constructor(readonly lengthB: number) {
-    const op = shiftOperator(lengthB);
-    for (let byte = 0; byte < 4; byte++) {
-      for (let v = 0; v < 256; v++) this.table[byte * 256 + v] = multModP(op, (v << (8 * byte)) >>> 0);
-    }
-  }
-
-  /** crc32c(A ‖ B) for a B of `lengthB` bytes. */
-  combine(crcA: number, crcB: number): number {
-    const t = this.table;
-    return (
-      ((t[crcA & 0xff] as number) ^
-        (t[256 + ((crcA >>> 8) & 0xff)] as number) ^
-        (t[512 + ((crcA >>> 16) & 0xff)] as number) ^
-        (t[768 + (crcA >>> 24)] as number) ^
-        crcB) >>>
-      0
-    );
-  }
+/** crc32c(A ‖ B) from crc32c(A), crc32c(B) and B's length (~0.4 µs; 13 ns for a 4 KiB B). */
+export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
+  if (lengthB !== TABLED_LENGTH) return (multModP(shiftOperator(lengthB), crcA) ^ crcB) >>> 0;
+  const t = TABLED_SHIFT;
+  return (
+    ((t[crcA & 0xff] as number) ^
+      (t[256 + ((crcA >>> 8) & 0xff)] as number) ^
+      (t[512 + ((crcA >>> 16) & 0xff)] as number) ^
+      (t[768 + (crcA >>> 24)] as number) ^
+      crcB) >>>
+    0
+  );
 }
