@@ -43,7 +43,7 @@ export const SETTINGS_HELP: Record<Setting, { readonly arg?: string; readonly he
   diskCacheSize: { arg: 'size', help: 'disk cache bound, all volumes together; 0 for none (default 10GiB once --cache-dir is set)' },
   journalLimit: { arg: 'size', help: 'journal bytes per volume before writes wait for uploads (default 1GiB)' },
   segmentSize: { arg: 'size', help: 'journal segment file size (default 64MiB)' },
-  uploadConcurrency: { arg: 'n', help: 'deltas being built and uploaded at once per volume (default 4)' },
+  uploadConcurrency: { arg: 'n', help: 'delta PUTs in flight at once per volume, one more built ahead (default 4)' },
   uploadDelay: {
     arg: 'duration',
     help: 'how long a change waits so that later ones share its delta (default 2s; at once when 8MiB wait or the journal is half full)',

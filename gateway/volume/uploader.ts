@@ -4,6 +4,7 @@ import { RequestAbortedError, VolumeDeposedError, errorMessage } from '../../sha
 import type { Failpoints } from '../failpoints.js';
 import type { StoreReports } from '../hang/index.js';
 import { backoffMs } from '../util/backoff.js';
+import { Semaphore } from '../util/semaphore.js';
 import { deltaKey } from '../image/layout.js';
 import type { VolumeImage } from '../image/volume-image.js';
 import type { Journal, JournalEntry } from '../journal/journal.js';
@@ -32,6 +33,25 @@ const SHIPPED_BODY = Buffer.alloc(0);
  * the next build allocated (and faulted in) a new one.
  */
 const BODIES_AT_DISK_CACHE = 2;
+/**
+ * Deltas built beyond the PUTs in flight, so a slot that frees starts its next PUT at once. Without
+ * it the PUTs, started together, ended together and all waited for a build (50-200 ms each for 16 MiB
+ * beside a busy S3 server) before the next went: a quarter of the drain of a backlog had fewer PUTs
+ * in flight than the concurrency.
+ */
+const BUILT_AHEAD = 1;
+/**
+ * Deltas in the store waiting for their head commit, beyond the PUTs: a head write queues behind the
+ * data the S3 server is writing (on RGW 300-800 ms while four 16 MiB PUTs were under way), and a bound
+ * of a few stopped new PUTs until it ended. Each waiting delta holds only its tables (~100 KiB for
+ * 4,096 runs); a first delta whose PUT keeps failing holds back the later ones' commits no further.
+ */
+const AWAITING_COMMIT = 16;
+
+/** The deltas an uploader has at once, committed or not: being built, PUT, or waiting for a head write. */
+export function uncommittedDeltasMax(concurrency: number): number {
+  return concurrency + BUILT_AHEAD + AWAITING_COMMIT;
+}
 /** While new deltas must wait (admit), the uploader asks again this often even if nothing else happens. */
 const ADMIT_RECHECK_MS = 1000;
 
@@ -45,7 +65,7 @@ export interface UploaderOptions {
   readonly commits: HeadCommits;
   /** Memory for a delta being built counts against the volume's cache bound. */
   readonly reserve: (bytes: number) => CacheReservation;
-  /** Deltas being built or PUT at once. */
+  /** Delta PUTs in flight at once (one more delta is built ahead of them). */
   readonly concurrency: number;
   /** How long a change may wait so that later ones share its delta. */
   readonly delayMs: number;
@@ -91,6 +111,14 @@ interface Job {
  */
 export class Uploader {
   private readonly jobs: Job[] = [];
+  /** Jobs not yet in the store: being built, waiting for a PUT slot, or being PUT. */
+  private unput = 0;
+  /**
+   * Jobs in the store wait for their head commit without holding a PUT slot, so the next PUT goes
+   * while a commit (one at a time, tens to hundreds of ms on RGW) is under way.
+   */
+  private readonly putSlots: Semaphore;
+  private readonly maxJobs: number;
   /** Pending entries (from the oldest) already in a job. */
   private shipped = 0;
   /** The pending entries after the shipped ones that the next delta will hold, so far. */
@@ -114,7 +142,9 @@ export class Uploader {
   private readonly bodies: DeltaBodies;
 
   constructor(private readonly opts: UploaderOptions) {
-    this.bodies = new DeltaBodies(DELTA_BODY_BYTES, opts.reserve, opts.concurrency + BODIES_AT_DISK_CACHE);
+    this.bodies = new DeltaBodies(DELTA_BODY_BYTES, opts.reserve, opts.concurrency + BUILT_AHEAD + BODIES_AT_DISK_CACHE);
+    this.putSlots = new Semaphore(opts.concurrency);
+    this.maxJobs = uncommittedDeltasMax(opts.concurrency);
   }
 
   /** New changes are durable: ship them once a delta's worth waits or the delay passed. */
@@ -149,7 +179,7 @@ export class Uploader {
 
   private pump(): void {
     if (this.stopped) return;
-    while (this.jobs.length < this.opts.concurrency) {
+    while (this.unput < this.opts.concurrency + BUILT_AHEAD && this.jobs.length < this.maxJobs) {
       this.gather();
       const entries = this.gathering;
       if (entries.length === 0) break;
@@ -181,6 +211,7 @@ export class Uploader {
         reservation: this.opts.reserve(bytes),
       };
       this.jobs.push(job);
+      this.unput++;
       void this.ship(job);
     }
     if (this.opts.pending.count === 0) this.urgent = false;
@@ -226,15 +257,24 @@ export class Uploader {
         job.built ??= await this.build(job);
         const key = attempt === 0 ? job.built.ref.key : deltaKey(o.name, o.epoch, job.seqTo);
         job.built = { ...job.built, ref: { ...job.built.ref, key } };
-        o.failpoints.hit('upload.before-put');
-        await o.store.put(key, job.built.body, { crc32c: job.built.bodyCrc });
-        o.failpoints.hit('upload.after-put');
+        await this.putSlots.acquire();
+        try {
+          // Stopped while waiting for the slot (TypeScript keeps the loop condition's narrowing across the await).
+          if (this.stopped as boolean) return;
+          o.failpoints.hit('upload.before-put');
+          await o.store.put(key, job.built.body, { crc32c: job.built.bodyCrc });
+          o.failpoints.hit('upload.after-put');
+        } finally {
+          this.putSlots.release();
+        }
         job.put = true;
+        this.unput--;
         this.stats.deltas++;
         this.stats.bytesUploaded += job.built.body.length;
         this.handOver(job);
         this.succeeded();
         this.commitReady();
+        this.pump();
         return;
       } catch (err) {
         if (!(await this.failed(err, 'delta upload failed; will retry'))) return;

@@ -16,8 +16,10 @@ import { VolumeCatalog } from '../../gateway/volume/catalog.js';
 import type { Volume } from '../../gateway/volume/volume.js';
 import type { HoldfastEvent } from '../../shared/events.js';
 import { DataCorruptError, InvalidArgumentError, RequestAbortedError, VolumeBusyError } from '../../shared/errors.js';
+import type { StorePutOptions } from '../../gateway/store/object-store.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { openTestVolume } from '../helpers/volume-fixture.js';
+import { uncommittedDeltasMax } from '../../gateway/volume/uploader.js';
 
 const logger = pino({ level: 'silent' });
 const MiB = 1024 * 1024;
@@ -323,5 +325,82 @@ describe('close while the store is down', () => {
     assert.ok((await reopened.read(MiB, 8192)).equals(Buffer.alloc(8192, 7)), 'the acknowledged write is replayed');
     await reopened.drain();
     await reopened.close();
+  });
+});
+
+describe('upload pipeline', () => {
+  it('PUTs later deltas while a head commit is under way, never more at once than the concurrency', async () => {
+    // Head writes and delta PUTs each wait at a gate the test opens.
+    const store = new (class extends MemoryStore {
+      holdHeads: Promise<void> | undefined;
+      holdDeltas: Promise<void> | undefined;
+      headsHeld = 0;
+      deltasPut = 0;
+      deltasInFlight = 0;
+      mostInFlight = 0;
+      override async putIfMatch(key: string, body: Buffer, etag: string): Promise<string> {
+        if (this.holdHeads !== undefined && key.endsWith('/head')) {
+          this.headsHeld++;
+          await this.holdHeads;
+        }
+        return super.putIfMatch(key, body, etag);
+      }
+      override async put(key: string, body: Buffer, opts?: StorePutOptions): Promise<void> {
+        if (!key.includes('/deltas/')) return super.put(key, body, opts);
+        this.deltasInFlight++;
+        this.mostInFlight = Math.max(this.mostInFlight, this.deltasInFlight);
+        try {
+          await this.holdDeltas;
+          await super.put(key, body, opts);
+          this.deltasPut++;
+        } finally {
+          this.deltasInFlight--;
+        }
+      }
+    })();
+    const until = async (what: string, done: () => boolean): Promise<void> => {
+      const deadline = Date.now() + 10_000;
+      while (!done()) {
+        if (Date.now() > deadline) assert.fail(`${what}: not within 10 s`);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    };
+    await new VolumeCatalog(store).create({ name: 'pipe', size: 16 * MiB, extentSize: MiB });
+    const concurrency = 2;
+    const volume = await openTestVolume(store, join(dir, 'j-pipe'), { name: 'pipe', uploadConcurrency: concurrency });
+    const expected = Buffer.alloc(16 * MiB);
+    const write = async (i: number): Promise<void> => {
+      const data = Buffer.alloc(64 * 1024, i + 1);
+      await volume.write(i * data.length, data, false);
+      data.copy(expected, i * data.length);
+    };
+    let releaseHeads = (): void => undefined;
+    store.holdHeads = new Promise<void>((resolve) => (releaseHeads = resolve));
+    await write(0);
+    await until('the first head write', () => store.headsHeld === 1);
+    const putBefore = store.deltasPut;
+    let releaseDeltas = (): void => undefined;
+    store.holdDeltas = new Promise<void>((resolve) => (releaseDeltas = resolve));
+    // Each write is its own delta (no upload delay). Were slots held until the commit, the first
+    // delta would keep one and only one PUT could go.
+    for (let i = 1; i <= 2 * concurrency; i++) await write(i);
+    await until(`${concurrency} delta PUTs at once while the head write is held`, () => store.deltasInFlight === concurrency);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(store.deltasInFlight, concurrency, 'no more PUTs than the concurrency');
+    releaseDeltas();
+    await until('every delta PUT while the first commit is held', () => store.deltasPut === putBefore + 2 * concurrency);
+    assert.equal(store.headsHeld, 1, 'one head write at a time');
+    // Beyond the bound on deltas not committed, writes are still acknowledged; their deltas wait.
+    const bound = uncommittedDeltasMax(concurrency);
+    for (let i = 2 * concurrency + 1; i < bound + 8; i++) await write(i);
+    await until('the bound on deltas not committed', () => store.deltasPut - putBefore + 1 === bound);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(store.deltasPut - putBefore + 1, bound, 'no delta beyond the bound is PUT');
+    store.holdHeads = undefined;
+    releaseHeads();
+    await volume.drain();
+    assert.equal(store.mostInFlight, concurrency);
+    assert.ok((await volume.read(0, 16 * MiB)).equals(expected));
+    await volume.close();
   });
 });
