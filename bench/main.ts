@@ -151,11 +151,12 @@ class Bench {
         cwd: this.workDir,
         volumeSize: this.opts.size,
         pid: system.pid(),
+        s3Parallelism: this.opts.s3Parallelism,
       });
       this.uploads.push({ round: 0, system: system.name, after: `backlog-${kind}`, drain });
       const cpu = drain.gatewayCpuSeconds ?? 0;
       log(
-        `bench: ${system.name} uploaded a backlog of ${kind === 'whole' ? 'whole extents' : '4 KiB random writes'} at ${drain.mibPerSecond.toFixed(1)} MiB/s, gateway CPU ${cpu.toFixed(2)} s (${((cpu * 1000) / (drain.bytes / 2 ** 20)).toFixed(1)} ms per MiB)`,
+        `bench: ${system.name} uploaded a backlog of ${kind === 'whole' ? 'whole extents' : '4 KiB random writes'} at ${drain.mibPerSecond.toFixed(1)} MiB/s, gateway CPU ${cpu.toFixed(2)} s (${((cpu * 1000) / (drain.bytes / 2 ** 20)).toFixed(1)} ms per MiB); the S3 server's own PUT right after: ${drain.serverPutMiBps?.toFixed(1) ?? '—'} MiB/s`,
       );
     }
   }

@@ -165,6 +165,9 @@ export function summarize(runs: readonly RunRecord[]): Row[] {
 export interface UploadRates {
   readonly wholeExtents?: number;
   readonly partialExtents?: number;
+  /** The S3 server's PUT rate measured right after each kind's drain (backlog-drain.ts), where measured. */
+  readonly wholeExtentsPut?: number;
+  readonly partialExtentsPut?: number;
 }
 
 /**
@@ -178,16 +181,23 @@ export function uploadRates(uploads: readonly UploadRecord[]): Partial<Record<Sy
     const seconds = mine.reduce((s, u) => s + u.drain.activeSeconds, 0);
     return seconds > 0 ? mine.reduce((s, u) => s + u.drain.bytes, 0) / 2 ** 20 / seconds : undefined;
   };
+  const serverPut = (mine: readonly UploadRecord[]): number | undefined => {
+    const puts = mine.flatMap((u) => (u.drain.serverPutMiBps === undefined ? [] : [u.drain.serverPutMiBps]));
+    return puts.length > 0 ? median(puts) : undefined;
+  };
   const rates: Partial<Record<SystemName, UploadRates>> = {};
   for (const system of SYSTEMS) {
     const mine = uploads.filter((u) => u.system === system);
-    const wholeExtents = rate(mine.filter((u) => u.after === BACKLOGS.wholeExtents));
-    const partialExtents = rate(mine.filter((u) => u.after === BACKLOGS.partialExtents));
-    if (wholeExtents !== undefined || partialExtents !== undefined)
-      rates[system] = {
-        ...(wholeExtents === undefined ? {} : { wholeExtents }),
-        ...(partialExtents === undefined ? {} : { partialExtents }),
-      };
+    const whole = mine.filter((u) => u.after === BACKLOGS.wholeExtents);
+    const partial = mine.filter((u) => u.after === BACKLOGS.partialExtents);
+    const found = {
+      wholeExtents: rate(whole),
+      partialExtents: rate(partial),
+      wholeExtentsPut: serverPut(whole),
+      partialExtentsPut: serverPut(partial),
+    };
+    if (found.wholeExtents !== undefined || found.partialExtents !== undefined)
+      rates[system] = Object.fromEntries(Object.entries(found).filter(([, v]) => v !== undefined));
   }
   return rates;
 }
@@ -240,11 +250,13 @@ export function evaluateTargets(
   }
   if (rows.some((r) => r.system === 'holdfast-s3')) {
     out.push(ratio('holdfast-s3 seqread (cold) / S3 GET', value('holdfast-s3', 'seqread'), s3?.getMiBps, 0.8));
+    // Against the server's PUT rate right after each drain where measured, else the rounds' median.
+    const up = uploadMiBps['holdfast-s3'];
     out.push(
-      ratio('holdfast-s3 upload drain, 1 MiB sequential writes / S3 PUT', uploadMiBps['holdfast-s3']?.wholeExtents, s3?.putMiBps, 0.8),
+      ratio('holdfast-s3 upload drain, 1 MiB sequential writes / S3 PUT', up?.wholeExtents, up?.wholeExtentsPut ?? s3?.putMiBps, 0.8),
     );
     out.push(
-      ratio('holdfast-s3 upload drain, 4 KiB random writes / S3 PUT', uploadMiBps['holdfast-s3']?.partialExtents, s3?.putMiBps, 0.8),
+      ratio('holdfast-s3 upload drain, 4 KiB random writes / S3 PUT', up?.partialExtents, up?.partialExtentsPut ?? s3?.putMiBps, 0.8),
     );
     out.push(ratio('holdfast-s3 randwrite / s3backer', value('holdfast-s3', 'randwrite'), value('s3backer', 'randwrite'), 2));
     out.push(ratio('holdfast-s3 seqwrite / s3backer', value('holdfast-s3', 'seqwrite'), value('s3backer', 'seqwrite'), 2));
@@ -302,6 +314,11 @@ const UNIT: Readonly<Record<Workload, 'IOPS' | 'MiB/s' | 's'>> = {
   seqwrite: 'MiB/s',
   'flush-heavy': 'IOPS',
 };
+
+/** The server's own PUT rate measured right after a drain, as a note to the drain's rate. */
+function putAfter(put: number | undefined): string {
+  return put === undefined ? '' : ` (the server's own PUT ${num(put)} MiB/s right after it)`;
+}
 
 function num(n: number): string {
   if (n >= 100) return Math.round(n).toLocaleString('en-US');
@@ -371,7 +388,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
   const s3 = report.s3Server.median;
   const uploads = Object.entries(report.uploadMiBps).map(
     ([s, v]) =>
-      `${s} ${v.wholeExtents === undefined ? '—' : num(v.wholeExtents)} MiB/s for 1 MiB sequential writes, ${v.partialExtents === undefined ? '—' : num(v.partialExtents)} MiB/s for 4 KiB random writes`,
+      `${s} ${v.wholeExtents === undefined ? '—' : num(v.wholeExtents)} MiB/s for 1 MiB sequential writes${putAfter(v.wholeExtentsPut)}, ${v.partialExtents === undefined ? '—' : num(v.partialExtents)} MiB/s for 4 KiB random writes${putAfter(v.partialExtentsPut)}`,
   );
   const unavailable = report.systems.filter((s) => !s.available).map((s) => `- ${s.name} did not run: ${s.why ?? 'unknown'}`);
   const m = report.machine;
@@ -394,7 +411,7 @@ export function markdown(report: Omit<BenchReport, 'files'>): string {
     '',
     // With only once-workloads asked for, the round tables would be empty.
     ...(workloads.length === 0 ? [] : [main, '']),
-    `S3 server's own throughput (${S3_SERVER_NAMES[o.s3Server]}, 4 MiB objects, ${o.s3Parallelism} in flight): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}. Holdfast upload drain, a backlog left by an outage of the S3 server timed from its return: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
+    `S3 server's own throughput (${S3_SERVER_NAMES[o.s3Server]}, 4 MiB objects, ${o.s3Parallelism} in flight, PUTs to new keys): ${s3 === null ? 'not measured' : `GET ${num(s3.getMiBps)} MiB/s, PUT ${num(s3.putMiBps)} MiB/s`}. Holdfast upload drain, a backlog left by an outage of the S3 server timed from its return: ${uploads.length === 0 ? 'not measured' : uploads.join('; ')}.`,
     ...(unavailable.length > 0 ? ['', ...unavailable] : []),
     ...(report.failures.length > 0 ? ['', ...report.failures.map((f) => `- ${f}`)] : []),
     '',

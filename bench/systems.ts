@@ -32,6 +32,8 @@ export interface UploadDrain {
   readonly mibPerSecond: number;
   /** The gateway's CPU (all threads, user and system) from the store's return until drained, where measured. */
   readonly gatewayCpuSeconds?: number;
+  /** The S3 server's own PUT rate measured right after the drain, for as long as it took, where measured. */
+  readonly serverPutMiBps?: number;
 }
 
 export interface BenchSystem {

@@ -87,6 +87,8 @@ describe('npm run bench (tiny)', { timeout: 420_000 }, () => {
       (report.uploadMiBps['holdfast-s3']?.partialExtents ?? 0) > 0,
       'the upload rate of a backlog of 4 KiB random writes was measured',
     );
+    const up = report.uploadMiBps['holdfast-s3'];
+    assert.ok((up?.wholeExtentsPut ?? 0) > 0 && (up?.partialExtentsPut ?? 0) > 0, "the server's PUT rate was measured after each drain");
     assert.ok(report.targets.length > 0);
     for (const t of report.targets) assert.ok(t.met === null || typeof t.met === 'boolean', t.target);
   });
